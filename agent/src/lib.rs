@@ -1,0 +1,1 @@
+//! The workspace agent: SSH server, port forwarding, startup script, liveness.

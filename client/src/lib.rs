@@ -1,0 +1,1 @@
+//! The coder SDK and CLI.

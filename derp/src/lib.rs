@@ -1,0 +1,1 @@
+//! Relay protocol, relay server and client, STUN server.

@@ -1,0 +1,1 @@
+//! Peer networking: keys, node records, magic socket, path discovery, tunnels.
