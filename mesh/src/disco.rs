@@ -128,18 +128,12 @@ impl Message {
             TYPE_PING => {
                 let (tx_id, rest) = split::<12>(body)?;
                 let (key, _padding) = split::<32>(rest)?;
-                Ok(Message::Ping(Ping {
-                    tx_id: TxId(tx_id),
-                    node_key: NodeKey::from_bytes(key),
-                }))
+                Ok(Message::Ping(Ping { tx_id: TxId(tx_id), node_key: NodeKey::from_bytes(key) }))
             }
             TYPE_PONG => {
                 let (tx_id, rest) = split::<12>(body)?;
                 let (addr, _rest) = split::<ADDR_LEN>(rest)?;
-                Ok(Message::Pong(Pong {
-                    tx_id: TxId(tx_id),
-                    src: decode_addr(addr),
-                }))
+                Ok(Message::Pong(Pong { tx_id: TxId(tx_id), src: decode_addr(addr) }))
             }
             TYPE_CALL_ME_MAYBE => {
                 let chunks = body.chunks_exact(ADDR_LEN);
@@ -196,38 +190,25 @@ pub(crate) mod tests {
 
     #[test]
     fn ping_snapshot() {
-        let msg = Message::Ping(Ping {
-            tx_id: TxId([1; 12]),
-            node_key: NodeKey::from_bytes([0xaa; 32]),
-        });
-        assert_eq!(
-            encoded(&msg),
-            format!("0101{}{}", "01".repeat(12), "aa".repeat(32))
-        );
+        let msg =
+            Message::Ping(Ping { tx_id: TxId([1; 12]), node_key: NodeKey::from_bytes([0xaa; 32]) });
+        assert_eq!(encoded(&msg), format!("0101{}{}", "01".repeat(12), "aa".repeat(32)));
     }
 
     #[test]
     fn pong_snapshot() {
-        let msg = Message::Pong(Pong {
-            tx_id: TxId([2; 12]),
-            src: "192.0.2.7:41641".parse().unwrap(),
-        });
+        let msg =
+            Message::Pong(Pong { tx_id: TxId([2; 12]), src: "192.0.2.7:41641".parse().unwrap() });
         assert_eq!(
             encoded(&msg),
-            format!(
-                "0201{}00000000000000000000ffffc0000207a2a9",
-                "02".repeat(12)
-            )
+            format!("0201{}00000000000000000000ffffc0000207a2a9", "02".repeat(12))
         );
     }
 
     #[test]
     fn call_me_maybe_snapshot() {
         let msg = Message::CallMeMaybe(CallMeMaybe {
-            endpoints: vec![
-                "10.0.0.1:1".parse().unwrap(),
-                "[2001:db8::1]:443".parse().unwrap(),
-            ],
+            endpoints: vec!["10.0.0.1:1".parse().unwrap(), "[2001:db8::1]:443".parse().unwrap()],
         });
         assert_eq!(
             encoded(&msg),
@@ -244,23 +225,15 @@ pub(crate) mod tests {
         assert_eq!(Message::decode(&[]), Err(DecodeError::Truncated));
         assert_eq!(Message::decode(&[1, 1, 0]), Err(DecodeError::Truncated));
         assert_eq!(Message::decode(&[9, 1]), Err(DecodeError::UnknownType(9)));
-        assert_eq!(
-            Message::decode(&[3, 1, 0]),
-            Err(DecodeError::BadEndpointList)
-        );
+        assert_eq!(Message::decode(&[3, 1, 0]), Err(DecodeError::BadEndpointList));
         let too_many = [vec![3, 1], vec![0; ADDR_LEN * 65]].concat();
-        assert_eq!(
-            Message::decode(&too_many),
-            Err(DecodeError::BadEndpointList)
-        );
+        assert_eq!(Message::decode(&too_many), Err(DecodeError::BadEndpointList));
     }
 
     #[test]
     fn ping_padding_is_ignored() {
-        let ping = Message::Ping(Ping {
-            tx_id: TxId([3; 12]),
-            node_key: NodeKey::from_bytes([4; 32]),
-        });
+        let ping =
+            Message::Ping(Ping { tx_id: TxId([3; 12]), node_key: NodeKey::from_bytes([4; 32]) });
         let mut out = Vec::new();
         ping.encode(&mut out);
         out.extend_from_slice(&[0; 100]);
@@ -284,10 +257,8 @@ pub(crate) mod tests {
                 tx_id: TxId(t),
                 node_key: NodeKey::from_bytes(k),
             })),
-            (any::<[u8; 12]>(), arb_addr()).prop_map(|(t, src)| Message::Pong(Pong {
-                tx_id: TxId(t),
-                src
-            })),
+            (any::<[u8; 12]>(), arb_addr())
+                .prop_map(|(t, src)| Message::Pong(Pong { tx_id: TxId(t), src })),
             proptest::collection::vec(arb_addr(), 0..=MAX_CALL_ME_MAYBE_ENDPOINTS)
                 .prop_map(|endpoints| Message::CallMeMaybe(CallMeMaybe { endpoints })),
         ]

@@ -39,9 +39,7 @@ pub enum KeyParseError {
 
 /// Parses `prefix` followed by 64 hex digits.
 fn parse_prefixed(s: &str, prefix: &'static str) -> Result<[u8; 32], KeyParseError> {
-    let hex_part = s
-        .strip_prefix(prefix)
-        .ok_or(KeyParseError::Prefix { expected: prefix })?;
+    let hex_part = s.strip_prefix(prefix).ok_or(KeyParseError::Prefix { expected: prefix })?;
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut bytes).map_err(|_| KeyParseError::Hex)?;
     Ok(bytes)
@@ -271,15 +269,10 @@ mod tests {
         let hex = "ab".repeat(32);
         assert_eq!(
             format!("discokey:{hex}").parse::<NodeKey>(),
-            Err(KeyParseError::Prefix {
-                expected: "nodekey:"
-            })
+            Err(KeyParseError::Prefix { expected: "nodekey:" })
         );
         assert_eq!("nodekey:abc".parse::<NodeKey>(), Err(KeyParseError::Hex));
-        assert_eq!(
-            format!("discokey:{hex}zz").parse::<DiscoKey>(),
-            Err(KeyParseError::Hex)
-        );
+        assert_eq!(format!("discokey:{hex}zz").parse::<DiscoKey>(), Err(KeyParseError::Hex));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod disco;
 pub mod key;
 mod node;
+mod path;
 pub mod wire;
 
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
@@ -17,4 +18,5 @@ pub use node::{
     mesh_addresses, AddressError, MeshAddresses, Node, NodeId, RegionId, MESH_IPV4_NETWORK,
     MESH_IPV6_PREFIX, PROTOCOL_VERSION,
 };
+pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
 pub use wire::{classify, PacketKind};

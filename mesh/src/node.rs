@@ -124,11 +124,7 @@ impl Node {
         if self.addresses == owned {
             Ok(())
         } else {
-            Err(AddressError::NotOwned {
-                id: self.id,
-                claimed: self.addresses,
-                owned,
-            })
+            Err(AddressError::NotOwned { id: self.id, claimed: self.addresses, owned })
         }
     }
 }
@@ -162,12 +158,7 @@ mod tests {
         assert_eq!(a.ipv6, "fd5c:9a3e:71b2::1".parse::<Ipv6Addr>().unwrap());
         assert_eq!(a.ipv4, Some(Ipv4Addr::new(100, 64, 0, 1)));
         let a = mesh_addresses(NodeId(0x0102_0304_0506_0708));
-        assert_eq!(
-            a.ipv6,
-            "fd5c:9a3e:71b2:0:102:304:506:708"
-                .parse::<Ipv6Addr>()
-                .unwrap()
-        );
+        assert_eq!(a.ipv6, "fd5c:9a3e:71b2:0:102:304:506:708".parse::<Ipv6Addr>().unwrap());
         assert_eq!(a.ipv4, None);
         assert_eq!(mesh_addresses(NodeId(0)).ipv4, None);
         let last = mesh_addresses(NodeId((1 << 22) - 2)).ipv4;
@@ -194,10 +185,7 @@ mod tests {
         let mut n = node(7);
         assert!(n.check_addresses().is_ok());
         n.addresses = mesh_addresses(NodeId(8));
-        assert!(matches!(
-            n.check_addresses(),
-            Err(AddressError::NotOwned { .. })
-        ));
+        assert!(matches!(n.check_addresses(), Err(AddressError::NotOwned { .. })));
     }
 
     proptest! {

@@ -118,13 +118,9 @@ fn split_header(datagram: &[u8]) -> Result<(DiscoKey, [u8; NONCE_LEN], &[u8]), O
     if classify(datagram) != PacketKind::Disco {
         return Err(OpenError::NotDisco);
     }
-    let rest = datagram
-        .strip_prefix(&DISCO_MAGIC)
-        .ok_or(OpenError::NotDisco)?;
+    let rest = datagram.strip_prefix(&DISCO_MAGIC).ok_or(OpenError::NotDisco)?;
     let (key, rest) = rest.split_at_checked(KEY_LEN).ok_or(OpenError::NotDisco)?;
-    let (nonce, sealed) = rest
-        .split_at_checked(NONCE_LEN)
-        .ok_or(OpenError::NotDisco)?;
+    let (nonce, sealed) = rest.split_at_checked(NONCE_LEN).ok_or(OpenError::NotDisco)?;
     let key = <[u8; KEY_LEN]>::try_from(key).map_err(|_| OpenError::NotDisco)?;
     let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| OpenError::NotDisco)?;
     Ok((DiscoKey::from_bytes(key), nonce, sealed))
@@ -140,17 +136,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn keys() -> (DiscoSecret, DiscoSecret) {
-        (
-            DiscoSecret::from_bytes([1; 32]),
-            DiscoSecret::from_bytes([2; 32]),
-        )
+        (DiscoSecret::from_bytes([1; 32]), DiscoSecret::from_bytes([2; 32]))
     }
 
     fn ping() -> Message {
-        Message::Ping(Ping {
-            tx_id: TxId([9; 12]),
-            node_key: NodeKey::from_bytes([5; 32]),
-        })
+        Message::Ping(Ping { tx_id: TxId([9; 12]), node_key: NodeKey::from_bytes([5; 32]) })
     }
 
     #[test]
@@ -184,10 +174,7 @@ mod tests {
     #[test]
     fn classify_by_first_bytes() {
         let (a, b) = keys();
-        assert_eq!(
-            classify(&seal(&a, b.public(), [0; 24], &ping())),
-            PacketKind::Disco
-        );
+        assert_eq!(classify(&seal(&a, b.public(), [0; 24], &ping())), PacketKind::Disco);
         assert_eq!(classify(&[1, 0, 0, 0, 9, 9]), PacketKind::WireGuard);
         assert_eq!(classify(&[4, 0, 0, 0]), PacketKind::WireGuard);
         assert_eq!(classify(&[5, 0, 0, 0]), PacketKind::Unknown);

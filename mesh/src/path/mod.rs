@@ -1,0 +1,348 @@
+//! Path selection: which way data to each peer goes, relay or direct UDP.
+//!
+//! [`PathSelector`] is a sans-IO state machine. It owns no socket and reads no
+//! clock: the I/O shell feeds it disco datagrams ([`PathSelector::handle_disco`]),
+//! activity ([`PathSelector::handle_activity`]) and timer expiry
+//! ([`PathSelector::handle_timeout`]), and drains what it wants sent
+//! ([`PathSelector::poll_transmit`]), what changed ([`PathSelector::poll_event`])
+//! and when to wake it next ([`PathSelector::poll_timeout`]).
+//!
+//! Per peer, while a session is active (data went either way in the last
+//! [`PathConfig::session_active_timeout`]):
+//! 1. data goes through the peer's relay at once ([`Destination::Relay`]);
+//! 2. every candidate endpoint gets a ping, and a call-me-maybe listing our own
+//!    endpoints goes through the relay so the peer pings us too (opening its NAT);
+//! 3. the first pong proves a direct path: data switches to it
+//!    ([`PathEvent::RelayToDirect`]); a later pong switches to another path only if
+//!    it is clearly better ([`PathConfig::switch_margin`], preferring LAN and IPv6);
+//! 4. the direct path gets a heartbeat ping every [`PathConfig::heartbeat_interval`],
+//!    and all candidates are re-probed every [`PathConfig::probe_interval`];
+//! 5. without a pong for [`PathConfig::trust_timeout`], data falls back to the
+//!    relay ([`PathEvent::DirectToRelay`]) and probing goes on, so a path that
+//!    comes back is taken again.
+
+mod peer;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::disco::{Message, Ping, TxId};
+use crate::key::{DiscoKey, DiscoSecret, NodeKey};
+use crate::node::Node;
+use crate::wire::{self, OpenError};
+
+use self::peer::Peer;
+
+/// Timers and thresholds of path selection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PathConfig {
+    /// Ping the direct path this often to keep it trusted and the NAT open.
+    pub heartbeat_interval: Duration,
+    /// Ping every candidate (and send call-me-maybe while on the relay) this often.
+    pub probe_interval: Duration,
+    /// A direct path without a pong for this long is dropped for the relay.
+    pub trust_timeout: Duration,
+    /// A ping unanswered for this long is forgotten.
+    pub ping_timeout: Duration,
+    /// A peer is probed only this long after the last data to or from it.
+    pub session_active_timeout: Duration,
+    /// A new path must be this much faster (fraction of the current RTT) to win.
+    pub switch_margin: f64,
+    /// At most this many candidate endpoints per peer.
+    pub max_endpoints: usize,
+    /// Seed for transaction ids and nonces; `None` seeds from the OS.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(2),
+            probe_interval: Duration::from_secs(5),
+            trust_timeout: Duration::from_millis(6500),
+            ping_timeout: Duration::from_secs(5),
+            session_active_timeout: Duration::from_secs(45),
+            switch_margin: 0.15,
+            max_endpoints: 32,
+            rng_seed: None,
+        }
+    }
+}
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// Straight to this UDP address.
+    Direct(SocketAddr),
+    /// Through the relay, to this node.
+    Relay(NodeKey),
+}
+
+/// Where a datagram came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A UDP address.
+    Direct(SocketAddr),
+    /// The relay, from this node.
+    Relay(NodeKey),
+}
+
+/// A disco datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub dst: Destination,
+    /// The sealed datagram.
+    pub payload: Vec<u8>,
+}
+
+/// A change the I/O shell or the user may care about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathEvent {
+    /// Data to `peer` now goes straight to `addr`.
+    RelayToDirect {
+        /// The peer.
+        peer: NodeKey,
+        /// Its proven address.
+        addr: SocketAddr,
+        /// The round trip the proving pong measured.
+        rtt: Duration,
+    },
+    /// Data to `peer` moved from one direct address to a better one.
+    DirectChanged {
+        /// The peer.
+        peer: NodeKey,
+        /// The old address.
+        from: SocketAddr,
+        /// The new address.
+        to: SocketAddr,
+        /// The new address's round trip.
+        rtt: Duration,
+    },
+    /// The direct path to `peer` stopped answering; data goes through the relay.
+    DirectToRelay {
+        /// The peer.
+        peer: NodeKey,
+    },
+    /// `peer`'s candidate endpoints changed (call-me-maybe or a ping from a new address).
+    PeerEndpointsChanged {
+        /// The peer.
+        peer: NodeKey,
+        /// The full new candidate list.
+        endpoints: Vec<SocketAddr>,
+    },
+    /// A pong revealed an address of ours we did not know (free STUN): republish.
+    LocalEndpointsChanged {
+        /// Our full endpoint list.
+        endpoints: Vec<SocketAddr>,
+    },
+}
+
+/// Why a disco datagram was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoError {
+    /// Unreadable or not for us.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Sealed by a disco key no known peer has.
+    #[error("disco message from unknown {0}")]
+    UnknownSender(DiscoKey),
+    /// A ping naming a node key other than the one the coordinator gave.
+    #[error("ping claims {claimed} but the disco key belongs to {expected}")]
+    NodeKeyMismatch {
+        /// What the ping said.
+        claimed: NodeKey,
+        /// The peer that owns the disco key.
+        expected: NodeKey,
+    },
+}
+
+/// What peers' state machines send through: seals messages and queues outputs.
+pub(crate) struct Outbox {
+    disco: DiscoSecret,
+    node_key: NodeKey,
+    rng: StdRng,
+    local_endpoints: Vec<SocketAddr>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<PathEvent>,
+}
+
+impl Outbox {
+    fn send(&mut self, to: DiscoKey, dst: Destination, msg: &Message) {
+        let mut nonce = [0u8; 24];
+        self.rng.fill_bytes(&mut nonce);
+        let payload = wire::seal(&self.disco, to, nonce, msg);
+        self.transmits.push_back(Transmit { dst, payload });
+    }
+
+    fn ping(&mut self, to: DiscoKey, addr: SocketAddr) -> TxId {
+        let mut tx_id = [0u8; 12];
+        self.rng.fill_bytes(&mut tx_id);
+        let tx_id = TxId(tx_id);
+        let ping = Ping { tx_id, node_key: self.node_key };
+        self.send(to, Destination::Direct(addr), &Message::Ping(ping));
+        tx_id
+    }
+}
+
+/// Path selection for all peers of one node. See the module docs.
+pub struct PathSelector {
+    config: PathConfig,
+    out: Outbox,
+    peers: HashMap<NodeKey, Peer>,
+    by_disco: HashMap<DiscoKey, NodeKey>,
+}
+
+impl PathSelector {
+    /// A selector for the node with these keys.
+    pub fn new(config: PathConfig, node_key: NodeKey, disco: DiscoSecret) -> Self {
+        let rng = match config.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
+        Self {
+            config,
+            out: Outbox {
+                disco,
+                node_key,
+                rng,
+                local_endpoints: Vec::new(),
+                transmits: VecDeque::new(),
+                events: VecDeque::new(),
+            },
+            peers: HashMap::new(),
+            by_disco: HashMap::new(),
+        }
+    }
+
+    /// Sets our own endpoint candidates (interfaces, STUN results), sent in call-me-maybe.
+    pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        self.out.local_endpoints = endpoints;
+    }
+
+    /// Our endpoint candidates, including ones pongs revealed.
+    pub fn local_endpoints(&self) -> &[SocketAddr] {
+        &self.out.local_endpoints
+    }
+
+    /// Adds a peer or applies the coordinator's update of it.
+    pub fn upsert_peer(&mut self, node: &Node, now: Instant) {
+        let peer =
+            self.peers.entry(node.key).or_insert_with(|| Peer::new(node.key, node.disco_key));
+        if peer.disco != node.disco_key {
+            // A new disco key means the peer restarted: start its paths afresh.
+            self.by_disco.remove(&peer.disco);
+            *peer = Peer::new(node.key, node.disco_key);
+        }
+        self.by_disco.insert(node.disco_key, node.key);
+        peer.set_coordinator_endpoints(&node.endpoints, now, &self.config, &mut self.out);
+    }
+
+    /// Forgets a peer.
+    pub fn remove_peer(&mut self, key: &NodeKey) {
+        if let Some(peer) = self.peers.remove(key) {
+            self.by_disco.remove(&peer.disco);
+        }
+    }
+
+    /// Data went to or came from `peer`: keep (or start) finding a direct path.
+    pub fn handle_activity(&mut self, peer: &NodeKey, now: Instant) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.activity(now, &self.config, &mut self.out);
+        }
+    }
+
+    /// A disco datagram arrived from `src`.
+    pub fn handle_disco(
+        &mut self,
+        src: Source,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<(), DiscoError> {
+        let sender = wire::sender(datagram)?;
+        let key = *self.by_disco.get(&sender).ok_or(DiscoError::UnknownSender(sender))?;
+        let (_, msg) = wire::open(&self.out.disco, datagram)?;
+        let peer = self.peers.get_mut(&key).ok_or(DiscoError::UnknownSender(sender))?;
+        match (msg, src) {
+            (Message::Ping(ping), Source::Direct(addr)) => {
+                if ping.node_key != key {
+                    return Err(DiscoError::NodeKeyMismatch {
+                        claimed: ping.node_key,
+                        expected: key,
+                    });
+                }
+                peer.on_ping(addr, ping.tx_id, now, &self.config, &mut self.out);
+            }
+            (Message::Pong(pong), Source::Direct(addr)) => {
+                let answered = peer.on_pong(addr, pong.tx_id, now, &self.config, &mut self.out);
+                if answered {
+                    self.learn_local_endpoint(pong.src);
+                }
+            }
+            (Message::CallMeMaybe(cmm), _) => {
+                peer.on_call_me_maybe(&cmm.endpoints, now, &self.config, &mut self.out);
+            }
+            // Pings and pongs only prove direct paths; through the relay they mean nothing.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn learn_local_endpoint(&mut self, addr: SocketAddr) {
+        if !self.out.local_endpoints.contains(&addr) {
+            self.out.local_endpoints.push(addr);
+            let endpoints = self.out.local_endpoints.clone();
+            self.out.events.push_back(PathEvent::LocalEndpointsChanged { endpoints });
+        }
+    }
+
+    /// Runs timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for peer in self.peers.values_mut() {
+            peer.on_timeout(now, &self.config, &mut self.out);
+        }
+    }
+
+    /// The next disco datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// The next path event.
+    pub fn poll_event(&mut self) -> Option<PathEvent> {
+        self.out.events.pop_front()
+    }
+
+    /// When [`PathSelector::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.values().filter_map(|p| p.next_timeout(&self.config)).min()
+    }
+
+    /// Where data for `peer` should go now; `None` for an unknown peer.
+    pub fn destination(&self, peer: &NodeKey, now: Instant) -> Option<Destination> {
+        self.peers.get(peer).map(|p| p.destination(now))
+    }
+
+    /// The peer that owns direct address `addr`, to attribute incoming datagrams.
+    pub fn peer_at(&self, addr: SocketAddr) -> Option<NodeKey> {
+        self.peers.values().find(|p| p.has_endpoint(addr)).map(|p| p.key)
+    }
+
+    /// How long the first direct path to `peer` took to find, from the start of
+    /// the session's discovery to the proving pong.
+    pub fn time_to_direct(&self, peer: &NodeKey) -> Option<Duration> {
+        self.peers.get(peer).and_then(|p| p.time_to_direct())
+    }
+}
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;

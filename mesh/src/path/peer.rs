@@ -1,0 +1,375 @@
+//! One peer's paths: candidate endpoints, pings in flight, the chosen path.
+//!
+//! Inputs come from [`super::PathSelector`]; outputs (pings, call-me-maybe,
+//! events) go into the shared [`Outbox`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::disco::{CallMeMaybe, Message, Pong, TxId};
+use crate::key::{DiscoKey, NodeKey};
+
+use super::{Destination, Outbox, PathConfig, PathEvent};
+
+/// How we came to know an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The coordinator's node record.
+    Coordinator,
+    /// The peer's call-me-maybe, or a ping from that address.
+    Peer,
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    origin: Origin,
+    last_ping: Option<Instant>,
+    last_pong: Option<Instant>,
+    rtt: Option<Duration>,
+    /// Pings sent in answer to the peer's pings since the last probe round.
+    ping_backs: u8,
+}
+
+impl Endpoint {
+    fn new(origin: Origin) -> Self {
+        Self { origin, last_ping: None, last_pong: None, rtt: None, ping_backs: 0 }
+    }
+
+    fn trusted(&self, now: Instant, config: &PathConfig) -> bool {
+        self.last_pong.is_some_and(|t| now.saturating_duration_since(t) < config.trust_timeout)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Best {
+    addr: SocketAddr,
+    rtt: Duration,
+    trusted_until: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SentPing {
+    addr: SocketAddr,
+    at: Instant,
+}
+
+/// At most this many pings back to one endpoint per probe round.
+const MAX_PING_BACKS: u8 = 4;
+
+pub(super) struct Peer {
+    pub(super) key: NodeKey,
+    pub(super) disco: DiscoKey,
+    endpoints: BTreeMap<SocketAddr, Endpoint>,
+    best: Option<Best>,
+    pings: HashMap<TxId, SentPing>,
+    active_until: Option<Instant>,
+    next_probe: Option<Instant>,
+    next_heartbeat: Option<Instant>,
+    discovery_started: Option<Instant>,
+    time_to_direct: Option<Duration>,
+}
+
+/// A path's latency weighted by preference: LAN beats WAN, IPv6 beats IPv4.
+fn score(addr: SocketAddr, rtt: Duration) -> f64 {
+    let mut s = rtt.as_secs_f64();
+    let lan = match addr.ip() {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            // fc00::/7 unique local and fe80::/10 link local.
+            (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.is_loopback()
+        }
+    };
+    if lan {
+        s *= 0.8;
+    }
+    if addr.is_ipv6() {
+        s *= 0.9;
+    }
+    s
+}
+
+impl Peer {
+    pub(super) fn new(key: NodeKey, disco: DiscoKey) -> Self {
+        Self {
+            key,
+            disco,
+            endpoints: BTreeMap::new(),
+            best: None,
+            pings: HashMap::new(),
+            active_until: None,
+            next_probe: None,
+            next_heartbeat: None,
+            discovery_started: None,
+            time_to_direct: None,
+        }
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        self.active_until.is_some_and(|t| now < t)
+    }
+
+    pub(super) fn has_endpoint(&self, addr: SocketAddr) -> bool {
+        self.endpoints.contains_key(&addr)
+    }
+
+    pub(super) fn time_to_direct(&self) -> Option<Duration> {
+        self.time_to_direct
+    }
+
+    pub(super) fn destination(&self, now: Instant) -> Destination {
+        match self.best {
+            Some(best) if now < best.trusted_until => Destination::Direct(best.addr),
+            _ => Destination::Relay(self.key),
+        }
+    }
+
+    fn endpoints_changed(&self, out: &mut Outbox) {
+        out.events.push_back(PathEvent::PeerEndpointsChanged {
+            peer: self.key,
+            endpoints: self.endpoints.keys().copied().collect(),
+        });
+    }
+
+    /// Adds `addr` if there is room; true if it is new.
+    fn add_endpoint(&mut self, addr: SocketAddr, origin: Origin, config: &PathConfig) -> bool {
+        if self.endpoints.contains_key(&addr) || self.endpoints.len() >= config.max_endpoints {
+            return false;
+        }
+        self.endpoints.insert(addr, Endpoint::new(origin));
+        true
+    }
+
+    pub(super) fn set_coordinator_endpoints(
+        &mut self,
+        endpoints: &[SocketAddr],
+        now: Instant,
+        config: &PathConfig,
+        out: &mut Outbox,
+    ) {
+        let best = self.best.map(|b| b.addr);
+        let before = self.endpoints.len();
+        self.endpoints.retain(|addr, ep| {
+            ep.origin != Origin::Coordinator || endpoints.contains(addr) || Some(*addr) == best
+        });
+        let mut changed = before != self.endpoints.len();
+        for &addr in endpoints {
+            changed |= self.add_endpoint(addr, Origin::Coordinator, config);
+        }
+        if changed {
+            self.endpoints_changed(out);
+            if self.active(now) {
+                self.next_probe = Some(now);
+                self.on_timeout(now, config, out);
+            }
+        }
+    }
+
+    pub(super) fn activity(&mut self, now: Instant, config: &PathConfig, out: &mut Outbox) {
+        let was_active = self.active(now);
+        self.active_until = Some(now + config.session_active_timeout);
+        if !was_active {
+            if self.best.is_none() {
+                self.discovery_started = Some(now);
+            }
+            self.next_probe = Some(now);
+            self.next_heartbeat = Some(now + config.heartbeat_interval);
+            self.on_timeout(now, config, out);
+        }
+    }
+
+    fn ping(&mut self, addr: SocketAddr, now: Instant, out: &mut Outbox) {
+        let tx_id = out.ping(self.disco, addr);
+        self.pings.insert(tx_id, SentPing { addr, at: now });
+        if let Some(ep) = self.endpoints.get_mut(&addr) {
+            ep.last_ping = Some(now);
+        }
+    }
+
+    /// Pings every candidate; asks the peer to ping us too while not direct.
+    fn probe(&mut self, now: Instant, config: &PathConfig, out: &mut Outbox) {
+        let addrs: Vec<SocketAddr> = self.endpoints.keys().copied().collect();
+        for addr in addrs {
+            self.ping(addr, now, out);
+        }
+        for ep in self.endpoints.values_mut() {
+            ep.ping_backs = 0;
+        }
+        if self.best.is_none() && !out.local_endpoints.is_empty() {
+            let cmm = Message::CallMeMaybe(CallMeMaybe { endpoints: out.local_endpoints.clone() });
+            out.send(self.disco, Destination::Relay(self.key), &cmm);
+        }
+        self.next_probe = Some(now + config.probe_interval);
+    }
+
+    pub(super) fn on_timeout(&mut self, now: Instant, config: &PathConfig, out: &mut Outbox) {
+        self.pings.retain(|_, p| now.saturating_duration_since(p.at) < config.ping_timeout);
+        if let Some(best) = self.best {
+            if now >= best.trusted_until {
+                self.fall_back(best.addr, now, config, out);
+            }
+        }
+        if !self.active(now) {
+            // Idle: no probing until the next activity restarts the timers.
+            self.next_probe = None;
+            self.next_heartbeat = None;
+            return;
+        }
+        if self.next_probe.is_some_and(|t| t <= now) {
+            self.probe(now, config, out);
+        }
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
+            if let Some(best) = self.best {
+                self.ping(best.addr, now, out);
+            }
+            self.next_heartbeat = Some(now + config.heartbeat_interval);
+        }
+    }
+
+    /// The chosen path expired: take another trusted one, else the relay.
+    fn fall_back(&mut self, from: SocketAddr, now: Instant, config: &PathConfig, out: &mut Outbox) {
+        let next = self
+            .endpoints
+            .iter()
+            .filter(|(addr, ep)| **addr != from && ep.trusted(now, config))
+            .filter_map(|(addr, ep)| ep.rtt.map(|rtt| (*addr, rtt, ep.last_pong)))
+            .min_by(|a, b| score(a.0, a.1).total_cmp(&score(b.0, b.1)));
+        match next {
+            Some((to, rtt, Some(pong))) => {
+                self.best =
+                    Some(Best { addr: to, rtt, trusted_until: pong + config.trust_timeout });
+                out.events.push_back(PathEvent::DirectChanged { peer: self.key, from, to, rtt });
+            }
+            _ => {
+                self.best = None;
+                self.discovery_started = Some(now);
+                self.next_probe = Some(now);
+                out.events.push_back(PathEvent::DirectToRelay { peer: self.key });
+            }
+        }
+    }
+
+    pub(super) fn on_ping(
+        &mut self,
+        addr: SocketAddr,
+        tx_id: TxId,
+        now: Instant,
+        config: &PathConfig,
+        out: &mut Outbox,
+    ) {
+        let pong = Message::Pong(Pong { tx_id, src: addr });
+        out.send(self.disco, Destination::Direct(addr), &pong);
+        if self.add_endpoint(addr, Origin::Peer, config) {
+            self.endpoints_changed(out);
+        }
+        // A ping from an unproven address means the peer's NAT is open toward
+        // us now: ping back at once so our side proves the path too.
+        let Some(ep) = self.endpoints.get_mut(&addr) else {
+            return;
+        };
+        if !ep.trusted(now, config) && ep.ping_backs < MAX_PING_BACKS {
+            ep.ping_backs += 1;
+            self.ping(addr, now, out);
+        }
+    }
+
+    /// Returns true if the pong answered one of our pings.
+    pub(super) fn on_pong(
+        &mut self,
+        addr: SocketAddr,
+        tx_id: TxId,
+        now: Instant,
+        config: &PathConfig,
+        out: &mut Outbox,
+    ) -> bool {
+        // Only a pong from the address we pinged proves that address.
+        match self.pings.get(&tx_id) {
+            Some(sent) if sent.addr == addr => {}
+            _ => return false,
+        }
+        let Some(sent) = self.pings.remove(&tx_id) else {
+            return false;
+        };
+        let rtt = now.saturating_duration_since(sent.at);
+        if let Some(ep) = self.endpoints.get_mut(&addr) {
+            ep.last_pong = Some(now);
+            ep.rtt = Some(rtt);
+        }
+        let trusted_until = now + config.trust_timeout;
+        match self.best {
+            None => {
+                self.best = Some(Best { addr, rtt, trusted_until });
+                if self.time_to_direct.is_none() {
+                    self.time_to_direct =
+                        self.discovery_started.map(|t| now.saturating_duration_since(t));
+                }
+                self.next_heartbeat = Some(now + config.heartbeat_interval);
+                out.events.push_back(PathEvent::RelayToDirect { peer: self.key, addr, rtt });
+            }
+            Some(ref mut best) if best.addr == addr => {
+                best.rtt = rtt;
+                best.trusted_until = trusted_until;
+            }
+            Some(best) => {
+                let current = score(best.addr, best.rtt);
+                if score(addr, rtt) < current * (1.0 - config.switch_margin) {
+                    self.best = Some(Best { addr, rtt, trusted_until });
+                    out.events.push_back(PathEvent::DirectChanged {
+                        peer: self.key,
+                        from: best.addr,
+                        to: addr,
+                        rtt,
+                    });
+                }
+            }
+        }
+        true
+    }
+
+    pub(super) fn on_call_me_maybe(
+        &mut self,
+        endpoints: &[SocketAddr],
+        now: Instant,
+        config: &PathConfig,
+        out: &mut Outbox,
+    ) {
+        let mut changed = false;
+        for &addr in endpoints {
+            changed |= self.add_endpoint(addr, Origin::Peer, config);
+        }
+        if changed {
+            self.endpoints_changed(out);
+        }
+        // The peer is starting a session with us: count it as activity, and
+        // ping what it listed now, which opens our NAT toward it.
+        if self.best.is_none() && !self.active(now) {
+            self.discovery_started = Some(now);
+        }
+        self.active_until = Some(now + config.session_active_timeout);
+        if self.next_heartbeat.is_none_or(|t| t <= now) {
+            self.next_heartbeat = Some(now + config.heartbeat_interval);
+        }
+        for &addr in endpoints {
+            if self.endpoints.contains_key(&addr) {
+                self.ping(addr, now, out);
+            }
+        }
+        if self.next_probe.is_none_or(|t| t <= now) {
+            self.next_probe = Some(now + config.probe_interval);
+        }
+    }
+
+    pub(super) fn next_timeout(&self, config: &PathConfig) -> Option<Instant> {
+        let expiry = self.best.map(|b| b.trusted_until);
+        let ping_expiry = self.pings.values().map(|p| p.at + config.ping_timeout).min();
+        let mut next = [expiry, ping_expiry].into_iter().flatten().min();
+        if let Some(active_until) = self.active_until {
+            let timers = [self.next_probe, self.next_heartbeat.filter(|_| self.best.is_some())];
+            let due = timers.into_iter().flatten().filter(|t| *t < active_until).min();
+            next = [next, due].into_iter().flatten().min();
+        }
+        next
+    }
+}

@@ -1,0 +1,377 @@
+//! A tiny simulated network to drive [`PathSelector`]s on simulated time.
+//!
+//! Hosts sit on LANs, optionally behind a NAT with endpoint-independent or
+//! endpoint-dependent mapping (both with address-and-port-dependent filtering:
+//! inbound packets pass only from addresses the mapping has sent to). A relay
+//! forwards between node keys with a fixed latency and never loses packets; direct
+//! UDP has latency, jitter and loss from a seeded RNG, or is blocked outright.
+//! The STUN result a host advertises is its NAT mapping toward a STUN server.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Destination, PathConfig, PathEvent, PathSelector, Source};
+use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicSecret};
+use crate::node::{mesh_addresses, Node, NodeId, PROTOCOL_VERSION};
+
+/// How a NAT picks the public port for an outbound flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mapping {
+    /// One public port per local socket ("easy" NAT).
+    EndpointIndependent,
+    /// A new public port per destination ("hard", symmetric NAT).
+    EndpointDependent,
+}
+
+/// Which inbound packets a NAT lets through to a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Filtering {
+    /// From any port of an IP the mapping has sent to.
+    AddressDependent,
+    /// Only from exact addresses the mapping has sent to.
+    AddressAndPortDependent,
+}
+
+/// What a host looks like on the network.
+#[derive(Debug, Clone)]
+pub(super) struct HostSpec {
+    /// The host's socket address on its LAN (public if there is no NAT).
+    pub lan: SocketAddr,
+    /// Hosts with the same LAN id reach each other's LAN addresses directly.
+    pub lan_id: u32,
+    /// The NAT in front of the host: public IP and mapping behaviour.
+    pub nat: Option<(IpAddr, Mapping)>,
+    /// The NAT's inbound filter.
+    pub filtering: Filtering,
+    /// Further addresses that reach this (NAT-less) host.
+    pub aliases: Vec<SocketAddr>,
+}
+
+impl HostSpec {
+    pub fn public(lan: &str) -> Self {
+        Self {
+            lan: lan.parse().unwrap(),
+            lan_id: 0,
+            nat: None,
+            filtering: Filtering::AddressAndPortDependent,
+            aliases: Vec::new(),
+        }
+    }
+
+    pub fn natted(lan: &str, lan_id: u32, public_ip: &str, mapping: Mapping) -> Self {
+        Self {
+            lan: lan.parse().unwrap(),
+            lan_id,
+            nat: Some((public_ip.parse().unwrap(), mapping)),
+            filtering: Filtering::AddressAndPortDependent,
+            aliases: Vec::new(),
+        }
+    }
+}
+
+struct Nat {
+    ip: IpAddr,
+    mapping: Mapping,
+    filtering: Filtering,
+    ports: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
+    inbound: HashMap<u16, (SocketAddr, HashSet<SocketAddr>)>,
+    next_port: u16,
+}
+
+impl Nat {
+    fn outbound(&mut self, local: SocketAddr, dst: SocketAddr) -> SocketAddr {
+        let key = match self.mapping {
+            Mapping::EndpointIndependent => (local, None),
+            Mapping::EndpointDependent => (local, Some(dst)),
+        };
+        let port = *self.ports.entry(key).or_insert_with(|| {
+            self.next_port += 1;
+            self.next_port
+        });
+        let (_, allowed) = self.inbound.entry(port).or_insert_with(|| (local, HashSet::new()));
+        allowed.insert(dst);
+        SocketAddr::new(self.ip, port)
+    }
+
+    fn inbound(&self, port: u16, from: SocketAddr) -> Option<SocketAddr> {
+        let (local, allowed) = self.inbound.get(&port)?;
+        let pass = match self.filtering {
+            Filtering::AddressDependent => allowed.iter().any(|a| a.ip() == from.ip()),
+            Filtering::AddressAndPortDependent => allowed.contains(&from),
+        };
+        pass.then_some(*local)
+    }
+}
+
+pub(super) struct Host {
+    pub sel: PathSelector,
+    pub node: Node,
+    spec: HostSpec,
+    nat: Option<Nat>,
+    /// Drops all direct UDP to and from this host.
+    pub udp_blocked: bool,
+    /// Every path event with the simulated time it happened at.
+    pub events: Vec<(Duration, PathEvent)>,
+    /// Disco datagrams this host sent.
+    pub sent: usize,
+    /// For a multi-homed host: the local address each remote last reached it at,
+    /// which replies leave from (as a socket with `IP_PKTINFO` would).
+    reply_from: HashMap<SocketAddr, SocketAddr>,
+}
+
+impl Host {
+    pub fn key(&self) -> NodeKey {
+        self.node.key
+    }
+}
+
+struct Packet {
+    to: usize,
+    src: Source,
+    /// The address the packet was sent to, for direct packets.
+    dst: Option<SocketAddr>,
+    payload: Vec<u8>,
+}
+
+pub(super) const STUN_SERVER: &str = "203.0.113.254:3478";
+
+pub(super) struct Sim {
+    pub start: Instant,
+    pub now: Instant,
+    pub hosts: Vec<Host>,
+    queue: BTreeMap<(Instant, u64), Packet>,
+    seq: u64,
+    rng: StdRng,
+    /// One-way latency of direct UDP between different LANs.
+    pub direct_latency: Duration,
+    /// Extra one-way latency toward particular addresses.
+    pub latency_to: HashMap<SocketAddr, Duration>,
+    /// Uniform random extra one-way latency, up to this much.
+    pub jitter: Duration,
+    /// One-way latency through the relay.
+    pub relay_latency: Duration,
+    /// Probability of losing a direct UDP packet.
+    pub loss: f64,
+    /// Pairs of hosts exchanging data (each marks activity once a second).
+    traffic: Vec<(usize, usize)>,
+    next_tick: Option<Instant>,
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            now: start,
+            hosts: Vec::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            rng: StdRng::seed_from_u64(seed),
+            direct_latency: Duration::from_millis(20),
+            latency_to: HashMap::new(),
+            jitter: Duration::ZERO,
+            relay_latency: Duration::from_millis(30),
+            loss: 0.0,
+            traffic: Vec::new(),
+            next_tick: None,
+        }
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    pub fn add_host(&mut self, spec: HostSpec) -> usize {
+        let id = self.hosts.len() as u64 + 1;
+        let node_secret = NodeSecret::generate(&mut self.rng);
+        let disco = DiscoSecret::generate(&mut self.rng);
+        let mut nat = spec.nat.map(|(ip, mapping)| Nat {
+            ip,
+            mapping,
+            filtering: spec.filtering,
+            ports: HashMap::new(),
+            inbound: HashMap::new(),
+            next_port: 40000,
+        });
+        let mut endpoints = vec![spec.lan];
+        endpoints.extend(&spec.aliases);
+        if let Some(nat) = &mut nat {
+            endpoints.push(nat.outbound(spec.lan, STUN_SERVER.parse().unwrap()));
+        }
+        let config = PathConfig { rng_seed: Some(self.rng.gen()), ..PathConfig::default() };
+        let mut sel = PathSelector::new(config, node_secret.public(), disco.clone());
+        sel.set_local_endpoints(endpoints.clone());
+        let node = Node {
+            id: NodeId(id),
+            key: node_secret.public(),
+            disco_key: disco.public(),
+            quic_key: QuicSecret::generate(&mut self.rng).public(),
+            preferred_relay: Some(1),
+            relay_latency_ms: BTreeMap::new(),
+            endpoints,
+            addresses: mesh_addresses(NodeId(id)),
+            version: PROTOCOL_VERSION,
+        };
+        self.hosts.push(Host {
+            sel,
+            node,
+            spec,
+            nat,
+            udp_blocked: false,
+            events: Vec::new(),
+            sent: 0,
+            reply_from: HashMap::new(),
+        });
+        self.hosts.len() - 1
+    }
+
+    /// The coordinator tells `a` and `b` about each other.
+    pub fn introduce(&mut self, a: usize, b: usize) {
+        let (na, nb) = (self.hosts[a].node.clone(), self.hosts[b].node.clone());
+        self.hosts[a].sel.upsert_peer(&nb, self.now);
+        self.hosts[b].sel.upsert_peer(&na, self.now);
+        self.flush();
+    }
+
+    /// `a` starts sending data to `b`, and from the next second on both do, every second.
+    pub fn start_traffic(&mut self, a: usize, b: usize) {
+        let kb = self.hosts[b].key();
+        self.hosts[a].sel.handle_activity(&kb, self.now);
+        self.traffic.push((a, b));
+        self.next_tick = Some(self.now + Duration::from_secs(1));
+        self.flush();
+    }
+
+    pub fn stop_traffic(&mut self) {
+        self.traffic.clear();
+        self.next_tick = None;
+    }
+
+    /// Where `a` sends data for `b` right now.
+    pub fn destination(&self, a: usize, b: usize) -> Option<Destination> {
+        self.hosts[a].sel.destination(&self.hosts[b].key(), self.now)
+    }
+
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        for _ in 0..10_000_000 {
+            let next_packet = self.queue.keys().next().map(|k| k.0);
+            let next_timer = self.hosts.iter().filter_map(|h| h.sel.poll_timeout()).min();
+            let Some(next) = [next_packet, next_timer, self.next_tick]
+                .into_iter()
+                .flatten()
+                .min()
+                .filter(|t| *t <= end)
+            else {
+                self.now = end;
+                return;
+            };
+            self.now = self.now.max(next);
+            self.step();
+        }
+        panic!("simulation did not go idle: a timer keeps firing in the past");
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let packet = entry.remove();
+            let host = &mut self.hosts[packet.to];
+            if let (Source::Direct(src), Some(dst), None) = (packet.src, packet.dst, &host.nat) {
+                host.reply_from.insert(src, dst);
+            }
+            // Errors (unknown sender, …) are dropped datagrams, as in the real shell.
+            let _ = host.sel.handle_disco(packet.src, &packet.payload, now);
+        }
+        if self.next_tick.is_some_and(|t| t <= now) {
+            for (a, b) in self.traffic.clone() {
+                let (ka, kb) = (self.hosts[a].key(), self.hosts[b].key());
+                self.hosts[a].sel.handle_activity(&kb, now);
+                self.hosts[b].sel.handle_activity(&ka, now);
+            }
+            self.next_tick = Some(now + Duration::from_secs(1));
+        }
+        for host in &mut self.hosts {
+            if host.sel.poll_timeout().is_some_and(|t| t <= now) {
+                host.sel.handle_timeout(now);
+            }
+        }
+        self.flush();
+    }
+
+    /// Moves every host's queued transmits onto the network and records events.
+    fn flush(&mut self) {
+        for i in 0..self.hosts.len() {
+            while let Some(event) = self.hosts[i].sel.poll_event() {
+                let at = self.now - self.start;
+                self.hosts[i].events.push((at, event));
+            }
+            while let Some(t) = self.hosts[i].sel.poll_transmit() {
+                self.hosts[i].sent += 1;
+                match t.dst {
+                    Destination::Relay(key) => {
+                        let to = self.hosts.iter().position(|h| h.key() == key);
+                        let src = Source::Relay(self.hosts[i].key());
+                        if let Some(to) = to {
+                            self.enqueue(to, src, self.relay_latency, t.payload);
+                        }
+                    }
+                    Destination::Direct(addr) => self.route(i, addr, t.payload),
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, to: usize, src: Source, latency: Duration, payload: Vec<u8>) {
+        self.seq += 1;
+        let packet = Packet { to, src, dst: None, payload };
+        self.queue.insert((self.now + latency, self.seq), packet);
+    }
+
+    fn route(&mut self, from: usize, dst: SocketAddr, payload: Vec<u8>) {
+        if self.hosts[from].udp_blocked {
+            return;
+        }
+        let (lan, lan_id) = (self.hosts[from].spec.lan, self.hosts[from].spec.lan_id);
+        let same_lan = self
+            .hosts
+            .iter()
+            .position(|h| h.spec.lan == dst && h.spec.lan_id == lan_id && h.spec.nat.is_some());
+        if let Some(to) = same_lan {
+            let src = Source::Direct(lan);
+            return self.enqueue(to, src, Duration::from_millis(1), payload);
+        }
+        let host = &mut self.hosts[from];
+        let src = match &mut host.nat {
+            Some(nat) => nat.outbound(lan, dst),
+            None => host.reply_from.get(&dst).copied().unwrap_or(lan),
+        };
+        if self.rng.gen::<f64>() < self.loss {
+            return;
+        }
+        let to = self.hosts.iter().enumerate().find_map(|(j, h)| match &h.nat {
+            None if h.spec.lan == dst || h.spec.aliases.contains(&dst) => Some(j),
+            Some(nat) if nat.ip == dst.ip() => nat.inbound(dst.port(), src).map(|_| j),
+            _ => None,
+        });
+        let Some(to) = to.filter(|j| !self.hosts[*j].udp_blocked) else {
+            return;
+        };
+        let jitter = self.jitter.mul_f64(self.rng.gen::<f64>());
+        let base = self.latency_to.get(&dst).copied();
+        let latency = base.unwrap_or(self.direct_latency) + jitter;
+        self.enqueue(to, Source::Direct(src), latency, payload);
+        if let Some(packet) = self.queue.get_mut(&(self.now + latency, self.seq)) {
+            packet.dst = Some(dst);
+        }
+    }
+}

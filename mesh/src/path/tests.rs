@@ -1,0 +1,263 @@
+//! Two-node scenarios for [`PathSelector`] on the simulated network.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::sim::{Filtering, HostSpec, Mapping, Sim};
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Two hosts with the given specs, introduced, `a` starting traffic to `b`.
+fn pair(seed: u64, a: HostSpec, b: HostSpec) -> Sim {
+    let mut sim = Sim::new(seed);
+    let a = sim.add_host(a);
+    let b = sim.add_host(b);
+    sim.introduce(a, b);
+    sim
+}
+
+fn easy(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
+    HostSpec::natted(lan, lan_id, ip, Mapping::EndpointIndependent)
+}
+
+fn hard(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
+    HostSpec::natted(lan, lan_id, ip, Mapping::EndpointDependent)
+}
+
+/// Endpoint-independent mapping with address-dependent (not port-dependent) filtering.
+fn easy_address_filtered(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
+    let mut spec = easy(lan, lan_id, ip);
+    spec.filtering = Filtering::AddressDependent;
+    spec
+}
+
+fn count(sim: &Sim, host: usize, pred: impl Fn(&PathEvent) -> bool) -> usize {
+    sim.hosts[host].events.iter().filter(|(_, e)| pred(e)).count()
+}
+
+fn is_direct(e: &PathEvent) -> bool {
+    matches!(e, PathEvent::RelayToDirect { .. })
+}
+
+fn is_relay(e: &PathEvent) -> bool {
+    matches!(e, PathEvent::DirectToRelay { .. })
+}
+
+fn is_change(e: &PathEvent) -> bool {
+    matches!(e, PathEvent::DirectChanged { .. })
+}
+
+fn assert_direct(sim: &Sim, a: usize, b: usize) -> SocketAddr {
+    match sim.destination(a, b) {
+        Some(Destination::Direct(addr)) => addr,
+        other => panic!("host {a} sends to {b} via {other:?} at {:?}", sim.elapsed()),
+    }
+}
+
+fn assert_relay(sim: &Sim, a: usize, b: usize) {
+    let key = sim.hosts[b].key();
+    assert_eq!(sim.destination(a, b), Some(Destination::Relay(key)));
+}
+
+#[test]
+fn starts_on_the_relay() {
+    let mut sim = pair(1, HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1"));
+    sim.start_traffic(0, 1);
+    assert_relay(&sim, 0, 1);
+    assert_relay(&sim, 1, 0);
+}
+
+#[test]
+fn public_hosts_go_direct_in_one_round_trip() {
+    let mut sim = pair(2, HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1"));
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(1));
+    assert_eq!(assert_direct(&sim, 0, 1), "198.51.100.1:1".parse().unwrap());
+    assert_direct(&sim, 1, 0);
+    let rtt = sim.direct_latency * 2;
+    assert_eq!(sim.hosts[0].sel.time_to_direct(&sim.hosts[1].key()), Some(rtt));
+}
+
+#[test]
+fn easy_nat_both_sides_goes_direct_within_three_round_trips() {
+    let mut sim =
+        pair(3, easy("10.0.0.2:41641", 1, "192.0.2.1"), easy("10.1.0.2:41641", 2, "198.51.100.1"));
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(1));
+    assert_direct(&sim, 0, 1);
+    assert_direct(&sim, 1, 0);
+    let rtt = sim.direct_latency * 2;
+    let took = sim.hosts[0].sel.time_to_direct(&sim.hosts[1].key()).unwrap();
+    // The first pings die at the peer's NAT; call-me-maybe through the relay
+    // makes the peer ping back, which opens its NAT: relay leg + 3 one-way legs.
+    assert_eq!(took, sim.relay_latency + sim.direct_latency * 3);
+    // The peer learns of the session from the call-me-maybe and is direct one
+    // round trip after it.
+    let peer_took = sim.hosts[1].sel.time_to_direct(&sim.hosts[0].key());
+    assert_eq!(peer_took, Some(rtt));
+    assert!(took <= rtt * 3, "took {took:?}, {} RTTs", took.as_secs_f64() / rtt.as_secs_f64());
+}
+
+#[test]
+fn hard_nat_on_one_side_goes_direct_through_learned_endpoint() {
+    let mut sim = pair(
+        4,
+        hard("10.0.0.2:41641", 1, "192.0.2.1"),
+        easy_address_filtered("10.1.0.2:41641", 2, "198.51.100.1"),
+    );
+    sim.start_traffic(0, 1);
+    // The first round fails both ways; the easy NAT lets the hard side's next
+    // probe through once the easy side has sent to its IP.
+    sim.run_for(PathConfig::default().probe_interval + secs(1));
+    assert_direct(&sim, 0, 1);
+    // The easy side reaches the hard side only at the port its ping came from,
+    // an address no STUN server saw.
+    let learned = assert_direct(&sim, 1, 0);
+    assert!(!sim.hosts[0].node.endpoints.contains(&learned));
+    assert!(count(&sim, 1, |e| matches!(e, PathEvent::PeerEndpointsChanged { .. })) >= 1);
+}
+
+#[test]
+fn hard_nat_on_both_sides_stays_on_the_relay() {
+    let mut sim =
+        pair(5, hard("10.0.0.2:41641", 1, "192.0.2.1"), hard("10.1.0.2:41641", 2, "198.51.100.1"));
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(60));
+    assert_relay(&sim, 0, 1);
+    assert_relay(&sim, 1, 0);
+    assert_eq!(count(&sim, 0, is_direct) + count(&sim, 1, is_direct), 0);
+}
+
+#[test]
+fn blocked_udp_stays_on_the_relay() {
+    let mut sim = pair(6, HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1"));
+    sim.hosts[1].udp_blocked = true;
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(30));
+    assert_relay(&sim, 0, 1);
+    assert_relay(&sim, 1, 0);
+}
+
+#[test]
+fn falls_back_to_the_relay_on_loss_and_recovers() {
+    let mut sim = pair(7, HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1"));
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(10));
+    assert_direct(&sim, 0, 1);
+
+    sim.loss = 1.0;
+    let lost_at = sim.elapsed();
+    sim.run_for(secs(10));
+    assert_relay(&sim, 0, 1);
+    assert_relay(&sim, 1, 0);
+    let (fell_back_at, _) = sim.hosts[0].events.iter().find(|(_, e)| is_relay(e)).unwrap();
+    // No pong for the trust timeout after the last one (a heartbeat at most ago).
+    let limit = PathConfig::default().trust_timeout + PathConfig::default().heartbeat_interval;
+    assert!(*fell_back_at - lost_at <= limit, "fell back after {:?}", *fell_back_at - lost_at);
+
+    sim.loss = 0.0;
+    let healed_at = sim.elapsed();
+    sim.run_for(secs(10));
+    assert_direct(&sim, 0, 1);
+    assert_direct(&sim, 1, 0);
+    let (back_at, _) = sim.hosts[0].events.iter().rev().find(|(_, e)| is_direct(e)).unwrap();
+    let limit = PathConfig::default().probe_interval + ms(100);
+    assert!(*back_at - healed_at <= limit, "recovered after {:?}", *back_at - healed_at);
+}
+
+#[test]
+fn near_equal_paths_do_not_flap() {
+    let mut b = HostSpec::public("198.51.100.1:1");
+    b.aliases.push("198.51.100.2:1".parse().unwrap());
+    let mut sim = pair(8, HostSpec::public("192.0.2.1:1"), b);
+    sim.latency_to.insert("198.51.100.2:1".parse().unwrap(), ms(21));
+    sim.jitter = ms(4);
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(120));
+    assert_direct(&sim, 0, 1);
+    assert_eq!(count(&sim, 0, is_direct), 1);
+    assert_eq!(count(&sim, 0, is_change), 0);
+    assert_eq!(count(&sim, 0, is_relay), 0);
+}
+
+#[test]
+fn clearly_better_path_wins() {
+    let mut b = HostSpec::public("198.51.100.1:1");
+    b.aliases.push("198.51.100.2:1".parse().unwrap());
+    let mut sim = pair(9, HostSpec::public("192.0.2.1:1"), b);
+    // The second address is slower at first, so the first pong picks the other…
+    sim.latency_to.insert("198.51.100.1:1".parse().unwrap(), ms(5));
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(2));
+    assert_eq!(assert_direct(&sim, 0, 1), "198.51.100.1:1".parse().unwrap());
+    // …then that route degrades and a re-probe finds the other one much faster.
+    sim.latency_to.insert("198.51.100.1:1".parse().unwrap(), ms(60));
+    sim.run_for(secs(12));
+    assert_eq!(assert_direct(&sim, 0, 1), "198.51.100.2:1".parse().unwrap());
+    assert_eq!(count(&sim, 0, is_change), 1);
+}
+
+#[test]
+fn same_lan_prefers_the_lan_path() {
+    let mut sim =
+        pair(10, easy("10.0.0.2:41641", 1, "192.0.2.1"), easy("10.0.0.3:41641", 1, "198.51.100.1"));
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(12));
+    assert_eq!(assert_direct(&sim, 0, 1), "10.0.0.3:41641".parse().unwrap());
+    assert_eq!(assert_direct(&sim, 1, 0), "10.0.0.2:41641".parse().unwrap());
+}
+
+#[test]
+fn idle_peers_go_quiet() {
+    let mut sim = pair(11, HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1"));
+    sim.start_traffic(0, 1);
+    sim.run_for(secs(5));
+    sim.stop_traffic();
+    sim.run_for(secs(120));
+    let sent = (sim.hosts[0].sent, sim.hosts[1].sent);
+    assert!(sim.hosts.iter().all(|h| h.sel.poll_timeout().is_none()));
+    sim.run_for(secs(600));
+    assert_eq!(sent, (sim.hosts[0].sent, sim.hosts[1].sent));
+}
+
+#[test]
+fn strangers_and_impostors_are_refused() {
+    let mut sim = pair(12, HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1"));
+    let stranger = DiscoSecret::from_bytes([9; 32]);
+    let me = sim.hosts[0].node.disco_key;
+    let ping = |node_key| Message::Ping(Ping { tx_id: TxId([0; 12]), node_key });
+    let from = Source::Direct("203.0.113.9:9".parse().unwrap());
+    let datagram = wire::seal(&stranger, me, [0; 24], &ping(NodeKey::from_bytes([1; 32])));
+    let now = sim.now;
+    assert_eq!(
+        sim.hosts[0].sel.handle_disco(from, &datagram, now),
+        Err(DiscoError::UnknownSender(stranger.public()))
+    );
+    // A ping sealed with the peer's disco key must name the peer's node key; we
+    // cannot forge the peer's seal here, so check the mismatch with our own pair.
+    let impostor_claim = NodeKey::from_bytes([2; 32]);
+    let peer = sim.hosts[1].node.clone();
+    let mut other = PathSelector::new(
+        PathConfig::default(),
+        sim.hosts[0].key(),
+        DiscoSecret::from_bytes([3; 32]),
+    );
+    let mut node = peer.clone();
+    node.disco_key = stranger.public();
+    other.upsert_peer(&node, now);
+    let receiver = DiscoSecret::from_bytes([3; 32]).public();
+    let datagram = wire::seal(&stranger, receiver, [0; 24], &ping(impostor_claim));
+    assert_eq!(
+        other.handle_disco(from, &datagram, now),
+        Err(DiscoError::NodeKeyMismatch { claimed: impostor_claim, expected: peer.key })
+    );
+    assert_eq!(other.poll_transmit(), None);
+}
