@@ -79,9 +79,7 @@ impl SecretKey {
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce = crypto_box::Nonce::from_slice(nonce);
-        SalsaBox::new(&peer.to_crypto(), &self.0)
-            .decrypt(nonce, ciphertext)
-            .map_err(|_| OpenError)
+        SalsaBox::new(&peer.to_crypto(), &self.0).decrypt(nonce, ciphertext).map_err(|_| OpenError)
     }
 }
 
@@ -113,10 +111,7 @@ impl PublicKey {
 
     /// Parses a key from the front of `bytes`; `None` when too short.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        bytes
-            .get(..KEY_LEN)
-            .and_then(|b| <[u8; KEY_LEN]>::try_from(b).ok())
-            .map(Self)
+        bytes.get(..KEY_LEN).and_then(|b| <[u8; KEY_LEN]>::try_from(b).ok()).map(Self)
     }
 
     /// The first few hex digits, for logs.
@@ -243,10 +238,7 @@ mod tests {
     #[test]
     fn bad_hex_is_typed_error() {
         assert_eq!("abcd".parse::<PublicKey>(), Err(KeyParseError::Length(2)));
-        assert!(matches!(
-            "zz".parse::<PublicKey>(),
-            Err(KeyParseError::Hex(_))
-        ));
+        assert!(matches!("zz".parse::<PublicKey>(), Err(KeyParseError::Hex(_))));
     }
 
     #[test]
@@ -267,10 +259,7 @@ mod tests {
         // Mallory cannot pass a box off as Alice's.
         let forged = mallory.seal_to(&bob.public(), b"hello");
         assert_eq!(bob.open_from(&alice.public(), &forged), Err(OpenError));
-        assert_eq!(
-            bob.open_from(&alice.public(), &sealed[..10]),
-            Err(OpenError)
-        );
+        assert_eq!(bob.open_from(&alice.public(), &sealed[..10]), Err(OpenError));
     }
 
     #[test]

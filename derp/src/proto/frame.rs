@@ -181,11 +181,7 @@ pub enum DecodeError {
     #[error("frame of type {frame_type:#04x} is {len} bytes, over the {MAX_FRAME_LEN} byte limit")]
     TooLarge { frame_type: u8, len: usize },
     #[error("{frame_type:?} frame is {len} bytes, needs at least {min}")]
-    TooShort {
-        frame_type: FrameType,
-        len: usize,
-        min: usize,
-    },
+    TooShort { frame_type: FrameType, len: usize, min: usize },
     #[error("server key frame does not start with the protocol magic")]
     BadMagic,
     #[error("health frame is not UTF-8")]
@@ -282,10 +278,7 @@ impl Frame {
             }
             Self::Ping { data } | Self::Pong { data } => buf.put_slice(data),
             Self::Health { problem } => buf.put_slice(problem.as_bytes()),
-            Self::Restarting {
-                reconnect_in,
-                try_for,
-            } => {
+            Self::Restarting { reconnect_in, try_for } => {
                 buf.put_u32(millis_u32(*reconnect_in));
                 buf.put_u32(millis_u32(*try_for));
             }
@@ -308,11 +301,7 @@ impl Frame {
         let len = payload.len();
         let need = |min: usize| {
             if len < min {
-                Err(DecodeError::TooShort {
-                    frame_type: ty,
-                    len,
-                    min,
-                })
+                Err(DecodeError::TooShort { frame_type: ty, len, min })
             } else {
                 Ok(())
             }
@@ -331,10 +320,7 @@ impl Frame {
             FrameType::ClientInfo => {
                 need(KEY_LEN)?;
                 let key = take_key(&mut payload);
-                Self::ClientInfo {
-                    key,
-                    sealed: payload,
-                }
+                Self::ClientInfo { key, sealed: payload }
             }
             FrameType::ServerInfo => Self::ServerInfo { sealed: payload },
             FrameType::SendPacket => {
@@ -351,9 +337,7 @@ impl Frame {
             FrameType::WatchConns => Self::WatchConns,
             FrameType::NotePreferred => {
                 need(1)?;
-                Self::NotePreferred {
-                    preferred: payload.get_u8() != 0,
-                }
+                Self::NotePreferred { preferred: payload.get_u8() != 0 }
             }
             FrameType::PeerGone => {
                 need(KEY_LEN)?;
@@ -369,19 +353,13 @@ impl Frame {
             }
             FrameType::PeerPresent => {
                 need(KEY_LEN)?;
-                Self::PeerPresent {
-                    key: take_key(&mut payload),
-                }
+                Self::PeerPresent { key: take_key(&mut payload) }
             }
             FrameType::ForwardPacket => {
                 need(2 * KEY_LEN)?;
                 let src = take_key(&mut payload);
                 let dst = take_key(&mut payload);
-                Self::ForwardPacket {
-                    src,
-                    dst,
-                    data: payload,
-                }
+                Self::ForwardPacket { src, dst, data: payload }
             }
             FrameType::Ping | FrameType::Pong => {
                 need(8)?;
@@ -402,10 +380,7 @@ impl Frame {
                 need(8)?;
                 let reconnect_in = Duration::from_millis(payload.get_u32().into());
                 let try_for = Duration::from_millis(payload.get_u32().into());
-                Self::Restarting {
-                    reconnect_in,
-                    try_for,
-                }
+                Self::Restarting { reconnect_in, try_for }
             }
         };
         Ok(Some(frame))

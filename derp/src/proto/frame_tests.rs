@@ -29,78 +29,40 @@ fn hex_snapshots() {
     let k2 = "22".repeat(32);
     let cases: Vec<(Frame, String)> = vec![
         (
-            Frame::ServerKey {
-                key: key(0x11),
-                challenge: [0xcc; CHALLENGE_LEN],
-            },
+            Frame::ServerKey { key: key(0x11), challenge: [0xcc; CHALLENGE_LEN] },
             format!("0100000038{}{k1}{}", "44455250f09f9491", "cc".repeat(16)),
         ),
         (
-            Frame::ClientInfo {
-                key: key(0x11),
-                sealed: Bytes::from_static(b"\xab\xcd"),
-            },
+            Frame::ClientInfo { key: key(0x11), sealed: Bytes::from_static(b"\xab\xcd") },
             format!("0200000022{k1}abcd"),
         ),
         (
-            Frame::ServerInfo {
-                sealed: Bytes::from_static(b"\x01\x02\x03"),
-            },
+            Frame::ServerInfo { sealed: Bytes::from_static(b"\x01\x02\x03") },
             "0300000003010203".into(),
         ),
         (
-            Frame::SendPacket {
-                dst: key(0x22),
-                data: Bytes::from_static(b"hi"),
-            },
+            Frame::SendPacket { dst: key(0x22), data: Bytes::from_static(b"hi") },
             format!("0400000022{k2}6869"),
         ),
         (
-            Frame::RecvPacket {
-                src: key(0x11),
-                data: Bytes::from_static(b"hi"),
-            },
+            Frame::RecvPacket { src: key(0x11), data: Bytes::from_static(b"hi") },
             format!("0500000022{k1}6869"),
         ),
         (Frame::KeepAlive, "0600000000".into()),
+        (Frame::NotePreferred { preferred: true }, "070000000101".into()),
         (
-            Frame::NotePreferred { preferred: true },
-            "070000000101".into(),
-        ),
-        (
-            Frame::PeerGone {
-                key: key(0x22),
-                reason: PeerGoneReason::NotHere,
-            },
+            Frame::PeerGone { key: key(0x22), reason: PeerGoneReason::NotHere },
             format!("0800000021{k2}01"),
         ),
+        (Frame::PeerPresent { key: key(0x11) }, format!("0900000020{k1}")),
         (
-            Frame::PeerPresent { key: key(0x11) },
-            format!("0900000020{k1}"),
-        ),
-        (
-            Frame::ForwardPacket {
-                src: key(0x11),
-                dst: key(0x22),
-                data: Bytes::from_static(b"x"),
-            },
+            Frame::ForwardPacket { src: key(0x11), dst: key(0x22), data: Bytes::from_static(b"x") },
             format!("0a00000041{k1}{k2}78"),
         ),
         (Frame::WatchConns, "1000000000".into()),
-        (
-            Frame::Ping { data: *b"01234567" },
-            "12000000083031323334353637".into(),
-        ),
-        (
-            Frame::Pong { data: *b"01234567" },
-            "13000000083031323334353637".into(),
-        ),
-        (
-            Frame::Health {
-                problem: "bad".into(),
-            },
-            "1400000003626164".into(),
-        ),
+        (Frame::Ping { data: *b"01234567" }, "12000000083031323334353637".into()),
+        (Frame::Pong { data: *b"01234567" }, "13000000083031323334353637".into()),
+        (Frame::Health { problem: "bad".into() }, "1400000003626164".into()),
         (
             Frame::Restarting {
                 reconnect_in: Duration::from_millis(500),
@@ -137,10 +99,7 @@ fn oversized_header_is_rejected_before_payload() {
     let bytes = hex::decode("0400010001").unwrap();
     assert_eq!(
         decode_all(&bytes),
-        Err(DecodeError::TooLarge {
-            frame_type: 4,
-            len: MAX_FRAME_LEN + 1
-        })
+        Err(DecodeError::TooLarge { frame_type: 4, len: MAX_FRAME_LEN + 1 })
     );
 }
 
@@ -148,41 +107,22 @@ fn oversized_header_is_rejected_before_payload() {
 fn short_frames_are_typed_errors() {
     assert_eq!(
         decode_all(&hex::decode("0400000003aabbcc").unwrap()),
-        Err(DecodeError::TooShort {
-            frame_type: FrameType::SendPacket,
-            len: 3,
-            min: KEY_LEN
-        })
+        Err(DecodeError::TooShort { frame_type: FrameType::SendPacket, len: 3, min: KEY_LEN })
     );
     assert_eq!(
         decode_all(&hex::decode("120000000101").unwrap()),
-        Err(DecodeError::TooShort {
-            frame_type: FrameType::Ping,
-            len: 1,
-            min: 8
-        })
+        Err(DecodeError::TooShort { frame_type: FrameType::Ping, len: 1, min: 8 })
     );
     let mut bad_magic = hex::decode("0100000038").unwrap();
     bad_magic.extend_from_slice(&[0u8; 56]);
     assert_eq!(decode_all(&bad_magic), Err(DecodeError::BadMagic));
-    assert_eq!(
-        decode_all(&hex::decode("1400000001ff").unwrap()),
-        Err(DecodeError::InvalidUtf8)
-    );
+    assert_eq!(decode_all(&hex::decode("1400000001ff").unwrap()), Err(DecodeError::InvalidUtf8));
 }
 
 #[test]
 fn oversized_packet_cannot_be_encoded() {
-    let frame = Frame::SendPacket {
-        dst: key(1),
-        data: Bytes::from(vec![0; MAX_FRAME_LEN]),
-    };
-    assert_eq!(
-        frame.to_bytes(),
-        Err(EncodeError::TooLarge {
-            len: MAX_FRAME_LEN + KEY_LEN
-        })
-    );
+    let frame = Frame::SendPacket { dst: key(1), data: Bytes::from(vec![0; MAX_FRAME_LEN]) };
+    assert_eq!(frame.to_bytes(), Err(EncodeError::TooLarge { len: MAX_FRAME_LEN + KEY_LEN }));
     let max = Frame::ForwardPacket {
         src: key(1),
         dst: key(2),
@@ -213,10 +153,8 @@ pub(crate) fn arb_frame() -> impl Strategy<Value = Frame> {
         (arb_key(), arb_bytes(2000)).prop_map(|(src, data)| Frame::RecvPacket { src, data }),
         Just(Frame::KeepAlive),
         any::<bool>().prop_map(|preferred| Frame::NotePreferred { preferred }),
-        (arb_key(), any::<u8>()).prop_map(|(key, r)| Frame::PeerGone {
-            key,
-            reason: PeerGoneReason::from_byte(r)
-        }),
+        (arb_key(), any::<u8>())
+            .prop_map(|(key, r)| Frame::PeerGone { key, reason: PeerGoneReason::from_byte(r) }),
         arb_key().prop_map(|key| Frame::PeerPresent { key }),
         (arb_key(), arb_key(), arb_bytes(2000)).prop_map(|(src, dst, data)| Frame::ForwardPacket {
             src,
@@ -227,10 +165,8 @@ pub(crate) fn arb_frame() -> impl Strategy<Value = Frame> {
         any::<[u8; 8]>().prop_map(|data| Frame::Ping { data }),
         any::<[u8; 8]>().prop_map(|data| Frame::Pong { data }),
         ".{0,100}".prop_map(|problem| Frame::Health { problem }),
-        (arb_millis(), arb_millis()).prop_map(|(reconnect_in, try_for)| Frame::Restarting {
-            reconnect_in,
-            try_for
-        }),
+        (arb_millis(), arb_millis())
+            .prop_map(|(reconnect_in, try_for)| Frame::Restarting { reconnect_in, try_for }),
     ]
 }
 

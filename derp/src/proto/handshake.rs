@@ -51,10 +51,7 @@ pub struct ServerInfo {
 #[non_exhaustive]
 pub enum HandshakeError {
     #[error("expected a {expected} frame, got {got:?}")]
-    UnexpectedFrame {
-        expected: &'static str,
-        got: Box<Frame>,
-    },
+    UnexpectedFrame { expected: &'static str, got: Box<Frame> },
     #[error("client info box could not be opened: the client does not hold key {0}")]
     KeyNotProven(PublicKey),
     #[error("server info box could not be opened: the relay does not hold key {0}")]
@@ -71,11 +68,7 @@ pub enum HandshakeError {
 
 impl ClientInfo {
     pub fn new(challenge: [u8; CHALLENGE_LEN], mesh_key: Option<MeshKey>) -> Self {
-        Self {
-            version: PROTOCOL_VERSION,
-            challenge,
-            mesh_key,
-        }
+        Self { version: PROTOCOL_VERSION, challenge, mesh_key }
     }
 
     /// Seals this info from `client` to `server`, as a `ClientInfo` frame.
@@ -102,15 +95,11 @@ impl ClientInfo {
                 got: Box::new(frame),
             });
         };
-        let json = server
-            .open_from(&key, &sealed)
-            .map_err(|_| HandshakeError::KeyNotProven(key))?;
+        let json =
+            server.open_from(&key, &sealed).map_err(|_| HandshakeError::KeyNotProven(key))?;
         let info: ClientInfo = serde_json::from_slice(&json)?;
         // Not secret, but compare in constant time anyway: it costs nothing.
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            &info.challenge[..],
-            &challenge[..],
-        )) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&info.challenge[..], &challenge[..])) {
             return Err(HandshakeError::ChallengeMismatch);
         }
         let is_mesh = match (&info.mesh_key, mesh_key) {
@@ -125,9 +114,7 @@ impl ClientInfo {
 impl ServerInfo {
     pub fn seal(&self, server: &SecretKey, client: &PublicKey) -> Result<Frame, HandshakeError> {
         let json = serde_json::to_vec(self)?;
-        Ok(Frame::ServerInfo {
-            sealed: Bytes::from(server.seal_to(client, &json)),
-        })
+        Ok(Frame::ServerInfo { sealed: Bytes::from(server.seal_to(client, &json)) })
     }
 
     /// Client side: opens the server's answer. A `Health` frame instead of
@@ -145,10 +132,9 @@ impl ServerInfo {
                 Ok(serde_json::from_slice(&json)?)
             }
             Frame::Health { problem } => Err(HandshakeError::Refused(problem)),
-            got => Err(HandshakeError::UnexpectedFrame {
-                expected: "ServerInfo",
-                got: Box::new(got),
-            }),
+            got => {
+                Err(HandshakeError::UnexpectedFrame { expected: "ServerInfo", got: Box::new(got) })
+            }
         }
     }
 }
@@ -163,14 +149,9 @@ mod tests {
         let server = SecretKey::generate();
         let client = SecretKey::generate();
         let challenge = [9; CHALLENGE_LEN];
-        let frame = ClientInfo::new(challenge, None)
-            .seal(&client, &server.public())
-            .unwrap();
+        let frame = ClientInfo::new(challenge, None).seal(&client, &server.public()).unwrap();
         let (key, info, mesh) = ClientInfo::open(frame.clone(), &server, &challenge, None).unwrap();
-        assert_eq!(
-            (key, info.version, mesh),
-            (client.public(), PROTOCOL_VERSION, false)
-        );
+        assert_eq!((key, info.version, mesh), (client.public(), PROTOCOL_VERSION, false));
         // Replayed against a fresh challenge.
         let err = ClientInfo::open(frame, &server, &[1; CHALLENGE_LEN], None).unwrap_err();
         assert!(matches!(err, HandshakeError::ChallengeMismatch));
@@ -181,16 +162,12 @@ mod tests {
         let server = SecretKey::generate();
         let victim = SecretKey::generate().public();
         let mallory = SecretKey::generate();
-        let Frame::ClientInfo { sealed, .. } = ClientInfo::new([0; CHALLENGE_LEN], None)
-            .seal(&mallory, &server.public())
-            .unwrap()
+        let Frame::ClientInfo { sealed, .. } =
+            ClientInfo::new([0; CHALLENGE_LEN], None).seal(&mallory, &server.public()).unwrap()
         else {
             unreachable!()
         };
-        let forged = Frame::ClientInfo {
-            key: victim,
-            sealed,
-        };
+        let forged = Frame::ClientInfo { key: victim, sealed };
         let err = ClientInfo::open(forged, &server, &[0; CHALLENGE_LEN], None).unwrap_err();
         assert!(matches!(err, HandshakeError::KeyNotProven(k) if k == victim));
     }
@@ -201,13 +178,10 @@ mod tests {
         let client = SecretKey::generate();
         let ours = MeshKey::generate();
         let c = [0; CHALLENGE_LEN];
-        let good = ClientInfo::new(c, Some(ours.clone()))
-            .seal(&client, &server.public())
-            .unwrap();
+        let good = ClientInfo::new(c, Some(ours.clone())).seal(&client, &server.public()).unwrap();
         assert!(ClientInfo::open(good, &server, &c, Some(&ours)).unwrap().2);
-        let bad = ClientInfo::new(c, Some(MeshKey::generate()))
-            .seal(&client, &server.public())
-            .unwrap();
+        let bad =
+            ClientInfo::new(c, Some(MeshKey::generate())).seal(&client, &server.public()).unwrap();
         let err = ClientInfo::open(bad, &server, &c, Some(&ours)).unwrap_err();
         assert!(matches!(err, HandshakeError::BadMeshKey));
     }
@@ -222,13 +196,8 @@ mod tests {
             token_bucket_bytes_burst: 9,
         };
         let frame = info.seal(&server, &client.public()).unwrap();
-        assert_eq!(
-            ServerInfo::open(frame, &client, &server.public()).unwrap(),
-            info
-        );
-        let refused = Frame::Health {
-            problem: "no".into(),
-        };
+        assert_eq!(ServerInfo::open(frame, &client, &server.public()).unwrap(), info);
+        let refused = Frame::Health { problem: "no".into() };
         let err = ServerInfo::open(refused, &client, &server.public()).unwrap_err();
         assert!(matches!(err, HandshakeError::Refused(p) if p == "no"));
     }
@@ -237,9 +206,6 @@ mod tests {
     fn client_info_json_shape() {
         let info = ClientInfo::new([0xab; CHALLENGE_LEN], None);
         let json = serde_json::to_string(&info).unwrap();
-        assert_eq!(
-            json,
-            format!("{{\"version\":1,\"challenge\":\"{}\"}}", "ab".repeat(16))
-        );
+        assert_eq!(json, format!("{{\"version\":1,\"challenge\":\"{}\"}}", "ab".repeat(16)));
     }
 }
