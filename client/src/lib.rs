@@ -1,1 +1,6 @@
-//! The coder SDK and CLI.
+//! The `coder` CLI and the SDK (API types, HTTP client) that the agent and
+//! the coordinator share.
+
+pub mod cli;
+pub mod config;
+pub mod sdk;

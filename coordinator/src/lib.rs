@@ -1,1 +1,15 @@
-//! coderd.
+//! `coderd`: the coordinator. HTTP API, Postgres state, peer coordination,
+//! provisioner jobs, and an embedded relay.
+
+mod api;
+mod db;
+mod metrics;
+pub mod postgres;
+mod secrets;
+mod server;
+#[cfg(feature = "testutil")]
+pub mod testutil;
+
+pub use api::{app, ApiConfig, AppState};
+pub use db::{connect as connect_db, migrate, migrations_fingerprint};
+pub use server::{default_data_dir, run, ServerConfig, ServerError};

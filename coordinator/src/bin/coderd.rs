@@ -1,1 +1,79 @@
-fn main() {}
+//! `coderd`: parse flags, set up logging, run the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "coderd", version, about = "The coordinator of a mesh workspace platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator: API, embedded Postgres (unless --postgres-url), relay, provisioners.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "CODER_HTTP_ADDRESS", default_value = "127.0.0.1:3000")]
+    http_address: SocketAddr,
+    /// URL users and workspaces reach this deployment at (default: http://<http-address>).
+    #[arg(long, env = "CODER_ACCESS_URL")]
+    access_url: Option<url::Url>,
+    /// External Postgres URL; without it an embedded Postgres is run under --data-dir.
+    #[arg(long, env = "CODER_PG_CONNECTION_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
+    /// Where coderd keeps its state (the embedded Postgres cluster, caches).
+    #[arg(long, env = "CODER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "CODER_LOG_FILTER", default_value = "info")]
+    log_filter: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server(args),
+    }
+}
+
+fn server(args: ServerArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = coordinator::ServerConfig::default();
+    config.http_address = args.http_address;
+    config.access_url = args.access_url;
+    config.postgres_url = args.postgres_url;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    let rt = tokio::runtime::Runtime::new().context("start tokio runtime")?;
+    rt.block_on(async move {
+        coordinator::run(config, shutdown_signal()).await.context("coderd server")
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::warn!("cannot install signal handlers; stop coderd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

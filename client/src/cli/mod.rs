@@ -1,0 +1,99 @@
+//! The `coder` command line. Each subcommand lives in its own module; this
+//! one parses global flags and resolves the deployment URL and token.
+
+mod login;
+mod output;
+mod tokens;
+mod users;
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use url::Url;
+
+use crate::config::ConfigDir;
+use crate::sdk::Client;
+
+pub use output::OutputFormat;
+
+#[derive(Parser, Debug)]
+#[command(name = "coder", version, about = "Reach your workspaces over a peer-to-peer mesh")]
+pub struct Cli {
+    /// Deployment URL (overrides the one saved by `coder login`).
+    #[arg(long, global = true, env = "CODER_URL")]
+    pub url: Option<Url>,
+    /// Session or API token (overrides the one saved by `coder login`).
+    #[arg(long = "token", global = true, env = "CODER_SESSION_TOKEN", hide_env_values = true)]
+    pub session_token: Option<String>,
+    /// Where the login is stored.
+    #[arg(long, global = true, env = "CODER_CONFIG_DIR")]
+    pub global_config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Log in to a deployment (creating its first user if it has none).
+    Login(login::LoginArgs),
+    /// Forget the stored session and revoke it on the server.
+    Logout,
+    /// Show who you are logged in as.
+    Whoami(output::OutputArgs),
+    /// Manage users (owners only).
+    #[command(subcommand)]
+    Users(users::UsersCommand),
+    /// Manage personal API tokens.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+}
+
+/// Everything a subcommand needs from the global flags.
+pub struct Context_ {
+    pub config: ConfigDir,
+    pub url: Option<Url>,
+    pub token: Option<String>,
+}
+
+impl Context_ {
+    /// An authenticated client, or an error that says how to log in.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let url = self
+            .url
+            .clone()
+            .ok_or_else(|| anyhow!("You are not logged in. Run `coder login <url>`."))?;
+        let token = self
+            .token
+            .clone()
+            .ok_or_else(|| anyhow!("You are not logged in to {url}. Run `coder login {url}`."))?;
+        Ok(Client::new(url).with_token(token))
+    }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = ConfigDir::new(cli.global_config.clone().unwrap_or_else(ConfigDir::default_path));
+    let url = match cli.url.clone() {
+        Some(u) => Some(u),
+        None => match config.url().context("read stored URL")? {
+            Some(s) => Some(
+                Url::parse(&s)
+                    .with_context(|| format!("stored URL {s:?} is invalid; run `coder login`"))?,
+            ),
+            None => None,
+        },
+    };
+    let token = match cli.session_token.clone() {
+        Some(t) => Some(t),
+        None => config.session().context("read stored session")?,
+    };
+    let ctx = Context_ { config, url, token };
+    match cli.command {
+        Command::Login(args) => login::login(&ctx, args).await,
+        Command::Logout => login::logout(&ctx).await,
+        Command::Whoami(out) => login::whoami(&ctx, out).await,
+        Command::Users(cmd) => users::run(&ctx, cmd).await,
+        Command::Tokens(cmd) => tokens::run(&ctx, cmd).await,
+    }
+}

@@ -1,0 +1,172 @@
+//! Authentication: the [`Session`] extractor turns a presented token (the
+//! `Coder-Session-Token` header or the `coder_session_token` cookie) into the
+//! user it belongs to, or a 401.
+//!
+//! Lookup is by the token's id; the secret is compared with the stored SHA-256
+//! in constant time. Password sessions slide: each use more than an hour after
+//! the last extension pushes expiry out by the session lifetime. Personal API
+//! tokens keep the expiry they were created with.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chrono::{DateTime, Duration, Utc};
+use client::sdk::{Role, User, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::secrets;
+
+/// A user row as the API needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub fn is_owner(&self) -> bool {
+        self.roles.iter().any(|r| r == Role::Owner.as_str())
+    }
+
+    pub fn to_api(&self) -> User {
+        User {
+            id: self.id,
+            username: self.username.clone(),
+            email: self.email.clone(),
+            roles: self.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+            status: self.status.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+pub const USER_COLUMNS: &str = "id, email, username, roles, status, created_at";
+
+/// An authenticated request.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: UserRow,
+    pub key_id: String,
+}
+
+impl Session {
+    /// 403 unless the caller is an owner.
+    pub fn require_owner(&self) -> Result<(), ApiError> {
+        if self.user.is_owner() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden())
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    hashed_secret: Vec<u8>,
+    login_type: String,
+    lifetime_seconds: i64,
+    expires_at: DateTime<Utc>,
+    last_used: DateTime<Utc>,
+}
+
+fn presented_token(parts: &Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get(SESSION_TOKEN_HEADER) {
+        return v.to_str().ok().map(str::to_owned);
+    }
+    for header in parts.headers.get_all(axum::http::header::COOKIE) {
+        let Ok(s) = header.to_str() else { continue };
+        for pair in s.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k == SESSION_TOKEN_COOKIE {
+                    return Some(v.to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Resolves a token to its user; `None` for any kind of invalid token.
+pub async fn authenticate(db: &PgPool, token: &str) -> Result<Option<Session>, ApiError> {
+    let Some((id, secret)) = secrets::split_token(token) else {
+        return Ok(None);
+    };
+    let key: Option<KeyRow> = sqlx::query_as(
+        "SELECT hashed_secret, login_type, lifetime_seconds, expires_at, last_used
+         FROM api_keys WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    let Some(key) = key else { return Ok(None) };
+    if !secrets::secret_matches(secret, &key.hashed_secret) {
+        return Ok(None);
+    }
+    let now = Utc::now();
+    if key.expires_at <= now {
+        return Ok(None);
+    }
+    let user: Option<UserRow> = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users u
+         WHERE id = (SELECT user_id FROM api_keys WHERE id = $1) AND NOT deleted"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    let Some(user) = user.filter(|u| u.status == "active") else {
+        return Ok(None);
+    };
+    let lifetime = Duration::seconds(key.lifetime_seconds);
+    let extend =
+        key.login_type == "password" && now + lifetime - key.expires_at > Duration::hours(1);
+    if extend || now - key.last_used > Duration::minutes(1) {
+        let expires_at = if extend { now + lifetime } else { key.expires_at };
+        sqlx::query("UPDATE api_keys SET last_used = $2, expires_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(db)
+            .await?;
+    }
+    Ok(Some(Session { user, key_id: id.to_owned() }))
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = presented_token(parts).ok_or_else(ApiError::unauthorized)?;
+        authenticate(&state.db, &token).await?.ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// Stores a new token for `user_id` and returns the string to hand out once.
+pub async fn issue_token(
+    db: &PgPool,
+    user_id: Uuid,
+    login_type: &str,
+    token_name: Option<&str>,
+    lifetime: Duration,
+) -> Result<String, sqlx::Error> {
+    let t = secrets::new_token();
+    sqlx::query(
+        "INSERT INTO api_keys (id, hashed_secret, user_id, login_type, token_name, lifetime_seconds, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&t.id)
+    .bind(&t.hashed_secret)
+    .bind(user_id)
+    .bind(login_type)
+    .bind(token_name)
+    .bind(lifetime.num_seconds())
+    .bind(Utc::now() + lifetime)
+    .execute(db)
+    .await?;
+    Ok(t.token)
+}

@@ -1,0 +1,237 @@
+//! Users: first-user setup, password login and logout, `me`, and the
+//! owner-only user directory.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Duration;
+use client::sdk::{
+    CreateFirstUserRequest, CreateFirstUserResponse, CreateUserRequest, LoginWithPasswordRequest,
+    LoginWithPasswordResponse, Role, User, SESSION_TOKEN_COOKIE,
+};
+use uuid::Uuid;
+
+use super::auth::{issue_token, Session, UserRow, USER_COLUMNS};
+use super::error::{ApiError, ApiResult, Json, Path};
+use super::AppState;
+use crate::secrets;
+
+const MIN_PASSWORD_LEN: usize = 8;
+
+fn validate_new_user(email: &str, username: &str, password: &str) -> ApiResult<()> {
+    let valid_username = !username.is_empty()
+        && username.len() <= 32
+        && username.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !username.starts_with('-');
+    if !valid_username {
+        return Err(ApiError::bad_request("Invalid username.")
+            .detail("Use 1-32 letters, digits, '-' or '_', not starting with '-'."));
+    }
+    if username.eq_ignore_ascii_case("me") {
+        return Err(ApiError::bad_request("The username \"me\" is reserved."));
+    }
+    let valid_email = email.len() <= 254
+        && matches!(email.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.starts_with('.'));
+    if !valid_email {
+        return Err(ApiError::bad_request("Invalid email address."));
+    }
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(ApiError::bad_request(format!(
+            "Password must be at least {MIN_PASSWORD_LEN} characters."
+        )));
+    }
+    Ok(())
+}
+
+async fn insert_user(
+    db: impl sqlx::PgExecutor<'_>,
+    email: &str,
+    username: &str,
+    password: &str,
+    roles: &[Role],
+) -> ApiResult<UserRow> {
+    let password = password.to_owned();
+    let hashed = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    let row = sqlx::query_as::<_, UserRow>(&format!(
+        "INSERT INTO users (id, email, username, hashed_password, roles)
+         VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(email)
+    .bind(username)
+    .bind(hashed)
+    .bind(&roles)
+    .fetch_one(db)
+    .await;
+    match row {
+        Ok(row) => Ok(row),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(ApiError::conflict("A user with that username or email already exists."))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn first_user_exists(State(state): State<AppState>) -> ApiResult<Response> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(&state.db).await?;
+    if exists {
+        Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({"message": "The first user has been created."})),
+        )
+            .into_response())
+    } else {
+        Err(ApiError::not_found("The first user").detail("Create it with `coder login`."))
+    }
+}
+
+pub async fn create_first_user(
+    State(state): State<AppState>,
+    Json(req): Json<CreateFirstUserRequest>,
+) -> ApiResult<(StatusCode, Json<CreateFirstUserResponse>)> {
+    validate_new_user(&req.email, &req.username, &req.password)?;
+    let mut tx = state.db.begin().await?;
+    // Serialize concurrent attempts so exactly one can win.
+    sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(&mut *tx).await?;
+    if exists {
+        return Err(ApiError::conflict("The first user has already been created.")
+            .detail("Log in with `coder login` instead."));
+    }
+    let user =
+        insert_user(&mut *tx, &req.email, &req.username, &req.password, &[Role::Owner]).await?;
+    tx.commit().await?;
+    tracing::info!(user = %user.username, "first user created");
+    Ok((StatusCode::CREATED, Json(CreateFirstUserResponse { user_id: user.id })))
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    Json(req): Json<LoginWithPasswordRequest>,
+) -> ApiResult<Response> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+        hashed_password: Option<String>,
+        status: String,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, hashed_password, status FROM users
+         WHERE NOT deleted AND (lower(email) = lower($1) OR lower(username) = lower($2))
+         LIMIT 1",
+    )
+    .bind(&req.email)
+    .bind(&req.username)
+    .fetch_optional(&state.db)
+    .await?;
+    let hash = row
+        .as_ref()
+        .and_then(|r| r.hashed_password.clone())
+        .unwrap_or_else(|| secrets::dummy_password_hash().to_owned());
+    let password = req.password.clone();
+    let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match row {
+        Some(r) if ok && r.status == "active" => r,
+        _ => return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect login or password.")),
+    };
+    let token =
+        issue_token(&state.db, user.id, "password", None, state.config.session_lifetime).await?;
+    let secure = if state.config.access_url.scheme() == "https" { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax{secure}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, cookie)],
+        Json(LoginWithPasswordResponse { session_token: token }),
+    )
+        .into_response())
+}
+
+pub async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
+    sqlx::query("DELETE FROM api_keys WHERE id = $1")
+        .bind(&session.key_id)
+        .execute(&state.db)
+        .await?;
+    let cookie = format!("{SESSION_TOKEN_COOKIE}=; Path=/; HttpOnly; Max-Age=0");
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Json(serde_json::json!({"message": "You have been logged out."})),
+    )
+        .into_response())
+}
+
+/// Resolves `{user}` (`me`, an id, or a username) to a user the caller may see.
+pub async fn resolve_user(state: &AppState, session: &Session, user: &str) -> ApiResult<UserRow> {
+    if user == "me" {
+        return Ok(session.user.clone());
+    }
+    let row: Option<UserRow> = match Uuid::parse_str(user) {
+        Ok(id) => {
+            sqlx::query_as(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND NOT deleted"
+            ))
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?
+        }
+        Err(_) => {
+            sqlx::query_as(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1) AND NOT deleted"
+            ))
+            .bind(user)
+            .fetch_optional(&state.db)
+            .await?
+        }
+    };
+    match row {
+        Some(r) if r.id == session.user.id || session.user.is_owner() => Ok(r),
+        // Members learn nothing about other users, not even whether they exist.
+        _ => Err(ApiError::not_found("User")),
+    }
+}
+
+pub async fn user(
+    State(state): State<AppState>,
+    session: Session,
+    Path(user): Path<String>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(resolve_user(&state, &session, &user).await?.to_api()))
+}
+
+pub async fn list_users(
+    State(state): State<AppState>,
+    session: Session,
+) -> ApiResult<Json<Vec<User>>> {
+    session.require_owner()?;
+    let rows: Vec<UserRow> = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE NOT deleted ORDER BY username"
+    ))
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(rows.iter().map(UserRow::to_api).collect()))
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    session: Session,
+    Json(req): Json<CreateUserRequest>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    session.require_owner()?;
+    validate_new_user(&req.email, &req.username, &req.password)?;
+    let roles = if req.roles.is_empty() { vec![Role::Member] } else { req.roles.clone() };
+    let user = insert_user(&state.db, &req.email, &req.username, &req.password, &roles).await?;
+    tracing::info!(user = %user.username, by = %session.user.username, "user created");
+    Ok((StatusCode::CREATED, Json(user.to_api())))
+}
+
+/// Lifetime of a password session.
+pub fn default_session_lifetime() -> Duration {
+    Duration::hours(24)
+}

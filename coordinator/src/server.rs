@@ -1,0 +1,130 @@
+//! `coderd server`: database (embedded or external), migrations, the HTTP
+//! API, and an orderly shutdown on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::api::{self, ApiConfig, AppState};
+use crate::db;
+use crate::postgres::{self, Cluster, ClusterConfig};
+
+/// What `coderd server` needs to run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    pub http_address: SocketAddr,
+    /// The URL users and agents reach this deployment at; defaults to
+    /// `http://<http_address>`.
+    pub access_url: Option<Url>,
+    /// An external database; `None` runs the embedded cluster.
+    pub postgres_url: Option<String>,
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_address: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            access_url: None,
+            postgres_url: None,
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/coderd` for users; `/var/lib/coderd` for root, because
+/// the `postgres` user that runs the embedded cluster cannot enter `/root`.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/coderd");
+    }
+    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("coderd")
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Postgres(#[from] postgres::PostgresError),
+    #[error("invalid --postgres-url: {0}")]
+    PostgresUrl(sqlx::Error),
+    #[error("cannot connect to the database: {0}")]
+    Connect(sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Starts everything and serves until `shutdown` resolves; then stops the
+/// embedded cluster if this process runs one.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (options, cluster) = match &config.postgres_url {
+        Some(url) => (url.parse::<PgConnectOptions>().map_err(ServerError::PostgresUrl)?, None),
+        None => {
+            let cfg =
+                ClusterConfig { dir: config.data_dir.join("postgres"), unsafe_no_fsync: false };
+            let cluster = tokio::task::spawn_blocking(move || Cluster::start(&cfg))
+                .await
+                .map_err(|e| ServerError::Other(e.to_string()))??;
+            postgres::ensure_database(&cluster, postgres::DATABASE)
+                .await
+                .map_err(ServerError::Connect)?;
+            (cluster.connect_options(postgres::DATABASE), Some(cluster))
+        }
+    };
+    let result = serve(&config, options, shutdown).await;
+    if let Some(cluster) = cluster {
+        tracing::info!("stopping embedded postgres");
+        let stopped = tokio::task::spawn_blocking(move || cluster.stop()).await;
+        if let Ok(Err(e)) = stopped {
+            tracing::warn!(error = %e, "embedded postgres did not stop cleanly");
+        }
+    }
+    result
+}
+
+async fn serve(
+    config: &ServerConfig,
+    options: PgConnectOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let pool = db::connect(options, 20).await.map_err(ServerError::Connect)?;
+    db::migrate(&pool).await?;
+    let listener = TcpListener::bind(config.http_address)
+        .await
+        .map_err(|source| ServerError::Listen { addr: config.http_address, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen { addr: config.http_address, source })?;
+    let access_url = match &config.access_url {
+        Some(u) => u.clone(),
+        None => {
+            Url::parse(&format!("http://{local}")).map_err(|e| ServerError::Other(e.to_string()))?
+        }
+    };
+    let state = AppState::new(pool.clone(), ApiConfig::new(access_url.clone()));
+    let app = api::app(state);
+    tracing::info!(%local, %access_url, "coderd listening");
+    println!("coderd is listening on http://{local}; access URL {access_url}");
+    println!("Log in with: coder login {access_url}");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| ServerError::Other(format!("http server: {e}")))?;
+    pool.close().await;
+    Ok(())
+}

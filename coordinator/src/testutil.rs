@@ -1,0 +1,146 @@
+//! Test support: a real Postgres for every test.
+//!
+//! One throwaway cluster serves a whole test run, shared across test
+//! processes (nextest runs each test in its own process): the first process
+//! to take the file lock creates and starts it under
+//! `$CODER_TEST_PG_DIR` (default `/tmp/coder-test-pg-<uid>`), migrates a
+//! template database named after the migrations' fingerprint, and every test
+//! gets its own `CREATE DATABASE … TEMPLATE` copy, as Coder's `dbtestutil`
+//! does. The cluster runs without fsync; `.ci/run` removes it at the end.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::postgres::{Cluster, ClusterConfig};
+use crate::{api, db, ApiConfig, AppState};
+
+fn cluster_dir() -> PathBuf {
+    std::env::var_os("CODER_TEST_PG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/coder-test-pg-{}", nix::unistd::geteuid())))
+}
+
+/// A database of its own for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    pub pool: PgPool,
+    pub name: String,
+    pub options: PgConnectOptions,
+}
+
+fn with_lock<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    use fs2::FileExt;
+    let lock_path = PathBuf::from(format!("{}.lock", cluster_dir().display()));
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+    file.lock_exclusive()?;
+    let out = f();
+    let _ = FileExt::unlock(&file);
+    out
+}
+
+/// A fresh, migrated database.
+pub async fn database() -> anyhow::Result<TestDb> {
+    let cluster = tokio::task::spawn_blocking(|| {
+        with_lock(|| {
+            Ok(Cluster::start(&ClusterConfig { dir: cluster_dir(), unsafe_no_fsync: true })?)
+        })
+    })
+    .await??;
+    let template = format!("tmpl_{}", db::migrations_fingerprint());
+    ensure_template(&cluster, &template).await?;
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect_with(&cluster.connect_options("postgres")).await?;
+    admin.execute(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"").as_str()).await?;
+    admin.close().await?;
+    let options = cluster.connect_options(&name);
+    let pool = db::connect(options.clone(), 10).await?;
+    Ok(TestDb { pool, name, options })
+}
+
+async fn ensure_template(cluster: &Cluster, template: &str) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect_with(&cluster.connect_options("postgres")).await?;
+    // An advisory lock serializes template creation across test processes.
+    admin.execute("SELECT pg_advisory_lock(4242)").await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(template)
+        .fetch_optional(&mut admin)
+        .await?;
+    let result = async {
+        if exists.is_none() {
+            let building = format!("{template}_building");
+            admin.execute(format!("DROP DATABASE IF EXISTS \"{building}\"").as_str()).await?;
+            admin.execute(format!("CREATE DATABASE \"{building}\"").as_str()).await?;
+            let pool = db::connect(cluster.connect_options(&building), 2).await?;
+            db::migrate(&pool).await?;
+            pool.close().await;
+            admin
+                .execute(format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\"").as_str())
+                .await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    admin.execute("SELECT pg_advisory_unlock(4242)").await?;
+    admin.close().await?;
+    result
+}
+
+/// A coordinator API served in process on `127.0.0.1:0`.
+pub struct TestServer {
+    pub url: Url,
+    pub db: TestDb,
+    pub state: AppState,
+    _task: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> anyhow::Result<TestServer> {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ApiConfig)) -> anyhow::Result<TestServer> {
+        let db = database().await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let url = Url::parse(&format!("http://{addr}"))?;
+        let mut config = ApiConfig::new(url.clone());
+        tweak(&mut config);
+        let state = AppState::new(db.pool.clone(), config);
+        let app = api::app(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .await;
+        });
+        Ok(TestServer { url, db, state, _task: tokio_util::task::AbortOnDropHandle::new(task) })
+    }
+
+    /// An unauthenticated SDK client.
+    pub fn client(&self) -> client::sdk::Client {
+        client::sdk::Client::new(self.url.clone())
+    }
+
+    /// Creates the first user (an owner) and returns a client logged in as it.
+    pub async fn owner(&self) -> anyhow::Result<client::sdk::Client> {
+        let c = self.client();
+        c.create_first_user(&client::sdk::CreateFirstUserRequest {
+            email: "owner@example.com".into(),
+            username: "owner".into(),
+            password: "owner-password".into(),
+        })
+        .await?;
+        let t = c
+            .login_with_password(&client::sdk::LoginWithPasswordRequest {
+                email: "owner@example.com".into(),
+                password: "owner-password".into(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(c.with_token(t.session_token))
+    }
+}
