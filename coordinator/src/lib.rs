@@ -5,6 +5,7 @@ mod api;
 mod db;
 mod metrics;
 pub mod postgres;
+pub mod provisionerd;
 mod secrets;
 mod server;
 #[cfg(feature = "testutil")]
