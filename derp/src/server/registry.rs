@@ -250,3 +250,121 @@ fn notify_watchers(inner: &mut Inner, frame: &Frame) {
         ok
     });
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::key::SecretKey;
+
+    struct Peer {
+        key: PublicKey,
+        outbox: Outbox,
+        packets: mpsc::Receiver<Frame>,
+        control: mpsc::Receiver<Frame>,
+    }
+
+    fn peer(queue: usize) -> Peer {
+        let (packets, packets_rx) = mpsc::channel(queue);
+        let (control, control_rx) = mpsc::channel(16);
+        Peer {
+            key: SecretKey::generate().public(),
+            outbox: Outbox { packets, control, close: CancellationToken::new() },
+            packets: packets_rx,
+            control: control_rx,
+        }
+    }
+
+    fn data() -> Bytes {
+        Bytes::from_static(b"pkt")
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let reg = Registry::new();
+        let mut b = peer(2);
+        let a = peer(2);
+        reg.register(b.key, 1, b.outbox.clone());
+        for _ in 0..5 {
+            reg.send_packet(a.key, b.key, data(), false);
+        }
+        let snap = reg.snapshot();
+        assert_eq!((snap.packets_forwarded, snap.packets_dropped_queue_full), (2, 3));
+        assert_eq!(b.packets.try_recv().unwrap(), Frame::RecvPacket { src: a.key, data: data() });
+    }
+
+    #[test]
+    fn newer_connection_replaces_older_and_stale_unregister_is_ignored() {
+        let reg = Registry::new();
+        let mut old = peer(4);
+        let mut new = peer(4);
+        new.key = old.key;
+        reg.register(old.key, 1, old.outbox.clone());
+        reg.register(new.key, 2, new.outbox.clone());
+        assert!(old.outbox.close.is_cancelled());
+        assert_eq!(
+            old.control.try_recv().unwrap(),
+            Frame::Health { problem: REPLACED_PROBLEM.into() }
+        );
+        // The old connection's cleanup must not remove the new one.
+        reg.unregister(old.key, 1);
+        assert_eq!(reg.location(&new.key), Some(PeerLocation::Local));
+        reg.send_packet(SecretKey::generate().public(), new.key, data(), false);
+        assert!(new.packets.try_recv().is_ok());
+    }
+
+    #[test]
+    fn senders_learn_peer_gone_and_unknown_is_not_here() {
+        let reg = Registry::new();
+        let mut a = peer(4);
+        let b = peer(4);
+        reg.register(a.key, 1, a.outbox.clone());
+        reg.register(b.key, 2, b.outbox.clone());
+        reg.send_packet(a.key, b.key, data(), false);
+        reg.unregister(b.key, 2);
+        let gone = Frame::PeerGone { key: b.key, reason: PeerGoneReason::Disconnected };
+        assert_eq!(a.control.try_recv().unwrap(), gone);
+        reg.send_packet(a.key, b.key, data(), false);
+        let not_here = Frame::PeerGone { key: b.key, reason: PeerGoneReason::NotHere };
+        assert_eq!(a.control.try_recv().unwrap(), not_here);
+        assert_eq!(reg.snapshot().packets_dropped_unknown_dest, 1);
+    }
+
+    #[test]
+    fn watchers_see_present_and_gone() {
+        let reg = Registry::new();
+        let a = peer(4);
+        let mut watcher = peer(4);
+        reg.register(a.key, 1, a.outbox.clone());
+        reg.watch(10, watcher.outbox.clone());
+        assert_eq!(watcher.control.try_recv().unwrap(), Frame::PeerPresent { key: a.key });
+        reg.unregister(a.key, 1);
+        assert!(
+            matches!(watcher.control.try_recv().unwrap(), Frame::PeerGone { key, .. } if key == a.key)
+        );
+        reg.unwatch(10);
+        assert_eq!(reg.snapshot().mesh_watchers, 0);
+    }
+
+    #[test]
+    fn mesh_routes_forward_once_and_belong_to_their_neighbour() {
+        let reg = Registry::new();
+        let remote = SecretKey::generate().public();
+        let local = peer(4);
+        let (forward, mut forwarded) = mpsc::channel(4);
+        reg.register(local.key, 1, local.outbox.clone());
+        reg.add_mesh_route(remote, 7, forward);
+        reg.send_packet(local.key, remote, data(), false);
+        assert!(
+            matches!(forwarded.try_recv().unwrap(), Frame::ForwardPacket { dst, .. } if dst == remote)
+        );
+        // A packet that came over the mesh is never forwarded again.
+        reg.send_packet(local.key, remote, data(), true);
+        assert!(forwarded.try_recv().is_err());
+        // Another neighbour's PeerGone does not remove this route.
+        reg.remove_mesh_route(remote, 8);
+        assert_eq!(reg.location(&remote), Some(PeerLocation::Mesh));
+        reg.clear_mesh_routes(7);
+        assert_eq!(reg.location(&remote), None);
+    }
+}

@@ -137,3 +137,19 @@ async fn stalled_receiver_does_not_slow_another_pair() {
     assert!(drops_before > 0);
     assert_eq!(b.dropped_packets(), 0);
 }
+
+#[tokio::test]
+async fn silent_connection_is_closed_after_idle_timeout() {
+    let mut config = ServerConfig::default();
+    config.idle_timeout = std::time::Duration::from_millis(100);
+    let relay = Relay::start(config).await;
+    let mut silent = RawConn::connect(relay.addr, &SecretKey::generate()).await;
+    silent.until_closed().await;
+    let mut changes = relay.server.membership_changes();
+    within("silent client to be removed", async {
+        while relay.server.stats().clients_connected != 0 {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+}

@@ -5,3 +5,4 @@ mod abuse;
 mod basic;
 mod harness;
 mod mesh;
+mod tls;
