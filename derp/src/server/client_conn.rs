@@ -121,20 +121,7 @@ impl Conn {
         if !self.is_mesh {
             registry.register(self.key, self.conn_id, outbox.clone());
         }
-        let welcome = async {
-            let info = server_info(&self.shared, &self.key)?;
-            timeout(self.shared.config.write_timeout, writer.send(&info))
-                .await
-                .map_err(|_| End::WriteTimeout)??;
-            Ok::<(), End>(())
-        };
-        let end = match welcome.await {
-            Err(end) => end,
-            Ok(()) => tokio::select! {
-            end = self.read_loop(&mut reader, &outbox) => end,
-            end = self.write_loop(&mut writer, packets_rx, control_rx, &outbox.close) => end,
-            },
-        };
+        let end = self.serve(&mut reader, &mut writer, packets_rx, control_rx, &outbox).await;
         if self.is_mesh {
             registry.unwatch(self.conn_id);
         } else {
@@ -150,6 +137,31 @@ impl Conn {
         }
         let _ = timeout(Duration::from_secs(1), writer.close()).await;
         debug!(%end, "relay connection closed");
+    }
+
+    /// Answers the handshake, then reads and writes until the connection ends.
+    async fn serve(
+        &self,
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+        packets: mpsc::Receiver<Frame>,
+        control: mpsc::Receiver<Frame>,
+        outbox: &Outbox,
+    ) -> End {
+        let welcome = async {
+            let info = server_info(&self.shared, &self.key)?;
+            timeout(self.shared.config.write_timeout, writer.send(&info))
+                .await
+                .map_err(|_| End::WriteTimeout)??;
+            Ok::<(), End>(())
+        };
+        if let Err(end) = welcome.await {
+            return end;
+        }
+        tokio::select! {
+            end = self.read_loop(reader, outbox) => end,
+            end = self.write_loop(writer, packets, control, &outbox.close) => end,
+        }
     }
 
     async fn read_loop(&self, reader: &mut FrameReader, outbox: &Outbox) -> End {

@@ -7,6 +7,20 @@
 //! through [`Server::serve`], a complete HTTP service for `derper`. Every
 //! task is owned by the server: [`Server::shutdown`] tells clients the relay
 //! is restarting and waits for them; dropping the last handle aborts them.
+//!
+//! Embedding in axum (the HTTP stack must serve with upgrades enabled, as
+//! `axum::serve` does):
+//!
+//! ```ignore
+//! let relay = derp::Server::spawn(derp::ServerConfig::default())?;
+//! let app = axum::Router::new().route(
+//!     "/derp",
+//!     axum::routing::any(move |req: axum::extract::Request| {
+//!         let relay = relay.clone();
+//!         async move { relay.handle_request(req).await }
+//!     }),
+//! );
+//! ```
 
 mod client_conn;
 mod http;
