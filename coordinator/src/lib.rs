@@ -5,7 +5,9 @@ mod api;
 mod db;
 mod metrics;
 pub mod postgres;
+pub mod provisioner;
 pub mod provisionerd;
+pub mod pubsub;
 mod secrets;
 mod server;
 #[cfg(feature = "testutil")]
