@@ -70,6 +70,8 @@ pub(crate) struct Dialed {
     pub(crate) reader: FrameReader,
     pub(crate) writer: FrameWriter,
     pub(crate) server_key: PublicKey,
+    /// Whether this connection ended up on WebSocket.
+    pub(crate) websocket: bool,
 }
 
 pub(crate) struct DialOptions<'a> {
@@ -87,15 +89,15 @@ pub(crate) async fn dial(opts: &DialOptions<'_>) -> Result<Dialed, ConnectError>
 
 async fn dial_inner(opts: &DialOptions<'_>) -> Result<Dialed, ConnectError> {
     let io = connect_io(opts).await?;
-    let (mut reader, mut writer) = match opts.transport {
-        Transport::WebSocket => conn::split_ws(upgrade_ws(opts.url, io).await?),
-        Transport::Upgrade => conn::split_raw(upgrade_derp(opts.url, io).await?),
+    let ((mut reader, mut writer), websocket) = match opts.transport {
+        Transport::WebSocket => (conn::split_ws(upgrade_ws(opts.url, io).await?), true),
+        Transport::Upgrade => (conn::split_raw(upgrade_derp(opts.url, io).await?), false),
         Transport::Auto => match upgrade_derp(opts.url, io).await {
-            Ok(io) => conn::split_raw(io),
+            Ok(io) => (conn::split_raw(io), false),
             Err(ConnectError::UpgradeRefused { .. } | ConnectError::Http(_)) => {
                 tracing::debug!(url = %opts.url, "relay upgrade refused, trying websocket");
                 let io = connect_io(opts).await?;
-                conn::split_ws(upgrade_ws(opts.url, io).await?)
+                (conn::split_ws(upgrade_ws(opts.url, io).await?), true)
             }
             Err(err) => return Err(err),
         },
@@ -108,7 +110,7 @@ async fn dial_inner(opts: &DialOptions<'_>) -> Result<Dialed, ConnectError> {
     // Opening the box proves the relay holds the key it announced; the
     // rate limit it advertises needs no action from us (it throttles reads).
     ServerInfo::open(reader.recv().await?, opts.secret_key, &server_key)?;
-    Ok(Dialed { reader, writer, server_key })
+    Ok(Dialed { reader, writer, server_key, websocket })
 }
 
 async fn connect_io(opts: &DialOptions<'_>) -> Result<BoxedIo, ConnectError> {

@@ -143,6 +143,8 @@ struct Shared {
     server_key: Mutex<Option<PublicKey>>,
     connected: watch::Sender<bool>,
     dropped: AtomicU64,
+    /// Set once a connection needed WebSocket: later redials go straight there.
+    websocket: AtomicBool,
 }
 
 impl Shared {
@@ -180,7 +182,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects and proves our key; fails if this first attempt fails.
     pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
-        let dialed = task::dial_config(&config).await?;
+        let dialed = task::dial_config(&config, false).await?;
         let (events_tx, events_rx) = mpsc::channel(config.recv_queue_len.max(1));
         let public_key = config.secret_key.public();
         let shared = Arc::new(Shared {
@@ -192,6 +194,7 @@ impl Client {
             server_key: Mutex::new(Some(dialed.server_key)),
             connected: watch::Sender::new(true),
             dropped: AtomicU64::new(0),
+            websocket: AtomicBool::new(dialed.websocket),
         });
         let task = tokio::spawn(task::run(shared.clone(), events_tx, dialed.reader));
         Ok(Self { shared, public_key, task: AbortOnDropHandle::new(task) })
@@ -213,6 +216,11 @@ impl Client {
     /// Watch this to learn of disconnects and reconnects.
     pub fn connection_changes(&self) -> watch::Receiver<bool> {
         self.shared.connected.subscribe()
+    }
+
+    /// Whether this client talks WebSocket (forced, or after a fallback).
+    pub fn is_websocket(&self) -> bool {
+        self.shared.websocket.load(Ordering::Relaxed)
     }
 
     /// Packets dropped because `recv` was not keeping up.

@@ -8,19 +8,28 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tracing::debug;
 
-use super::dial::{dial, ConnectError, DialOptions, Dialed};
+use super::dial::{dial, ConnectError, DialOptions, Dialed, Transport};
 use super::{ClientConfig, Event, ReceivedPacket, Shared};
 use crate::backoff::Backoff;
 use crate::conn::FrameReader;
 use crate::proto::Frame;
 use crate::server::REPLACED_PROBLEM;
 
-pub(super) async fn dial_config(config: &ClientConfig) -> Result<Dialed, ConnectError> {
+/// Dials as configured; `websocket_learnt` (a fallback already happened
+/// on this client) skips straight to WebSocket.
+pub(super) async fn dial_config(
+    config: &ClientConfig,
+    websocket_learnt: bool,
+) -> Result<Dialed, ConnectError> {
+    let transport = match config.transport {
+        Transport::Auto if websocket_learnt => Transport::WebSocket,
+        other => other,
+    };
     dial(&DialOptions {
         url: &config.url,
         secret_key: &config.secret_key,
         mesh_key: config.mesh_key.as_ref(),
-        transport: config.transport,
+        transport,
         tls: config.tls.as_ref(),
         timeout: config.connect_timeout,
     })
@@ -53,7 +62,7 @@ pub(super) async fn run(shared: Arc<Shared>, events: mpsc::Sender<Event>, mut re
         };
         reader = loop {
             tokio::time::sleep(wait).await;
-            match dial_config(config).await {
+            match dial_config(config, shared.websocket.load(Ordering::Relaxed)).await {
                 Ok(dialed) => break install(&shared, dialed).await,
                 Err(err) => debug!(%err, url = %config.url, "relay reconnect failed"),
             }
@@ -65,7 +74,8 @@ pub(super) async fn run(shared: Arc<Shared>, events: mpsc::Sender<Event>, mut re
 
 /// Makes a fresh connection the current one and restores our state on it.
 async fn install(shared: &Shared, dialed: Dialed) -> FrameReader {
-    let Dialed { reader, writer, server_key, .. } = dialed;
+    let Dialed { reader, writer, server_key, websocket } = dialed;
+    shared.websocket.fetch_or(websocket, Ordering::Relaxed);
     *shared.server_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(server_key);
     *shared.writer.lock().await = Some(writer);
     if shared.preferred.load(Ordering::Relaxed) {

@@ -1,4 +1,4 @@
-//! STUN: the sans-IO binding request/response codec ([`proto`] items are
+//! STUN: the sans-IO binding request/response codec (its items are
 //! re-exported here), a UDP [`StunServer`], and [`probe`], a one-shot
 //! client for endpoint discovery.
 

@@ -77,6 +77,7 @@ async fn websocket_only_path() {
     config.transport = Transport::WebSocket;
     let a = Client::connect(config).await.unwrap();
     let b = relay.client().await;
+    assert!(a.is_websocket() && !b.is_websocket());
     exchange(&a, &b).await;
 }
 
@@ -118,6 +119,7 @@ async fn falls_back_to_websocket_when_upgrade_refused() {
     }));
     let url = format!("http://{proxy_addr}/derp").parse().unwrap();
     let a = Client::connect(ClientConfig::new(url, SecretKey::generate())).await.unwrap();
+    assert!(a.is_websocket());
     let b = relay.client().await;
     exchange(&a, &b).await;
 }
