@@ -186,3 +186,32 @@ async fn health_and_metrics_endpoints() {
         assert!(body.contains(expect), "{body}");
     }
 }
+
+/// The relay advertises its rate limit in the sealed server info, and a
+/// client within its burst loses nothing.
+#[tokio::test]
+async fn rate_limit_is_advertised_and_throttles_without_loss() {
+    let mut config = ServerConfig::default();
+    config.rate_limit =
+        Some(derp::server::RateLimit { bytes_per_second: 1 << 20, burst: 16 << 10 });
+    let relay = Relay::start(config).await;
+    let key = SecretKey::generate();
+    let mut raw = crate::harness::RawConn::upgrade(relay.addr).await;
+    let (server_key, challenge) = raw.server_key().await;
+    let hello = derp::proto::ClientInfo::new(challenge, None).seal(&key, &server_key).unwrap();
+    raw.send(&hello).await;
+    let info = derp::proto::ServerInfo::open(raw.recv().await.unwrap(), &key, &server_key).unwrap();
+    assert_eq!(
+        (info.token_bucket_bytes_per_second, info.token_bucket_bytes_burst),
+        (1 << 20, 16 << 10)
+    );
+
+    let (a, b) = (relay.client().await, relay.client().await);
+    // Twice the burst: the second half waits for tokens but still arrives.
+    for _ in 0..32 {
+        a.send(b.public_key(), Bytes::from(vec![7; 1024])).await.unwrap();
+    }
+    for _ in 0..32 {
+        within("throttled packet", b.recv()).await.unwrap();
+    }
+}
