@@ -4,19 +4,30 @@
 //! - [`Node`]: the record a peer publishes through the coordinator;
 //! - [`disco`] and [`wire`]: path probe messages and the sealed datagram format,
 //!   and [`classify`] to demultiplex the shared UDP socket;
-//! - [`path`]: the sans-IO path selection state machine (relay first, then the
-//!   best direct UDP path a pong proves).
+//! - [`PathSelector`]: the sans-IO path selection state machine (relay first, then the
+//!   best direct UDP path a pong proves);
+//! - [`MeshEndpoint`]: QUIC to peers over the magic socket (one UDP socket plus
+//!   the relay), authenticated by announced keys ([`tls`]), streams opened with a
+//!   [`Service`] header.
 
 pub mod disco;
+mod endpoint;
 pub mod key;
+mod magicsock;
 mod node;
 mod path;
+mod service;
+pub mod tls;
 pub mod wire;
 
+pub use endpoint::{
+    AcceptError, BindError, DialError, MeshConfig, MeshConnection, MeshEndpoint, StreamError,
+};
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
 pub use node::{
     mesh_addresses, AddressError, MeshAddresses, Node, NodeId, RegionId, MESH_IPV4_NETWORK,
     MESH_IPV6_PREFIX, PROTOCOL_VERSION,
 };
 pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
+pub use service::{Service, ServiceParseError};
 pub use wire::{classify, PacketKind};

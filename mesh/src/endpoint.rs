@@ -1,0 +1,354 @@
+//! [`MeshEndpoint`]: QUIC between mesh peers over the magic socket.
+//!
+//! Bind one per node. Feed it the peers the coordinator announces
+//! ([`MeshEndpoint::upsert_peer`]); then [`MeshEndpoint::dial`] a peer by node key
+//! or [`MeshEndpoint::accept`] peers' connections. Streams open with a
+//! [`Service`] header. Every connection is authenticated both ways by the QUIC
+//! keys in the peers' node records ([`crate::tls`]); a peer presenting any other
+//! key is refused.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::sync::broadcast;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicKey, QuicSecret};
+use crate::magicsock::{self, Inner, MagicSock};
+use crate::node::{mesh_addresses, AddressError, Node, NodeId, PROTOCOL_VERSION};
+use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
+use crate::service::{Service, ServiceParseError};
+use crate::tls::{self, Identity, KnownKeys, TlsError};
+
+/// How to run a [`MeshEndpoint`]. Start from [`MeshConfig::new`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MeshConfig {
+    /// This node's id, from the coordinator.
+    pub node_id: NodeId,
+    /// WireGuard/relay identity.
+    pub node_secret: NodeSecret,
+    /// Path probe identity.
+    pub disco_secret: DiscoSecret,
+    /// QUIC identity.
+    pub quic_secret: QuicSecret,
+    /// The UDP socket's address. Bound to a specific IP, that address is
+    /// announced as an endpoint; `0.0.0.0` announces only [`Self::endpoints`].
+    pub bind: SocketAddr,
+    /// Further endpoint candidates to announce (e.g. STUN results).
+    pub endpoints: Vec<SocketAddr>,
+    /// Announce no endpoint at all: peers reach us through the relay only.
+    pub relay_only: bool,
+    /// The home relay, e.g. `http://host:port/derp`.
+    pub relay_url: Option<derp::RelayUrl>,
+    /// Path selection timers.
+    pub path: PathConfig,
+}
+
+impl MeshConfig {
+    /// A config for node `node_id` with these keys, bound to `0.0.0.0:0`, no relay.
+    pub fn new(node_id: NodeId, node: NodeSecret, disco: DiscoSecret, quic: QuicSecret) -> Self {
+        Self {
+            node_id,
+            node_secret: node,
+            disco_secret: disco,
+            quic_secret: quic,
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            endpoints: Vec::new(),
+            relay_only: false,
+            relay_url: None,
+            path: PathConfig::default(),
+        }
+    }
+}
+
+/// Why [`MeshEndpoint::bind`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The UDP socket.
+    #[error("binding UDP: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS setup.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The first connection to the relay.
+    #[error("connecting to the relay: {0}")]
+    Relay(#[from] derp::client::ConnectError),
+}
+
+/// Why [`MeshEndpoint::dial`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// The coordinator has not announced this peer.
+    #[error("unknown peer {0}")]
+    UnknownPeer(NodeKey),
+    /// TLS setup.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// quinn refused to start the connection.
+    #[error("starting the connection: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake failed: unreachable, or the peer's key is not the announced one.
+    #[error("connecting: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+}
+
+/// Why an incoming connection was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The endpoint is closed.
+    #[error("endpoint closed")]
+    Closed,
+    /// The handshake failed (including an unknown client key).
+    #[error("handshake: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The client's key is not the one announced for the node it came from.
+    #[error("peer at {0} presented a key not announced for it")]
+    WrongIdentity(SocketAddr),
+}
+
+/// Why a stream could not be opened or accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The connection is gone.
+    #[error(transparent)]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing the header.
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    /// Reading the header.
+    #[error(transparent)]
+    Read(#[from] quinn::ReadExactError),
+    /// The header named no known service.
+    #[error(transparent)]
+    Service(#[from] ServiceParseError),
+}
+
+/// A mesh node's QUIC endpoint over its magic socket.
+pub struct MeshEndpoint {
+    sock: Arc<Inner>,
+    quic: quinn::Endpoint,
+    identity: Identity,
+    known: KnownKeys,
+    node: Node,
+    _tasks: Vec<AbortOnDropHandle<()>>,
+}
+
+impl MeshEndpoint {
+    /// Binds the UDP socket, connects to the relay (if any) and starts QUIC.
+    pub async fn bind(config: MeshConfig) -> Result<Self, BindError> {
+        let udp = tokio::net::UdpSocket::bind(config.bind).await?;
+        let bound = udp.local_addr()?;
+        let mut endpoints = config.endpoints.clone();
+        if !bound.ip().is_unspecified() {
+            endpoints.insert(0, bound);
+        }
+        if config.relay_only {
+            endpoints.clear();
+        }
+        let node_key = config.node_secret.public();
+        let mut paths =
+            PathSelector::new(config.path.clone(), node_key, config.disco_secret.clone());
+        paths.set_local_endpoints(endpoints.clone());
+
+        let mut tasks = Vec::new();
+        let (relay_out, relay) = match &config.relay_url {
+            Some(url) => {
+                let secret = derp::SecretKey::from_bytes(config.node_secret.to_bytes());
+                let client =
+                    derp::Client::connect(derp::ClientConfig::new(url.clone(), secret)).await?;
+                let (tx, rx) = tokio::sync::mpsc::channel(magicsock::RELAY_QUEUE);
+                (Some(tx), Some((Arc::new(client), rx)))
+            }
+            None => (None, None),
+        };
+        let addresses = mesh_addresses(config.node_id);
+        let local_vaddr = SocketAddr::new(addresses.ipv6.into(), 1);
+        let sock = Inner::new(udp, local_vaddr, paths, relay_out);
+        if let Some((client, rx)) = relay {
+            tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::relay_send(
+                client.clone(),
+                rx,
+            ))));
+            tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::relay_recv(
+                client,
+                sock.clone(),
+            ))));
+        }
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::drive_timers(sock.clone()))));
+
+        let identity = Identity::new(&config.quic_secret)?;
+        let known = KnownKeys::default();
+        let server_tls = tls::server_config(&identity, known.clone())?;
+        let server_crypto =
+            QuicServerConfig::try_from(server_tls).map_err(|_| TlsError::NoQuicCipherSuite)?;
+        let server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        // Disco demultiplexing needs the QUIC fixed bit set (docs/protocols/mesh.md).
+        endpoint_config.grease_quic_bit(false);
+        let quic = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server),
+            Arc::new(MagicSock(sock.clone())),
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        let node = Node {
+            id: config.node_id,
+            key: node_key,
+            disco_key: config.disco_secret.public(),
+            quic_key: config.quic_secret.public(),
+            preferred_relay: None,
+            relay_latency_ms: Default::default(),
+            endpoints,
+            addresses,
+            version: PROTOCOL_VERSION,
+        };
+        Ok(Self { sock, quic, identity, known, node, _tasks: tasks })
+    }
+
+    /// This node's record, to publish through the coordinator.
+    pub fn node(&self) -> Node {
+        let mut node = self.node.clone();
+        if !node.endpoints.is_empty() {
+            node.endpoints = self.sock.state().paths.local_endpoints().to_vec();
+        }
+        node
+    }
+
+    /// The UDP socket's bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.sock.udp_local_addr()
+    }
+
+    /// Adds or updates a peer the coordinator announced.
+    pub fn upsert_peer(&self, node: &Node) -> Result<(), AddressError> {
+        node.check_addresses()?;
+        let mut state = self.sock.state();
+        if let Some(old) = state.peers.insert(node.key, node.clone()) {
+            state.by_vaddr.remove(&magicsock::virtual_addr(&old));
+            self.known_keys(|k| k.remove(&old.quic_key));
+        }
+        state.by_vaddr.insert(magicsock::virtual_addr(node), node.key);
+        self.known_keys(|k| k.insert(node.quic_key));
+        state.paths.upsert_peer(node, Instant::now());
+        self.sock.flush(&mut state);
+        Ok(())
+    }
+
+    /// Forgets a peer; its connections stop getting packets.
+    pub fn remove_peer(&self, key: &NodeKey) {
+        let mut state = self.sock.state();
+        if let Some(old) = state.peers.remove(key) {
+            state.by_vaddr.remove(&magicsock::virtual_addr(&old));
+            self.known_keys(|k| k.remove(&old.quic_key));
+        }
+        state.paths.remove_peer(key);
+    }
+
+    fn known_keys<R>(&self, f: impl FnOnce(&mut HashSet<QuicKey>) -> R) -> R {
+        let mut keys = self.known.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut keys)
+    }
+
+    /// Where data for `peer` goes now.
+    pub fn destination(&self, peer: &NodeKey) -> Option<Destination> {
+        self.sock.state().paths.destination(peer, Instant::now())
+    }
+
+    /// Path changes, as they happen.
+    pub fn path_events(&self) -> broadcast::Receiver<PathEvent> {
+        self.sock.subscribe()
+    }
+
+    /// Connects to `peer`, which must present the QUIC key its record announced.
+    pub async fn dial(&self, peer: &NodeKey) -> Result<MeshConnection, DialError> {
+        let node =
+            self.sock.state().peers.get(peer).cloned().ok_or(DialError::UnknownPeer(*peer))?;
+        let tls = tls::client_config(&self.identity, node.quic_key)?;
+        let crypto = QuicClientConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)?;
+        let config = quinn::ClientConfig::new(Arc::new(crypto));
+        let conn = self
+            .quic
+            .connect_with(config, magicsock::virtual_addr(&node), tls::SERVER_NAME)?
+            .await?;
+        Ok(MeshConnection { peer: node, conn })
+    }
+
+    /// The next peer connection; its key is checked against the node it came from.
+    pub async fn accept(&self) -> Result<MeshConnection, AcceptError> {
+        let incoming = self.quic.accept().await.ok_or(AcceptError::Closed)?;
+        let conn = incoming.await?;
+        let remote = conn.remote_address();
+        let node = {
+            let state = self.sock.state();
+            state.by_vaddr.get(&remote).and_then(|k| state.peers.get(k)).cloned()
+        };
+        let presented = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|certs| certs.first().and_then(|c| tls::certificate_key(c)));
+        match node {
+            Some(node) if presented == Some(node.quic_key) => {
+                Ok(MeshConnection { peer: node, conn })
+            }
+            _ => {
+                conn.close(quinn::VarInt::from_u32(1), b"identity mismatch");
+                Err(AcceptError::WrongIdentity(remote))
+            }
+        }
+    }
+
+    /// Closes all connections and waits for the peers to learn of it.
+    pub async fn close(&self) {
+        self.quic.close(quinn::VarInt::from_u32(0), b"closing");
+        self.quic.wait_idle().await;
+    }
+}
+
+/// An authenticated QUIC connection to a mesh peer.
+#[derive(Debug, Clone)]
+pub struct MeshConnection {
+    peer: Node,
+    conn: quinn::Connection,
+}
+
+impl MeshConnection {
+    /// The peer's node record.
+    pub fn peer(&self) -> &Node {
+        &self.peer
+    }
+
+    /// The underlying QUIC connection.
+    pub fn quic(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Opens a stream to `service` on the peer.
+    pub async fn open(
+        &self,
+        service: Service,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), StreamError> {
+        let (mut send, recv) = self.conn.open_bi().await?;
+        send.write_all(&service.header()).await?;
+        Ok((send, recv))
+    }
+
+    /// The next stream the peer opened, with the service it names.
+    pub async fn accept(
+        &self,
+    ) -> Result<(Service, quinn::SendStream, quinn::RecvStream), StreamError> {
+        let (send, mut recv) = self.conn.accept_bi().await?;
+        let mut len = [0u8; 1];
+        recv.read_exact(&mut len).await?;
+        let mut name = vec![0u8; usize::from(len[0])];
+        recv.read_exact(&mut name).await?;
+        Ok((Service::from_header_name(&name)?, send, recv))
+    }
+}

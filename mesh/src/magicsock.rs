@@ -1,0 +1,335 @@
+//! The magic socket: one UDP socket plus a relay connection, shown to quinn as a
+//! single [`AsyncUdpSocket`] whose "addresses" are peers, not network paths.
+//!
+//! quinn addresses each peer by a stable virtual address, the peer's mesh IPv6
+//! address (port 1). Sending, the socket asks [`PathSelector`] where that peer's
+//! data goes now and writes the datagram to the direct UDP address or hands it to
+//! the relay. Receiving, it sorts datagrams with [`classify`]: disco goes to the
+//! path selector (whose probes it sends right away), QUIC goes up to quinn under
+//! the sending peer's virtual address. Timers run in [`drive_timers`]; relayed
+//! traffic flows through [`relay_send`] and [`relay_recv`], tasks the
+//! [`crate::MeshEndpoint`] owns.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::io::ReadBuf;
+use tokio::sync::{broadcast, mpsc, Notify};
+
+use crate::key::NodeKey;
+use crate::node::{mesh_addresses, Node};
+use crate::path::{Destination, PathEvent, PathSelector, Source};
+use crate::wire::{classify, PacketKind};
+
+/// Datagrams queued toward or from the relay before new ones are dropped.
+pub(crate) const RELAY_QUEUE: usize = 1024;
+
+/// The virtual address quinn uses for the node with these mesh addresses.
+pub(crate) fn virtual_addr(node: &Node) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(mesh_addresses(node.id).ipv6), 1)
+}
+
+pub(crate) struct State {
+    pub(crate) paths: PathSelector,
+    pub(crate) peers: HashMap<NodeKey, Node>,
+    pub(crate) by_vaddr: HashMap<SocketAddr, NodeKey>,
+    /// The deadline the timer task sleeps until, so it is woken only for earlier ones.
+    armed: Option<Instant>,
+}
+
+/// The shared half of the magic socket.
+pub(crate) struct Inner {
+    udp: tokio::net::UdpSocket,
+    local_vaddr: SocketAddr,
+    state: Mutex<State>,
+    relay_out: Option<mpsc::Sender<(NodeKey, Bytes)>>,
+    relayed_quic: Mutex<mpsc::Receiver<(NodeKey, Bytes)>>,
+    relayed_quic_tx: mpsc::Sender<(NodeKey, Bytes)>,
+    timer: Notify,
+    events: broadcast::Sender<PathEvent>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MagicSock").field("udp", &self.udp.local_addr()).finish()
+    }
+}
+
+impl Inner {
+    pub(crate) fn new(
+        udp: tokio::net::UdpSocket,
+        local_vaddr: SocketAddr,
+        paths: PathSelector,
+        relay_out: Option<mpsc::Sender<(NodeKey, Bytes)>>,
+    ) -> Arc<Self> {
+        let (relayed_quic_tx, relayed_quic) = mpsc::channel(RELAY_QUEUE);
+        let state = State { paths, peers: HashMap::new(), by_vaddr: HashMap::new(), armed: None };
+        Arc::new(Self {
+            udp,
+            local_vaddr,
+            state: Mutex::new(state),
+            relay_out,
+            relayed_quic: Mutex::new(relayed_quic),
+            relayed_quic_tx,
+            timer: Notify::new(),
+            events: broadcast::channel(256).0,
+        })
+    }
+
+    pub(crate) fn udp_local_addr(&self) -> io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<PathEvent> {
+        self.events.subscribe()
+    }
+
+    /// Sends what the path selector queued and publishes its events.
+    pub(crate) fn flush(&self, state: &mut State) {
+        while let Some(t) = state.paths.poll_transmit() {
+            match t.dst {
+                // A lost probe is retried by the next probe.
+                Destination::Direct(addr) => drop(self.udp.try_send_to(&t.payload, addr)),
+                Destination::Relay(key) => self.send_relay(key, Bytes::from(t.payload)),
+            }
+        }
+        while let Some(event) = state.paths.poll_event() {
+            tracing::debug!(?event, "path event");
+            // Nobody listening is fine.
+            let _ = self.events.send(event);
+        }
+        let next = state.paths.poll_timeout();
+        if next.is_some_and(|n| state.armed.is_none_or(|armed| n < armed)) {
+            self.timer.notify_one();
+        }
+    }
+
+    fn send_relay(&self, key: NodeKey, data: Bytes) {
+        if let Some(out) = &self.relay_out {
+            // Full queue: drop, as a congested link would; QUIC recovers.
+            let _ = out.try_send((key, data));
+        }
+    }
+
+    /// A datagram the relay delivered from `src`.
+    pub(crate) fn handle_relayed(&self, src: NodeKey, data: Bytes) {
+        match classify(&data) {
+            PacketKind::Disco => {
+                let mut state = self.state();
+                if let Err(e) = state.paths.handle_disco(Source::Relay(src), &data, Instant::now())
+                {
+                    tracing::debug!(%e, "dropped relayed disco");
+                }
+                self.flush(&mut state);
+            }
+            PacketKind::Quic => {
+                let _ = self.relayed_quic_tx.try_send((src, data));
+            }
+            PacketKind::WireGuard | PacketKind::Unknown => {}
+        }
+    }
+
+    /// Runs due timers.
+    fn on_timer(&self) {
+        let mut state = self.state();
+        state.paths.handle_timeout(Instant::now());
+        self.flush(&mut state);
+    }
+
+    /// Delivers one datagram into quinn's buffers.
+    fn deliver(
+        &self,
+        from: SocketAddr,
+        data: &[u8],
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Option<usize> {
+        let buf = bufs.first_mut()?;
+        let dst = buf.get_mut(..data.len())?;
+        dst.copy_from_slice(data);
+        let m = meta.first_mut()?;
+        *m = RecvMeta { addr: from, len: data.len(), stride: data.len(), ecn: None, dst_ip: None };
+        Some(1)
+    }
+
+    /// Handles a UDP datagram; returns the sending peer's virtual address for QUIC.
+    fn on_udp(&self, src: SocketAddr, data: &[u8]) -> Option<SocketAddr> {
+        let src = canonical(src);
+        let now = Instant::now();
+        let mut state = self.state();
+        match classify(data) {
+            PacketKind::Disco => {
+                if let Err(e) = state.paths.handle_disco(Source::Direct(src), data, now) {
+                    tracing::debug!(%e, %src, "dropped disco");
+                }
+                self.flush(&mut state);
+                None
+            }
+            PacketKind::Quic => {
+                let key = state.paths.peer_at(src)?;
+                state.paths.handle_activity(&key, now);
+                state.peers.get(&key).map(virtual_addr)
+            }
+            PacketKind::WireGuard | PacketKind::Unknown => None,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 source addresses as plain IPv4, as peers announce them.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// Runs the path selector's timers until the socket is dropped.
+pub(crate) async fn drive_timers(inner: Arc<Inner>) {
+    loop {
+        let deadline = {
+            let mut state = inner.state();
+            state.armed = state.paths.poll_timeout();
+            state.armed
+        };
+        match deadline {
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                tokio::select! {
+                    biased;
+                    () = inner.timer.notified() => {}
+                    () = tokio::time::sleep_until(at) => inner.on_timer(),
+                }
+            }
+            None => inner.timer.notified().await,
+        }
+    }
+}
+
+/// Writes queued datagrams to the relay.
+pub(crate) async fn relay_send(
+    client: Arc<derp::Client>,
+    mut rx: mpsc::Receiver<(NodeKey, Bytes)>,
+) {
+    while let Some((key, data)) = rx.recv().await {
+        let dst = derp::PublicKey::from_bytes(*key.as_bytes());
+        if let Err(e) = client.send(dst, data).await {
+            tracing::debug!(%e, "relay send failed");
+        }
+    }
+}
+
+/// Reads datagrams from the relay until it closes for good.
+pub(crate) async fn relay_recv(client: Arc<derp::Client>, inner: Arc<Inner>) {
+    while let Ok(packet) = client.recv().await {
+        inner.handle_relayed(NodeKey::from_bytes(*packet.src.as_bytes()), packet.data);
+    }
+}
+
+/// The quinn-facing handle.
+#[derive(Debug)]
+pub(crate) struct MagicSock(pub(crate) Arc<Inner>);
+
+#[derive(Debug)]
+struct Poller(Arc<Inner>);
+
+impl UdpPoller for Poller {
+    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        self.0.udp.poll_send_ready(cx)
+    }
+}
+
+impl AsyncUdpSocket for MagicSock {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(Poller(self.0.clone()))
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let inner = &self.0;
+        let now = Instant::now();
+        let dst = {
+            let mut state = inner.state();
+            let Some(&key) = state.by_vaddr.get(&transmit.destination) else {
+                // Not a peer (any more): drop, like an unroutable address.
+                return Ok(());
+            };
+            state.paths.handle_activity(&key, now);
+            let dst = state.paths.destination(&key, now);
+            inner.flush(&mut state);
+            dst
+        };
+        match dst {
+            Some(Destination::Direct(addr)) => {
+                inner.udp.try_send_to(transmit.contents, addr).map(drop)
+            }
+            Some(Destination::Relay(key)) => {
+                inner.send_relay(key, Bytes::copy_from_slice(transmit.contents));
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let inner = &self.0;
+        loop {
+            let relayed =
+                inner.relayed_quic.lock().unwrap_or_else(|p| p.into_inner()).poll_recv(cx);
+            if let Poll::Ready(Some((key, data))) = relayed {
+                let vaddr = {
+                    let mut state = inner.state();
+                    state.paths.handle_activity(&key, Instant::now());
+                    inner.flush(&mut state);
+                    state.peers.get(&key).map(virtual_addr)
+                };
+                if let Some(n) = vaddr.and_then(|v| inner.deliver(v, &data, bufs, meta)) {
+                    return Poll::Ready(Ok(n));
+                }
+                continue;
+            }
+            let Some(buf) = bufs.first_mut() else {
+                return Poll::Ready(Ok(0));
+            };
+            let mut read = ReadBuf::new(buf);
+            let src = match inner.udp.poll_recv_from(cx, &mut read) {
+                Poll::Ready(Ok(src)) => src,
+                // ICMP errors from unreachable probes surface here; keep reading.
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            let len = read.filled().len();
+            let Some(vaddr) = inner.on_udp(src, read.filled()) else {
+                continue;
+            };
+            if let Some(m) = meta.first_mut() {
+                *m = RecvMeta { addr: vaddr, len, stride: len, ecn: None, dst_ip: None };
+                return Poll::Ready(Ok(1));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.0.local_vaddr)
+    }
+}

@@ -1,0 +1,112 @@
+//! The header that opens every mesh QUIC stream, naming the service it is for.
+//!
+//! Wire: `len:u8` then `len` bytes of UTF-8, one of `ssh`, `tcp:<port>`,
+//! `speedtest`. The acceptor reads the header, then hands the rest of the stream
+//! to the named service.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Service {
+    /// The agent's SSH server.
+    Ssh,
+    /// A TCP port forward to this port on the agent's host.
+    Tcp(u16),
+    /// Bulk bytes for a throughput test.
+    Speedtest,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Service::Ssh => f.write_str("ssh"),
+            Service::Tcp(port) => write!(f, "tcp:{port}"),
+            Service::Speedtest => f.write_str("speedtest"),
+        }
+    }
+}
+
+/// Why a stream header was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceParseError {
+    /// Not a service this version knows.
+    #[error("unknown service {0:?}")]
+    Unknown(String),
+    /// Not UTF-8.
+    #[error("service name is not UTF-8")]
+    NotUtf8,
+}
+
+impl FromStr for Service {
+    type Err = ServiceParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ssh" => Ok(Service::Ssh),
+            "speedtest" => Ok(Service::Speedtest),
+            _ => s
+                .strip_prefix("tcp:")
+                .and_then(|p| p.parse().ok())
+                .map(Service::Tcp)
+                .ok_or_else(|| ServiceParseError::Unknown(s.to_string())),
+        }
+    }
+}
+
+impl Service {
+    /// The stream header: length byte and name.
+    pub fn header(&self) -> Vec<u8> {
+        let name = self.to_string();
+        let mut out = Vec::with_capacity(name.len() + 1);
+        // Every name is far below 256 bytes.
+        out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(name.as_bytes());
+        out
+    }
+
+    /// Parses the name part of a header.
+    pub fn from_header_name(name: &[u8]) -> Result<Self, ServiceParseError> {
+        std::str::from_utf8(name).map_err(|_| ServiceParseError::NotUtf8)?.parse()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn header_snapshots() {
+        assert_eq!(hex::encode(Service::Ssh.header()), "03737368");
+        assert_eq!(hex::encode(Service::Tcp(8080).header()), "087463703a38303830");
+        assert_eq!(Service::Speedtest.header()[0], 9);
+    }
+
+    #[test]
+    fn unknown_and_malformed_names_are_refused() {
+        assert!(matches!(Service::from_header_name(b"ftp"), Err(ServiceParseError::Unknown(_))));
+        assert!(Service::from_header_name(b"tcp:99999").is_err());
+        assert!(Service::from_header_name(b"tcp:").is_err());
+        assert_eq!(Service::from_header_name(&[0xff]), Err(ServiceParseError::NotUtf8));
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(port in any::<u16>(), kind in 0..3u8) {
+            let service = match kind { 0 => Service::Ssh, 1 => Service::Tcp(port), _ => Service::Speedtest };
+            let header = service.header();
+            prop_assert_eq!(usize::from(header[0]), header.len() - 1);
+            prop_assert_eq!(Service::from_header_name(&header[1..]).unwrap(), service);
+        }
+
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = Service::from_header_name(&bytes);
+        }
+    }
+}
