@@ -161,10 +161,8 @@ fn validate_agent(diags: &mut Diagnostics, config: &AgentState) {
                 if key.is_empty() {
                     diags.error_short("metadata key must not be empty", path.clone());
                 } else if !keys.insert(key.to_owned()) {
-                    diags.error_short(
-                        format!("duplicate agent metadata key {key:?}"),
-                        path.clone(),
-                    );
+                    diags
+                        .error_short(format!("duplicate agent metadata key {key:?}"), path.clone());
                 }
             }
             if let Value::Value(interval) = item.interval {
@@ -189,19 +187,10 @@ impl CoderResource for AgentResource {
             "A value the agent refreshes by running `script` every `interval` seconds.",
             vec![
                 ("key", required(S, "The key of this metadata item.")),
-                (
-                    "display_name",
-                    optional(S, "The user-facing name of this value."),
-                ),
-                (
-                    "script",
-                    required(S, "The script that retrieves the value."),
-                ),
+                ("display_name", optional(S, "The user-facing name of this value.")),
+                ("script", required(S, "The script that retrieves the value.")),
                 ("interval", required(N, "Refresh interval in seconds.")),
-                (
-                    "timeout",
-                    optional(N, "Maximum run time of the script in seconds."),
-                ),
+                ("timeout", optional(N, "Maximum run time of the script in seconds.")),
                 ("order", optional(N, "Position in the UI; lowest first.")),
             ],
             vec![],
@@ -209,26 +198,14 @@ impl CoderResource for AgentResource {
         let display_apps = block(
             "Built-in apps to display for this agent.",
             vec![
-                (
-                    "vscode",
-                    defaulted(B, "Show VS Code Desktop. Default `true`."),
-                ),
-                (
-                    "vscode_insiders",
-                    defaulted(B, "Show VS Code Insiders. Default `false`."),
-                ),
-                (
-                    "web_terminal",
-                    defaulted(B, "Show the web terminal. Default `true`."),
-                ),
+                ("vscode", defaulted(B, "Show VS Code Desktop. Default `true`.")),
+                ("vscode_insiders", defaulted(B, "Show VS Code Insiders. Default `false`.")),
+                ("web_terminal", defaulted(B, "Show the web terminal. Default `true`.")),
                 (
                     "port_forwarding_helper",
                     defaulted(B, "Show the port-forwarding helper. Default `true`."),
                 ),
-                (
-                    "ssh_helper",
-                    defaulted(B, "Show the SSH helper. Default `true`."),
-                ),
+                ("ssh_helper", defaulted(B, "Show the SSH helper. Default `true`.")),
             ],
             vec![],
         );
@@ -253,16 +230,10 @@ impl CoderResource for AgentResource {
                     ),
                     ("os", required(S, "`linux`, `darwin` or `windows`.")),
                     ("arch", required(S, "`amd64`, `arm64` or `armv7`.")),
-                    (
-                        "auth",
-                        defaulted(S, "Authentication type; only `token` is supported."),
-                    ),
+                    ("auth", defaulted(S, "Authentication type; only `token` is supported.")),
                     (
                         "dir",
-                        optional(
-                            S,
-                            "Starting directory of shell sessions. Defaults to `$HOME`.",
-                        ),
+                        optional(S, "Starting directory of shell sessions. Defaults to `$HOME`."),
                     ),
                     (
                         "env",
@@ -271,18 +242,12 @@ impl CoderResource for AgentResource {
                             "Environment variables to set in the workspace.",
                         ),
                     ),
-                    (
-                        "startup_script",
-                        optional(S, "A script to run after the agent starts."),
-                    ),
+                    ("startup_script", optional(S, "A script to run after the agent starts.")),
                     (
                         "startup_script_behavior",
                         defaulted(S, "`blocking` or `non-blocking` (default)."),
                     ),
-                    (
-                        "shutdown_script",
-                        optional(S, "A script to run before the agent stops."),
-                    ),
+                    ("shutdown_script", optional(S, "A script to run before the agent stops.")),
                     (
                         "connection_timeout",
                         defaulted(
@@ -294,14 +259,8 @@ impl CoderResource for AgentResource {
                         "troubleshooting_url",
                         optional(S, "A URL with troubleshooting instructions."),
                     ),
-                    (
-                        "motd_file",
-                        optional(S, "A file whose content is shown on SSH login."),
-                    ),
-                    (
-                        "order",
-                        optional(N, "Position of the agent in the UI; lowest first."),
-                    ),
+                    ("motd_file", optional(S, "A file whose content is shown on SSH login.")),
+                    ("order", optional(N, "Position of the agent in the UI; lowest first.")),
                 ],
                 vec![
                     ("metadata", NestedBlock::List(metadata)),
@@ -374,11 +333,7 @@ mod tests {
     #[test]
     fn unknown_values_are_not_validated() {
         let mut diags = Diagnostics::default();
-        let config = AgentState {
-            os: Value::Unknown,
-            arch: Value::Unknown,
-            ..Default::default()
-        };
+        let config = AgentState { os: Value::Unknown, arch: Value::Unknown, ..Default::default() };
         validate_agent(&mut diags, &config);
         assert!(diags.errors.is_empty());
     }

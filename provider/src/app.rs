@@ -86,10 +86,9 @@ fn validate_app(diags: &mut Diagnostics, config: &AppState) {
             );
         }
     }
-    for (name, value, allowed) in [
-        ("share", &config.share, SHARE_LEVELS),
-        ("open_in", &config.open_in, OPEN_IN),
-    ] {
+    for (name, value, allowed) in
+        [("share", &config.share, SHARE_LEVELS), ("open_in", &config.open_in, OPEN_IN)]
+    {
         if let Some(v) = known_str(value) {
             if !allowed.contains(&v) {
                 diags.error(
@@ -102,10 +101,7 @@ fn validate_app(diags: &mut Diagnostics, config: &AppState) {
     }
     let has_command = config.command.is_value();
     if has_command && config.url.is_value() {
-        diags.error_short(
-            "`command` and `url` cannot both be set",
-            AttributePath::new("command"),
-        );
+        diags.error_short("`command` and `url` cannot both be set", AttributePath::new("command"));
     }
     if has_command && config.subdomain == Value::Value(true) {
         diags.error_short(
@@ -128,9 +124,7 @@ fn validate_app(diags: &mut Diagnostics, config: &AppState) {
                     if n < 1 {
                         diags.error_short(
                             format!("healthcheck {name} must be at least 1, got {n}"),
-                            AttributePath::new("healthcheck")
-                                .index(i as i64)
-                                .attribute(name),
+                            AttributePath::new("healthcheck").index(i as i64).attribute(name),
                         );
                     }
                 }
@@ -148,15 +142,9 @@ impl CoderResource for AppResource {
         let healthcheck = block(
             "HTTP health checking to determine the application readiness.",
             vec![
-                (
-                    "url",
-                    required(S, "HTTP address checked; a status below 500 is healthy."),
-                ),
+                ("url", required(S, "HTTP address checked; a status below 500 is healthy.")),
                 ("interval", required(N, "Seconds between two checks.")),
-                (
-                    "threshold",
-                    required(N, "Consecutive failures before the app is unhealthy."),
-                ),
+                ("threshold", required(N, "Consecutive failures before the app is unhealthy.")),
             ],
             vec![],
         );
@@ -224,10 +212,7 @@ mod tests {
             ("Code", false),
             ("a_b", false),
         ] {
-            let config = AppState {
-                slug: Value::Value(slug.into()),
-                ..Default::default()
-            };
+            let config = AppState { slug: Value::Value(slug.into()), ..Default::default() };
             assert_eq!(errors(&config).is_empty(), ok, "{slug}");
         }
     }

@@ -79,7 +79,11 @@ fn hcl_quote(s: &str) -> String {
 ///
 /// Safe to call again on the same `dir` (the binary is replaced, e.g. after a
 /// rebuild). `dir` is made absolute; it is created if missing.
-pub fn write_cli_config(dir: &Path, provider_binary: &Path) -> Result<PathBuf, CliConfigError> {
+pub fn write_cli_config(
+    dir: impl AsRef<Path>,
+    provider_binary: impl AsRef<Path>,
+) -> Result<PathBuf, CliConfigError> {
+    let (dir, provider_binary) = (dir.as_ref(), provider_binary.as_ref());
     let write_err = |path: &Path| {
         let path = path.to_owned();
         move |source| CliConfigError::Write { path, source }
@@ -92,10 +96,7 @@ pub fn write_cli_config(dir: &Path, provider_binary: &Path) -> Result<PathBuf, C
     })?;
 
     let mirror = dir.join("providers");
-    let package = mirror
-        .join(PROVIDER_SOURCE)
-        .join(PROVIDER_VERSION)
-        .join(platform());
+    let package = mirror.join(PROVIDER_SOURCE).join(PROVIDER_VERSION).join(platform());
     fs::create_dir_all(&package).map_err(write_err(&package))?;
     let target = package.join(format!("terraform-provider-coder_v{PROVIDER_VERSION}"));
     match fs::remove_file(&target) {
@@ -169,7 +170,7 @@ mod tests {
     #[test]
     fn missing_binary_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = write_cli_config(tmp.path(), &tmp.path().join("nope")).unwrap_err();
+        let err = write_cli_config(tmp.path(), tmp.path().join("nope")).unwrap_err();
         assert!(matches!(err, CliConfigError::MissingBinary { .. }));
     }
 

@@ -60,11 +60,12 @@ pub fn render(access_url: &str, os: &str, arch: &str) -> String {
          # authenticates with the CODER_AGENT_TOKEN environment variable.\n\
          set -eu\n\
          ACCESS_URL={url}\n\
-         BINARY_URL=\"$ACCESS_URL/bin/{binary}\"\n\
+         BINARY_URL={binary_url}\n\
          BINARY_DIR=\"${{CODER_AGENT_BINARY_DIR:-$(mktemp -d 2>/dev/null || mktemp -d -t coder-agent)}}\"\n\
          BINARY_PATH=\"$BINARY_DIR/coder-agent\"\n\
          mkdir -p \"$BINARY_DIR\"\n",
         url = sh_quote(access_url),
+        binary_url = sh_quote(&format!("{access_url}/bin/{binary}")),
     );
     let _ = writeln!(
         s,
@@ -137,7 +138,7 @@ mod tests {
         let s = render("http://127.0.0.1:3000", "linux", "amd64");
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("ACCESS_URL='http://127.0.0.1:3000'"));
-        assert!(s.contains("BINARY_URL=\"$ACCESS_URL/bin/coder-agent-linux-amd64\""));
+        assert!(s.contains("BINARY_URL='http://127.0.0.1:3000/bin/coder-agent-linux-amd64'"));
         assert!(s.contains("curl -fsSL"));
         assert!(s.contains("wget -q"));
         assert!(s.contains("chmod +x"));
@@ -163,10 +164,7 @@ mod tests {
     fn posix_script_parses() {
         // `sh -n` checks the syntax without running anything.
         let s = render("http://127.0.0.1:1", "linux", "arm64");
-        let status = std::process::Command::new("sh")
-            .args(["-n", "-c", &s])
-            .status()
-            .unwrap();
+        let status = std::process::Command::new("sh").args(["-n", "-c", &s]).status().unwrap();
         assert!(status.success());
     }
 }

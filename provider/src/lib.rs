@@ -27,8 +27,8 @@ pub use cli_config::{
 };
 pub use init_script::{agent_binary_name, render as render_init_script};
 pub use parameter::{
-    parameter_env_var, resolve as resolve_parameter, ParameterError, ParameterSpec, ValidationSpec,
-    PARAMETER_TYPES,
+    check_declaration as check_parameter_declaration, parameter_env_var,
+    resolve as resolve_parameter, ParameterError, ParameterSpec, ValidationSpec, PARAMETER_TYPES,
 };
 pub use provider::{CoderProvider, ACCESS_URL_ENV};
 pub use workspace::TRANSITIONS;
@@ -41,7 +41,5 @@ pub struct ServeError(#[source] Box<dyn std::error::Error + Send + Sync>);
 /// Serves the provider to the terraform process that started this one: prints the
 /// go-plugin handshake line on stdout and answers gRPC until terraform stops it.
 pub async fn serve() -> Result<(), ServeError> {
-    tf_provider::serve("coder", CoderProvider::new())
-        .await
-        .map_err(|e| ServeError(e.into()))
+    tf_provider::serve("coder", CoderProvider::new()).await.map_err(|e| ServeError(e.into()))
 }

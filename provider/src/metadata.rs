@@ -97,10 +97,7 @@ impl CoderResource for MetadataResource {
             vec![
                 ("key", required(S, "The key of this item.")),
                 ("value", optional(S, "The value of this item.")),
-                (
-                    "sensitive",
-                    defaulted(B, "Hide the value in the UI. Default `false`."),
-                ),
+                ("sensitive", defaulted(B, "Hide the value in the UI. Default `false`.")),
                 ("is_null", computed(B, "Whether `value` was null.")),
             ],
             vec![],
@@ -111,14 +108,8 @@ impl CoderResource for MetadataResource {
                 "Use this resource to attach metadata to a resource shown in the dashboard.",
                 vec![
                     ("id", computed(S, "The metadata's UUID.")),
-                    (
-                        "resource_id",
-                        required(S, "The `id` of the resource to describe."),
-                    ),
-                    (
-                        "hide",
-                        defaulted(B, "Hide the resource in the UI. Default `false`."),
-                    ),
+                    ("resource_id", required(S, "The `id` of the resource to describe.")),
+                    ("hide", defaulted(B, "Hide the resource in the UI. Default `false`.")),
                     ("icon", optional(S, "URL of an icon.")),
                     (
                         "daily_cost",
@@ -157,10 +148,7 @@ mod tests {
     fn is_null_follows_value() {
         let mut state = MetadataState {
             item: Value::Value(vec![
-                Value::Value(MetadataItem {
-                    key: Value::Value("a".into()),
-                    ..Default::default()
-                }),
+                Value::Value(MetadataItem { key: Value::Value("a".into()), ..Default::default() }),
                 Value::Value(MetadataItem {
                     key: Value::Value("b".into()),
                     value: Value::Value("1".into()),
@@ -170,27 +158,19 @@ mod tests {
             ..Default::default()
         };
         state.fill_defaults();
-        let Value::Value(items) = &state.item else {
-            panic!("items")
-        };
-        let flags: Vec<_> = items
-            .iter()
-            .filter_map(|i| i.as_ref_option().map(|i| i.is_null))
-            .collect();
+        let Value::Value(items) = &state.item else { panic!("items") };
+        let flags: Vec<_> =
+            items.iter().filter_map(|i| i.as_ref_option().map(|i| i.is_null)).collect();
         assert_eq!(flags, vec![Value::Value(true), Value::Value(false)]);
         assert_eq!(state.daily_cost, Value::Value(0));
     }
 
     #[test]
     fn duplicate_keys_are_an_error() {
-        let item = Value::Value(MetadataItem {
-            key: Value::Value("a".into()),
-            ..Default::default()
-        });
-        let config = MetadataState {
-            item: Value::Value(vec![item.clone(), item]),
-            ..Default::default()
-        };
+        let item =
+            Value::Value(MetadataItem { key: Value::Value("a".into()), ..Default::default() });
+        let config =
+            MetadataState { item: Value::Value(vec![item.clone(), item]), ..Default::default() };
         let mut diags = Diagnostics::default();
         validate_metadata(&mut diags, &config);
         assert_eq!(diags.errors.len(), 1);

@@ -29,10 +29,7 @@ pub const PARAMETER_TYPES: &[&str] = &["string", "number", "bool", "list(string)
 
 /// The environment variable that carries the value of the parameter named `name`.
 pub fn parameter_env_var(name: &str) -> String {
-    format!(
-        "CODER_PARAMETER_{}",
-        hex::encode(Sha256::digest(name.as_bytes()))
-    )
+    format!("CODER_PARAMETER_{}", hex::encode(Sha256::digest(name.as_bytes())))
 }
 
 /// Why a parameter declaration or value was refused.
@@ -42,11 +39,7 @@ pub enum ParameterError {
     #[error("invalid parameter type {0:?}; must be one of: string, number, bool, list(string)")]
     InvalidType(String),
     #[error("{what} {value:?} is not a valid {ty}")]
-    WrongType {
-        what: &'static str,
-        value: String,
-        ty: String,
-    },
+    WrongType { what: &'static str, value: String, ty: String },
     #[error("multiple options cannot have the same {field} {value:?}")]
     DuplicateOption { field: &'static str, value: String },
     #[error("default value {0:?} must be one of the options")]
@@ -64,11 +57,7 @@ pub enum ParameterError {
     #[error("an error message must be specified with a regex validation")]
     RegexWithoutError,
     #[error("{message} (value {value:?} does not match {regex:?})")]
-    RegexMismatch {
-        message: String,
-        value: String,
-        regex: String,
-    },
+    RegexMismatch { message: String, value: String, regex: String },
     #[error("value {value} is less than the minimum {min}")]
     BelowMin { value: String, min: i64 },
     #[error("value {value} is more than the maximum {max}")]
@@ -147,23 +136,20 @@ fn check_type(what: &'static str, ty: &str, value: &str) -> Result<(), Parameter
     if ok {
         Ok(())
     } else {
-        Err(ParameterError::WrongType {
-            what,
-            value: value.to_owned(),
-            ty: ty.to_owned(),
-        })
+        Err(ParameterError::WrongType { what, value: value.to_owned(), ty: ty.to_owned() })
     }
 }
 
-fn check_options(spec: &ParameterSpec, value: &str) -> Result<(), ParameterError> {
+/// Checks the options (unique names and values, of the parameter's type, default among
+/// them) and returns the set of option values.
+fn option_values(spec: &ParameterSpec) -> Result<BTreeSet<&str>, ParameterError> {
     let mut names = BTreeSet::new();
     let mut values = BTreeSet::new();
+    // Options of a list(string) parameter (a multi-select) are its elements.
+    let option_ty = if spec.ty == "list(string)" { "string" } else { spec.ty.as_str() };
     for (name, option_value) in &spec.options {
         if !names.insert(name.as_str()) {
-            return Err(ParameterError::DuplicateOption {
-                field: "name",
-                value: name.clone(),
-            });
+            return Err(ParameterError::DuplicateOption { field: "name", value: name.clone() });
         }
         if !values.insert(option_value.as_str()) {
             return Err(ParameterError::DuplicateOption {
@@ -171,36 +157,39 @@ fn check_options(spec: &ParameterSpec, value: &str) -> Result<(), ParameterError
                 value: option_value.clone(),
             });
         }
-        // Options of a list(string) (multi-select) parameter are its elements.
-        let option_ty = if spec.ty == "list(string)" {
-            "string"
-        } else {
-            spec.ty.as_str()
-        };
         check_type("option value", option_ty, option_value)?;
     }
-    if let Some(default) = spec.default.as_deref().filter(|d| !d.is_empty()) {
-        if spec.ty != "list(string)" && !values.contains(default) {
-            return Err(ParameterError::DefaultNotAnOption(default.to_owned()));
-        }
+    let default = spec.default.as_deref().filter(|d| !d.is_empty());
+    if let Some(default) = default.filter(|_| !spec.options.is_empty()) {
+        check_chosen(&spec.ty, &values, default).map_err(|e| match e {
+            ParameterError::ValueNotAnOption(_) => {
+                ParameterError::DefaultNotAnOption(default.to_owned())
+            }
+            other => other,
+        })?;
     }
-    if value.is_empty() {
-        return Ok(());
-    }
-    // A list(string) parameter with options is a multi-select: every element must be
-    // an option.
-    let chosen: Vec<String> = if spec.ty == "list(string)" {
-        serde_json::from_str(value).unwrap_or_default()
+    Ok(values)
+}
+
+/// Checks that `value` (every element, for a multi-select) is among `options`.
+fn check_chosen(ty: &str, options: &BTreeSet<&str>, value: &str) -> Result<(), ParameterError> {
+    let chosen: Vec<String> = if ty == "list(string)" {
+        serde_json::from_str(value).map_err(|_| ParameterError::WrongType {
+            what: "value",
+            value: value.to_owned(),
+            ty: ty.to_owned(),
+        })?
     } else {
         vec![value.to_owned()]
     };
-    match chosen.iter().find(|v| !values.contains(v.as_str())) {
+    match chosen.iter().find(|v| !options.contains(v.as_str())) {
         Some(bad) => Err(ParameterError::ValueNotAnOption(bad.clone())),
         None => Ok(()),
     }
 }
 
-fn check_validation(ty: &str, v: &ValidationSpec, value: &str) -> Result<(), ParameterError> {
+/// Checks the rules of a `validation` block themselves, whatever the value.
+fn check_validation_rules(ty: &str, v: &ValidationSpec) -> Result<(), ParameterError> {
     if ty != "number" {
         let bound = if v.min.is_some() {
             Some("min")
@@ -210,64 +199,81 @@ fn check_validation(ty: &str, v: &ValidationSpec, value: &str) -> Result<(), Par
             None
         };
         if let Some(bound) = bound {
-            return Err(ParameterError::BoundOnNonNumber {
-                bound,
-                ty: ty.to_owned(),
-            });
+            return Err(ParameterError::BoundOnNonNumber { bound, ty: ty.to_owned() });
         }
-    }
-    let regex = v.regex.as_deref().filter(|r| !r.is_empty());
-    if ty != "string" && regex.is_some() {
-        return Err(ParameterError::RegexOnNonString(ty.to_owned()));
     }
     if let Some(m) = v.monotonic.as_deref().filter(|m| !m.is_empty()) {
         if ty != "number" || !matches!(m, "increasing" | "decreasing") {
             return Err(ParameterError::InvalidMonotonic(m.to_owned()));
         }
     }
+    if let Some(pattern) = v.regex.as_deref().filter(|r| !r.is_empty()) {
+        if ty != "string" {
+            return Err(ParameterError::RegexOnNonString(ty.to_owned()));
+        }
+        regex::Regex::new(pattern).map_err(|e| ParameterError::InvalidRegex {
+            regex: pattern.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if v.error.as_deref().is_none_or(str::is_empty) {
+            return Err(ParameterError::RegexWithoutError);
+        }
+    }
+    Ok(())
+}
+
+/// Checks `value` against rules that passed [`check_validation_rules`].
+fn check_validation(ty: &str, v: &ValidationSpec, value: &str) -> Result<(), ParameterError> {
     match ty {
         "string" => {
-            let Some(pattern) = regex else { return Ok(()) };
+            let Some(pattern) = v.regex.as_deref().filter(|r| !r.is_empty()) else {
+                return Ok(());
+            };
             let re = regex::Regex::new(pattern).map_err(|e| ParameterError::InvalidRegex {
                 regex: pattern.to_owned(),
                 reason: e.to_string(),
             })?;
-            let message = v
-                .error
-                .as_deref()
-                .filter(|e| !e.is_empty())
-                .ok_or(ParameterError::RegexWithoutError)?;
             if !re.is_match(value) {
                 return Err(ParameterError::RegexMismatch {
-                    message: message.to_owned(),
+                    message: v.error.clone().unwrap_or_default(),
                     value: value.to_owned(),
                     regex: pattern.to_owned(),
                 });
             }
         }
         "number" => {
-            let n: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| ParameterError::WrongType {
-                    what: "value",
-                    value: value.to_owned(),
-                    ty: ty.to_owned(),
-                })?;
+            let n: f64 = value.trim().parse().map_err(|_| ParameterError::WrongType {
+                what: "value",
+                value: value.to_owned(),
+                ty: ty.to_owned(),
+            })?;
             if let Some(min) = v.min.filter(|&min| n < min as f64) {
-                return Err(ParameterError::BelowMin {
-                    value: value.to_owned(),
-                    min,
-                });
+                return Err(ParameterError::BelowMin { value: value.to_owned(), min });
             }
             if let Some(max) = v.max.filter(|&max| n > max as f64) {
-                return Err(ParameterError::AboveMax {
-                    value: value.to_owned(),
-                    max,
-                });
+                return Err(ParameterError::AboveMax { value: value.to_owned(), max });
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Checks a parameter declaration on its own: its type, default, options and
+/// validation rules. Terraform reports these at `validate` time.
+pub fn check_declaration(spec: &ParameterSpec) -> Result<(), ParameterError> {
+    if !PARAMETER_TYPES.contains(&spec.ty.as_str()) {
+        return Err(ParameterError::InvalidType(spec.ty.clone()));
+    }
+    if let Some(default) = spec.default.as_deref().filter(|d| !d.is_empty()) {
+        check_type("default value", &spec.ty, default)?;
+    }
+    if !spec.options.is_empty() && spec.validation.is_some() {
+        return Err(ParameterError::OptionsWithValidation);
+    }
+    option_values(spec)?;
+    if let Some(validation) = &spec.validation {
+        check_validation_rules(&spec.ty, validation)?;
     }
     Ok(())
 }
@@ -279,25 +285,15 @@ fn check_validation(ty: &str, v: &ValidationSpec, value: &str) -> Result<(), Par
 /// being validated: it is required, and supplying it is the coordinator's job (a
 /// template import plans before any value exists).
 pub fn resolve(spec: &ParameterSpec, env_value: Option<String>) -> Result<String, ParameterError> {
-    if !PARAMETER_TYPES.contains(&spec.ty.as_str()) {
-        return Err(ParameterError::InvalidType(spec.ty.clone()));
-    }
-    if let Some(default) = spec.default.as_deref().filter(|d| !d.is_empty()) {
-        check_type("default value", &spec.ty, default)?;
-    }
-    if !spec.options.is_empty() && spec.validation.is_some() {
-        return Err(ParameterError::OptionsWithValidation);
-    }
-    let value = env_value
-        .or_else(|| spec.default.clone())
-        .unwrap_or_default();
-    if !spec.options.is_empty() {
-        check_options(spec, &value)?;
-    }
+    check_declaration(spec)?;
+    let value = env_value.or_else(|| spec.default.clone()).unwrap_or_default();
     if value.is_empty() && spec.default.is_none() {
         return Ok(value);
     }
     check_type("value", &spec.ty, &value)?;
+    if !spec.options.is_empty() && !value.is_empty() {
+        check_chosen(&spec.ty, &option_values(spec)?, &value)?;
+    }
     if let Some(validation) = &spec.validation {
         check_validation(&spec.ty, validation, &value)?;
     }
@@ -309,9 +305,7 @@ fn parameter_id(name: &str) -> String {
     let digest = Sha256::digest(format!("coder_parameter:{name}").as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 /// Extracts a [`ParameterSpec`] from a read request; `None` if a value it needs is
@@ -332,10 +326,7 @@ fn spec_of(state: &ParameterState) -> Option<ParameterSpec> {
         let Value::Value(option) = option else {
             return None;
         };
-        options.push((
-            known_str(&option.name)?.to_owned(),
-            known_str(&option.value)?.to_owned(),
-        ));
+        options.push((known_str(&option.name)?.to_owned(), known_str(&option.value)?.to_owned()));
     }
     let validation = match state.validation.iter().flatten().next() {
         None => None,
@@ -348,12 +339,7 @@ fn spec_of(state: &ParameterState) -> Option<ParameterSpec> {
         }),
         Some(_) => return None,
     };
-    Some(ParameterSpec {
-        ty,
-        default,
-        options,
-        validation,
-    })
+    Some(ParameterSpec { ty, default, options, validation })
 }
 
 /// The attribute a [`ParameterError`] is about, for the diagnostic.
@@ -393,14 +379,8 @@ impl DataSource for ParameterDataSource {
             "A value for the user to choose from.",
             vec![
                 ("name", required(S, "The name of this option in the UI.")),
-                (
-                    "value",
-                    required(S, "The parameter's value when this option is chosen."),
-                ),
-                (
-                    "description",
-                    optional(S, "What choosing this option does."),
-                ),
+                ("value", required(S, "The parameter's value when this option is chosen.")),
+                ("description", optional(S, "What choosing this option does.")),
                 ("icon", optional(S, "URL of an icon.")),
             ],
             vec![],
@@ -412,18 +392,9 @@ impl DataSource for ParameterDataSource {
                 ("max", optional(N, "Maximum of a number parameter.")),
                 ("min_disabled", computed(B, "Whether `min` is unset.")),
                 ("max_disabled", computed(B, "Whether `max` is unset.")),
-                (
-                    "monotonic",
-                    optional(S, "`increasing` or `decreasing` (number parameters)."),
-                ),
-                (
-                    "regex",
-                    optional(S, "A regex the value of a string parameter must match."),
-                ),
-                (
-                    "error",
-                    optional(S, "The message shown when `regex` does not match."),
-                ),
+                ("monotonic", optional(S, "`increasing` or `decreasing` (number parameters).")),
+                ("regex", optional(S, "A regex the value of a string parameter must match.")),
+                ("error", optional(S, "The message shown when `regex` does not match.")),
             ],
             vec![],
         );
@@ -433,10 +404,7 @@ impl DataSource for ParameterDataSource {
                 "Use this data source to configure editable options for workspaces.",
                 vec![
                     ("id", computed(S, "A stable UUID derived from the name.")),
-                    (
-                        "value",
-                        computed(S, "The value of the parameter for this build."),
-                    ),
+                    ("value", computed(S, "The value of the parameter for this build.")),
                     ("name", required(S, "The name of the parameter.")),
                     ("display_name", optional(S, "The name shown in the UI.")),
                     ("description", optional(S, "What this parameter does.")),
@@ -453,17 +421,11 @@ impl DataSource for ParameterDataSource {
                     ),
                     (
                         "default",
-                        optional(
-                            S,
-                            "The default value; without one the parameter is required.",
-                        ),
+                        optional(S, "The default value; without one the parameter is required."),
                     ),
                     ("icon", optional(S, "URL of an icon.")),
                     ("order", optional(N, "Position in the UI; lowest first.")),
-                    (
-                        "optional",
-                        computed(B, "Whether the parameter has a default."),
-                    ),
+                    ("optional", computed(B, "Whether the parameter has a default.")),
                 ],
                 vec![
                     ("option", NestedBlock::List(option)),
@@ -474,17 +436,14 @@ impl DataSource for ParameterDataSource {
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: ParameterState) -> Option<()> {
-        if let Some(ty) = known_str(&config.r#type) {
-            if !PARAMETER_TYPES.contains(&ty) {
-                let e = ParameterError::InvalidType(ty.to_owned());
-                diags.error_short(e.to_string(), AttributePath::new("type"));
-            }
-        }
         if known_str(&config.name).is_some_and(str::is_empty) {
-            diags.error_short(
-                "parameter name must not be empty",
-                AttributePath::new("name"),
-            );
+            diags.error_short("parameter name must not be empty", AttributePath::new("name"));
+        }
+        // Unknown parts (e.g. a default computed from a resource) wait for the read.
+        if let Some(spec) = spec_of(&config) {
+            if let Err(e) = check_declaration(&spec) {
+                diags.error("Invalid parameter declaration", e.to_string(), error_path(&e));
+            }
         }
         Some(())
     }

@@ -4,11 +4,7 @@
 use super::*;
 
 fn spec(ty: &str, default: Option<&str>) -> ParameterSpec {
-    ParameterSpec {
-        ty: ty.to_owned(),
-        default: default.map(str::to_owned),
-        ..Default::default()
-    }
+    ParameterSpec { ty: ty.to_owned(), default: default.map(str::to_owned), ..Default::default() }
 }
 
 #[test]
@@ -18,10 +14,7 @@ fn env_var_name_is_hex_sha256_of_name() {
         parameter_env_var("abc"),
         "CODER_PARAMETER_ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
-    assert_eq!(
-        parameter_env_var("My Param!").len(),
-        "CODER_PARAMETER_".len() + 64
-    );
+    assert_eq!(parameter_env_var("My Param!").len(), "CODER_PARAMETER_".len() + 64);
 }
 
 #[test]
@@ -34,10 +27,7 @@ fn env_value_wins_over_default() {
 #[test]
 fn required_parameter_without_value_is_empty() {
     let mut s = spec("number", None);
-    s.validation = Some(ValidationSpec {
-        min: Some(1),
-        ..Default::default()
-    });
+    s.validation = Some(ValidationSpec { min: Some(1), ..Default::default() });
     assert_eq!(resolve(&s, None).unwrap(), "");
 }
 
@@ -52,32 +42,19 @@ fn types_are_checked() {
     assert!(resolve(&spec("bool", None), Some("yes".into())).is_err());
     assert!(resolve(&spec("list(string)", Some(r#"["a","b"]"#)), None).is_ok());
     assert!(resolve(&spec("list(string)", Some("a,b")), None).is_err());
-    assert!(matches!(
-        resolve(&spec("float", None), None),
-        Err(ParameterError::InvalidType(_))
-    ));
+    assert!(matches!(resolve(&spec("float", None), None), Err(ParameterError::InvalidType(_))));
 }
 
 #[test]
 fn number_bounds() {
     let mut s = spec("number", Some("4"));
-    s.validation = Some(ValidationSpec {
-        min: Some(1),
-        max: Some(8),
-        ..Default::default()
-    });
+    s.validation = Some(ValidationSpec { min: Some(1), max: Some(8), ..Default::default() });
     assert_eq!(resolve(&s, None).unwrap(), "4");
     assert_eq!(
         resolve(&s, Some("0".into())),
-        Err(ParameterError::BelowMin {
-            value: "0".into(),
-            min: 1
-        })
+        Err(ParameterError::BelowMin { value: "0".into(), min: 1 })
     );
-    assert!(matches!(
-        resolve(&s, Some("9".into())),
-        Err(ParameterError::AboveMax { max: 8, .. })
-    ));
+    assert!(matches!(resolve(&s, Some("9".into())), Err(ParameterError::AboveMax { max: 8, .. })));
 }
 
 #[test]
@@ -97,25 +74,16 @@ fn regex_validation() {
         error: Some("x".into()),
         ..Default::default()
     });
-    assert!(matches!(
-        resolve(&s, None),
-        Err(ParameterError::InvalidRegex { .. })
-    ));
+    assert!(matches!(resolve(&s, None), Err(ParameterError::InvalidRegex { .. })));
 
-    s.validation = Some(ValidationSpec {
-        regex: Some("a".into()),
-        ..Default::default()
-    });
+    s.validation = Some(ValidationSpec { regex: Some("a".into()), ..Default::default() });
     assert_eq!(resolve(&s, None), Err(ParameterError::RegexWithoutError));
 }
 
 #[test]
 fn bounds_only_for_numbers() {
     let mut s = spec("string", Some("x"));
-    s.validation = Some(ValidationSpec {
-        max: Some(3),
-        ..Default::default()
-    });
+    s.validation = Some(ValidationSpec { max: Some(3), ..Default::default() });
     assert!(matches!(
         resolve(&s, None),
         Err(ParameterError::BoundOnNonNumber { bound: "max", .. })
@@ -133,10 +101,7 @@ fn options() {
         Err(ParameterError::ValueNotAnOption("asia".into()))
     );
     s.default = Some("mars".into());
-    assert_eq!(
-        resolve(&s, None),
-        Err(ParameterError::DefaultNotAnOption("mars".into()))
-    );
+    assert_eq!(resolve(&s, None), Err(ParameterError::DefaultNotAnOption("mars".into())));
     s.default = None;
     s.options.push(("Europe".into(), "eu2".into()));
     assert!(matches!(

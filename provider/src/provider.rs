@@ -54,11 +54,7 @@ impl AccessUrl {
 
     /// The configured URL as a string without a trailing slash, or `""` when unset.
     pub(crate) fn display(&self) -> String {
-        self.0
-            .read()
-            .ok()
-            .and_then(|guard| guard.as_ref().map(trim_url))
-            .unwrap_or_default()
+        self.0.read().ok().and_then(|guard| guard.as_ref().map(trim_url)).unwrap_or_default()
     }
 }
 
@@ -72,9 +68,7 @@ pub(crate) fn parse_access_url(raw: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a valid URL: {e}"))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
-        other => Err(format!(
-            "{raw:?} has scheme {other:?}; the access URL must be http or https"
-        )),
+        other => Err(format!("{raw:?} has scheme {other:?}; the access URL must be http or https")),
     }
 }
 

@@ -47,11 +47,7 @@ pub(crate) fn optional(attr_type: AttributeType, description: &str) -> Attribute
 
 /// Optional in the configuration; the provider fills in a default when it is null.
 pub(crate) fn defaulted(attr_type: AttributeType, description: &str) -> Attribute {
-    attr(
-        attr_type,
-        AttributeConstraint::OptionalComputed,
-        description,
-    )
+    attr(attr_type, AttributeConstraint::OptionalComputed, description)
 }
 
 pub(crate) fn computed(attr_type: AttributeType, description: &str) -> Attribute {
@@ -70,10 +66,7 @@ pub(crate) fn block(
             .into_iter()
             .map(|(name, attribute)| (name.to_owned(), attribute))
             .collect::<HashMap<_, _>>(),
-        blocks: blocks
-            .into_iter()
-            .map(|(name, nested)| (name.to_owned(), nested))
-            .collect(),
+        blocks: blocks.into_iter().map(|(name, nested)| (name.to_owned(), nested)).collect(),
         description: Description::markdown(description),
         deprecated: false,
     }
@@ -140,11 +133,8 @@ mod tests {
             name: Value::Value("x".into()),
             size: Value::Value(1),
         };
-        let proposed = S {
-            id: Value::Unknown,
-            name: Value::Value("x".into()),
-            size: Value::Value(2),
-        };
+        let proposed =
+            S { id: Value::Unknown, name: Value::Value("x".into()), size: Value::Value(2) };
         let changed = changed_attributes(&mut diags, &prior, &proposed, &["id"]);
         assert_eq!(changed, vec![AttributePath::new("size")]);
         assert!(diags.errors.is_empty());

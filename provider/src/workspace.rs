@@ -33,10 +33,7 @@ const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// The value of environment variable `name`, or `default` when unset or empty.
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
 /// State of `data.coder_workspace`.
@@ -82,28 +79,13 @@ impl DataSource for WorkspaceDataSource {
                     ("transition", computed(S, "`start`, `stop` or `delete`.")),
                     (
                         "start_count",
-                        computed(
-                            N,
-                            "1 when `transition` is `start`, else 0; use it as a `count`.",
-                        ),
+                        computed(N, "1 when `transition` is `start`, else 0; use it as a `count`."),
                     ),
-                    (
-                        "access_url",
-                        computed(S, "The access URL of the Coder deployment."),
-                    ),
+                    ("access_url", computed(S, "The access URL of the Coder deployment.")),
                     ("access_port", computed(N, "The port of the access URL.")),
-                    (
-                        "template_id",
-                        computed(S, "ID of the workspace's template."),
-                    ),
-                    (
-                        "template_name",
-                        computed(S, "Name of the workspace's template."),
-                    ),
-                    (
-                        "template_version",
-                        computed(S, "Version of the workspace's template."),
-                    ),
+                    ("template_id", computed(S, "ID of the workspace's template.")),
+                    ("template_name", computed(S, "Name of the workspace's template.")),
+                    ("template_version", computed(S, "Version of the workspace's template.")),
                 ],
                 vec![],
             ),
@@ -120,10 +102,7 @@ impl DataSource for WorkspaceDataSource {
         if !TRANSITIONS.contains(&transition.as_str()) {
             diags.root_error(
                 format!("Invalid workspace transition {transition:?}"),
-                format!(
-                    "CODER_WORKSPACE_TRANSITION must be one of: {}",
-                    TRANSITIONS.join(", ")
-                ),
+                format!("CODER_WORKSPACE_TRANSITION must be one of: {}", TRANSITIONS.join(", ")),
             );
             return None;
         }
@@ -175,10 +154,8 @@ impl DataSource for WorkspaceOwnerDataSource {
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
         use AttributeType::String as S;
-        let mut session_token = computed(
-            S,
-            "A session token of the owner, for the workspace to call the API.",
-        );
+        let mut session_token =
+            computed(S, "A session token of the owner, for the workspace to call the API.");
         session_token.sensitive = true;
         Some(Schema {
             version: 1,
