@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::broadcast;
@@ -18,7 +18,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicKey, QuicSecret};
 use crate::magicsock::{self, Inner, MagicSock};
-use crate::node::{mesh_addresses, AddressError, Node, NodeId, PROTOCOL_VERSION};
+use crate::node::{mesh_addresses, AddressError, Node, NodeId, RegionId, PROTOCOL_VERSION};
 use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
 use crate::service::{Service, ServiceParseError};
 use crate::tls::{self, Identity, KnownKeys, TlsError};
@@ -38,12 +38,19 @@ pub struct MeshConfig {
     /// The UDP socket's address. Bound to a specific IP, that address is
     /// announced as an endpoint; `0.0.0.0` announces only [`Self::endpoints`].
     pub bind: SocketAddr,
-    /// Further endpoint candidates to announce (e.g. STUN results).
+    /// Further endpoint candidates to announce.
     pub endpoints: Vec<SocketAddr>,
+    /// STUN servers asked at bind time which address they see the socket at;
+    /// the answers are announced as endpoints.
+    pub stun_servers: Vec<SocketAddr>,
+    /// How long to wait for each STUN answer.
+    pub stun_timeout: Duration,
     /// Announce no endpoint at all: peers reach us through the relay only.
     pub relay_only: bool,
     /// The home relay, e.g. `http://host:port/derp`.
     pub relay_url: Option<derp::RelayUrl>,
+    /// The home relay's region, announced as the node's preferred relay.
+    pub relay_region: Option<RegionId>,
     /// Path selection timers.
     pub path: PathConfig,
 }
@@ -58,8 +65,11 @@ impl MeshConfig {
             quic_secret: quic,
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             endpoints: Vec::new(),
+            stun_servers: Vec::new(),
+            stun_timeout: Duration::from_secs(2),
             relay_only: false,
             relay_url: None,
+            relay_region: None,
             path: PathConfig::default(),
         }
     }
@@ -150,6 +160,14 @@ impl MeshEndpoint {
         if !bound.ip().is_unspecified() {
             endpoints.insert(0, bound);
         }
+        // Nothing else reads the socket yet, so the probe sees its own answers.
+        for &server in &config.stun_servers {
+            match derp::stun::probe(&udp, server, config.stun_timeout).await {
+                Ok(mapped) if !endpoints.contains(&mapped) => endpoints.push(mapped),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%e, %server, "STUN probe failed"),
+            }
+        }
         if config.relay_only {
             endpoints.clear();
         }
@@ -204,7 +222,7 @@ impl MeshEndpoint {
             key: node_key,
             disco_key: config.disco_secret.public(),
             quic_key: config.quic_secret.public(),
-            preferred_relay: None,
+            preferred_relay: config.relay_region,
             relay_latency_ms: Default::default(),
             endpoints,
             addresses,
@@ -260,6 +278,11 @@ impl MeshEndpoint {
     /// Where data for `peer` goes now.
     pub fn destination(&self, peer: &NodeKey) -> Option<Destination> {
         self.sock.state().paths.destination(peer, Instant::now())
+    }
+
+    /// How long the first direct path to `peer` took to find.
+    pub fn time_to_direct(&self, peer: &NodeKey) -> Option<Duration> {
+        self.sock.state().paths.time_to_direct(peer)
     }
 
     /// Path changes, as they happen.

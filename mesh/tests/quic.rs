@@ -154,3 +154,15 @@ async fn peer_with_unannounced_key_is_refused() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn stun_answer_becomes_an_endpoint() -> anyhow::Result<()> {
+    let stun = derp::stun::StunServer::spawn("127.0.0.1:0".parse()?).await?;
+    let mut config = config(3, None, false);
+    config.bind = "0.0.0.0:0".parse()?;
+    config.stun_servers = vec![stun.local_addr()];
+    let node = MeshEndpoint::bind(config).await?;
+    let port = node.local_addr()?.port();
+    assert_eq!(node.node().endpoints, vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))]);
+    Ok(())
+}
