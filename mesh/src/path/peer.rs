@@ -57,6 +57,9 @@ struct SentPing {
 /// At most this many pings back to one endpoint per probe round.
 const MAX_PING_BACKS: u8 = 4;
 
+/// Call-me-maybe pings an endpoint only if it was not pinged this recently.
+const CALL_ME_MAYBE_GAP: Duration = Duration::from_secs(1);
+
 pub(super) struct Peer {
     pub(super) key: NodeKey,
     pub(super) disco: DiscoKey,
@@ -351,8 +354,13 @@ impl Peer {
         if self.next_heartbeat.is_none_or(|t| t <= now) {
             self.next_heartbeat = Some(now + config.heartbeat_interval);
         }
+        // A peer cannot make us ping an address more than once a second, however
+        // many call-me-maybes it sends.
+        let recently = |ep: &Endpoint| {
+            ep.last_ping.is_some_and(|t| now.saturating_duration_since(t) < CALL_ME_MAYBE_GAP)
+        };
         for &addr in endpoints {
-            if self.endpoints.contains_key(&addr) {
+            if self.endpoints.get(&addr).is_some_and(|ep| !recently(ep)) {
                 self.ping(addr, now, out);
             }
         }

@@ -261,3 +261,82 @@ fn strangers_and_impostors_are_refused() {
     );
     assert_eq!(other.poll_transmit(), None);
 }
+
+/// A selector (disco secret `[5; 32]`) with one peer at `198.51.100.1:1`.
+fn selector_with_peer() -> (PathSelector, Node) {
+    let mut sim = Sim::new(20);
+    let a = sim.add_host(HostSpec::public("192.0.2.1:1"));
+    let b = sim.add_host(HostSpec::public("198.51.100.1:1"));
+    let config = PathConfig { rng_seed: Some(1), ..PathConfig::default() };
+    let me = DiscoSecret::from_bytes([5; 32]);
+    let mut sel = PathSelector::new(config, sim.hosts[a].key(), me);
+    sel.set_local_endpoints(vec!["192.0.2.1:1".parse().unwrap()]);
+    sel.upsert_peer(&sim.hosts[b].node, sim.now);
+    (sel, sim.hosts[b].node.clone())
+}
+
+fn drain(sel: &mut PathSelector) -> (Vec<Transmit>, Vec<PathEvent>) {
+    let transmits = std::iter::from_fn(|| sel.poll_transmit()).collect();
+    let events = std::iter::from_fn(|| sel.poll_event()).collect();
+    (transmits, events)
+}
+
+#[test]
+fn coordinator_updates_replace_endpoints_and_new_disco_key_resets() {
+    let (mut sel, mut peer) = selector_with_peer();
+    let now = std::time::Instant::now();
+    drain(&mut sel);
+    peer.endpoints = vec!["198.51.100.9:9".parse().unwrap()];
+    sel.upsert_peer(&peer, now);
+    let (_, events) = drain(&mut sel);
+    assert_eq!(
+        events,
+        vec![PathEvent::PeerEndpointsChanged { peer: peer.key, endpoints: peer.endpoints.clone() }]
+    );
+    assert_eq!(sel.peer_at("198.51.100.1:1".parse().unwrap()), None);
+    assert_eq!(sel.peer_at("198.51.100.9:9".parse().unwrap()), Some(peer.key));
+
+    // A restarted peer (new disco key): datagrams under the old key are strangers'.
+    let old = DiscoSecret::from_bytes([7; 32]);
+    peer.disco_key = old.public();
+    sel.upsert_peer(&peer, now);
+    peer.disco_key = DiscoSecret::from_bytes([6; 32]).public();
+    sel.upsert_peer(&peer, now);
+    let cmm = Message::CallMeMaybe(crate::disco::CallMeMaybe { endpoints: vec![] });
+    let datagram = wire::seal(&old, DiscoSecret::from_bytes([5; 32]).public(), [0; 24], &cmm);
+    let from = Source::Relay(peer.key);
+    assert_eq!(
+        sel.handle_disco(from, &datagram, now),
+        Err(DiscoError::UnknownSender(old.public()))
+    );
+
+    sel.remove_peer(&peer.key);
+    assert_eq!(sel.destination(&peer.key, now), None);
+}
+
+#[test]
+fn call_me_maybe_floods_are_rate_limited() {
+    let (mut sel, peer) = selector_with_peer();
+    let now = std::time::Instant::now();
+    drain(&mut sel);
+    // Forge call-me-maybes as the peer would seal them (we hold no peer secret
+    // here, so re-key the peer to a disco key we do hold).
+    let peer_disco = DiscoSecret::from_bytes([8; 32]);
+    let mut rekeyed = peer.clone();
+    rekeyed.disco_key = peer_disco.public();
+    sel.upsert_peer(&rekeyed, now);
+    drain(&mut sel);
+    let victim: SocketAddr = "203.0.113.50:53".parse().unwrap();
+    let cmm = Message::CallMeMaybe(crate::disco::CallMeMaybe { endpoints: vec![victim] });
+    let me = DiscoSecret::from_bytes([5; 32]).public();
+    let mut pings = 0;
+    for i in 0..100u8 {
+        let datagram = wire::seal(&peer_disco, me, [i; 24], &cmm);
+        let at = now + ms(u64::from(i));
+        sel.handle_disco(Source::Relay(peer.key), &datagram, at).unwrap();
+        let (transmits, _) = drain(&mut sel);
+        pings += transmits.iter().filter(|t| t.dst == Destination::Direct(victim)).count();
+    }
+    // 100 call-me-maybes within 100 ms: one ping.
+    assert_eq!(pings, 1);
+}
