@@ -15,6 +15,8 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use common::fake_coderd::FakeCoderd;
+
 fn template_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/templates").join(name)
 }
@@ -107,6 +109,122 @@ fn local_template_starts_and_stops_a_detached_agent() -> Result<()> {
     w.destroy()?;
     assert!(!group_alive(pid), "delete left the agent running");
     assert!(!dir.exists(), "delete left the workspace directory");
+    Ok(())
+}
+
+/// Waits until `path` exists and returns its content.
+fn wait_for_file(path: &Path, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Ok(text);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The token of `coder_agent.main` in the workdir's state.
+fn agent_token(w: &common::Workdir) -> Result<String> {
+    let state = w.show_json(None)?;
+    let all = common::resources(&state["values"]);
+    let agent = common::resource(&all, "coder_agent.main");
+    Ok(agent["values"]["token"].as_str().context("token")?.to_owned())
+}
+
+#[test]
+fn local_template_runs_the_downloaded_agent() -> Result<()> {
+    if !common::terraform_available() {
+        return Ok(());
+    }
+    let coderd = FakeCoderd::start("127.0.0.1:0")?;
+    let workspace_id = "5c2a7f10-8e3b-4d4a-b0c1-2d3e4f5a6b7c";
+    let mut w = common::Workdir::from_template(&template_dir("local"))?;
+    w.env("CODER_AGENT_URL", &coderd.url()).env("CODER_WORKSPACE_ID", workspace_id);
+    w.init()?;
+    w.apply()?;
+    let dir = w.home.join("coder-workspaces").join(workspace_id);
+    let pid = read_pid(&dir.join(".coder-agent/agent.pid"))?;
+    let _guard = KillGroupOnDrop(pid);
+
+    // The init script downloaded the agent and exec'd it with URL and token.
+    let out = wait_for_file(&dir.join("fake-agent.out"), Duration::from_secs(20))?;
+    assert!(out.contains(&format!("url={}\n", coderd.url())), "{out}");
+    assert!(out.contains(&format!("token={}\n", agent_token(&w)?)), "{out}");
+    assert!(out.contains("auth=token\n"), "{out}");
+    assert!(out.contains(&format!("pwd={}\n", dir.display())), "{out}");
+    assert_eq!(coderd.requests.lock().unwrap().as_slice(), ["/bin/coder-agent-linux-amd64"]);
+
+    w.env("CODER_WORKSPACE_TRANSITION", "delete");
+    w.destroy()?;
+    assert!(!group_alive(pid), "delete left the agent running");
+    Ok(())
+}
+
+/// Root, `ip netns` and `iptables`, and an explicit opt-in: the test changes the host's
+/// firewall and enables IP forwarding while it runs.
+fn netns_prerequisites() -> bool {
+    if std::env::var_os("CODER_TEST_NETNS").is_none() {
+        skip_notice!("skipping: set CODER_TEST_NETNS=1 to run network-namespace tests (root, iproute2, iptables)");
+        return false;
+    }
+    let have = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !nix::unistd::Uid::effective().is_root() {
+        skip_notice!("skipping: network-namespace tests need root");
+        return false;
+    }
+    if !have("ip", &["netns", "list"]) || !have("iptables", &["-t", "nat", "-S"]) {
+        skip_notice!("skipping: network-namespace tests need `ip netns` and `iptables`");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn netns_template_runs_the_agent_behind_nat() -> Result<()> {
+    if !common::terraform_available() || !netns_prerequisites() {
+        return Ok(());
+    }
+    // The agent dials the host end of its veth, so listen beyond loopback.
+    let coderd = FakeCoderd::start("0.0.0.0:0")?;
+    let workspace_id = "7e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c";
+    let mut w = common::Workdir::from_template(&template_dir("netns"))?;
+    let root = w.home.join("workspaces");
+    w.env("CODER_AGENT_URL", &format!("http://127.0.0.1:{}", coderd.addr.port()))
+        .env("CODER_WORKSPACE_ID", workspace_id)
+        .env("TF_VAR_workspaces_root", &root.display().to_string());
+    w.init()?;
+    let applied = w.apply();
+    let dir = root.join(workspace_id);
+    let result = applied.and_then(|_| {
+        // No kill guard here: the destroy below stops the agent, and must be what does.
+        let pid = read_pid(&dir.join(".coder-agent/agent.pid"))?;
+        let out = wait_for_file(&dir.join("fake-agent.out"), Duration::from_secs(20))?;
+        // The loopback access URL was rewritten to the host end of the veth.
+        assert!(out.contains("url=http://10.213."), "{out}");
+        assert!(out.contains(&format!("token={}\n", agent_token(&w)?)), "{out}");
+        let ns = std::process::Command::new("ip")
+            .args(["netns", "identify", &pid.to_string()])
+            .output()?;
+        assert_eq!(String::from_utf8_lossy(&ns.stdout).trim(), "coder-7e4d3c2b");
+        Ok(pid)
+    });
+    // Tear the namespace and firewall rules down whatever happened above.
+    w.env("CODER_WORKSPACE_TRANSITION", "delete");
+    let destroyed = w.destroy();
+    let pid = result?;
+    let _guard = KillGroupOnDrop(pid);
+    destroyed?;
+    assert!(!group_alive(pid), "delete left the agent running");
+    let links = std::process::Command::new("ip").args(["link"]).output()?;
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("cw7e4d3c2b"));
     Ok(())
 }
 

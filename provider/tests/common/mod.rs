@@ -13,8 +13,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod fake_coderd;
+
 /// The longest one terraform command may take before the test fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Prints why a test is skipped where `cargo test` shows it: the print macros are
+/// captured for passing tests, a direct write to stderr is not.
+#[macro_export]
+macro_rules! skip_notice {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 /// Whether `terraform` can be run; prints why a test is skipped when it cannot.
 pub fn terraform_available() -> bool {
@@ -25,7 +37,7 @@ pub fn terraform_available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("skipping: `terraform` is not installed or not on PATH");
+        skip_notice!("skipping: `terraform` is not installed or not on PATH");
     }
     ok
 }
