@@ -207,7 +207,8 @@ impl MeshEndpoint {
         let server_tls = tls::server_config(&identity, known.clone())?;
         let server_crypto =
             QuicServerConfig::try_from(server_tls).map_err(|_| TlsError::NoQuicCipherSuite)?;
-        let server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(transport());
         let mut endpoint_config = quinn::EndpointConfig::default();
         // Disco demultiplexing needs the QUIC fixed bit set (docs/protocols/mesh.md).
         endpoint_config.grease_quic_bit(false);
@@ -296,7 +297,8 @@ impl MeshEndpoint {
             self.sock.state().peers.get(peer).cloned().ok_or(DialError::UnknownPeer(*peer))?;
         let tls = tls::client_config(&self.identity, node.quic_key)?;
         let crypto = QuicClientConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)?;
-        let config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport());
         let conn = self
             .quic
             .connect_with(config, magicsock::virtual_addr(&node), tls::SERVER_NAME)?
@@ -333,6 +335,15 @@ impl MeshEndpoint {
         self.quic.close(quinn::VarInt::from_u32(0), b"closing");
         self.quic.wait_idle().await;
     }
+}
+
+/// QUIC transport settings for mesh connections.
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    // Keep-alives keep an idle session (an open SSH shell) alive, and keep the
+    // path selector's session active so the direct path stays probed.
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    Arc::new(transport)
 }
 
 /// An authenticated QUIC connection to a mesh peer.
