@@ -1,0 +1,548 @@
+//! Template archives: [`extract`] unpacks an uploaded tar (plain or gzip) into a job
+//! directory, and [`pack_dir`] builds the deterministic tar that `coder templates push`
+//! uploads.
+//!
+//! Archives come from users, so extraction works in two passes over the in-memory bytes.
+//! The first pass reads every header and checks it against the rules below without
+//! touching the disk; only an archive that passes them all is unpacked in the second.
+//! A rejected archive therefore writes nothing at all, and an accepted one writes only
+//! under `dest`:
+//!
+//! - paths are relative and have no `..` component;
+//! - symlink targets are relative and stay inside `dest` when resolved lexically from
+//!   the link's directory; hard links name an earlier regular file of the archive;
+//! - only regular files, directories and links; no devices, fifos or sparse files;
+//! - [`ExtractLimits`] bound each file, the total and the number of entries, and the
+//!   decompressed stream itself is capped, so a gzip bomb stops early;
+//! - nothing is ever written through a symlink (each parent is checked with
+//!   `symlink_metadata`), so links planted by the archive cannot redirect later entries.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Component, Path, PathBuf};
+
+use flate2::read::GzDecoder;
+
+/// Bounds on what [`extract`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExtractLimits {
+    /// Largest single file, in bytes.
+    pub max_file_bytes: u64,
+    /// Largest sum of all file sizes, in bytes.
+    pub max_total_bytes: u64,
+    /// Most entries (files, directories, links).
+    pub max_entries: usize,
+}
+
+impl Default for ExtractLimits {
+    fn default() -> Self {
+        Self { max_file_bytes: 10 << 20, max_total_bytes: 50 << 20, max_entries: 10_000 }
+    }
+}
+
+impl ExtractLimits {
+    /// Limits with the given values.
+    pub fn new(max_file_bytes: u64, max_total_bytes: u64, max_entries: usize) -> Self {
+        Self { max_file_bytes, max_total_bytes, max_entries }
+    }
+}
+
+/// What [`extract`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExtractSummary {
+    pub files: usize,
+    pub dirs: usize,
+    pub links: usize,
+    /// Sum of the sizes of the regular files.
+    pub bytes: u64,
+}
+
+/// Why an archive was rejected or could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    #[error("the archive is not a valid tar file: {0}")]
+    Malformed(#[source] io::Error),
+    #[error("{path:?}: absolute paths are not allowed in the archive")]
+    AbsolutePath { path: PathBuf },
+    #[error("{path:?}: `..` components are not allowed in the archive")]
+    ParentComponent { path: PathBuf },
+    #[error("{path:?}: link target {target:?} points outside the template directory")]
+    LinkEscapes { path: PathBuf, target: PathBuf },
+    #[error("{path:?}: hard link target {target:?} is not an earlier file of the archive")]
+    DanglingHardLink { path: PathBuf, target: PathBuf },
+    #[error("{path:?}: {kind} entries are not allowed in the archive")]
+    UnsupportedEntry { path: PathBuf, kind: &'static str },
+    #[error("{path:?}: {size} bytes is over the {limit}-byte limit for a file")]
+    FileTooLarge { path: PathBuf, size: u64, limit: u64 },
+    #[error("the archive holds more than the {limit}-byte limit")]
+    TotalTooLarge { limit: u64 },
+    #[error("the archive has more than {limit} entries")]
+    TooManyEntries { limit: usize },
+    #[error("{path:?} conflicts with an earlier entry")]
+    Conflict { path: PathBuf },
+    #[error("cannot write {path:?}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why [`pack_dir`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    #[error("cannot read {path:?}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot add {path:?} to the archive")]
+    Append {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One checked entry of the first pass.
+#[derive(Debug)]
+enum Planned {
+    Dir(PathBuf),
+    File { path: PathBuf, executable: bool },
+    Symlink { path: PathBuf, target: PathBuf },
+    HardLink { path: PathBuf, target: PathBuf },
+}
+
+/// A reader that fails once more than `remaining` bytes were read: the decompressed
+/// size of the archive is bounded no matter what the headers claim.
+struct Capped<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "decompressed size cap"));
+        }
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn is_gzip(archive: &[u8]) -> bool {
+    archive.starts_with(&[0x1f, 0x8b])
+}
+
+/// A tar reader over `archive`, decompressing gzip, capped at `cap` bytes.
+fn open(archive: &[u8], cap: u64) -> tar::Archive<Capped<Box<dyn Read + '_>>> {
+    let inner: Box<dyn Read + '_> =
+        if is_gzip(archive) { Box::new(GzDecoder::new(archive)) } else { Box::new(archive) };
+    tar::Archive::new(Capped { inner, remaining: cap })
+}
+
+/// Headers, padding and extension entries on top of the file data.
+fn stream_cap(limits: &ExtractLimits) -> u64 {
+    let per_entry = 64 * 1024u64;
+    limits
+        .max_total_bytes
+        .saturating_add(per_entry.saturating_mul(limits.max_entries as u64 + 2))
+        .saturating_add(1 << 20)
+}
+
+/// Maps a cap overrun to [`ExtractError::TotalTooLarge`], other errors to `Malformed`.
+fn read_error(e: io::Error, limits: &ExtractLimits) -> ExtractError {
+    if e.kind() == io::ErrorKind::FileTooLarge {
+        ExtractError::TotalTooLarge { limit: limits.max_total_bytes }
+    } else {
+        ExtractError::Malformed(e)
+    }
+}
+
+/// `path` as normal components only; rejects absolute paths and `..`.
+fn clean_path(path: &Path) -> Result<PathBuf, ExtractError> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(ExtractError::AbsolutePath { path: path.to_owned() })
+            }
+            Component::ParentDir => {
+                return Err(ExtractError::ParentComponent { path: path.to_owned() })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether symlink `target`, relative to the directory of `link` (both relative to
+/// `dest`), stays inside `dest` when resolved lexically.
+fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
+    let mut depth = link.components().count().saturating_sub(1);
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// First pass: every header checked, nothing written.
+fn plan(archive: &[u8], limits: &ExtractLimits) -> Result<Vec<Planned>, ExtractError> {
+    let mut tar = open(archive, stream_cap(limits));
+    let entries = tar.entries().map_err(|e| read_error(e, limits))?;
+    let mut planned = Vec::new();
+    let mut files = HashSet::new();
+    let mut total = 0u64;
+    for entry in entries {
+        let entry = entry.map_err(|e| read_error(e, limits))?;
+        let header = entry.header();
+        let kind = header.entry_type();
+        if kind == tar::EntryType::XGlobalHeader {
+            continue; // e.g. `git archive`'s commit comment
+        }
+        if planned.len() >= limits.max_entries {
+            return Err(ExtractError::TooManyEntries { limit: limits.max_entries });
+        }
+        let raw = entry.path().map_err(ExtractError::Malformed)?.into_owned();
+        let path = clean_path(&raw)?;
+        if path.as_os_str().is_empty() {
+            continue; // `./` itself
+        }
+        let link = || -> Result<PathBuf, ExtractError> {
+            match entry.link_name().map_err(ExtractError::Malformed)? {
+                Some(target) => Ok(target.into_owned()),
+                None => Err(ExtractError::Malformed(io::Error::other("link without a target"))),
+            }
+        };
+        match kind {
+            tar::EntryType::Directory => planned.push(Planned::Dir(path)),
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.size();
+                if size > limits.max_file_bytes {
+                    return Err(ExtractError::FileTooLarge {
+                        path,
+                        size,
+                        limit: limits.max_file_bytes,
+                    });
+                }
+                total = total.saturating_add(size);
+                if total > limits.max_total_bytes {
+                    return Err(ExtractError::TotalTooLarge { limit: limits.max_total_bytes });
+                }
+                let executable = header.mode().map(|m| m & 0o111 != 0).unwrap_or(false);
+                files.insert(path.clone());
+                planned.push(Planned::File { path, executable });
+            }
+            tar::EntryType::Symlink => {
+                let target = link()?;
+                if !symlink_stays_inside(&path, &target) {
+                    return Err(ExtractError::LinkEscapes { path, target });
+                }
+                files.remove(&path);
+                planned.push(Planned::Symlink { path, target });
+            }
+            tar::EntryType::Link => {
+                let raw_target = link()?;
+                let target = clean_path(&raw_target).map_err(|_| ExtractError::LinkEscapes {
+                    path: path.clone(),
+                    target: raw_target.clone(),
+                })?;
+                if !files.contains(&target) {
+                    return Err(ExtractError::DanglingHardLink { path, target: raw_target });
+                }
+                files.insert(path.clone());
+                planned.push(Planned::HardLink { path, target });
+            }
+            other => {
+                let kind = match other {
+                    tar::EntryType::Char => "character device",
+                    tar::EntryType::Block => "block device",
+                    tar::EntryType::Fifo => "fifo",
+                    tar::EntryType::GNUSparse => "sparse file",
+                    _ => "unknown",
+                };
+                return Err(ExtractError::UnsupportedEntry { path, kind });
+            }
+        }
+    }
+    Ok(planned)
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
+    move |source| ExtractError::Write { path: path.to_owned(), source }
+}
+
+/// Creates the directories of `rel` under `dest`, refusing to pass through a symlink
+/// or a file; returns the full path.
+fn make_dirs(dest: &Path, rel: &Path) -> Result<PathBuf, ExtractError> {
+    let mut at = dest.to_owned();
+    for part in rel.components() {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(ExtractError::Conflict { path: rel.to_owned() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&at).map_err(write_err(&at))?;
+            }
+            Err(e) => return Err(write_err(&at)(e)),
+        }
+    }
+    Ok(at)
+}
+
+/// Prepares `rel` for a new non-directory entry: parents created (never through a
+/// symlink), an earlier file or link at the same path removed.
+fn make_parent(dest: &Path, rel: &Path) -> Result<PathBuf, ExtractError> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let full = make_dirs(dest, parent)?.join(rel.file_name().unwrap_or_default());
+    match fs::symlink_metadata(&full) {
+        Ok(m) if m.is_dir() => Err(ExtractError::Conflict { path: rel.to_owned() }),
+        Ok(_) => fs::remove_file(&full).map_err(write_err(&full)).map(|()| full),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(full),
+        Err(e) => Err(write_err(&full)(e)),
+    }
+}
+
+/// Unpacks `archive` (tar, or gzip-compressed tar) into `dest`, which is created if
+/// missing. See the module docs for what is rejected.
+pub fn extract(
+    archive: &[u8],
+    dest: &Path,
+    limits: &ExtractLimits,
+) -> Result<ExtractSummary, ExtractError> {
+    let planned = plan(archive, limits)?;
+    fs::create_dir_all(dest).map_err(write_err(dest))?;
+    let mut summary = ExtractSummary::default();
+    // Second pass: the same entries, in the same order, now with their data.
+    let mut tar = open(archive, stream_cap(limits));
+    let mut entries = tar.entries().map_err(|e| read_error(e, limits))?;
+    for item in &planned {
+        match item {
+            Planned::Dir(path) => {
+                make_dirs(dest, path)?;
+                summary.dirs += 1;
+            }
+            Planned::File { path, executable } => {
+                let mut entry = next_data_entry(&mut entries, path, limits)?;
+                let full = make_parent(dest, path)?;
+                let mut file = fs::File::create(&full).map_err(write_err(&full))?;
+                summary.bytes += io::copy(&mut entry, &mut file).map_err(write_err(&full))?;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+                    .map_err(write_err(&full))?;
+                summary.files += 1;
+            }
+            Planned::Symlink { path, target } => {
+                let full = make_parent(dest, path)?;
+                std::os::unix::fs::symlink(target, &full).map_err(write_err(&full))?;
+                summary.links += 1;
+            }
+            Planned::HardLink { path, target } => {
+                let full = make_parent(dest, path)?;
+                let original = dest.join(target);
+                match fs::symlink_metadata(&original) {
+                    Ok(m) if m.is_file() => {}
+                    _ => return Err(ExtractError::Conflict { path: path.clone() }),
+                }
+                fs::hard_link(&original, &full).map_err(write_err(&full))?;
+                summary.links += 1;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Advances the second pass to the regular file `path`, the next one with data.
+fn next_data_entry<'a, R: Read>(
+    entries: &mut tar::Entries<'a, R>,
+    path: &Path,
+    limits: &ExtractLimits,
+) -> Result<tar::Entry<'a, R>, ExtractError> {
+    for entry in entries.by_ref() {
+        let entry = entry.map_err(|e| read_error(e, limits))?;
+        let kind = entry.header().entry_type();
+        if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+            let same = entry.path().ok().and_then(|p| clean_path(&p).ok());
+            if same.as_deref() == Some(path) {
+                return Ok(entry);
+            }
+        }
+    }
+    Err(ExtractError::Malformed(io::Error::other("archive changed between passes")))
+}
+
+/// Whether `pack_dir` leaves out `name`: terraform's working files and VCS metadata.
+fn skipped(name: &str, is_dir: bool) -> bool {
+    if is_dir {
+        name == ".terraform" || name == ".git"
+    } else {
+        name.contains(".tfstate")
+    }
+}
+
+/// Packs `dir` into a tar for upload: sorted by name, with zeroed owners and times and
+/// normalized modes so the same tree always gives the same bytes (uploads are
+/// content-addressed). Leaves out `.terraform/`, `.git/` and `*.tfstate*`; symlinks are
+/// stored as links.
+pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, PackError> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    pack_into(&mut builder, dir, Path::new(""))?;
+    builder.into_inner().map_err(|source| PackError::Append { path: dir.to_owned(), source })
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn pack_into(
+    builder: &mut tar::Builder<Vec<u8>>,
+    root: &Path,
+    rel: &Path,
+) -> Result<(), PackError> {
+    let dir = root.join(rel);
+    let read_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PackError::Read { path, source }
+    };
+    let mut children = fs::read_dir(&dir)
+        .map_err(read_err(&dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err(&dir))?;
+    children.sort();
+    for name in children {
+        let path = root.join(rel).join(&name);
+        let rel_path = rel.join(&name);
+        let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
+        let name = name.to_string_lossy();
+        if skipped(&name, meta.is_dir()) {
+            continue;
+        }
+        let append_err = |source| PackError::Append { path: path.clone(), source };
+        if meta.is_dir() {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            builder.append_data(&mut h, &rel_path, io::empty()).map_err(append_err)?;
+            pack_into(builder, root, &rel_path)?;
+        } else if meta.file_type().is_symlink() {
+            let target = fs::read_link(&path).map_err(read_err(&path))?;
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+            builder.append_link(&mut h, &rel_path, &target).map_err(append_err)?;
+        } else if meta.is_file() {
+            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            let file = fs::File::open(&path).map_err(read_err(&path))?;
+            let mut h = header(tar::EntryType::Regular, mode, meta.len());
+            builder.append_data(&mut h, &rel_path, file).map_err(append_err)?;
+        }
+        // Sockets, fifos and devices are not template content: left out.
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn lexical_symlink_check() {
+        assert!(symlink_stays_inside(Path::new("a/b"), Path::new("../c")));
+        assert!(symlink_stays_inside(Path::new("a"), Path::new("./b/../c")));
+        assert!(!symlink_stays_inside(Path::new("a"), Path::new("../c")));
+        assert!(!symlink_stays_inside(Path::new("a/b"), Path::new("../../c")));
+        assert!(!symlink_stays_inside(Path::new("a"), Path::new("/etc/passwd")));
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean_path(Path::new("./a/./b")).unwrap(), PathBuf::from("a/b"));
+        assert!(matches!(clean_path(Path::new("/a")), Err(ExtractError::AbsolutePath { .. })));
+        assert!(matches!(
+            clean_path(Path::new("a/../b")),
+            Err(ExtractError::ParentComponent { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let dest = tempfile::tempdir().unwrap();
+        let limits = ExtractLimits::default();
+        for bytes in [&b"\x1f\x8bgarbage"[..], &[0xffu8; 700][..], &[1u8; 3][..]] {
+            assert!(extract(bytes, dest.path(), &limits).is_err());
+        }
+        // An empty tar (two zero blocks) is a valid, empty template.
+        let summary = extract(&[0u8; 1024], dest.path(), &limits).unwrap();
+        assert_eq!(summary, ExtractSummary::default());
+    }
+
+    #[test]
+    fn pack_is_deterministic_and_round_trips() {
+        let src = tempfile::tempdir().unwrap();
+        let p = src.path();
+        fs::write(p.join("main.tf"), "# hi\n").unwrap();
+        fs::create_dir_all(p.join("sub/.terraform")).unwrap();
+        fs::create_dir_all(p.join(".git")).unwrap();
+        fs::write(p.join(".git/HEAD"), "x").unwrap();
+        fs::write(p.join("sub/.terraform/junk"), "x").unwrap();
+        fs::write(p.join("terraform.tfstate"), "{}").unwrap();
+        fs::write(p.join("terraform.tfstate.backup"), "{}").unwrap();
+        fs::write(p.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(p.join("sub/run.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("run.sh", p.join("sub/link")).unwrap();
+
+        let a = pack_dir(p).unwrap();
+        let b = pack_dir(p).unwrap();
+        assert_eq!(a, b);
+
+        let dest = tempfile::tempdir().unwrap();
+        let summary = extract(&a, dest.path(), &ExtractLimits::default()).unwrap();
+        assert_eq!((summary.files, summary.dirs, summary.links), (2, 1, 1));
+        let d = dest.path();
+        assert_eq!(fs::read_to_string(d.join("main.tf")).unwrap(), "# hi\n");
+        assert_eq!(fs::read_link(d.join("sub/link")).unwrap(), PathBuf::from("run.sh"));
+        let mode = fs::metadata(d.join("sub/run.sh")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert!(!d.join("terraform.tfstate").exists());
+        assert!(!d.join(".git").exists());
+        assert!(!d.join("sub/.terraform").exists());
+    }
+
+    #[test]
+    fn gzip_is_detected() {
+        use std::io::Write as _;
+        let src = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("main.tf"), "x").unwrap();
+        let tar = pack_dir(src.path()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        extract(&gz, dest.path(), &ExtractLimits::default()).unwrap();
+        assert_eq!(fs::read_to_string(dest.path().join("main.tf")).unwrap(), "x");
+    }
+}

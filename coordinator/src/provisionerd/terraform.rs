@@ -1,0 +1,514 @@
+//! Running terraform for one provisioner job.
+//!
+//! A [`Terraform`] says where the binaries are and where job directories live. Each job
+//! gets a [`Session`]: a fresh directory `work_root/<job id>/` that is terraform's
+//! `HOME`, holding the CLI configuration (our provider from a filesystem mirror, plus
+//! the shared plugin cache) and `template/`, the extracted template and terraform's
+//! working directory. Dropping the session removes the directory.
+//!
+//! terraform sees only a curated environment ([`Session::env`]): `PATH`, `HOME`, the
+//! automation switches, our CLI configuration, and the build facts of [`BuildEnv`] in
+//! the variables the provider reads. Nothing else of the coordinator's environment
+//! leaks in (in particular no `TF_CLI_CONFIG_FILE` and no database credentials).
+//!
+//! Every stdout/stderr line of `init`, `plan`, `apply` and `destroy` goes to the caller's
+//! log channel as it is printed; `show -json` output is captured and parsed by
+//! [`super::parse`].
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::parse::{self, ImportedResource, Parameter, ParseError, PlanResult, StateResources};
+use super::process::{self, Invocation, LogLine, ProcessError};
+use super::tar::{self as template_tar, ExtractError, ExtractLimits, ExtractSummary};
+
+/// What a build does to the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transition {
+    #[default]
+    Start,
+    Stop,
+    Delete,
+}
+
+impl Transition {
+    /// `start`, `stop` or `delete`, as in `CODER_WORKSPACE_TRANSITION`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+impl std::str::FromStr for Transition {
+    type Err = UnknownTransition;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "start" => Ok(Self::Start),
+            "stop" => Ok(Self::Stop),
+            "delete" => Ok(Self::Delete),
+            other => Err(UnknownTransition(other.to_owned())),
+        }
+    }
+}
+
+/// A transition name other than `start`, `stop` and `delete`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown workspace transition {0:?}: expected start, stop or delete")]
+pub struct UnknownTransition(pub String);
+
+/// The facts of a build that the provider reads from the environment.
+///
+/// For a template import most are unknown: leave them at their defaults (nil UUIDs,
+/// empty strings) and the provider uses its own defaults.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct BuildEnv {
+    /// The deployment's URL that agents dial (`CODER_AGENT_URL`).
+    pub access_url: String,
+    pub workspace_id: Uuid,
+    pub workspace_name: String,
+    pub owner_id: Uuid,
+    pub owner_name: String,
+    pub owner_email: String,
+    /// The build's transition. [`Session::plan`] and [`Session::apply`] take theirs as
+    /// an argument (an import plans both `start` and `stop`), which wins over this one.
+    pub transition: Transition,
+    pub build_id: Uuid,
+    pub template_id: Uuid,
+    pub template_name: String,
+    pub template_version: String,
+    /// `(name, value)` of each parameter value of the build.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// Where terraform and our provider are, and where jobs run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Terraform {
+    /// The `terraform` executable.
+    pub binary: PathBuf,
+    /// The `terraform-provider-coder` executable.
+    pub provider_binary: PathBuf,
+    /// Job directories are created under it.
+    pub work_root: PathBuf,
+    /// terraform's `plugin_cache_dir`, shared by all jobs.
+    pub plugin_cache: PathBuf,
+    /// Time between SIGINT and SIGKILL when a job is canceled.
+    pub cancel_grace: Duration,
+}
+
+impl Terraform {
+    /// A runner with the plugin cache at `work_root/plugin-cache` and a 10 s grace.
+    pub fn new(binary: PathBuf, provider_binary: PathBuf, work_root: PathBuf) -> Self {
+        let plugin_cache = work_root.join("plugin-cache");
+        Self {
+            binary,
+            provider_binary,
+            work_root,
+            plugin_cache,
+            cancel_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets the time between SIGINT and SIGKILL on cancellation.
+    pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// Creates the job's fresh directory (removing one left by an earlier attempt) and
+    /// its CLI configuration.
+    pub fn session(&self, job_id: Uuid, env: BuildEnv) -> Result<Session, SetupError> {
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SetupError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.work_root).map_err(io_err(&self.work_root))?;
+        let work_root = std::path::absolute(&self.work_root).map_err(io_err(&self.work_root))?;
+        let root = work_root.join(job_id.to_string());
+        match std::fs::remove_dir_all(&root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&root)(e)),
+        }
+        let dir = root.join("template");
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut session = Session {
+            binary: self.binary.clone(),
+            grace: self.cancel_grace,
+            cli_config: PathBuf::new(),
+            root,
+            dir,
+            env,
+        };
+        let cli_config =
+            provider::write_cli_config(session.root.join("cli").as_path(), &self.provider_binary)?;
+        let cache = if self.plugin_cache.is_absolute() {
+            self.plugin_cache.clone()
+        } else {
+            std::env::current_dir().map_err(io_err(&self.plugin_cache))?.join(&self.plugin_cache)
+        };
+        std::fs::create_dir_all(&cache).map_err(io_err(&cache))?;
+        let mut config = std::fs::read_to_string(&cli_config).map_err(io_err(&cli_config))?;
+        config.push_str(&format!("plugin_cache_dir = {}\n", hcl_quote(&cache.to_string_lossy())));
+        std::fs::write(&cli_config, config).map_err(io_err(&cli_config))?;
+        session.cli_config = cli_config;
+        Ok(session)
+    }
+}
+
+fn hcl_quote(s: &str) -> String {
+    let escaped = s.replace('\\', "\\\\").replace('"', "\\\"").replace("${", "$${");
+    format!("\"{escaped}\"")
+}
+
+/// Why a job directory could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    #[error("cannot prepare {path:?}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    CliConfig(#[from] provider::CliConfigError),
+}
+
+/// Why `init`, `plan`, `import` or the apply itself failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TerraformError {
+    #[error("cannot start terraform {stage}")]
+    Spawn {
+        stage: &'static str,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("canceled during terraform {stage}")]
+    Canceled { stage: &'static str },
+    #[error("terraform {stage} failed ({status}){}", first_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Failed { stage: &'static str, status: ExitStatus, first_error: Option<String> },
+    #[error("cannot read {path:?}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot understand terraform's JSON output")]
+    Parse(#[from] ParseError),
+}
+
+impl TerraformError {
+    /// Whether the operation stopped because it was canceled.
+    pub fn is_canceled(&self) -> bool {
+        matches!(self, Self::Canceled { .. })
+    }
+}
+
+/// An apply or destroy that failed; `state` is the state terraform left behind (which
+/// a failed apply may have partly changed), to be stored with the build anyway.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct ApplyError {
+    pub state: Option<Vec<u8>>,
+    #[source]
+    pub error: TerraformError,
+}
+
+/// A successful apply or destroy.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApplyResult {
+    /// The new `terraform.tfstate`, to store with the build.
+    pub state: Vec<u8>,
+    /// The workspace's resources in that state, with their agents.
+    pub resources: StateResources,
+}
+
+/// A template import: the `start` plan's resources, each marked computational or not
+/// and persistent or not, and the template's parameters.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ImportResult {
+    pub resources: Vec<ImportedResource>,
+    pub parameters: Vec<Parameter>,
+    /// Agents of the `start` plan that no resource runs.
+    pub detached_agents: Vec<parse::Agent>,
+}
+
+/// One job's directory and environment. Dropping it removes the directory.
+#[derive(Debug)]
+pub struct Session {
+    binary: PathBuf,
+    grace: Duration,
+    cli_config: PathBuf,
+    root: PathBuf,
+    dir: PathBuf,
+    env: BuildEnv,
+}
+
+const STATE_FILE: &str = "terraform.tfstate";
+const PLAN_FILE: &str = "coder.tfplan";
+
+impl Session {
+    /// Where the template goes; terraform's working directory.
+    pub fn template_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Unpacks a template archive into [`Self::template_dir`].
+    pub fn extract(
+        &self,
+        archive: &[u8],
+        limits: &ExtractLimits,
+    ) -> Result<ExtractSummary, ExtractError> {
+        template_tar::extract(archive, &self.dir, limits)
+    }
+
+    /// The complete environment terraform runs with, for `transition`.
+    pub fn env(&self, transition: Transition) -> Vec<(OsString, OsString)> {
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("PATH".into(), path),
+            ("HOME".into(), self.root.clone().into()),
+            ("TF_INPUT".into(), "0".into()),
+        ];
+        env.extend(
+            provider::terraform_env(&self.cli_config).into_iter().map(|(k, v)| (k.into(), v)),
+        );
+        let e = &self.env;
+        let facts: [(&str, String); 11] = [
+            (provider::ACCESS_URL_ENV, e.access_url.clone()),
+            ("CODER_WORKSPACE_ID", e.workspace_id.to_string()),
+            ("CODER_WORKSPACE_NAME", e.workspace_name.clone()),
+            ("CODER_WORKSPACE_TRANSITION", transition.as_str().to_owned()),
+            ("CODER_WORKSPACE_BUILD_ID", e.build_id.to_string()),
+            ("CODER_WORKSPACE_OWNER_ID", e.owner_id.to_string()),
+            ("CODER_WORKSPACE_OWNER", e.owner_name.clone()),
+            ("CODER_WORKSPACE_OWNER_EMAIL", e.owner_email.clone()),
+            ("CODER_WORKSPACE_TEMPLATE_ID", e.template_id.to_string()),
+            ("CODER_WORKSPACE_TEMPLATE_NAME", e.template_name.clone()),
+            ("CODER_WORKSPACE_TEMPLATE_VERSION", e.template_version.clone()),
+        ];
+        // Empty means unknown: the provider applies its defaults to unset variables.
+        env.extend(
+            facts.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.into(), v.into())),
+        );
+        for (name, value) in &e.parameters {
+            env.push((provider::parameter_env_var(name).into(), value.into()));
+        }
+        env
+    }
+
+    async fn run(
+        &self,
+        stage: &'static str,
+        args: &[&str],
+        transition: Transition,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<(), TerraformError> {
+        self.exec(stage, args, transition, false, logs, cancel).await.map(drop)
+    }
+
+    /// Runs one command; `capture` keeps stdout instead of logging it.
+    async fn exec(
+        &self,
+        stage: &'static str,
+        args: &[&str],
+        transition: Transition,
+        capture: bool,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<u8>, TerraformError> {
+        let env = self.env(transition);
+        let inv = Invocation { program: &self.binary, args, dir: &self.dir, env: &env, stage };
+        match process::run(inv, capture, logs, cancel, self.grace).await {
+            Ok(out) if out.status.success() => Ok(out.stdout),
+            Ok(out) => Err(TerraformError::Failed {
+                stage,
+                status: out.status,
+                first_error: out.first_error,
+            }),
+            Err(ProcessError::Canceled) => Err(TerraformError::Canceled { stage }),
+            Err(source) => Err(TerraformError::Spawn { stage, source }),
+        }
+    }
+
+    /// `terraform init`: installs the template's providers (ours from the mirror).
+    pub async fn init(
+        &self,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<(), TerraformError> {
+        let args = ["init", "-no-color", "-input=false"];
+        self.run("init", &args, self.env.transition, logs, cancel).await
+    }
+
+    /// `terraform plan` for `transition` (`-destroy` for delete) against whatever state
+    /// the directory holds, then `show -json` of the plan, parsed. Returns the raw plan
+    /// JSON too.
+    async fn plan_json(
+        &self,
+        transition: Transition,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<u8>, TerraformError> {
+        let out = format!("-out={PLAN_FILE}");
+        let mut args = vec!["plan", "-no-color", "-input=false", out.as_str()];
+        if transition == Transition::Delete {
+            args.push("-destroy");
+        }
+        self.run("plan", &args, transition, logs, cancel).await?;
+        let show = ["show", "-json", "-no-color", PLAN_FILE];
+        self.exec("plan", &show, transition, true, logs, cancel).await
+    }
+
+    /// Plans `transition` and reads resources, agents and parameters from the plan.
+    pub async fn plan(
+        &self,
+        transition: Transition,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<PlanResult, TerraformError> {
+        let json = self.plan_json(transition, logs, cancel).await?;
+        Ok(parse::parse_plan(&json)?)
+    }
+
+    /// A template import: plans `start` and `stop` and merges them (see
+    /// [`parse::merge_import`]). Call [`Self::init`] first.
+    pub async fn import(
+        &self,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<ImportResult, TerraformError> {
+        let start = self.plan(Transition::Start, logs, cancel).await?;
+        let stop = self.plan(Transition::Stop, logs, cancel).await?;
+        Ok(ImportResult {
+            resources: parse::merge_import(&start.resources, &stop.resources),
+            parameters: start.parameters,
+            detached_agents: start.detached_agents,
+        })
+    }
+
+    /// Applies `transition` on top of `prior_state` (the previous build's state; `None`
+    /// for a workspace's first build): `plan` then `apply` of that plan for start and
+    /// stop, `destroy` for delete. Call [`Self::init`] first.
+    ///
+    /// On failure or cancellation the error carries the state terraform left.
+    pub async fn apply(
+        &self,
+        prior_state: Option<Vec<u8>>,
+        transition: Transition,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<ApplyResult, ApplyError> {
+        let state_path = self.dir.join(STATE_FILE);
+        if let Some(prior) = &prior_state {
+            if let Err(source) = tokio::fs::write(&state_path, prior).await {
+                let error = TerraformError::Io { path: state_path, source };
+                return Err(ApplyError { state: prior_state, error });
+            }
+        }
+        match self.apply_inner(transition, logs, cancel).await {
+            Ok(result) => Ok(result),
+            Err(error) => {
+                let state = tokio::fs::read(&state_path).await.ok().or(prior_state);
+                Err(ApplyError { state, error })
+            }
+        }
+    }
+
+    async fn apply_inner(
+        &self,
+        transition: Transition,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<ApplyResult, TerraformError> {
+        let config = if transition == Transition::Delete {
+            let args = ["destroy", "-no-color", "-input=false", "-auto-approve"];
+            self.run("destroy", &args, transition, logs, cancel).await?;
+            None
+        } else {
+            let plan = self.plan_json(transition, logs, cancel).await?;
+            let args = ["apply", "-no-color", "-input=false", "-auto-approve", PLAN_FILE];
+            self.run("apply", &args, transition, logs, cancel).await?;
+            Some(plan)
+        };
+        let state_path = self.dir.join(STATE_FILE);
+        let state = tokio::fs::read(&state_path)
+            .await
+            .map_err(|source| TerraformError::Io { path: state_path, source })?;
+        let stage = if transition == Transition::Delete { "destroy" } else { "apply" };
+        let show = ["show", "-json", "-no-color"];
+        let json = self.exec(stage, &show, transition, true, logs, cancel).await?;
+        let resources = parse::parse_state(&json, config.as_deref())?;
+        Ok(ApplyResult { state, resources })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Best effort: a leftover directory is replaced by the next attempt anyway.
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn transitions_round_trip() {
+        for t in [Transition::Start, Transition::Stop, Transition::Delete] {
+            assert_eq!(t.as_str().parse::<Transition>().unwrap(), t);
+        }
+        assert!("restart".parse::<Transition>().is_err());
+    }
+
+    #[test]
+    fn session_env_is_curated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("provider");
+        std::fs::write(&bin, "").unwrap();
+        let tf = Terraform::new("terraform".into(), bin, tmp.path().join("jobs"));
+        let env = BuildEnv {
+            access_url: "http://coder.test".into(),
+            owner_name: "alice".into(),
+            parameters: vec![("region".into(), "eu".into())],
+            ..BuildEnv::default()
+        };
+        let session = tf.session(Uuid::new_v4(), env).unwrap();
+        let vars = session.env(Transition::Stop);
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("CODER_WORKSPACE_TRANSITION").unwrap(), "stop");
+        assert_eq!(get("CODER_AGENT_URL").unwrap(), "http://coder.test");
+        assert_eq!(get("CODER_WORKSPACE_OWNER").unwrap(), "alice");
+        assert_eq!(get(&provider::parameter_env_var("region")).unwrap(), "eu");
+        assert_eq!(get("HOME").unwrap(), session.root.as_os_str());
+        assert!(get("CODER_WORKSPACE_NAME").is_none());
+        let config = get("TF_CLI_CONFIG_FILE").unwrap();
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("plugin_cache_dir"), "{text}");
+        assert!(vars.iter().all(|(k, _)| k != "CARGO" && k != "USER"));
+
+        let root = session.root.clone();
+        drop(session);
+        assert!(!root.exists());
+    }
+}
