@@ -18,7 +18,8 @@ use crate::init_script::{self, ARCHITECTURES, OPERATING_SYSTEMS};
 use crate::managed::CoderResource;
 use crate::provider::{trim_url, AccessUrl};
 use crate::schema_util::{
-    block, computed, defaulted, known_str, optional, or_default, required, Bool, Num, Str, StrMap,
+    block, check_int, computed, defaulted, known_str, optional, or_default, required, Bool, Num,
+    Str, StrMap,
 };
 
 /// One `metadata` block: a value the agent refreshes by running `script`.
@@ -77,7 +78,7 @@ pub struct AgentState {
 impl AgentState {
     fn fill_defaults(&mut self) {
         or_default(&mut self.auth, "token".to_owned());
-        or_default(&mut self.connection_timeout, 120);
+        or_default(&mut self.connection_timeout, 120.0);
         or_default(&mut self.startup_script_behavior, "non-blocking".to_owned());
         if let Value::Value(items) = &mut self.display_apps {
             for item in items.iter_mut() {
@@ -143,15 +144,8 @@ fn validate_agent(diags: &mut Diagnostics, config: &AgentState) {
         "startup_script_behavior",
         &["blocking", "non-blocking"],
     );
-    if let Value::Value(t) = config.connection_timeout {
-        if t < 0 {
-            diags.error(
-                "Invalid connection_timeout",
-                format!("connection_timeout must be at least 0, got {t}"),
-                AttributePath::new("connection_timeout"),
-            );
-        }
-    }
+    check_int(diags, &config.connection_timeout, Some(0), AttributePath::new("connection_timeout"));
+    check_int(diags, &config.order, None, AttributePath::new("order"));
     if let Value::Value(items) = &config.metadata {
         let mut keys = BTreeSet::new();
         for (i, item) in items.iter().enumerate() {
@@ -165,14 +159,9 @@ fn validate_agent(diags: &mut Diagnostics, config: &AgentState) {
                         .error_short(format!("duplicate agent metadata key {key:?}"), path.clone());
                 }
             }
-            if let Value::Value(interval) = item.interval {
-                if interval < 1 {
-                    diags.error_short(
-                        format!("metadata interval must be at least 1 second, got {interval}"),
-                        path.attribute("interval"),
-                    );
-                }
-            }
+            check_int(diags, &item.interval, Some(1), path.clone().attribute("interval"));
+            check_int(diags, &item.timeout, Some(0), path.clone().attribute("timeout"));
+            check_int(diags, &item.order, None, path.attribute("order"));
         }
     }
 }
@@ -314,7 +303,7 @@ mod tests {
         let item = AgentMetadata {
             key: Value::Value("load".into()),
             script: Value::Value("uptime".into()),
-            interval: Value::Value(10),
+            interval: Value::Value(10.0),
             ..Default::default()
         };
         let config = AgentState {

@@ -13,7 +13,8 @@ use tf_provider::{AttributePath, Diagnostics};
 
 use crate::managed::CoderResource;
 use crate::schema_util::{
-    block, computed, defaulted, known_str, optional, or_default, required, Bool, Num, Str,
+    block, check_int, computed, defaulted, known_str, optional, or_default, required, Bool, Num,
+    Str,
 };
 
 /// Hostname-friendly: alphanumerics and single hyphens, not at either end.
@@ -65,6 +66,7 @@ impl AppState {
 pub struct AppResource;
 
 fn validate_app(diags: &mut Diagnostics, config: &AppState) {
+    check_int(diags, &config.order, None, AttributePath::new("order"));
     if let Some(slug) = known_str(&config.slug) {
         let valid = Regex::new(SLUG_PATTERN).is_ok_and(|re| re.is_match(slug));
         if !valid {
@@ -119,15 +121,9 @@ fn validate_app(diags: &mut Diagnostics, config: &AppState) {
     if let Value::Value(items) = &config.healthcheck {
         for (i, item) in items.iter().enumerate() {
             let Value::Value(hc) = item else { continue };
-            for (name, value) in [("interval", hc.interval), ("threshold", hc.threshold)] {
-                if let Value::Value(n) = value {
-                    if n < 1 {
-                        diags.error_short(
-                            format!("healthcheck {name} must be at least 1, got {n}"),
-                            AttributePath::new("healthcheck").index(i as i64).attribute(name),
-                        );
-                    }
-                }
+            for (name, value) in [("interval", &hc.interval), ("threshold", &hc.threshold)] {
+                let path = AttributePath::new("healthcheck").index(i as i64).attribute(name);
+                check_int(diags, value, Some(1), path);
             }
         }
     }

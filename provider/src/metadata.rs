@@ -14,7 +14,8 @@ use tf_provider::{AttributePath, Diagnostics};
 
 use crate::managed::CoderResource;
 use crate::schema_util::{
-    block, computed, defaulted, known_str, optional, or_default, required, Bool, Num, Str,
+    block, check_int, computed, defaulted, known_str, optional, or_default, required, Bool, Num,
+    Str,
 };
 
 /// One `item` block.
@@ -40,7 +41,7 @@ pub struct MetadataState {
 impl MetadataState {
     fn fill_defaults(&mut self) {
         or_default(&mut self.hide, false);
-        or_default(&mut self.daily_cost, 0);
+        or_default(&mut self.daily_cost, 0.0);
         if let Value::Value(items) = &mut self.item {
             for item in items.iter_mut() {
                 if let Value::Value(item) = item {
@@ -62,14 +63,7 @@ impl MetadataState {
 pub struct MetadataResource;
 
 fn validate_metadata(diags: &mut Diagnostics, config: &MetadataState) {
-    if let Value::Value(cost) = config.daily_cost {
-        if cost < 0 {
-            diags.error_short(
-                format!("daily_cost must not be negative, got {cost}"),
-                AttributePath::new("daily_cost"),
-            );
-        }
-    }
+    check_int(diags, &config.daily_cost, Some(0), AttributePath::new("daily_cost"));
     if let Value::Value(items) = &config.item {
         let mut keys = BTreeSet::new();
         for (i, item) in items.iter().enumerate() {
@@ -162,7 +156,7 @@ mod tests {
         let flags: Vec<_> =
             items.iter().filter_map(|i| i.as_ref_option().map(|i| i.is_null)).collect();
         assert_eq!(flags, vec![Value::Value(true), Value::Value(false)]);
-        assert_eq!(state.daily_cost, Value::Value(0));
+        assert_eq!(state.daily_cost, Value::Value(0.0));
     }
 
     #[test]

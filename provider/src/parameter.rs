@@ -21,7 +21,7 @@ use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, DataSource, Diagnostics};
 
 use crate::schema_util::{
-    block, computed, defaulted, known_str, optional, required, Bool, Num, Str,
+    block, check_int, computed, defaulted, known_int, known_str, optional, required, Bool, Num, Str,
 };
 
 /// Parameter types, as spelled in `coder_parameter.type`.
@@ -331,8 +331,8 @@ fn spec_of(state: &ParameterState) -> Option<ParameterSpec> {
     let validation = match state.validation.iter().flatten().next() {
         None => None,
         Some(Value::Value(v)) => Some(ValidationSpec {
-            min: v.min.as_ref_option().copied(),
-            max: v.max.as_ref_option().copied(),
+            min: known_int(&v.min),
+            max: known_int(&v.max),
             monotonic: v.monotonic.as_ref_option().cloned(),
             regex: v.regex.as_ref_option().cloned(),
             error: v.error.as_ref_option().cloned(),
@@ -340,6 +340,18 @@ fn spec_of(state: &ParameterState) -> Option<ParameterSpec> {
         Some(_) => return None,
     };
     Some(ParameterSpec { ty, default, options, validation })
+}
+
+/// Reports numbers of the declaration that are not whole (`order`, validation bounds).
+fn check_numbers(diags: &mut Diagnostics, state: &ParameterState) {
+    check_int(diags, &state.order, None, AttributePath::new("order"));
+    for (i, item) in state.validation.iter().flatten().enumerate() {
+        if let Value::Value(v) = item {
+            let path = AttributePath::new("validation").index(i as i64);
+            check_int(diags, &v.min, None, path.clone().attribute("min"));
+            check_int(diags, &v.max, None, path.attribute("max"));
+        }
+    }
 }
 
 /// The attribute a [`ParameterError`] is about, for the diagnostic.
@@ -439,6 +451,7 @@ impl DataSource for ParameterDataSource {
         if known_str(&config.name).is_some_and(str::is_empty) {
             diags.error_short("parameter name must not be empty", AttributePath::new("name"));
         }
+        check_numbers(diags, &config);
         // Unknown parts (e.g. a default computed from a resource) wait for the read.
         if let Some(spec) = spec_of(&config) {
             if let Err(e) = check_declaration(&spec) {
@@ -458,6 +471,11 @@ impl DataSource for ParameterDataSource {
             diags.error_short("parameter name must be known", AttributePath::new("name"));
             return None;
         };
+        let errors = diags.errors.len();
+        check_numbers(diags, &config);
+        if diags.errors.len() > errors {
+            return None;
+        }
         let Some(spec) = spec_of(&config) else {
             diags.root_error_short("parameter declaration has unknown values");
             return None;

@@ -15,8 +15,10 @@ use tf_provider::{AttributePath, Diagnostics};
 
 /// A string attribute value: known, null or unknown.
 pub(crate) type Str = Value<String>;
-/// A number attribute value (Coder's provider only uses integers).
-pub(crate) type Num = Value<i64>;
+/// A number attribute value. Coder's numbers are all integers, but Terraform sends
+/// whatever number the template wrote: [`check_int`] refuses fractions with a
+/// diagnostic instead of a decoding error.
+pub(crate) type Num = Value<f64>;
 /// A bool attribute value.
 pub(crate) type Bool = Value<bool>;
 /// A `map(string)` attribute value.
@@ -70,6 +72,43 @@ pub(crate) fn block(
         description: Description::markdown(description),
         deprecated: false,
     }
+}
+
+/// Reports a known `value` that is not a whole number of at least `min`.
+pub(crate) fn check_int(
+    diags: &mut Diagnostics,
+    value: &Num,
+    min: Option<i64>,
+    path: AttributePath,
+) {
+    let Value::Value(n) = *value else { return };
+    let name = path_name(&path);
+    if n.fract() != 0.0 || !n.is_finite() {
+        diags.error_short(format!("{name} must be a whole number, got {n}"), path);
+    } else if let Some(min) = min.filter(|&min| n < min as f64) {
+        diags.error_short(format!("{name} must be at least {min}, got {n}"), path);
+    }
+}
+
+/// The known integer in `value`, if it is one.
+pub(crate) fn known_int(value: &Num) -> Option<i64> {
+    match *value {
+        Value::Value(n) if n.fract() == 0.0 && n.is_finite() => Some(n as i64),
+        _ => None,
+    }
+}
+
+/// A readable name for an attribute path in messages, e.g. `metadata.0.interval`.
+fn path_name(path: &AttributePath) -> String {
+    use tf_provider::AttributePathStep as Step;
+    path.steps
+        .iter()
+        .map(|step| match step {
+            Step::Attribute(name) | Step::Key(name) => name.to_string(),
+            Step::Index(i) => i.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Replaces a null value by `default`; known and unknown values are kept.
@@ -131,10 +170,10 @@ mod tests {
         let prior = S {
             id: Value::Value("a".into()),
             name: Value::Value("x".into()),
-            size: Value::Value(1),
+            size: Value::Value(1.0),
         };
         let proposed =
-            S { id: Value::Unknown, name: Value::Value("x".into()), size: Value::Value(2) };
+            S { id: Value::Unknown, name: Value::Value("x".into()), size: Value::Value(2.0) };
         let changed = changed_attributes(&mut diags, &prior, &proposed, &["id"]);
         assert_eq!(changed, vec![AttributePath::new("size")]);
         assert!(diags.errors.is_empty());
@@ -143,10 +182,25 @@ mod tests {
     #[test]
     fn or_default_keeps_unknown() {
         let mut v: Num = Value::Unknown;
-        or_default(&mut v, 3);
+        or_default(&mut v, 3.0);
         assert!(v.is_unknown());
         let mut v: Num = Value::Null;
-        or_default(&mut v, 3);
-        assert_eq!(v, Value::Value(3));
+        or_default(&mut v, 3.0);
+        assert_eq!(v, Value::Value(3.0));
+    }
+
+    #[test]
+    fn fractions_are_not_integers() {
+        let mut diags = Diagnostics::default();
+        check_int(&mut diags, &Value::Value(1.5), None, AttributePath::new("n"));
+        check_int(&mut diags, &Value::Value(-1.0), Some(0), AttributePath::new("m").index(2));
+        check_int(&mut diags, &Value::Value(4.0), Some(0), AttributePath::new("ok"));
+        let summaries: Vec<_> = diags.errors.iter().map(|d| d.summary.to_string()).collect();
+        assert_eq!(
+            summaries,
+            ["n must be a whole number, got 1.5", "m.2 must be at least 0, got -1"]
+        );
+        assert_eq!(known_int(&Value::Value(7.0)), Some(7));
+        assert_eq!(known_int(&Value::Value(7.5)), None);
     }
 }

@@ -118,11 +118,11 @@ impl DataSource for WorkspaceDataSource {
         let access_port = url::Url::parse(&access_url)
             .ok()
             .and_then(|u| u.port_or_known_default())
-            .map_or(0, i64::from);
+            .map_or(0.0, f64::from);
         Some(WorkspaceState {
             id: Value::Value(id),
             name: Value::Value(env_or("CODER_WORKSPACE_NAME", "default")),
-            start_count: Value::Value(i64::from(transition == "start")),
+            start_count: Value::Value(if transition == "start" { 1.0 } else { 0.0 }),
             transition: Value::Value(transition),
             access_url: Value::Value(access_url),
             access_port: Value::Value(access_port),

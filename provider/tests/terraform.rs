@@ -285,8 +285,9 @@ fn invalid_configuration_is_diagnostics() -> Result<()> {
     let w = workdir_or_skip!(&template(
         r#"
 resource "coder_agent" "main" {
-  os   = "plan9"
-  arch = "amd64"
+  os                 = "plan9"
+  arch               = "amd64"
+  connection_timeout = 1.5
 }
 resource "coder_app" "app" {
   # Not coder_agent.main.id: terraform skips validating dependents of a failed resource.
@@ -310,6 +311,7 @@ data "coder_parameter" "q" {
     assert!(!run.success);
     for message in [
         "Invalid os \"plan9\"",
+        "connection_timeout must be a whole number, got 1.5",
         "Invalid coder_app slug \"Not A Slug\"",
         "Invalid coder_app share \"everyone\"",
         "invalid parameter type \"float\"",
