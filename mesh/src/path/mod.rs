@@ -21,6 +21,7 @@
 //!    relay ([`PathEvent::DirectToRelay`]) and probing goes on, so a path that
 //!    comes back is taken again.
 
+mod endpoints;
 mod peer;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,6 +37,9 @@ use crate::node::Node;
 use crate::wire::{self, OpenError};
 
 use self::peer::Peer;
+
+/// At most this many of our own endpoints learned from pongs are kept.
+const MAX_LEARNED_LOCAL: usize = 4;
 
 /// Timers and thresholds of path selection.
 #[derive(Debug, Clone)]
@@ -169,7 +173,10 @@ pub(crate) struct Outbox {
     disco: DiscoSecret,
     node_key: NodeKey,
     rng: StdRng,
+    /// Our endpoints: the configured ones, then the few most recent pongs revealed.
     local_endpoints: Vec<SocketAddr>,
+    configured_local: Vec<SocketAddr>,
+    learned_local: VecDeque<SocketAddr>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<PathEvent>,
 }
@@ -214,6 +221,8 @@ impl PathSelector {
                 node_key,
                 rng,
                 local_endpoints: Vec::new(),
+                configured_local: Vec::new(),
+                learned_local: VecDeque::new(),
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
             },
@@ -224,7 +233,15 @@ impl PathSelector {
 
     /// Sets our own endpoint candidates (interfaces, STUN results), sent in call-me-maybe.
     pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
-        self.out.local_endpoints = endpoints;
+        self.out.configured_local = endpoints;
+        self.out.learned_local.retain(|a| !self.out.configured_local.contains(a));
+        self.refresh_local_endpoints();
+    }
+
+    fn refresh_local_endpoints(&mut self) {
+        let out = &mut self.out;
+        out.local_endpoints = out.configured_local.clone();
+        out.local_endpoints.extend(out.learned_local.iter().copied());
     }
 
     /// Our endpoint candidates, including ones pongs revealed.
@@ -295,9 +312,15 @@ impl PathSelector {
         Ok(())
     }
 
+    /// A pong said the peer saw us at `addr`. Peers could lie, so only the few
+    /// latest such addresses are kept (and then offered to other peers).
     fn learn_local_endpoint(&mut self, addr: SocketAddr) {
         if !self.out.local_endpoints.contains(&addr) {
-            self.out.local_endpoints.push(addr);
+            self.out.learned_local.push_back(addr);
+            if self.out.learned_local.len() > MAX_LEARNED_LOCAL {
+                self.out.learned_local.pop_front();
+            }
+            self.refresh_local_endpoints();
             let endpoints = self.out.local_endpoints.clone();
             self.out.events.push_back(PathEvent::LocalEndpointsChanged { endpoints });
         }

@@ -3,43 +3,15 @@
 //! Inputs come from [`super::PathSelector`]; outputs (pings, call-me-maybe,
 //! events) go into the shared [`Outbox`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::disco::{CallMeMaybe, Message, Pong, TxId};
 use crate::key::{DiscoKey, NodeKey};
 
+use super::endpoints::{score, Endpoint, Endpoints, Origin};
 use super::{Destination, Outbox, PathConfig, PathEvent};
-
-/// How we came to know an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// The coordinator's node record.
-    Coordinator,
-    /// The peer's call-me-maybe, or a ping from that address.
-    Peer,
-}
-
-#[derive(Debug, Clone)]
-struct Endpoint {
-    origin: Origin,
-    last_ping: Option<Instant>,
-    last_pong: Option<Instant>,
-    rtt: Option<Duration>,
-    /// Pings sent in answer to the peer's pings since the last probe round.
-    ping_backs: u8,
-}
-
-impl Endpoint {
-    fn new(origin: Origin) -> Self {
-        Self { origin, last_ping: None, last_pong: None, rtt: None, ping_backs: 0 }
-    }
-
-    fn trusted(&self, now: Instant, config: &PathConfig) -> bool {
-        self.last_pong.is_some_and(|t| now.saturating_duration_since(t) < config.trust_timeout)
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Best {
@@ -63,7 +35,7 @@ const CALL_ME_MAYBE_GAP: Duration = Duration::from_secs(1);
 pub(super) struct Peer {
     pub(super) key: NodeKey,
     pub(super) disco: DiscoKey,
-    endpoints: BTreeMap<SocketAddr, Endpoint>,
+    endpoints: Endpoints,
     best: Option<Best>,
     pings: HashMap<TxId, SentPing>,
     active_until: Option<Instant>,
@@ -73,33 +45,12 @@ pub(super) struct Peer {
     time_to_direct: Option<Duration>,
 }
 
-/// A path's latency weighted by preference: LAN beats WAN, IPv6 beats IPv4.
-fn score(addr: SocketAddr, rtt: Duration) -> f64 {
-    let mut s = rtt.as_secs_f64();
-    let lan = match addr.ip() {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            // fc00::/7 unique local and fe80::/10 link local.
-            (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.is_loopback()
-        }
-    };
-    if lan {
-        s *= 0.8;
-    }
-    if addr.is_ipv6() {
-        s *= 0.9;
-    }
-    s
-}
-
 impl Peer {
     pub(super) fn new(key: NodeKey, disco: DiscoKey) -> Self {
         Self {
             key,
             disco,
-            endpoints: BTreeMap::new(),
+            endpoints: Endpoints::default(),
             best: None,
             pings: HashMap::new(),
             active_until: None,
@@ -115,7 +66,7 @@ impl Peer {
     }
 
     pub(super) fn has_endpoint(&self, addr: SocketAddr) -> bool {
-        self.endpoints.contains_key(&addr)
+        self.endpoints.contains(addr)
     }
 
     pub(super) fn time_to_direct(&self) -> Option<Duration> {
@@ -132,17 +83,12 @@ impl Peer {
     fn endpoints_changed(&self, out: &mut Outbox) {
         out.events.push_back(PathEvent::PeerEndpointsChanged {
             peer: self.key,
-            endpoints: self.endpoints.keys().copied().collect(),
+            endpoints: self.endpoints.addrs(),
         });
     }
 
-    /// Adds `addr` if there is room; true if it is new.
-    fn add_endpoint(&mut self, addr: SocketAddr, origin: Origin, config: &PathConfig) -> bool {
-        if self.endpoints.contains_key(&addr) || self.endpoints.len() >= config.max_endpoints {
-            return false;
-        }
-        self.endpoints.insert(addr, Endpoint::new(origin));
-        true
+    fn best_addr(&self) -> Option<SocketAddr> {
+        self.best.map(|b| b.addr)
     }
 
     pub(super) fn set_coordinator_endpoints(
@@ -152,16 +98,8 @@ impl Peer {
         config: &PathConfig,
         out: &mut Outbox,
     ) {
-        let best = self.best.map(|b| b.addr);
-        let before = self.endpoints.len();
-        self.endpoints.retain(|addr, ep| {
-            ep.origin != Origin::Coordinator || endpoints.contains(addr) || Some(*addr) == best
-        });
-        let mut changed = before != self.endpoints.len();
-        for &addr in endpoints {
-            changed |= self.add_endpoint(addr, Origin::Coordinator, config);
-        }
-        if changed {
+        let keep = self.best_addr();
+        if self.endpoints.replace(Origin::Coordinator, endpoints, now, config, keep) {
             self.endpoints_changed(out);
             if self.active(now) {
                 self.next_probe = Some(now);
@@ -186,18 +124,20 @@ impl Peer {
     fn ping(&mut self, addr: SocketAddr, now: Instant, out: &mut Outbox) {
         let tx_id = out.ping(self.disco, addr);
         self.pings.insert(tx_id, SentPing { addr, at: now });
-        if let Some(ep) = self.endpoints.get_mut(&addr) {
+        if let Some(ep) = self.endpoints.get_mut(addr) {
             ep.last_ping = Some(now);
         }
     }
 
     /// Pings every candidate; asks the peer to ping us too while not direct.
     fn probe(&mut self, now: Instant, config: &PathConfig, out: &mut Outbox) {
-        let addrs: Vec<SocketAddr> = self.endpoints.keys().copied().collect();
-        for addr in addrs {
+        if self.endpoints.expire_learned(now, self.best_addr()) {
+            self.endpoints_changed(out);
+        }
+        for addr in self.endpoints.addrs() {
             self.ping(addr, now, out);
         }
-        for ep in self.endpoints.values_mut() {
+        for ep in self.endpoints.iter_mut() {
             ep.ping_backs = 0;
         }
         if self.best.is_none() && !out.local_endpoints.is_empty() {
@@ -236,8 +176,8 @@ impl Peer {
         let next = self
             .endpoints
             .iter()
-            .filter(|(addr, ep)| **addr != from && ep.trusted(now, config))
-            .filter_map(|(addr, ep)| ep.rtt.map(|rtt| (*addr, rtt, ep.last_pong)))
+            .filter(|(addr, ep)| *addr != from && ep.trusted(now, config))
+            .filter_map(|(addr, ep)| ep.rtt.map(|rtt| (addr, rtt, ep.last_pong)))
             .min_by(|a, b| score(a.0, a.1).total_cmp(&score(b.0, b.1)));
         match next {
             Some((to, rtt, Some(pong))) => {
@@ -264,12 +204,12 @@ impl Peer {
     ) {
         let pong = Message::Pong(Pong { tx_id, src: addr });
         out.send(self.disco, Destination::Direct(addr), &pong);
-        if self.add_endpoint(addr, Origin::Peer, config) {
+        if self.endpoints.add(addr, Origin::Ping, now, config, self.best_addr()) {
             self.endpoints_changed(out);
         }
         // A ping from an unproven address means the peer's NAT is open toward
         // us now: ping back at once so our side proves the path too.
-        let Some(ep) = self.endpoints.get_mut(&addr) else {
+        let Some(ep) = self.endpoints.get_mut(addr) else {
             return;
         };
         if !ep.trusted(now, config) && ep.ping_backs < MAX_PING_BACKS {
@@ -296,7 +236,7 @@ impl Peer {
             return false;
         };
         let rtt = now.saturating_duration_since(sent.at);
-        if let Some(ep) = self.endpoints.get_mut(&addr) {
+        if let Some(ep) = self.endpoints.get_mut(addr) {
             ep.last_pong = Some(now);
             ep.rtt = Some(rtt);
         }
@@ -338,11 +278,9 @@ impl Peer {
         config: &PathConfig,
         out: &mut Outbox,
     ) {
-        let mut changed = false;
-        for &addr in endpoints {
-            changed |= self.add_endpoint(addr, Origin::Peer, config);
-        }
-        if changed {
+        // The list is the peer's whole current set: it replaces the previous one.
+        let keep = self.best_addr();
+        if self.endpoints.replace(Origin::CallMeMaybe, endpoints, now, config, keep) {
             self.endpoints_changed(out);
         }
         // The peer is starting a session with us: count it as activity, and
@@ -360,7 +298,7 @@ impl Peer {
             ep.last_ping.is_some_and(|t| now.saturating_duration_since(t) < CALL_ME_MAYBE_GAP)
         };
         for &addr in endpoints {
-            if self.endpoints.get(&addr).is_some_and(|ep| !recently(ep)) {
+            if self.endpoints.get(addr).is_some_and(|ep| !recently(ep)) {
                 self.ping(addr, now, out);
             }
         }

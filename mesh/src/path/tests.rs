@@ -340,3 +340,39 @@ fn call_me_maybe_floods_are_rate_limited() {
     // 100 call-me-maybes within 100 ms: one ping.
     assert_eq!(pings, 1);
 }
+
+#[test]
+fn pongs_can_add_only_a_few_local_endpoints() {
+    let (mut sel, peer) = selector_with_peer();
+    let peer_disco = DiscoSecret::from_bytes([8; 32]);
+    let mut rekeyed = peer.clone();
+    rekeyed.disco_key = peer_disco.public();
+    let mut now = std::time::Instant::now();
+    sel.upsert_peer(&rekeyed, now);
+    sel.handle_activity(&peer.key, now);
+    let me = DiscoSecret::from_bytes([5; 32]).public();
+    let peer_addr: SocketAddr = "198.51.100.1:1".parse().unwrap();
+    for k in 0..10u8 {
+        // Answer this probe round's ping, claiming a new address of ours each time.
+        let (transmits, _) = drain(&mut sel);
+        let ping = transmits
+            .iter()
+            .filter(|t| t.dst == Destination::Direct(peer_addr))
+            .find_map(|t| match wire::open(&peer_disco, &t.payload) {
+                Ok((_, Message::Ping(ping))) => Some(ping),
+                _ => None,
+            })
+            .unwrap();
+        let src = SocketAddr::from(([203, 0, 113, k], 1));
+        let pong = Message::Pong(crate::disco::Pong { tx_id: ping.tx_id, src });
+        let datagram = wire::seal(&peer_disco, me, [k; 24], &pong);
+        sel.handle_disco(Source::Direct(peer_addr), &datagram, now).unwrap();
+        now += PathConfig::default().heartbeat_interval;
+        sel.handle_activity(&peer.key, now);
+        sel.handle_timeout(now);
+    }
+    let local = sel.local_endpoints();
+    assert_eq!(local.first(), Some(&"192.0.2.1:1".parse().unwrap()));
+    assert_eq!(local.len(), 1 + 4);
+    assert_eq!(local.last(), Some(&SocketAddr::from(([203, 0, 113, 9], 1))));
+}
