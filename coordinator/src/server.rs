@@ -11,6 +11,7 @@ use url::Url;
 use crate::api::{self, ApiConfig, AppState};
 use crate::db;
 use crate::postgres::{self, Cluster, ClusterConfig};
+use crate::provisioner::{find_provider, find_terraform, ExecutorConfig, Provisioners};
 
 /// What `coderd server` needs to run.
 #[derive(Debug, Clone)]
@@ -23,6 +24,14 @@ pub struct ServerConfig {
     /// An external database; `None` runs the embedded cluster.
     pub postgres_url: Option<String>,
     pub data_dir: PathBuf,
+    /// In-process provisioner workers (0: none; jobs wait for external ones).
+    pub provisioner_daemons: usize,
+    /// `terraform`; default: found on PATH.
+    pub terraform_path: Option<PathBuf>,
+    /// `terraform-provider-coder`; default: beside this binary.
+    pub provider_path: Option<PathBuf>,
+    /// A running job whose worker is silent this long is failed.
+    pub job_stale_after: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -32,6 +41,10 @@ impl Default for ServerConfig {
             access_url: None,
             postgres_url: None,
             data_dir: default_data_dir(),
+            provisioner_daemons: 3,
+            terraform_path: None,
+            provider_path: None,
+            job_stale_after: std::time::Duration::from_secs(90),
         }
     }
 }
@@ -117,6 +130,7 @@ async fn serve(
         }
     };
     let state = AppState::new(pool.clone(), ApiConfig::new(access_url.clone()));
+    let _provisioners = start_provisioners(config, &state, &access_url);
     let app = api::app(state);
     tracing::info!(%local, %access_url, "coderd listening");
     println!("coderd is listening on http://{local}; access URL {access_url}");
@@ -127,4 +141,31 @@ async fn serve(
         .map_err(|e| ServerError::Other(format!("http server: {e}")))?;
     pool.close().await;
     Ok(())
+}
+
+fn start_provisioners(
+    config: &ServerConfig,
+    state: &AppState,
+    access_url: &Url,
+) -> Option<Provisioners> {
+    if config.provisioner_daemons == 0 {
+        return None;
+    }
+    let Some(terraform) = config.terraform_path.clone().or_else(find_terraform) else {
+        tracing::warn!("terraform is not on PATH: no provisioners run, builds will wait (install terraform or pass --terraform-path)");
+        return None;
+    };
+    let Some(provider) = config.provider_path.clone().or_else(find_provider) else {
+        tracing::warn!("terraform-provider-coder is not beside coderd: no provisioners run (pass --provider-path)");
+        return None;
+    };
+    let work_root = config.data_dir.join("provisioner");
+    let exec = ExecutorConfig::new(terraform, provider, work_root, access_url.to_string());
+    tracing::info!(n = config.provisioner_daemons, "starting provisioner daemons");
+    Some(Provisioners::spawn(
+        state.queue.clone(),
+        exec,
+        config.provisioner_daemons,
+        config.job_stale_after,
+    ))
 }

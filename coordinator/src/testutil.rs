@@ -96,6 +96,9 @@ pub struct TestServer {
     pub url: Url,
     pub db: TestDb,
     pub state: AppState,
+    /// Keeps the work directory of in-process provisioners alive.
+    pub work_dir: Option<tempfile::TempDir>,
+    provisioners: Option<crate::provisioner::Provisioners>,
     _task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
@@ -117,7 +120,50 @@ impl TestServer {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .await;
         });
-        Ok(TestServer { url, db, state, _task: tokio_util::task::AbortOnDropHandle::new(task) })
+        Ok(TestServer {
+            url,
+            db,
+            state,
+            work_dir: None,
+            provisioners: None,
+            _task: tokio_util::task::AbortOnDropHandle::new(task),
+        })
+    }
+
+    /// Starts `n` in-process provisioners running real terraform with the
+    /// provider built beside the test binary. `None` (with the reason printed)
+    /// when terraform or the provider is missing: the caller skips.
+    pub fn start_provisioners(&mut self, n: usize, stale_after: std::time::Duration) -> Option<()> {
+        let Some(terraform) = crate::provisioner::find_terraform() else {
+            eprintln!("skipping: terraform is not on PATH");
+            return None;
+        };
+        let Some(provider) = crate::provisioner::find_provider() else {
+            eprintln!("skipping: terraform-provider-coder is not built (run with --workspace)");
+            return None;
+        };
+        let dir = tempfile::tempdir().ok()?;
+        let exec = crate::provisioner::ExecutorConfig::new(
+            terraform,
+            provider,
+            dir.path().to_path_buf(),
+            self.url.to_string(),
+        );
+        self.provisioners = Some(crate::provisioner::Provisioners::spawn(
+            self.state.queue.clone(),
+            exec,
+            n,
+            stale_after,
+        ));
+        self.work_dir = Some(dir);
+        Some(())
+    }
+
+    /// Stops the in-process provisioners (as if their process died).
+    pub fn kill_provisioners(&mut self) {
+        if let Some(p) = self.provisioners.as_mut() {
+            p.stop_workers();
+        }
     }
 
     /// An unauthenticated SDK client.

@@ -1,8 +1,10 @@
 //! The `coder` command line. Each subcommand lives in its own module; this
 //! one parses global flags and resolves the deployment URL and token.
 
+mod build;
 mod login;
 mod output;
+mod templates;
 mod tokens;
 mod users;
 
@@ -13,7 +15,7 @@ use clap::{Parser, Subcommand};
 use url::Url;
 
 use crate::config::ConfigDir;
-use crate::sdk::Client;
+use crate::sdk::{Client, Transition};
 
 pub use output::OutputFormat;
 
@@ -47,6 +49,60 @@ pub enum Command {
     /// Manage personal API tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Manage templates.
+    #[command(subcommand, alias = "template")]
+    Templates(templates::TemplatesCommand),
+    /// Create a workspace from a template.
+    Create(build::CreateArgs),
+    /// List workspaces.
+    #[command(alias = "ls")]
+    List {
+        /// Everyone's workspaces (owners only).
+        #[arg(short, long)]
+        all: bool,
+        #[command(flatten)]
+        out: output::OutputArgs,
+    },
+    /// Show a workspace's resources and agents.
+    Show {
+        workspace: String,
+        #[command(flatten)]
+        out: output::OutputArgs,
+    },
+    /// Start a workspace.
+    Start {
+        workspace: String,
+        #[arg(long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Stop a workspace.
+    Stop {
+        workspace: String,
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Stop, then start a workspace.
+    Restart {
+        workspace: String,
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Delete a workspace (terraform destroy).
+    #[command(alias = "rm")]
+    Delete {
+        workspace: String,
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Show the latest build's logs.
+    Logs {
+        workspace: String,
+        /// Follow until the build finishes.
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 /// Everything a subcommand needs from the global flags.
@@ -95,5 +151,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami(out) => login::whoami(&ctx, out).await,
         Command::Users(cmd) => users::run(&ctx, cmd).await,
         Command::Tokens(cmd) => tokens::run(&ctx, cmd).await,
+        Command::Templates(cmd) => templates::run(&ctx, cmd).await,
+        Command::Create(args) => build::create(&ctx, args).await,
+        Command::List { all, out } => build::list(&ctx, all, out).await,
+        Command::Show { workspace, out } => build::show(&ctx, &workspace, out).await,
+        Command::Start { workspace, parameters, yes: _ } => {
+            build::transition(&ctx, &workspace, Transition::Start, &parameters).await
+        }
+        Command::Stop { workspace, yes: _ } => {
+            build::transition(&ctx, &workspace, Transition::Stop, &[]).await
+        }
+        Command::Restart { workspace, yes: _ } => {
+            build::transition(&ctx, &workspace, Transition::Stop, &[]).await?;
+            build::transition(&ctx, &workspace, Transition::Start, &[]).await
+        }
+        Command::Delete { workspace, yes: _ } => {
+            build::transition(&ctx, &workspace, Transition::Delete, &[]).await
+        }
+        Command::Logs { workspace, follow } => build::logs(&ctx, &workspace, follow).await,
     }
 }

@@ -4,6 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
 use url::Url;
+use uuid::Uuid;
 
 use super::types::*;
 
@@ -93,16 +94,7 @@ impl Client {
         }
         let resp =
             req.send().await.map_err(|source| SdkError::Http { url: url.to_string(), source })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str::<ApiErrorBody>(&text).unwrap_or(ApiErrorBody {
-            message: format!("unexpected status {status}"),
-            detail: text.chars().take(512).collect(),
-        });
-        Err(SdkError::Api { status, body })
+        Self::check(resp).await
     }
 
     pub async fn build_info(&self) -> Result<BuildInfo, SdkError> {
@@ -165,6 +157,262 @@ impl Client {
         let path = format!("/api/v2/users/me/keys/{}", urlencode(id_or_name));
         self.send::<()>(Method::DELETE, &path, None).await?;
         Ok(())
+    }
+}
+
+impl Client {
+    /// Uploads a tar archive; returns its file id.
+    pub async fn upload(&self, content_type: &str, data: Vec<u8>) -> Result<Uuid, SdkError> {
+        let url = self.base.join("/api/v2/files")?;
+        let mut req = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(data);
+        if let Some(token) = &self.token {
+            req = req.header(SESSION_TOKEN_HEADER, token);
+        }
+        let resp =
+            req.send().await.map_err(|source| SdkError::Http { url: url.to_string(), source })?;
+        let resp = Self::check(resp).await?;
+        let body: UploadResponse =
+            resp.json().await.map_err(|source| SdkError::Http { url: url.to_string(), source })?;
+        Ok(body.hash)
+    }
+
+    pub async fn create_template_version(
+        &self,
+        req: &CreateTemplateVersionRequest,
+    ) -> Result<TemplateVersion, SdkError> {
+        self.request(Method::POST, "/api/v2/templateversions", Some(req)).await
+    }
+
+    pub async fn template_version(&self, id: Uuid) -> Result<TemplateVersion, SdkError> {
+        self.request::<(), _>(Method::GET, &format!("/api/v2/templateversions/{id}"), None).await
+    }
+
+    pub async fn template_version_parameters(
+        &self,
+        id: Uuid,
+    ) -> Result<Vec<TemplateVersionParameter>, SdkError> {
+        self.request::<(), _>(
+            Method::GET,
+            &format!("/api/v2/templateversions/{id}/parameters"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn template_version_resources(
+        &self,
+        id: Uuid,
+    ) -> Result<Vec<WorkspaceResource>, SdkError> {
+        self.request::<(), _>(
+            Method::GET,
+            &format!("/api/v2/templateversions/{id}/resources"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn create_template(&self, req: &CreateTemplateRequest) -> Result<Template, SdkError> {
+        self.request(Method::POST, "/api/v2/templates", Some(req)).await
+    }
+
+    pub async fn templates(&self) -> Result<Vec<Template>, SdkError> {
+        self.request::<(), _>(Method::GET, "/api/v2/templates", None).await
+    }
+
+    /// A template by name or id.
+    pub async fn template(&self, name_or_id: &str) -> Result<Template, SdkError> {
+        self.request::<(), _>(
+            Method::GET,
+            &format!("/api/v2/templates/{}", urlencode(name_or_id)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn template_versions(
+        &self,
+        template: Uuid,
+    ) -> Result<Vec<TemplateVersion>, SdkError> {
+        self.request::<(), _>(Method::GET, &format!("/api/v2/templates/{template}/versions"), None)
+            .await
+    }
+
+    pub async fn set_active_version(
+        &self,
+        template: Uuid,
+        version: Uuid,
+    ) -> Result<Template, SdkError> {
+        self.request(
+            Method::PATCH,
+            &format!("/api/v2/templates/{template}/versions"),
+            Some(&UpdateActiveVersionRequest { id: version }),
+        )
+        .await
+    }
+
+    pub async fn create_workspace(
+        &self,
+        user: &str,
+        req: &CreateWorkspaceRequest,
+    ) -> Result<Workspace, SdkError> {
+        self.request(
+            Method::POST,
+            &format!("/api/v2/users/{}/workspaces", urlencode(user)),
+            Some(req),
+        )
+        .await
+    }
+
+    pub async fn workspaces(&self, all: bool) -> Result<Vec<Workspace>, SdkError> {
+        let path = if all { "/api/v2/workspaces?owner=all" } else { "/api/v2/workspaces" };
+        self.request::<(), _>(Method::GET, path, None).await
+    }
+
+    pub async fn workspace(&self, id: Uuid) -> Result<Workspace, SdkError> {
+        self.request::<(), _>(Method::GET, &format!("/api/v2/workspaces/{id}"), None).await
+    }
+
+    pub async fn workspace_by_owner_and_name(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Workspace, SdkError> {
+        let path = format!("/api/v2/users/{}/workspace/{}", urlencode(owner), urlencode(name));
+        self.request::<(), _>(Method::GET, &path, None).await
+    }
+
+    pub async fn create_workspace_build(
+        &self,
+        workspace: Uuid,
+        req: &CreateWorkspaceBuildRequest,
+    ) -> Result<WorkspaceBuild, SdkError> {
+        self.request(Method::POST, &format!("/api/v2/workspaces/{workspace}/builds"), Some(req))
+            .await
+    }
+
+    pub async fn workspace_builds(&self, workspace: Uuid) -> Result<Vec<WorkspaceBuild>, SdkError> {
+        self.request::<(), _>(Method::GET, &format!("/api/v2/workspaces/{workspace}/builds"), None)
+            .await
+    }
+
+    pub async fn workspace_build(&self, id: Uuid) -> Result<WorkspaceBuild, SdkError> {
+        self.request::<(), _>(Method::GET, &format!("/api/v2/workspacebuilds/{id}"), None).await
+    }
+
+    pub async fn workspace_build_resources(
+        &self,
+        id: Uuid,
+    ) -> Result<Vec<WorkspaceResource>, SdkError> {
+        self.request::<(), _>(Method::GET, &format!("/api/v2/workspacebuilds/{id}/resources"), None)
+            .await
+    }
+
+    pub async fn cancel_workspace_build(&self, id: Uuid) -> Result<(), SdkError> {
+        self.send::<()>(Method::PATCH, &format!("/api/v2/workspacebuilds/{id}/cancel"), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Logs of a job (by its build or version path) after `after`.
+    pub async fn job_logs(
+        &self,
+        logs_path: &str,
+        after: i64,
+    ) -> Result<Vec<ProvisionerJobLog>, SdkError> {
+        self.request::<(), _>(Method::GET, &format!("{logs_path}?after={after}"), None).await
+    }
+
+    /// Follows a job's logs live: calls `on_log` for each line (in order,
+    /// each once, resuming after reconnects) and returns the finished job.
+    pub async fn follow_job_logs(
+        &self,
+        logs_path: &str,
+        mut on_log: impl FnMut(&ProvisionerJobLog),
+    ) -> Result<ProvisionerJob, SdkError> {
+        use futures::StreamExt;
+        let mut cursor = 0i64;
+        let mut attempts = 0u32;
+        loop {
+            let path = format!("{logs_path}?follow=true&after={cursor}");
+            let resp = match self.send::<()>(Method::GET, &path, None).await {
+                Ok(r) => r,
+                Err(e @ SdkError::Api { .. }) => return Err(e),
+                Err(e) if attempts >= 5 => return Err(e),
+                Err(_) => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempts)).await;
+                    continue;
+                }
+            };
+            let mut stream = resp.bytes_stream();
+            let mut buf: Vec<u8> = Vec::new();
+            let mut event = String::new();
+            let mut data = String::new();
+            while let Some(chunk) = stream.next().await {
+                let Ok(chunk) = chunk else { break };
+                buf.extend_from_slice(&chunk);
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    let line =
+                        String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned();
+                    if line.is_empty() {
+                        match event.as_str() {
+                            "log" => {
+                                if let Ok(log) = serde_json::from_str::<ProvisionerJobLog>(&data) {
+                                    if log.id > cursor {
+                                        cursor = log.id;
+                                        on_log(&log);
+                                    }
+                                }
+                            }
+                            "end" => {
+                                if let Ok(job) = serde_json::from_str::<ProvisionerJob>(&data) {
+                                    return Ok(job);
+                                }
+                            }
+                            _ => {}
+                        }
+                        event.clear();
+                        data.clear();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+            }
+            // The stream broke before the end event: resume from the cursor.
+            attempts += 1;
+            if attempts > 20 {
+                return Err(SdkError::Api {
+                    status: StatusCode::BAD_GATEWAY,
+                    body: ApiErrorBody {
+                        message: "The log stream kept breaking.".into(),
+                        detail: String::new(),
+                    },
+                });
+            }
+        }
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, SdkError> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str::<ApiErrorBody>(&text).unwrap_or(ApiErrorBody {
+            message: format!("unexpected status {status}"),
+            detail: text.chars().take(512).collect(),
+        });
+        Err(SdkError::Api { status, body })
     }
 }
 

@@ -117,3 +117,252 @@ pub struct ApiKey {
     pub last_used: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
 }
+
+/// `POST /api/v2/files` answer: the file's id (named `hash` as in Coder's API).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadResponse {
+    pub hash: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvisionerJobStatus {
+    Pending,
+    Running,
+    Canceling,
+    Canceled,
+    Succeeded,
+    Failed,
+}
+
+impl ProvisionerJobStatus {
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Canceled | Self::Succeeded | Self::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionerJob {
+    pub id: Uuid,
+    pub status: ProvisionerJobStatus,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub error_code: String,
+    #[serde(default)]
+    pub worker_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionerJobLog {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub stage: String,
+    pub level: String,
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateTemplateVersionRequest {
+    pub file_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<Uuid>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateVersion {
+    pub id: Uuid,
+    pub template_id: Option<Uuid>,
+    pub name: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Uuid,
+    pub job: ProvisionerJob,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParameterOption {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateVersionParameter {
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub mutable: bool,
+    pub default_value: Option<String>,
+    pub required: bool,
+    pub options: Vec<ParameterOption>,
+    pub validation: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateTemplateRequest {
+    pub name: String,
+    pub template_version_id: Uuid,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Template {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub active_version_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub created_by: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateActiveVersionRequest {
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkspaceBuildParameter {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateWorkspaceRequest {
+    pub name: String,
+    pub template_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version_id: Option<Uuid>,
+    #[serde(default)]
+    pub rich_parameter_values: Vec<WorkspaceBuildParameter>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    Start,
+    Stop,
+    Delete,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Start => "start",
+            Transition::Stop => "stop",
+            Transition::Delete => "delete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Transition> {
+        match s {
+            "start" => Some(Transition::Start),
+            "stop" => Some(Transition::Stop),
+            "delete" => Some(Transition::Delete),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateWorkspaceBuildRequest {
+    pub transition: Transition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version_id: Option<Uuid>,
+    #[serde(default)]
+    pub rich_parameter_values: Vec<WorkspaceBuildParameter>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkspaceBuild {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub template_version_id: Uuid,
+    pub build_number: i32,
+    pub transition: Transition,
+    pub initiator_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub job: ProvisionerJob,
+    /// The workspace's state as this build leaves it.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Workspace {
+    pub id: Uuid,
+    pub name: String,
+    pub owner_id: Uuid,
+    pub owner_name: String,
+    pub template_id: Uuid,
+    pub template_name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub latest_build: WorkspaceBuild,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkspaceApp {
+    pub id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub url: String,
+    pub command: String,
+    pub subdomain: bool,
+    pub share: String,
+    pub healthcheck: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkspaceAgent {
+    pub id: Uuid,
+    pub name: String,
+    pub resource_id: Uuid,
+    pub os: String,
+    pub architecture: String,
+    pub directory: String,
+    pub status: String,
+    pub lifecycle_state: String,
+    pub first_connected_at: Option<DateTime<Utc>>,
+    pub last_connected_at: Option<DateTime<Utc>>,
+    pub apps: Vec<WorkspaceApp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResourceMetadata {
+    pub key: String,
+    pub value: String,
+    pub sensitive: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkspaceResource {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    pub transition: Transition,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub name: String,
+    pub computational: bool,
+    pub persistent: bool,
+    pub hide: bool,
+    pub icon: String,
+    pub daily_cost: i32,
+    pub metadata: Vec<ResourceMetadata>,
+    pub agents: Vec<WorkspaceAgent>,
+}

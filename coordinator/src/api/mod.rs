@@ -3,8 +3,12 @@
 
 mod auth;
 mod error;
+mod files;
+mod jobs;
+mod templates;
 mod tokens;
 mod users;
+mod workspaces;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +16,7 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use chrono::Duration;
 use sqlx::PgPool;
@@ -21,6 +25,8 @@ use url::Url;
 use error::{ApiError, Json};
 
 use crate::metrics::Metrics;
+use crate::provisioner::Queue;
+use crate::pubsub::Pubsub;
 
 /// Settings the API needs.
 #[derive(Debug, Clone)]
@@ -32,6 +38,8 @@ pub struct ApiConfig {
     pub max_token_lifetime: Duration,
     /// Largest JSON request body accepted.
     pub max_body_bytes: usize,
+    /// Largest file (template archive) upload accepted.
+    pub max_file_bytes: usize,
 }
 
 impl ApiConfig {
@@ -48,6 +56,7 @@ impl Default for ApiConfig {
             default_token_lifetime: Duration::days(30),
             max_token_lifetime: Duration::days(365),
             max_body_bytes: 1 << 20,
+            max_file_bytes: 10 << 20,
         }
     }
 }
@@ -58,11 +67,16 @@ pub struct AppState {
     pub db: PgPool,
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<Metrics>,
+    pub pubsub: Pubsub,
+    pub queue: Queue,
 }
 
 impl AppState {
+    /// Must be called inside a tokio runtime (it starts the pubsub listener).
     pub fn new(db: PgPool, config: ApiConfig) -> Self {
-        AppState { db, config: Arc::new(config), metrics: Arc::default() }
+        let pubsub = Pubsub::new(db.clone());
+        let queue = Queue::new(db.clone(), pubsub.clone());
+        AppState { db, config: Arc::new(config), metrics: Arc::default(), pubsub, queue }
     }
 }
 
@@ -77,14 +91,44 @@ pub fn app(state: AppState) -> Router {
         .route("/users/{user}", get(users::user))
         .route("/users/{user}/keys/tokens", get(tokens::list).post(tokens::create))
         .route("/users/{user}/keys/{key}", delete(tokens::delete))
+        .route("/users/{user}/workspaces", post(workspaces::create))
+        .route("/users/{user}/workspace/{name}", get(workspaces::by_owner_and_name))
+        .route("/files/{id}", get(files::download))
+        .route("/templateversions", post(templates::create_version))
+        .route("/templateversions/{id}", get(templates::version))
+        .route("/templateversions/{id}/logs", get(templates::version_logs))
+        .route("/templateversions/{id}/cancel", patch(templates::version_cancel))
+        .route("/templateversions/{id}/resources", get(templates::version_resources))
+        .route("/templateversions/{id}/parameters", get(templates::version_parameters))
+        .route("/templates", get(templates::list_templates).post(templates::create_template))
+        .route("/templates/{template}", get(templates::template))
+        .route(
+            "/templates/{template}/versions",
+            get(templates::template_versions).patch(templates::update_active_version),
+        )
+        .route("/workspaces", get(workspaces::list))
+        .route("/workspaces/{id}", get(workspaces::get))
+        .route(
+            "/workspaces/{id}/builds",
+            get(workspaces::list_builds).post(workspaces::create_build),
+        )
+        .route("/workspacebuilds/{id}", get(workspaces::build))
+        .route("/workspacebuilds/{id}/logs", get(workspaces::build_logs))
+        .route("/workspacebuilds/{id}/resources", get(workspaces::build_resources))
+        .route("/workspacebuilds/{id}/cancel", patch(workspaces::cancel_build))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(api_not_found);
+    // Uploads have their own, larger limit.
+    let uploads = Router::new()
+        .route("/files", post(files::upload))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(state.config.max_file_bytes));
     Router::new()
         .route("/healthz", get(|| async { "OK" }))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .nest("/api/v2", api)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .nest("/api/v2", api.layer(DefaultBodyLimit::max(state.config.max_body_bytes)))
+        .nest("/api/v2", uploads)
         .with_state(state)
 }
 

@@ -33,6 +33,18 @@ struct ServerArgs {
     /// Where coderd keeps its state (the embedded Postgres cluster, caches).
     #[arg(long, env = "CODER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Provisioner workers run inside coderd.
+    #[arg(long, env = "CODER_PROVISIONER_DAEMONS", default_value_t = 3)]
+    provisioner_daemons: usize,
+    /// Path to terraform (default: found on PATH).
+    #[arg(long, env = "CODER_TERRAFORM_PATH")]
+    terraform_path: Option<PathBuf>,
+    /// Path to terraform-provider-coder (default: beside coderd).
+    #[arg(long, env = "CODER_PROVIDER_PATH")]
+    provider_path: Option<PathBuf>,
+    /// Fail a running job whose provisioner has not heartbeated for this many seconds.
+    #[arg(long, env = "CODER_JOB_STALE_AFTER_SECONDS", default_value_t = 90)]
+    job_stale_after_seconds: u64,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CODER_LOG_FILTER", default_value = "info")]
     log_filter: String,
@@ -54,6 +66,10 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.http_address = args.http_address;
     config.access_url = args.access_url;
     config.postgres_url = args.postgres_url;
+    config.provisioner_daemons = args.provisioner_daemons;
+    config.terraform_path = args.terraform_path;
+    config.provider_path = args.provider_path;
+    config.job_stale_after = std::time::Duration::from_secs(args.job_stale_after_seconds.max(1));
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }

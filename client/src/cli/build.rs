@@ -1,0 +1,258 @@
+//! Workspace lifecycle commands: `create`, `list`, `show`, `start`, `stop`,
+//! `restart`, `delete`, `logs`. Each build command streams the build's logs
+//! live and exits non-zero, naming the failing stage, when the build fails.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{bail, Context};
+
+use super::output::{self, OutputArgs, OutputFormat};
+use super::Context_;
+use crate::sdk::{
+    Client, CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJob,
+    ProvisionerJobStatus, SdkError, Transition, Workspace, WorkspaceBuildParameter,
+};
+
+/// Prints a job's logs as they arrive; returns the finished job.
+pub async fn follow_logs(client: &Client, logs_path: &str) -> anyhow::Result<ProvisionerJob> {
+    let mut stage = String::new();
+    let mut last_stage = String::new();
+    let job = client
+        .follow_job_logs(logs_path, |log| {
+            if log.stage != stage {
+                stage = log.stage.clone();
+                println!("==> {stage}");
+            }
+            last_stage = log.stage.clone();
+            let prefix = if log.level == "error" { "error: " } else { "" };
+            println!("    {prefix}{}", log.output);
+        })
+        .await?;
+    if job.status == ProvisionerJobStatus::Failed && !last_stage.is_empty() {
+        eprintln!("The build failed during \"{last_stage}\".");
+    }
+    Ok(job)
+}
+
+/// `[OWNER/]NAME`.
+pub async fn resolve(client: &Client, name: &str) -> anyhow::Result<Workspace> {
+    let (owner, ws) = name.split_once('/').unwrap_or(("me", name));
+    match client.workspace_by_owner_and_name(owner, ws).await {
+        Ok(w) => Ok(w),
+        Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
+            bail!("No workspace named {name:?}. See your workspaces with `coder list`.")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn parse_params(raw: &[String]) -> anyhow::Result<Vec<WorkspaceBuildParameter>> {
+    raw.iter()
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .with_context(|| format!("--parameter {p:?} must look like name=value"))?;
+            Ok(WorkspaceBuildParameter { name: k.to_owned(), value: v.to_owned() })
+        })
+        .collect()
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// Workspace name.
+    pub name: String,
+    /// Template name.
+    #[arg(short, long)]
+    pub template: String,
+    /// Parameter values, `name=value` (repeatable).
+    #[arg(long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    /// Don't prompt: use defaults for unset parameters.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+pub async fn create(ctx: &Context_, args: CreateArgs) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let template = match client.template(&args.template).await {
+        Ok(t) => t,
+        Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
+            bail!("No template named {:?}. See `coder templates list`.", args.template)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut params = parse_params(&args.parameters)?;
+    let declared = client.template_version_parameters(template.active_version_id).await?;
+    for p in &declared {
+        if params.iter().any(|g| g.name == p.name) || (p.default_value.is_some() && args.yes) {
+            continue;
+        }
+        if p.default_value.is_none() || std::io::stdin().is_terminal() {
+            if !std::io::stdin().is_terminal() {
+                bail!("Parameter {:?} is required; pass --parameter {}=<value>.", p.name, p.name);
+            }
+            let default = p.default_value.clone().unwrap_or_default();
+            print!(
+                "{} ({}){}: ",
+                if p.display_name.is_empty() { &p.name } else { &p.display_name },
+                p.type_,
+                if default.is_empty() { String::new() } else { format!(" [{default}]") }
+            );
+            std::io::stdout().flush()?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            let v = line.trim();
+            let v = if v.is_empty() { default } else { v.to_owned() };
+            params.push(WorkspaceBuildParameter { name: p.name.clone(), value: v });
+        }
+    }
+    let ws = client
+        .create_workspace(
+            "me",
+            &CreateWorkspaceRequest {
+                name: args.name.clone(),
+                template_id: template.id,
+                template_version_id: None,
+                rich_parameter_values: params,
+            },
+        )
+        .await
+        .map_err(api_message)?;
+    println!("Building workspace {:?} from template {:?}…", ws.name, template.name);
+    finish_build(&client, ws.latest_build.id, &ws.name, Transition::Start).await
+}
+
+fn api_message(e: SdkError) -> anyhow::Error {
+    match e {
+        SdkError::Api { body, .. } if !body.detail.is_empty() => {
+            anyhow::anyhow!("{} {}", body.message, body.detail)
+        }
+        SdkError::Api { body, .. } => anyhow::anyhow!("{}", body.message),
+        e => e.into(),
+    }
+}
+
+async fn finish_build(
+    client: &Client,
+    build: uuid::Uuid,
+    name: &str,
+    t: Transition,
+) -> anyhow::Result<()> {
+    let job = follow_logs(client, &format!("/api/v2/workspacebuilds/{build}/logs")).await?;
+    match job.status {
+        ProvisionerJobStatus::Succeeded => {
+            let done = match t {
+                Transition::Start => "is running",
+                Transition::Stop => "is stopped",
+                Transition::Delete => "was deleted",
+            };
+            println!("Workspace {name:?} {done}.");
+            Ok(())
+        }
+        s => bail!(
+            "the {} build of {name:?} {}: {}",
+            t.as_str(),
+            format!("{s:?}").to_lowercase(),
+            job.error
+        ),
+    }
+}
+
+pub async fn transition(
+    ctx: &Context_,
+    name: &str,
+    t: Transition,
+    params: &[String],
+) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let ws = resolve(&client, name).await?;
+    let b = client
+        .create_workspace_build(
+            ws.id,
+            &CreateWorkspaceBuildRequest {
+                transition: t,
+                template_version_id: None,
+                rich_parameter_values: parse_params(params)?,
+            },
+        )
+        .await
+        .map_err(api_message)?;
+    println!(
+        "{} workspace {:?} (build #{})…",
+        match t {
+            Transition::Start => "Starting",
+            Transition::Stop => "Stopping",
+            Transition::Delete => "Deleting",
+        },
+        ws.name,
+        b.build_number
+    );
+    finish_build(&client, b.id, &ws.name, t).await
+}
+
+pub async fn list(ctx: &Context_, all: bool, out: OutputArgs) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let list = client.workspaces(all).await?;
+    let rows = list
+        .iter()
+        .map(|w| {
+            vec![
+                format!("{}/{}", w.owner_name, w.name),
+                w.template_name.clone(),
+                w.latest_build.status.clone(),
+                w.latest_build.created_at.format("%Y-%m-%d %H:%M").to_string(),
+            ]
+        })
+        .collect();
+    output::print(out.output, &list, &["workspace", "template", "status", "last built"], rows)
+}
+
+pub async fn show(ctx: &Context_, name: &str, out: OutputArgs) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let ws = resolve(&client, name).await?;
+    let resources = client.workspace_build_resources(ws.latest_build.id).await?;
+    if out.output == OutputFormat::Json {
+        let mut v = BTreeMap::new();
+        v.insert("workspace", serde_json::to_value(&ws)?);
+        v.insert("resources", serde_json::to_value(&resources)?);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{}/{}  template {}  status {}",
+        ws.owner_name, ws.name, ws.template_name, ws.latest_build.status
+    );
+    let mut rows = Vec::new();
+    for r in &resources {
+        let kind = format!(
+            "{}, {}",
+            if r.computational { "computational" } else { "peripheral" },
+            if r.persistent { "persistent" } else { "ephemeral" }
+        );
+        rows.push(vec![format!("{}.{}", r.type_, r.name), kind, String::new()]);
+        for a in &r.agents {
+            rows.push(vec![
+                format!("  └ agent {}", a.name),
+                format!("{} / {}", a.status, a.lifecycle_state),
+                a.apps.iter().map(|p| p.slug.clone()).collect::<Vec<_>>().join(","),
+            ]);
+        }
+    }
+    print!("{}", output::table(&["resource", "kind", "apps"], &rows));
+    Ok(())
+}
+
+pub async fn logs(ctx: &Context_, name: &str, follow: bool) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let ws = resolve(&client, name).await?;
+    let path = format!("/api/v2/workspacebuilds/{}/logs", ws.latest_build.id);
+    if follow {
+        follow_logs(&client, &path).await?;
+    } else {
+        for log in client.job_logs(&path, 0).await? {
+            println!("{} [{}] {}", log.created_at.format("%H:%M:%S"), log.stage, log.output);
+        }
+    }
+    Ok(())
+}

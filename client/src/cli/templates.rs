@@ -1,0 +1,227 @@
+//! `coder templates init|push|list|versions`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::build::follow_logs;
+use super::output::{self, OutputArgs};
+use super::Context_;
+use crate::sdk::{
+    CreateTemplateRequest, CreateTemplateVersionRequest, ProvisionerJobStatus, SdkError,
+};
+
+/// The example templates `coder templates init` offers.
+const EXAMPLES: [(&str, &str, &str); 2] = [
+    (
+        "local",
+        "A directory and an agent process on the coderd host (no cloud needed).",
+        include_str!("../../../examples/templates/local/main.tf"),
+    ),
+    (
+        "netns",
+        "The agent in its own network namespace behind a NAT (root; for mesh demos).",
+        include_str!("../../../examples/templates/netns/main.tf"),
+    ),
+];
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TemplatesCommand {
+    /// Write an example template into a directory.
+    Init {
+        /// Directory to create (default: ./<example>).
+        dir: Option<PathBuf>,
+        /// Which example.
+        #[arg(long, default_value = "local")]
+        id: String,
+    },
+    /// Upload a directory as a new version of a template (creating the template).
+    Push {
+        /// Template name.
+        name: String,
+        /// Directory with the template's .tf files.
+        #[arg(short, long, default_value = ".")]
+        directory: PathBuf,
+        /// Version name (default: generated).
+        #[arg(long)]
+        version_name: Option<String>,
+        /// A message describing the version.
+        #[arg(short, long, default_value = "")]
+        message: String,
+        /// Don't ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// List templates.
+    #[command(alias = "ls")]
+    List(OutputArgs),
+    /// List a template's versions.
+    Versions {
+        name: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+}
+
+pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
+    match cmd {
+        TemplatesCommand::Init { dir, id } => init(dir, &id),
+        TemplatesCommand::Push { name, directory, version_name, message, yes: _ } => {
+            push(ctx, &name, &directory, version_name, message).await
+        }
+        TemplatesCommand::List(out) => {
+            let client = ctx.client()?;
+            let templates = client.templates().await?;
+            let rows = templates
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.active_version_id.to_string(),
+                        t.updated_at.format("%Y-%m-%d %H:%M").to_string(),
+                    ]
+                })
+                .collect();
+            output::print(out.output, &templates, &["name", "active version", "updated"], rows)
+        }
+        TemplatesCommand::Versions { name, out } => {
+            let client = ctx.client()?;
+            let t = client.template(&name).await?;
+            let versions = client.template_versions(t.id).await?;
+            let rows = versions
+                .iter()
+                .map(|v| {
+                    let active = if v.id == t.active_version_id { "active" } else { "" };
+                    vec![
+                        v.name.clone(),
+                        v.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                        format!("{:?}", v.job.status).to_lowercase(),
+                        active.to_owned(),
+                    ]
+                })
+                .collect();
+            output::print(out.output, &versions, &["name", "created", "status", "active"], rows)
+        }
+    }
+}
+
+fn init(dir: Option<PathBuf>, id: &str) -> anyhow::Result<()> {
+    let Some((name, _, main_tf)) = EXAMPLES.iter().find(|(n, _, _)| *n == id) else {
+        let list: Vec<String> = EXAMPLES.iter().map(|(n, d, _)| format!("  {n}: {d}")).collect();
+        bail!("unknown example {id:?}; choose one with --id:\n{}", list.join("\n"));
+    };
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    if dir.join("main.tf").exists() {
+        bail!("{} already has a main.tf; choose another directory", dir.display());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::write(dir.join("main.tf"), main_tf)?;
+    println!("Wrote the {name:?} example to {}.", dir.display());
+    println!("Push it with: coder templates push {name} -d {}", dir.display());
+    Ok(())
+}
+
+/// Packs a template directory as a tar (skipping terraform's own files).
+pub fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let name_s = name.to_string_lossy();
+            if name_s == ".terraform" || name_s == ".git" || name_s.contains(".tfstate") {
+                continue;
+            }
+            let ty = e.file_type()?;
+            let path = rel.join(&name);
+            if ty.is_dir() {
+                walk(root, &path, out)?;
+            } else if ty.is_file() {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, Path::new(""), &mut files).with_context(|| format!("read {}", dir.display()))?;
+    if !files.iter().any(|f| f.extension().is_some_and(|e| e == "tf")) {
+        bail!("{} has no .tf files; is it a template directory?", dir.display());
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    for f in files {
+        builder.append_path_with_name(dir.join(&f), &f)?;
+    }
+    Ok(builder.into_inner()?)
+}
+
+async fn push(
+    ctx: &Context_,
+    name: &str,
+    dir: &Path,
+    version_name: Option<String>,
+    message: String,
+) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let archive = pack(dir)?;
+    println!("Uploading {} ({} KiB)…", dir.display(), archive.len().div_ceil(1024));
+    let file_id = client.upload("application/x-tar", archive).await?;
+    let existing = match client.template(name).await {
+        Ok(t) => Some(t),
+        Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let version = client
+        .create_template_version(&CreateTemplateVersionRequest {
+            file_id,
+            template_id: existing.as_ref().map(|t| t.id),
+            name: version_name.unwrap_or_default(),
+            message,
+        })
+        .await?;
+    println!("Importing version {} (terraform init + plan)…", version.name);
+    std::io::stdout().flush()?;
+    let job =
+        follow_logs(&client, &format!("/api/v2/templateversions/{}/logs", version.id)).await?;
+    if job.status != ProvisionerJobStatus::Succeeded {
+        bail!("the import {}: {}", format!("{:?}", job.status).to_lowercase(), job.error);
+    }
+    let resources = client.template_version_resources(version.id).await.unwrap_or_default();
+    for r in resources.iter().filter(|r| r.transition == crate::sdk::Transition::Start) {
+        let agents: Vec<&str> = r.agents.iter().map(|a| a.name.as_str()).collect();
+        println!(
+            "  {}.{}{}",
+            r.type_,
+            r.name,
+            if agents.is_empty() {
+                String::new()
+            } else {
+                format!(" (agents: {})", agents.join(", "))
+            }
+        );
+    }
+    match existing {
+        Some(t) => {
+            client.set_active_version(t.id, version.id).await?;
+            println!("Template {name:?} updated; version {} is active.", version.name);
+        }
+        None => {
+            let created = client
+                .create_template(&CreateTemplateRequest {
+                    name: name.to_owned(),
+                    template_version_id: version.id,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => println!(
+                    "Template {name:?} created. Create a workspace: coder create <name> -t {name}"
+                ),
+                Err(SdkError::Api { body, .. }) => bail!("create template: {}", body.message),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Files: template source archives, content-addressed by SHA-256.
+//!
+//! `POST /api/v2/files` takes a tar (gzip accepted) up to the configured
+//! size and answers with the file's id; uploading the same bytes again
+//! returns the same id. The archive is checked here only for its kind; the
+//! worker extracts it with path-traversal and size checks.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use client::sdk::UploadResponse;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::auth::Session;
+use super::error::{ApiError, ApiResult, Json, Path};
+use super::AppState;
+
+const ACCEPTED: [&str; 4] =
+    ["application/x-tar", "application/tar", "application/gzip", "application/x-gzip"];
+
+pub async fn upload(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
+    let body = body.map_err(|rej| {
+        let status = rej.status();
+        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("File is too large (the limit is {} MiB).", state.config.max_file_bytes >> 20)
+        } else {
+            "Could not read the upload.".to_owned()
+        };
+        ApiError::new(status, msg)
+    })?;
+    let mimetype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !ACCEPTED.contains(&mimetype.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Upload a tar archive (Content-Type: application/x-tar or application/gzip).",
+        ));
+    }
+    if body.is_empty() {
+        return Err(ApiError::bad_request("The upload is empty."));
+    }
+    let hash = hex::encode(Sha256::digest(&body));
+    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM files WHERE hash = $1")
+        .bind(&hash)
+        .fetch_optional(&state.db)
+        .await?;
+    if let Some(id) = existing {
+        return Ok((StatusCode::OK, Json(UploadResponse { hash: id })));
+    }
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO files (id, hash, mimetype, data, created_by) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash RETURNING id",
+    )
+    .bind(Uuid::new_v4())
+    .bind(&hash)
+    .bind(&mimetype)
+    .bind(body.as_ref())
+    .bind(session.user.id)
+    .fetch_one(&state.db)
+    .await?;
+    Ok((StatusCode::CREATED, Json(UploadResponse { hash: id })))
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    _session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Response> {
+    let row: Option<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT mimetype, data FROM files WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?;
+    let (mimetype, data) = row.ok_or_else(|| ApiError::not_found("File"))?;
+    Ok(([(header::CONTENT_TYPE, mimetype)], data).into_response())
+}

@@ -1,0 +1,488 @@
+//! Workspaces and their builds. Every start, stop or delete is a build: a
+//! provisioner job that runs terraform with the previous build's state.
+//! Users see and build only their own workspaces; owners see all.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use client::sdk::{
+    CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJobStatus, Transition,
+    Workspace, WorkspaceBuild, WorkspaceBuildParameter, WorkspaceResource,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::auth::Session;
+use super::error::{ApiError, ApiResult, Json, Path};
+use super::jobs::{self, job_to_api, LogsQuery};
+use super::templates::{parameters, template_row};
+use super::users::resolve_user;
+use super::AppState;
+use crate::provisioner::queue::{self, JobInput, NewJob, Tags};
+
+#[derive(sqlx::FromRow, Clone)]
+pub struct WorkspaceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub owner_id: Uuid,
+    pub owner_name: String,
+    pub template_id: Uuid,
+    pub template_name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const WORKSPACE_SELECT: &str =
+    "SELECT w.id, w.name, w.owner_id, u.username AS owner_name, w.template_id,
+    t.name AS template_name, w.created_at, w.updated_at
+    FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN templates t ON t.id = w.template_id";
+
+#[derive(sqlx::FromRow, Clone)]
+pub struct BuildRow {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub template_version_id: Uuid,
+    pub build_number: i32,
+    pub transition: String,
+    pub initiator_id: Uuid,
+    pub job_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+const BUILD_COLUMNS: &str =
+    "id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id, created_at";
+
+fn workspace_status(transition: Transition, job: ProvisionerJobStatus) -> &'static str {
+    use ProvisionerJobStatus as J;
+    match (job, transition) {
+        (J::Pending, _) => "pending",
+        (J::Running, Transition::Start) => "starting",
+        (J::Running, Transition::Stop) => "stopping",
+        (J::Running, Transition::Delete) => "deleting",
+        (J::Succeeded, Transition::Start) => "running",
+        (J::Succeeded, Transition::Stop) => "stopped",
+        (J::Succeeded, Transition::Delete) => "deleted",
+        (J::Canceling, _) => "canceling",
+        (J::Canceled, _) => "canceled",
+        (J::Failed, _) => "failed",
+    }
+}
+
+async fn build_to_api(state: &AppState, b: &BuildRow) -> ApiResult<WorkspaceBuild> {
+    let job = job_to_api(&jobs::job(&state.db, b.job_id).await?);
+    let transition = Transition::parse(&b.transition).unwrap_or(Transition::Start);
+    Ok(WorkspaceBuild {
+        id: b.id,
+        workspace_id: b.workspace_id,
+        template_version_id: b.template_version_id,
+        build_number: b.build_number,
+        transition,
+        initiator_id: b.initiator_id,
+        created_at: b.created_at,
+        status: workspace_status(transition, job.status).to_owned(),
+        job,
+    })
+}
+
+async fn latest_build(state: &AppState, workspace: Uuid) -> ApiResult<BuildRow> {
+    sqlx::query_as(&format!(
+        "SELECT {BUILD_COLUMNS} FROM workspace_builds WHERE workspace_id = $1
+         ORDER BY build_number DESC LIMIT 1"
+    ))
+    .bind(workspace)
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::internal(format!("workspace {workspace} has no build")))
+}
+
+async fn workspace_to_api(state: &AppState, w: &WorkspaceRow) -> ApiResult<Workspace> {
+    let b = latest_build(state, w.id).await?;
+    Ok(Workspace {
+        id: w.id,
+        name: w.name.clone(),
+        owner_id: w.owner_id,
+        owner_name: w.owner_name.clone(),
+        template_id: w.template_id,
+        template_name: w.template_name.clone(),
+        created_at: w.created_at,
+        updated_at: w.updated_at,
+        latest_build: build_to_api(state, &b).await?,
+    })
+}
+
+/// A workspace the caller may use, by id; 404 for anyone else's.
+pub async fn resolve_workspace(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+) -> ApiResult<WorkspaceRow> {
+    let row: Option<WorkspaceRow> =
+        sqlx::query_as(&format!("{WORKSPACE_SELECT} WHERE w.id = $1 AND NOT w.deleted"))
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?;
+    match row {
+        Some(w) if w.owner_id == session.user.id || session.user.is_owner() => Ok(w),
+        _ => Err(ApiError::not_found("Workspace")),
+    }
+}
+
+/// Resolves the values a build runs with: the request's, else the previous
+/// build's, else the default. Immutable parameters keep their first value.
+async fn resolve_parameters(
+    state: &AppState,
+    version: Uuid,
+    previous: &[WorkspaceBuildParameter],
+    given: &[WorkspaceBuildParameter],
+) -> ApiResult<Vec<WorkspaceBuildParameter>> {
+    let params = parameters(&state.db, version).await?;
+    let prev: HashMap<&str, &str> =
+        previous.iter().map(|p| (p.name.as_str(), p.value.as_str())).collect();
+    let mut req: HashMap<&str, &str> = HashMap::new();
+    for p in given {
+        if !params.iter().any(|d| d.name == p.name) {
+            return Err(ApiError::bad_request(format!(
+                "The template has no parameter {:?}.",
+                p.name
+            )));
+        }
+        req.insert(p.name.as_str(), p.value.as_str());
+    }
+    let mut out = Vec::with_capacity(params.len());
+    for p in &params {
+        let value = match (req.get(p.name.as_str()), prev.get(p.name.as_str())) {
+            (Some(v), Some(old)) if !p.mutable && v != old => {
+                return Err(ApiError::bad_request(format!(
+                    "Parameter {:?} is immutable; it stays {old:?}.",
+                    p.name
+                )))
+            }
+            (Some(v), _) => (*v).to_owned(),
+            (None, Some(old)) => (*old).to_owned(),
+            (None, None) => match &p.default_value {
+                Some(d) => d.clone(),
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "Parameter {:?} is required.",
+                        p.name
+                    ))
+                    .detail(format!("Pass it with --parameter {}=<value>.", p.name)))
+                }
+            },
+        };
+        if !p.options.is_empty() && !p.options.iter().any(|o| o.value == value) {
+            let allowed: Vec<&str> = p.options.iter().map(|o| o.value.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "{value:?} is not an option of parameter {:?}; choose one of {allowed:?}.",
+                p.name
+            )));
+        }
+        out.push(WorkspaceBuildParameter { name: p.name.clone(), value });
+    }
+    Ok(out)
+}
+
+async fn build_parameters(
+    state: &AppState,
+    build: Uuid,
+) -> ApiResult<Vec<WorkspaceBuildParameter>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, value FROM workspace_build_parameters WHERE workspace_build_id = $1",
+    )
+    .bind(build)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(rows.into_iter().map(|(name, value)| WorkspaceBuildParameter { name, value }).collect())
+}
+
+/// Inserts a build and its job in one transaction.
+async fn insert_build(
+    tx: &mut sqlx::PgConnection,
+    workspace: Uuid,
+    version: Uuid,
+    number: i32,
+    transition: Transition,
+    initiator: Uuid,
+    params: &[WorkspaceBuildParameter],
+) -> ApiResult<Uuid> {
+    let file_id: Uuid = sqlx::query_scalar(
+        "SELECT j.file_id FROM template_versions v JOIN provisioner_jobs j ON j.id = v.job_id WHERE v.id = $1",
+    )
+    .bind(version)
+    .fetch_one(&mut *tx)
+    .await?;
+    let build_id = Uuid::new_v4();
+    let job_id = queue::enqueue(
+        tx,
+        &NewJob {
+            input: JobInput::WorkspaceBuild { workspace_build_id: build_id },
+            file_id,
+            initiator_id: initiator,
+            tags: Tags::new(),
+        },
+    )
+    .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO workspace_builds (id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(build_id)
+    .bind(workspace)
+    .bind(version)
+    .bind(number)
+    .bind(transition.as_str())
+    .bind(initiator)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await;
+    if let Err(sqlx::Error::Database(e)) = &inserted {
+        if e.is_unique_violation() {
+            return Err(ApiError::conflict("Another build of this workspace was just started."));
+        }
+    }
+    inserted?;
+    for p in params {
+        sqlx::query("INSERT INTO workspace_build_parameters (workspace_build_id, name, value) VALUES ($1, $2, $3)")
+            .bind(build_id)
+            .bind(&p.name)
+            .bind(&p.value)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(build_id)
+}
+
+fn valid_workspace_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    session: Session,
+    Path(user): Path<String>,
+    Json(req): Json<CreateWorkspaceRequest>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    let owner = resolve_user(&state, &session, &user).await?;
+    if owner.id != session.user.id && !session.user.is_owner() {
+        return Err(ApiError::forbidden());
+    }
+    if !valid_workspace_name(&req.name) {
+        return Err(ApiError::bad_request("Invalid workspace name.")
+            .detail("Use 1-32 letters, digits or '-', not starting or ending with '-'."));
+    }
+    let template = template_row(&state, &req.template_id.to_string()).await?;
+    let version = req.template_version_id.unwrap_or(template.active_version_id);
+    let params = resolve_parameters(&state, version, &[], &req.rich_parameter_values).await?;
+    let id = Uuid::new_v4();
+    let mut tx = state.db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO workspaces (id, owner_id, template_id, name) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(owner.id)
+    .bind(template.id)
+    .bind(&req.name)
+    .execute(&mut *tx)
+    .await;
+    if let Err(sqlx::Error::Database(e)) = &inserted {
+        if e.is_unique_violation() {
+            return Err(ApiError::conflict(format!(
+                "You already have a workspace named {:?}.",
+                req.name
+            )));
+        }
+    }
+    inserted?;
+    insert_build(&mut tx, id, version, 1, Transition::Start, session.user.id, &params).await?;
+    tx.commit().await?;
+    let w = resolve_workspace(&state, &session, id).await?;
+    Ok((StatusCode::CREATED, Json(workspace_to_api(&state, &w).await?)))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ListQuery {
+    /// `all` (owners only) lists everyone's workspaces.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<Workspace>>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("Invalid query.").detail(e.body_text()))?;
+    let all = q.owner.as_deref() == Some("all");
+    if all {
+        session.require_owner()?;
+    }
+    let rows: Vec<WorkspaceRow> = sqlx::query_as(&format!(
+        "{WORKSPACE_SELECT} WHERE NOT w.deleted AND ($1 OR w.owner_id = $2) ORDER BY u.username, w.name"
+    ))
+    .bind(all)
+    .bind(session.user.id)
+    .fetch_all(&state.db)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for w in &rows {
+        out.push(workspace_to_api(&state, w).await?);
+    }
+    Ok(Json(out))
+}
+
+pub async fn by_owner_and_name(
+    State(state): State<AppState>,
+    session: Session,
+    Path((user, name)): Path<(String, String)>,
+) -> ApiResult<Json<Workspace>> {
+    let owner = resolve_user(&state, &session, &user).await?;
+    let row: Option<WorkspaceRow> = sqlx::query_as(&format!(
+        "{WORKSPACE_SELECT} WHERE w.owner_id = $1 AND lower(w.name) = lower($2) AND NOT w.deleted"
+    ))
+    .bind(owner.id)
+    .bind(&name)
+    .fetch_optional(&state.db)
+    .await?;
+    let w = row.ok_or_else(|| ApiError::not_found("Workspace"))?;
+    Ok(Json(workspace_to_api(&state, &w).await?))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Workspace>> {
+    let w = resolve_workspace(&state, &session, id).await?;
+    Ok(Json(workspace_to_api(&state, &w).await?))
+}
+
+pub async fn create_build(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+    Json(req): Json<CreateWorkspaceBuildRequest>,
+) -> ApiResult<(StatusCode, Json<WorkspaceBuild>)> {
+    let w = resolve_workspace(&state, &session, id).await?;
+    let prev = latest_build(&state, w.id).await?;
+    let prev_job = jobs::job(&state.db, prev.job_id).await?;
+    if !prev_job.status().is_done() {
+        return Err(ApiError::conflict("A build of this workspace is already in progress.")
+            .detail("Wait for it (`coder logs -f`) or cancel it."));
+    }
+    let version = req.template_version_id.unwrap_or(prev.template_version_id);
+    let previous = build_parameters(&state, prev.id).await?;
+    let params = if req.transition == Transition::Start || req.template_version_id.is_some() {
+        resolve_parameters(&state, version, &previous, &req.rich_parameter_values).await?
+    } else {
+        previous
+    };
+    let mut tx = state.db.begin().await?;
+    let build = insert_build(
+        &mut tx,
+        w.id,
+        version,
+        prev.build_number + 1,
+        req.transition,
+        session.user.id,
+        &params,
+    )
+    .await?;
+    sqlx::query("UPDATE workspaces SET updated_at = now() WHERE id = $1")
+        .bind(w.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let b = build_row(&state, build).await?;
+    Ok((StatusCode::CREATED, Json(build_to_api(&state, &b).await?)))
+}
+
+pub async fn list_builds(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<WorkspaceBuild>>> {
+    let w = resolve_workspace(&state, &session, id).await?;
+    let rows: Vec<BuildRow> = sqlx::query_as(&format!(
+        "SELECT {BUILD_COLUMNS} FROM workspace_builds WHERE workspace_id = $1 ORDER BY build_number DESC"
+    ))
+    .bind(w.id)
+    .fetch_all(&state.db)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for b in &rows {
+        out.push(build_to_api(&state, b).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn build_row(state: &AppState, id: Uuid) -> ApiResult<BuildRow> {
+    sqlx::query_as(&format!("SELECT {BUILD_COLUMNS} FROM workspace_builds WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Workspace build"))
+}
+
+/// A build the caller may see (deleted workspaces' builds included, for logs).
+async fn visible_build(state: &AppState, session: &Session, id: Uuid) -> ApiResult<BuildRow> {
+    let b = build_row(state, id).await?;
+    let owner: Uuid = sqlx::query_scalar("SELECT owner_id FROM workspaces WHERE id = $1")
+        .bind(b.workspace_id)
+        .fetch_one(&state.db)
+        .await?;
+    if owner != session.user.id && !session.user.is_owner() {
+        return Err(ApiError::not_found("Workspace build"));
+    }
+    Ok(b)
+}
+
+pub async fn build(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<WorkspaceBuild>> {
+    let b = visible_build(&state, &session, id).await?;
+    Ok(Json(build_to_api(&state, &b).await?))
+}
+
+pub async fn build_logs(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("Invalid query.").detail(e.body_text()))?;
+    let b = visible_build(&state, &session, id).await?;
+    jobs::logs(&state, b.job_id, q, jobs::last_event_id(&headers)).await
+}
+
+pub async fn build_resources(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<WorkspaceResource>>> {
+    let b = visible_build(&state, &session, id).await?;
+    Ok(Json(jobs::resources(&state.db, b.job_id).await?))
+}
+
+pub async fn cancel_build(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let b = visible_build(&state, &session, id).await?;
+    match state.queue.cancel(b.job_id).await? {
+        Some(s) if s.is_done() && s != queue::JobStatus::Canceled => {
+            Err(ApiError::bad_request("The build has already finished."))
+        }
+        _ => Ok(Json(serde_json::json!({"message": "Build canceled."}))),
+    }
+}
