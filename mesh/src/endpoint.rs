@@ -21,6 +21,7 @@ use crate::magicsock::{self, Inner, MagicSock};
 use crate::node::{mesh_addresses, AddressError, Node, NodeId, RegionId, PROTOCOL_VERSION};
 use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
 use crate::service::{Service, ServiceParseError};
+use crate::socket;
 use crate::tls::{self, Identity, KnownKeys, TlsError};
 
 /// How to run a [`MeshEndpoint`]. Start from [`MeshConfig::new`].
@@ -35,8 +36,7 @@ pub struct MeshConfig {
     pub disco_secret: DiscoSecret,
     /// QUIC identity.
     pub quic_secret: QuicSecret,
-    /// The UDP socket's address. Bound to a specific IP, that address is
-    /// announced as an endpoint; `0.0.0.0` announces only [`Self::endpoints`].
+    /// The UDP socket's address; the default `[::]:0` is dual-stack.
     pub bind: SocketAddr,
     /// Further endpoint candidates to announce.
     pub endpoints: Vec<SocketAddr>,
@@ -45,6 +45,9 @@ pub struct MeshConfig {
     pub stun_servers: Vec<SocketAddr>,
     /// How long to wait for each STUN answer.
     pub stun_timeout: Duration,
+    /// Announce the bound address, or for a wildcard bind the default routes'
+    /// source addresses, as endpoints.
+    pub announce_local: bool,
     /// Announce no endpoint at all: peers reach us through the relay only.
     pub relay_only: bool,
     /// The home relay, e.g. `http://host:port/derp`.
@@ -63,7 +66,8 @@ impl MeshConfig {
             node_secret: node,
             disco_secret: disco,
             quic_secret: quic,
-            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            bind: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+            announce_local: true,
             endpoints: Vec::new(),
             stun_servers: Vec::new(),
             stun_timeout: Duration::from_secs(2),
@@ -154,15 +158,21 @@ pub struct MeshEndpoint {
 impl MeshEndpoint {
     /// Binds the UDP socket, connects to the relay (if any) and starts QUIC.
     pub async fn bind(config: MeshConfig) -> Result<Self, BindError> {
-        let udp = tokio::net::UdpSocket::bind(config.bind).await?;
+        let udp = socket::bind(config.bind)?;
         let bound = udp.local_addr()?;
-        let mut endpoints = config.endpoints.clone();
-        if !bound.ip().is_unspecified() {
-            endpoints.insert(0, bound);
+        let mut endpoints = Vec::new();
+        if config.announce_local {
+            endpoints = socket::local_endpoints(bound);
+        }
+        for &extra in &config.endpoints {
+            if !endpoints.contains(&extra) {
+                endpoints.push(extra);
+            }
         }
         // Nothing else reads the socket yet, so the probe sees its own answers.
         for &server in &config.stun_servers {
-            match derp::stun::probe(&udp, server, config.stun_timeout).await {
+            let to = socket::send_addr(bound, server);
+            match derp::stun::probe(&udp, to, config.stun_timeout).await {
                 Ok(mapped) if !endpoints.contains(&mapped) => endpoints.push(mapped),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(%e, %server, "STUN probe failed"),

@@ -17,6 +17,7 @@ mod magicsock;
 mod node;
 mod path;
 mod service;
+mod socket;
 pub mod tls;
 pub mod wire;
 

@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use crate::key::NodeKey;
 use crate::node::{mesh_addresses, Node};
 use crate::path::{Destination, PathEvent, PathSelector, Source};
+use crate::socket;
 use crate::wire::{classify, PacketKind};
 
 /// Datagrams queued toward or from the relay before new ones are dropped.
@@ -49,6 +50,7 @@ pub(crate) struct State {
 /// The shared half of the magic socket.
 pub(crate) struct Inner {
     udp: tokio::net::UdpSocket,
+    udp_addr: SocketAddr,
     local_vaddr: SocketAddr,
     state: Mutex<State>,
     relay_out: Option<mpsc::Sender<(NodeKey, Bytes)>>,
@@ -74,6 +76,7 @@ impl Inner {
         let (relayed_quic_tx, relayed_quic) = mpsc::channel(RELAY_QUEUE);
         let state = State { paths, peers: HashMap::new(), by_vaddr: HashMap::new(), armed: None };
         Arc::new(Self {
+            udp_addr: udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
             udp,
             local_vaddr,
             state: Mutex::new(state),
@@ -102,7 +105,7 @@ impl Inner {
         while let Some(t) = state.paths.poll_transmit() {
             match t.dst {
                 // A lost probe is retried by the next probe.
-                Destination::Direct(addr) => drop(self.udp.try_send_to(&t.payload, addr)),
+                Destination::Direct(addr) => drop(self.send_udp(&t.payload, addr)),
                 Destination::Relay(key) => self.send_relay(key, Bytes::from(t.payload)),
             }
         }
@@ -115,6 +118,10 @@ impl Inner {
         if next.is_some_and(|n| state.armed.is_none_or(|armed| n < armed)) {
             self.timer.notify_one();
         }
+    }
+
+    fn send_udp(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.udp.try_send_to(data, socket::send_addr(self.udp_addr, to))
     }
 
     fn send_relay(&self, key: NodeKey, data: Bytes) {
@@ -274,9 +281,7 @@ impl AsyncUdpSocket for MagicSock {
             dst
         };
         match dst {
-            Some(Destination::Direct(addr)) => {
-                inner.udp.try_send_to(transmit.contents, addr).map(drop)
-            }
+            Some(Destination::Direct(addr)) => inner.send_udp(transmit.contents, addr).map(drop),
             Some(Destination::Relay(key)) => {
                 inner.send_relay(key, Bytes::copy_from_slice(transmit.contents));
                 Ok(())

@@ -98,6 +98,7 @@ async fn connection_survives_direct_to_relay_and_back() -> anyhow::Result<()> {
         let mut c = config(id, Some(&url), false);
         // Announce nothing ourselves: b is reachable only through its NAT.
         c.bind = "0.0.0.0:0".parse().unwrap();
+        c.announce_local = false;
         c.path.heartbeat_interval = Duration::from_millis(100);
         c.path.probe_interval = Duration::from_millis(300);
         c.path.trust_timeout = Duration::from_millis(500);

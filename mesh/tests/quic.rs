@@ -95,9 +95,36 @@ async fn stun_answer_becomes_an_endpoint() -> anyhow::Result<()> {
     let stun = derp::stun::StunServer::spawn("127.0.0.1:0".parse()?).await?;
     let mut config = config(3, None, false);
     config.bind = "0.0.0.0:0".parse()?;
+    config.announce_local = false;
     config.stun_servers = vec![stun.local_addr()];
     let node = MeshEndpoint::bind(config).await?;
     let port = node.local_addr()?.port();
     assert_eq!(node.node().endpoints, vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn wildcard_dual_stack_nodes_go_direct() -> anyhow::Result<()> {
+    let (_server, url) = relay().await?;
+    let stun = derp::stun::StunServer::spawn("127.0.0.1:0".parse()?).await?;
+    let node = |id| {
+        let mut c = config(id, Some(&url), false);
+        c.bind = "[::]:0".parse().unwrap();
+        c.stun_servers = vec![stun.local_addr()];
+        c
+    };
+    let a = MeshEndpoint::bind(node(1)).await?;
+    let b = MeshEndpoint::bind(node(2)).await?;
+    let b_port = b.local_addr()?.port();
+    assert!(b.node().endpoints.contains(&std::net::SocketAddr::from(([127, 0, 0, 1], b_port))));
+    a.upsert_peer(&b.node())?;
+    b.upsert_peer(&a.node())?;
+    let transfer = async {
+        let (ca, cb) = connect(&a, &b).await?;
+        transfer_on(&ca, &cb, 1 << 20).await
+    };
+    tokio::time::timeout(Duration::from_secs(20), transfer).await??;
+    let dst = a.destination(&b.node().key);
+    assert!(matches!(dst, Some(Destination::Direct(addr)) if addr.port() == b_port), "{dst:?}");
     Ok(())
 }
