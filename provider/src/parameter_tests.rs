@@ -125,3 +125,67 @@ fn ids_are_stable_uuids() {
     assert_ne!(a, parameter_id("size"));
     assert!(uuid::Uuid::parse_str(&a).is_ok());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ty() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("string".to_owned()),
+            Just("number".to_owned()),
+            Just("bool".to_owned()),
+            Just("list(string)".to_owned()),
+            "[a-z()]{0,12}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("true".to_owned()),
+            Just(r#"["a","b"]"#.to_owned()),
+            any::<i32>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| n.to_string()),
+            ".{0,16}",
+        ]
+    }
+
+    fn validation() -> impl Strategy<Value = Option<ValidationSpec>> {
+        proptest::option::of(
+            (
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of("(increasing|decreasing|[a-z]{0,4})"),
+                proptest::option::of(".{0,8}"),
+                proptest::option::of(".{0,8}"),
+            )
+                .prop_map(|(min, max, monotonic, regex, error)| ValidationSpec {
+                    min,
+                    max,
+                    monotonic,
+                    regex,
+                    error,
+                }),
+        )
+    }
+
+    proptest! {
+        /// Any declaration and any build value yield a value or an error, never a
+        /// panic, and an accepted value is the build value or the default.
+        #[test]
+        fn resolve_is_total(
+            ty in ty(),
+            default in proptest::option::of(value()),
+            options in proptest::collection::vec((".{0,4}", value()), 0..4),
+            validation in validation(),
+            env in proptest::option::of(value()),
+        ) {
+            let spec = ParameterSpec { ty, default, options, validation };
+            if let Ok(v) = resolve(&spec, env.clone()) {
+                let expected = env.or_else(|| spec.default.clone()).unwrap_or_default();
+                prop_assert_eq!(v, expected);
+            }
+        }
+    }
+}
