@@ -189,7 +189,7 @@ impl MeshEndpoint {
         let mut tasks = Vec::new();
         let (relay_out, relay) = match &config.relay_url {
             Some(url) => {
-                let secret = derp::SecretKey::from_bytes(config.node_secret.to_bytes());
+                let secret = config.node_secret.to_relay_key();
                 let client =
                     derp::Client::connect(derp::ClientConfig::new(url.clone(), secret)).await?;
                 let (tx, rx) = tokio::sync::mpsc::channel(magicsock::RELAY_QUEUE);

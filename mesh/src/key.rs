@@ -131,6 +131,19 @@ impl NodeKey {
     }
 }
 
+/// The relay names nodes by the same x25519 key.
+impl From<NodeKey> for derp::PublicKey {
+    fn from(key: NodeKey) -> Self {
+        derp::PublicKey::from_bytes(key.0)
+    }
+}
+
+impl From<derp::PublicKey> for NodeKey {
+    fn from(key: derp::PublicKey) -> Self {
+        NodeKey(*key.as_bytes())
+    }
+}
+
 impl DiscoKey {
     /// Any 32 bytes are an x25519 public key.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
@@ -203,6 +216,13 @@ macro_rules! x25519_secret {
 }
 
 x25519_secret!(NodeSecret, NodeKey);
+
+impl NodeSecret {
+    /// The same secret as the relay client's key.
+    pub fn to_relay_key(&self) -> derp::SecretKey {
+        derp::SecretKey::from_bytes(self.to_bytes())
+    }
+}
 x25519_secret!(DiscoSecret, DiscoKey);
 
 impl DiscoSecret {
@@ -296,6 +316,14 @@ mod tests {
         assert!(!debug.contains("0707"));
         let restored = NodeSecret::from_bytes(secret.to_bytes());
         assert_eq!(restored.public(), secret.public());
+    }
+
+    #[test]
+    fn node_keys_are_relay_keys() {
+        let secret = NodeSecret::from_bytes([3; 32]);
+        let relay: derp::PublicKey = secret.public().into();
+        assert_eq!(relay, secret.to_relay_key().public());
+        assert_eq!(NodeKey::from(relay), secret.public());
     }
 
     #[test]

@@ -234,8 +234,7 @@ pub(crate) async fn relay_send(
     mut rx: mpsc::Receiver<(NodeKey, Bytes)>,
 ) {
     while let Some((key, data)) = rx.recv().await {
-        let dst = derp::PublicKey::from_bytes(*key.as_bytes());
-        if let Err(e) = client.send(dst, data).await {
+        if let Err(e) = client.send(key.into(), data).await {
             tracing::debug!(%e, "relay send failed");
         }
     }
@@ -244,7 +243,7 @@ pub(crate) async fn relay_send(
 /// Reads datagrams from the relay until it closes for good.
 pub(crate) async fn relay_recv(client: Arc<derp::Client>, inner: Arc<Inner>) {
     while let Ok(packet) = client.recv().await {
-        inner.handle_relayed(NodeKey::from_bytes(*packet.src.as_bytes()), packet.data);
+        inner.handle_relayed(packet.src.into(), packet.data);
     }
 }
 
