@@ -81,6 +81,9 @@ fn build_env() -> BuildEnv {
 fn session(h: &Harness, main_tf: &str) -> Session {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("main.tf"), main_tf).unwrap();
+    // As left by the author's own `terraform init` with another provider build: the
+    // worker must drop this entry or init fails on the checksum.
+    std::fs::write(src.path().join(".terraform.lock.hcl"), STALE_LOCK).unwrap();
     let archive = pack_dir(src.path()).unwrap();
     let s = h.tf.session(Uuid::new_v4(), build_env()).unwrap();
     s.extract(&archive, &ExtractLimits::default()).unwrap();
@@ -99,6 +102,16 @@ fn logs() -> (mpsc::Sender<LogLine>, tokio::task::JoinHandle<Vec<LogLine>>) {
     });
     (tx, collector)
 }
+
+const STALE_LOCK: &str = r#"
+provider "registry.terraform.io/coder/coder" {
+  version     = "2.0.0"
+  constraints = ">= 2.0.0"
+  hashes = [
+    "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+  ]
+}
+"#;
 
 const PROVIDER: &str = r#"
 terraform {

@@ -32,6 +32,6 @@ pub use parse::{
 pub use process::{LogLevel, LogLine, ProcessError};
 pub use tar::{extract, pack_dir, ExtractError, ExtractLimits, ExtractSummary, PackError};
 pub use terraform::{
-    ApplyError, ApplyResult, BuildEnv, ImportResult, Session, SetupError, Terraform,
-    TerraformError, Transition, UnknownTransition,
+    sanitize_template, ApplyError, ApplyResult, BuildEnv, ImportResult, Session, SetupError,
+    Terraform, TerraformError, Transition, UnknownTransition,
 };

@@ -57,6 +57,9 @@ pub struct LogLine {
 /// outlived it may hold the pipes open forever.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// How long a line may wait for a slow log receiver once the run is canceled.
+const SEND_AFTER_CANCEL: Duration = Duration::from_millis(500);
+
 /// Why a command did not run to completion.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -153,6 +156,9 @@ pub(crate) async fn run(
     cancel: &CancellationToken,
     grace: Duration,
 ) -> Result<Captured, ProcessError> {
+    if cancel.is_cancelled() {
+        return Err(ProcessError::Canceled);
+    }
     let mut child = Command::new(inv.program)
         .args(inv.args)
         .current_dir(inv.dir)
@@ -169,7 +175,7 @@ pub(crate) async fn run(
     let mut out = Pipe::new(child.stdout.take());
     let mut err = Pipe::new(child.stderr.take());
     let mut captured = Vec::new();
-    let mut first_error = None;
+    let mut sink = LogSink { logs, stage: inv.stage, cancel, first_error: None };
 
     let mut status = None;
     let mut canceled = false;
@@ -202,13 +208,13 @@ pub(crate) async fn run(
                     if capture_stdout {
                         captured.extend_from_slice(&line);
                     } else {
-                        send(logs, inv.stage, &line, false, &mut first_error).await;
+                        sink.line(&line, false).await;
                     }
                 }
             }
             line = err.next_line(), if err.open() => {
                 if let Some(line) = line {
-                    send(logs, inv.stage, &line, true, &mut first_error).await;
+                    sink.line(&line, true).await;
                 }
             }
         }
@@ -219,7 +225,7 @@ pub(crate) async fn run(
         return Err(ProcessError::Canceled);
     }
     match status {
-        Some(status) => Ok(Captured { status, stdout: captured, first_error }),
+        Some(status) => Ok(Captured { status, stdout: captured, first_error: sink.first_error }),
         None => Err(ProcessError::Wait(std::io::Error::other("no exit status"))),
     }
 }
@@ -231,22 +237,38 @@ fn kill_group(pid: Option<Pid>) {
     }
 }
 
-async fn send(
-    logs: &mpsc::Sender<LogLine>,
-    stage: &str,
-    raw: &[u8],
-    from_stderr: bool,
-    first_error: &mut Option<String>,
-) {
-    let output = to_line(raw);
-    let level = level_of(&output, from_stderr);
-    if first_error.is_none() {
-        if let Some(text) = diagnostic_text(&output).strip_prefix("Error: ") {
-            *first_error = Some(text.to_owned());
+/// Where the lines of one command go.
+struct LogSink<'a> {
+    logs: &'a mpsc::Sender<LogLine>,
+    stage: &'a str,
+    cancel: &'a CancellationToken,
+    first_error: Option<String>,
+}
+
+impl LogSink<'_> {
+    /// Sends one line. A slow receiver holds terraform back (its pipe fills up) but
+    /// never holds back cancellation; once canceled, a line waits at most
+    /// [`SEND_AFTER_CANCEL`], so terraform's last words still usually arrive.
+    async fn line(&mut self, raw: &[u8], from_stderr: bool) {
+        let output = to_line(raw);
+        let level = level_of(&output, from_stderr);
+        if self.first_error.is_none() {
+            if let Some(text) = diagnostic_text(&output).strip_prefix("Error: ") {
+                self.first_error = Some(text.to_owned());
+            }
+        }
+        let line = LogLine { stage: self.stage.to_owned(), level, output };
+        // A receiver that went away only loses the logs; the run goes on.
+        if self.cancel.is_cancelled() {
+            let _ = tokio::time::timeout(SEND_AFTER_CANCEL, self.logs.send(line)).await;
+        } else {
+            tokio::select! {
+                biased;
+                _ = self.logs.send(line) => {}
+                () = self.cancel.cancelled() => {}
+            }
         }
     }
-    // A receiver that went away only loses the logs; the run goes on.
-    let _ = logs.send(LogLine { stage: stage.to_owned(), level, output }).await;
 }
 
 #[cfg(test)]
@@ -301,6 +323,29 @@ mod tests {
         let script = ["-c", "printf '{\"a\":1}'"];
         let out = run(sh(&script, &[]), true, &tx, &cancel, Duration::from_secs(1)).await.unwrap();
         assert_eq!(out.stdout, b"{\"a\":1}");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_log_receiver_does_not_block_cancellation() {
+        // Capacity 1 and nobody receiving: the second line blocks.
+        let (tx, _rx) = mpsc::channel(1);
+        let cancel = CancellationToken::new();
+        let script = ["-c", "echo a; echo b; echo c; sleep 30"];
+        let c = cancel.clone();
+        let canceller = async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.cancel();
+        };
+        let started = std::time::Instant::now();
+        let (res, ()) = tokio::join!(
+            run(sh(&script, &[]), false, &tx, &cancel, Duration::from_millis(100)),
+            canceller
+        );
+        assert!(matches!(res, Err(ProcessError::Canceled)), "{res:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        // Canceled before the start: nothing runs.
+        let res = run(sh(&script, &[]), false, &tx, &cancel, Duration::from_millis(100)).await;
+        assert!(matches!(res, Err(ProcessError::Canceled)));
     }
 
     #[tokio::test]

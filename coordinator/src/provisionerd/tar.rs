@@ -532,6 +532,56 @@ mod tests {
         assert!(!d.join("sub/.terraform").exists());
     }
 
+    /// Seeded mutations of a valid archive (with links and a directory): never a panic,
+    /// and whatever is accepted lands inside `dest`.
+    #[test]
+    fn mutated_archives_never_escape() {
+        use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir(src.path().join("d")).unwrap();
+        fs::write(src.path().join("d/f"), "data").unwrap();
+        std::os::unix::fs::symlink("d/f", src.path().join("l")).unwrap();
+        let valid = pack_dir(src.path()).unwrap();
+        let mut archive = tar::Archive::new(valid.as_slice());
+        let headers: Vec<usize> =
+            archive.entries().unwrap().map(|e| e.unwrap().raw_header_position() as usize).collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        let limits = ExtractLimits::new(1 << 16, 1 << 20, 64);
+        let mut accepted = 0;
+        for _ in 0..400 {
+            let mut bytes = valid.clone();
+            for _ in 0..rng.gen_range(1..4) {
+                // Mostly names, link targets and types, so the result often parses.
+                let header = headers[rng.gen_range(0..headers.len())];
+                let field = [0..100, 156..157, 157..257][rng.gen_range(0..3)].clone();
+                let i = header + rng.gen_range(field);
+                bytes[i] = match rng.gen_range(0..5) {
+                    0 => b'.',
+                    1 => b'/',
+                    2 => b'0' + rng.gen_range(0..8),
+                    3 => 0,
+                    _ => rng.gen(),
+                };
+            }
+            for &h in &headers {
+                let mut header = tar::Header::from_byte_slice(&bytes[h..h + 512]).clone();
+                header.set_cksum();
+                bytes[h..h + 512].copy_from_slice(header.as_bytes());
+            }
+            let tmp = tempfile::tempdir().unwrap();
+            let parent = tmp.path().join("x/y");
+            fs::create_dir_all(&parent).unwrap();
+            accepted += usize::from(extract(&bytes, &parent.join("dest"), &limits).is_ok());
+            for (dir, only) in [(tmp.path(), "x"), (&tmp.path().join("x"), "y"), (&parent, "dest")]
+            {
+                for e in fs::read_dir(dir).unwrap() {
+                    assert_eq!(e.unwrap().file_name(), only, "wrote beside dest");
+                }
+            }
+        }
+        assert!(accepted > 20, "only {accepted} mutants accepted: the test tests little");
+    }
+
     #[test]
     fn gzip_is_detected() {
         use std::io::Write as _;
