@@ -25,7 +25,9 @@ pub use cli_config::{
     platform, terraform_env, write_cli_config, CliConfigError, CLI_CONFIG_FILE_NAME,
     PROVIDER_SOURCE, PROVIDER_VERSION,
 };
-pub use init_script::{agent_binary_name, render as render_init_script};
+pub use init_script::{
+    agent_binary_name, render as render_init_script, ARCHITECTURES, OPERATING_SYSTEMS,
+};
 pub use parameter::{
     check_declaration as check_parameter_declaration, parameter_env_var,
     resolve as resolve_parameter, ParameterError, ParameterSpec, ValidationSpec, PARAMETER_TYPES,
@@ -35,7 +37,7 @@ pub use workspace::TRANSITIONS;
 
 /// The plugin server failed (could not listen, or the gRPC server stopped with an error).
 #[derive(Debug, thiserror::Error)]
-#[error("terraform provider server failed: {0}")]
+#[error("terraform provider server failed")]
 pub struct ServeError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 /// Serves the provider to the terraform process that started this one: prints the
