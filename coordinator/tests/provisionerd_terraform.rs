@@ -197,9 +197,15 @@ resource "terraform_data" "dev" {
   input      = coder_agent.dev.init_script
 }
 
+# Tied to its agent only through a local: the expressions' references miss that,
+# `terraform graph` does not.
+locals {
+  db_agent = coder_agent.db.id
+}
+
 resource "terraform_data" "db" {
   count            = data.coder_workspace.me.start_count
-  triggers_replace = [coder_agent.db.id]
+  triggers_replace = [local.db_agent]
 }
 
 resource "coder_metadata" "home" {

@@ -18,20 +18,23 @@
 //! - [`parse`]: typed [`Resource`]s, [`Agent`]s, [`App`]s, [`Parameter`]s from
 //!   `terraform show -json`, and [`merge_import`].
 
+mod deps;
 pub mod parse;
 mod process;
 mod resources;
 pub mod tar;
+mod template;
 pub mod terraform;
 
 pub use parse::{
-    merge_import, parse_plan, parse_state, Agent, AgentMetadata, App, Healthcheck,
+    graph_edges, merge_import, parse_plan, parse_state, Agent, AgentMetadata, App, Healthcheck,
     ImportedResource, MetadataItem, Parameter, ParameterOption, ParameterValidation, ParseError,
     PlanResult, Resource, StateResources,
 };
 pub use process::{LogLevel, LogLine, ProcessError};
 pub use tar::{extract, pack_dir, ExtractError, ExtractLimits, ExtractSummary, PackError};
+pub use template::sanitize_template;
 pub use terraform::{
-    sanitize_template, ApplyError, ApplyResult, BuildEnv, ImportResult, Session, SetupError,
-    Terraform, TerraformError, Transition, UnknownTransition,
+    ApplyError, ApplyResult, BuildEnv, ImportResult, Session, SetupError, Terraform,
+    TerraformError, Transition, UnknownTransition,
 };

@@ -24,6 +24,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+pub use super::deps::graph_edges;
+use super::deps::{strip_indices, Config};
 pub use super::resources::{
     Agent, AgentMetadata, App, Healthcheck, MetadataItem, Parameter, ParameterOption,
     ParameterValidation, Resource,
@@ -78,10 +80,11 @@ fn object(json: &[u8]) -> Result<Value, ParseError> {
     }
 }
 
-/// Reads `show -json <planfile>` output.
-pub fn parse_plan(plan_json: &[u8]) -> Result<PlanResult, ParseError> {
+/// Reads `show -json <planfile>` output; `graph_dot`, the output of `terraform graph`
+/// for the same configuration, ties agents to resources through locals.
+pub fn parse_plan(plan_json: &[u8], graph_dot: Option<&str>) -> Result<PlanResult, ParseError> {
     let plan = object(plan_json)?;
-    let config = Config::read(plan.get("configuration"));
+    let config = Config::read(plan.get("configuration"), graph_dot);
     let planned = collect(plan.get("planned_values"));
     let StateResources { resources, detached_agents } = assemble(&planned, &config);
     // Data sources read during planning are in `prior_state`; also look in
@@ -100,17 +103,16 @@ pub fn parse_plan(plan_json: &[u8]) -> Result<PlanResult, ParseError> {
 }
 
 /// Reads `show -json` output of a state. `plan_json`, the plan that produced the state,
-/// supplies the configuration for tying agents to resources; without it the state's
-/// `depends_on` is used.
+/// and `graph_dot` (`terraform graph`) supply the configuration for tying agents to
+/// resources; the state's own `depends_on` is used too.
 pub fn parse_state(
     state_json: &[u8],
     plan_json: Option<&[u8]>,
+    graph_dot: Option<&str>,
 ) -> Result<StateResources, ParseError> {
     let state = object(state_json)?;
-    let config = match plan_json {
-        Some(json) => Config::read(object(json)?.get("configuration")),
-        None => Config::default(),
-    };
+    let plan = plan_json.map(object).transpose()?;
+    let config = Config::read(plan.as_ref().and_then(|p| p.get("configuration")), graph_dot);
     Ok(assemble(&collect(state.get("values")), &config))
 }
 
@@ -142,7 +144,7 @@ struct Raw<'a> {
     depends_on: Vec<String>,
 }
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(super) fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
@@ -170,36 +172,8 @@ fn num(v: &Value, key: &str) -> i64 {
     opt_num(v, key).unwrap_or(0)
 }
 
-fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+pub(super) fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
-}
-
-/// `address` without its `[...]` instance keys (which may be quoted strings holding
-/// brackets or dots).
-fn strip_indices(address: &str) -> String {
-    let mut out = String::with_capacity(address.len());
-    let mut depth = 0u32;
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in address.chars() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '[' => depth += 1,
-            ']' => depth = depth.saturating_sub(1),
-            '"' if depth > 0 => in_string = true,
-            _ if depth == 0 => out.push(c),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Flattens a `values` object (`{root_module: {resources, child_modules}}`).
@@ -240,119 +214,15 @@ fn collect_module<'a>(module: &'a Value, out: &mut Vec<Raw<'a>>, depth: usize) {
     }
 }
 
-/// References between configuration blocks, by address without instance keys.
-#[derive(Debug, Default)]
-struct Config {
-    /// Everything a resource's expressions, provisioners and `depends_on` reference.
-    refs: HashMap<String, Vec<String>>,
-    /// What one top-level attribute's expression references: `(resource, attribute)`.
-    attr_refs: HashMap<(String, String), Vec<String>>,
+/// What `raw` refers to: its configuration's references and graph edges, and its state
+/// `depends_on`.
+fn deps_of<'c>(raw: &'c Raw<'_>, config: &'c Config) -> impl Iterator<Item = &'c String> {
+    config.refs.get(&raw.key).into_iter().flatten().chain(&raw.depends_on)
 }
 
-const NOT_RESOURCES: &[&str] =
-    &["var", "local", "count", "each", "path", "terraform", "self", "module"];
-
-/// The resource a reference names, e.g. `coder_agent.main` for
-/// `coder_agent.main[0].id`; `None` for variables, locals and module outputs.
-fn referenced_resource(reference: &str, prefix: &str) -> Option<String> {
-    let plain = strip_indices(reference);
-    let mut parts = plain.split('.');
-    let first = parts.next()?;
-    if NOT_RESOURCES.contains(&first) {
-        return None;
-    }
-    let second = parts.next()?;
-    if first == "data" {
-        let third = parts.next()?;
-        return Some(format!("{prefix}data.{second}.{third}"));
-    }
-    Some(format!("{prefix}{first}.{second}"))
-}
-
-/// Every `references` list anywhere under `v`.
-fn references_in(v: &Value, prefix: &str, out: &mut Vec<String>, depth: usize) {
-    if depth > 64 {
-        return;
-    }
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                if k == "references" {
-                    let refs = child.as_array().map_or(&[][..], Vec::as_slice);
-                    for r in refs.iter().filter_map(Value::as_str) {
-                        if let Some(target) = referenced_resource(r, prefix) {
-                            if !out.contains(&target) {
-                                out.push(target);
-                            }
-                        }
-                    }
-                } else {
-                    references_in(child, prefix, out, depth + 1);
-                }
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                references_in(item, prefix, out, depth + 1);
-            }
-        }
-        _ => {}
-    }
-}
-
-impl Config {
-    fn read(configuration: Option<&Value>) -> Self {
-        let mut config = Self::default();
-        if let Some(root) = configuration.and_then(|c| c.get("root_module")) {
-            config.read_module(root, "", 0);
-        }
-        config
-    }
-
-    fn read_module(&mut self, module: &Value, prefix: &str, depth: usize) {
-        if depth > 64 {
-            return;
-        }
-        for r in array(module, "resources") {
-            let address = s(r, "address");
-            if address.is_empty() {
-                continue;
-            }
-            let key = format!("{prefix}{address}");
-            let mut refs = Vec::new();
-            if let Some(exprs) = r.get("expressions") {
-                references_in(exprs, prefix, &mut refs, 0);
-                if let Some(map) = exprs.as_object() {
-                    for (attr, expr) in map {
-                        let mut attr_refs = Vec::new();
-                        references_in(expr, prefix, &mut attr_refs, 0);
-                        self.attr_refs.insert((key.clone(), attr.clone()), attr_refs);
-                    }
-                }
-            }
-            for p in array(r, "provisioners") {
-                references_in(p, prefix, &mut refs, 0);
-            }
-            for dep in array(r, "depends_on").iter().filter_map(Value::as_str) {
-                if let Some(target) = referenced_resource(dep, prefix) {
-                    refs.push(target);
-                }
-            }
-            self.refs.insert(key, refs);
-        }
-        if let Some(calls) = module.get("module_calls").and_then(Value::as_object) {
-            for (name, call) in calls {
-                if let Some(child) = call.get("module") {
-                    self.read_module(child, &format!("{prefix}module.{name}."), depth + 1);
-                }
-            }
-        }
-    }
-}
-
-/// What `raw` refers to: its configuration's references, else its state `depends_on`.
-fn deps_of<'c>(raw: &'c Raw<'_>, config: &'c Config) -> &'c [String] {
-    config.refs.get(&raw.key).map_or(raw.depends_on.as_slice(), Vec::as_slice)
+/// Whether `raw` depends on the configuration address `key`.
+fn refers_to(raw: &Raw<'_>, key: &str, config: &Config) -> bool {
+    deps_of(raw, config).any(|d| d == key)
 }
 
 /// Picks the instance of one of `candidates` (indices into `raws`) closest to
@@ -368,10 +238,7 @@ fn closest(
     let nearest: Vec<usize> = candidates
         .iter()
         .copied()
-        .filter(|&i| {
-            let deps = deps_of(&raws[i], config);
-            !keys.iter().any(|k| *k != raws[i].key && deps.iter().any(|d| d == k))
-        })
+        .filter(|&i| !keys.iter().any(|k| *k != raws[i].key && refers_to(&raws[i], k, config)))
         .collect();
     let pool = if nearest.is_empty() { candidates.to_vec() } else { nearest };
     pool.into_iter().min_by(|&a, &b| {
@@ -392,7 +259,8 @@ fn instance_of(raws: &[Raw<'_>], key: &str, from: &Raw<'_>) -> Option<usize> {
 }
 
 /// The instance `raw` points at through attribute `attr`: by value (`id` equal to the
-/// attribute), else by the attribute expression's references.
+/// attribute), else by the attribute expression's references, else (the expression
+/// went through a local) by anything acceptable `raw` depends on.
 fn target_of(
     raws: &[Raw<'_>],
     raw: &Raw<'_>,
@@ -406,8 +274,11 @@ fn target_of(
             return Some(i);
         }
     }
-    let refs = config.attr_refs.get(&(raw.key.clone(), attr.to_owned()))?;
-    refs.iter().filter_map(|k| instance_of(raws, k, raw)).find(|&i| accept(&raws[i]))
+    let by_attr = config.attr_refs.get(&(raw.key.clone(), attr.to_owned())).into_iter().flatten();
+    by_attr
+        .chain(deps_of(raw, config))
+        .filter_map(|k| instance_of(raws, k, raw))
+        .find(|&i| accept(&raws[i]))
 }
 
 fn is_resource(r: &Raw<'_>) -> bool {
@@ -450,7 +321,7 @@ fn assemble(raws: &[Raw<'_>], config: &Config) -> StateResources {
         let candidates: Vec<usize> = resource_ix
             .iter()
             .copied()
-            .filter(|&r| deps_of(&raws[r], config).iter().any(|d| *d == raws[a].key))
+            .filter(|&r| refers_to(&raws[r], &raws[a].key, config))
             .collect();
         let Some(agent) = agents.remove(&a) else { continue };
         match closest(raws, &candidates, &raws[a], config).and_then(|r| resources.get_mut(&r)) {
@@ -596,26 +467,9 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn strips_instance_keys() {
-        assert_eq!(strip_indices("a.b[0]"), "a.b");
-        assert_eq!(strip_indices(r#"module.m["x.]\"y"].t.n[3]"#), "module.m.t.n");
-        assert_eq!(
-            referenced_resource("coder_agent.main[0].id", ""),
-            Some("coder_agent.main".into())
-        );
-        assert_eq!(
-            referenced_resource("data.coder_workspace.me.id", "module.a."),
-            Some("module.a.data.coder_workspace.me".into())
-        );
-        assert_eq!(referenced_resource("var.x", ""), None);
-        assert_eq!(referenced_resource("module.m.out", ""), None);
-        assert_eq!(referenced_resource("lonely", ""), None);
-    }
-
-    #[test]
     fn odd_json_never_panics() {
         for bad in ["", "[]", "3", "null", "{"] {
-            assert!(parse_plan(bad.as_bytes()).is_err(), "{bad}");
+            assert!(parse_plan(bad.as_bytes(), None).is_err(), "{bad}");
         }
         let odd = [
             json!({}),
@@ -633,8 +487,8 @@ mod tests {
         ];
         for v in odd {
             let bytes = serde_json::to_vec(&v).unwrap();
-            parse_plan(&bytes).unwrap();
-            parse_state(&bytes, Some(&bytes)).unwrap();
+            parse_plan(&bytes, Some("digraph { \"a\" -> ; -> \"b\" \"\" -> \"\" }")).unwrap();
+            parse_state(&bytes, Some(&bytes), Some("")).unwrap();
         }
     }
 
@@ -659,7 +513,7 @@ mod tests {
             managed("coder_metadata.m", json!({"resource_id": "D", "hide": true,
                 "item": [{"key": "k", "value": null}]}), &["disk.d"]),
         ]}}});
-        let parsed = parse_state(&serde_json::to_vec(&state).unwrap(), None).unwrap();
+        let parsed = parse_state(&serde_json::to_vec(&state).unwrap(), None, None).unwrap();
         let addrs: Vec<_> = parsed.resources.iter().map(|r| r.address.as_str()).collect();
         assert_eq!(addrs, ["attach.a", "disk.d", "vm.box"]);
         assert!(parsed.resources[0].agents.is_empty());
@@ -687,9 +541,28 @@ mod tests {
             {"address": "vm.v[1]", "index": 1, "mode": "managed", "type": "vm", "name": "v",
              "values": {}, "depends_on": ["coder_agent.a"]},
         ]}}});
-        let parsed = parse_state(&serde_json::to_vec(&state).unwrap(), None).unwrap();
+        let parsed = parse_state(&serde_json::to_vec(&state).unwrap(), None, None).unwrap();
         let ids: Vec<_> = parsed.resources.iter().map(|r| r.agents[0].id.as_str()).collect();
         assert_eq!(ids, ["A0", "A1"]);
+    }
+
+    #[test]
+    fn graph_ties_an_agent_reached_through_a_local() {
+        let plan = json!({"planned_values": {"root_module": {"resources": [
+            managed("coder_agent.main", json!({}), &[]),
+            managed("vm.box", json!({}), &[]),
+            managed("disk.d", json!({}), &[]),
+        ]}}, "configuration": {"root_module": {"resources": [
+            {"address": "vm.box", "expressions": {"user_data": {"references": ["local.script"]}}},
+        ]}}});
+        let bytes = serde_json::to_vec(&plan).unwrap();
+        let without = parse_plan(&bytes, None).unwrap();
+        assert_eq!(without.detached_agents.len(), 1);
+        let dot = "digraph { \"vm.box\" -> \"coder_agent.main\"; }";
+        let with = parse_plan(&bytes, Some(dot)).unwrap();
+        assert!(with.detached_agents.is_empty());
+        let vm = with.resources.iter().find(|r| r.address == "vm.box").unwrap();
+        assert_eq!(vm.agents[0].name, "main");
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn open(archive: &[u8], cap: u64) -> tar::Archive<Capped<Box<dyn Read + '_>>> {
 
 /// Headers, padding and extension entries on top of the file data.
 fn stream_cap(limits: &ExtractLimits) -> u64 {
-    let per_entry = 64 * 1024u64;
+    let per_entry = 16 * 1024u64;
     limits
         .max_total_bytes
         .saturating_add(per_entry.saturating_mul(limits.max_entries as u64 + 2))
@@ -211,15 +211,18 @@ fn plan(archive: &[u8], limits: &ExtractLimits) -> Result<Vec<Planned>, ExtractE
     let mut planned = Vec::new();
     let mut files = HashSet::new();
     let mut total = 0u64;
+    let mut seen = 0usize;
     for entry in entries {
         let entry = entry.map_err(|e| read_error(e, limits))?;
         let header = entry.header();
         let kind = header.entry_type();
+        // Counted before anything is skipped, so that no kind of entry is free.
+        seen += 1;
+        if seen > limits.max_entries {
+            return Err(ExtractError::TooManyEntries { limit: limits.max_entries });
+        }
         if kind == tar::EntryType::XGlobalHeader {
             continue; // e.g. `git archive`'s commit comment
-        }
-        if planned.len() >= limits.max_entries {
-            return Err(ExtractError::TooManyEntries { limit: limits.max_entries });
         }
         let raw = entry.path().map_err(ExtractError::Malformed)?.into_owned();
         let path = clean_path(&raw)?;
@@ -580,6 +583,29 @@ mod tests {
             }
         }
         assert!(accepted > 20, "only {accepted} mutants accepted: the test tests little");
+    }
+
+    /// A tiny gzip that inflates to a huge extension header stops at the stream cap.
+    #[test]
+    fn gzip_bomb_stops_at_the_cap() {
+        use std::io::Write as _;
+        let size = 8u64 << 20;
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(size);
+        h.set_path("pax").unwrap();
+        h.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(h.as_bytes()).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(size >> 20) {
+            gz.write_all(&zeros).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 64 << 10);
+        let dest = tempfile::tempdir().unwrap();
+        let err = extract(&bomb, dest.path(), &ExtractLimits::new(100, 100, 2)).unwrap_err();
+        assert!(matches!(err, ExtractError::TotalTooLarge { .. }), "{err:?}");
     }
 
     #[test]

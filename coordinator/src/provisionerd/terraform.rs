@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::parse::{self, ImportedResource, Parameter, ParseError, PlanResult, StateResources};
 use super::process::{self, Invocation, LogLine, ProcessError};
 use super::tar::{self as template_tar, ExtractError, ExtractLimits, ExtractSummary};
+use super::template::{sanitize_template, PLAN_FILE, STATE_FILE};
 
 /// What a build does to the workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -260,74 +261,6 @@ pub struct Session {
     env: BuildEnv,
 }
 
-const STATE_FILE: &str = "terraform.tfstate";
-const LOCK_FILE: &str = ".terraform.lock.hcl";
-
-/// Removes from an extracted template what the worker owns: terraform's working
-/// directory, state files and plan (state comes from the previous build, never from the
-/// upload), and our provider's entry in the dependency lock file. That entry holds the
-/// checksum of whichever provider binary the author's `terraform init` saw; the worker
-/// installs its own build, and every coderd upgrade changes it, so keeping the entry
-/// would fail `init` of every older template version.
-pub fn sanitize_template(dir: &Path) -> io::Result<()> {
-    let ignore_missing = |r: io::Result<()>| match r {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    };
-    let dot_terraform = dir.join(".terraform");
-    match std::fs::symlink_metadata(&dot_terraform) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dot_terraform)?,
-        Ok(_) => std::fs::remove_file(&dot_terraform)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    for name in [STATE_FILE, "terraform.tfstate.backup", ".terraform.tfstate.lock.info", PLAN_FILE]
-    {
-        ignore_missing(std::fs::remove_file(dir.join(name)))?;
-    }
-    let lock = dir.join(LOCK_FILE);
-    if std::fs::symlink_metadata(&lock).is_ok_and(|m| m.is_file()) {
-        let text = std::fs::read_to_string(&lock)?;
-        let stripped = strip_lock_entry(&text, provider::PROVIDER_SOURCE);
-        if stripped != text {
-            std::fs::write(&lock, stripped)?;
-        }
-    }
-    Ok(())
-}
-
-/// `lock` (a `.terraform.lock.hcl`) without the `provider "<source>" { … }` block.
-/// terraform writes these files itself: each block opens on a `provider` line and
-/// closes with a `}` alone on a line.
-fn strip_lock_entry(lock: &str, source: &str) -> String {
-    let opening = format!("provider \"{source}\" {{");
-    let mut out = String::with_capacity(lock.len());
-    let mut skipping = false;
-    let mut skip_blank = false;
-    for line in lock.split_inclusive('\n') {
-        let trimmed = line.trim();
-        if skipping {
-            if trimmed == "}" {
-                skipping = false;
-                skip_blank = true;
-            }
-            continue;
-        }
-        if trimmed == opening {
-            skipping = true;
-            continue;
-        }
-        if skip_blank && trimmed.is_empty() {
-            skip_blank = false;
-            continue;
-        }
-        skip_blank = false;
-        out.push_str(line);
-    }
-    out
-}
-const PLAN_FILE: &str = "coder.tfplan";
-
 impl Session {
     /// Where the template goes; terraform's working directory.
     pub fn template_dir(&self) -> &Path {
@@ -447,6 +380,23 @@ impl Session {
         self.exec("plan", &show, transition, true, logs, cancel).await
     }
 
+    /// `terraform graph` of the configuration: resource-to-resource edges, resolved
+    /// through locals (see [`parse::graph_edges`]). `None` if terraform could not draw
+    /// it; the expressions' references still apply then.
+    async fn graph(
+        &self,
+        stage: &'static str,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>, TerraformError> {
+        let args = ["graph", "-no-color"];
+        match self.exec(stage, &args, self.env.transition, true, logs, cancel).await {
+            Ok(dot) => Ok(Some(String::from_utf8_lossy(&dot).into_owned())),
+            Err(e @ TerraformError::Canceled { .. }) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Plans `transition` and reads resources, agents and parameters from the plan.
     pub async fn plan(
         &self,
@@ -455,7 +405,8 @@ impl Session {
         cancel: &CancellationToken,
     ) -> Result<PlanResult, TerraformError> {
         let json = self.plan_json(transition, logs, cancel).await?;
-        Ok(parse::parse_plan(&json)?)
+        let graph = self.graph("plan", logs, cancel).await?;
+        Ok(parse::parse_plan(&json, graph.as_deref())?)
     }
 
     /// A template import: plans `start` and `stop` and merges them (see
@@ -465,8 +416,11 @@ impl Session {
         logs: &mpsc::Sender<LogLine>,
         cancel: &CancellationToken,
     ) -> Result<ImportResult, TerraformError> {
-        let start = self.plan(Transition::Start, logs, cancel).await?;
-        let stop = self.plan(Transition::Stop, logs, cancel).await?;
+        let graph = self.graph("plan", logs, cancel).await?;
+        let start = self.plan_json(Transition::Start, logs, cancel).await?;
+        let start = parse::parse_plan(&start, graph.as_deref())?;
+        let stop = self.plan_json(Transition::Stop, logs, cancel).await?;
+        let stop = parse::parse_plan(&stop, graph.as_deref())?;
         Ok(ImportResult {
             resources: parse::merge_import(&start.resources, &stop.resources),
             parameters: start.parameters,
@@ -514,15 +468,15 @@ impl Session {
         logs: &mpsc::Sender<LogLine>,
         cancel: &CancellationToken,
     ) -> Result<ApplyResult, TerraformError> {
-        let config = if transition == Transition::Delete {
+        let (plan, graph) = if transition == Transition::Delete {
             let args = ["destroy", "-no-color", "-input=false", "-auto-approve"];
             self.run("destroy", &args, transition, logs, cancel).await?;
-            None
+            (None, None)
         } else {
             let plan = self.plan_json(transition, logs, cancel).await?;
             let args = ["apply", "-no-color", "-input=false", "-auto-approve", PLAN_FILE];
             self.run("apply", &args, transition, logs, cancel).await?;
-            Some(plan)
+            (Some(plan), self.graph("apply", logs, cancel).await?)
         };
         let state_path = self.dir.join(STATE_FILE);
         let state = tokio::fs::read(&state_path)
@@ -531,7 +485,7 @@ impl Session {
         let stage = if transition == Transition::Delete { "destroy" } else { "apply" };
         let show = ["show", "-json", "-no-color"];
         let json = self.exec(stage, &show, transition, true, logs, cancel).await?;
-        let resources = parse::parse_state(&json, config.as_deref())?;
+        let resources = parse::parse_state(&json, plan.as_deref(), graph.as_deref())?;
         Ok(ApplyResult { state, resources })
     }
 }
@@ -554,32 +508,6 @@ mod tests {
             assert_eq!(t.as_str().parse::<Transition>().unwrap(), t);
         }
         assert!("restart".parse::<Transition>().is_err());
-    }
-
-    #[test]
-    fn lock_entry_of_our_provider_is_stripped() {
-        let lock = "# This file is maintained automatically by \"terraform init\".\n\n\
-            provider \"registry.terraform.io/coder/coder\" {\n  version = \"2.0.0\"\n  \
-            hashes = [\n    \"h1:abc=\",\n  ]\n}\n\n\
-            provider \"registry.terraform.io/hashicorp/null\" {\n  version = \"3.2.0\"\n}\n";
-        let out = strip_lock_entry(lock, provider::PROVIDER_SOURCE);
-        assert!(!out.contains("coder/coder") && !out.contains("h1:abc"), "{out}");
-        assert!(out.starts_with("# This file"));
-        assert!(out.contains("provider \"registry.terraform.io/hashicorp/null\" {\n  version"));
-        assert_eq!(strip_lock_entry(&out, provider::PROVIDER_SOURCE), out);
-    }
-
-    #[test]
-    fn sanitize_removes_state_and_working_dir() {
-        let tmp = tempfile::tempdir().unwrap();
-        let d = tmp.path();
-        std::fs::create_dir_all(d.join(".terraform/providers")).unwrap();
-        for f in ["terraform.tfstate", "terraform.tfstate.backup", "main.tf"] {
-            std::fs::write(d.join(f), "x").unwrap();
-        }
-        sanitize_template(d).unwrap();
-        let left: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left, ["main.tf"]);
     }
 
     #[test]
