@@ -290,6 +290,34 @@ async fn sftp_put_and_get_32_mib() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp_copies_with_both_protocols() -> Result<()> {
+    if !have("ssh") || !have("scp") {
+        return Ok(());
+    }
+    let h = Harness::start().await?;
+    let local = tempfile::tempdir()?;
+    let src = local.path().join("src.bin");
+    let mut data = vec![0u8; 1 << 20];
+    rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut data);
+    std::fs::write(&src, &data)?;
+    // -O is the legacy protocol: the client execs `scp -t` on the server.
+    for (flag, name) in [("-O", "legacy.bin"), ("-s", "sftp.bin")] {
+        let mut cmd = Command::new("scp");
+        cmd.arg(flag)
+            .args(h.common_opts())
+            .args(["-P", &h.port.to_string()])
+            .arg(&src)
+            .arg(format!("127.0.0.1:{name}"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = output(cmd).await?;
+        assert!(out.status.success(), "scp {flag}: {out:?}");
+        assert!(std::fs::read(h.dir.path().join(name))? == data, "scp {flag} corrupted the file");
+    }
+    Ok(())
+}
+
 fn sha256_file(p: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(
         std::fs::read(p).with_context(|| format!("read {}", p.display()))?,

@@ -178,6 +178,48 @@ async fn shutdown_ends_open_connections() -> Result<()> {
     Ok(())
 }
 
+/// Reads the channel's data until `needle` appears; returns the exit status
+/// if the channel ends first.
+async fn read_channel_until(ch: &mut russh::Channel<client::Msg>, needle: &str) -> Result<String> {
+    let mut seen = String::new();
+    tokio::time::timeout(DEADLINE, async {
+        while !seen.contains(needle) {
+            match ch.wait().await {
+                Some(ChannelMsg::Data { data }) => seen.push_str(&String::from_utf8_lossy(&data)),
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    seen.push_str(&format!("<exit {exit_status}>"))
+                }
+                Some(_) => {}
+                None => bail!("channel closed before {needle:?}; got {seen:?}"),
+            }
+        }
+        Ok(seen)
+    })
+    .await
+    .with_context(|| format!("timed out waiting for {needle:?}"))?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_shell_follows_window_changes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let srv = server(dir.path());
+    let (session, _task) = connect(&srv).await?;
+    let mut ch = session.channel_open_session().await?;
+    ch.request_pty(true, "vt100", 100, 30, 0, 0, &[]).await?;
+    ch.request_shell(true).await?;
+    ch.data(&b"stty size; echo TTY=$SSH_TTY TERM=$TERM\n"[..]).await?;
+    let seen = read_channel_until(&mut ch, "TERM=vt100").await?;
+    assert!(seen.contains("30 100"), "{seen:?}");
+    assert!(seen.contains("TTY=/dev/pts/"), "{seen:?}");
+    ch.window_change(120, 40, 0, 0).await?;
+    ch.data(&b"stty size\n"[..]).await?;
+    read_channel_until(&mut ch, "40 120").await?;
+    ch.data(&b"exit 4\n"[..]).await?;
+    read_channel_until(&mut ch, "<exit 4>").await?;
+    assert_eq!(srv.stats().sessions_total.shell, 1);
+    Ok(())
+}
+
 /// Running and not a zombie.
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

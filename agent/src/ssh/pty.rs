@@ -64,6 +64,9 @@ where
         cmd.env(k, v);
     }
     cmd.env("TERM", &request.term);
+    if let Some(tty) = pair.master.tty_name() {
+        cmd.env("SSH_TTY", tty);
+    }
     let mut child = pair.slave.spawn_command(cmd).map_err(|e| err(&e))?;
     // The parent must not hold the slave open, or the master never sees the
     // hang-up when the child exits.

@@ -6,6 +6,12 @@
 //! signals and window changes to it, and when it exits waits for its output to
 //! drain, then sends `exit-status` (or `exit-signal`), EOF and close. If the
 //! client closes first, dropping the [`Running`] process kills it.
+//!
+//! Input is queued (bounded) to the process. russh delivers a connection's
+//! channel data from one loop and opens the SSH window as data arrives, so a
+//! process that stops reading its input eventually stalls that connection's
+//! reader, not other connections; a bounded queue is preferred to unbounded
+//! memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,9 +88,19 @@ pub(crate) async fn run(mut channel: Channel<Msg>, ctx: SessionContext) {
             ChannelMsg::RequestSubsystem { name, .. } if name == SFTP_SUBSYSTEM => {
                 let _active = ctx.inner.counters.session(SessionKind::Sftp);
                 let dir = ctx.inner.config.dir.clone();
-                if let Err(e) = sftp::serve(channel.into_stream(), dir).await {
-                    tracing::debug!(error = %e, "sftp session ended with an error");
-                }
+                let id = channel.id();
+                let mut stream = channel.into_stream();
+                // Like sshd, report the subsystem's exit: `scp` in SFTP mode
+                // fails without a zero exit status.
+                let code = match sftp::serve(&mut stream, dir).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sftp session ended with an error");
+                        1
+                    }
+                };
+                let _ = ctx.handle.exit_status_request(id, code).await;
+                let _ = ctx.handle.eof(id).await;
                 return;
             }
             ChannelMsg::Close => return,
