@@ -2,6 +2,7 @@
 //! provisioner jobs, and an embedded relay.
 
 mod api;
+pub mod coordination;
 mod db;
 mod metrics;
 pub mod postgres;

@@ -1,0 +1,169 @@
+//! Coordination endpoints (WebSocket): agents and clients exchange nodes
+//! through the coordinator. See `docs/protocols/coordination.md`.
+//!
+//! - `GET /api/v2/workspaceagents/me/coordinate`: an agent, by agent token;
+//! - `GET /api/v2/workspaceagents/{id}/coordinate`: a user's client for one
+//!   agent (the tunnel to it opens implicitly);
+//! - `GET /api/v2/tailnet`: a user's client that opens tunnels itself;
+//! - `GET /api/v2/debug/coordinator`: peers, tunnels and replicas (owners).
+//!
+//! The replica's coordination run loop starts with the first request and
+//! lives as long as the router.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Router};
+use client::coordination::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::agent_auth::AgentSession;
+use super::auth::Session;
+use super::error::{ApiError, ApiResult, Json, Path};
+use super::AppState;
+use crate::coordination::{self, Config, DebugSnapshot, Kind, Principal, Replica};
+
+/// This router's replica, started on first use.
+#[derive(Clone, Default)]
+struct ReplicaCell(Arc<OnceCell<Replica>>);
+
+/// The coordination routes, merged under `/api/v2`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/workspaceagents/me/coordinate", get(agent_coordinate))
+        .route("/workspaceagents/{id}/coordinate", get(client_coordinate_agent))
+        .route("/tailnet", get(client_tailnet))
+        .route("/debug/coordinator", get(debug_coordinator))
+        .layer(Extension(ReplicaCell::default()))
+}
+
+/// The relay map sent in `hello`; opaque to coordination.
+fn relay_map(_state: &AppState) -> serde_json::Value {
+    serde_json::Value::Null
+}
+
+#[derive(Debug, Deserialize)]
+struct CoordinateQuery {
+    version: Option<u16>,
+    /// A client's previous peer id, to keep its node id across reconnects.
+    resume: Option<Uuid>,
+}
+
+impl CoordinateQuery {
+    fn check_version(&self) -> ApiResult<()> {
+        match self.version {
+            None | Some(PROTOCOL_VERSION) => Ok(()),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "Coordination protocol version {v} is not supported."
+            ))
+            .detail(format!(
+                "This coordinator speaks version {PROTOCOL_VERSION}; upgrade your client."
+            ))),
+        }
+    }
+}
+
+async fn replica(state: &AppState, cell: &ReplicaCell) -> ApiResult<Replica> {
+    cell.0
+        .get_or_try_init(|| {
+            Replica::spawn(state.db.clone(), state.pubsub.clone(), Config::default())
+        })
+        .await
+        .cloned()
+        .map_err(ApiError::internal)
+}
+
+/// Everything a coordination endpoint needs besides the credential: the
+/// checked query, the (size-limited) upgrade, and this router's replica.
+struct Coordinate {
+    ws: WebSocketUpgrade,
+    resume: Option<Uuid>,
+    replica: Replica,
+    relay_map: serde_json::Value,
+}
+
+impl FromRequestParts<AppState> for Coordinate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let Query(query) =
+            Query::<CoordinateQuery>::from_request_parts(parts, state).await.map_err(|e| {
+                ApiError::bad_request("Invalid query parameters.").detail(e.body_text())
+            })?;
+        query.check_version()?;
+        let ws = WebSocketUpgrade::from_request_parts(parts, state).await.map_err(|_| {
+            ApiError::bad_request("This endpoint speaks WebSocket only.")
+                .detail("Connect with a WebSocket client; see docs/protocols/coordination.md.")
+        })?;
+        let Extension(cell) = Extension::<ReplicaCell>::from_request_parts(parts, state)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Coordinate {
+            ws: ws.max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES),
+            resume: query.resume,
+            replica: replica(state, &cell).await?,
+            relay_map: relay_map(state),
+        })
+    }
+}
+
+async fn agent_coordinate(agent: AgentSession, c: Coordinate) -> Response {
+    let id = agent.agent_id;
+    c.ws.on_upgrade(move |socket| async move {
+        let principal = Principal::agent(id);
+        c.replica.accept(socket, principal, id, Kind::Agent, None, c.relay_map).await;
+    })
+}
+
+async fn client_coordinate_agent(
+    session: Session,
+    State(state): State<AppState>,
+    Path(agent): Path<Uuid>,
+    c: Coordinate,
+) -> ApiResult<Response> {
+    let owner = session.user.is_owner();
+    if !coordination::may_reach(&state.db, session.user.id, owner, agent).await? {
+        return Err(ApiError::not_found("Agent"));
+    }
+    client(session, state, c, Some(agent)).await
+}
+
+async fn client_tailnet(
+    session: Session,
+    State(state): State<AppState>,
+    c: Coordinate,
+) -> ApiResult<Response> {
+    client(session, state, c, None).await
+}
+
+async fn client(
+    session: Session,
+    state: AppState,
+    c: Coordinate,
+    single_agent: Option<Uuid>,
+) -> ApiResult<Response> {
+    let user = session.user.id;
+    let peer = match c.resume {
+        Some(id) if coordination::may_resume(&state.db, user, id).await? => id,
+        _ => Uuid::new_v4(),
+    };
+    let principal = Principal::user(user, session.key_id);
+    let kind = Kind::Client { owner: user };
+    Ok(c.ws.on_upgrade(move |socket| async move {
+        c.replica.accept(socket, principal, peer, kind, single_agent, c.relay_map).await;
+    }))
+}
+
+async fn debug_coordinator(
+    session: Session,
+    State(state): State<AppState>,
+) -> ApiResult<Json<DebugSnapshot>> {
+    session.require_owner()?;
+    Ok(Json(coordination::debug_snapshot(&state.db).await?))
+}

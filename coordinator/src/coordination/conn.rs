@@ -1,0 +1,337 @@
+//! One coordination WebSocket: reads and parses the peer's messages under a
+//! size limit and a token-bucket rate limit, authorizes tunnel requests,
+//! re-authorizes the connection periodically, and writes what the run loop
+//! sends it. Malformed input closes the socket with a reason.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use client::coordination::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::authz::{self, Principal, Standing};
+use super::core::{Close, ConnId};
+use super::Config;
+
+/// What the run loop sends a connection.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Message(ServerMessage),
+    /// Tunnels the peer holds from a previous connection it resumed.
+    Inherited(Vec<Uuid>),
+    Close(Close),
+}
+
+/// What a connection tells the run loop.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Node(mesh::Node),
+    AddTunnel(Uuid),
+    RemoveTunnel(Uuid),
+    Closed,
+}
+
+/// Everything one connection task needs.
+pub(crate) struct Connection {
+    pub conn: ConnId,
+    pub peer: Uuid,
+    pub principal: Principal,
+    /// The one agent of a single-agent connection.
+    pub single_agent: Option<Uuid>,
+    pub socket: WebSocket,
+    pub hello: ServerMessage,
+    pub outbound: mpsc::Receiver<Outbound>,
+    pub inbound: mpsc::Sender<(ConnId, Inbound)>,
+    pub db: sqlx::PgPool,
+    pub config: Config,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Bucket { tokens: burst, rate, burst, at: now }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// When one token is available.
+    fn ready_at(&mut self, now: Instant) -> Instant {
+        self.refill(now);
+        if self.tokens >= 1.0 || self.rate <= 0.0 {
+            return now;
+        }
+        now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+    }
+
+    fn take(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
+}
+
+impl Connection {
+    pub async fn run(self) {
+        let span = tracing::info_span!("coordinate", peer = %self.peer, conn = self.conn);
+        let inbound = self.inbound.clone();
+        let conn = self.conn;
+        let close = self.run_inner().instrument(span.clone()).await;
+        span.in_scope(|| tracing::debug!(code = close.code, reason = %close.reason, "closed"));
+        let _ = inbound.send((conn, Inbound::Closed)).await;
+    }
+
+    async fn run_inner(mut self) -> Close {
+        let close = self.serve().await;
+        let frame = CloseFrame { code: close.code, reason: truncate(close.reason.clone()).into() };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+        close
+    }
+
+    async fn serve(&mut self) -> Close {
+        if let Err(close) = self.write(&self.hello.clone()).await {
+            return close;
+        }
+        let mut tunnels: BTreeSet<Uuid> = BTreeSet::new();
+        if let Some(agent) = self.single_agent {
+            tunnels.insert(agent);
+            if let Err(close) = self.tell(Inbound::AddTunnel(agent)).await {
+                return close;
+            }
+        }
+        let now = Instant::now();
+        let mut bucket =
+            Bucket::new(self.config.messages_per_second, self.config.message_burst, now);
+        let mut reauth = tokio::time::interval_at(
+            now + self.config.reauthorize_interval,
+            self.config.reauthorize_interval,
+        );
+        reauth.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping = tokio::time::interval_at(now + PING_INTERVAL, PING_INTERVAL);
+        let mut last_heard = now;
+        loop {
+            let ready_at = bucket.ready_at(Instant::now());
+            let throttled = ready_at > Instant::now();
+            tokio::select! {
+                biased;
+                out = self.outbound.recv() => match out {
+                    Some(Outbound::Message(m)) => {
+                        if let Err(close) = self.write(&m).await {
+                            return close;
+                        }
+                    }
+                    Some(Outbound::Inherited(t)) => tunnels.extend(t),
+                    Some(Outbound::Close(close)) => return close,
+                    None => return Close { code: 1012, reason: "coordinator restarting; reconnect".into() },
+                },
+                _ = reauth.tick() => {
+                    if let Err(close) = self.reauthorize(&mut tunnels).await {
+                        return close;
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > PING_INTERVAL * 3 {
+                        return Close { code: 1001, reason: "peer stopped answering pings".into() };
+                    }
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return Close { code: 1001, reason: "write failed".into() };
+                    }
+                }
+                _ = tokio::time::sleep_until(ready_at), if throttled => {}
+                msg = self.socket.recv(), if !throttled => {
+                    last_heard = Instant::now();
+                    let text = match msg {
+                        None => return Close { code: 1000, reason: "closed".into() },
+                        Some(Err(e)) => return read_error(&e),
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Binary(_))) => {
+                            return Close { code: 1003, reason: "binary messages are not part of the protocol".into() };
+                        }
+                        Some(Ok(Message::Close(_))) => return Close { code: 1000, reason: "closed by peer".into() },
+                        Some(Ok(_)) => continue,
+                    };
+                    bucket.take(Instant::now());
+                    let msg = match serde_json::from_str::<ClientMessage>(text.as_str()) {
+                        Ok(m) => m,
+                        Err(e) => return Close { code: 1007, reason: truncate(format!("malformed message: {e}")) },
+                    };
+                    if let Err(close) = self.handle(msg, &mut tunnels).await {
+                        return close;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        msg: ClientMessage,
+        tunnels: &mut BTreeSet<Uuid>,
+    ) -> Result<(), Close> {
+        match msg {
+            ClientMessage::Node { node } => self.tell(Inbound::Node(node)).await,
+            ClientMessage::AddTunnel { peer } => {
+                let allowed = match &self.principal {
+                    // The core refuses (and closes) for agents.
+                    Principal::Agent { .. } => true,
+                    Principal::User { user_id, .. } => {
+                        if self.single_agent.is_some_and(|a| a != peer) {
+                            false
+                        } else {
+                            let owner = match authz::standing(&self.db, &self.principal).await {
+                                Ok(Standing::Valid { owner }) => owner,
+                                Ok(Standing::Revoked) => return Err(revoked()),
+                                Err(e) => return Err(db_error(&e)),
+                            };
+                            authz::may_reach(&self.db, *user_id, owner, peer)
+                                .await
+                                .map_err(|e| db_error(&e))?
+                        }
+                    }
+                };
+                if !allowed {
+                    let message = "No such agent, or you may not reach it.".to_owned();
+                    return self.write(&ServerMessage::Error { peer: Some(peer), message }).await;
+                }
+                tunnels.insert(peer);
+                self.tell(Inbound::AddTunnel(peer)).await
+            }
+            ClientMessage::RemoveTunnel { peer } => {
+                tunnels.remove(&peer);
+                self.tell(Inbound::RemoveTunnel(peer)).await
+            }
+            _ => Err(Close { code: 1008, reason: "unsupported message".into() }),
+        }
+    }
+
+    /// Re-checks the token and every tunnel; closes what is no longer allowed.
+    async fn reauthorize(&mut self, tunnels: &mut BTreeSet<Uuid>) -> Result<(), Close> {
+        let owner = match authz::standing(&self.db, &self.principal).await {
+            Ok(Standing::Valid { owner }) => owner,
+            Ok(Standing::Revoked) => return Err(revoked()),
+            // The database may be restarting; keep going, check again later.
+            Err(e) => {
+                tracing::warn!(error = %e, "coordination: cannot re-authorize");
+                return Ok(());
+            }
+        };
+        let Principal::User { user_id, .. } = &self.principal else { return Ok(()) };
+        let user_id = *user_id;
+        let mut gone = Vec::new();
+        for dst in tunnels.iter() {
+            match authz::may_reach(&self.db, user_id, owner, *dst).await {
+                Ok(true) => {}
+                Ok(false) => gone.push(*dst),
+                Err(e) => {
+                    tracing::warn!(error = %e, "coordination: cannot re-authorize tunnels");
+                    return Ok(());
+                }
+            }
+        }
+        for dst in gone {
+            tunnels.remove(&dst);
+            if self.single_agent == Some(dst) {
+                return Err(Close {
+                    code: 1008,
+                    reason: "the workspace is gone or no longer yours".into(),
+                });
+            }
+            self.tell(Inbound::RemoveTunnel(dst)).await?;
+            let message = "The workspace is gone or no longer yours.".to_owned();
+            self.write(&ServerMessage::Error { peer: Some(dst), message }).await?;
+        }
+        Ok(())
+    }
+
+    async fn tell(&mut self, msg: Inbound) -> Result<(), Close> {
+        self.inbound
+            .send((self.conn, msg))
+            .await
+            .map_err(|_| Close { code: 1012, reason: "coordinator restarting; reconnect".into() })
+    }
+
+    async fn write(&mut self, msg: &ServerMessage) -> Result<(), Close> {
+        let text = serde_json::to_string(msg)
+            .map_err(|e| Close { code: 1011, reason: truncate(format!("cannot encode: {e}")) })?;
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|_| Close { code: 1001, reason: "write failed".into() })
+    }
+}
+
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+fn revoked() -> Close {
+    Close { code: 1008, reason: "credentials revoked or workspace gone".into() }
+}
+
+fn db_error(e: &sqlx::Error) -> Close {
+    tracing::warn!(error = %e, "coordination: database error");
+    Close { code: 1011, reason: "internal error; reconnect".into() }
+}
+
+fn read_error(e: &axum::Error) -> Close {
+    let text = e.to_string();
+    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+        return Close {
+            code: 1009,
+            reason: format!("message larger than {MAX_MESSAGE_BYTES} bytes"),
+        };
+    }
+    Close { code: 1002, reason: truncate(format!("read failed: {text}")) }
+}
+
+/// Close reasons must fit a control frame (125 bytes with the code).
+fn truncate(mut s: String) -> String {
+    if s.len() > 120 {
+        let mut end = 120;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_throttles_after_burst() {
+        let start = Instant::now();
+        let mut b = Bucket::new(10.0, 3.0, start);
+        for _ in 0..3 {
+            assert_eq!(b.ready_at(start), start);
+            b.take(start);
+        }
+        let ready = b.ready_at(start);
+        assert_eq!(ready - start, Duration::from_millis(100));
+        assert_eq!(b.ready_at(start + Duration::from_secs(10)), start + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn close_reasons_fit_a_frame() {
+        let long = "é".repeat(200);
+        assert!(truncate(long).len() <= 120);
+    }
+}

@@ -1,0 +1,71 @@
+//! Peer coordination: agents and clients exchange their mesh nodes through
+//! the coordinator (`docs/protocols/coordination.md`).
+//!
+//! Data flow within a replica: the API handlers authenticate a WebSocket and
+//! hand it to the replica's [`Replica`] ([`replica`]), which runs one task per
+//! connection ([`conn`]: framing, size and rate limits, periodic
+//! re-authorization) and one run loop around the sans-IO [`Core`] ([`core`]).
+//! The run loop persists the core's [`StoreOp`]s in Postgres ([`store`]) and
+//! announces them on the `coordination` pub/sub channel; other replicas
+//! re-read the announced rows and feed them to their cores, so a client on
+//! one replica and an agent on another see each other. Replicas heartbeat;
+//! the peers of one that stops are marked lost by the others.
+
+mod authz;
+mod conn;
+pub mod core;
+mod replica;
+mod store;
+
+use std::time::Duration;
+
+use mesh::NodeId;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use self::core::{Core, Kind, Output, Record, StoreOp};
+pub use authz::Principal;
+pub use authz::{may_reach, may_resume};
+pub use replica::{Replica, SpawnError};
+pub use store::{debug_snapshot, DebugSnapshot};
+
+/// Coordination settings of one replica.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// How often the replica heartbeats and checks the others.
+    pub heartbeat_interval: Duration,
+    /// A replica whose heartbeat is older than this is dead; its peers lost.
+    pub heartbeat_timeout: Duration,
+    /// How often each connection's token and tunnels are re-authorized.
+    pub reauthorize_interval: Duration,
+    /// Sustained messages per second a peer may send (token bucket refill).
+    pub messages_per_second: f64,
+    /// Messages a peer may send in a burst (token bucket size).
+    pub message_burst: f64,
+    /// Lost peers are deleted after this long.
+    pub lost_retention: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_timeout: Duration::from_secs(6),
+            reauthorize_interval: Duration::from_secs(3),
+            messages_per_second: 20.0,
+            message_burst: 100.0,
+            lost_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The node id of a peer: the first 8 bytes of SHA-256 over the peer's
+/// UUID, big-endian (never 0). Both sides can compute it; the coordinator
+/// tells the peer in `hello` anyway.
+pub fn node_id(peer: Uuid) -> NodeId {
+    let digest = Sha256::digest(peer.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    NodeId(u64::from_be_bytes(bytes).max(1))
+}

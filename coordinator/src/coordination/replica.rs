@@ -1,0 +1,334 @@
+//! The I/O shell of one replica's coordination: a run loop that owns the
+//! [`Core`], every connection task, the heartbeat and the pub/sub
+//! subscription. Dropping the last [`Replica`] handle stops all of it (the
+//! other replicas then mark its peers lost).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocket;
+use client::coordination::{ServerMessage, PROTOCOL_VERSION};
+use sqlx::PgPool;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
+use uuid::Uuid;
+
+use super::authz::Principal;
+use super::conn::{Connection, Inbound, Outbound};
+use super::core::{Close, ConnId, Core, Kind, Output};
+use super::store::{Notice, Store, CHANNEL};
+use super::{node_id, Config};
+use crate::pubsub::{Message, Pubsub};
+
+/// Starting a replica's coordination failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    #[error("cannot register the replica: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A peer to attach, authenticated by the API.
+struct Accept {
+    socket: WebSocket,
+    principal: Principal,
+    peer: Uuid,
+    kind: Kind,
+    single_agent: Option<Uuid>,
+    relay_map: serde_json::Value,
+}
+
+enum Command {
+    Accept(Box<Accept>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to one replica's coordination. Cloning shares it.
+#[derive(Clone)]
+pub struct Replica {
+    id: Uuid,
+    commands: mpsc::Sender<Command>,
+    _task: Arc<AbortOnDropHandle<()>>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// Registers a new replica, reads the current state and starts the run loop.
+    pub async fn spawn(db: PgPool, pubsub: Pubsub, config: Config) -> Result<Self, SpawnError> {
+        let id = Uuid::new_v4();
+        let store = Store::new(db, pubsub.clone(), id);
+        store.heartbeat().await?;
+        let notices = pubsub.subscribe(CHANNEL).await;
+        let mut core = Core::new(id);
+        let (records, tunnels) = store.snapshot().await?;
+        core.handle_snapshot(records, tunnels);
+        let (commands, commands_rx) = mpsc::channel(64);
+        let (inbound, inbound_rx) = mpsc::channel(1024);
+        let run = RunLoop {
+            core,
+            store,
+            config,
+            conns: HashMap::new(),
+            tasks: JoinSet::new(),
+            next_conn: 0,
+            inbound,
+        };
+        let task = tokio::spawn(run.run(commands_rx, inbound_rx, notices));
+        Ok(Replica { id, commands, _task: Arc::new(AbortOnDropHandle::new(task)) })
+    }
+
+    /// This replica's coordinator id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Serves an authenticated coordination WebSocket until it closes.
+    pub async fn accept(
+        &self,
+        socket: WebSocket,
+        principal: Principal,
+        peer: Uuid,
+        kind: Kind,
+        single_agent: Option<Uuid>,
+        relay_map: serde_json::Value,
+    ) {
+        let accept = Accept { socket, principal, peer, kind, single_agent, relay_map };
+        let _ = self.commands.send(Command::Accept(Box::new(accept))).await;
+    }
+
+    /// Closes every connection and removes this replica and its peers from
+    /// the store, so other replicas see them disconnected rather than lost.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct RunLoop {
+    core: Core,
+    store: Store,
+    config: Config,
+    conns: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    tasks: JoinSet<()>,
+    next_conn: ConnId,
+    inbound: mpsc::Sender<(ConnId, Inbound)>,
+}
+
+impl RunLoop {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: mpsc::Receiver<(ConnId, Inbound)>,
+        mut notices: broadcast::Receiver<Message>,
+    ) {
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beats: u64 = 0;
+        loop {
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Accept(a)) => self.accept(*a),
+                    Some(Command::Shutdown(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    // Every handle is gone; the task is being dropped anyway.
+                    None => return,
+                },
+                Some((conn, msg)) = inbound.recv() => self.inbound(conn, msg),
+                _ = heartbeat.tick() => {
+                    beats += 1;
+                    self.heartbeat(beats).await;
+                }
+                notice = notices.recv() => match notice {
+                    Ok(Message::Payload(p)) => self.notice(&p).await,
+                    Ok(Message::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.resync().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                Some(_) = self.tasks.join_next() => {}
+            }
+            self.drain().await;
+        }
+    }
+
+    fn accept(&mut self, a: Accept) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let (tx, rx) = mpsc::channel(1024);
+        let hello = ServerMessage::Hello {
+            version: PROTOCOL_VERSION,
+            peer_id: a.peer,
+            node_id: node_id(a.peer),
+            relay_map: a.relay_map,
+        };
+        let connection = Connection {
+            conn,
+            peer: a.peer,
+            principal: a.principal,
+            single_agent: a.single_agent,
+            socket: a.socket,
+            hello,
+            outbound: rx,
+            inbound: self.inbound.clone(),
+            db: self.store.db().clone(),
+            config: self.config.clone(),
+        };
+        self.core.handle_connect(conn, a.peer, a.kind);
+        // A resumed client keeps the tunnels it had; the connection re-checks them.
+        let inherited = self.core.tunnels_from(a.peer);
+        if !inherited.is_empty() {
+            let _ = tx.try_send(Outbound::Inherited(inherited));
+        }
+        self.conns.insert(conn, tx);
+        self.tasks.spawn(connection.run());
+    }
+
+    fn inbound(&mut self, conn: ConnId, msg: Inbound) {
+        match msg {
+            Inbound::Node(node) => self.core.handle_node(conn, node),
+            Inbound::AddTunnel(dst) => self.core.handle_add_tunnel(conn, dst),
+            Inbound::RemoveTunnel(dst) => self.core.handle_remove_tunnel(conn, dst),
+            Inbound::Closed => {
+                self.conns.remove(&conn);
+                self.core.handle_disconnect(conn);
+            }
+        }
+    }
+
+    /// Carries out the core's outputs.
+    async fn drain(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Send { conn, message } => {
+                    let Some(tx) = self.conns.get(&conn) else { continue };
+                    if tx.try_send(Outbound::Message(message)).is_err() {
+                        // Too slow to keep up (or gone): dropping the sender ends it.
+                        self.conns.remove(&conn);
+                        self.core.handle_disconnect(conn);
+                    }
+                }
+                Output::Close { conn, close } => {
+                    if let Some(tx) = self.conns.remove(&conn) {
+                        let _ = tx.try_send(Outbound::Close(close));
+                    }
+                }
+                Output::Store(op) => {
+                    if let Err(e) = self.store.apply(&op).await {
+                        // The next resync rewrites local state.
+                        tracing::warn!(error = %e, ?op, "coordination: store write failed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self, beats: u64) {
+        match self.store.heartbeat().await {
+            Ok(true) if beats > 1 => {
+                tracing::warn!("coordination: this replica was declared dead; rewriting its state");
+                self.rewrite_local().await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "coordination: heartbeat failed");
+                return;
+            }
+        }
+        match self.store.expire_dead(self.config.heartbeat_timeout).await {
+            Ok(dead) => {
+                for coordinator in dead {
+                    tracing::info!(%coordinator, "coordination: replica stopped heartbeating; its peers are lost");
+                    self.reread_coordinator(coordinator).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "coordination: cannot expire dead replicas"),
+        }
+        if beats.checked_rem(30) == Some(0) {
+            if let Err(e) = self.store.collect_lost(self.config.lost_retention).await {
+                tracing::warn!(error = %e, "coordination: cannot collect lost peers");
+            }
+        }
+    }
+
+    async fn notice(&mut self, payload: &str) {
+        let Ok(notice) = serde_json::from_str::<Notice>(payload) else {
+            tracing::warn!(payload, "coordination: ignoring a malformed notice");
+            return;
+        };
+        if notice.from == self.store.me() {
+            return;
+        }
+        if let Some(coordinator) = notice.coordinator {
+            self.reread_coordinator(coordinator).await;
+        }
+        if let Some(peer) = notice.peer {
+            self.reread_peer(peer).await;
+        }
+    }
+
+    async fn reread_peer(&mut self, peer: Uuid) {
+        match self.store.peer(peer).await {
+            Ok((record, tunnels)) => self.core.handle_remote_peer(peer, record, tunnels),
+            Err(e) => tracing::warn!(error = %e, "coordination: cannot read a peer"),
+        }
+    }
+
+    async fn reread_coordinator(&mut self, coordinator: Uuid) {
+        match self.store.peers_of(coordinator).await {
+            Ok(peers) => {
+                for peer in peers {
+                    self.reread_peer(peer).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "coordination: cannot read a replica's peers"),
+        }
+    }
+
+    /// Notifications may have been missed: write our state back, re-read theirs.
+    async fn resync(&mut self) {
+        tracing::info!("coordination: resync");
+        if let Err(e) = self.store.heartbeat().await {
+            tracing::warn!(error = %e, "coordination: heartbeat failed during resync");
+        }
+        self.rewrite_local().await;
+        match self.store.snapshot().await {
+            Ok((records, tunnels)) => self.core.handle_snapshot(records, tunnels),
+            Err(e) => tracing::warn!(error = %e, "coordination: cannot read the state"),
+        }
+    }
+
+    async fn rewrite_local(&mut self) {
+        for (id, kind, node, tunnels) in self.core.local_state() {
+            if let Err(e) = self.store.rewrite(id, kind, node, &tunnels).await {
+                tracing::warn!(error = %e, "coordination: cannot rewrite a peer");
+                return;
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        for (_, tx) in self.conns.drain() {
+            let close = Close { code: 1001, reason: "coordinator shutting down".into() };
+            let _ = tx.try_send(Outbound::Close(close));
+        }
+        if let Err(e) = self.store.unregister().await {
+            tracing::warn!(error = %e, "coordination: cannot unregister");
+        }
+        let join = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(std::time::Duration::from_secs(2), join).await.is_err() {
+            self.tasks.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! Peer coordination against a real Postgres: the authorization matrix,
+//! teardown on workspace deletion and token revocation, two replicas on one
+//! database (including one dying), and a pub/sub resync.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use client::coordination::{Coordinator, PeerKind, PeerUpdate};
+use client::sdk::{CreateUserRequest, LoginWithPasswordRequest, Role};
+use coordinator::testutil::TestServer;
+use coordinator::{ApiConfig, AppState};
+use mesh::{mesh_addresses, DiscoSecret, Node, NodeId, NodeSecret, QuicSecret, PROTOCOL_VERSION};
+use rand::SeedableRng;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::AbortOnDropHandle;
+use url::Url;
+use uuid::Uuid;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn node(id: NodeId, endpoint: u16) -> Node {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(id.0);
+    Node {
+        id,
+        key: NodeSecret::generate(&mut rng).public(),
+        disco_key: DiscoSecret::generate(&mut rng).public(),
+        quic_key: QuicSecret::generate(&mut rng).public(),
+        preferred_relay: Some(1),
+        relay_latency_ms: BTreeMap::new(),
+        endpoints: vec![SocketAddr::from(([192, 0, 2, 1], endpoint))],
+        addresses: mesh_addresses(id),
+        version: PROTOCOL_VERSION,
+    }
+}
+
+/// Waits (up to [`DEADLINE`]) for the first update matching `want`.
+async fn expect(
+    updates: &mut client::coordination::PeerUpdates,
+    what: &str,
+    mut want: impl FnMut(&PeerUpdate) -> bool,
+) -> PeerUpdate {
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let u = updates.recv().await.expect("update stream ended");
+            if want(&u) {
+                return u;
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Connects and publishes the node for the assigned id.
+async fn join(
+    url: &Url,
+    token: &str,
+    kind: PeerKind,
+    port: u16,
+) -> (Coordinator, client::coordination::PeerUpdates, Uuid, Node) {
+    let (c, mut updates) = Coordinator::connect(url, token, kind).await.unwrap();
+    let PeerUpdate::Connected { peer_id, node_id, .. } = updates.recv().await.unwrap() else {
+        panic!("first update is not Connected");
+    };
+    let n = node(node_id, port);
+    c.update_node(n.clone());
+    (c, updates, peer_id, n)
+}
+
+fn is_node(peer: Uuid, n: &Node) -> impl FnMut(&PeerUpdate) -> bool + '_ {
+    move |u| matches!(u, PeerUpdate::Node { peer: p, node } if *p == peer && node == n)
+}
+
+struct Agent {
+    id: Uuid,
+    token: String,
+    workspace: Uuid,
+}
+
+/// Inserts a workspace owned by `owner` whose latest build has one agent.
+async fn seed_agent(db: &PgPool, owner: Uuid) -> Agent {
+    let (file, job, tpl, tv, ws, build, res, agent) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let token = Uuid::new_v4().to_string();
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("INSERT INTO files (id, hash, mimetype, data, created_by) VALUES ($1, $2, 'application/x-tar', '', $3)")
+        .bind(file).bind(file.simple().to_string()).bind(owner).execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO provisioner_jobs (id, type, input, file_id, initiator_id, started_at, completed_at)
+                 VALUES ($1, 'workspace_build', '{}', $2, $3, now(), now())")
+        .bind(job).bind(file).bind(owner).execute(&mut *tx).await.unwrap();
+    sqlx::query(
+        "INSERT INTO templates (id, name, active_version_id, created_by) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(tpl)
+    .bind(format!("t-{}", tpl.simple()))
+    .bind(tv)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO template_versions (id, template_id, name, job_id, created_by) VALUES ($1, $2, 'v1', $3, $4)")
+        .bind(tv).bind(tpl).bind(job).bind(owner).execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO workspaces (id, owner_id, template_id, name) VALUES ($1, $2, $3, $4)")
+        .bind(ws)
+        .bind(owner)
+        .bind(tpl)
+        .bind(format!("w-{}", &ws.simple().to_string()[..8]))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO workspace_builds (id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id)
+                 VALUES ($1, $2, $3, 1, 'start', $4, $5)")
+        .bind(build).bind(ws).bind(tv).bind(owner).bind(job).execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO workspace_resources (id, job_id, transition, type, name) VALUES ($1, $2, 'start', 'null_resource', 'dev')")
+        .bind(res).bind(job).execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO workspace_agents (id, resource_id, name, auth_token_hash) VALUES ($1, $2, 'main', $3)")
+        .bind(agent).bind(res).bind(Sha256::digest(token.as_bytes()).to_vec()).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    Agent { id: agent, token, workspace: ws }
+}
+
+/// The owner's token and id, and a member's.
+async fn users(srv: &TestServer) -> ((String, Uuid), (String, Uuid)) {
+    let owner = srv.owner().await.unwrap();
+    let owner_id = owner.me().await.unwrap().id;
+    let owner_token = owner.token().unwrap().to_owned();
+    let member = owner
+        .create_user(&CreateUserRequest {
+            email: "member@example.com".into(),
+            username: "member".into(),
+            password: "member-password".into(),
+            roles: vec![Role::Member],
+        })
+        .await
+        .unwrap();
+    ((owner_token, owner_id), (member_login(srv).await, member.id))
+}
+
+/// A fresh session token of the member `users` created.
+async fn member_login(srv: &TestServer) -> String {
+    let login = srv
+        .client()
+        .login_with_password(&LoginWithPasswordRequest {
+            email: "member@example.com".into(),
+            password: "member-password".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    login.session_token
+}
+
+#[tokio::test]
+async fn client_and_agent_see_each_other() {
+    let srv = TestServer::start().await.unwrap();
+    let ((owner_token, _), (member_token, member)) = users(&srv).await;
+    let agent = seed_agent(&srv.db.pool, member).await;
+
+    let (_a, mut agent_updates, agent_peer, agent_node) =
+        join(&srv.url, &agent.token, PeerKind::Agent, 1).await;
+    assert_eq!(agent_peer, agent.id);
+    let (c, mut client_updates, client_peer, client_node) =
+        join(&srv.url, &member_token, PeerKind::Client, 2).await;
+    c.add_tunnel(agent.id);
+    expect(&mut client_updates, "agent node", is_node(agent.id, &agent_node)).await;
+    expect(&mut agent_updates, "client node", is_node(client_peer, &client_node)).await;
+
+    // A node change reaches the other side.
+    let moved = node(client_node.id, 3);
+    c.update_node(moved.clone());
+    expect(&mut agent_updates, "client's new node", is_node(client_peer, &moved)).await;
+
+    // The single-agent endpoint opens its tunnel implicitly.
+    let (_s, mut single_updates, _, _) =
+        join(&srv.url, &member_token, PeerKind::SingleAgent(agent.id), 4).await;
+    expect(&mut single_updates, "agent node (single)", is_node(agent.id, &agent_node)).await;
+
+    // The debug view is for owners only and shows the state.
+    let debug: serde_json::Value = reqwest::Client::new()
+        .get(srv.url.join("/api/v2/debug/coordinator").unwrap())
+        .header("Coder-Session-Token", &owner_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(debug["replicas"].as_array().unwrap().len(), 1, "{debug}");
+    assert_eq!(debug["peers"].as_array().unwrap().len(), 3, "{debug}");
+    assert_eq!(debug["tunnels"].as_array().unwrap().len(), 2, "{debug}");
+    let status = reqwest::Client::new()
+        .get(srv.url.join("/api/v2/debug/coordinator").unwrap())
+        .header("Coder-Session-Token", &member_token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+
+    // Closing the tunnel tells the agent.
+    c.remove_tunnel(agent.id);
+    expect(
+        &mut agent_updates,
+        "client disconnected",
+        |u| matches!(u, PeerUpdate::Disconnected { peer, .. } if *peer == client_peer),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn authorization_matrix() {
+    let srv = TestServer::start().await.unwrap();
+    let ((_, owner), (member_token, member)) = users(&srv).await;
+    let owners_agent = seed_agent(&srv.db.pool, owner).await;
+    let members_agent = seed_agent(&srv.db.pool, member).await;
+    let (_oa, _, _, owners_node) = join(&srv.url, &owners_agent.token, PeerKind::Agent, 1).await;
+    let (_ma, _, _, members_node) = join(&srv.url, &members_agent.token, PeerKind::Agent, 2).await;
+
+    // A member's client cannot get another user's agent's node.
+    let (c, mut updates, _, _) = join(&srv.url, &member_token, PeerKind::Client, 3).await;
+    c.add_tunnel(owners_agent.id);
+    c.add_tunnel(members_agent.id);
+    let mut refused = false;
+    let mut got_own = false;
+    tokio::time::timeout(DEADLINE, async {
+        while !(refused && got_own) {
+            match updates.recv().await.unwrap() {
+                PeerUpdate::Refused { peer: Some(p), .. } if p == owners_agent.id => refused = true,
+                PeerUpdate::Node { peer, node } => {
+                    assert_ne!(peer, owners_agent.id, "leaked a foreign agent's node");
+                    assert_eq!(node, members_node);
+                    got_own = true;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("refusal and own agent's node");
+    let _ = owners_node;
+    // ... nor through the single-agent endpoint.
+    let err = Coordinator::connect(&srv.url, &member_token, PeerKind::SingleAgent(owners_agent.id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    // Bad credentials are refused before the upgrade.
+    let err = Coordinator::connect(&srv.url, "nope", PeerKind::Agent).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+
+    // An agent cannot open a tunnel: refused and closed.
+    let (a, mut agent_updates) =
+        Coordinator::connect(&srv.url, &members_agent.token, PeerKind::Agent).await.unwrap();
+    a.add_tunnel(owners_agent.id);
+    let u = expect(&mut agent_updates, "close", |u| {
+        matches!(u, PeerUpdate::CoordinatorUnreachable { .. })
+    })
+    .await;
+    assert!(format!("{u:?}").contains("agents may not open tunnels"), "{u:?}");
+    drop(a);
+
+    // A peer claiming a foreign node id or address is refused.
+    let (a, mut agent_updates) =
+        Coordinator::connect(&srv.url, &owners_agent.token, PeerKind::Agent).await.unwrap();
+    let PeerUpdate::Connected { node_id, .. } = agent_updates.recv().await.unwrap() else {
+        panic!()
+    };
+    let mut n = node(node_id, 5);
+    n.addresses = mesh_addresses(NodeId(node_id.0 ^ 1));
+    a.update_node(n);
+    let u = expect(&mut agent_updates, "close", |u| {
+        matches!(u, PeerUpdate::CoordinatorUnreachable { .. })
+    })
+    .await;
+    assert!(format!("{u:?}").contains("claims"), "{u:?}");
+}
+
+#[tokio::test]
+async fn deleted_workspace_and_revoked_token_tear_tunnels_down() {
+    let srv = TestServer::start().await.unwrap();
+    let (_, (member_token, member)) = users(&srv).await;
+    let agent = seed_agent(&srv.db.pool, member).await;
+    let (_a, mut agent_updates, _, agent_node) =
+        join(&srv.url, &agent.token, PeerKind::Agent, 1).await;
+    let (c, mut client_updates, client_peer, client_node) =
+        join(&srv.url, &member_token, PeerKind::Client, 2).await;
+    c.add_tunnel(agent.id);
+    expect(&mut client_updates, "agent node", is_node(agent.id, &agent_node)).await;
+    expect(&mut agent_updates, "client node", is_node(client_peer, &client_node)).await;
+
+    // A second client with a token we then revoke.
+    let token = member_login(&srv).await;
+    let (c2, mut c2_updates, c2_peer, c2_node) = join(&srv.url, &token, PeerKind::Client, 3).await;
+    c2.add_tunnel(agent.id);
+    expect(&mut c2_updates, "agent node", is_node(agent.id, &agent_node)).await;
+    expect(&mut agent_updates, "second client", is_node(c2_peer, &c2_node)).await;
+    let key_id = token.split('-').next().unwrap().to_owned();
+    sqlx::query("DELETE FROM api_keys WHERE id = $1")
+        .bind(&key_id)
+        .execute(&srv.db.pool)
+        .await
+        .unwrap();
+    expect(
+        &mut agent_updates,
+        "revoked client disconnected",
+        |u| matches!(u, PeerUpdate::Disconnected { peer, .. } if *peer == c2_peer),
+    )
+    .await;
+
+    // Deleting the workspace removes the agent and its tunnels.
+    sqlx::query("UPDATE workspaces SET deleted = true WHERE id = $1")
+        .bind(agent.workspace)
+        .execute(&srv.db.pool)
+        .await
+        .unwrap();
+    // The client is told the agent is gone and, in either order, that its
+    // tunnel to it was revoked.
+    let (mut gone, mut revoked) = (false, false);
+    tokio::time::timeout(DEADLINE, async {
+        while !(gone && revoked) {
+            match client_updates.recv().await.unwrap() {
+                PeerUpdate::Disconnected { peer, .. } if peer == agent.id => gone = true,
+                PeerUpdate::Refused { peer: Some(p), .. } if p == agent.id => revoked = true,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("agent disconnected and tunnel revoked");
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let tunnels: i64 = sqlx::query_scalar("SELECT count(*) FROM tunnels WHERE dst = $1")
+                .bind(agent.id)
+                .fetch_one(&srv.db.pool)
+                .await
+                .unwrap();
+            if tunnels == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the tunnel row is removed");
+}
+
+/// A second coderd replica on the same database; dropping it kills it.
+struct Replica {
+    url: Url,
+    _state: AppState,
+    _task: AbortOnDropHandle<()>,
+}
+
+async fn replica(db: &PgPool) -> Replica {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    let state = AppState::new(db.clone(), ApiConfig::new(url.clone()));
+    let app = coordinator::app(state.clone());
+    let task = tokio::spawn(async move {
+        let _ =
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    Replica { url, _state: state, _task: AbortOnDropHandle::new(task) }
+}
+
+/// A TCP load balancer whose backend can be switched.
+async fn balancer(backend: SocketAddr) -> (Url, Arc<Mutex<SocketAddr>>, AbortOnDropHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    let target = Arc::new(Mutex::new(backend));
+    let t = target.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = *t.lock().unwrap();
+            conns.spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (url, target, AbortOnDropHandle::new(task))
+}
+
+fn addr(url: &Url) -> SocketAddr {
+    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap()).parse().unwrap()
+}
+
+#[tokio::test]
+async fn two_replicas_and_one_dies() {
+    let a = TestServer::start().await.unwrap();
+    let (_, (member_token, member)) = users(&a).await;
+    let agent = seed_agent(&a.db.pool, member).await;
+    let b = replica(&a.db.pool).await;
+    let (lb, backend, _lb_task) = balancer(addr(&b.url)).await;
+
+    // Agent on A, client (through the balancer) on B.
+    let (_ag, mut agent_updates, _, agent_node) =
+        join(&a.url, &agent.token, PeerKind::Agent, 1).await;
+    let (c, mut client_updates, client_peer, client_node) =
+        join(&lb, &member_token, PeerKind::Client, 2).await;
+    c.add_tunnel(agent.id);
+    expect(&mut client_updates, "agent node across replicas", is_node(agent.id, &agent_node)).await;
+    expect(&mut agent_updates, "client node across replicas", is_node(client_peer, &client_node))
+        .await;
+    let replicas: i64 = sqlx::query_scalar("SELECT count(*) FROM coordinators")
+        .fetch_one(&a.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(replicas, 2);
+
+    // B dies: the client notices, A marks B's peers lost.
+    drop(b);
+    expect(&mut client_updates, "coordinator gone", |u| {
+        matches!(u, PeerUpdate::CoordinatorUnreachable { .. })
+    })
+    .await;
+    expect(
+        &mut agent_updates,
+        "client lost",
+        |u| matches!(u, PeerUpdate::Lost { peer } if *peer == client_peer),
+    )
+    .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM peers WHERE id = $1")
+        .bind(client_peer)
+        .fetch_one(&a.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "lost");
+
+    // The balancer now sends it to A; it resumes its peer id and tunnels.
+    *backend.lock().unwrap() = addr(&a.url);
+    let u =
+        expect(&mut client_updates, "reconnected", |u| matches!(u, PeerUpdate::Connected { .. }))
+            .await;
+    assert!(matches!(u, PeerUpdate::Connected { peer_id, .. } if peer_id == client_peer), "{u:?}");
+    expect(&mut client_updates, "agent node again", is_node(agent.id, &agent_node)).await;
+    expect(&mut agent_updates, "client back", is_node(client_peer, &client_node)).await;
+}
+
+#[tokio::test]
+async fn updates_flow_after_pubsub_reconnect() {
+    let a = TestServer::start().await.unwrap();
+    let (_, (member_token, member)) = users(&a).await;
+    let agent = seed_agent(&a.db.pool, member).await;
+    let b = replica(&a.db.pool).await;
+    let (_ag, mut agent_updates, _, agent_node) =
+        join(&a.url, &agent.token, PeerKind::Agent, 1).await;
+    let (c, mut client_updates, client_peer, client_node) =
+        join(&b.url, &member_token, PeerKind::Client, 2).await;
+    c.add_tunnel(agent.id);
+    expect(&mut client_updates, "agent node", is_node(agent.id, &agent_node)).await;
+    expect(&mut agent_updates, "client node", is_node(client_peer, &client_node)).await;
+
+    // Kill every pub/sub listener connection (as a Postgres restart would).
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&a.db.pool)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "no listener connections found");
+
+    // Changes made right away (possibly missed by NOTIFY) still arrive.
+    let moved = node(client_node.id, 9);
+    c.update_node(moved.clone());
+    expect(&mut agent_updates, "client's new node after resync", is_node(client_peer, &moved))
+        .await;
+    let agent_moved = node(agent_node.id, 10);
+    _ag.update_node(agent_moved.clone());
+    expect(&mut client_updates, "agent's new node after resync", is_node(agent.id, &agent_moved))
+        .await;
+}
