@@ -1,2 +1,6 @@
 //! The workspace agent: SSH server, port forwarding, startup script, liveness.
+mod agent;
 pub mod ssh;
+pub mod startup;
+
+pub use agent::{run, AgentConfig, AgentError};

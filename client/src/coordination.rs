@@ -136,7 +136,7 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether retrying cannot help (bad credentials or URL).
+    /// Whether retrying cannot help (bad credentials, URL, version or agent).
     fn is_permanent(&self) -> bool {
         match self {
             ConnectError::InvalidUrl(_) => true,
@@ -162,7 +162,9 @@ pub struct PeerUpdates {
 }
 
 impl PeerUpdates {
-    /// The next update; `None` once the connection task has stopped for good.
+    /// The next update; `None` once the connection task has stopped for good
+    /// (the coordinator refused the credentials or the agent on reconnect:
+    /// token revoked, workspace deleted).
     pub async fn recv(&mut self) -> Option<PeerUpdate> {
         self.rx.recv().await
     }
@@ -267,13 +269,13 @@ impl Actor {
             backoff = (backoff * 2).min(Duration::from_secs(10));
             match self.dial().await {
                 Ok(socket) => ws = Some(socket),
-                Err(e) => {
-                    if e.is_permanent() && self.resume.take().is_some() {
-                        // The resumed id may be gone for good; start afresh.
-                        continue;
-                    }
-                    tracing::debug!(error = %e, "reconnecting to the coordinator failed");
+                Err(e) if e.is_permanent() => {
+                    // Revoked credentials or a deleted workspace: retrying cannot help.
+                    tracing::warn!(error = %e, "coordinator refused us for good; giving up");
+                    let _ = self.emit(PeerUpdate::CoordinatorUnreachable { error: e.to_string() });
+                    return;
                 }
+                Err(e) => tracing::debug!(error = %e, "reconnecting to the coordinator failed"),
             }
         }
     }

@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod config;
 pub mod coordination;
+pub mod meshnet;
 pub mod sdk;

@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod provisioner;
 pub mod provisionerd;
 pub mod pubsub;
+pub mod relay;
 mod secrets;
 mod server;
 #[cfg(feature = "testutil")]

@@ -12,6 +12,7 @@ use crate::api::{self, ApiConfig, AppState};
 use crate::db;
 use crate::postgres::{self, Cluster, ClusterConfig};
 use crate::provisioner::{find_provider, find_terraform, ExecutorConfig, Provisioners};
+use crate::relay::{relay_map, EmbeddedRelay};
 
 /// What `coderd server` needs to run.
 #[derive(Debug, Clone)]
@@ -32,6 +33,12 @@ pub struct ServerConfig {
     pub provider_path: Option<PathBuf>,
     /// A running job whose worker is silent this long is failed.
     pub job_stale_after: std::time::Duration,
+    /// Run the embedded relay at `/derp`.
+    pub relay_enabled: bool,
+    /// The embedded STUN listener; `None` disables it.
+    pub stun_address: Option<SocketAddr>,
+    /// Extra relay regions (JSON, the format of `GET /api/v2/derp-map`).
+    pub derp_config_path: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +52,9 @@ impl Default for ServerConfig {
             terraform_path: None,
             provider_path: None,
             job_stale_after: std::time::Duration::from_secs(90),
+            relay_enabled: true,
+            stun_address: Some(SocketAddr::from(([0, 0, 0, 0], 3478))),
+            derp_config_path: None,
         }
     }
 }
@@ -75,6 +85,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
     #[error("{0}")]
     Other(String),
 }
@@ -129,7 +141,17 @@ async fn serve(
             Url::parse(&format!("http://{local}")).map_err(|e| ServerError::Other(e.to_string()))?
         }
     };
-    let state = AppState::new(pool.clone(), ApiConfig::new(access_url.clone()));
+    let embedded = if config.relay_enabled {
+        Some(EmbeddedRelay::spawn(config.stun_address).await?)
+    } else {
+        None
+    };
+    let map = relay_map(&access_url, embedded.as_ref(), config.derp_config_path.as_deref())?;
+    if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
+        tracing::info!(%stun, "STUN listening");
+    }
+    let state = AppState::new(pool.clone(), ApiConfig::new(access_url.clone()))
+        .with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
     let _provisioners = start_provisioners(config, &state, &access_url);
     let app = api::app(state);
     tracing::info!(%local, %access_url, "coderd listening");
@@ -139,6 +161,10 @@ async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| ServerError::Other(format!("http server: {e}")))?;
+    if let Some(relay) = &embedded {
+        // Tell relay clients to reconnect elsewhere (or to us, after a restart).
+        relay.server.shutdown().await;
+    }
     pool.close().await;
     Ok(())
 }

@@ -99,6 +99,7 @@ pub struct TestServer {
     /// Keeps the work directory of in-process provisioners alive.
     pub work_dir: Option<tempfile::TempDir>,
     provisioners: Option<crate::provisioner::Provisioners>,
+    pub relay: crate::relay::EmbeddedRelay,
     _task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
@@ -114,7 +115,10 @@ impl TestServer {
         let url = Url::parse(&format!("http://{addr}"))?;
         let mut config = ApiConfig::new(url.clone());
         tweak(&mut config);
-        let state = AppState::new(db.pool.clone(), config);
+        let relay = crate::relay::EmbeddedRelay::spawn(None).await?;
+        let map = crate::relay::relay_map(&url, Some(&relay), None)?;
+        let state =
+            AppState::new(db.pool.clone(), config).with_relay(Some(relay.server.clone()), map);
         let app = api::app(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -126,6 +130,7 @@ impl TestServer {
             state,
             work_dir: None,
             provisioners: None,
+            relay,
             _task: tokio_util::task::AbortOnDropHandle::new(task),
         })
     }

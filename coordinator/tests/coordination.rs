@@ -355,6 +355,10 @@ async fn deleted_workspace_and_revoked_token_tear_tunnels_down() {
     })
     .await
     .expect("the tunnel row is removed");
+    // The agent's token is dead with its workspace: its client gives up.
+    tokio::time::timeout(DEADLINE, async { while agent_updates.recv().await.is_some() {} })
+        .await
+        .expect("the agent's update stream ends");
 }
 
 /// A second coderd replica on the same database; dropping it kills it.
@@ -485,4 +489,64 @@ async fn updates_flow_after_pubsub_reconnect() {
     _ag.update_node(agent_moved.clone());
     expect(&mut client_updates, "agent's new node after resync", is_node(agent.id, &agent_moved))
         .await;
+}
+
+/// Opens a raw coordination WebSocket as an agent.
+async fn raw_agent(url: &Url, token: &str) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut ws_url = url.join("/api/v2/workspaceagents/me/coordinate?version=1").unwrap();
+    ws_url.set_scheme("ws").unwrap();
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Coder-Session-Token", token.parse().unwrap());
+    let tcp = TcpStream::connect(addr(url)).await.unwrap();
+    tokio_tungstenite::client_async(req, tcp).await.unwrap().0
+}
+
+/// Reads until the server closes; returns its close code and reason.
+async fn close_of(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> (u16, String) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (u16::from(f.code), f.reason.to_string())
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("close frame")
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_messages_close_with_a_reason() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let srv = TestServer::start().await.unwrap();
+    let (_, (_, member)) = users(&srv).await;
+    let agent = seed_agent(&srv.db.pool, member).await;
+
+    let mut ws = raw_agent(&srv.url, &agent.token).await;
+    ws.send(Message::text(r#"{"type":"teleport"}"#)).await.unwrap();
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1007);
+    assert!(reason.starts_with("malformed message"), "{reason}");
+
+    let mut ws = raw_agent(&srv.url, &agent.token).await;
+    let big = format!(r#"{{"type":"node","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    let _ = ws.send(Message::text(big)).await;
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1009, "{reason}");
+
+    // An unknown protocol version is refused before the upgrade.
+    let resp = reqwest::Client::new()
+        .get(srv.url.join("/api/v2/workspaceagents/me/coordinate?version=2").unwrap())
+        .header("Coder-Session-Token", &agent.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
 }

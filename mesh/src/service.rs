@@ -1,8 +1,9 @@
 //! The header that opens every mesh QUIC stream, naming the service it is for.
 //!
 //! Wire: `len:u8` then `len` bytes of UTF-8, one of `ssh`, `tcp:<port>`,
-//! `speedtest`. The acceptor reads the header, then hands the rest of the stream
-//! to the named service.
+//! `udp:<port>`, `speedtest`. The acceptor reads the header, then hands the rest
+//! of the stream to the named service. A `udp:<port>` stream carries datagrams,
+//! each framed as `len:u16` (big-endian) then `len` bytes (`docs/cli.md`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +16,8 @@ pub enum Service {
     Ssh,
     /// A TCP port forward to this port on the agent's host.
     Tcp(u16),
+    /// UDP datagrams (length-prefixed on the stream) to this port on the agent's host.
+    Udp(u16),
     /// Bulk bytes for a throughput test.
     Speedtest,
 }
@@ -24,6 +27,7 @@ impl fmt::Display for Service {
         match self {
             Service::Ssh => f.write_str("ssh"),
             Service::Tcp(port) => write!(f, "tcp:{port}"),
+            Service::Udp(port) => write!(f, "udp:{port}"),
             Service::Speedtest => f.write_str("speedtest"),
         }
     }
@@ -48,11 +52,13 @@ impl FromStr for Service {
         match s {
             "ssh" => Ok(Service::Ssh),
             "speedtest" => Ok(Service::Speedtest),
-            _ => s
-                .strip_prefix("tcp:")
-                .and_then(|p| p.parse().ok())
-                .map(Service::Tcp)
-                .ok_or_else(|| ServiceParseError::Unknown(s.to_string())),
+            _ => {
+                let port = |prefix: &str| s.strip_prefix(prefix).and_then(|p| p.parse().ok());
+                port("tcp:")
+                    .map(Service::Tcp)
+                    .or_else(|| port("udp:").map(Service::Udp))
+                    .ok_or_else(|| ServiceParseError::Unknown(s.to_string()))
+            }
         }
     }
 }
@@ -84,6 +90,7 @@ mod tests {
     fn header_snapshots() {
         assert_eq!(hex::encode(Service::Ssh.header()), "03737368");
         assert_eq!(hex::encode(Service::Tcp(8080).header()), "087463703a38303830");
+        assert_eq!(hex::encode(Service::Udp(53).header()), "067564703a3533");
         assert_eq!(Service::Speedtest.header()[0], 9);
     }
 
@@ -92,13 +99,20 @@ mod tests {
         assert!(matches!(Service::from_header_name(b"ftp"), Err(ServiceParseError::Unknown(_))));
         assert!(Service::from_header_name(b"tcp:99999").is_err());
         assert!(Service::from_header_name(b"tcp:").is_err());
+        assert!(Service::from_header_name(b"udp:65536").is_err());
+        assert!(Service::from_header_name(b"udp:-1").is_err());
         assert_eq!(Service::from_header_name(&[0xff]), Err(ServiceParseError::NotUtf8));
     }
 
     proptest! {
         #[test]
-        fn round_trip(port in any::<u16>(), kind in 0..3u8) {
-            let service = match kind { 0 => Service::Ssh, 1 => Service::Tcp(port), _ => Service::Speedtest };
+        fn round_trip(port in any::<u16>(), kind in 0..4u8) {
+            let service = match kind {
+                0 => Service::Ssh,
+                1 => Service::Tcp(port),
+                2 => Service::Udp(port),
+                _ => Service::Speedtest,
+            };
             let header = service.header();
             prop_assert_eq!(usize::from(header[0]), header.len() - 1);
             prop_assert_eq!(Service::from_header_name(&header[1..]).unwrap(), service);

@@ -45,10 +45,12 @@ impl Coderd {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let mut child = Command::new(binary("coderd")?)
             .arg("server")
-            .args(["--http-address", "127.0.0.1:0", "--data-dir"])
+            .args(["--http-address", "127.0.0.1:0", "--stun-address", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env_remove("CODER_PG_CONNECTION_URL")
+            // Templates like `local` keep workspaces under ~: keep them here.
+            .env("HOME", data_dir.join("home"))
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
@@ -106,6 +108,25 @@ impl Drop for Coderd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        kill_local_agents(&self.data_dir.join("home"));
+    }
+}
+
+/// Kills agents that the `local` template started under `home` (each leads
+/// its own process group, recorded in a pid file).
+pub fn kill_local_agents(home: &Path) {
+    let Ok(dirs) = std::fs::read_dir(home.join("coder-workspaces")) else { return };
+    for d in dirs.flatten() {
+        let pid_file = d.path().join(".coder-agent/agent.pid");
+        let Ok(text) = std::fs::read_to_string(&pid_file) else { continue };
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            if pid > 1 {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 

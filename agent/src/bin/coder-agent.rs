@@ -1,4 +1,54 @@
-fn main() {
-    eprintln!("coder-agent: not implemented yet");
-    std::process::exit(1);
+//! `coder-agent`: runs inside a workspace.
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "coder-agent",
+    version,
+    about = "The workspace agent: SSH and port forwards over the mesh"
+)]
+struct Args {
+    /// The deployment's access URL.
+    #[arg(long, env = "CODER_AGENT_URL")]
+    url: url::Url,
+    /// The agent token (from `coder_agent.token`).
+    #[arg(long, env = "CODER_AGENT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Use the relay only (no direct UDP paths).
+    #[arg(long, env = "CODER_AGENT_RELAY_ONLY")]
+    relay_only: bool,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "CODER_AGENT_LOG_FILTER", default_value = "info")]
+    log_filter: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = agent::AgentConfig::new(args.url, args.token);
+    config.relay_only = args.relay_only;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
+    rt.block_on(async move { agent::run(config, shutdown_signal()).await.context("coder-agent") })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
 }

@@ -256,3 +256,38 @@ pub async fn logs(ctx: &Context_, name: &str, follow: bool) -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// Starts a build and waits for it without printing to stdout (which may be
+/// an SSH stream); progress goes to stderr.
+pub async fn transition_quiet(
+    client: &Client,
+    ws: &Workspace,
+    t: Transition,
+) -> anyhow::Result<()> {
+    let b = client
+        .create_workspace_build(
+            ws.id,
+            &CreateWorkspaceBuildRequest {
+                transition: t,
+                template_version_id: None,
+                rich_parameter_values: vec![],
+            },
+        )
+        .await
+        .map_err(api_message)?;
+    let job = client
+        .follow_job_logs(&format!("/api/v2/workspacebuilds/{}/logs", b.id), |l| {
+            eprintln!("    {}", l.output)
+        })
+        .await?;
+    if job.status != ProvisionerJobStatus::Succeeded {
+        bail!(
+            "the {} build of {:?} {}: {}",
+            t.as_str(),
+            ws.name,
+            format!("{:?}", job.status).to_lowercase(),
+            job.error
+        );
+    }
+    Ok(())
+}

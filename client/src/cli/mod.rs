@@ -2,8 +2,10 @@
 //! one parses global flags and resolves the deployment URL and token.
 
 mod build;
+mod config_ssh;
 mod login;
 mod output;
+mod ssh;
 mod templates;
 mod tokens;
 mod users;
@@ -96,6 +98,13 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// SSH into a workspace over the mesh.
+    Ssh(ssh::SshArgs),
+    /// Add your workspaces to ~/.ssh/config (OpenSSH, VS Code Remote-SSH).
+    ConfigSsh(config_ssh::ConfigSshArgs),
+    /// Open a workspace in an editor.
+    #[command(subcommand)]
+    Open(OpenCommand),
     /// Show the latest build's logs.
     Logs {
         workspace: String,
@@ -169,5 +178,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             build::transition(&ctx, &workspace, Transition::Delete, &[]).await
         }
         Command::Logs { workspace, follow } => build::logs(&ctx, &workspace, follow).await,
+        Command::Ssh(args) => ssh::run(&ctx, args).await,
+        Command::ConfigSsh(args) => config_ssh::run(&ctx, args).await,
+        Command::Open(OpenCommand::Vscode { workspace, dir, print }) => {
+            open_vscode(&ctx, &workspace, dir.as_deref(), print).await
+        }
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OpenCommand {
+    /// Open the workspace in VS Code (Remote-SSH).
+    Vscode {
+        workspace: String,
+        /// Directory to open (default: the agent's directory).
+        dir: Option<String>,
+        /// Print the URI instead of opening it.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+async fn open_vscode(
+    ctx: &Context_,
+    workspace: &str,
+    dir: Option<&str>,
+    print: bool,
+) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let agent = ssh::find_agent(&client, workspace, false, "no").await?;
+    let host =
+        format!("{}{}", config_ssh::HOST_PREFIX, workspace.split('.').next().unwrap_or(workspace));
+    let ssh_config = dirs::home_dir().unwrap_or_default().join(".ssh/config");
+    let configured =
+        std::fs::read_to_string(&ssh_config).is_ok_and(|s| s.contains(&format!("Host {host}\n")));
+    if !configured {
+        let mut args = config_ssh::ConfigSshArgs {
+            ssh_config_file: ssh_config.to_string_lossy().into_owned(),
+            yes: true,
+            dry_run: false,
+            remove: false,
+        };
+        args.yes = true;
+        config_ssh::run(ctx, args).await?;
+    }
+    let dir = dir.map(str::to_owned).unwrap_or(agent.directory.clone());
+    let dir = if dir.starts_with('/') { dir } else { format!("/{dir}") };
+    let uri = format!("vscode://vscode-remote/ssh-remote+{host}{dir}");
+    if print {
+        println!("{uri}");
+        return Ok(());
+    }
+    let opened = std::process::Command::new("xdg-open")
+        .arg(&uri)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !opened {
+        println!("Open this URI in VS Code: {uri}");
+    }
+    Ok(())
 }

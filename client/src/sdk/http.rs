@@ -419,3 +419,34 @@ impl Client {
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// The agent's side of the API, authenticated by the agent token.
+impl Client {
+    pub async fn agent_manifest(&self) -> Result<AgentManifest, SdkError> {
+        self.request::<(), _>(Method::GET, "/api/v2/workspaceagents/me/manifest", None).await
+    }
+
+    pub async fn post_lifecycle(&self, req: &PostLifecycleRequest) -> Result<(), SdkError> {
+        self.send(Method::POST, "/api/v2/workspaceagents/me/lifecycle", Some(req)).await?;
+        Ok(())
+    }
+
+    pub async fn patch_agent_logs(&self, req: &PatchAgentLogsRequest) -> Result<(), SdkError> {
+        self.send(Method::PATCH, "/api/v2/workspaceagents/me/logs", Some(req)).await?;
+        Ok(())
+    }
+
+    pub async fn post_agent_stats(&self, stats: &AgentStats) -> Result<(), SdkError> {
+        self.send(Method::POST, "/api/v2/workspaceagents/me/stats", Some(stats)).await?;
+        Ok(())
+    }
+
+    pub async fn agent_logs(&self, agent: Uuid) -> Result<Vec<WorkspaceAgentLog>, SdkError> {
+        self.request::<(), _>(Method::GET, &format!("/api/v2/workspaceagents/{agent}/logs"), None)
+            .await
+    }
+
+    pub async fn relay_map(&self) -> Result<RelayMap, SdkError> {
+        self.request::<(), _>(Method::GET, "/api/v2/derp-map", None).await
+    }
+}

@@ -366,3 +366,137 @@ pub struct WorkspaceResource {
     pub metadata: Vec<ResourceMetadata>,
     pub agents: Vec<WorkspaceAgent>,
 }
+
+/// The relays peers may use, by region (`GET /api/v2/derp-map`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RelayMap {
+    pub regions: std::collections::BTreeMap<u16, RelayRegion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RelayRegion {
+    pub region_id: u16,
+    pub region_code: String,
+    pub region_name: String,
+    pub nodes: Vec<RelayNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RelayNode {
+    pub name: String,
+    /// The relay endpoint, e.g. `https://relay.example.com/derp`.
+    pub url: String,
+    /// `host:port` of the region's STUN server, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun: Option<String>,
+}
+
+/// What an agent learns about itself at start (`GET /api/v2/workspaceagents/me/manifest`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentManifest {
+    pub agent_id: Uuid,
+    pub agent_name: String,
+    pub workspace_id: Uuid,
+    pub workspace_name: String,
+    pub owner_name: String,
+    pub directory: String,
+    pub environment_variables: std::collections::BTreeMap<String, String>,
+    pub startup_script: String,
+    pub metadata: Vec<AgentMetadataDescription>,
+    pub apps: Vec<WorkspaceApp>,
+    pub relay_map: RelayMap,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentMetadataDescription {
+    pub key: String,
+    #[serde(default)]
+    pub display_name: String,
+    pub script: String,
+    /// Seconds between runs.
+    pub interval: i64,
+    /// Seconds before a run is killed.
+    pub timeout: i64,
+}
+
+/// Agent lifecycle states, as Coder names them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleState {
+    Created,
+    Starting,
+    StartTimeout,
+    StartError,
+    Ready,
+    ShuttingDown,
+    ShutdownTimeout,
+    ShutdownError,
+    Off,
+}
+
+impl LifecycleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Starting => "starting",
+            Self::StartTimeout => "start_timeout",
+            Self::StartError => "start_error",
+            Self::Ready => "ready",
+            Self::ShuttingDown => "shutting_down",
+            Self::ShutdownTimeout => "shutdown_timeout",
+            Self::ShutdownError => "shutdown_error",
+            Self::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostLifecycleRequest {
+    pub state: LifecycleState,
+    /// The startup script's exit code, when it has finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentLog {
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    pub output: String,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatchAgentLogsRequest {
+    #[serde(default)]
+    pub source: String,
+    pub logs: Vec<AgentLog>,
+}
+
+/// A stored agent log line, as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkspaceAgentLog {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub source: String,
+    pub level: String,
+    pub output: String,
+}
+
+/// Liveness and stats an agent reports periodically.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentStats {
+    #[serde(default)]
+    pub connections_by_kind: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub rx_bytes: u64,
+    #[serde(default)]
+    pub tx_bytes: u64,
+    #[serde(default)]
+    pub session_count: u64,
+    #[serde(default)]
+    pub version: String,
+}

@@ -241,17 +241,35 @@ impl AgentRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct AppRow {
-    id: Uuid,
-    agent_id: Uuid,
-    slug: String,
-    display_name: String,
-    url: String,
-    command: String,
-    subdomain: bool,
-    share: String,
-    healthcheck: Option<sqlx::types::Json<serde_json::Value>>,
+pub struct AppRow {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub url: String,
+    pub command: String,
+    pub subdomain: bool,
+    pub share: String,
+    pub healthcheck: Option<sqlx::types::Json<serde_json::Value>>,
 }
+
+impl AppRow {
+    pub fn to_api(&self) -> WorkspaceApp {
+        WorkspaceApp {
+            id: self.id,
+            slug: self.slug.clone(),
+            display_name: self.display_name.clone(),
+            url: self.url.clone(),
+            command: self.command.clone(),
+            subdomain: self.subdomain,
+            share: self.share.clone(),
+            healthcheck: self.healthcheck.as_ref().map(|h| h.0.clone()),
+        }
+    }
+}
+
+pub const APP_COLUMNS: &str =
+    "id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck";
 
 pub const AGENT_COLUMNS: &str = "id, resource_id, name, os, arch, directory, lifecycle_state, \
     connection_timeout_seconds, first_connected_at, last_connected_at, disconnected_at, created_at";
@@ -273,10 +291,9 @@ pub async fn resources(db: &PgPool, job_id: Uuid) -> ApiResult<Vec<WorkspaceReso
     .fetch_all(db)
     .await?;
     let agent_ids: Vec<Uuid> = agents.iter().map(|a| a.id).collect();
-    let apps: Vec<AppRow> = sqlx::query_as(
-        "SELECT id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck
-         FROM workspace_apps WHERE agent_id = ANY($1) ORDER BY slug",
-    )
+    let apps: Vec<AppRow> = sqlx::query_as(&format!(
+        "SELECT {APP_COLUMNS} FROM workspace_apps WHERE agent_id = ANY($1) ORDER BY slug"
+    ))
     .bind(&agent_ids)
     .fetch_all(db)
     .await?;
@@ -316,19 +333,6 @@ fn agent_to_api(a: &AgentRow, apps: &[AppRow], now: DateTime<Utc>) -> WorkspaceA
         lifecycle_state: a.lifecycle_state.clone(),
         first_connected_at: a.first_connected_at,
         last_connected_at: a.last_connected_at,
-        apps: apps
-            .iter()
-            .filter(|p| p.agent_id == a.id)
-            .map(|p| WorkspaceApp {
-                id: p.id,
-                slug: p.slug.clone(),
-                display_name: p.display_name.clone(),
-                url: p.url.clone(),
-                command: p.command.clone(),
-                subdomain: p.subdomain,
-                share: p.share.clone(),
-                healthcheck: p.healthcheck.as_ref().map(|h| h.0.clone()),
-            })
-            .collect(),
+        apps: apps.iter().filter(|p| p.agent_id == a.id).map(AppRow::to_api).collect(),
     }
 }

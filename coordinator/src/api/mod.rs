@@ -1,7 +1,10 @@
 //! The HTTP API: `app(state)` builds the router that `coderd` serves and that
 //! tests drive in process.
 
+mod agent_auth;
+mod agents;
 mod auth;
+mod coordinate;
 mod error;
 mod files;
 mod jobs;
@@ -23,6 +26,8 @@ use sqlx::PgPool;
 use url::Url;
 
 use error::{ApiError, Json};
+
+use client::sdk::RelayMap;
 
 use crate::metrics::Metrics;
 use crate::provisioner::Queue;
@@ -69,6 +74,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub pubsub: Pubsub,
     pub queue: Queue,
+    /// The embedded relay, when this coderd runs one.
+    pub relay: Option<derp::Server>,
+    pub relay_map: Arc<RelayMap>,
 }
 
 impl AppState {
@@ -76,7 +84,22 @@ impl AppState {
     pub fn new(db: PgPool, config: ApiConfig) -> Self {
         let pubsub = Pubsub::new(db.clone());
         let queue = Queue::new(db.clone(), pubsub.clone());
-        AppState { db, config: Arc::new(config), metrics: Arc::default(), pubsub, queue }
+        AppState {
+            db,
+            config: Arc::new(config),
+            metrics: Arc::default(),
+            pubsub,
+            queue,
+            relay: None,
+            relay_map: Arc::default(),
+        }
+    }
+
+    /// Serves `relay` at `/derp` and hands out `map`.
+    pub fn with_relay(mut self, relay: Option<derp::Server>, map: RelayMap) -> Self {
+        self.relay = relay;
+        self.relay_map = Arc::new(map);
+        self
     }
 }
 
@@ -84,6 +107,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/buildinfo", get(build_info))
+        .route("/derp-map", get(relay_map))
         .route("/users/first", get(users::first_user_exists).post(users::create_first_user))
         .route("/users/login", post(users::login))
         .route("/users/logout", post(users::logout))
@@ -106,6 +130,11 @@ pub fn app(state: AppState) -> Router {
             "/templates/{template}/versions",
             get(templates::template_versions).patch(templates::update_active_version),
         )
+        .route("/workspaceagents/me/manifest", get(agents::manifest))
+        .route("/workspaceagents/me/lifecycle", post(agents::post_lifecycle))
+        .route("/workspaceagents/me/logs", patch(agents::patch_logs))
+        .route("/workspaceagents/me/stats", post(agents::post_stats))
+        .route("/workspaceagents/{id}/logs", get(agents::agent_logs))
         .route("/workspaces", get(workspaces::list))
         .route("/workspaces/{id}", get(workspaces::get))
         .route(
@@ -116,6 +145,7 @@ pub fn app(state: AppState) -> Router {
         .route("/workspacebuilds/{id}/logs", get(workspaces::build_logs))
         .route("/workspacebuilds/{id}/resources", get(workspaces::build_resources))
         .route("/workspacebuilds/{id}/cancel", patch(workspaces::cancel_build))
+        .merge(coordinate::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(api_not_found);
     // Uploads have their own, larger limit.
@@ -126,6 +156,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "OK" }))
         .route("/metrics", get(metrics))
+        .route("/derp", axum::routing::any(relay))
+        .route("/bin/{name}", get(agents::agent_binary))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .nest("/api/v2", api.layer(DefaultBodyLimit::max(state.config.max_body_bytes)))
         .nest("/api/v2", uploads)
@@ -137,6 +169,20 @@ async fn build_info(State(state): State<AppState>) -> Json<client::sdk::BuildInf
         version: env!("CARGO_PKG_VERSION").to_owned(),
         external_url: state.config.access_url.to_string(),
     })
+}
+
+async fn relay_map(State(state): State<AppState>) -> Json<RelayMap> {
+    Json(state.relay_map.as_ref().clone())
+}
+
+/// The embedded relay: DERP-style upgrade or WebSocket on `/derp`.
+async fn relay(State(state): State<AppState>, req: Request) -> Response {
+    match &state.relay {
+        Some(relay) => relay.handle_request(req).await.into_response(),
+        None => ApiError::not_found("Relay")
+            .detail("This coderd runs no embedded relay.")
+            .into_response(),
+    }
 }
 
 async fn api_not_found() -> ApiError {

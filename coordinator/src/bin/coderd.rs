@@ -45,6 +45,15 @@ struct ServerArgs {
     /// Fail a running job whose provisioner has not heartbeated for this many seconds.
     #[arg(long, env = "CODER_JOB_STALE_AFTER_SECONDS", default_value_t = 90)]
     job_stale_after_seconds: u64,
+    /// Run the embedded relay at /derp.
+    #[arg(long, env = "CODER_DERP_SERVER_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    derp_server_enable: bool,
+    /// UDP address of the embedded STUN server; empty disables it.
+    #[arg(long, env = "CODER_DERP_SERVER_STUN_ADDRESSES", default_value = "0.0.0.0:3478")]
+    stun_address: String,
+    /// JSON file with extra relay regions (self-hosted derpers), in the format of GET /api/v2/derp-map.
+    #[arg(long, env = "CODER_DERP_CONFIG_PATH")]
+    derp_config_path: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CODER_LOG_FILTER", default_value = "info")]
     log_filter: String,
@@ -70,6 +79,12 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.terraform_path = args.terraform_path;
     config.provider_path = args.provider_path;
     config.job_stale_after = std::time::Duration::from_secs(args.job_stale_after_seconds.max(1));
+    config.relay_enabled = args.derp_server_enable;
+    config.stun_address = match args.stun_address.trim() {
+        "" => None,
+        s => Some(s.parse().with_context(|| format!("--stun-address {s:?} is not host:port"))?),
+    };
+    config.derp_config_path = args.derp_config_path;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }

@@ -284,11 +284,11 @@ impl Session {
     pub fn env(&self, transition: Transition) -> Vec<(OsString, OsString)> {
         let path =
             std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-        let mut env: Vec<(OsString, OsString)> = vec![
-            ("PATH".into(), path),
-            ("HOME".into(), self.root.clone().into()),
-            ("TF_INPUT".into(), "0".into()),
-        ];
+        // The provisioner's own HOME: templates like `local` keep workspaces
+        // under `~`, which must outlive the job directory.
+        let home = std::env::var_os("HOME").unwrap_or_else(|| self.root.clone().into());
+        let mut env: Vec<(OsString, OsString)> =
+            vec![("PATH".into(), path), ("HOME".into(), home), ("TF_INPUT".into(), "0".into())];
         env.extend(
             provider::terraform_env(&self.cli_config).into_iter().map(|(k, v)| (k.into(), v)),
         );
@@ -529,7 +529,8 @@ mod tests {
         assert_eq!(get("CODER_AGENT_URL").unwrap(), "http://coder.test");
         assert_eq!(get("CODER_WORKSPACE_OWNER").unwrap(), "alice");
         assert_eq!(get(&provider::parameter_env_var("region")).unwrap(), "eu");
-        assert_eq!(get("HOME").unwrap(), session.root.as_os_str());
+        let home = std::env::var_os("HOME").unwrap_or_else(|| session.root.clone().into());
+        assert_eq!(get("HOME").unwrap(), home);
         assert!(get("CODER_WORKSPACE_NAME").is_none());
         let config = get("TF_CLI_CONFIG_FILE").unwrap();
         let text = std::fs::read_to_string(&config).unwrap();

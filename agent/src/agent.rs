@@ -1,0 +1,390 @@
+//! The agent's main loop: fetch the manifest, join the mesh as this agent,
+//! serve mesh streams (SSH, TCP forwards, speed tests), run the startup
+//! script, and report liveness until told to stop.
+//!
+//! The coordinator may come and go: the mesh session reconnects on its own
+//! and established mesh connections (and SSH sessions on them) keep running.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::coordination::PeerKind;
+use client::meshnet::{MeshSession, SessionConfig};
+use client::sdk::{AgentManifest, AgentStats, Client, LifecycleState};
+use mesh::{MeshConnection, Service};
+use tokio::task::JoinSet;
+use url::Url;
+
+use crate::ssh::{SshConfig, SshServer};
+use crate::startup::{self, StartupScript};
+
+/// What the agent needs to start.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AgentConfig {
+    pub url: Url,
+    pub token: String,
+    /// Use the relay only (no direct UDP paths).
+    pub relay_only: bool,
+    /// How often liveness and stats are reported.
+    pub stats_interval: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(url: Url, token: impl Into<String>) -> Self {
+        AgentConfig {
+            url,
+            token: token.into(),
+            relay_only: false,
+            stats_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error("the coordinator refused the agent token ({0}); the workspace was probably stopped or rebuilt")]
+    Unauthorized(String),
+}
+
+/// Fetches the manifest, retrying while the coordinator is unreachable or
+/// does not know the token yet: the agent may start while the build that
+/// created it is still running, before its token is recorded.
+async fn fetch_manifest(client: &Client) -> Result<AgentManifest, AgentError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.agent_manifest().await {
+            Ok(m) => return Ok(m),
+            Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED) => {
+                tracing::info!("the coordinator does not know this agent yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {
+                return Err(AgentError::Unauthorized(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the manifest; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn join_mesh(
+    config: &AgentConfig,
+    manifest: &AgentManifest,
+) -> Result<MeshSession, AgentError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let mut sc = SessionConfig::default();
+        sc.relay_only = config.relay_only;
+        match MeshSession::join(
+            &config.url,
+            &config.token,
+            PeerKind::Agent,
+            &manifest.relay_map,
+            sc,
+        )
+        .await
+        {
+            Ok(s) => return Ok(s),
+            Err(client::meshnet::SessionError::Coordinator(e))
+                if e.to_string().contains("HTTP 401") =>
+            {
+                return Err(AgentError::Unauthorized(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot join the mesh; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let client = Client::new(config.url.clone()).with_token(config.token.clone());
+    let manifest = fetch_manifest(&client).await?;
+    tracing::info!(agent = %manifest.agent_id, workspace = %manifest.workspace_name, "manifest fetched");
+    let dir = if manifest.directory.is_empty() {
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    } else {
+        PathBuf::from(&manifest.directory)
+    };
+    let env: Vec<(String, String)> = manifest
+        .environment_variables
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain([
+            ("CODER".to_owned(), "true".to_owned()),
+            ("CODER_WORKSPACE_NAME".to_owned(), manifest.workspace_name.clone()),
+            ("CODER_WORKSPACE_AGENT_NAME".to_owned(), manifest.agent_name.clone()),
+            ("CODER_WORKSPACE_OWNER_NAME".to_owned(), manifest.owner_name.clone()),
+        ])
+        .collect();
+    let mut ssh_config = SshConfig::new(dir.clone());
+    ssh_config.env = env.clone();
+    let ssh = SshServer::new(ssh_config);
+
+    let session = Arc::new(join_mesh(&config, &manifest).await?);
+    tracing::info!(node = ?session.endpoint().node().id, "joined the mesh");
+    let mut tasks = JoinSet::new();
+    tasks.spawn(accept_loop(session.clone(), ssh.clone()));
+    tasks.spawn(report_stats(client.clone(), ssh.clone(), config.stats_interval));
+    let script = StartupScript {
+        script: manifest.startup_script.clone(),
+        dir,
+        env,
+        timeout: Duration::ZERO,
+    };
+    let startup_client = client.clone();
+    tasks.spawn(async move {
+        let outcome = startup::run(&startup_client, script).await;
+        tracing::info!(?outcome, "startup script finished");
+    });
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    startup::report_lifecycle(&client, LifecycleState::ShuttingDown, None).await;
+    ssh.shutdown();
+    tasks.shutdown().await;
+    session.endpoint().close().await;
+    startup::report_lifecycle(&client, LifecycleState::Off, None).await;
+    Ok(())
+}
+
+async fn accept_loop(session: Arc<MeshSession>, ssh: SshServer) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            c = session.endpoint().accept() => match c {
+                Ok(conn) => {
+                    tracing::debug!(peer = %conn.peer().key, "mesh connection");
+                    conns.spawn(serve_connection(conn, ssh.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "mesh accept failed");
+                    return;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// Serves every stream a peer opens on one mesh connection.
+async fn serve_connection(conn: MeshConnection, ssh: SshServer) {
+    let peer = conn.peer().key.to_string();
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            s = conn.accept() => match s {
+                Ok((service, send, recv)) => {
+                    let ssh = ssh.clone();
+                    let peer = peer.clone();
+                    streams.spawn(async move {
+                        match service {
+                            Service::Ssh => {
+                                let stream = tokio::io::join(recv, send);
+                                if let Err(e) = ssh.serve_stream(stream, peer).await {
+                                    tracing::debug!(error = %e, "ssh connection ended");
+                                }
+                            }
+                            Service::Tcp(port) => forward_tcp(port, send, recv).await,
+                            Service::Udp(port) => forward_udp(port, send, recv).await,
+                            Service::Speedtest => speedtest(send, recv).await,
+                            other => {
+                                tracing::debug!(service = %other, "unsupported service");
+                                let mut send = send;
+                                let _ = send.reset(quinn::VarInt::from_u32(2));
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "mesh connection closed");
+                    return;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+}
+
+async fn forward_tcp(port: u16, mut send: quinn::SendStream, recv: quinn::RecvStream) {
+    match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(mut tcp) => {
+            let _ = tcp.set_nodelay(true);
+            let mut stream = tokio::io::join(recv, send);
+            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+        }
+        Err(e) => {
+            tracing::debug!(port, error = %e, "forward target refused");
+            let _ = send.reset(quinn::VarInt::from_u32(1));
+        }
+    }
+}
+
+/// How long a UDP forward stream may carry nothing either way before the
+/// agent closes it (the client closes idle streams sooner).
+const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// UDP forward: datagrams framed as `len:u16 BE` + payload go to
+/// `127.0.0.1:port` from a socket of this stream's own, and its replies come
+/// back framed the same way, until the client finishes the stream or it idles.
+async fn forward_udp(port: u16, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let socket = match tokio::net::UdpSocket::bind(("127.0.0.1", 0)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot bind a UDP socket for a forward");
+            let _ = send.reset(quinn::VarInt::from_u32(1));
+            return;
+        }
+    };
+    if let Err(e) = socket.connect(("127.0.0.1", port)).await {
+        tracing::debug!(port, error = %e, "UDP forward target unusable");
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+        return;
+    }
+    // Reading a frame is not cancel-safe, so each direction runs as one
+    // long-lived future; a shared clock of the last activity drives the timeout.
+    let start = tokio::time::Instant::now();
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let touch = || {
+        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    };
+    let to_target = async {
+        while let Some(d) = read_datagram(&mut recv).await {
+            touch();
+            // A refused send (ICMP unreachable) is packet loss, as UDP goes.
+            let _ = socket.send(&d).await;
+        }
+    };
+    let from_target = async {
+        let mut reply = vec![0u8; usize::from(u16::MAX)];
+        loop {
+            match socket.recv(&mut reply).await {
+                Ok(n) => {
+                    touch();
+                    let Some(payload) = reply.get(..n) else { continue };
+                    if write_datagram(&mut send, payload).await.is_err() {
+                        return;
+                    }
+                }
+                // ECONNREFUSED from an earlier send: nobody listens (yet); keep going.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(e) => {
+                    tracing::debug!(port, error = %e, "UDP forward receive failed");
+                    return;
+                }
+            }
+        }
+    };
+    let idle = async {
+        loop {
+            let since = Duration::from_millis(last.load(std::sync::atomic::Ordering::Relaxed));
+            let quiet = start.elapsed().saturating_sub(since);
+            if quiet >= UDP_IDLE_TIMEOUT {
+                return;
+            }
+            tokio::time::sleep(UDP_IDLE_TIMEOUT - quiet).await;
+        }
+    };
+    tokio::select! {
+        () = to_target => {}
+        () = from_target => {}
+        () = idle => {}
+    }
+    let _ = send.finish();
+}
+
+/// One framed datagram, or `None` when the stream ends or breaks.
+async fn read_datagram(recv: &mut quinn::RecvStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    recv.read_exact(&mut len).await.ok()?;
+    let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    recv.read_exact(&mut payload).await.ok()?;
+    Some(payload)
+}
+
+async fn write_datagram(
+    send: &mut quinn::SendStream,
+    payload: &[u8],
+) -> Result<(), quinn::WriteError> {
+    // Replies come from a u16::MAX buffer, so the length always fits.
+    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
+    let mut frame = Vec::with_capacity(payload.len() + 2);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload.get(..usize::from(len)).unwrap_or(payload));
+    send.write_all(&frame).await
+}
+
+/// Speed test: the client sends one byte, `u` (it uploads: we sink, then
+/// answer the byte count as `u64 BE`), `d` (it downloads: we source until it
+/// stops reading) or `p` (ping: we echo every byte back until it finishes).
+async fn speedtest(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let mut dir = [0u8; 1];
+    if recv.read_exact(&mut dir).await.is_err() {
+        return;
+    }
+    match dir[0] {
+        b'd' => {
+            let buf = vec![0x5au8; 64 * 1024];
+            while send.write_all(&buf).await.is_ok() {}
+        }
+        b'p' => {
+            let mut buf = [0u8; 1024];
+            while let Ok(Some(n)) = recv.read(&mut buf).await {
+                let Some(echo) = buf.get(..n) else { break };
+                if send.write_all(echo).await.is_err() {
+                    break;
+                }
+            }
+            let _ = send.finish();
+        }
+        _ => {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total: u64 = 0;
+            while let Ok(Some(n)) = recv.read(&mut buf).await {
+                total += n as u64;
+            }
+            let _ = send.write_all(&total.to_be_bytes()).await;
+            let _ = send.finish();
+        }
+    }
+}
+
+async fn report_stats(client: Client, ssh: SshServer, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let s = ssh.stats();
+        let mut stats =
+            AgentStats { version: env!("CARGO_PKG_VERSION").to_owned(), ..Default::default() };
+        stats.rx_bytes = s.bytes_in;
+        stats.tx_bytes = s.bytes_out;
+        stats.session_count = s.connections_active;
+        let a = &s.sessions_active;
+        for (kind, n) in [
+            ("ssh_exec", a.exec),
+            ("ssh_shell", a.shell),
+            ("sftp", a.sftp),
+            ("local_forward", a.local_forward),
+            ("remote_forward", a.remote_forward),
+        ] {
+            stats.connections_by_kind.insert(kind.to_owned(), n);
+        }
+        if let Err(e) = client.post_agent_stats(&stats).await {
+            tracing::debug!(error = %e, "stats report failed");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Joining the mesh: one [`MeshSession`] ties a coordination connection to a
+//! [`mesh::MeshEndpoint`]. Both `coder` (a client that dials agents) and
+//! `coder-agent` (which accepts) use it.
+//!
+//! ```text
+//! coordinator ──hello(node id)──▶ bind MeshEndpoint (relay home, STUN)
+//!             ◀──our node──────── publish (again whenever our endpoints change)
+//!             ──peer node──────▶ endpoint.upsert_peer, remember agent id → key
+//!             ──disconnected───▶ endpoint.remove_peer
+//! ```
+//!
+//! The session keeps running when the coordinator goes away: existing mesh
+//! connections stay up on the last known nodes; the coordination client
+//! reconnects and re-publishes on its own.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh::{
+    DiscoSecret, MeshConfig, MeshConnection, MeshEndpoint, Node, NodeKey, NodeSecret, PathEvent,
+    QuicSecret,
+};
+use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
+use url::Url;
+use uuid::Uuid;
+
+use crate::coordination::{ConnectError, Coordinator, PeerKind, PeerUpdate, PeerUpdates};
+use crate::sdk::RelayMap;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    #[error(transparent)]
+    Coordinator(#[from] ConnectError),
+    #[error("the coordinator closed the connection before saying hello")]
+    NoHello,
+    #[error("cannot open the mesh socket: {0}")]
+    Bind(#[from] mesh::BindError),
+    #[error(
+        "the workspace agent did not appear on the mesh within {0:?}; is the workspace running?"
+    )]
+    PeerTimeout(Duration),
+    #[error("the coordinator refused: {0}")]
+    Refused(String),
+    #[error("cannot connect to the agent over the mesh: {0}")]
+    Dial(#[from] mesh::DialError),
+}
+
+/// Options for joining.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// Announce no direct endpoints: always use the relay.
+    pub relay_only: bool,
+    /// Bind the mesh socket here (default `[::]:0`).
+    pub bind: Option<SocketAddr>,
+}
+
+/// Known peers: coordinator peer id → latest node.
+type Peers = HashMap<Uuid, Node>;
+
+pub struct MeshSession {
+    endpoint: Arc<MeshEndpoint>,
+    coordinator: Coordinator,
+    peers: watch::Receiver<Peers>,
+    refusals: watch::Receiver<Option<String>>,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl std::fmt::Debug for MeshSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshSession").finish_non_exhaustive()
+    }
+}
+
+/// The relay home and STUN servers from a relay map: the lowest region id
+/// with a node (the coordinator's embedded relay unless configured otherwise).
+fn relay_home(map: &RelayMap) -> (Option<derp::RelayUrl>, Option<u16>, Vec<SocketAddr>) {
+    let mut stun = Vec::new();
+    for region in map.regions.values() {
+        for node in &region.nodes {
+            if let Some(s) = &node.stun {
+                if let Ok(addrs) = s.to_socket_addrs() {
+                    stun.extend(addrs.filter(|a| a.is_ipv4()).take(1));
+                }
+            }
+        }
+    }
+    let home = map.regions.values().find_map(|r| {
+        r.nodes.first().and_then(|n| n.url.parse::<derp::RelayUrl>().ok()).map(|u| (u, r.region_id))
+    });
+    match home {
+        Some((url, region)) => (Some(url), Some(region), stun),
+        None => (None, None, stun),
+    }
+}
+
+impl MeshSession {
+    /// Connects to the coordinator as `kind`, binds the mesh endpoint with the
+    /// assigned node id, and publishes our node.
+    pub async fn join(
+        access_url: &Url,
+        token: &str,
+        kind: PeerKind,
+        relay_map: &RelayMap,
+        config: SessionConfig,
+    ) -> Result<MeshSession, SessionError> {
+        let (coordinator, mut updates) = Coordinator::connect(access_url, token, kind).await?;
+        let node_id = loop {
+            match updates.recv().await {
+                Some(PeerUpdate::Connected { node_id, .. }) => break node_id,
+                Some(_) => continue,
+                None => return Err(SessionError::NoHello),
+            }
+        };
+        let mut rng = rand::rngs::OsRng;
+        let mut cfg = MeshConfig::new(
+            node_id,
+            NodeSecret::generate(&mut rng),
+            DiscoSecret::generate(&mut rng),
+            QuicSecret::generate(&mut rng),
+        );
+        let (relay_url, region, stun) = relay_home(relay_map);
+        cfg.relay_url = relay_url;
+        cfg.relay_region = region;
+        cfg.stun_servers = stun;
+        cfg.relay_only = config.relay_only;
+        if let Some(bind) = config.bind {
+            cfg.bind = bind;
+        }
+        let endpoint = Arc::new(MeshEndpoint::bind(cfg).await?);
+        coordinator.update_node(endpoint.node());
+        let (peers_tx, peers) = watch::channel(Peers::new());
+        let (refusals_tx, refusals) = watch::channel(None);
+        let task = tokio::spawn(run(
+            endpoint.clone(),
+            coordinator.clone(),
+            updates,
+            peers_tx,
+            refusals_tx,
+        ));
+        Ok(MeshSession {
+            endpoint,
+            coordinator,
+            peers,
+            refusals,
+            _task: AbortOnDropHandle::new(task),
+        })
+    }
+
+    pub fn endpoint(&self) -> &MeshEndpoint {
+        &self.endpoint
+    }
+
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// Waits until the coordinator has told us `peer`'s node.
+    pub async fn wait_for_peer(&self, peer: Uuid, timeout: Duration) -> Result<Node, SessionError> {
+        let mut peers = self.peers.clone();
+        let mut refusals = self.refusals.clone();
+        let wait = async {
+            loop {
+                if let Some(node) = peers.borrow_and_update().get(&peer) {
+                    return Ok(node.clone());
+                }
+                if let Some(msg) = refusals.borrow_and_update().clone() {
+                    return Err(SessionError::Refused(msg));
+                }
+                tokio::select! {
+                    r = peers.changed() => if r.is_err() { return Err(SessionError::PeerTimeout(timeout)) },
+                    r = refusals.changed() => if r.is_err() { return Err(SessionError::PeerTimeout(timeout)) },
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| SessionError::PeerTimeout(timeout))?
+    }
+
+    /// Opens a tunnel to an agent and dials it over the mesh.
+    pub async fn dial_agent(
+        &self,
+        agent: Uuid,
+        timeout: Duration,
+    ) -> Result<MeshConnection, SessionError> {
+        self.coordinator.add_tunnel(agent);
+        let node = self.wait_for_peer(agent, timeout).await?;
+        Ok(self.endpoint.dial(&node.key).await?)
+    }
+
+    /// The node key of a known peer.
+    pub fn peer_key(&self, peer: Uuid) -> Option<NodeKey> {
+        self.peers.borrow().get(&peer).map(|n| n.key)
+    }
+}
+
+async fn run(
+    endpoint: Arc<MeshEndpoint>,
+    coordinator: Coordinator,
+    mut updates: PeerUpdates,
+    peers: watch::Sender<Peers>,
+    refusals: watch::Sender<Option<String>>,
+) {
+    let mut events = endpoint.path_events();
+    loop {
+        tokio::select! {
+            u = updates.recv() => {
+                let Some(u) = u else { return };
+                match u {
+                    PeerUpdate::Node { peer, node } => {
+                        if let Err(e) = endpoint.upsert_peer(&node) {
+                            tracing::warn!(%peer, error = %e, "ignoring a peer node with foreign addresses");
+                            continue;
+                        }
+                        peers.send_modify(|p| {
+                            if let Some(old) = p.insert(peer, node.clone()) {
+                                if old.key != node.key {
+                                    endpoint.remove_peer(&old.key);
+                                }
+                            }
+                        });
+                    }
+                    PeerUpdate::Disconnected { peer, reason } => {
+                        tracing::debug!(%peer, %reason, "peer disconnected");
+                        peers.send_modify(|p| {
+                            if let Some(old) = p.remove(&peer) {
+                                endpoint.remove_peer(&old.key);
+                            }
+                        });
+                    }
+                    PeerUpdate::Refused { message, .. } => {
+                        refusals.send_replace(Some(message));
+                    }
+                    PeerUpdate::Connected { .. } => coordinator.update_node(endpoint.node()),
+                    PeerUpdate::Lost { .. } | PeerUpdate::CoordinatorUnreachable { .. } => {}
+                }
+            }
+            e = events.recv() => match e {
+                Ok(PathEvent::LocalEndpointsChanged { .. }) => coordinator.update_node(endpoint.node()),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}

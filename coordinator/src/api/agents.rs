@@ -1,0 +1,229 @@
+//! The agent API: what an agent (authenticated by its token) fetches and
+//! reports — manifest, lifecycle, startup logs, liveness and stats — and the
+//! user-facing views of an agent. Also serves the agent binary that the
+//! provider's `init_script` downloads.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use client::sdk::{
+    AgentManifest, AgentMetadataDescription, AgentStats, PatchAgentLogsRequest,
+    PostLifecycleRequest, WorkspaceAgentLog,
+};
+use uuid::Uuid;
+
+use super::agent_auth::AgentSession;
+use super::auth::Session;
+use super::error::{ApiError, ApiResult, Json, Path};
+use super::jobs::{AppRow, APP_COLUMNS};
+use super::AppState;
+
+/// Largest batch of log lines per request, and stored bytes per agent.
+const MAX_LOG_LINES: usize = 1000;
+const MAX_LOG_BYTES_PER_AGENT: i64 = 4 << 20;
+/// How often agents report stats (they also count as heartbeats).
+pub const STATS_INTERVAL_SECONDS: u64 = 10;
+
+pub async fn manifest(
+    State(state): State<AppState>,
+    agent: AgentSession,
+) -> ApiResult<Json<AgentManifest>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        directory: String,
+        env: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
+        startup_script: String,
+        metadata: sqlx::types::Json<Vec<AgentMetadataDescription>>,
+    }
+    let row: Row = sqlx::query_as(
+        "SELECT directory, env, startup_script, metadata FROM workspace_agents WHERE id = $1",
+    )
+    .bind(agent.agent_id)
+    .fetch_one(&state.db)
+    .await?;
+    let apps: Vec<AppRow> = sqlx::query_as(&format!(
+        "SELECT {APP_COLUMNS} FROM workspace_apps WHERE agent_id = $1 ORDER BY slug"
+    ))
+    .bind(agent.agent_id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(AgentManifest {
+        agent_id: agent.agent_id,
+        agent_name: agent.agent_name,
+        workspace_id: agent.workspace_id,
+        workspace_name: agent.workspace_name,
+        owner_name: agent.owner_name,
+        directory: row.directory,
+        environment_variables: row.env.0,
+        startup_script: row.startup_script,
+        metadata: row.metadata.0,
+        apps: apps.iter().map(AppRow::to_api).collect(),
+        relay_map: state.relay_map.as_ref().clone(),
+    }))
+}
+
+pub async fn post_lifecycle(
+    State(state): State<AppState>,
+    agent: AgentSession,
+    Json(req): Json<PostLifecycleRequest>,
+) -> ApiResult<StatusCode> {
+    use client::sdk::LifecycleState as L;
+    let now = Utc::now();
+    let started_at = matches!(req.state, L::Starting).then_some(now);
+    let ready_at = matches!(req.state, L::Ready | L::StartError | L::StartTimeout).then_some(now);
+    sqlx::query(
+        "UPDATE workspace_agents SET lifecycle_state = $2, updated_at = now(),
+             started_at = COALESCE($3, started_at), ready_at = COALESCE($4, ready_at),
+             startup_script_exit_code = COALESCE($5, startup_script_exit_code)
+         WHERE id = $1",
+    )
+    .bind(agent.agent_id)
+    .bind(req.state.as_str())
+    .bind(started_at)
+    .bind(ready_at)
+    .bind(req.exit_code)
+    .execute(&state.db)
+    .await?;
+    tracing::info!(agent = %agent.agent_id, state = req.state.as_str(), "agent lifecycle");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn patch_logs(
+    State(state): State<AppState>,
+    agent: AgentSession,
+    Json(req): Json<PatchAgentLogsRequest>,
+) -> ApiResult<StatusCode> {
+    if req.logs.len() > MAX_LOG_LINES {
+        return Err(ApiError::bad_request(format!(
+            "Send at most {MAX_LOG_LINES} log lines per request."
+        )));
+    }
+    let incoming: i64 = req.logs.iter().map(|l| l.output.len() as i64).sum();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(octet_length(output)), 0)::bigint FROM workspace_agent_logs WHERE agent_id = $1",
+    )
+    .bind(agent.agent_id)
+    .fetch_one(&state.db)
+    .await?;
+    if stored + incoming > MAX_LOG_BYTES_PER_AGENT {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The agent's log limit is reached.",
+        )
+        .detail(format!("Agents may store {} MiB of logs.", MAX_LOG_BYTES_PER_AGENT >> 20)));
+    }
+    let source =
+        if req.source.is_empty() { "startup_script".to_owned() } else { req.source.clone() };
+    let levels: Vec<&str> = req.logs.iter().map(|l| l.level.as_str()).collect();
+    let outputs: Vec<&str> = req.logs.iter().map(|l| l.output.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO workspace_agent_logs (agent_id, source, level, output)
+         SELECT $1, $2, l, o FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(l, o, n) ORDER BY n",
+    )
+    .bind(agent.agent_id)
+    .bind(&source)
+    .bind(&levels)
+    .bind(&outputs)
+    .execute(&state.db)
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn post_stats(
+    State(state): State<AppState>,
+    agent: AgentSession,
+    Json(stats): Json<AgentStats>,
+) -> ApiResult<Json<serde_json::Value>> {
+    sqlx::query(
+        "UPDATE workspace_agents SET last_connected_at = now(), first_connected_at = COALESCE(first_connected_at, now()),
+             disconnected_at = NULL, stats = $2, version = $3
+         WHERE id = $1",
+    )
+    .bind(agent.agent_id)
+    .bind(sqlx::types::Json(&stats))
+    .bind(&stats.version)
+    .execute(&state.db)
+    .await?;
+    Ok(Json(serde_json::json!({ "report_interval_seconds": STATS_INTERVAL_SECONDS })))
+}
+
+/// An agent a user may see: one of their own workspaces (or any, for owners).
+pub async fn visible_agent(state: &AppState, session: &Session, id: Uuid) -> ApiResult<Uuid> {
+    let owner: Option<Uuid> = sqlx::query_scalar(
+        "SELECT w.owner_id FROM workspace_agents a JOIN workspace_resources r ON r.id = a.resource_id
+         JOIN workspace_builds b ON b.job_id = r.job_id JOIN workspaces w ON w.id = b.workspace_id
+         WHERE a.id = $1 AND NOT w.deleted",
+    )
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    match owner {
+        Some(o) if o == session.user.id || session.user.is_owner() => Ok(id),
+        _ => Err(ApiError::not_found("Agent")),
+    }
+}
+
+pub async fn agent_logs(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<WorkspaceAgentLog>>> {
+    let id = visible_agent(&state, &session, id).await?;
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i64,
+        created_at: DateTime<Utc>,
+        source: String,
+        level: String,
+        output: String,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, created_at, source, level, output FROM workspace_agent_logs WHERE agent_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| WorkspaceAgentLog {
+                id: r.id,
+                created_at: r.created_at,
+                source: r.source,
+                level: r.level,
+                output: r.output,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /bin/coder-agent-<os>-<arch>`: the agent binary built with this
+/// coderd, for coderd's own platform.
+pub async fn agent_binary(Path(name): Path<String>) -> ApiResult<Response> {
+    let own = format!("coder-agent-{}-{}", std::env::consts::OS, go_arch());
+    if name != own {
+        return Err(
+            ApiError::not_found("Agent binary").detail(format!("This coderd serves only {own}."))
+        );
+    }
+    let path = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("coder-agent")))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            ApiError::not_found("Agent binary")
+                .detail("coder-agent is not installed beside coderd.")
+        })?;
+    let data = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+/// Architecture names as Go (and so Coder's templates) spell them.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "armv7",
+        other => other,
+    }
+}
