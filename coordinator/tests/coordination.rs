@@ -470,6 +470,33 @@ async fn updates_flow_after_pubsub_reconnect() {
     expect(&mut client_updates, "agent node", is_node(agent.id, &agent_node)).await;
     expect(&mut agent_updates, "client node", is_node(client_peer, &client_node)).await;
 
+    // A change written behind the replicas' backs, with no NOTIFY: as if it
+    // were announced while the listeners were away. Only a resync finds it.
+    let (ghost, ghost_replica) = (Uuid::new_v4(), Uuid::new_v4());
+    let ghost_node = node(coordinator::coordination::node_id(ghost), 11);
+    sqlx::query("INSERT INTO coordinators (id) VALUES ($1)")
+        .bind(ghost_replica)
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO peers (id, coordinator_id, kind, owner_id, node) VALUES ($1, $2, 'client', $3, $4)",
+    )
+    .bind(ghost)
+    .bind(ghost_replica)
+    .bind(member)
+    .bind(serde_json::to_value(&ghost_node).unwrap())
+    .execute(&a.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO tunnels (src, dst, coordinator_id) VALUES ($1, $2, $3)")
+        .bind(ghost)
+        .bind(agent.id)
+        .bind(ghost_replica)
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+
     // Kill every pub/sub listener connection (as a Postgres restart would).
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -479,6 +506,13 @@ async fn updates_flow_after_pubsub_reconnect() {
     .await
     .unwrap();
     assert!(!killed.is_empty(), "no listener connections found");
+
+    expect(
+        &mut agent_updates,
+        "the unannounced peer, found by the resync",
+        is_node(ghost, &ghost_node),
+    )
+    .await;
 
     // Changes made right away (possibly missed by NOTIFY) still arrive.
     let moved = node(client_node.id, 9);
