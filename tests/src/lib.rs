@@ -2,6 +2,7 @@
 //! `coder`, `coder-agent`. Binaries are found beside the test executable
 //! (`target/<profile>/`); `cargo nextest run --workspace` builds them.
 
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,18 +35,32 @@ pub struct Coderd {
     pub data_dir: PathBuf,
     /// Everything it logged, kept for failure messages.
     pub log: PathBuf,
+    /// Leave the `local` template's agents running when dropped.
+    pub keep_agents: bool,
 }
 
 impl Coderd {
     /// Starts `coderd server` with an embedded Postgres under `data_dir`,
     /// and waits (up to 60 s) for it to announce its address.
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Coderd> {
+        Self::spawn_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// A free loopback address to pass to [`Coderd::spawn_on`], so that a
+    /// restarted coderd keeps its URL.
+    pub fn free_addr() -> anyhow::Result<String> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Ok(l.local_addr()?.to_string())
+    }
+
+    /// Like [`Coderd::spawn`] on a given HTTP address.
+    pub fn spawn_on(data_dir: &Path, http_address: &str, extra: &[&str]) -> anyhow::Result<Coderd> {
         let log = data_dir.join(format!("coderd-{}.log", std::process::id()));
         std::fs::create_dir_all(data_dir)?;
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let mut child = Command::new(binary("coderd")?)
             .arg("server")
-            .args(["--http-address", "127.0.0.1:0", "--stun-address", "127.0.0.1:0", "--data-dir"])
+            .args(["--http-address", http_address, "--stun-address", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env_remove("CODER_PG_CONNECTION_URL")
@@ -71,6 +86,7 @@ impl Coderd {
                 url: url::Url::parse(&url)?,
                 data_dir: data_dir.to_path_buf(),
                 log,
+                keep_agents: false,
             }),
             Err(_) => {
                 let _ = child.kill();
@@ -87,10 +103,11 @@ impl Coderd {
         Ok(self.child.wait()?)
     }
 
-    /// `kill -9`: no chance to clean up.
+    /// `kill -9`: no chance to clean up. Workspace agents keep running.
     pub fn kill9(mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
+        self.keep_agents = true;
         Ok(())
     }
 
@@ -108,7 +125,9 @@ impl Drop for Coderd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        kill_local_agents(&self.data_dir.join("home"));
+        if !self.keep_agents {
+            kill_local_agents(&self.data_dir.join("home"));
+        }
     }
 }
 
@@ -170,4 +189,39 @@ pub fn tempdir() -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new().prefix("coder-e2e-").tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     Ok(dir)
+}
+
+/// Logs in to `srv` as a fresh first user (config in `cfg`), pushes
+/// `examples/templates/local` as template `local` and creates workspace
+/// `name` from it, waiting for the build. The agent runs on this host.
+pub fn local_workspace(srv: &Coderd, cfg: &Path, scratch: &Path, name: &str) -> anyhow::Result<()> {
+    let coder = |args: &[&str]| -> anyhow::Result<String> {
+        let mut c = srv.coder(cfg)?;
+        c.args(args);
+        run_ok(&mut c)
+    };
+    coder(&[
+        "login",
+        srv.url.as_str(),
+        "--first-user-username",
+        "dev",
+        "--first-user-email",
+        "dev@example.com",
+        "--first-user-password",
+        "dev-password",
+    ])?;
+    let tpl = scratch.join("tpl-local");
+    let tpl_s = tpl.to_str().context("non-UTF-8 path")?;
+    coder(&["templates", "init", tpl_s, "--id", "local"])?;
+    coder(&["templates", "push", "local", "-d", tpl_s, "--yes"])?;
+    coder(&["create", name, "-t", "local", "--yes"])?;
+    Ok(())
+}
+
+/// Whether a program is on PATH.
+pub fn has_program(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
