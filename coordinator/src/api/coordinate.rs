@@ -44,8 +44,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The relay map sent in `hello`; opaque to coordination.
-fn relay_map(_state: &AppState) -> serde_json::Value {
-    serde_json::Value::Null
+fn relay_map(state: &AppState) -> serde_json::Value {
+    serde_json::to_value(state.relay_map.as_ref()).unwrap_or(serde_json::Value::Null)
 }
 
 #[derive(Debug, Deserialize)]
