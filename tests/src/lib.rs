@@ -2,7 +2,6 @@
 //! `coder`, `coder-agent`. Binaries are found beside the test executable
 //! (`target/<profile>/`); `cargo nextest run --workspace` builds them.
 
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
