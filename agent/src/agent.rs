@@ -139,6 +139,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(session.clone(), ssh.clone()));
     tasks.spawn(report_stats(client.clone(), ssh.clone(), config.stats_interval));
+    let _metadata = crate::metadata::spawn(client.clone(), manifest.metadata.clone(), dir.clone());
     let script = StartupScript {
         script: manifest.startup_script.clone(),
         dir,

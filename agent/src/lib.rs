@@ -1,5 +1,6 @@
 //! The workspace agent: SSH server, port forwarding, startup script, liveness.
 mod agent;
+pub mod metadata;
 pub mod ssh;
 pub mod startup;
 

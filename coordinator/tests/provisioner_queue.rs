@@ -128,11 +128,20 @@ async fn two_hundred_jobs_across_four_workers_run_exactly_once() {
     .await
     .unwrap();
     assert_eq!(done, 200);
-    let logs: i64 = sqlx::query_scalar("SELECT count(*) FROM provisioner_job_logs")
-        .fetch_one(&f.queue.db)
-        .await
-        .unwrap();
-    assert_eq!(logs, 200);
+    // Each worker stores a job's logs after the job's executor returns, so
+    // the last lines may land just after the last "ran" message: wait for them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs: i64 = sqlx::query_scalar("SELECT count(*) FROM provisioner_job_logs")
+            .fetch_one(&f.queue.db)
+            .await
+            .unwrap();
+        if logs == 200 {
+            break;
+        }
+        assert!(logs < 200 && tokio::time::Instant::now() < deadline, "{logs} log lines");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

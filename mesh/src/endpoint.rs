@@ -182,8 +182,9 @@ impl MeshEndpoint {
             endpoints.clear();
         }
         let node_key = config.node_secret.public();
-        let mut paths =
-            PathSelector::new(config.path.clone(), node_key, config.disco_secret.clone());
+        let mut path_config = config.path.clone();
+        path_config.relay_only |= config.relay_only;
+        let mut paths = PathSelector::new(path_config, node_key, config.disco_secret.clone());
         paths.set_local_endpoints(endpoints.clone());
 
         let mut tasks = Vec::new();

@@ -2,6 +2,8 @@
 //! `coder`, `coder-agent`. Binaries are found beside the test executable
 //! (`target/<profile>/`); `cargo nextest run --workspace` builds them.
 
+pub mod topology;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

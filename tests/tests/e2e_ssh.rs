@@ -60,6 +60,17 @@ fn push_create_ssh_and_openssh_over_the_mesh() {
     let out = run_ok(&mut coder(&["create", "ws1", "-t", "local", "--yes"])).unwrap();
     assert!(out.contains("is running"), "{out}");
 
+    // The agent reports its metadata scripts (the template's "load" block).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let show = run_ok(&mut coder(&["show", "ws1"])).unwrap();
+        if show.contains("connected / ready") && show.contains("load") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no metadata: {show}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
     // coder ssh: exec with the remote exit code, stdout and stderr apart.
     let out = coder(&["ssh", "ws1", "--", "echo out; echo err >&2; exit 7"]).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));

@@ -237,6 +237,10 @@ pub async fn show(ctx: &Context_, name: &str, out: OutputArgs) -> anyhow::Result
                 format!("{} / {}", a.status, a.lifecycle_state),
                 a.apps.iter().map(|p| p.slug.clone()).collect::<Vec<_>>().join(","),
             ]);
+            for m in client.agent_metadata(a.id).await.unwrap_or_default() {
+                let v = if m.error.is_empty() { m.value } else { format!("error: {}", m.error) };
+                rows.push(vec![format!("      {}", m.key), v, String::new()]);
+            }
         }
     }
     print!("{}", output::table(&["resource", "kind", "apps"], &rows));

@@ -4,10 +4,14 @@
 mod build;
 mod config_ssh;
 mod login;
+mod netcheck;
 mod output;
+mod ping;
+mod speedtest;
 mod ssh;
 mod templates;
 mod tokens;
+mod tunnel;
 mod users;
 
 use std::path::PathBuf;
@@ -105,6 +109,15 @@ pub enum Command {
     /// Open a workspace in an editor.
     #[command(subcommand)]
     Open(OpenCommand),
+    /// Forward local TCP and UDP ports to a workspace over the mesh.
+    #[command(alias = "port-forward")]
+    Tunnel(tunnel::TunnelArgs),
+    /// Measure round trips to a workspace and show the path they take.
+    Ping(ping::PingArgs),
+    /// Measure throughput to or from a workspace.
+    Speedtest(speedtest::SpeedtestArgs),
+    /// Check UDP, NAT and relay latency from this machine.
+    Netcheck(netcheck::NetcheckArgs),
     /// Show the latest build's logs.
     Logs {
         workspace: String,
@@ -180,6 +193,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs { workspace, follow } => build::logs(&ctx, &workspace, follow).await,
         Command::Ssh(args) => ssh::run(&ctx, args).await,
         Command::ConfigSsh(args) => config_ssh::run(&ctx, args).await,
+        Command::Tunnel(args) => tunnel::run(&ctx, args).await,
+        Command::Ping(args) => ping::run(&ctx, args).await,
+        Command::Speedtest(args) => speedtest::run(&ctx, args).await,
+        Command::Netcheck(args) => netcheck::run(&ctx, args).await,
         Command::Open(OpenCommand::Vscode { workspace, dir, print }) => {
             open_vscode(&ctx, &workspace, dir.as_deref(), print).await
         }

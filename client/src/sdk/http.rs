@@ -450,3 +450,22 @@ impl Client {
         self.request::<(), _>(Method::GET, "/api/v2/derp-map", None).await
     }
 }
+
+impl Client {
+    pub async fn post_agent_metadata(
+        &self,
+        results: &[AgentMetadataResult],
+    ) -> Result<(), SdkError> {
+        self.send(Method::POST, "/api/v2/workspaceagents/me/metadata", Some(results)).await?;
+        Ok(())
+    }
+
+    pub async fn agent_metadata(&self, agent: Uuid) -> Result<Vec<AgentMetadataResult>, SdkError> {
+        self.request::<(), _>(
+            Method::GET,
+            &format!("/api/v2/workspaceagents/{agent}/metadata"),
+            None,
+        )
+        .await
+    }
+}

@@ -500,3 +500,13 @@ pub struct AgentStats {
     #[serde(default)]
     pub version: String,
 }
+
+/// One metadata script result, as the agent reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentMetadataResult {
+    pub key: String,
+    pub value: String,
+    #[serde(default)]
+    pub error: String,
+    pub collected_at: DateTime<Utc>,
+}

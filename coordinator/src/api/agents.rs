@@ -8,8 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use client::sdk::{
-    AgentManifest, AgentMetadataDescription, AgentStats, PatchAgentLogsRequest,
-    PostLifecycleRequest, WorkspaceAgentLog,
+    AgentManifest, AgentMetadataDescription, AgentMetadataResult, AgentStats,
+    PatchAgentLogsRequest, PostLifecycleRequest, WorkspaceAgentLog,
 };
 use uuid::Uuid;
 
@@ -226,4 +226,68 @@ fn go_arch() -> &'static str {
         "arm" => "armv7",
         other => other,
     }
+}
+
+/// Largest metadata value stored (Coder truncates at 2 KiB too).
+const MAX_METADATA_VALUE: usize = 2048;
+
+pub async fn post_metadata(
+    State(state): State<AppState>,
+    agent: AgentSession,
+    Json(results): Json<Vec<AgentMetadataResult>>,
+) -> ApiResult<StatusCode> {
+    if results.len() > 128 {
+        return Err(ApiError::bad_request("Send at most 128 metadata results per request."));
+    }
+    // Only keys the template declared are stored.
+    let declared: sqlx::types::Json<Vec<client::sdk::AgentMetadataDescription>> =
+        sqlx::query_scalar("SELECT metadata FROM workspace_agents WHERE id = $1")
+            .bind(agent.agent_id)
+            .fetch_one(&state.db)
+            .await?;
+    for r in &results {
+        if !declared.0.iter().any(|d| d.key == r.key) {
+            continue;
+        }
+        let value: String = r.value.chars().take(MAX_METADATA_VALUE).collect();
+        let error: String = r.error.chars().take(MAX_METADATA_VALUE).collect();
+        sqlx::query(
+            "INSERT INTO workspace_agent_metadata (agent_id, key, value, error, collected_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (agent_id, key) DO UPDATE
+             SET value = EXCLUDED.value, error = EXCLUDED.error, collected_at = EXCLUDED.collected_at",
+        )
+        .bind(agent.agent_id)
+        .bind(&r.key)
+        .bind(&value)
+        .bind(&error)
+        .bind(r.collected_at)
+        .execute(&state.db)
+        .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn metadata(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<AgentMetadataResult>>> {
+    let id = visible_agent(&state, &session, id).await?;
+    let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT key, value, error, collected_at FROM workspace_agent_metadata WHERE agent_id = $1 ORDER BY key",
+    )
+    .bind(id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(key, value, error, collected_at)| AgentMetadataResult {
+                key,
+                value,
+                error,
+                collected_at,
+            })
+            .collect(),
+    ))
 }

@@ -24,17 +24,42 @@ pub async fn upload(
     State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
-    let body = body.map_err(|rej| {
-        let status = rej.status();
-        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("File is too large (the limit is {} MiB).", state.config.max_file_bytes >> 20)
-        } else {
-            "Could not read the upload.".to_owned()
-        };
-        ApiError::new(status, msg)
-    })?;
+    let limit = state.config.max_file_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("File is too large (the limit is {} MiB).", limit >> 20),
+        )
+    };
+    // Past the limit, keep reading (up to a bound) and discard, so the client
+    // gets to read the 413 instead of a connection reset mid-upload.
+    let drain_limit = limit.saturating_mul(4);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > drain_limit) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut data: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut seen = 0usize;
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("Could not read the upload."))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > drain_limit {
+            break;
+        }
+        if seen <= limit {
+            data.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    let body = Bytes::from(data);
     let mimetype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

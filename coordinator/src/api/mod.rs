@@ -134,7 +134,9 @@ pub fn app(state: AppState) -> Router {
         .route("/workspaceagents/me/lifecycle", post(agents::post_lifecycle))
         .route("/workspaceagents/me/logs", patch(agents::patch_logs))
         .route("/workspaceagents/me/stats", post(agents::post_stats))
+        .route("/workspaceagents/me/metadata", post(agents::post_metadata))
         .route("/workspaceagents/{id}/logs", get(agents::agent_logs))
+        .route("/workspaceagents/{id}/metadata", get(agents::metadata))
         .route("/workspaces", get(workspaces::list))
         .route("/workspaces/{id}", get(workspaces::get))
         .route(

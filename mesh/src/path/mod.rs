@@ -61,6 +61,9 @@ pub struct PathConfig {
     pub max_endpoints: usize,
     /// Seed for transaction ids and nonces; `None` seeds from the OS.
     pub rng_seed: Option<u64>,
+    /// Never use a direct path: probe no peer endpoint and ignore peers'
+    /// pings, pongs and call-me-maybes, so neither side proves one.
+    pub relay_only: bool,
 }
 
 impl Default for PathConfig {
@@ -74,6 +77,7 @@ impl Default for PathConfig {
             switch_margin: 0.15,
             max_endpoints: 32,
             rng_seed: None,
+            relay_only: false,
         }
     }
 }
@@ -259,7 +263,8 @@ impl PathSelector {
             *peer = Peer::new(node.key, node.disco_key);
         }
         self.by_disco.insert(node.disco_key, node.key);
-        peer.set_coordinator_endpoints(&node.endpoints, now, &self.config, &mut self.out);
+        let endpoints = if self.config.relay_only { &[][..] } else { &node.endpoints[..] };
+        peer.set_coordinator_endpoints(endpoints, now, &self.config, &mut self.out);
     }
 
     /// Forgets a peer.
@@ -287,6 +292,9 @@ impl PathSelector {
         let key = *self.by_disco.get(&sender).ok_or(DiscoError::UnknownSender(sender))?;
         let (_, msg) = wire::open(&self.out.disco, datagram)?;
         let peer = self.peers.get_mut(&key).ok_or(DiscoError::UnknownSender(sender))?;
+        if self.config.relay_only {
+            return Ok(());
+        }
         match (msg, src) {
             (Message::Ping(ping), Source::Direct(addr)) => {
                 if ping.node_key != key {

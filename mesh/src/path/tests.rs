@@ -376,3 +376,31 @@ fn pongs_can_add_only_a_few_local_endpoints() {
     assert_eq!(local.len(), 1 + 4);
     assert_eq!(local.last(), Some(&SocketAddr::from(([203, 0, 113, 9], 1))));
 }
+
+/// Host 0 announces no endpoint; with `relay_only` it also neither probes nor
+/// answers, so neither side proves a direct path.
+fn one_side_announces_nothing(relay_only: bool) -> Sim {
+    let mut sim = Sim::new(30);
+    let a = sim.add_host(HostSpec::public("192.0.2.1:1"));
+    let b = sim.add_host(HostSpec::public("198.51.100.1:1"));
+    let disco = DiscoSecret::from_bytes([9; 32]);
+    let config = PathConfig { relay_only, rng_seed: Some(3), ..PathConfig::default() };
+    sim.hosts[a].sel = PathSelector::new(config, sim.hosts[a].key(), disco.clone());
+    sim.hosts[a].node.disco_key = disco.public();
+    sim.hosts[a].node.endpoints.clear();
+    sim.introduce(a, b);
+    sim.start_traffic(a, b);
+    sim.run_for(secs(10));
+    sim
+}
+
+#[test]
+fn relay_only_stays_on_the_relay_both_ways() {
+    // Announcing nothing is not enough: probing the peer's endpoints finds a path.
+    let sim = one_side_announces_nothing(false);
+    assert_direct(&sim, 0, 1);
+    let sim = one_side_announces_nothing(true);
+    assert_relay(&sim, 0, 1);
+    assert_relay(&sim, 1, 0);
+    assert_eq!(count(&sim, 0, is_direct) + count(&sim, 1, is_direct), 0);
+}

@@ -1,0 +1,91 @@
+//! Metadata scripts (`coder_agent` `metadata` blocks): each runs on its own
+//! interval with its own timeout, and its latest output is reported to the
+//! coordinator, which shows it with the agent.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use client::sdk::{AgentMetadataDescription, AgentMetadataResult, Client};
+use tokio::process::Command;
+use tokio::task::JoinSet;
+
+/// Runs every script until the returned set is dropped.
+pub fn spawn(client: Client, scripts: Vec<AgentMetadataDescription>, dir: PathBuf) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for desc in scripts {
+        set.spawn(run_one(client.clone(), desc, dir.clone()));
+    }
+    set
+}
+
+async fn run_one(client: Client, desc: AgentMetadataDescription, dir: PathBuf) {
+    let every = Duration::from_secs(desc.interval.clamp(1, 86_400) as u64);
+    let timeout = Duration::from_secs(desc.timeout.clamp(1, 3_600) as u64);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = collect(&desc, &dir, timeout).await;
+        if let Err(e) = client.post_agent_metadata(&[result]).await {
+            tracing::debug!(key = %desc.key, error = %e, "metadata report failed");
+        }
+    }
+}
+
+/// Runs one script once.
+pub async fn collect(
+    desc: &AgentMetadataDescription,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> AgentMetadataResult {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&desc.script)
+        .current_dir(if dir.is_dir() { dir.to_path_buf() } else { std::env::temp_dir() })
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let (value, error) = match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => {
+            (String::from_utf8_lossy(&out.stdout).trim().to_owned(), String::new())
+        }
+        Ok(Ok(out)) => (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            format!(
+                "exit status {}: {}",
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ),
+        Ok(Err(e)) => (String::new(), format!("cannot run: {e}")),
+        Err(_) => (String::new(), format!("timed out after {timeout:?}")),
+    };
+    AgentMetadataResult { key: desc.key.clone(), value, error, collected_at: chrono::Utc::now() }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn desc(script: &str) -> AgentMetadataDescription {
+        AgentMetadataDescription {
+            key: "k".into(),
+            display_name: String::new(),
+            script: script.into(),
+            interval: 1,
+            timeout: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn values_errors_and_timeouts() {
+        let dir = std::env::temp_dir();
+        let ok = collect(&desc("echo 42"), &dir, Duration::from_secs(5)).await;
+        assert_eq!((ok.value.as_str(), ok.error.as_str()), ("42", ""));
+        let bad = collect(&desc("echo oops >&2; exit 3"), &dir, Duration::from_secs(5)).await;
+        assert!(bad.error.contains("exit status 3") && bad.error.contains("oops"), "{bad:?}");
+        let slow = collect(&desc("sleep 5"), &dir, Duration::from_millis(100)).await;
+        assert!(slow.error.contains("timed out"), "{slow:?}");
+    }
+}

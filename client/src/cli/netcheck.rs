@@ -1,0 +1,336 @@
+//! `coder netcheck`: what this machine's network allows for the mesh.
+//!
+//! - UDP and the mapped address: one UDP socket asks every STUN server in
+//!   the deployment's relay map which address it sees; any answer proves
+//!   outbound UDP works.
+//! - NAT: the mapped address equal to the socket's own (source IP toward
+//!   the server, bound port) means no NAT. The mapping *varies by
+//!   destination* (a "hard" NAT that defeats direct paths) when two STUN
+//!   servers see different mapped addresses for the same socket; with fewer
+//!   than two answering servers that is reported as unknown.
+//! - Relays: a fresh relay client per region, the best of a few pings; the
+//!   lowest latency is the preferred region.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::UdpSocket;
+
+use super::output::{self, OutputFormat};
+use super::ping::millis;
+use super::speedtest::parse_duration;
+use super::Context_;
+use crate::sdk::RelayMap;
+
+#[derive(clap::Args, Debug)]
+pub struct NetcheckArgs {
+    /// How long to wait for each STUN answer and relay ping.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub out: output::OutputArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct StunResult {
+    region_id: u16,
+    /// As the relay map names it (`host:port`).
+    server: String,
+    addr: Option<SocketAddr>,
+    mapped: Option<SocketAddr>,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct RegionResult {
+    region_id: u16,
+    code: String,
+    name: String,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    /// Whether outbound UDP works; `null` when the relay map lists no STUN server.
+    udp: Option<bool>,
+    /// The port the probing socket was bound to.
+    local_port: u16,
+    /// The first mapped IPv4 address a STUN server reported.
+    mapped_v4: Option<SocketAddr>,
+    /// `null` when it cannot be told (no answer from STUN).
+    behind_nat: Option<bool>,
+    /// `null` when fewer than two STUN servers answered.
+    mapping_varies_by_dest: Option<bool>,
+    /// How the mapping verdict was reached, or why it is unknown.
+    mapping_note: String,
+    stun: Vec<StunResult>,
+    regions: Vec<RegionResult>,
+    preferred_region: Option<u16>,
+}
+
+/// Every STUN server in the map, in region order, without duplicates.
+fn stun_servers(map: &RelayMap) -> Vec<(u16, String)> {
+    let mut out: Vec<(u16, String)> = Vec::new();
+    for region in map.regions.values() {
+        for node in &region.nodes {
+            if let Some(s) = &node.stun {
+                if !out.iter().any(|(_, known)| known == s) {
+                    out.push((region.region_id, s.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn probe_stun(
+    socket: &UdpSocket,
+    region_id: u16,
+    server: String,
+    timeout: Duration,
+) -> StunResult {
+    let mut result =
+        StunResult { region_id, server, addr: None, mapped: None, latency_ms: None, error: None };
+    let resolved = tokio::net::lookup_host(result.server.clone()).await;
+    let addr = match resolved {
+        Ok(mut addrs) => addrs.find(SocketAddr::is_ipv4),
+        Err(e) => {
+            result.error = Some(format!("cannot resolve: {e}"));
+            return result;
+        }
+    };
+    let Some(addr) = addr else {
+        result.error = Some("no IPv4 address".to_owned());
+        return result;
+    };
+    result.addr = Some(addr);
+    let start = Instant::now();
+    match derp::stun::probe(socket, addr, timeout).await {
+        Ok(mapped) => {
+            result.mapped = Some(mapped);
+            result.latency_ms = Some(millis(start.elapsed()));
+        }
+        Err(e) => result.error = Some(e.to_string()),
+    }
+    result
+}
+
+/// Whether the mapping differs between servers, with a note saying why.
+fn mapping_verdict(stun: &[StunResult]) -> (Option<bool>, String) {
+    let answers: Vec<(SocketAddr, SocketAddr)> =
+        stun.iter().filter_map(|s| Some((s.addr?, s.mapped?))).collect();
+    match answers.as_slice() {
+        [] => (None, "no STUN server answered".to_owned()),
+        [_] => (None, "only one STUN server answered; telling needs two".to_owned()),
+        [(_, first), rest @ ..] => {
+            let varies = rest.iter().any(|(_, m)| m != first);
+            let n = answers.len();
+            let note = if varies {
+                format!("{n} STUN servers saw different addresses: a hard NAT, direct paths are unlikely")
+            } else {
+                format!("{n} STUN servers saw the same address")
+            };
+            (Some(varies), note)
+        }
+    }
+}
+
+/// Our own address toward `server`: the route's source IP and our bound port.
+async fn own_address(server: SocketAddr, port: u16) -> Option<SocketAddr> {
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
+    s.connect(server).await.ok()?;
+    Some(SocketAddr::new(s.local_addr().ok()?.ip(), port))
+}
+
+async fn relay_latency(
+    region_id: u16,
+    code: String,
+    name: String,
+    url: Option<String>,
+    timeout: Duration,
+) -> RegionResult {
+    let mut result = RegionResult { region_id, code, name, latency_ms: None, error: None };
+    let Some(url) = url else {
+        result.error = Some("the region lists no relay".to_owned());
+        return result;
+    };
+    let url: derp::RelayUrl = match url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            result.error = Some(format!("bad relay URL {url:?}: {e}"));
+            return result;
+        }
+    };
+    let mut config = derp::ClientConfig::new(url, derp::SecretKey::generate());
+    config.connect_timeout = timeout;
+    let client = match derp::Client::connect(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            result.error = Some(format!("cannot connect: {e}"));
+            return result;
+        }
+    };
+    let mut best: Option<Duration> = None;
+    for _ in 0..3 {
+        match client.ping(timeout).await {
+            Ok(rtt) => best = Some(best.map_or(rtt, |b| b.min(rtt))),
+            Err(e) => result.error = Some(format!("ping: {e}")),
+        }
+    }
+    if best.is_some() {
+        result.error = None;
+    }
+    result.latency_ms = best.map(millis);
+    client.close().await;
+    result
+}
+
+pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let map = client.relay_map().await.context("fetch the relay map")?;
+
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.context("bind a UDP socket")?;
+    let local_port = socket.local_addr().context("UDP socket address")?.port();
+    let servers = stun_servers(&map);
+    let mut stun = Vec::new();
+    // One socket, one server at a time: `probe` owns the socket while it waits.
+    for (region_id, server) in servers {
+        stun.push(probe_stun(&socket, region_id, server, args.timeout).await);
+    }
+    let first = stun.iter().find_map(|s| Some((s.addr?, s.mapped?)));
+    let udp = (!stun.is_empty()).then(|| first.is_some());
+    let behind_nat = match first {
+        Some((server, mapped)) => own_address(server, local_port).await.map(|own| own != mapped),
+        None => None,
+    };
+    let (mapping_varies_by_dest, mapping_note) = mapping_verdict(&stun);
+
+    let regions = futures::future::join_all(map.regions.values().map(|r| {
+        let url = r.nodes.first().map(|n| n.url.clone());
+        relay_latency(r.region_id, r.region_code.clone(), r.region_name.clone(), url, args.timeout)
+    }))
+    .await;
+    let preferred_region = regions
+        .iter()
+        .filter_map(|r| Some((r.region_id, r.latency_ms?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(id, _)| id);
+
+    let report = Report {
+        udp,
+        local_port,
+        mapped_v4: first.map(|(_, m)| m),
+        behind_nat,
+        mapping_varies_by_dest,
+        mapping_note,
+        stun,
+        regions,
+        preferred_region,
+    };
+    match args.out.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Table => print!("{}", render(&report)),
+    }
+    Ok(())
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
+fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let udp = match r.udp {
+        Some(true) => "yes".to_owned(),
+        Some(false) => {
+            "no: no STUN server answered (outbound UDP blocked?); traffic will use the relay"
+                .to_owned()
+        }
+        None => "unknown: the relay map lists no STUN server".to_owned(),
+    };
+    s += &format!("UDP:                           {udp}\n");
+    if let Some(m) = r.mapped_v4 {
+        s += &format!("Mapped IPv4 address:           {m}\n");
+    }
+    s += &format!("Behind NAT:                    {}\n", yes_no(r.behind_nat));
+    s += &format!(
+        "Mapping varies by destination: {} ({})\n",
+        yes_no(r.mapping_varies_by_dest),
+        r.mapping_note
+    );
+    let preferred = r
+        .preferred_region
+        .and_then(|id| r.regions.iter().find(|g| g.region_id == id))
+        .map(|g| format!("{} ({})", g.region_id, g.code))
+        .unwrap_or_else(|| "none: no relay answered".to_owned());
+    s += &format!("Preferred relay region:        {preferred}\n\n");
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "-".to_owned());
+    let rows: Vec<Vec<String>> = r
+        .stun
+        .iter()
+        .map(|x| {
+            let mapped = x.mapped.map(|m| m.to_string()).unwrap_or_else(|| "-".to_owned());
+            vec![
+                x.server.clone(),
+                x.region_id.to_string(),
+                mapped,
+                ms(x.latency_ms),
+                x.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        s += &output::table(&["stun server", "region", "mapped", "latency", "error"], &rows);
+        s.push('\n');
+    }
+    let rows: Vec<Vec<String>> = r
+        .regions
+        .iter()
+        .map(|g| {
+            vec![
+                g.region_id.to_string(),
+                g.code.clone(),
+                g.name.clone(),
+                ms(g.latency_ms),
+                g.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    s += &output::table(&["region", "code", "name", "relay latency", "error"], &rows);
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn answer(server: &str, mapped: &str) -> StunResult {
+        StunResult {
+            region_id: 1,
+            server: server.to_owned(),
+            addr: Some(server.parse().unwrap()),
+            mapped: Some(mapped.parse().unwrap()),
+            latency_ms: Some(1.0),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn mapping_needs_two_answers() {
+        assert_eq!(mapping_verdict(&[]).0, None);
+        assert_eq!(mapping_verdict(&[answer("1.1.1.1:3478", "9.9.9.9:1000")]).0, None);
+        let same = [answer("1.1.1.1:3478", "9.9.9.9:1000"), answer("2.2.2.2:3478", "9.9.9.9:1000")];
+        assert_eq!(mapping_verdict(&same).0, Some(false));
+        let hard = [answer("1.1.1.1:3478", "9.9.9.9:1000"), answer("2.2.2.2:3478", "9.9.9.9:1001")];
+        assert_eq!(mapping_verdict(&hard).0, Some(true));
+    }
+}

@@ -1,0 +1,470 @@
+//! The NAT matrix: `coder ssh` from a client behind each kind of NAT to an
+//! agent behind each kind of NAT, on one [`Topology`] with one `coderd`.
+//!
+//! For every (client, agent) pair it asserts
+//! - the path `coder ssh -v` reports: `direct` where hole punching can work,
+//!   `relay` where it cannot (see [`expected_path`]);
+//! - a checksummed transfer: 4 MiB piped through `coder ssh WS -- sha256sum`.
+//!
+//! A direct path forms a few round trips after the session starts, and `-v`
+//! reports the path when the QUIC connection is up, so a pair expected to go
+//! direct is retried until it says so (deadline [`DIRECT_DEADLINE`]); a pair
+//! expected on the relay must say so every time ([`RELAY_RUNS`] runs).
+//!
+//! The agents are `coder-agent` processes this test starts in the agent
+//! namespaces, with tokens that the template's `local-exec` writes to files.
+//! `TOPOLOGY_NATS=none,hard` limits the kinds. Root only; `topology` group.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tests::topology::{spawn_coderd, Host, Nat, Topology};
+use tests::{binary, run_ok, tempdir};
+
+const DIRECT_DEADLINE: Duration = Duration::from_secs(30);
+/// Pings (1 s apart) that must all stay on the relay: more than one probe
+/// interval (5 s), so every hole-punching attempt has had its chance.
+const RELAY_PINGS: u32 = 7;
+const PAYLOAD_BYTES: usize = 4 << 20;
+
+/// An agent whose token the template writes to `TOKEN_DIR/<workspace>.token`
+/// and which nothing starts: the test runs `coder-agent` where it wants it.
+const TEMPLATE: &str = r#"
+terraform {
+  required_providers {
+    coder = {
+      source  = "coder/coder"
+      version = ">= 2.0.0"
+    }
+  }
+}
+
+data "coder_workspace" "me" {}
+
+resource "coder_agent" "main" {
+  os   = "linux"
+  arch = "amd64"
+}
+
+resource "terraform_data" "token" {
+  count            = data.coder_workspace.me.start_count
+  triggers_replace = [coder_agent.main.token]
+  provisioner "local-exec" {
+    command = "umask 077 && printf '%s' \"$TOKEN\" > \"$OUT.tmp\" && mv \"$OUT.tmp\" \"$OUT\""
+    environment = {
+      TOKEN = coder_agent.main.token
+      OUT   = "TOKEN_DIR/${data.coder_workspace.me.name}.token"
+    }
+  }
+}
+"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PathKind {
+    Direct,
+    Relay,
+}
+
+/// What the mesh can do between two NATs, given how Linux routers behave
+/// (`Nat` documents each kind's mapping and filtering):
+/// - UDP blocked on either side: nothing but the relay.
+/// - Both endpoint-dependent: neither side can predict the other's port.
+/// - Endpoint-dependent against `Easy`: the hard side's probes come from a
+///   port the easy side never sent to, and the easy router filters on
+///   address *and* port, so they are dropped; the easy side's probes go to a
+///   port the hard router mapped for someone else. Needs port prediction
+///   (birthday probing), which the mesh does not do.
+/// - Everything else: at least one side accepts the other's first probe.
+fn expected_path(client: Nat, agent: Nat) -> PathKind {
+    match (client, agent) {
+        (Nat::UdpBlocked | Nat::HttpProxyOnly, _) | (_, Nat::UdpBlocked | Nat::HttpProxyOnly) => {
+            PathKind::Relay
+        }
+        (Nat::Hard, Nat::Hard | Nat::Easy) | (Nat::Easy, Nat::Hard) => PathKind::Relay,
+        _ => PathKind::Direct,
+    }
+}
+
+/// Kills the agent when the test ends, however it ends.
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Outcome {
+    client: Nat,
+    agent: Nat,
+    expected: PathKind,
+    /// The final path of each `coder ping` run.
+    pings: Vec<PathKind>,
+    /// What `coder ssh -v` reported for the transfer.
+    ssh_path: Option<PathKind>,
+    transfer_ok: bool,
+    elapsed: Duration,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn passed(&self) -> bool {
+        self.error.is_none()
+            && self.transfer_ok
+            && self.pings.last() == Some(&self.expected)
+            && (self.expected == PathKind::Direct || self.ssh_path == Some(PathKind::Relay))
+    }
+}
+
+fn has(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn kinds() -> Vec<Nat> {
+    match std::env::var("TOPOLOGY_NATS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                *Nat::ALL
+                    .iter()
+                    .chain(&[Nat::HttpProxyOnly])
+                    .find(|k| k.name() == n.trim())
+                    .unwrap_or_else(|| panic!("TOPOLOGY_NATS: unknown kind {n:?}"))
+            })
+            .collect(),
+        Err(_) => Nat::ALL.to_vec(),
+    }
+}
+
+/// `coder` in the client's namespace with the test's login.
+fn coder(client: &Host, cfg: &Path) -> Command {
+    let mut c = client.command(binary("coder").unwrap());
+    c.env("CODER_CONFIG_DIR", cfg).env_remove("CODER_URL").env_remove("CODER_SESSION_TOKEN");
+    proxy_env(&mut c, client);
+    c
+}
+
+/// Points a command at the host's HTTP proxy, if it has one, and clears any
+/// proxy settings inherited from the test's environment.
+fn proxy_env(cmd: &mut Command, host: &Host) {
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_lowercase());
+    }
+    if let Some(proxy) = &host.http_proxy {
+        cmd.env("HTTP_PROXY", proxy).env("HTTPS_PROXY", proxy);
+    }
+}
+
+/// One `coder ping WS -o json`: the path after the last ping. `num: None`
+/// pings until the path is direct (at most 10 times, 1 s apart).
+fn ping_path(client: &Host, cfg: &Path, ws: &str, num: Option<u32>) -> anyhow::Result<PathKind> {
+    let mut cmd = coder(client, cfg);
+    cmd.args(["ping", ws, "-o", "json"]);
+    if let Some(n) = num {
+        cmd.args(["-n", &n.to_string()]);
+    }
+    let report: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)?)?;
+    Ok(if report["direct"] == serde_json::Value::Bool(true) {
+        PathKind::Direct
+    } else {
+        PathKind::Relay
+    })
+}
+
+/// One `coder ssh -v WS -- sha256sum` with `payload` on stdin: the path it
+/// reported and whether the checksum came back right.
+fn ssh_transfer(
+    client: &Host,
+    cfg: &Path,
+    ws: &str,
+    payload: &[u8],
+    want: &str,
+) -> anyhow::Result<(Option<PathKind>, bool)> {
+    let mut child = coder(client, cfg)
+        .args(["ssh", "-v", ws, "--", "sha256sum"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("stdin");
+    let out = std::thread::scope(|s| {
+        s.spawn(move || {
+            let _ = stdin.write_all(payload);
+        });
+        child.wait_with_output()
+    })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = if stderr.contains("connected via direct (") {
+        Some(PathKind::Direct)
+    } else if stderr.contains("connected via relay") {
+        Some(PathKind::Relay)
+    } else {
+        None
+    };
+    if !out.status.success() {
+        anyhow::bail!("coder ssh {ws} failed ({}): {stderr}", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok((path, stdout.split_whitespace().next() == Some(want)))
+}
+
+/// Pings until the expected path shows (direct: until [`DIRECT_DEADLINE`];
+/// relay: one run of [`RELAY_PINGS`], longer than a probe interval), then
+/// transfers the payload.
+fn run_pair(
+    client: &Host,
+    agent: &Host,
+    cfg: &Path,
+    ws: &str,
+    payload: &[u8],
+    want: &str,
+) -> Outcome {
+    let expected = expected_path(client.nat, agent.nat);
+    let start = Instant::now();
+    let mut outcome = Outcome {
+        client: client.nat,
+        agent: agent.nat,
+        expected,
+        pings: Vec::new(),
+        ssh_path: None,
+        transfer_ok: false,
+        elapsed: Duration::ZERO,
+        error: None,
+    };
+    let result = (|| -> anyhow::Result<()> {
+        loop {
+            let num = (expected == PathKind::Relay).then_some(RELAY_PINGS);
+            let path = ping_path(client, cfg, ws, num)?;
+            outcome.pings.push(path);
+            if path == PathKind::Direct
+                || expected == PathKind::Relay
+                || start.elapsed() > DIRECT_DEADLINE
+            {
+                break;
+            }
+        }
+        let (path, ok) = ssh_transfer(client, cfg, ws, payload, want)?;
+        outcome.ssh_path = path;
+        outcome.transfer_ok = ok;
+        Ok(())
+    })();
+    outcome.error = result.err().map(|e| format!("{e:#}"));
+    outcome.elapsed = start.elapsed();
+    outcome
+}
+
+/// What every column of the matrix shares.
+struct Deployment {
+    url: String,
+    cfg: PathBuf,
+    /// Per-test scratch directory.
+    dir: PathBuf,
+    /// Where the template writes agent tokens.
+    tokens: PathBuf,
+    payload: Vec<u8>,
+    /// Its SHA-256, hex.
+    want: String,
+    /// Workspace builds go one at a time: concurrent `terraform init`s share
+    /// the provisioner's plugin cache, which terraform does not make safe for
+    /// concurrent use ("Failed to install provider", docs/reliability.md).
+    create_lock: std::sync::Mutex<()>,
+}
+
+/// One column: creates the workspace `ws-<nat>`, starts its agent in
+/// `agent`'s namespace, and connects from every client in turn.
+fn run_column(d: &Deployment, agent: &Host, clients: &[Host]) -> Vec<Outcome> {
+    let ws = format!("ws-{}", agent.nat);
+    {
+        let _one_build = d.create_lock.lock().unwrap();
+        run_ok(coder(agent, &d.cfg).args(["create", &ws, "-t", "topo", "--yes"])).unwrap();
+    }
+    let token = std::fs::read_to_string(d.tokens.join(format!("{ws}.token"))).unwrap();
+    let home = d.dir.join(&ws);
+    std::fs::create_dir_all(&home).unwrap();
+    let log = std::fs::File::create(d.dir.join(format!("agent-{ws}.log"))).unwrap();
+    let mut cmd = agent.command(binary("coder-agent").unwrap());
+    proxy_env(&mut cmd, agent);
+    let child = cmd
+        .env("CODER_AGENT_URL", &d.url)
+        .env("CODER_AGENT_TOKEN", token.trim())
+        .env("HOME", &home)
+        .current_dir(&home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _agent = AgentProcess(child);
+    let mut outcomes = Vec::new();
+    for client in clients {
+        let o = run_pair(client, agent, &d.cfg, &ws, &d.payload, &d.want);
+        eprintln!(
+            "client {:>10} → agent {:>10}: expected {:?}, pings {:?}, ssh -v {:?}, transfer ok {}, {:.1?}{}",
+            o.client,
+            o.agent,
+            o.expected,
+            o.pings,
+            o.ssh_path,
+            o.transfer_ok,
+            o.elapsed,
+            o.error.as_deref().map(|e| format!(", error: {e}")).unwrap_or_default()
+        );
+        outcomes.push(o);
+    }
+    outcomes
+}
+
+#[test]
+fn topology_nat_matrix_ssh_path_and_transfer() {
+    let kinds = kinds();
+    run_matrix("matrix", &kinds, &kinds);
+}
+
+/// A client whose network only lets HTTP(S) out through a proxy must still
+/// reach a workspace, over the relay.
+#[test]
+#[ignore = "the coordination WebSocket and the relay dial ignore HTTP(S)_PROXY (docs/reliability.md)"]
+fn topology_http_proxy_only_client_reaches_agent() {
+    run_matrix("proxy", &[Nat::HttpProxyOnly], &[Nat::None, Nat::Easy]);
+}
+
+/// Builds a topology with a client host per `client_kinds` and an agent
+/// host per `agent_kinds`, one coderd, and checks every pair.
+fn run_matrix(name: &str, client_kinds: &[Nat], agent_kinds: &[Nat]) {
+    if let Some(reason) = Topology::unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    for tool in ["terraform", "ssh"] {
+        if !has(tool) {
+            eprintln!("skipping: {tool} is not installed");
+            return;
+        }
+    }
+    let test_start = Instant::now();
+    let tmp = tempdir().unwrap();
+    let mut topo = Topology::new(name).unwrap();
+    let clients: Vec<Host> = client_kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| topo.host(&format!("c{i}"), *k).unwrap())
+        .collect();
+    let agents: Vec<Host> = agent_kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| topo.host(&format!("a{i}"), *k).unwrap())
+        .collect();
+    let srv = spawn_coderd(topo.internet(), &tmp.path().join("data"), 3000, &[]).unwrap();
+    eprintln!("coderd up at {} after {:?}", srv.url, test_start.elapsed());
+
+    // Setup talks to coderd from the first agent's namespace, so a client
+    // that cannot reach coderd fails its own pairs only.
+    let cfg = tmp.path().join("config");
+    let coder = |args: &[&str]| {
+        let mut c = coder(&agents[0], &cfg);
+        c.args(args);
+        c
+    };
+    run_ok(&mut coder(&[
+        "login",
+        srv.url.as_str(),
+        "--first-user-username",
+        "dev",
+        "--first-user-email",
+        "dev@example.com",
+        "--first-user-password",
+        "dev-password",
+    ]))
+    .unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let tpl = tmp.path().join("tpl");
+    std::fs::create_dir_all(&tpl).unwrap();
+    std::fs::write(tpl.join("main.tf"), TEMPLATE.replace("TOKEN_DIR", tokens.to_str().unwrap()))
+        .unwrap();
+    run_ok(&mut coder(&["templates", "push", "topo", "-d", tpl.to_str().unwrap(), "--yes"]))
+        .unwrap();
+
+    let payload: Vec<u8> =
+        (0..PAYLOAD_BYTES as u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let want = hex::encode(Sha256::digest(&payload));
+    let deployment = Deployment {
+        url: srv.url.to_string(),
+        cfg: cfg.clone(),
+        dir: tmp.path().to_owned(),
+        tokens,
+        payload,
+        want,
+        create_lock: std::sync::Mutex::new(()),
+    };
+    // One thread per agent: namespaces are separate, so the columns of the
+    // matrix do not disturb each other, and most of the time is waiting.
+    let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+        let columns: Vec<_> = agents
+            .iter()
+            .map(|agent| {
+                let (deployment, clients) = (&deployment, &clients);
+                s.spawn(move || run_column(deployment, agent, clients))
+            })
+            .collect();
+        columns.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    });
+
+    // The table docs/reliability.md quotes.
+    println!(
+        "| client \\ agent | {} |",
+        agent_kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(agent_kinds.len()));
+    for client in client_kinds {
+        let cells: Vec<String> = agent_kinds
+            .iter()
+            .map(|agent| {
+                let o = outcomes.iter().find(|o| o.client == *client && o.agent == *agent).unwrap();
+                let mark = if o.passed() { "ok" } else { "FAIL" };
+                format!("{:?} {mark} ({:.1?})", o.expected, o.elapsed)
+            })
+            .collect();
+        println!("| {client} | {} |", cells.join(" | "));
+    }
+    println!("matrix took {:?}", test_start.elapsed());
+
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.passed())
+        .map(|o| {
+            format!(
+                "client {} → agent {}: expected {:?}, pings {:?}, ssh -v {:?}, transfer ok {}, error {:?}",
+                o.client, o.agent, o.expected, o.pings, o.ssh_path, o.transfer_ok, o.error
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        let log = std::fs::read_to_string(&srv.log).unwrap_or_default();
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        panic!(
+            "{} of {} pairs failed:\n{}\ncoderd log tail:\n{tail}",
+            failed.len(),
+            outcomes.len(),
+            failed.join("\n")
+        );
+    }
+    drop(srv);
+}

@@ -1,0 +1,139 @@
+//! The topology library's own check: each [`Nat`] kind behaves as documented,
+//! seen from a UDP reflector on the internet (a STUN server in miniature).
+//!
+//! - mapping: the public address:port a host's socket gets toward two
+//!   different destinations (same port: endpoint-independent; different:
+//!   endpoint-dependent);
+//! - filtering: whether a packet from an address:port the host never sent to
+//!   reaches it, and whether a reply from one it did send to does;
+//! - UDP blocked: nothing arrives at all;
+//! - HTTP proxy only: TCP to the internet fails, `CONNECT` through the
+//!   router's proxy works.
+//!
+//! Root only; runs in the `topology` test group. No binaries needed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use tests::topology::{Nat, Topology, INTERNET_ADDR};
+
+/// How long "nothing arrives" waits: the namespaces are one machine, so a
+/// packet that is let through arrives in microseconds.
+const SILENCE: Duration = Duration::from_millis(300);
+
+fn recv_from(sock: &UdpSocket, wait: Duration) -> Option<SocketAddr> {
+    sock.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    sock.recv_from(&mut buf).ok().map(|(_, from)| from)
+}
+
+#[test]
+fn topology_nat_kinds_map_and_filter_as_documented() {
+    if let Some(reason) = Topology::unavailable() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let mut topo = Topology::new("natcheck").unwrap();
+    let inet = topo.internet().clone();
+    // Three reflector ports: two the host talks to, one it never does.
+    let refl: Vec<UdpSocket> = (0..3).map(|i| inet.bind_udp(4000 + i).unwrap()).collect();
+    let mut failures = Vec::new();
+    for (i, nat) in Nat::ALL.into_iter().enumerate() {
+        let host = topo.host(&format!("h{i}"), nat).unwrap();
+        let sock = host.bind_udp(0).unwrap();
+        let local = sock.local_addr().unwrap();
+        let mut seen = Vec::new();
+        for r in &refl[..2] {
+            sock.send_to(b"probe", r.local_addr().unwrap()).unwrap();
+            seen.push(recv_from(r, Duration::from_secs(2)));
+        }
+        // Unsolicited: from the third port to where the first reflector saw us.
+        let stranger_reached = seen[0].is_some_and(|mapped| {
+            refl[2].send_to(b"stranger", mapped).unwrap();
+            recv_from(&sock, SILENCE).is_some()
+        });
+        // A reply from an address:port the host sent to.
+        let reply_reached = seen[0].is_some_and(|mapped| {
+            refl[0].send_to(b"reply", mapped).unwrap();
+            recv_from(&sock, Duration::from_secs(2)).is_some()
+        });
+        let line = format!(
+            "{nat}: local {local}, seen as {seen:?}, stranger reached {stranger_reached}, reply reached {reply_reached}"
+        );
+        eprintln!("{line}");
+        let public = |s: &Option<SocketAddr>| s.map(|a| a.ip()) == Some(host.public_addr.into());
+        let ok = match nat {
+            Nat::None => {
+                seen.iter().all(|s| *s == Some(local)) && stranger_reached && reply_reached
+            }
+            Nat::Easy => {
+                seen.iter().all(public) && seen[0] == seen[1] && !stranger_reached && reply_reached
+            }
+            Nat::FullCone => {
+                seen.iter().all(public) && seen[0] == seen[1] && stranger_reached && reply_reached
+            }
+            Nat::Hard => {
+                seen.iter().all(public) && seen[0] != seen[1] && !stranger_reached && reply_reached
+            }
+            Nat::UdpBlocked | Nat::HttpProxyOnly => seen.iter().all(Option::is_none),
+        };
+        if !ok {
+            failures.push(format!("{line}\n{}", topo.router_counters(&host)));
+        }
+    }
+
+    // Hole punching between two Easy NATs, the way the mesh does it: one
+    // side's probe arrives before the other side has sent anything (and is
+    // dropped), then the other side's probe goes out. It must leave from the
+    // port STUN saw, so it passes the first side's filter.
+    let h1 = topo.host("p1", Nat::Easy).unwrap();
+    let h2 = topo.host("p2", Nat::Easy).unwrap();
+    let (s1, s2) = (h1.bind_udp(0).unwrap(), h2.bind_udp(0).unwrap());
+    let stun = refl[0].local_addr().unwrap();
+    s1.send_to(b"stun", stun).unwrap();
+    let m1 = recv_from(&refl[0], Duration::from_secs(2)).unwrap();
+    s2.send_to(b"stun", stun).unwrap();
+    let m2 = recv_from(&refl[0], Duration::from_secs(2)).unwrap();
+    s1.send_to(b"early", m2).unwrap();
+    let early = recv_from(&s2, SILENCE);
+    s2.send_to(b"punch", m1).unwrap();
+    let punched = recv_from(&s1, Duration::from_secs(2));
+    s1.send_to(b"through", m2).unwrap();
+    let through = recv_from(&s2, Duration::from_secs(2));
+    eprintln!("easy×easy punch: early {early:?}, punched from {punched:?} (want {m2}), then {through:?} (want {m1})");
+    if early.is_some() || punched != Some(m2) || through != Some(m1) {
+        failures.push(format!(
+            "easy×easy hole punching: early {early:?}, punched {punched:?} (want {m2}), through {through:?} (want {m1})\n{}",
+            topo.router_counters(&h2)
+        ));
+    }
+
+    // HttpProxyOnly: no TCP gets through the router, except via its proxy.
+    let proxied = topo.host("px", Nat::HttpProxyOnly).unwrap();
+    let server = inet.in_netns(|| Ok(TcpListener::bind((INTERNET_ADDR, 4100))?)).unwrap();
+    let target = server.local_addr().unwrap();
+    let direct = proxied
+        .in_netns(|| Ok(TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok()))
+        .unwrap();
+    let proxy = proxied.http_proxy.clone().unwrap();
+    let proxy_addr: SocketAddr = proxy.strip_prefix("http://").unwrap().parse().unwrap();
+    let mut tunnel = proxied.in_netns(|| Ok(TcpStream::connect(proxy_addr)?)).unwrap();
+    write!(tunnel, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let (mut accepted, _) = server.accept().unwrap();
+    accepted.write_all(b"hello through the proxy").unwrap();
+    drop(accepted);
+    let mut answer = String::new();
+    tunnel.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tunnel.read_to_string(&mut answer).unwrap();
+    eprintln!("httpproxy: direct TCP connected {direct}; via {proxy}: {answer:?}");
+    if direct
+        || !answer.starts_with("HTTP/1.1 200")
+        || !answer.ends_with("\r\n\r\nhello through the proxy")
+    {
+        failures.push(format!("httpproxy: direct {direct}, via proxy {answer:?}"));
+    }
+    assert!(failures.is_empty(), "NAT kinds misbehave:\n{}", failures.join("\n"));
+}
