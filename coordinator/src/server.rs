@@ -11,7 +11,10 @@ use url::Url;
 use crate::api::{self, ApiConfig, AppState};
 use crate::db;
 use crate::postgres::{self, Cluster, ClusterConfig};
-use crate::provisioner::{find_provider, find_terraform, ExecutorConfig, Provisioners};
+use crate::provisioner::{
+    find_provider, find_terraform, ExecutorConfig, PgBackend, ProvisionerKey, Provisioners,
+    StaleJobDetector,
+};
 use crate::relay::{relay_map, EmbeddedRelay};
 
 /// What `coderd server` needs to run.
@@ -33,6 +36,9 @@ pub struct ServerConfig {
     pub provider_path: Option<PathBuf>,
     /// A running job whose worker is silent this long is failed.
     pub job_stale_after: std::time::Duration,
+    /// The pre-shared key external provisioners (`coderd provisioner start`)
+    /// authenticate with; `None` refuses them.
+    pub provisioner_key: Option<ProvisionerKey>,
     /// Run the embedded relay at `/derp`.
     pub relay_enabled: bool,
     /// The embedded STUN listener; `None` disables it.
@@ -52,6 +58,7 @@ impl Default for ServerConfig {
             terraform_path: None,
             provider_path: None,
             job_stale_after: std::time::Duration::from_secs(90),
+            provisioner_key: None,
             relay_enabled: true,
             stun_address: Some(SocketAddr::from(([0, 0, 0, 0], 3478))),
             derp_config_path: None,
@@ -153,7 +160,19 @@ async fn serve(
     let state = AppState::new(pool.clone(), ApiConfig::new(access_url.clone()))
         .with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
     let _provisioners = start_provisioners(config, &state, &access_url);
-    let app = api::app(state);
+    // Whoever runs the jobs (in-process or external workers), a job whose
+    // worker went silent must end.
+    let stale = config.job_stale_after;
+    let _detector = StaleJobDetector::spawn(
+        state.queue.clone(),
+        stale,
+        (stale / 4).max(std::time::Duration::from_millis(100)),
+    );
+    let mut app = api::app(state);
+    if let Some(key) = &config.provisioner_key {
+        tracing::info!("external provisioners may connect (pre-shared key configured)");
+        app = app.layer(axum::Extension(key.clone()));
+    }
     tracing::info!(%local, %access_url, "coderd listening");
     println!("coderd is listening on http://{local}; access URL {access_url}");
     println!("Log in with: coder login {access_url}");
@@ -186,12 +205,8 @@ fn start_provisioners(
         return None;
     };
     let work_root = config.data_dir.join("provisioner");
-    let exec = ExecutorConfig::new(terraform, provider, work_root, access_url.to_string());
+    let exec = ExecutorConfig::new(terraform, provider, work_root);
+    let backend = PgBackend::new(state.queue.clone(), access_url.to_string());
     tracing::info!(n = config.provisioner_daemons, "starting provisioner daemons");
-    Some(Provisioners::spawn(
-        state.queue.clone(),
-        exec,
-        config.provisioner_daemons,
-        config.job_stale_after,
-    ))
+    Some(Provisioners::spawn(backend, exec, config.provisioner_daemons))
 }

@@ -99,6 +99,7 @@ pub struct TestServer {
     /// Keeps the work directory of in-process provisioners alive.
     pub work_dir: Option<tempfile::TempDir>,
     provisioners: Option<crate::provisioner::Provisioners>,
+    detector: Option<crate::provisioner::StaleJobDetector>,
     pub relay: crate::relay::EmbeddedRelay,
     _task: tokio_util::task::AbortOnDropHandle<()>,
 }
@@ -109,6 +110,20 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ApiConfig)) -> anyhow::Result<TestServer> {
+        Self::start_inner(tweak, None).await
+    }
+
+    /// A server that accepts external provisioners presenting `key` (and
+    /// runs no in-process ones until [`Self::start_provisioners`]).
+    pub async fn start_with_provisioner_key(key: &str) -> anyhow::Result<TestServer> {
+        let key = crate::provisioner::ProvisionerKey::new(key)?;
+        Self::start_inner(|_| {}, Some(key)).await
+    }
+
+    async fn start_inner(
+        tweak: impl FnOnce(&mut ApiConfig),
+        key: Option<crate::provisioner::ProvisionerKey>,
+    ) -> anyhow::Result<TestServer> {
         let db = database().await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -119,7 +134,10 @@ impl TestServer {
         let map = crate::relay::relay_map(&url, Some(&relay), None)?;
         let state =
             AppState::new(db.pool.clone(), config).with_relay(Some(relay.server.clone()), map);
-        let app = api::app(state.clone());
+        let mut app = api::app(state.clone());
+        if let Some(key) = key {
+            app = app.layer(axum::Extension(key));
+        }
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .await;
@@ -130,6 +148,7 @@ impl TestServer {
             state,
             work_dir: None,
             provisioners: None,
+            detector: None,
             relay,
             _task: tokio_util::task::AbortOnDropHandle::new(task),
         })
@@ -148,20 +167,24 @@ impl TestServer {
             return None;
         };
         let dir = tempfile::tempdir().ok()?;
-        let exec = crate::provisioner::ExecutorConfig::new(
-            terraform,
-            provider,
-            dir.path().to_path_buf(),
-            self.url.to_string(),
-        );
-        self.provisioners = Some(crate::provisioner::Provisioners::spawn(
-            self.state.queue.clone(),
-            exec,
-            n,
-            stale_after,
-        ));
+        let exec =
+            crate::provisioner::ExecutorConfig::new(terraform, provider, dir.path().to_path_buf());
+        let backend =
+            crate::provisioner::PgBackend::new(self.state.queue.clone(), self.url.to_string());
+        self.provisioners = Some(crate::provisioner::Provisioners::spawn(backend, exec, n));
+        self.start_stale_job_detector(stale_after);
         self.work_dir = Some(dir);
         Some(())
+    }
+
+    /// Fails jobs whose worker has been silent for `stale_after`, as
+    /// `coderd server` does.
+    pub fn start_stale_job_detector(&mut self, stale_after: std::time::Duration) {
+        self.detector = Some(crate::provisioner::StaleJobDetector::spawn(
+            self.state.queue.clone(),
+            stale_after,
+            (stale_after / 4).max(std::time::Duration::from_millis(100)),
+        ));
     }
 
     /// Stops the in-process provisioners (as if their process died).

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use coordinator::provisioner::queue::{self, CHANNEL_JOB_LOGS};
 use coordinator::provisioner::{
-    AcquiredJob, Executor, JobContext, JobInput, JobStatus, NewJob, Outcome, Queue,
-    StaleJobDetector, Tags, Worker, WorkerConfig,
+    AcquiredJob, Executor, JobBackend, JobContext, JobFailure, JobInput, JobOutput, JobStatus,
+    Lease, NewJob, PgBackend, Queue, StaleJobDetector, Tags, Worker, WorkerConfig,
 };
 use coordinator::pubsub::Pubsub;
 use coordinator::testutil::TestServer;
@@ -20,6 +20,7 @@ use uuid::Uuid;
 struct Fixture {
     _srv: TestServer,
     queue: Queue,
+    backend: Arc<PgBackend>,
     file_id: Uuid,
     user_id: Uuid,
 }
@@ -37,23 +38,38 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     let queue = Queue::new(srv.db.pool.clone(), Pubsub::new(srv.db.pool.clone()));
-    Fixture { _srv: srv, queue, file_id, user_id }
+    let backend = Arc::new(PgBackend::new(queue.clone(), srv.url.to_string()));
+    Fixture { _srv: srv, queue, backend, file_id, user_id }
 }
 
 impl Fixture {
+    /// Enqueues a template import (of an empty archive) with its version row.
     async fn enqueue(&self, tags: Tags) -> Uuid {
-        let mut conn = self.queue.db.acquire().await.unwrap();
-        queue::enqueue(
-            &mut conn,
+        let mut tx = self.queue.db.begin().await.unwrap();
+        let version = Uuid::new_v4();
+        let job = queue::enqueue(
+            &mut tx,
             &NewJob {
-                input: JobInput::WorkspaceBuild { workspace_build_id: Uuid::new_v4() },
+                input: JobInput::TemplateVersionImport { template_version_id: version },
                 file_id: self.file_id,
                 initiator_id: self.user_id,
                 tags,
             },
         )
         .await
-        .unwrap()
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO template_versions (id, name, job_id, created_by) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(version)
+        .bind(version.to_string())
+        .bind(job)
+        .bind(self.user_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        job
     }
 
     /// Waits (on notifications, with a deadline) until the job is done.
@@ -79,12 +95,10 @@ struct Recorder {
 }
 
 impl Executor for Recorder {
-    async fn execute(&self, job: AcquiredJob, ctx: JobContext) -> Outcome {
-        ctx.log("apply", "info", format!("running {}", job.id)).await;
-        let mut conn = ctx.queue.db.acquire().await.unwrap();
-        assert!(queue::Queue::complete_in(&mut conn, job.id, &ctx.worker_id, None).await.unwrap());
-        let _ = self.ran.send((job.id, ctx.worker_id.to_string()));
-        Outcome::Recorded
+    async fn execute(&self, job: &AcquiredJob, ctx: JobContext) -> Result<JobOutput, JobFailure> {
+        ctx.log("apply", "info", format!("running {}", job.lease.job_id)).await;
+        let _ = self.ran.send((job.lease.job_id, ctx.worker_id.to_string()));
+        Ok(JobOutput::Import { parameters: vec![], resources: vec![] })
     }
 }
 
@@ -100,7 +114,7 @@ async fn two_hundred_jobs_across_four_workers_run_exactly_once() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let exec = Arc::new(Recorder { ran: tx });
     let _workers: Vec<Worker> = (0..4)
-        .map(|i| Worker::spawn(f.queue.clone(), exec.clone(), fast(&format!("w{i}"))))
+        .map(|i| Worker::spawn(f.backend.clone(), exec.clone(), fast(&format!("w{i}"))))
         .collect();
     let mut ids = Vec::new();
     for _ in 0..200 {
@@ -121,6 +135,10 @@ async fn two_hundred_jobs_across_four_workers_run_exactly_once() {
         assert_eq!(seen.get(id), Some(&1), "job {id} ran {:?} times", seen.get(id));
     }
     assert!(by_worker.len() >= 2, "one worker took everything: {by_worker:?}");
+    // The worker records each result after its executor returns.
+    for id in &ids {
+        assert_eq!(f.wait_done(*id, Duration::from_secs(30)).await.status(), JobStatus::Succeeded);
+    }
     let done: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM provisioner_jobs WHERE completed_at IS NOT NULL AND error IS NULL",
     )
@@ -154,6 +172,14 @@ async fn jobs_run_only_on_workers_with_matching_tags() {
     let got = f.queue.acquire("gpu-worker", &gpu).await.unwrap().unwrap();
     assert_eq!(got.id, job);
     assert!(f.queue.acquire("gpu-worker-2", &gpu).await.unwrap().is_none());
+
+    // The backend hands out the job with its inputs loaded.
+    let job = f.enqueue(gpu.clone()).await;
+    let mut more = gpu.clone();
+    more.insert("zone".into(), "a".into());
+    let got = f.backend.acquire_within("w", &more, Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(got.lease, Lease { job_id: job, worker_id: "w".into() });
+    assert_eq!(got.facts.workspace_name, "import");
 }
 
 /// Blocks until cancelled, then reports how it ended.
@@ -162,19 +188,10 @@ struct Blocker {
 }
 
 impl Executor for Blocker {
-    async fn execute(&self, job: AcquiredJob, ctx: JobContext) -> Outcome {
-        let _ = self.started.send(job.id);
+    async fn execute(&self, job: &AcquiredJob, ctx: JobContext) -> Result<JobOutput, JobFailure> {
+        let _ = self.started.send(job.lease.job_id);
         ctx.cancel.cancelled().await;
-        let mut conn = ctx.queue.db.acquire().await.unwrap();
-        queue::Queue::complete_in(
-            &mut conn,
-            job.id,
-            &ctx.worker_id,
-            Some(("canceled", "canceled")),
-        )
-        .await
-        .unwrap();
-        Outcome::Recorded
+        Err(JobFailure::new("canceled", "canceled"))
     }
 }
 
@@ -182,7 +199,8 @@ impl Executor for Blocker {
 async fn a_dead_worker_fails_its_job_and_the_next_job_runs() {
     let f = fixture().await;
     let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = Worker::spawn(f.queue.clone(), Arc::new(Blocker { started: tx }), fast("doomed"));
+    let worker =
+        Worker::spawn(f.backend.clone(), Arc::new(Blocker { started: tx }), fast("doomed"));
     let job = f.enqueue(Tags::new()).await;
     assert_eq!(started.recv().await, Some(job));
     drop(worker); // the worker dies mid-job
@@ -197,9 +215,17 @@ async fn a_dead_worker_fails_its_job_and_the_next_job_runs() {
     // The dead worker cannot complete it late.
     let mut conn = f.queue.db.acquire().await.unwrap();
     assert!(!queue::Queue::complete_in(&mut conn, job, "doomed", None).await.unwrap());
+    let lease = Lease { job_id: job, worker_id: "doomed".into() };
+    let output = JobOutput::Import { parameters: vec![], resources: vec![] };
+    assert!(!f.backend.complete(&lease, &output).await.unwrap());
+    assert!(!f.backend.fail(&lease, &JobFailure::new("late", "late")).await.unwrap());
+    assert_eq!(
+        f.backend.heartbeat(&lease).await.unwrap(),
+        coordinator::provisioner::Heartbeat::Lost
+    );
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let _w = Worker::spawn(f.queue.clone(), Arc::new(Recorder { ran: tx }), fast("healthy"));
+    let _w = Worker::spawn(f.backend.clone(), Arc::new(Recorder { ran: tx }), fast("healthy"));
     let next = f.enqueue(Tags::new()).await;
     assert_eq!(rx.recv().await.map(|r| r.0), Some(next));
     assert_eq!(f.wait_done(next, Duration::from_secs(30)).await.status(), JobStatus::Succeeded);
@@ -216,7 +242,7 @@ async fn cancel_pending_and_running_jobs() {
 
     // Running: the worker sees the request and stops.
     let (tx, mut started) = mpsc::unbounded_channel();
-    let _w = Worker::spawn(f.queue.clone(), Arc::new(Blocker { started: tx }), fast("w"));
+    let _w = Worker::spawn(f.backend.clone(), Arc::new(Blocker { started: tx }), fast("w"));
     let running = f.enqueue(Tags::new()).await;
     assert_eq!(started.recv().await, Some(running));
     assert_eq!(f.queue.cancel(running).await.unwrap(), Some(JobStatus::Canceling));

@@ -8,6 +8,7 @@ mod coordinate;
 mod error;
 mod files;
 mod jobs;
+mod provisionerd;
 mod templates;
 mod tokens;
 mod users;
@@ -148,6 +149,7 @@ pub fn app(state: AppState) -> Router {
         .route("/workspacebuilds/{id}/resources", get(workspaces::build_resources))
         .route("/workspacebuilds/{id}/cancel", patch(workspaces::cancel_build))
         .merge(coordinate::routes())
+        .merge(provisionerd::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(api_not_found);
     // Uploads have their own, larger limit.

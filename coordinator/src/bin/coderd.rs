@@ -17,6 +17,50 @@ struct Cli {
 enum Command {
     /// Run the coordinator: API, embedded Postgres (unless --postgres-url), relay, provisioners.
     Server(ServerArgs),
+    /// Provisioner daemons that run terraform on another machine.
+    #[command(subcommand)]
+    Provisioner(ProvisionerCommand),
+}
+
+#[derive(Subcommand)]
+enum ProvisionerCommand {
+    /// Run a provisioner daemon that takes jobs from coderd over its HTTP API.
+    Start(ProvisionerStartArgs),
+}
+
+#[derive(clap::Args)]
+struct ProvisionerStartArgs {
+    /// URL of coderd.
+    #[arg(long, env = "CODER_URL")]
+    url: url::Url,
+    /// File holding the pre-shared key (the same as coderd's --provisioner-psk-file).
+    #[arg(long, env = "CODER_PROVISIONER_PSK_FILE")]
+    psk_file: PathBuf,
+    /// A tag of this daemon, key=value (repeatable); it runs jobs whose tags are a subset of its own.
+    #[arg(long = "tag", env = "CODER_PROVISIONER_TAGS", value_delimiter = ',', value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Path to terraform (default: found on PATH).
+    #[arg(long, env = "CODER_TERRAFORM_PATH")]
+    terraform_path: Option<PathBuf>,
+    /// Path to terraform-provider-coder (default: beside coderd).
+    #[arg(long, env = "CODER_PROVIDER_PATH")]
+    provider_path: Option<PathBuf>,
+    /// Where job directories and the plugin cache live.
+    #[arg(long, env = "CODER_PROVISIONER_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// Name of this daemon in job rows and logs (default: the host name).
+    #[arg(long, env = "CODER_PROVISIONER_NAME")]
+    name: Option<String>,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "CODER_LOG_FILTER", default_value = "info")]
+    log_filter: String,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -54,6 +98,9 @@ struct ServerArgs {
     /// JSON file with extra relay regions (self-hosted derpers), in the format of GET /api/v2/derp-map.
     #[arg(long, env = "CODER_DERP_CONFIG_PATH")]
     derp_config_path: Option<PathBuf>,
+    /// File holding the pre-shared key external provisioners authenticate with; without it they are refused.
+    #[arg(long, env = "CODER_PROVISIONER_PSK_FILE")]
+    provisioner_psk_file: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CODER_LOG_FILTER", default_value = "info")]
     log_filter: String,
@@ -63,6 +110,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server(args),
+        Command::Provisioner(ProvisionerCommand::Start(args)) => provisioner_start(args),
     }
 }
 
@@ -85,12 +133,53 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         s => Some(s.parse().with_context(|| format!("--stun-address {s:?} is not host:port"))?),
     };
     config.derp_config_path = args.derp_config_path;
+    if let Some(path) = &args.provisioner_psk_file {
+        config.provisioner_key = Some(coordinator::provisioner::ProvisionerKey::from_file(path)?);
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
     let rt = tokio::runtime::Runtime::new().context("start tokio runtime")?;
     rt.block_on(async move {
         coordinator::run(config, shutdown_signal()).await.context("coderd server")
+    })
+}
+
+fn provisioner_start(args: ProvisionerStartArgs) -> anyhow::Result<()> {
+    use coordinator::provisioner::{self as p, ExecutorConfig, ExternalConfig, ProvisionerKey};
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let key = ProvisionerKey::from_file(&args.psk_file)?;
+    let terraform = args
+        .terraform_path
+        .or_else(p::find_terraform)
+        .context("terraform is not on PATH: install it or pass --terraform-path")?;
+    let provider = args
+        .provider_path
+        .or_else(p::find_provider)
+        .context("terraform-provider-coder is not beside coderd: pass --provider-path")?;
+    let work_dir = args.work_dir.unwrap_or_else(p::default_external_work_dir);
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("create work dir {}", work_dir.display()))?;
+    let mut config = ExternalConfig::new(
+        args.url.clone(),
+        key,
+        ExecutorConfig::new(terraform, provider, work_dir),
+    );
+    config.tags = args.tags.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    config.name = args.name;
+    let tags = serde_json::Value::Object(config.tags.clone());
+    let rt = tokio::runtime::Runtime::new().context("start tokio runtime")?;
+    rt.block_on(async move {
+        let daemon = p::ExternalProvisioner::start(config)
+            .await
+            .with_context(|| format!("connect to coderd at {}", args.url))?;
+        println!("provisioner {} is taking jobs from {} (tags {tags})", daemon.worker_id, args.url);
+        shutdown_signal().await;
+        drop(daemon);
+        anyhow::Ok(())
     })
 }
 

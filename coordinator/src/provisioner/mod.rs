@@ -1,53 +1,131 @@
-//! Provisioning: the job queue in Postgres, the workers that take jobs from
-//! it, and the executor that runs terraform for template imports and
-//! workspace builds (through [`crate::provisionerd`]).
+//! Provisioning: the job queue in Postgres, the workers that take jobs, and
+//! the executor that runs terraform for template imports and workspace
+//! builds (through [`crate::provisionerd`]).
+//!
+//! ```text
+//!            ┌──────────── coderd ─────────────┐
+//! Postgres ◀─┤ Queue ◀── PgBackend ◀── Worker  │   in-process workers
+//!            │              ▲                  │
+//!            │   /api/v2/provisionerdaemons    │
+//!            └──────────────┬──────────────────┘
+//!                           │ HTTP + pre-shared key
+//!               HttpBackend ◀── Worker             `coderd provisioner start`
+//! ```
+//!
+//! A [`Worker`] runs one job at a time through an [`Executor`]
+//! ([`TerraformExecutor`]) against a [`JobBackend`]: the same code inside
+//! coderd and on another machine.
 
+pub mod backend;
 pub mod executor;
+pub mod http;
+pub mod job;
+pub mod pg;
 pub mod queue;
 pub mod worker;
 
+pub use backend::{BackendError, JobBackend};
 pub use executor::{find_provider, find_terraform, ExecutorConfig, TerraformExecutor};
-pub use queue::{AcquiredJob, JobInput, JobLog, JobRow, JobStatus, NewJob, Queue, Tags};
-pub use worker::{Executor, JobContext, Outcome, StaleJobDetector, Worker, WorkerConfig};
+pub use http::{HttpBackend, KeyError, ProvisionerKey};
+pub use job::{
+    AcquiredJob, BuildFacts, Heartbeat, JobFailure, JobLog, JobOutput, Lease, ParameterRecord,
+    ResourceRecord,
+};
+pub use pg::PgBackend;
+pub use queue::{JobInput, JobRow, JobStatus, NewJob, Queue, QueuedJob, Tags};
+pub use worker::{Executor, JobContext, StaleJobDetector, Worker, WorkerConfig};
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The in-process provisioner daemons of a `coderd`: `n` workers sharing one
-/// executor, and the detector that fails jobs of workers that died.
+/// executor, taking jobs straight from Postgres.
 pub struct Provisioners {
     workers: Vec<Worker>,
-    _detector: StaleJobDetector,
 }
 
 impl Provisioners {
-    pub fn spawn(
-        queue: Queue,
-        config: ExecutorConfig,
-        n: usize,
-        stale_after: Duration,
-    ) -> Provisioners {
+    pub fn spawn(backend: PgBackend, config: ExecutorConfig, n: usize) -> Provisioners {
         let executor = TerraformExecutor::new(config);
-        let host = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let backend = Arc::new(backend);
+        let host = hostname();
         let workers = (0..n)
             .map(|i| {
                 let id = format!("{host}-{}-{i}", std::process::id());
-                Worker::spawn(queue.clone(), Arc::clone(&executor), WorkerConfig::new(id))
+                Worker::spawn(backend.clone(), Arc::clone(&executor), WorkerConfig::new(id))
             })
             .collect();
-        let detector = StaleJobDetector::spawn(
-            queue,
-            stale_after,
-            (stale_after / 4).max(Duration::from_millis(100)),
-        );
-        Provisioners { workers, _detector: detector }
+        Provisioners { workers }
     }
 
-    /// Stops the workers (their jobs are abandoned, as if the process died)
-    /// but keeps the stale-job detector running.
+    /// Stops the workers (their jobs are abandoned, as if the process died).
     pub fn stop_workers(&mut self) {
         self.workers.clear();
     }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// What `coderd provisioner start` needs: where coderd is, the key, and
+/// how to run terraform here.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExternalConfig {
+    pub url: url::Url,
+    pub key: ProvisionerKey,
+    /// Jobs whose tags are a subset of these run here.
+    pub tags: Tags,
+    /// Names this daemon in job rows and logs; default: the host name.
+    pub name: Option<String>,
+    pub executor: ExecutorConfig,
+}
+
+impl ExternalConfig {
+    pub fn new(url: url::Url, key: ProvisionerKey, executor: ExecutorConfig) -> Self {
+        ExternalConfig { url, key, tags: Tags::new(), name: None, executor }
+    }
+}
+
+/// An external provisioner daemon: one worker talking to coderd over HTTP.
+/// Dropping it stops the worker; a job it was running is failed by coderd's
+/// stale-job detector.
+pub struct ExternalProvisioner {
+    _worker: Worker,
+    pub worker_id: String,
+}
+
+impl ExternalProvisioner {
+    /// Starts the worker without checking the key first (see [`Self::start`]).
+    pub fn spawn(config: ExternalConfig) -> Result<Self, BackendError> {
+        let backend = HttpBackend::new(config.url, config.key)?;
+        Ok(Self::spawn_with(backend, config.executor, config.tags, config.name))
+    }
+
+    /// Checks the key with coderd, then starts the worker.
+    pub async fn start(config: ExternalConfig) -> Result<Self, BackendError> {
+        let backend = HttpBackend::new(config.url, config.key)?;
+        backend.check().await?;
+        Ok(Self::spawn_with(backend, config.executor, config.tags, config.name))
+    }
+
+    fn spawn_with(
+        backend: HttpBackend,
+        executor: ExecutorConfig,
+        tags: Tags,
+        name: Option<String>,
+    ) -> Self {
+        let name = name.filter(|n| !n.is_empty()).unwrap_or_else(hostname);
+        let worker_id = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut wc = WorkerConfig::new(worker_id.clone());
+        wc.tags = tags;
+        let worker = Worker::spawn(Arc::new(backend), TerraformExecutor::new(executor), wc);
+        ExternalProvisioner { _worker: worker, worker_id }
+    }
+}
+
+/// Default work directory of an external provisioner.
+pub fn default_external_work_dir() -> PathBuf {
+    crate::server::default_data_dir().join("provisioner-external")
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+pub use super::job::{Heartbeat, JobLog};
 use crate::pubsub::Pubsub;
 
 pub const CHANNEL_JOB_POSTED: &str = "provisioner_job_posted";
@@ -39,21 +40,14 @@ impl JobInput {
     }
 }
 
-/// A job handed to a worker.
+/// A job's row as acquired: what it is and which file it works on. The
+/// backend ([`super::PgBackend`]) loads the rest of its inputs.
 #[derive(Debug, Clone)]
-pub struct AcquiredJob {
+pub struct QueuedJob {
     pub id: Uuid,
     pub input: JobInput,
     pub file_id: Uuid,
     pub initiator_id: Uuid,
-}
-
-/// One line of job output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobLog {
-    pub stage: String,
-    pub level: String,
-    pub output: String,
 }
 
 /// The status of a job, derived from its timestamps.
@@ -136,16 +130,6 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Uuid, sqlx
     Ok(id)
 }
 
-/// What a heartbeat learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Heartbeat {
-    Running,
-    /// A user asked to cancel: stop the work, then complete the job.
-    CancelRequested,
-    /// The job is no longer ours (failed by the stale-job detector, or done).
-    Lost,
-}
-
 /// The queue, as the workers and the API use it.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -163,7 +147,7 @@ impl Queue {
         &self,
         worker_id: &str,
         worker_tags: &Tags,
-    ) -> Result<Option<AcquiredJob>, sqlx::Error> {
+    ) -> Result<Option<QueuedJob>, sqlx::Error> {
         #[derive(sqlx::FromRow)]
         struct Row {
             id: Uuid,
@@ -188,7 +172,7 @@ impl Queue {
         .await?;
         let Some(row) = row else { return Ok(None) };
         match serde_json::from_value::<JobInput>(row.input.0) {
-            Ok(input) => Ok(Some(AcquiredJob {
+            Ok(input) => Ok(Some(QueuedJob {
                 id: row.id,
                 input,
                 file_id: row.file_id,
@@ -222,24 +206,54 @@ impl Queue {
 
     /// Appends log lines (in order) and wakes followers.
     pub async fn append_logs(&self, job_id: Uuid, logs: &[JobLog]) -> Result<(), sqlx::Error> {
+        self.insert_logs(job_id, None, logs).await.map(|_| ())
+    }
+
+    /// Appends log lines (in order) if the job is still running under
+    /// `worker_id`; false when it is not (nothing is stored).
+    pub async fn append_logs_as(
+        &self,
+        job_id: Uuid,
+        worker_id: &str,
+        logs: &[JobLog],
+    ) -> Result<bool, sqlx::Error> {
+        self.insert_logs(job_id, Some(worker_id), logs).await
+    }
+
+    async fn insert_logs(
+        &self,
+        job_id: Uuid,
+        worker_id: Option<&str>,
+        logs: &[JobLog],
+    ) -> Result<bool, sqlx::Error> {
         if logs.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let stages: Vec<&str> = logs.iter().map(|l| l.stage.as_str()).collect();
         let levels: Vec<&str> = logs.iter().map(|l| l.level.as_str()).collect();
         let outputs: Vec<&str> = logs.iter().map(|l| l.output.as_str()).collect();
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO provisioner_job_logs (job_id, stage, level, output)
              SELECT $1, s, l, o FROM unnest($2::text[], $3::text[], $4::text[])
-                 WITH ORDINALITY AS t(s, l, o, n) ORDER BY n",
+                 WITH ORDINALITY AS t(s, l, o, n)
+             WHERE $5::text IS NULL OR EXISTS (
+                 SELECT 1 FROM provisioner_jobs
+                 WHERE id = $1 AND worker_id = $5 AND completed_at IS NULL)
+             ORDER BY n",
         )
         .bind(job_id)
         .bind(&stages)
         .bind(&levels)
         .bind(&outputs)
+        .bind(worker_id)
         .execute(&self.db)
-        .await?;
-        self.pubsub.publish(CHANNEL_JOB_LOGS, &job_id.to_string()).await
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        self.pubsub.publish(CHANNEL_JOB_LOGS, &job_id.to_string()).await?;
+        Ok(true)
     }
 
     /// Marks the job done with `error` (`None`: success), inside the caller's

@@ -1,39 +1,29 @@
-//! A provisioner worker: waits for jobs, runs one at a time through an
-//! [`Executor`], heartbeats while it runs, forwards its log lines in order,
-//! and turns cancel requests into a cancellation token.
+//! A provisioner worker: asks its [`JobBackend`] for jobs, runs one at a
+//! time through an [`Executor`], heartbeats while it runs, forwards its log
+//! lines in order, turns cancel requests into a cancellation token, and hands
+//! the output (or the failure) back to the backend.
 //!
-//! Waiting is event-driven (`NOTIFY` on enqueue) with a slow backup poll, so
-//! an idle worker picks a job up within one round trip of its insertion.
+//! Waiting for jobs is the backend's business (`NOTIFY` for Postgres, a long
+//! poll over HTTP), so an idle worker picks a job up within one round trip
+//! of its insertion either way.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::queue::{
-    AcquiredJob, Heartbeat, JobLog, Queue, Tags, CHANNEL_JOB_CANCELED, CHANNEL_JOB_POSTED,
-};
-use crate::pubsub::Message;
-
-/// How a job ended, from the executor's point of view. The executor records
-/// success itself (with its results, in one transaction); the worker records
-/// failures.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The executor completed the job (success or failure) itself.
-    Recorded,
-    /// The job failed: the message is for users, the code for machines.
-    Failed { error: String, code: &'static str },
-}
+use super::backend::{BackendError, JobBackend};
+use super::job::{AcquiredJob, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
+use super::queue::{Queue, Tags};
 
 /// What an executor gets besides the job.
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub worker_id: Arc<str>,
-    pub queue: Queue,
     /// Send output lines here; they are stored in order.
     pub logs: mpsc::Sender<JobLog>,
     /// Cancelled when a user cancels the job or the job is lost.
@@ -53,9 +43,13 @@ impl JobContext {
     }
 }
 
-/// Runs jobs of every type.
+/// Runs jobs of every type: the output on success, else why it failed.
 pub trait Executor: Send + Sync + 'static {
-    fn execute(&self, job: AcquiredJob, ctx: JobContext) -> impl Future<Output = Outcome> + Send;
+    fn execute(
+        &self,
+        job: &AcquiredJob,
+        ctx: JobContext,
+    ) -> impl Future<Output = Result<JobOutput, JobFailure>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -64,8 +58,8 @@ pub struct WorkerConfig {
     pub id: String,
     pub tags: Tags,
     pub heartbeat_interval: Duration,
-    /// Backup poll when no notification arrives.
-    pub poll_interval: Duration,
+    /// Pause after a failed `acquire` before asking again.
+    pub retry_interval: Duration,
 }
 
 impl WorkerConfig {
@@ -74,7 +68,7 @@ impl WorkerConfig {
             id: id.into(),
             tags: Tags::new(),
             heartbeat_interval: Duration::from_secs(2),
-            poll_interval: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(5),
         }
     }
 }
@@ -86,50 +80,48 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn spawn<E: Executor>(queue: Queue, executor: Arc<E>, config: WorkerConfig) -> Worker {
-        let task = tokio::spawn(run(queue, executor, config));
+    pub fn spawn<B: JobBackend, E: Executor>(
+        backend: Arc<B>,
+        executor: Arc<E>,
+        config: WorkerConfig,
+    ) -> Worker {
+        let span = tracing::info_span!("worker", id = %config.id);
+        let task =
+            tokio::spawn(tracing::Instrument::instrument(run(backend, executor, config), span));
         Worker { _task: AbortOnDropHandle::new(task) }
     }
 }
 
-async fn run<E: Executor>(queue: Queue, executor: Arc<E>, config: WorkerConfig) {
-    let mut posted = queue.pubsub.subscribe(CHANNEL_JOB_POSTED).await;
+async fn run<B: JobBackend, E: Executor>(backend: Arc<B>, executor: Arc<E>, config: WorkerConfig) {
     let worker_id: Arc<str> = Arc::from(config.id.as_str());
     loop {
-        match queue.acquire(&config.id, &config.tags).await {
+        match backend.acquire(&config.id, &config.tags).await {
             Ok(Some(job)) => {
-                run_job(&queue, executor.as_ref(), &config, worker_id.clone(), job).await;
-                continue;
+                run_job(&backend, executor.as_ref(), &config, worker_id.clone(), job).await;
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(worker = %config.id, error = %e, "acquire failed"),
-        }
-        tokio::select! {
-            m = posted.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = m {
-                    return;
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, "acquire failed");
+                tokio::time::sleep(config.retry_interval).await;
             }
-            _ = tokio::time::sleep(config.poll_interval) => {}
         }
     }
 }
 
-async fn run_job<E: Executor>(
-    queue: &Queue,
+async fn run_job<B: JobBackend, E: Executor>(
+    backend: &Arc<B>,
     executor: &E,
     config: &WorkerConfig,
     worker_id: Arc<str>,
     job: AcquiredJob,
 ) {
     use tracing::Instrument;
-    let span =
-        tracing::info_span!("job", id = %job.id, kind = job.input.type_name(), worker = %config.id);
-    run_job_inner(queue, executor, config, worker_id, job).instrument(span).await
+    let span = tracing::info_span!("job", id = %job.lease.job_id, kind = job.input.type_name());
+    run_job_inner(backend, executor, config, worker_id, job).instrument(span).await
 }
 
-async fn run_job_inner<E: Executor>(
-    queue: &Queue,
+async fn run_job_inner<B: JobBackend, E: Executor>(
+    backend: &Arc<B>,
     executor: &E,
     config: &WorkerConfig,
     worker_id: Arc<str>,
@@ -138,59 +130,85 @@ async fn run_job_inner<E: Executor>(
     tracing::info!("acquired");
     let cancel = CancellationToken::new();
     let (log_tx, log_rx) = mpsc::channel(1024);
-    let logger = AbortOnDropHandle::new(tokio::spawn(forward_logs(queue.clone(), job.id, log_rx)));
+    let lease = job.lease.clone();
+    let logger =
+        AbortOnDropHandle::new(tokio::spawn(forward_logs(backend.clone(), lease.clone(), log_rx)));
     let heart = AbortOnDropHandle::new(tokio::spawn(heartbeat(
-        queue.clone(),
-        job.id,
-        worker_id.clone(),
+        backend.clone(),
+        lease.clone(),
         config.heartbeat_interval,
         cancel.clone(),
     )));
-    let ctx =
-        JobContext { worker_id: worker_id.clone(), queue: queue.clone(), logs: log_tx, cancel };
-    let job_id = job.id;
-    let outcome = executor.execute(job, ctx).await;
+    let ctx = JobContext { worker_id, logs: log_tx, cancel };
+    let outcome = executor.execute(&job, ctx).await;
+    drop(job);
     // All senders are gone once the executor returns: the logger drains and ends.
     let _ = logger.await;
     drop(heart);
-    if let Outcome::Failed { error, code } = outcome {
-        tracing::info!(%error, code, "failed");
-        if let Err(e) = queue.fail(job_id, &worker_id, &error, code).await {
-            tracing::warn!(error = %e, "could not record the failure");
+    let recorded = match &outcome {
+        Ok(output) => retry(|| backend.complete(&lease, output)).await,
+        Err(failure) => {
+            tracing::info!(error = %failure.error, code = %failure.code, "failed");
+            retry(|| backend.fail(&lease, failure)).await
         }
-    } else {
-        tracing::info!("finished");
+    };
+    match recorded {
+        Ok(true) if outcome.is_ok() => tracing::info!("succeeded"),
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("the job was no longer ours; its result was dropped"),
+        Err(e) => tracing::warn!(error = %e, "could not record the job's result"),
     }
 }
 
-async fn forward_logs(queue: Queue, job_id: uuid::Uuid, mut rx: mpsc::Receiver<JobLog>) {
+/// Retries transient failures a few times: a result lost to a network blip
+/// would otherwise cost the whole job.
+async fn retry<T, F, Fut>(mut f: F) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BackendError>>,
+{
+    let mut delay = Duration::from_millis(500);
+    for _ in 0..5 {
+        match f().await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    f().await
+}
+
+async fn forward_logs<B: JobBackend>(
+    backend: Arc<B>,
+    lease: Lease,
+    mut rx: mpsc::Receiver<JobLog>,
+) {
     let mut batch = Vec::with_capacity(64);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        if let Err(e) = queue.append_logs(job_id, &batch).await {
+        if let Err(e) = retry(|| backend.append_logs(&lease, &batch)).await {
             tracing::warn!(error = %e, lines = batch.len(), "storing job logs failed");
         }
         batch.clear();
     }
 }
 
-async fn heartbeat(
-    queue: Queue,
-    job_id: uuid::Uuid,
-    worker_id: Arc<str>,
+async fn heartbeat<B: JobBackend>(
+    backend: Arc<B>,
+    lease: Lease,
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let mut canceled = queue.pubsub.subscribe(CHANNEL_JOB_CANCELED).await;
+    let mut notices = backend.cancel_notices(lease.job_id).await;
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            m = canceled.recv() => match m {
-                Ok(Message::Payload(id)) if id != job_id.to_string() => continue,
-                _ => {}
-            },
+            Some(()) = notices.next() => {}
         }
-        match queue.heartbeat(job_id, &worker_id).await {
+        match backend.heartbeat(&lease).await {
             Ok(Heartbeat::Running) => {}
             Ok(Heartbeat::CancelRequested) | Ok(Heartbeat::Lost) => cancel.cancel(),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
