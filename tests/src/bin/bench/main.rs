@@ -1,0 +1,253 @@
+//! `bench`: runs the benchmark groups, each beside its baseline in the same
+//! invocation, and writes `docs/benchmarks.md` with PNG plots in
+//! `docs/benchmarks/`.
+//!
+//! ```text
+//! cargo run --release -p tests --bin bench -- all            # everything (< 20 min)
+//! cargo run --release -p tests --bin bench -- relay quic     # some groups
+//! cargo run -p tests --bin bench -- all --quick --out /tmp/b # smoke run
+//! ```
+//!
+//! Groups `quic` and `relay` run in this process (mesh endpoints and a relay
+//! on loopback). Groups `ssh`, `jobs` and `agent` need a real deployment: the
+//! bench first builds the workspace's binaries with the profile it was built
+//! with (`--no-build` skips that), then starts `coderd` from its own target
+//! directory and creates a workspace from `examples/templates/local`.
+
+mod agent;
+mod deployment;
+mod jobs;
+mod net;
+mod plot;
+mod quic;
+mod relay;
+mod report;
+mod ssh;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+
+use report::{Report, Section};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum Group {
+    All,
+    Quic,
+    Relay,
+    Ssh,
+    Jobs,
+    Agent,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Run the benchmarks and write docs/benchmarks.md")]
+struct Args {
+    /// Groups to run.
+    #[arg(value_enum, default_value = "all")]
+    groups: Vec<Group>,
+    /// Smoke mode: each group runs for a fraction of a second; figures are meaningless.
+    #[arg(long)]
+    quick: bool,
+    /// Directory for `benchmarks.md` and `benchmarks/*.png` (default: the repository's `docs/`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Do not build the binaries the deployment groups need; skip those groups if missing.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// What every group gets.
+pub struct Ctx {
+    pub quick: bool,
+    plots_dir: PathBuf,
+}
+
+impl Ctx {
+    /// Where to write plot `name`, and how the report links to it.
+    pub fn plot_file(&self, name: &str) -> (PathBuf, String) {
+        (self.plots_dir.join(name), format!("benchmarks/{name}"))
+    }
+}
+
+/// The directory the bench binary (and the workspace's other binaries) live in.
+pub fn bins_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("executable has no directory")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+/// Builds every binary of the workspace with the bench's own profile and target directory.
+fn build_binaries() -> anyhow::Result<()> {
+    let bins = bins_dir()?;
+    let target = bins.parent().context("binary directory has no parent")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--workspace", "--bins", "--manifest-path", manifest])
+        .env("CARGO_TARGET_DIR", target);
+    if bins.ends_with("release") {
+        cmd.arg("--release");
+    }
+    eprintln!("bench: building the workspace's binaries: {cmd:?}");
+    let status = cmd.status().context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let wants = |g: Group| args.groups.contains(&Group::All) || args.groups.contains(&g);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")));
+    let plots_dir = out.join("benchmarks");
+    std::fs::create_dir_all(&plots_dir)
+        .with_context(|| format!("create {}", plots_dir.display()))?;
+    let ctx = Ctx { quick: args.quick, plots_dir };
+    let mut results = Results::default();
+
+    if wants(Group::Quic) {
+        eprintln!("bench: quic");
+        results.record(Group::Quic, "QUIC direct path (`bench quic`)", quic::run(&ctx).await);
+    }
+    if wants(Group::Relay) {
+        eprintln!("bench: relay");
+        results.record(Group::Relay, "Relay (`bench relay`)", relay::run(&ctx).await);
+    }
+
+    let needs_deployment = wants(Group::Ssh) || wants(Group::Jobs) || wants(Group::Agent);
+    let mut dep = None;
+    let mut skipped_note = None;
+    if needs_deployment {
+        if !args.no_build {
+            build_binaries()?;
+        }
+        let bins = bins_dir()?;
+        let missing: Vec<&str> =
+            deployment::BINARIES.iter().copied().filter(|b| !bins.join(b).is_file()).collect();
+        if !missing.is_empty() {
+            skipped_note = Some(format!(
+                "Skipped: {} not built in {} (run without `--no-build`).",
+                missing.join(", "),
+                bins.display()
+            ));
+        } else if !has_command("terraform") {
+            skipped_note = Some("Skipped: terraform is not installed.".to_owned());
+        } else {
+            eprintln!("bench: starting a deployment");
+            match deployment::Deployment::start().await {
+                Ok(d) => dep = Some(d),
+                Err(e) => skipped_note = Some(format!("**Failed** to start the deployment: {e:#}")),
+            }
+        }
+    }
+    // The agent first, so its idle figure comes before any session touched it.
+    if wants(Group::Agent) {
+        eprintln!("bench: agent");
+        results.record(Group::Agent, "Agent", agent::run(&ctx, dep.as_ref()).await);
+    }
+    for (group, title) in
+        [(Group::Ssh, "SSH (`bench ssh`)"), (Group::Jobs, "Provisioner jobs (`bench jobs`)")]
+    {
+        if !wants(group) {
+            continue;
+        }
+        eprintln!("bench: {group:?}");
+        match &dep {
+            Some(d) if group == Group::Ssh => results.record(group, title, ssh::run(&ctx, d).await),
+            Some(d) => results.record(group, title, jobs::run(&ctx, d).await),
+            None => {
+                let mut s = Section::new(title, "");
+                s.notes.push(skipped_note.clone().unwrap_or_default());
+                if skipped_note.as_deref().is_some_and(|n| n.starts_with("**Failed**")) {
+                    results.failed.push(group);
+                }
+                results.sections.push((group, s));
+            }
+        }
+    }
+    if let Some(d) = dep.take() {
+        d.shutdown();
+    }
+
+    let Results { mut sections, failed } = results;
+    sections.sort_by_key(|(g, _)| *g);
+    let report = Report {
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        machine: report::Machine::probe(),
+        command: command_line(&args),
+        quick: args.quick,
+        sections: sections.into_iter().map(|(_, s)| s).collect(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    let mut md = report.render();
+    if !plot::have_font() {
+        md.push_str("\n_No TrueType font was found, so the plots carry no text._\n");
+    }
+    let path = out.join("benchmarks.md");
+    std::fs::write(&path, md).with_context(|| format!("write {}", path.display()))?;
+    eprintln!("bench: wrote {} in {:.0} s", path.display(), started.elapsed().as_secs_f64());
+    if !failed.is_empty() {
+        bail!("groups failed: {failed:?}");
+    }
+    Ok(())
+}
+
+/// The sections so far, and which groups failed.
+#[derive(Default)]
+struct Results {
+    sections: Vec<(Group, Section)>,
+    failed: Vec<Group>,
+}
+
+impl Results {
+    fn record(&mut self, group: Group, title: &str, result: anyhow::Result<Section>) {
+        match result {
+            Ok(s) => self.sections.push((group, s)),
+            Err(e) => {
+                eprintln!("bench: group {group:?} failed: {e:#}");
+                let mut s = Section::new(title, "");
+                s.notes.push(format!("**Failed**: {e:#}"));
+                self.sections.push((group, s));
+                self.failed.push(group);
+            }
+        }
+    }
+}
+
+fn command_line(args: &Args) -> String {
+    let groups: Vec<String> = args
+        .groups
+        .iter()
+        .filter_map(|g| g.to_possible_value().map(|v| v.get_name().to_owned()))
+        .collect();
+    let mut cmd = format!("cargo run --release -p tests --bin bench -- {}", groups.join(" "));
+    if args.quick {
+        cmd.push_str(" --quick");
+    }
+    cmd
+}
+
+fn has_command(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

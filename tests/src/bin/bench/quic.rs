@@ -1,0 +1,198 @@
+//! Group `quic`: direct-path bulk throughput of the mesh's QUIC (two
+//! `MeshEndpoint`s on 127.0.0.1, one stream) against raw TCP over loopback and
+//! plain quinn without the mesh (self-signed certificate, same quinn version,
+//! default transport settings), all in this process, one after the other.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::net;
+use crate::plot::{self, Bar};
+use crate::report::{Better, Row, Section};
+use crate::stats::{median, mib_per_s};
+use crate::Ctx;
+
+/// Transfer size and repetitions.
+fn sizes(ctx: &Ctx) -> (u64, usize) {
+    if ctx.quick {
+        (4 << 20, 2)
+    } else {
+        (128 << 20, 7)
+    }
+}
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
+    let (len, reps) = sizes(ctx);
+    let mut section = Section::new(
+        "QUIC direct path (`bench quic`)",
+        &format!(
+            "One stream carries {} MiB from one node to another on 127.0.0.1, timed \
+             from opening the stream until the receiver has read the last byte; median \
+             of {reps} transfers after a warm-up, the three kinds taking turns. *mesh \
+             QUIC*: two `mesh::MeshEndpoint`s (magic socket, path selector, mesh TLS) \
+             with a direct UDP path. *plain quinn*: two bare quinn endpoints (the \
+             workspace's quinn 0.11, default transport config, self-signed certificate). \
+             *TCP*: a tokio `TcpStream` over loopback, same chunk size.",
+            len >> 20,
+        ),
+    );
+
+    // All three set up first, then one transfer of each per round, so that
+    // noise from other processes on the machine hits all three alike.
+    let (a, b) = net::pair(net::config(1, None, false), net::config(2, None, false)).await?;
+    let (ca, cb) = net::connect(&a, &b).await.context("mesh QUIC connect")?;
+    let q = Quinn::connect().await.context("plain quinn connect")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let warm = len.min(8 << 20);
+    net::mesh_transfer(&ca, &cb, warm).await.context("mesh QUIC warm-up")?;
+    q.transfer(warm).await.context("plain quinn warm-up")?;
+    tcp_transfer(&listener, warm).await.context("TCP warm-up")?;
+    let (mut mesh, mut quinn, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        mesh.push(mib_per_s(len, net::mesh_transfer(&ca, &cb, len).await.context("mesh QUIC")?));
+        quinn.push(mib_per_s(len, q.transfer(len).await.context("plain quinn")?));
+        tcp.push(mib_per_s(len, tcp_transfer(&listener, len).await.context("TCP")?));
+    }
+    q.close().await;
+    a.close().await;
+    b.close().await;
+    let (mesh, quinn, tcp) = (median(&mesh), median(&quinn), median(&tcp));
+
+    section.rows.push(
+        Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
+            .baseline("plain quinn", quinn),
+    );
+    section.rows.push(
+        Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
+            .baseline("TCP over loopback", tcp),
+    );
+    section.rows.push(
+        Row::new("plain quinn, 1 stream", quinn, "MiB/s", Better::Higher)
+            .baseline("TCP over loopback", tcp)
+            .note("what QUIC in user space costs before the mesh adds anything"),
+    );
+    section.notes.push(
+        "Where the gap to plain quinn likely comes from: the magic socket \
+         (`mesh/src/magicsock.rs`) moves one datagram per system call and takes the \
+         path-selector lock for every packet, while plain quinn's `quinn-udp` socket \
+         uses GSO/GRO and batched system calls where the kernel offers them."
+            .to_owned(),
+    );
+    let (file, md) = ctx.plot_file("quic.png");
+    plot::bars(
+        &file,
+        "Bulk throughput over loopback, one stream",
+        "MiB/s",
+        &[
+            Bar { label: "mesh QUIC (direct)", value: mesh, ours: true },
+            Bar { label: "plain quinn", value: quinn, ours: false },
+            Bar { label: "TCP", value: tcp, ours: false },
+        ],
+    )?;
+    section
+        .plots
+        .push(crate::report::Plot { file: md, caption: "Direct-path bulk throughput".into() });
+    Ok(section)
+}
+
+/// MiB/s of mesh QUIC between two nodes on a direct loopback path.
+pub async fn mesh_direct(len: u64, reps: usize) -> anyhow::Result<Vec<f64>> {
+    let (a, b) = net::pair(net::config(1, None, false), net::config(2, None, false)).await?;
+    let (ca, cb) = net::connect(&a, &b).await?;
+    let out = net::mesh_throughputs(&ca, &cb, len, reps).await?;
+    a.close().await;
+    b.close().await;
+    Ok(out)
+}
+
+/// Two plain quinn endpoints (self-signed certificate) and a connection between them.
+struct Quinn {
+    client: quinn::Endpoint,
+    _server: quinn::Endpoint,
+    client_conn: quinn::Connection,
+    server_conn: quinn::Connection,
+}
+
+impl Quinn {
+    async fn connect() -> anyhow::Result<Self> {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let cert_der = cert.cert.der().clone();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
+        let server_config =
+            quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key.into())?;
+        let server = quinn::Endpoint::server(server_config, ([127, 0, 0, 1], 0).into())?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert_der)?;
+        let client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
+        let mut client = quinn::Endpoint::client(([127, 0, 0, 1], 0).into())?;
+        client.set_default_client_config(client_config);
+        let server_addr = server.local_addr()?;
+        let accept = async {
+            let incoming = server.accept().await.context("server closed")?;
+            anyhow::Ok(incoming.await?)
+        };
+        let dial = async { anyhow::Ok(client.connect(server_addr, "localhost")?.await?) };
+        let (server_conn, client_conn) = tokio::try_join!(accept, dial)?;
+        Ok(Self { client, _server: server, client_conn, server_conn })
+    }
+
+    /// Sends `len` bytes on a new stream; the time until the server read them all.
+    async fn transfer(&self, len: u64) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let sending = async {
+            let (send, _recv) = self.client_conn.open_bi().await?;
+            net::send_bulk(send, Some(len)).await
+        };
+        let receiving = async {
+            let (_send, recv) = self.server_conn.accept_bi().await?;
+            let got = net::recv_bulk(recv, Arc::default()).await?;
+            anyhow::ensure!(got == len, "received {got} of {len} bytes");
+            Ok(start.elapsed())
+        };
+        let (_, elapsed) = tokio::try_join!(sending, receiving)?;
+        Ok(elapsed)
+    }
+
+    async fn close(self) {
+        self.client_conn.close(0u32.into(), b"done");
+        self.client.wait_idle().await;
+    }
+}
+
+/// Sends `len` bytes over a fresh TCP connection to `listener`; the time until
+/// the receiver read them all.
+async fn tcp_transfer(listener: &tokio::net::TcpListener, len: u64) -> anyhow::Result<Duration> {
+    let addr = listener.local_addr()?;
+    let start = Instant::now();
+    let sending = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let chunk = vec![0x5au8; 256 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
+            stream.write_all(&chunk[..n]).await?;
+            left -= n as u64;
+        }
+        stream.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let receiving = async {
+        let (mut stream, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        anyhow::ensure!(got == len, "received {got} of {len} bytes");
+        Ok(start.elapsed())
+    };
+    let (_, elapsed) = tokio::try_join!(sending, receiving)?;
+    Ok(elapsed)
+}

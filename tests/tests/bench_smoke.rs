@@ -1,0 +1,47 @@
+//! Keeps the benchmark runner from rotting: `bench all --quick` (each group
+//! for a fraction of a second) writes its report and plots to a temp dir.
+//! The deployment groups run when `cargo nextest run --workspace` built the
+//! other binaries, and are skipped (with a note in the report) otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn bench_all_quick_writes_a_report() {
+    let bench = tests::binary("bench").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let mut child = Command::new(bench)
+        .args(["all", "--quick", "--no-build", "--out"])
+        .arg(out.path())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // The quick run takes well under a minute; a hang must not block the suite.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("bench --quick did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "bench all --quick failed: {status}");
+    eprintln!("bench all --quick took {:.1} s", start.elapsed().as_secs_f64());
+
+    let report = std::fs::read_to_string(out.path().join("benchmarks.md")).unwrap();
+    for heading in ["## QUIC direct path", "## Relay", "## SSH", "## Provisioner jobs", "## Agent"]
+    {
+        assert!(report.contains(heading), "no {heading:?} in the report:\n{report}");
+    }
+    assert!(report.contains("Quick (smoke) run"), "{report}");
+    for plot in ["quic.png", "relay.png", "relay_pairs.png", "relay_to_direct.png"] {
+        let png = std::fs::read(out.path().join("benchmarks").join(plot)).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{plot} is not a PNG");
+    }
+}
