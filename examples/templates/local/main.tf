@@ -70,7 +70,7 @@ resource "coder_agent" "main" {
     set -e
     echo "workspace ${data.coder_workspace.me.name} of ${data.coder_workspace_owner.me.name} is up"
     if command -v python3 >/dev/null 2>&1; then
-      nohup python3 -m http.server ${local.http_port} --bind 127.0.0.1 --directory "${local.dir}" >/tmp/coder-files-${data.coder_workspace.me.id}.log 2>&1 &
+      nohup python3 -m http.server ${local.http_port} --bind 127.0.0.1 --directory "${local.dir}" >"${local.state_dir}/files.log" 2>&1 &
     else
       echo "python3 not found: the file server app will be unavailable"
     fi
@@ -177,6 +177,8 @@ resource "terraform_data" "agent" {
       INIT_SCRIPT       = coder_agent.main.init_script
       CODER_AGENT_TOKEN = coder_agent.main.token
       HOME              = self.input.dir
+      # The downloaded binary lives with the workspace, not in a fresh temp dir per start.
+      CODER_AGENT_BINARY_DIR = self.input.state_dir
     }
   }
 

@@ -260,6 +260,8 @@ resource "terraform_data" "agent" {
       LOG_FILE          = self.input.log_file
       INIT_SCRIPT       = local.init_script
       CODER_AGENT_TOKEN = coder_agent.main.token
+      # The downloaded binary lives with the workspace, not in a fresh temp dir per start.
+      CODER_AGENT_BINARY_DIR = self.input.state_dir
     }
   }
 
