@@ -268,6 +268,7 @@ impl MeshEndpoint {
         state.by_vaddr.insert(magicsock::virtual_addr(node), node.key);
         self.known_keys(|k| k.insert(node.quic_key));
         state.paths.upsert_peer(node, Instant::now());
+        self.sock.replay_early(&mut state, node.key);
         self.sock.flush(&mut state);
         Ok(())
     }
@@ -285,6 +286,12 @@ impl MeshEndpoint {
     fn known_keys<R>(&self, f: impl FnOnce(&mut HashSet<QuicKey>) -> R) -> R {
         let mut keys = self.known.write().unwrap_or_else(|p| p.into_inner());
         f(&mut keys)
+    }
+
+    /// Datagrams kept from senders the coordinator has not announced yet (they
+    /// are delivered if it does within a few seconds).
+    pub fn early_datagrams(&self) -> usize {
+        self.sock.state().early_datagrams()
     }
 
     /// Where data for `peer` goes now.

@@ -10,14 +10,14 @@
 //! traffic flows through [`relay_send`] and [`relay_recv`], tasks the
 //! [`crate::MeshEndpoint`] owns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn::udp::{RecvMeta, Transmit};
@@ -34,6 +34,12 @@ use crate::wire::{classify, PacketKind};
 /// Datagrams queued toward or from the relay before new ones are dropped.
 pub(crate) const RELAY_QUEUE: usize = 1024;
 
+/// Relayed QUIC datagrams from a sender the coordinator has not announced yet
+/// (its announcement races its first packets) are kept this long...
+const EARLY_QUIC_TTL: Duration = Duration::from_secs(3);
+/// ...and at most this many of them.
+const MAX_EARLY_QUIC: usize = 64;
+
 /// The virtual address quinn uses for the node with these mesh addresses.
 pub(crate) fn virtual_addr(node: &Node) -> SocketAddr {
     SocketAddr::new(IpAddr::V6(mesh_addresses(node.id).ipv6), 1)
@@ -43,8 +49,16 @@ pub(crate) struct State {
     pub(crate) paths: PathSelector,
     pub(crate) peers: HashMap<NodeKey, Node>,
     pub(crate) by_vaddr: HashMap<SocketAddr, NodeKey>,
+    /// Relayed QUIC from senders not announced yet, oldest first.
+    early_quic: VecDeque<(Instant, NodeKey, Bytes)>,
     /// The deadline the timer task sleeps until, so it is woken only for earlier ones.
     armed: Option<Instant>,
+}
+
+impl State {
+    pub(crate) fn early_datagrams(&self) -> usize {
+        self.early_quic.len() + self.paths.early_disco()
+    }
 }
 
 /// The shared half of the magic socket.
@@ -74,7 +88,13 @@ impl Inner {
         relay_out: Option<mpsc::Sender<(NodeKey, Bytes)>>,
     ) -> Arc<Self> {
         let (relayed_quic_tx, relayed_quic) = mpsc::channel(RELAY_QUEUE);
-        let state = State { paths, peers: HashMap::new(), by_vaddr: HashMap::new(), armed: None };
+        let state = State {
+            paths,
+            peers: HashMap::new(),
+            by_vaddr: HashMap::new(),
+            early_quic: VecDeque::new(),
+            armed: None,
+        };
         Arc::new(Self {
             udp_addr: udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
             udp,
@@ -143,10 +163,36 @@ impl Inner {
                 self.flush(&mut state);
             }
             PacketKind::Quic => {
-                let _ = self.relayed_quic_tx.try_send((src, data));
+                let mut state = self.state();
+                if state.peers.contains_key(&src) {
+                    drop(state);
+                    let _ = self.relayed_quic_tx.try_send((src, data));
+                } else {
+                    // Probably the peer's first handshake packet, a moment before the
+                    // coordinator's announcement of it: keep it for `replay_early`.
+                    if state.early_quic.len() >= MAX_EARLY_QUIC {
+                        state.early_quic.pop_front();
+                    }
+                    state.early_quic.push_back((Instant::now(), src, data));
+                }
             }
             PacketKind::WireGuard | PacketKind::Unknown => {}
         }
+    }
+
+    /// Delivers the relayed QUIC kept for `key`, just announced.
+    pub(crate) fn replay_early(&self, state: &mut State, key: NodeKey) {
+        let now = Instant::now();
+        state.early_quic.retain(|(at, _, _)| now.saturating_duration_since(*at) < EARLY_QUIC_TTL);
+        let mut kept = VecDeque::with_capacity(state.early_quic.len());
+        for (at, src, data) in state.early_quic.drain(..) {
+            if src == key {
+                let _ = self.relayed_quic_tx.try_send((src, data));
+            } else {
+                kept.push_back((at, src, data));
+            }
+        }
+        state.early_quic = kept;
     }
 
     /// Runs due timers.

@@ -60,6 +60,36 @@ async fn relay_only_carries_a_stream() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The coordinator's announcement of the dialer reaches the listener after the
+/// dialer's first handshake packet: the packet is kept and delivered, not lost
+/// (which would cost the dialer a whole retransmission timeout, about 1 s).
+#[tokio::test]
+async fn handshake_that_beats_the_announcement_is_not_lost() -> anyhow::Result<()> {
+    let (_server, url) = relay().await?;
+    let a = MeshEndpoint::bind(config(1, Some(&url), true)).await?;
+    let b = MeshEndpoint::bind(config(2, Some(&url), true)).await?;
+    a.upsert_peer(&b.node())?;
+    let b_key = b.node().key;
+    let run = async {
+        let dial = a.dial(&b_key);
+        let announce_late = async {
+            while b.early_datagrams() == 0 {
+                tokio::task::yield_now().await;
+            }
+            b.upsert_peer(&a.node())?;
+            let conn = b.accept().await?;
+            anyhow::Ok(conn)
+        };
+        let (ca, cb) = tokio::try_join!(async { Ok(dial.await?) }, announce_late)?;
+        transfer_on(&ca, &cb, 64 << 10).await?;
+        anyhow::Ok(ca)
+    };
+    let ca = tokio::time::timeout(Duration::from_secs(20), run).await??;
+    assert_eq!(ca.quic().stats().path.lost_packets, 0, "the first flight was dropped");
+    assert_eq!(b.early_datagrams(), 0);
+    Ok(())
+}
+
 #[tokio::test]
 async fn peer_with_unannounced_key_is_refused() -> anyhow::Result<()> {
     let (_server, url) = relay().await?;

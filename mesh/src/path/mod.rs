@@ -20,6 +20,12 @@
 //! 5. without a pong for [`PathConfig::trust_timeout`], data falls back to the
 //!    relay ([`PathEvent::DirectToRelay`]) and probing goes on, so a path that
 //!    comes back is taken again.
+//!
+//! The coordinator tells both sides about each other at about the same time, so
+//! the first pings often arrive a few milliseconds before their sender is known.
+//! Authentic disco messages from unknown senders are kept for
+//! [`EARLY_DISCO_TTL`] and replayed when the coordinator announces the sender,
+//! instead of waiting a whole probe interval for the next ping.
 
 mod endpoints;
 mod peer;
@@ -40,6 +46,19 @@ use self::peer::Peer;
 
 /// At most this many of our own endpoints learned from pongs are kept.
 const MAX_LEARNED_LOCAL: usize = 4;
+
+/// Disco messages from not-yet-announced senders are kept this long...
+pub const EARLY_DISCO_TTL: Duration = Duration::from_secs(3);
+/// ...and at most this many of them (the oldest go first).
+const MAX_EARLY_DISCO: usize = 64;
+
+/// A disco datagram that arrived before the coordinator announced its sender.
+struct EarlyDisco {
+    at: Instant,
+    sender: DiscoKey,
+    src: Source,
+    datagram: Vec<u8>,
+}
 
 /// Timers and thresholds of path selection.
 #[derive(Debug, Clone)]
@@ -209,6 +228,7 @@ pub struct PathSelector {
     out: Outbox,
     peers: HashMap<NodeKey, Peer>,
     by_disco: HashMap<DiscoKey, NodeKey>,
+    early: VecDeque<EarlyDisco>,
 }
 
 impl PathSelector {
@@ -232,6 +252,7 @@ impl PathSelector {
             },
             peers: HashMap::new(),
             by_disco: HashMap::new(),
+            early: VecDeque::new(),
         }
     }
 
@@ -265,6 +286,21 @@ impl PathSelector {
         self.by_disco.insert(node.disco_key, node.key);
         let endpoints = if self.config.relay_only { &[][..] } else { &node.endpoints[..] };
         peer.set_coordinator_endpoints(endpoints, now, &self.config, &mut self.out);
+        self.replay_early(node.disco_key, now);
+    }
+
+    /// Handles the kept disco messages of the sender just announced.
+    fn replay_early(&mut self, sender: DiscoKey, now: Instant) {
+        self.early.retain(|e| now.saturating_duration_since(e.at) < EARLY_DISCO_TTL);
+        let (mine, others) = std::mem::take(&mut self.early)
+            .into_iter()
+            .partition::<VecDeque<_>, _>(|e| e.sender == sender);
+        self.early = others;
+        for e in mine {
+            // What fails now (forged, or a ping naming another node key) fails as
+            // it would have on time.
+            let _ = self.handle_disco(e.src, &e.datagram, now);
+        }
     }
 
     /// Forgets a peer.
@@ -281,6 +317,11 @@ impl PathSelector {
         }
     }
 
+    /// How many disco datagrams from unannounced senders are kept.
+    pub fn early_disco(&self) -> usize {
+        self.early.len()
+    }
+
     /// A disco datagram arrived from `src`.
     pub fn handle_disco(
         &mut self,
@@ -289,7 +330,15 @@ impl PathSelector {
         now: Instant,
     ) -> Result<(), DiscoError> {
         let sender = wire::sender(datagram)?;
-        let key = *self.by_disco.get(&sender).ok_or(DiscoError::UnknownSender(sender))?;
+        let Some(&key) = self.by_disco.get(&sender) else {
+            // Maybe just early: keep it for the announcement, which opens it. Not
+            // opened now, so strangers cost no key exchange; the cap bounds memory.
+            if self.early.len() >= MAX_EARLY_DISCO {
+                self.early.pop_front();
+            }
+            self.early.push_back(EarlyDisco { at: now, sender, src, datagram: datagram.to_vec() });
+            return Err(DiscoError::UnknownSender(sender));
+        };
         let (_, msg) = wire::open(&self.out.disco, datagram)?;
         let peer = self.peers.get_mut(&key).ok_or(DiscoError::UnknownSender(sender))?;
         if self.config.relay_only {

@@ -233,9 +233,14 @@ impl Sim {
 
     /// The coordinator tells `a` and `b` about each other.
     pub fn introduce(&mut self, a: usize, b: usize) {
-        let (na, nb) = (self.hosts[a].node.clone(), self.hosts[b].node.clone());
+        self.tell(a, b);
+        self.tell(b, a);
+    }
+
+    /// The coordinator tells `a` about `b` (only).
+    pub fn tell(&mut self, a: usize, b: usize) {
+        let nb = self.hosts[b].node.clone();
         self.hosts[a].sel.upsert_peer(&nb, self.now);
-        self.hosts[b].sel.upsert_peer(&na, self.now);
         self.flush();
     }
 

@@ -86,6 +86,51 @@ fn public_hosts_go_direct_in_one_round_trip() {
     assert_eq!(sim.hosts[0].sel.time_to_direct(&sim.hosts[1].key()), Some(rtt));
 }
 
+/// The coordinator's two announcements race the first pings: `b` learns of `a`
+/// only after `a`'s pings arrived. The kept pings are answered at once.
+#[test]
+fn pings_that_beat_the_announcement_are_answered_when_it_comes() {
+    let mut sim = Sim::new(21);
+    let a = sim.add_host(HostSpec::public("192.0.2.1:1"));
+    let b = sim.add_host(HostSpec::public("198.51.100.1:1"));
+    sim.tell(a, b);
+    sim.start_traffic(a, b);
+    // The ping lands at 20 ms and the relayed call-me-maybe at 30 ms; b hears of a at 35 ms.
+    sim.run_for(ms(35));
+    assert_eq!(sim.hosts[b].sel.early.len(), 2, "the ping and the call-me-maybe kept");
+    sim.tell(b, a);
+    sim.run_for(ms(100));
+    assert_direct(&sim, a, b);
+    let ttd = sim.hosts[a].sel.time_to_direct(&sim.hosts[b].key()).unwrap();
+    assert!(ttd < ms(100), "direct after {ttd:?}, not a probe interval later");
+    assert!(sim.hosts[b].sel.early.is_empty());
+}
+
+#[test]
+fn early_disco_is_bounded_and_expires() {
+    let (mut sel, _) = selector_with_peer();
+    let me = DiscoSecret::from_bytes([5; 32]).public();
+    let stranger = DiscoSecret::from_bytes([9; 32]);
+    let ping = Message::Ping(Ping { tx_id: TxId([0; 12]), node_key: NodeKey::from_bytes([1; 32]) });
+    let from = Source::Direct("203.0.113.9:9".parse().unwrap());
+    let now = std::time::Instant::now();
+    for _ in 0..1000 {
+        let datagram = wire::seal(&stranger, me, [0; 24], &ping);
+        let _ = sel.handle_disco(from, &datagram, now);
+    }
+    assert_eq!(sel.early.len(), MAX_EARLY_DISCO);
+    // Announced too late: nothing is replayed, nothing is sent.
+    let mut late = Sim::new(3);
+    let host = late.add_host(HostSpec::public("203.0.113.9:9"));
+    let mut node = late.hosts[host].node.clone();
+    node.disco_key = stranger.public();
+    drain(&mut sel);
+    sel.upsert_peer(&node, now + EARLY_DISCO_TTL);
+    assert!(sel.early.is_empty());
+    let (transmits, _) = drain(&mut sel);
+    assert_eq!(transmits, vec![], "no pong for an expired ping");
+}
+
 #[test]
 fn easy_nat_both_sides_goes_direct_within_three_round_trips() {
     let mut sim =
