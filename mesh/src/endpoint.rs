@@ -200,7 +200,7 @@ impl MeshEndpoint {
         };
         let addresses = mesh_addresses(config.node_id);
         let local_vaddr = SocketAddr::new(addresses.ipv6.into(), 1);
-        let sock = Inner::new(udp, local_vaddr, paths, relay_out);
+        let sock = Inner::new(udp, local_vaddr, paths, relay_out)?;
         if let Some((client, rx)) = relay {
             tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::relay_send(
                 client.clone(),

@@ -20,9 +20,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn::udp::{RecvMeta, Transmit};
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
-use tokio::io::ReadBuf;
+use tokio::io::Interest;
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::key::NodeKey;
@@ -64,6 +64,8 @@ impl State {
 /// The shared half of the magic socket.
 pub(crate) struct Inner {
     udp: tokio::net::UdpSocket,
+    /// quinn-udp's batching state: GSO on send, GRO and ECN on receive.
+    udp_state: UdpSocketState,
     udp_addr: SocketAddr,
     local_vaddr: SocketAddr,
     state: Mutex<State>,
@@ -86,7 +88,7 @@ impl Inner {
         local_vaddr: SocketAddr,
         paths: PathSelector,
         relay_out: Option<mpsc::Sender<(NodeKey, Bytes)>>,
-    ) -> Arc<Self> {
+    ) -> io::Result<Arc<Self>> {
         let (relayed_quic_tx, relayed_quic) = mpsc::channel(RELAY_QUEUE);
         let state = State {
             paths,
@@ -95,9 +97,13 @@ impl Inner {
             early_quic: VecDeque::new(),
             armed: None,
         };
-        Arc::new(Self {
+        // Enables GRO on the socket, so only after the bind-time STUN probes,
+        // which read it plainly.
+        let udp_state = UdpSocketState::new((&udp).into())?;
+        Ok(Arc::new(Self {
             udp_addr: udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
             udp,
+            udp_state,
             local_vaddr,
             state: Mutex::new(state),
             relay_out,
@@ -105,7 +111,7 @@ impl Inner {
             relayed_quic_tx,
             timer: Notify::new(),
             events: broadcast::channel(256).0,
-        })
+        }))
     }
 
     pub(crate) fn udp_local_addr(&self) -> io::Result<SocketAddr> {
@@ -218,26 +224,61 @@ impl Inner {
         Some(1)
     }
 
-    /// Handles a UDP datagram; returns the sending peer's virtual address for QUIC.
-    fn on_udp(&self, src: SocketAddr, data: &[u8]) -> Option<SocketAddr> {
-        let src = canonical(src);
+    /// Sorts a batch read from the UDP socket, in place: disco goes to the path
+    /// selector; QUIC from a known peer stays, relabelled with the peer's virtual
+    /// address; everything else is cut out (an entry left with `len` 0). Each
+    /// entry may hold several datagrams of `stride` bytes (GRO). Returns how many
+    /// entries still carry QUIC.
+    fn sort_received(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
         let now = Instant::now();
         let mut state = self.state();
-        match classify(data) {
-            PacketKind::Disco => {
-                if let Err(e) = state.paths.handle_disco(Source::Direct(src), data, now) {
-                    tracing::debug!(%e, %src, "dropped disco");
+        let mut kept = 0;
+        for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()) {
+            let src = canonical(m.addr);
+            let stride = m.stride.max(1);
+            let len = m.len.min(buf.len());
+            let data = &mut buf[..len];
+            // QUIC datagrams move to the front; only the last may be short, and
+            // it stays last, so the batch keeps GRO's shape.
+            let mut quic = 0;
+            let mut at = 0;
+            while at < len {
+                let end = (at + stride).min(len);
+                match classify(&data[at..end]) {
+                    PacketKind::Quic => {
+                        data.copy_within(at..end, quic);
+                        quic += end - at;
+                    }
+                    PacketKind::Disco => {
+                        let datagram = &data[at..end];
+                        if let Err(e) = state.paths.handle_disco(Source::Direct(src), datagram, now)
+                        {
+                            tracing::debug!(%e, %src, "dropped disco");
+                        }
+                    }
+                    PacketKind::WireGuard | PacketKind::Unknown => {}
                 }
-                self.flush(&mut state);
-                None
+                at = end;
             }
-            PacketKind::Quic => {
-                let key = state.paths.peer_at(src)?;
-                state.paths.handle_activity(&key, now);
-                state.peers.get(&key).map(virtual_addr)
+            let vaddr = match quic {
+                0 => None,
+                _ => state.paths.peer_at(src).and_then(|key| {
+                    state.paths.handle_activity(&key, now);
+                    state.peers.get(&key).map(virtual_addr)
+                }),
+            };
+            match vaddr {
+                Some(vaddr) => {
+                    m.addr = vaddr;
+                    m.len = quic;
+                    m.stride = stride;
+                    kept += 1;
+                }
+                None => m.len = 0,
             }
-            PacketKind::WireGuard | PacketKind::Unknown => None,
         }
+        self.flush(&mut state);
+        kept
     }
 }
 
@@ -326,9 +367,24 @@ impl AsyncUdpSocket for MagicSock {
             dst
         };
         match dst {
-            Some(Destination::Direct(addr)) => inner.send_udp(transmit.contents, addr).map(drop),
+            Some(Destination::Direct(addr)) => {
+                let direct = Transmit {
+                    destination: socket::send_addr(inner.udp_addr, addr),
+                    ecn: transmit.ecn,
+                    contents: transmit.contents,
+                    segment_size: transmit.segment_size,
+                    src_ip: None,
+                };
+                inner.udp.try_io(Interest::WRITABLE, || {
+                    inner.udp_state.send((&inner.udp).into(), &direct)
+                })
+            }
             Some(Destination::Relay(key)) => {
-                inner.send_relay(key, Bytes::copy_from_slice(transmit.contents));
+                // The relay carries single datagrams: split a GSO batch.
+                let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
+                for datagram in transmit.contents.chunks(size) {
+                    inner.send_relay(key, Bytes::copy_from_slice(datagram));
+                }
                 Ok(())
             }
             None => Ok(()),
@@ -357,29 +413,47 @@ impl AsyncUdpSocket for MagicSock {
                 }
                 continue;
             }
-            let Some(buf) = bufs.first_mut() else {
-                return Poll::Ready(Ok(0));
-            };
-            let mut read = ReadBuf::new(buf);
-            let src = match inner.udp.poll_recv_from(cx, &mut read) {
-                Poll::Ready(Ok(src)) => src,
-                // ICMP errors from unreachable probes surface here; keep reading.
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+            match inner.udp.poll_recv_ready(cx) {
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
+            }
+            let read = inner.udp.try_io(Interest::READABLE, || {
+                inner.udp_state.recv((&inner.udp).into(), bufs, meta)
+            });
+            let n = match read {
+                Ok(n) => n.min(bufs.len()).min(meta.len()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // ICMP errors from unreachable probes surface here; keep reading.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             };
-            let len = read.filled().len();
-            let Some(vaddr) = inner.on_udp(src, read.filled()) else {
-                continue;
-            };
-            if let Some(m) = meta.first_mut() {
-                *m = RecvMeta { addr: vaddr, len, stride: len, ecn: None, dst_ip: None };
-                return Poll::Ready(Ok(1));
+            if inner.sort_received(&mut bufs[..n], &mut meta[..n]) > 0 {
+                return Poll::Ready(Ok(n));
             }
         }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.0.local_vaddr)
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.0.udp_state.max_gso_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.0.udp_state.gro_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.0.udp_state.may_fragment()
     }
 }
