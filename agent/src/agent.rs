@@ -202,6 +202,7 @@ async fn serve_connection(conn: MeshConnection, ssh: SshServer) {
                             Service::Tcp(port) => forward_tcp(port, send, recv).await,
                             Service::Udp(port) => forward_udp(port, send, recv).await,
                             Service::Speedtest => speedtest(send, recv).await,
+                            Service::ListeningPorts => listening_ports(send).await,
                             other => {
                                 tracing::debug!(service = %other, "unsupported service");
                                 let mut send = send;
@@ -332,6 +333,15 @@ async fn write_datagram(
 /// Speed test: the client sends one byte, `u` (it uploads: we sink, then
 /// answer the byte count as `u64 BE`), `d` (it downloads: we source until it
 /// stops reading) or `p` (ping: we echo every byte back until it finishes).
+/// Writes the workspace's listening TCP ports as one JSON array.
+async fn listening_ports(mut send: quinn::SendStream) {
+    let ports = tokio::task::spawn_blocking(crate::ports::listening_ports).await;
+    let Ok(json) = serde_json::to_vec(&ports.unwrap_or_default()) else { return };
+    if send.write_all(&json).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
 async fn speedtest(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let mut dir = [0u8; 1];
     if recv.read_exact(&mut dir).await.is_err() {

@@ -20,6 +20,8 @@ pub enum Service {
     Udp(u16),
     /// Bulk bytes for a throughput test.
     Speedtest,
+    /// The TCP ports listening in the workspace, as one JSON document.
+    ListeningPorts,
 }
 
 impl fmt::Display for Service {
@@ -29,6 +31,7 @@ impl fmt::Display for Service {
             Service::Tcp(port) => write!(f, "tcp:{port}"),
             Service::Udp(port) => write!(f, "udp:{port}"),
             Service::Speedtest => f.write_str("speedtest"),
+            Service::ListeningPorts => f.write_str("listening-ports"),
         }
     }
 }
@@ -52,6 +55,7 @@ impl FromStr for Service {
         match s {
             "ssh" => Ok(Service::Ssh),
             "speedtest" => Ok(Service::Speedtest),
+            "listening-ports" => Ok(Service::ListeningPorts),
             _ => {
                 let port = |prefix: &str| s.strip_prefix(prefix).and_then(|p| p.parse().ok());
                 port("tcp:")
@@ -92,6 +96,10 @@ mod tests {
         assert_eq!(hex::encode(Service::Tcp(8080).header()), "087463703a38303830");
         assert_eq!(hex::encode(Service::Udp(53).header()), "067564703a3533");
         assert_eq!(Service::Speedtest.header()[0], 9);
+        assert_eq!(
+            hex::encode(Service::ListeningPorts.header()),
+            "0f6c697374656e696e672d706f727473"
+        );
     }
 
     #[test]
@@ -106,11 +114,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(port in any::<u16>(), kind in 0..4u8) {
+        fn round_trip(port in any::<u16>(), kind in 0..5u8) {
             let service = match kind {
                 0 => Service::Ssh,
                 1 => Service::Tcp(port),
                 2 => Service::Udp(port),
+                3 => Service::ListeningPorts,
                 _ => Service::Speedtest,
             };
             let header = service.header();

@@ -201,7 +201,18 @@ pub fn local_workspace(srv: &Coderd, cfg: &Path, scratch: &Path, name: &str) -> 
         c.args(args);
         run_ok(&mut c)
     };
-    coder(&[
+    login_first_user(srv, cfg)?;
+    let tpl = scratch.join("tpl-local");
+    let tpl_s = tpl.to_str().context("non-UTF-8 path")?;
+    coder(&["templates", "init", tpl_s, "--id", "local"])?;
+    coder(&["templates", "push", "local", "-d", tpl_s, "--yes"])?;
+    coder(&["create", name, "-t", "local", "--yes"])?;
+    Ok(())
+}
+
+/// `coder login` to a fresh deployment as its first user, `dev` (an owner).
+pub fn login_first_user(srv: &Coderd, cfg: &Path) -> anyhow::Result<String> {
+    run_ok(srv.coder(cfg)?.args([
         "login",
         srv.url.as_str(),
         "--first-user-username",
@@ -210,13 +221,18 @@ pub fn local_workspace(srv: &Coderd, cfg: &Path, scratch: &Path, name: &str) -> 
         "dev@example.com",
         "--first-user-password",
         "dev-password",
-    ])?;
-    let tpl = scratch.join("tpl-local");
-    let tpl_s = tpl.to_str().context("non-UTF-8 path")?;
-    coder(&["templates", "init", tpl_s, "--id", "local"])?;
-    coder(&["templates", "push", "local", "-d", tpl_s, "--yes"])?;
-    coder(&["create", name, "-t", "local", "--yes"])?;
-    Ok(())
+    ]))
+}
+
+/// Whether every program is on PATH; prints why the caller skips if not.
+pub fn require_programs(names: &[&str]) -> bool {
+    match names.iter().find(|name| !has_program(name)) {
+        Some(missing) => {
+            eprintln!("skipping: {missing} is not installed");
+            false
+        }
+        None => true,
+    }
 }
 
 /// Whether a program is on PATH.

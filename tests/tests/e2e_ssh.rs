@@ -10,26 +10,16 @@ use std::path::Path;
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
-use tests::{run_ok, stop_embedded_postgres, tempdir, Coderd};
+use tests::{login_first_user, require_programs, run_ok, stop_embedded_postgres, tempdir, Coderd};
 
 fn sha256_file(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
 }
 
-fn has(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn push_create_ssh_and_openssh_over_the_mesh() {
-    for tool in ["terraform", "ssh", "scp", "sftp", "curl"] {
-        if !has(tool) {
-            eprintln!("skipping: {tool} is not installed");
-            return;
-        }
+    if !require_programs(&["terraform", "ssh", "scp", "sftp", "curl"]) {
+        return;
     }
     let tmp = tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -40,17 +30,7 @@ fn push_create_ssh_and_openssh_over_the_mesh() {
         c.args(args);
         c
     };
-    run_ok(&mut coder(&[
-        "login",
-        srv.url.as_str(),
-        "--first-user-username",
-        "dev",
-        "--first-user-email",
-        "dev@example.com",
-        "--first-user-password",
-        "dev-password",
-    ]))
-    .unwrap();
+    login_first_user(&srv, &cfg).unwrap();
     let tpl = tmp.path().join("tpl");
     run_ok(&mut coder(&["templates", "init", tpl.to_str().unwrap(), "--id", "local"])).unwrap();
     let out =

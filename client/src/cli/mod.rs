@@ -7,6 +7,7 @@ mod login;
 mod netcheck;
 mod output;
 mod ping;
+mod ports;
 mod speedtest;
 mod ssh;
 mod templates;
@@ -116,6 +117,8 @@ pub enum Command {
     Ping(ping::PingArgs),
     /// Measure throughput to or from a workspace.
     Speedtest(speedtest::SpeedtestArgs),
+    /// List the TCP ports listening in a workspace.
+    Ports(ports::PortsArgs),
     /// Check UDP, NAT and relay latency from this machine.
     Netcheck(netcheck::NetcheckArgs),
     /// Show the latest build's logs.
@@ -196,6 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tunnel(args) => tunnel::run(&ctx, args).await,
         Command::Ping(args) => ping::run(&ctx, args).await,
         Command::Speedtest(args) => speedtest::run(&ctx, args).await,
+        Command::Ports(args) => ports::run(&ctx, args).await,
         Command::Netcheck(args) => netcheck::run(&ctx, args).await,
         Command::Open(OpenCommand::Vscode { workspace, dir, print }) => {
             open_vscode(&ctx, &workspace, dir.as_deref(), print).await

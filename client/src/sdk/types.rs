@@ -510,3 +510,17 @@ pub struct AgentMetadataResult {
     pub error: String,
     pub collected_at: DateTime<Utc>,
 }
+
+/// A TCP port something listens on inside a workspace, as the agent reports it
+/// over the mesh (`listening-ports` service; `coder ports`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListeningPort {
+    pub port: u16,
+    /// `tcp` (the only network reported today).
+    pub network: String,
+    /// The local addresses it is bound to, e.g. `127.0.0.1`, `::`.
+    pub addresses: Vec<String>,
+    /// The listening process's name, when the agent may see it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub process_name: String,
+}
