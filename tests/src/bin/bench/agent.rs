@@ -14,7 +14,7 @@ use crate::ssh::Sshd;
 use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, dep: Option<&Deployment>) -> anyhow::Result<Section> {
-    let idle = if ctx.quick { Duration::from_millis(500) } else { Duration::from_secs(10) };
+    let idle = if ctx.quick { Duration::from_millis(500) } else { Duration::from_secs(60) };
     let bins = crate::bins_dir()?;
     let profile = bins.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut section = Section::new(
@@ -22,7 +22,9 @@ pub async fn run(ctx: &Ctx, dep: Option<&Deployment>) -> anyhow::Result<Section>
         &format!(
             "*Idle RSS*: VmRSS of the `coder-agent` process of workspace `{WORKSPACE}` \
              (the `local` template: a process on this machine, connected to the \
-             coordinator and relay, startup script done) after {} s without sessions; \
+             coordinator and relay, startup script done) after {} s without sessions, \
+             and the CPU time it used in those seconds (utime + stime from \
+             `/proc/<pid>/stat`, as a share of one core); \
              baseline: VmRSS of an idle OpenSSH `sshd` listener (which forks per session, \
              so its idle figure is the floor of a single-purpose daemon). *Sizes*: the \
              `{profile}` binaries as cargo built them (the release profile strips symbols, \
@@ -32,8 +34,15 @@ pub async fn run(ctx: &Ctx, dep: Option<&Deployment>) -> anyhow::Result<Section>
     );
     match dep {
         Some(dep) => {
+            let pid = agent_process(dep).await.context("find the agent")?;
+            let cpu_before = cpu_seconds(pid)?;
             tokio::time::sleep(idle).await;
-            let rss = agent_rss(dep).await.context("agent RSS")?;
+            let cpu = (cpu_seconds(pid)? - cpu_before) / idle.as_secs_f64() * 100.0;
+            section.rows.push(
+                Row::new("coder-agent idle CPU", cpu, "% of a core", Better::Lower)
+                    .note(format!("over {} s", idle.as_secs_f64())),
+            );
+            let rss = vm_rss_mib(pid).context("agent RSS")?;
             let mut row = Row::new("coder-agent idle RSS", rss, "MiB", Better::Lower);
             match Sshd::start() {
                 Ok(sshd) => {
@@ -73,16 +82,28 @@ pub async fn run(ctx: &Ctx, dep: Option<&Deployment>) -> anyhow::Result<Section>
     Ok(section)
 }
 
-/// VmRSS of the `coder-agent` in the process group the `local` template recorded.
-async fn agent_rss(dep: &Deployment) -> anyhow::Result<f64> {
+/// The `coder-agent` in the process group the `local` template recorded.
+async fn agent_process(dep: &Deployment) -> anyhow::Result<u32> {
     let ws = dep.api.workspace_by_owner_and_name("me", WORKSPACE).await?;
     let pid_file = dep.workspace_dir(ws.id).join(".coder-agent/agent.pid");
     let text = std::fs::read_to_string(&pid_file)
         .with_context(|| format!("read {}", pid_file.display()))?;
     let pgid: u32 = text.trim().parse().context("agent.pid holds no pid")?;
-    let pid =
-        agent_pid(pgid)?.context("no coder-agent process in the workspace's process group")?;
-    vm_rss_mib(pid)
+    agent_pid(pgid)?.context("no coder-agent process in the workspace's process group")
+}
+
+/// User plus system CPU time `pid` has used, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After `pid (comm)`: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("odd /proc/<pid>/stat")?;
+    let field = |n: usize| -> anyhow::Result<f64> {
+        let v = rest.split_whitespace().nth(n - 3).context("short /proc/<pid>/stat")?;
+        Ok(v.parse::<f64>()?)
+    };
+    let ticks_per_second =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    Ok((field(14)? + field(15)?) / ticks_per_second)
 }
 
 /// The `coder-agent` process in process group `pgid`.

@@ -15,6 +15,7 @@
 //! directory and creates a workspace from `examples/templates/local`.
 
 mod agent;
+mod cli;
 mod deployment;
 mod jobs;
 mod net;
@@ -40,6 +41,7 @@ enum Group {
     Quic,
     Relay,
     Ssh,
+    Cli,
     Jobs,
     Agent,
 }
@@ -132,7 +134,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         results.record(Group::Relay, "Relay (`bench relay`)", relay::run(&ctx).await);
     }
 
-    let needs_deployment = wants(Group::Ssh) || wants(Group::Jobs) || wants(Group::Agent);
+    let needs_deployment =
+        wants(Group::Ssh) || wants(Group::Cli) || wants(Group::Jobs) || wants(Group::Agent);
     let mut dep = None;
     let mut skipped_note = None;
     if needs_deployment {
@@ -163,15 +166,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("bench: agent");
         results.record(Group::Agent, "Agent", agent::run(&ctx, dep.as_ref()).await);
     }
-    for (group, title) in
-        [(Group::Ssh, "SSH (`bench ssh`)"), (Group::Jobs, "Provisioner jobs (`bench jobs`)")]
-    {
+    for (group, title) in [
+        (Group::Ssh, "SSH (`bench ssh`)"),
+        (Group::Cli, "CLI throughput (`bench cli`)"),
+        (Group::Jobs, "Provisioner jobs (`bench jobs`)"),
+    ] {
         if !wants(group) {
             continue;
         }
         eprintln!("bench: {group:?}");
         match &dep {
             Some(d) if group == Group::Ssh => results.record(group, title, ssh::run(&ctx, d).await),
+            Some(d) if group == Group::Cli => results.record(group, title, cli::run(&ctx, d).await),
             Some(d) => results.record(group, title, jobs::run(&ctx, d).await),
             None => {
                 let mut s = Section::new(title, "");
