@@ -29,6 +29,8 @@ pub use node::{
     mesh_addresses, AddressError, MeshAddresses, Node, NodeId, RegionId, MESH_IPV4_NETWORK,
     MESH_IPV6_PREFIX, PROTOCOL_VERSION,
 };
+#[cfg(feature = "sim")]
+pub use path::{simulated_time_to_direct, SimScenario};
 pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
 pub use service::{Service, ServiceParseError};
 pub use wire::{classify, PacketKind};

@@ -422,7 +422,9 @@ impl PathSelector {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "sim"))]
 mod sim;
+#[cfg(feature = "sim")]
+pub use sim::{time_to_direct as simulated_time_to_direct, Scenario as SimScenario};
 #[cfg(test)]
 mod tests;

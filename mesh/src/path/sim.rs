@@ -6,7 +6,11 @@
 //! forwards between node keys with a fixed latency and never loses packets; direct
 //! UDP has latency, jitter and loss from a seeded RNG, or is blocked outright.
 //! The STUN result a host advertises is its NAT mapping toward a STUN server.
+//!
+//! Tests drive it directly; with the `sim` feature, [`time_to_direct`] is
+//! public for the benchmarks.
 #![allow(clippy::unwrap_used)]
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -379,4 +383,46 @@ impl Sim {
             packet.dst = Some(dst);
         }
     }
+}
+
+/// The NATs in front of the two peers of [`time_to_direct`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scenario {
+    /// Both peers have public addresses.
+    Public,
+    /// Both behind endpoint-independent ("easy") NATs.
+    EasyNatBoth,
+    /// The dialer behind an endpoint-dependent ("hard") NAT, the other behind an
+    /// easy NAT that filters by address only.
+    HardNatOneSide,
+}
+
+/// Simulated time from the coordinator's announcement of two peers (and the
+/// first data) until the dialer sends directly, with `rtt` between them and
+/// 1.5 × `rtt` through the relay; `None` if no direct path appears in 30 s.
+/// Deterministic for a `seed`.
+pub fn time_to_direct(scenario: Scenario, rtt: Duration, seed: u64) -> Option<Duration> {
+    let mut sim = Sim::new(seed);
+    sim.direct_latency = rtt / 2;
+    sim.relay_latency = rtt * 3 / 4;
+    let (a, b) = match scenario {
+        Scenario::Public => (HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1")),
+        Scenario::EasyNatBoth => (
+            HostSpec::natted("10.0.0.2:1", 1, "192.0.2.1", Mapping::EndpointIndependent),
+            HostSpec::natted("10.0.0.2:1", 2, "198.51.100.1", Mapping::EndpointIndependent),
+        ),
+        Scenario::HardNatOneSide => {
+            let mut easy =
+                HostSpec::natted("10.0.0.2:1", 2, "198.51.100.1", Mapping::EndpointIndependent);
+            easy.filtering = Filtering::AddressDependent;
+            (HostSpec::natted("10.0.0.2:1", 1, "192.0.2.1", Mapping::EndpointDependent), easy)
+        }
+    };
+    let (a, b) = (sim.add_host(a), sim.add_host(b));
+    sim.introduce(a, b);
+    sim.start_traffic(a, b);
+    sim.run_for(Duration::from_secs(30));
+    let key = sim.hosts[b].key();
+    sim.hosts[a].sel.time_to_direct(&key)
 }

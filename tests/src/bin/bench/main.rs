@@ -19,6 +19,7 @@ mod cli;
 mod deployment;
 mod jobs;
 mod net;
+mod path;
 mod plot;
 mod quic;
 mod relay;
@@ -40,6 +41,7 @@ enum Group {
     All,
     Quic,
     Relay,
+    Path,
     Ssh,
     Cli,
     Jobs,
@@ -132,6 +134,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if wants(Group::Relay) {
         eprintln!("bench: relay");
         results.record(Group::Relay, "Relay (`bench relay`)", relay::run(&ctx).await);
+    }
+    if wants(Group::Path) {
+        eprintln!("bench: path");
+        results.record(Group::Path, "Time to a direct path (`bench path`)", path::run(&ctx).await);
     }
 
     let needs_deployment =

@@ -1,0 +1,262 @@
+//! Group `path`: how fast the mesh finds the direct path.
+//!
+//! - In round trips, on the path selector's simulated-time network at 20 ms
+//!   RTT (this kernel has no `tc netem` to add latency to a real link).
+//! - In milliseconds, on a network-namespace topology (two hosts on one
+//!   "internet" bridge, the relay in the internet namespace), from the
+//!   coordinator's announcement to the dialer's first direct datagram.
+//! - A throughput curve of one QUIC stream that starts on the relay because
+//!   direct UDP is blocked, and moves to the direct path once it is unblocked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mesh::{MeshEndpoint, PathEvent, SimScenario};
+use tests::topology::{Host, Nat, Topology, INTERNET_ADDR};
+
+use crate::net;
+use crate::plot::{self, Series};
+use crate::report::{Better, Plot, Row, Section};
+use crate::stats::{median, ms};
+use crate::Ctx;
+
+const SIM_RTT: Duration = Duration::from_millis(20);
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
+    let reps = if ctx.quick { 2 } else { 11 };
+    let mut section = Section::new(
+        "Time to a direct path (`bench path`)",
+        &format!(
+            "*Simulated*: the path selector's two-node network on simulated time \
+             (`mesh`'s `sim` feature), {rtt} ms RTT direct, 1.5 × that through the relay; \
+             time from the coordinator's announcement (with data waiting) until the \
+             dialer sends direct, in round trips. *Namespaces*: two hosts on one \
+             bridge in network namespaces, the relay in a third; median of {reps} fresh \
+             node pairs, from the announcement to the dialer's `RelayToDirect` event \
+             (wall clock) and the selector's own time to direct (first probe to proving \
+             pong). *Curve*: one QUIC stream sending as fast as it can, bytes counted \
+             per 100 ms at the receiver; direct UDP between the hosts is dropped by \
+             iptables for the first 1.5 s, so the stream starts on the relay and moves \
+             to the direct path when probing finds it.",
+            rtt = SIM_RTT.as_millis(),
+        ),
+    );
+    for (scenario, name) in [
+        (SimScenario::Public, "public addresses"),
+        (SimScenario::EasyNatBoth, "easy NAT both sides"),
+        (SimScenario::HardNatOneSide, "hard NAT one side"),
+    ] {
+        let row = match mesh::simulated_time_to_direct(scenario, SIM_RTT, 1) {
+            Some(t) => Row::new(
+                format!("time to direct, simulated, {name}"),
+                t.as_secs_f64() / SIM_RTT.as_secs_f64(),
+                "RTT",
+                Better::Lower,
+            )
+            .note(format!("{:.0} ms", ms(t))),
+            None => {
+                section.notes.push(format!("Simulated {name}: no direct path within 30 s."));
+                continue;
+            }
+        };
+        section.rows.push(row);
+    }
+
+    if let Some(reason) = Topology::unavailable() {
+        section.notes.push(format!("Namespace figures skipped: {reason}."));
+        return Ok(section);
+    }
+    let mut topo = Topology::new("benchpath")?;
+    let inet = topo.internet().clone();
+    let a = topo.host("a", Nat::None)?;
+    let b = topo.host("b", Nat::None)?;
+    let (_relay, url) = relay_in(&inet).await?;
+
+    let (mut wall, mut selector) = (Vec::new(), Vec::new());
+    for rep in 0..reps as u64 {
+        let (ea, eb) = bound_pair(&a, &b, &url, 100 + 2 * rep)?;
+        let mut events = ea.path_events();
+        let went_direct = tokio::spawn(async move {
+            direct_event(&mut events, Duration::from_secs(10)).await.map(|()| Instant::now())
+        });
+        let start = Instant::now();
+        net::introduce(&ea, &eb, &ea.node(), &eb.node())?;
+        let (_ca, _cb) = net::connect(&ea, &eb).await.context("connect")?;
+        wall.push(ms(went_direct.await?? - start));
+        let t = ea.time_to_direct(&eb.node().key).context("direct, but no time to direct")?;
+        selector.push(ms(t));
+        ea.close().await;
+        eb.close().await;
+    }
+    section.rows.push(
+        Row::new(
+            "time to direct, namespaces, announcement → direct",
+            median(&wall),
+            "ms",
+            Better::Lower,
+        )
+        .note(format!("{} pairs", wall.len())),
+    );
+    section.rows.push(Row::new(
+        "time to direct, namespaces, first probe → proving pong",
+        median(&selector),
+        "ms",
+        Better::Lower,
+    ));
+
+    let span = if ctx.quick { Duration::from_secs(2) } else { Duration::from_secs(9) };
+    let (points, switched) = relay_to_direct_curve(&a, &b, &url, span).await?;
+    if let Some(at) = switched {
+        section.rows.push(
+            Row::new(
+                "relay → direct switch after unblocking UDP",
+                ms(at) - 1500.0,
+                "ms",
+                Better::Lower,
+            )
+            .note("includes waiting for the next probe round"),
+        );
+    }
+    let (file, md) = ctx.plot_file("relay_to_direct.png");
+    let mut markers = vec![(1.5, "UDP unblocked".to_owned())];
+    if let Some(at) = switched {
+        markers.push((at.as_secs_f64(), "direct".to_owned()));
+    }
+    plot::lines(
+        &file,
+        "One QUIC stream moving from the relay to the direct path",
+        ("seconds", "MiB/s per 100 ms"),
+        &[Series { name: "mesh QUIC", points }],
+        &markers,
+    )?;
+    section.plots.push(Plot { file: md, caption: "Throughput over time, relay → direct".into() });
+    Ok(section)
+}
+
+/// A relay serving on the internet namespace's address.
+async fn relay_in(inet: &Host) -> anyhow::Result<(derp::Server, derp::RelayUrl)> {
+    let server = derp::Server::spawn(derp::ServerConfig::default())?;
+    let listener = inet.in_netns(|| {
+        let l = std::net::TcpListener::bind((INTERNET_ADDR, 0))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let url = format!("http://{}/derp", listener.local_addr()?).parse()?;
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    Ok((server, url))
+}
+
+/// Nodes `id` in `a` and `id + 1` in `b`, bound inside their namespaces.
+fn bound_pair(
+    a: &Host,
+    b: &Host,
+    url: &derp::RelayUrl,
+    id: u64,
+) -> anyhow::Result<(MeshEndpoint, MeshEndpoint)> {
+    let bind = |host: &Host, id: u64| -> anyhow::Result<MeshEndpoint> {
+        let mut config = net::config(id, Some(url), false);
+        config.bind = std::net::SocketAddr::from((host.addr, 0));
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            host.in_netns(|| Ok(runtime.block_on(MeshEndpoint::bind(config))?))
+        })
+    };
+    Ok((bind(a, id)?, bind(b, id + 1)?))
+}
+
+/// Waits for the first `RelayToDirect`.
+async fn direct_event(
+    events: &mut tokio::sync::broadcast::Receiver<PathEvent>,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(PathEvent::RelayToDirect { .. }) => return Ok(()),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("path events ended: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.context("no direct path")?
+}
+
+/// `iptables` in `host`'s namespace dropping UDP to and from `peer`.
+fn block_udp(host: &Host, peer: &Host, on: bool) -> anyhow::Result<()> {
+    let op = if on { "-I" } else { "-D" };
+    let peer = peer.addr.to_string();
+    for (chain, dir) in [("OUTPUT", "-d"), ("INPUT", "-s")] {
+        let out = host
+            .command("iptables")
+            .args([op, chain, "-p", "udp", dir, &peer, "-j", "DROP"])
+            .output()
+            .context("run iptables")?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!("iptables {op} {chain} failed ({}): {}", out.status, err.trim());
+        }
+    }
+    Ok(())
+}
+
+/// Bytes per 100 ms (as MiB/s) of a stream that starts with direct UDP blocked;
+/// and when the dialer went direct.
+async fn relay_to_direct_curve(
+    a: &Host,
+    b: &Host,
+    url: &derp::RelayUrl,
+    span: Duration,
+) -> anyhow::Result<(Vec<(f64, f64)>, Option<Duration>)> {
+    let (ea, eb) = bound_pair(a, b, url, 900)?;
+    block_udp(a, b, true)?;
+    let result = async {
+        let mut events = ea.path_events();
+        net::introduce(&ea, &eb, &ea.node(), &eb.node())?;
+        let (ca, cb) = net::connect(&ea, &eb).await.context("connect")?;
+        let counter = Arc::new(AtomicU64::new(0));
+        let (send, _recv) = ca.open(mesh::Service::Speedtest).await?;
+        let sending = tokio::spawn(net::send_bulk(send, None));
+        let receiving = {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (_service, _send, recv) = cb.accept().await?;
+                net::recv_bulk(recv, counter).await
+            })
+        };
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.tick().await;
+        let (mut points, mut last, mut unblocked, mut switched) = (Vec::new(), 0u64, false, None);
+        while start.elapsed() < span {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = counter.load(Ordering::Relaxed);
+                    let mib_s = (now - last) as f64 / (1024.0 * 1024.0) / 0.1;
+                    points.push((start.elapsed().as_secs_f64(), mib_s));
+                    last = now;
+                    if !unblocked && start.elapsed() >= Duration::from_millis(1500) {
+                        block_udp(a, b, false)?;
+                        unblocked = true;
+                    }
+                }
+                event = events.recv() => {
+                    if let Ok(PathEvent::RelayToDirect { .. }) = event {
+                        switched.get_or_insert(start.elapsed());
+                    }
+                }
+            }
+        }
+        sending.abort();
+        receiving.abort();
+        anyhow::Ok((points, switched))
+    }
+    .await;
+    let _ = block_udp(a, b, false);
+    ea.close().await;
+    eb.close().await;
+    result
+}
