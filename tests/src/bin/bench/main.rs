@@ -128,6 +128,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut results = Results::default();
 
     if wants(Group::Quic) {
+        if !args.quick && !args.no_build {
+            quic::build_iroh_baseline()?;
+        }
         eprintln!("bench: quic");
         results.record(Group::Quic, "QUIC direct path (`bench quic`)", quic::run(&ctx).await);
     }

@@ -1,7 +1,8 @@
 //! Group `quic`: direct-path bulk throughput of the mesh's QUIC (two
 //! `MeshEndpoint`s on 127.0.0.1, one stream) against raw TCP over loopback and
 //! plain quinn without the mesh (self-signed certificate, same quinn version,
-//! default transport settings), all in this process, one after the other.
+//! default transport settings), all in this process, one after the other, and
+//! iroh (`tests/iroh-baseline`, a child process per transfer).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +36,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              QUIC*: two `mesh::MeshEndpoint`s (magic socket, path selector, mesh TLS) \
              with a direct UDP path. *plain quinn*: two bare quinn endpoints (the \
              workspace's quinn 0.11, default transport config, self-signed certificate). \
-             *TCP*: a tokio `TcpStream` over loopback, same chunk size.",
+             *iroh*: two `iroh` 1.4 endpoints in a child process (`tests/iroh-baseline`; \
+             relay mode disabled, no address lookup, dialing the listener's bound \
+             address), one unidirectional stream per transfer, timed the same way. \
+             *TCP*: a tokio `TcpStream` over loopback, same chunk size. All on \
+             loopback, not a veth pair: ours and every baseline share the path.",
             len >> 20,
         ),
     );
@@ -50,11 +55,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     net::mesh_transfer(&ca, &cb, warm).await.context("mesh QUIC warm-up")?;
     q.transfer(warm).await.context("plain quinn warm-up")?;
     tcp_transfer(&listener, warm).await.context("TCP warm-up")?;
-    let (mut mesh, mut quinn, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
+    let iroh_bin = iroh_baseline();
+    let (mut mesh, mut quinn, mut tcp, mut iroh) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
         mesh.push(mib_per_s(len, net::mesh_transfer(&ca, &cb, len).await.context("mesh QUIC")?));
         quinn.push(mib_per_s(len, q.transfer(len).await.context("plain quinn")?));
         tcp.push(mib_per_s(len, tcp_transfer(&listener, len).await.context("TCP")?));
+        if let Some(bin) = &iroh_bin {
+            iroh.extend(iroh_transfer(bin, len).await.context("iroh")?);
+        }
     }
     q.close().await;
     a.close().await;
@@ -65,6 +74,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
             .baseline("plain quinn", quinn),
     );
+    match iroh_bin {
+        Some(_) => section.rows.push(
+            Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
+                .baseline("iroh 1.4 (relay off, direct address)", median(&iroh)),
+        ),
+        None => section.notes.push(
+            "iroh baseline skipped: `tests/iroh-baseline` is not built (the bench builds \
+             it unless `--quick` or `--no-build`)."
+                .to_owned(),
+        ),
+    }
     section.rows.push(
         Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
             .baseline("TCP over loopback", tcp),
@@ -74,13 +94,6 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             .baseline("TCP over loopback", tcp)
             .note("what QUIC in user space costs before the mesh adds anything"),
     );
-    section.notes.push(
-        "Where the gap to plain quinn likely comes from: the magic socket \
-         (`mesh/src/magicsock.rs`) moves one datagram per system call and takes the \
-         path-selector lock for every packet, while plain quinn's `quinn-udp` socket \
-         uses GSO/GRO and batched system calls where the kernel offers them."
-            .to_owned(),
-    );
     let (file, md) = ctx.plot_file("quic.png");
     plot::bars(
         &file,
@@ -89,6 +102,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         &[
             Bar { label: "mesh QUIC (direct)", value: mesh, ours: true },
             Bar { label: "plain quinn", value: quinn, ours: false },
+            Bar {
+                label: "iroh",
+                value: if iroh.is_empty() { 0.0 } else { median(&iroh) },
+                ours: false,
+            },
             Bar { label: "TCP", value: tcp, ours: false },
         ],
     )?;
@@ -96,6 +114,42 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         .plots
         .push(crate::report::Plot { file: md, caption: "Direct-path bulk throughput".into() });
     Ok(section)
+}
+
+/// The iroh baseline binary, if built (`build_iroh_baseline`).
+fn iroh_baseline() -> Option<std::path::PathBuf> {
+    let bin = crate::bins_dir().ok()?.parent()?.join("iroh-baseline/release/iroh-baseline");
+    bin.is_file().then_some(bin)
+}
+
+/// Builds `tests/iroh-baseline` (its own workspace, so the test suite never
+/// compiles iroh) into the bench's target directory.
+pub fn build_iroh_baseline() -> anyhow::Result<()> {
+    let target = crate::bins_dir()?.parent().context("no target dir")?.join("iroh-baseline");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/iroh-baseline/Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("bench: building the iroh baseline");
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--manifest-path", manifest, "--target-dir"])
+        .arg(&target)
+        .status()
+        .context("run cargo build for the iroh baseline")?;
+    anyhow::ensure!(status.success(), "building the iroh baseline failed ({status})");
+    Ok(())
+}
+
+/// One iroh transfer of `len` bytes (a fresh pair of endpoints in a child process); MiB/s.
+async fn iroh_transfer(bin: &std::path::Path, len: u64) -> anyhow::Result<Vec<f64>> {
+    let out = tokio::process::Command::new(bin).arg(len.to_string()).arg("1").output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "iroh-baseline failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iroh-baseline JSON")?;
+    let figures = v["mib_per_s"].as_array().context("no mib_per_s")?;
+    Ok(figures.iter().filter_map(serde_json::Value::as_f64).collect())
 }
 
 /// MiB/s of mesh QUIC between two nodes on a direct loopback path.

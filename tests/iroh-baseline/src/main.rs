@@ -1,0 +1,81 @@
+//! `iroh-baseline BYTES REPS`: two iroh endpoints in this process on
+//! 127.0.0.1 (relay mode disabled, no address lookup), one connection dialed
+//! to the listener's direct address, then REPS transfers of BYTES on a fresh
+//! unidirectional stream each (after one 8 MiB warm-up), timed from opening the
+//! stream until the receiver has read the last byte. Prints one line of JSON:
+//! `{"mib_per_s":[…]}`. The same shape as `bench quic`'s other transfers.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use iroh::endpoint::{presets, Connection};
+use iroh::{Endpoint, EndpointAddr, RelayMode};
+
+const ALPN: &[u8] = b"bench/iroh-baseline/1";
+const CHUNK: usize = 1 << 20;
+
+async fn endpoint() -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .alpns(vec![ALPN.to_vec()])
+        .bind_addr("127.0.0.1:0")?
+        .bind()
+        .await?)
+}
+
+async fn transfer(a: &Connection, b: &Connection, len: u64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let send = async {
+        let mut s = a.open_uni().await?;
+        let chunk = vec![0x5au8; CHUNK];
+        let mut left = len;
+        while left > 0 {
+            let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+            s.write_all(&chunk[..n]).await?;
+            left -= n as u64;
+        }
+        s.finish()?;
+        s.stopped().await?;
+        anyhow::Ok(())
+    };
+    let recv = async {
+        let mut r = b.accept_uni().await?;
+        let mut got = 0u64;
+        while let Some(chunk) = r.read_chunk(usize::MAX).await? {
+            got += chunk.len() as u64;
+        }
+        anyhow::ensure!(got == len, "received {got} of {len} bytes");
+        anyhow::Ok(start.elapsed())
+    };
+    let ((), elapsed) = tokio::try_join!(send, recv)?;
+    Ok(len as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let bytes: u64 = args.next().context("usage: iroh-baseline BYTES REPS")?.parse()?;
+    let reps: usize = args.next().context("usage: iroh-baseline BYTES REPS")?.parse()?;
+    let a = endpoint().await?;
+    let b = endpoint().await?;
+    let addr = b.bound_sockets().into_iter().fold(EndpointAddr::new(b.id()), |addr, socket| {
+        addr.with_ip_addr(socket)
+    });
+    let (ca, cb) = tokio::try_join!(
+        async { Ok::<_, anyhow::Error>(a.connect(addr, ALPN).await?) },
+        async { Ok::<_, anyhow::Error>(b.accept().await.context("no incoming")?.await?) },
+    )?;
+    transfer(&ca, &cb, bytes.min(8 << 20)).await.context("warm-up")?;
+    let mut out = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        out.push(transfer(&ca, &cb, bytes).await?);
+    }
+    println!(
+        "{{\"mib_per_s\":[{}]}}",
+        out.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(",")
+    );
+    ca.close(0u32.into(), b"done");
+    a.close().await;
+    b.close().await;
+    Ok(())
+}
