@@ -309,3 +309,45 @@ async fn tagged_jobs_go_only_to_matching_workers_and_leases_are_enforced() {
             .unwrap();
     assert_eq!(logs, 1);
 }
+
+/// An external provisioner never follows a redirect: its key travels in a
+/// header of its own, which HTTP clients only strip from `Authorization`-like
+/// headers, so a 3xx from the configured URL (a stale DNS name, a hostile
+/// proxy) would hand the key to whoever it points at.
+#[tokio::test]
+async fn external_provisioner_never_follows_a_redirect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = elsewhere.local_addr().unwrap();
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url: url::Url = format!("http://{}/", redirector.local_addr().unwrap()).parse().unwrap();
+    let _serve = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        while let Ok((mut s, _)) = redirector.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).await.unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}/steal\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    }));
+    let backend = HttpBackend::new(url, ProvisionerKey::new(KEY).unwrap()).unwrap();
+    let err = backend.check().await.unwrap_err();
+    assert!(matches!(err, BackendError::Status { status: 307, .. }), "{err}");
+    assert!(err.to_string().contains(&format!("redirects to http://{target}/steal")), "{err}");
+    let tags = Tags::new();
+    let err = backend.acquire("w1", &tags).await.unwrap_err();
+    assert!(matches!(err, BackendError::Status { status: 307, .. }), "{err}");
+    let knocked = elsewhere.accept();
+    assert!(
+        matches!(&knocked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the key was sent on: {knocked:?}"
+    );
+}
