@@ -22,7 +22,7 @@ use std::time::Duration;
 use bad_input_support::{listening_sockets, Proto};
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
-use tests::{has_program, local_workspace, run_ok, tempdir, Coderd};
+use tests::{local_workspace, require_programs, run_ok, tempdir, Coderd};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -299,8 +299,7 @@ fn agent_pid(srv: &Coderd) -> u32 {
 
 #[test]
 fn garbage_at_every_port_leaves_every_server_serving() {
-    if !has_program("terraform") {
-        eprintln!("skipping: terraform is not installed");
+    if !require_programs(&["terraform"]) {
         return;
     }
     let tmp = tempdir().unwrap();
