@@ -316,27 +316,16 @@ async fn tagged_jobs_go_only_to_matching_workers_and_leases_are_enforced() {
 /// proxy) would hand the key to whoever it points at.
 #[tokio::test]
 async fn external_provisioner_never_follows_a_redirect() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     elsewhere.set_nonblocking(true).unwrap();
     let target = elsewhere.local_addr().unwrap();
-    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url: url::Url = format!("http://{}/", redirector.local_addr().unwrap()).parse().unwrap();
+    let redirect = format!("http://{target}/steal");
+    let app = axum::Router::new()
+        .fallback(move || async move { axum::response::Redirect::temporary(&redirect) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url: url::Url = format!("http://{}/", listener.local_addr().unwrap()).parse().unwrap();
     let _serve = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-        while let Ok((mut s, _)) = redirector.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).await.unwrap_or(0) == 1 {
-                    head.push(b[0]);
-                }
-                let answer = format!(
-                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}/steal\r\n\
-                     Content-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                let _ = s.write_all(answer.as_bytes()).await;
-            });
-        }
+        axum::serve(listener, app).await
     }));
     let backend = HttpBackend::new(url, ProvisionerKey::new(KEY).unwrap()).unwrap();
     let err = backend.check().await.unwrap_err();
