@@ -584,3 +584,115 @@ async fn malformed_and_oversized_messages_close_with_a_reason() {
         .unwrap();
     assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
 }
+
+/// Opens a raw coordination WebSocket at `path` (with its query) with `token`;
+/// the HTTP status on refusal.
+async fn raw_ws(
+    url: &Url,
+    path: &str,
+    token: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Error;
+    let mut ws_url = url.join(path).unwrap();
+    ws_url.set_scheme("ws").unwrap();
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Coder-Session-Token", token.parse().unwrap());
+    let tcp = TcpStream::connect(addr(url)).await.unwrap();
+    match tokio_tungstenite::client_async(req, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+/// `token` with the last character of its secret changed.
+fn tampered(token: &str) -> String {
+    let mut t = token.to_owned();
+    let last = t.pop().unwrap();
+    t.push(if last == 'a' { 'b' } else { 'a' });
+    t
+}
+
+#[tokio::test]
+async fn revoked_expired_tampered_and_misused_credentials_on_coordination() {
+    let srv = TestServer::start().await.unwrap();
+    let (_, (member_token, member)) = users(&srv).await;
+    let agent = seed_agent(&srv.db.pool, member).await;
+    let tailnet = "/api/v2/tailnet?version=1";
+    let single = format!("/api/v2/workspaceagents/{}/coordinate?version=1", agent.id);
+    let agent_path = "/api/v2/workspaceagents/me/coordinate?version=1";
+
+    // An open socket is closed (1008) once its token is revoked, or expires.
+    let key_id = |t: &str| t.split('-').next().unwrap().to_owned();
+    let revoked = member_login(&srv).await;
+    let mut ws = raw_ws(&srv.url, tailnet, &revoked).await.unwrap();
+    sqlx::query("DELETE FROM api_keys WHERE id = $1")
+        .bind(key_id(&revoked))
+        .execute(&srv.db.pool)
+        .await
+        .unwrap();
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("credentials revoked"), "{reason}");
+    let expiring = member_login(&srv).await;
+    let mut ws = raw_ws(&srv.url, &single, &expiring).await.unwrap();
+    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(key_id(&expiring))
+        .execute(&srv.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(close_of(&mut ws).await.0, 1008);
+    // Neither token opens a socket again.
+    for token in [&revoked, &expiring] {
+        assert_eq!(raw_ws(&srv.url, tailnet, token).await.err(), Some(401));
+    }
+
+    // Tampered tokens: refused before the upgrade, on every endpoint.
+    for path in [tailnet, &single] {
+        assert_eq!(
+            raw_ws(&srv.url, path, &tampered(&member_token)).await.err(),
+            Some(401),
+            "{path}"
+        );
+    }
+    assert_eq!(raw_ws(&srv.url, agent_path, &tampered(&agent.token)).await.err(), Some(401));
+
+    // Each credential works only where it belongs: an agent token is no
+    // user session (so it can open no client tunnel), and a session is no agent.
+    for path in [tailnet, &single] {
+        assert_eq!(raw_ws(&srv.url, path, &agent.token).await.err(), Some(401), "{path}");
+    }
+    assert_eq!(raw_ws(&srv.url, agent_path, &member_token).await.err(), Some(401));
+    let me = srv.client().with_token(agent.token.clone()).me().await.unwrap_err();
+    assert_eq!(me.status(), Some(reqwest::StatusCode::UNAUTHORIZED));
+    // The untouched credentials still work.
+    raw_ws(&srv.url, agent_path, &agent.token).await.unwrap();
+    raw_ws(&srv.url, tailnet, &member_token).await.unwrap();
+}
+
+#[tokio::test]
+async fn another_users_agent_is_invisible_through_the_api() {
+    let srv = TestServer::start().await.unwrap();
+    let ((owner_token, owner), (member_token, member)) = users(&srv).await;
+    let owners_agent = seed_agent(&srv.db.pool, owner).await;
+    let members_agent = seed_agent(&srv.db.pool, member).await;
+    let as_member = srv.client().with_token(member_token);
+    let as_owner = srv.client().with_token(owner_token);
+
+    // The member sees its own agent's logs and metadata, and nothing of the
+    // owner's: the same 404 as for an agent that does not exist.
+    as_member.agent_logs(members_agent.id).await.unwrap();
+    as_member.agent_metadata(members_agent.id).await.unwrap();
+    for id in [owners_agent.id, Uuid::new_v4()] {
+        let logs = as_member.agent_logs(id).await.unwrap_err();
+        assert_eq!(logs.status(), Some(reqwest::StatusCode::NOT_FOUND), "{logs}");
+        let metadata = as_member.agent_metadata(id).await.unwrap_err();
+        assert_eq!(metadata.status(), Some(reqwest::StatusCode::NOT_FOUND), "{metadata}");
+    }
+    let err = as_member.workspace(owners_agent.workspace).await.unwrap_err();
+    assert_eq!(err.status(), Some(reqwest::StatusCode::NOT_FOUND), "{err}");
+    // The owner role reaches both.
+    as_owner.agent_logs(members_agent.id).await.unwrap();
+    as_owner.workspace(members_agent.workspace).await.unwrap();
+}

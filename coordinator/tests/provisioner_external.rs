@@ -309,3 +309,34 @@ async fn tagged_jobs_go_only_to_matching_workers_and_leases_are_enforced() {
             .unwrap();
     assert_eq!(logs, 1);
 }
+
+/// An external provisioner never follows a redirect: its key travels in a
+/// header of its own, which HTTP clients only strip from `Authorization`-like
+/// headers, so a 3xx from the configured URL (a stale DNS name, a hostile
+/// proxy) would hand the key to whoever it points at.
+#[tokio::test]
+async fn external_provisioner_never_follows_a_redirect() {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = elsewhere.local_addr().unwrap();
+    let redirect = format!("http://{target}/steal");
+    let app = axum::Router::new()
+        .fallback(move || async move { axum::response::Redirect::temporary(&redirect) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url: url::Url = format!("http://{}/", listener.local_addr().unwrap()).parse().unwrap();
+    let _serve = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        axum::serve(listener, app).await
+    }));
+    let backend = HttpBackend::new(url, ProvisionerKey::new(KEY).unwrap()).unwrap();
+    let err = backend.check().await.unwrap_err();
+    assert!(matches!(err, BackendError::Status { status: 307, .. }), "{err}");
+    assert!(err.to_string().contains(&format!("redirects to http://{target}/steal")), "{err}");
+    let tags = Tags::new();
+    let err = backend.acquire("w1", &tags).await.unwrap_err();
+    assert!(matches!(err, BackendError::Status { status: 307, .. }), "{err}");
+    let knocked = elsewhere.accept();
+    assert!(
+        matches!(&knocked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the key was sent on: {knocked:?}"
+    );
+}

@@ -144,7 +144,12 @@ pub struct HttpBackend {
 impl HttpBackend {
     /// `url` is coderd's URL (`--url`), e.g. `https://coder.example.com`.
     pub fn new(url: Url, key: ProvisionerKey) -> Result<Self, BackendError> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        // Never follow a redirect: the key is in a header of our own, which
+        // a redirect would carry to wherever it points.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         let mut base = url;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -205,8 +210,16 @@ impl HttpBackend {
             .timeout(Duration::from_secs(30))
             .send()
             .await?;
+        let location = resp.headers().get(reqwest::header::LOCATION).cloned();
         match resp.status() {
             s if s.is_success() => Ok(()),
+            s if s.is_redirection() => Err(BackendError::Status {
+                status: s.as_u16(),
+                message: format!(
+                    "coderd redirects to {}: pass that URL (redirects are not followed, so the key never leaves the configured URL)",
+                    location.as_ref().and_then(|l| l.to_str().ok()).unwrap_or("another URL")
+                ),
+            }),
             reqwest::StatusCode::UNAUTHORIZED => Err(BackendError::Unauthorized),
             s => Err(BackendError::Status {
                 status: s.as_u16(),

@@ -153,3 +153,70 @@ async fn silent_connection_is_closed_after_idle_timeout() {
     })
     .await;
 }
+
+/// Key guessing: a client sending to random keys reaches no one (each packet
+/// is dropped as addressed to no connected key) and the relay keeps serving.
+/// Receiving for a key needs its secret (see
+/// `client_claiming_a_key_it_does_not_hold_is_refused`).
+#[tokio::test]
+async fn packets_to_guessed_keys_reach_no_one() {
+    let relay = Relay::start(ServerConfig::default()).await;
+    let (a, b) = (relay.client().await, relay.client().await);
+    let mallory = relay.client().await;
+    const GUESSES: u64 = 500;
+    for _ in 0..GUESSES {
+        mallory.send(SecretKey::generate().public(), Bytes::from_static(b"guess")).await.unwrap();
+    }
+    // The relay handles one connection's frames in order: once B has this
+    // one, every guess before it was handled, and none reached B.
+    mallory.send(b.public_key(), Bytes::from_static(b"last")).await.unwrap();
+    let first = within("B to receive", b.recv()).await.unwrap();
+    assert_eq!((first.src, first.data), (mallory.public_key(), Bytes::from_static(b"last")));
+    let stats = relay.server.stats();
+    assert_eq!((stats.packets_dropped_unknown_dest, stats.packets_forwarded), (GUESSES, 1));
+    a.send(b.public_key(), Bytes::from_static(b"still here")).await.unwrap();
+    let next = within("B to receive", b.recv()).await.unwrap();
+    assert_eq!((next.src, next.data), (a.public_key(), Bytes::from_static(b"still here")));
+}
+
+/// The relay client never follows a redirect: the coordinator's relays dial
+/// their mesh peers with it, and a URL that answers 3xx must not send them
+/// (or their key proof) anywhere else.
+#[tokio::test]
+async fn relay_client_never_follows_a_redirect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = elsewhere.local_addr().unwrap();
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/derp", redirector.local_addr().unwrap());
+    let _serve = AbortOnDropHandle::new(tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = redirector.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).await.unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://{target}/derp\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    }));
+    for transport in [Transport::Auto, Transport::Upgrade, Transport::WebSocket] {
+        let mut config = ClientConfig::new(url.parse().unwrap(), SecretKey::generate());
+        config.transport = transport;
+        let err = within("connect to fail", Client::connect(config)).await.unwrap_err();
+        assert!(err.to_string().contains("302"), "{transport:?}: {err}");
+        // Nothing ever knocked at the redirect's target.
+        let knocked = elsewhere.accept();
+        assert!(
+            matches!(&knocked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{transport:?} followed the redirect: {knocked:?}"
+        );
+    }
+}
