@@ -10,7 +10,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket as StdUdp};
 use std::time::Duration;
 
-use mesh::netstack::{LoopbackUdp, Netstack, NetstackConfig};
+use mesh::netstack::{LoopbackUdp, Netstack};
 use mesh::MeshEndpoint;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -28,10 +28,8 @@ async fn pair(relay: Option<&derp::RelayUrl>, relay_only: bool) -> (MeshEndpoint
 /// everything it read, then accepted mesh connections forwarded to it.
 async fn serve_agent(agent: &MeshEndpoint) -> (Netstack, tokio::task::JoinHandle<()>) {
     let (tx, rx) = agent.wireguard().unwrap();
-    let mut config = NetstackConfig::new(agent.node().addresses);
-    config.accept_any = Some(Box::new(LoopbackUdp::new(tx.clone())));
-    let (stack, incoming) = Netstack::spawn(config, tx, rx);
-    let mut incoming = incoming.unwrap();
+    let udp = Box::new(LoopbackUdp::new(tx.clone()));
+    let (stack, mut incoming) = Netstack::spawn_accepting(agent.node().addresses, udp, tx, rx);
     let task = tokio::spawn(async move {
         while let Some(conn) = incoming.accept().await {
             tokio::spawn(async move {
@@ -142,7 +140,7 @@ async fn tcp_and_udp_through_wireguard_direct() {
     assert_eq!(&reply[at..at + len], b"ping over wireguard");
 
     // TCP: a client-side stack on the same tunnel.
-    let (stack, _) = Netstack::spawn(NetstackConfig::new(client.node().addresses), ctx, crx);
+    let stack = Netstack::spawn(client.node().addresses, ctx, crx);
     transfer(&stack, &agent, port, 16 << 20).await;
     // A closed port: refused (the agent stack accepts, the forward fails, the
     // connection closes with nothing).
@@ -155,7 +153,7 @@ async fn tcp_through_wireguard_on_the_relay() {
     let (client, agent) = pair(Some(&url), true).await;
     let (_agent_stack, _serving) = serve_agent(&agent).await;
     let (ctx, crx) = client.wireguard().unwrap();
-    let (stack, _) = Netstack::spawn(NetstackConfig::new(client.node().addresses), ctx, crx);
+    let stack = Netstack::spawn(client.node().addresses, ctx, crx);
     let port = sha_server().await;
     transfer(&stack, &agent, port, 4 << 20).await;
     assert!(matches!(agent.destination(&client.node().key), Some(mesh::Destination::Relay(_))));

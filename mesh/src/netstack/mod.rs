@@ -12,7 +12,7 @@
 //! app ⇄ pipes ⇄ sockets ──▶ smoltcp ──IP──▶ WgSender
 //! ```
 //!
-//! - [`NetstackConfig::accept_any`] (the agent): a SYN to any port of ours
+//! - [`Netstack::spawn_accepting`] (the agent): a SYN to any port of ours
 //!   gets a listening socket on that port just before smoltcp sees it, and the
 //!   connection comes out of [`TcpIncoming`]; UDP to any port goes to the
 //!   [`UdpHandler`]; smoltcp answers ICMP echo itself.
@@ -74,23 +74,6 @@ pub trait UdpHandler: Send + 'static {
     fn datagram(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]);
 }
 
-/// How to run a [`Netstack`].
-#[non_exhaustive]
-pub struct NetstackConfig {
-    /// Our mesh addresses.
-    pub addresses: MeshAddresses,
-    /// Accept TCP on every port (connections come out of [`TcpIncoming`]) and
-    /// give UDP to this handler.
-    pub accept_any: Option<Box<dyn UdpHandler>>,
-}
-
-impl NetstackConfig {
-    /// A stack on `addresses` that only connects out.
-    pub fn new(addresses: MeshAddresses) -> Self {
-        Self { addresses, accept_any: None }
-    }
-}
-
 /// Why [`Netstack::connect`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -140,23 +123,28 @@ pub struct Netstack {
 }
 
 impl Netstack {
-    /// Starts a stack on WireGuard's packets.
-    pub fn spawn(
-        config: NetstackConfig,
+    /// Starts a stack on `addresses` that only connects out.
+    pub fn spawn(addresses: MeshAddresses, tx: WgSender, rx: WgReceiver) -> Netstack {
+        Self::start(Stack::new(addresses, None, None), tx, rx)
+    }
+
+    /// Starts a stack on `addresses` that accepts TCP on every port (the
+    /// connections come out of [`TcpIncoming`]) and gives UDP to `udp`.
+    pub fn spawn_accepting(
+        addresses: MeshAddresses,
+        udp: Box<dyn UdpHandler>,
         tx: WgSender,
         rx: WgReceiver,
-    ) -> (Netstack, Option<TcpIncoming>) {
+    ) -> (Netstack, TcpIncoming) {
+        let (accept, incoming) = mpsc::channel(ACCEPT_QUEUE);
+        let stack = Stack::new(addresses, Some(accept), Some(udp));
+        (Self::start(stack, tx, rx), TcpIncoming(incoming))
+    }
+
+    fn start(stack: Stack, tx: WgSender, rx: WgReceiver) -> Netstack {
         let (commands, commands_rx) = mpsc::channel(64);
-        let (incoming, accept) = match config.accept_any {
-            Some(_) => {
-                let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-                (Some(TcpIncoming(rx)), Some(tx))
-            }
-            None => (None, None),
-        };
-        let stack = Stack::new(config.addresses, accept, config.accept_any);
         let task = tokio::spawn(stack.run(tx, rx, commands_rx));
-        (Netstack { commands, _task: AbortOnDropHandle::new(task) }, incoming)
+        Netstack { commands, _task: AbortOnDropHandle::new(task) }
     }
 
     /// Opens a TCP connection from our address to `remote` (a peer's mesh
