@@ -55,6 +55,11 @@ const TCP_BUFFER: usize = 1 << 20;
 /// The in-memory pipe between a socket and the application.
 const PIPE_BUFFER: usize = 256 * 1024;
 
+/// Open TCP sockets (connections and listeners) beyond which new
+/// connections are refused (smoltcp answers their SYN with a reset): each
+/// holds [`TCP_BUFFER`] twice.
+const MAX_SOCKETS: usize = 1024;
+
 /// Connections waiting in [`TcpIncoming`] before new ones are refused.
 const ACCEPT_QUEUE: usize = 128;
 
@@ -375,7 +380,10 @@ impl Stack {
 
     /// Makes sure a SYN to `dst` finds a listening socket.
     fn listen_for(&mut self, src: SocketAddr, dst: SocketAddr) {
-        if self.flows.contains(&(src, dst)) || self.listeners.contains_key(&dst.port()) {
+        if self.flows.contains(&(src, dst))
+            || self.listeners.contains_key(&dst.port())
+            || self.sockets.iter().count() >= MAX_SOCKETS
+        {
             return;
         }
         let mut socket = self.new_socket();
