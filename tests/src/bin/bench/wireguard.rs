@@ -233,6 +233,9 @@ impl BoringtunPair {
             (b, "btb", 1, 0, Self::ADDR_B, Self::ADDR_A, a.addr),
         ];
         for (host, name, me, peer, addr, peer_addr, peer_host) in sides {
+            let sock = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
+            // A socket left by an earlier run would refuse connections.
+            let _ = std::fs::remove_file(&sock);
             let child = host
                 .command(bin)
                 .args([name, "--foreground", "--disable-drop-privileges"])
@@ -242,14 +245,16 @@ impl BoringtunPair {
                 .spawn()
                 .context("start boringtun-cli")?;
             pair.0.push(child);
-            let sock = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !sock.exists() {
-                if Instant::now() > deadline {
-                    bail!("boringtun-cli did not create {}", sock.display());
+            let mut uapi = loop {
+                match std::os::unix::net::UnixStream::connect(&sock) {
+                    Ok(s) => break s,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => bail!("boringtun-cli's {}: {e}", sock.display()),
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            };
             let config = format!(
                 "set=1\nprivate_key={}\nlisten_port={}\nreplace_peers=true\npublic_key={}\nendpoint={}:{}\nallowed_ip={}/32\n\n",
                 hex::encode(keys[me]),
@@ -259,7 +264,6 @@ impl BoringtunPair {
                 Self::PORT,
                 peer_addr,
             );
-            let mut uapi = std::os::unix::net::UnixStream::connect(&sock)?;
             uapi.write_all(config.as_bytes())?;
             let mut answer = [0u8; 64];
             let n = uapi.read(&mut answer)?;
