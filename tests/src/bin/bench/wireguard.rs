@@ -294,5 +294,9 @@ impl Drop for BoringtunPair {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Killed, they leave their UAPI sockets behind.
+        for name in ["bta", "btb"] {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        }
     }
 }
