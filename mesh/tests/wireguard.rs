@@ -140,7 +140,7 @@ async fn tcp_and_udp_through_wireguard_direct() {
     assert_eq!(&reply[at..at + len], b"ping over wireguard");
 
     // TCP: a client-side stack on the same tunnel.
-    let stack = Netstack::spawn(client.node().addresses, ctx, crx);
+    let stack = Netstack::spawn(client.node().addresses, None, ctx, crx);
     transfer(&stack, &agent, port, 16 << 20).await;
     // A closed port: refused (the agent stack accepts, the forward fails, the
     // connection closes with nothing).
@@ -153,7 +153,7 @@ async fn tcp_through_wireguard_on_the_relay() {
     let (client, agent) = pair(Some(&url), true).await;
     let (_agent_stack, _serving) = serve_agent(&agent).await;
     let (ctx, crx) = client.wireguard().unwrap();
-    let stack = Netstack::spawn(client.node().addresses, ctx, crx);
+    let stack = Netstack::spawn(client.node().addresses, None, ctx, crx);
     let port = sha_server().await;
     transfer(&stack, &agent, port, 4 << 20).await;
     assert!(matches!(agent.destination(&client.node().key), Some(mesh::Destination::Relay(_))));

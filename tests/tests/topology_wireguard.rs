@@ -5,7 +5,8 @@
 //! in the workspace at its mesh address and at its `.coder` name (resolved
 //! by the tunnel's DNS responder, set as the namespace's resolver), a 64 MiB
 //! download with matching SHA-256, UDP echo, and ICMPv6 echo from a raw
-//! socket. Through the SOCKS5 mode (no TUN): the same HTTP checks. A
+//! socket. Through the SOCKS5 mode (no TUN): the same HTTP checks and UDP
+//! echo (`UDP ASSOCIATE`). A
 //! workspace created while the tunnel runs gets a name, and loses it when
 //! deleted. A plain boringtun peer the coordinator never announced gets no
 //! answer from the agent.
@@ -176,6 +177,43 @@ fn curl(host: &Host, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// UDP through the SOCKS5 proxy on 127.0.0.1:1080 in `host`: `UDP
+/// ASSOCIATE`, then datagrams to `ws1.coder:UDP_PORT` (resolved by the
+/// proxy) until one echo comes back with the header naming the workspace.
+fn socks_udp_echo(host: &Host) -> bool {
+    host.in_netns(|| {
+        let mut ctl = std::net::TcpStream::connect("127.0.0.1:1080")?;
+        ctl.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut answer = [0u8; 10];
+        ctl.write_all(&[5, 1, 0])?;
+        std::io::Read::read_exact(&mut ctl, &mut answer[..2])?;
+        ctl.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])?;
+        std::io::Read::read_exact(&mut ctl, &mut answer)?;
+        anyhow::ensure!(answer[..4] == [5, 0, 0, 1], "UDP ASSOCIATE refused: {answer:?}");
+        let relay = SocketAddr::from((
+            [answer[4], answer[5], answer[6], answer[7]],
+            u16::from_be_bytes([answer[8], answer[9]]),
+        ));
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        udp.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut datagram = vec![0, 0, 0, 3, 9];
+        datagram.extend_from_slice(b"ws1.coder");
+        datagram.extend_from_slice(&UDP_PORT.to_be_bytes());
+        datagram.extend_from_slice(b"udp via socks");
+        for _ in 0..20 {
+            udp.send_to(&datagram, relay)?;
+            let mut buf = [0u8; 128];
+            if let Ok(n) = udp.recv(&mut buf) {
+                // RSV FRAG ATYP=4, 16-byte address, port, payload.
+                let ok = n == 22 + 13 && buf[3] == 4 && buf[20..22] == UDP_PORT.to_be_bytes();
+                return Ok(ok && &buf[22..n] == b"udp via socks");
+            }
+        }
+        Ok(false)
+    })
+    .unwrap()
+}
+
 /// ICMPv6 echo from a raw socket in `host` (no `ping` binary needed): true
 /// once a reply to one of up to 20 requests comes back from `dst`.
 fn ping6(host: &Host, dst: Ipv6Addr) -> bool {
@@ -338,6 +376,7 @@ fn topology_wireguard_tunnel_ip() {
     let body =
         curl(&client, &[proxy[0], proxy[1], &format!("http://[{ws1}]:{HTTP_PORT}/big")]).unwrap();
     assert_eq!(hex::encode(Sha256::digest(&body)), want);
+    assert!(socks_udp_echo(&client), "no UDP echo through the SOCKS5 proxy");
     let unknown = curl(&client, &[proxy[0], proxy[1], "--max-time", "5", "http://nope.coder/"]);
     assert!(unknown.is_err(), "an unknown name must not resolve");
 

@@ -115,11 +115,17 @@ pub async fn run(
             format!("cannot listen on {addr} for SOCKS5; pick another with --socks5")
         })?;
         let rx = rx.take().context("WireGuard receiver taken")?;
-        let stack = Arc::new(Netstack::spawn(ours, tx.clone(), rx));
+        let udp = socks::SocksUdp::default();
+        let stack = Arc::new(Netstack::spawn(ours, Some(Box::new(udp.clone())), tx.clone(), rx));
+        let proxy = socks::Proxy {
+            stack: stack.clone(),
+            names: names_rx.clone(),
+            mesh_ip: ours.ipv6.into(),
+            tx: tx.clone(),
+            udp,
+        };
         _proxy = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(socks::serve(
-            listener,
-            stack.clone(),
-            names_rx.clone(),
+            listener, proxy,
         ))));
         _stack = Some(stack);
         println!("SOCKS5 proxy on {addr} (hostnames resolved by the proxy); this machine is {} on the mesh", ours.ipv6);

@@ -128,9 +128,15 @@ pub struct Netstack {
 }
 
 impl Netstack {
-    /// Starts a stack on `addresses` that only connects out.
-    pub fn spawn(addresses: MeshAddresses, tx: WgSender, rx: WgReceiver) -> Netstack {
-        Self::start(Stack::new(addresses, None, None), tx, rx)
+    /// Starts a stack on `addresses` that only connects out; UDP datagrams
+    /// addressed to us go to `udp` if given.
+    pub fn spawn(
+        addresses: MeshAddresses,
+        udp: Option<Box<dyn UdpHandler>>,
+        tx: WgSender,
+        rx: WgReceiver,
+    ) -> Netstack {
+        Self::start(Stack::new(addresses, None, udp), tx, rx)
     }
 
     /// Starts a stack on `addresses` that accepts TCP on every port (the
@@ -351,9 +357,11 @@ impl Stack {
 
     /// Looks at a packet before smoltcp does: accept-any listening and UDP.
     fn ingress(&mut self, packet: Bytes) {
-        if self.accept.is_some() {
+        if self.accept.is_some() || self.udp.is_some() {
             match packet::transport(&packet) {
-                Some(Transport::Tcp { src, dst, syn: true }) if self.ours(dst.ip()) => {
+                Some(Transport::Tcp { src, dst, syn: true })
+                    if self.accept.is_some() && self.ours(dst.ip()) =>
+                {
                     self.listen_for(src, dst)
                 }
                 Some(Transport::Udp { src, dst, payload: (at, len) }) if self.ours(dst.ip()) => {
