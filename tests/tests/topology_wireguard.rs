@@ -6,7 +6,8 @@
 //! by the tunnel's DNS responder, set as the namespace's resolver), a 64 MiB
 //! download with matching SHA-256, UDP echo, and ICMPv6 echo from a raw
 //! socket. Through the SOCKS5 mode (no TUN): the same HTTP checks and UDP
-//! echo (`UDP ASSOCIATE`). A
+//! echo (`UDP ASSOCIATE`); and unprivileged (`setpriv` to nobody), where it
+//! falls back to that proxy on its own. A
 //! workspace created while the tunnel runs gets a name, and loses it when
 //! deleted. A plain boringtun peer the coordinator never announced gets no
 //! answer from the agent.
@@ -177,6 +178,24 @@ fn curl(host: &Host, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// `curl ARGS` until it succeeds (the first request waits for the agent's
+/// node and the WireGuard handshake), for up to a minute.
+fn curl_until_ok(host: &Host, args: &[&str], tunnel: &Tunnel) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut args = args.to_vec();
+    args.extend(["--max-time", "5"]);
+    loop {
+        match curl(host, &args) {
+            Ok(body) => return body,
+            Err(e) if Instant::now() < deadline => eprintln!("not yet: {e}"),
+            Err(e) => panic!(
+                "{e}\ntunnel log:\n{}",
+                std::fs::read_to_string(&tunnel.stderr_log).unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// UDP through the SOCKS5 proxy on 127.0.0.1:1080 in `host`: `UDP
 /// ASSOCIATE`, then datagrams to `ws1.coder:UDP_PORT` (resolved by the
 /// proxy) until one echo comes back with the header naming the workspace.
@@ -310,17 +329,7 @@ fn topology_wireguard_tunnel_ip() {
 
     // HTTP at the address (the first request waits for the agent and the
     // handshake), then at the name.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let hello = loop {
-        match curl(&client, &["--max-time", "5", &format!("http://[{ws1}]:{HTTP_PORT}/")]) {
-            Ok(body) => break body,
-            Err(e) if Instant::now() < deadline => eprintln!("not yet: {e}"),
-            Err(e) => panic!(
-                "{e}\ntunnel log:\n{}",
-                std::fs::read_to_string(&tun.stderr_log).unwrap_or_default()
-            ),
-        }
-    };
+    let hello = curl_until_ok(&client, &[&format!("http://[{ws1}]:{HTTP_PORT}/")], &tun);
     assert_eq!(hello, b"hello from the workspace\n");
     let hello = curl(&client, &[&format!("http://ws1.coder:{HTTP_PORT}/")]).unwrap();
     assert_eq!(hello, b"hello from the workspace\n");
@@ -357,21 +366,9 @@ fn topology_wireguard_tunnel_ip() {
     cmd.args(["tunnel", "--ip", "--socks5", "127.0.0.1:1080", "--refresh", "1s"]);
     let socks = Tunnel::start(cmd, &tmp.path().join("socks.log"));
     socks.wait_table("ws1.coder", |t| t.contains(" ws1.coder"));
-    let deadline = Instant::now() + Duration::from_secs(60);
     let proxy = ["--socks5-hostname", "127.0.0.1:1080"];
-    let hello = loop {
-        match curl(
-            &client,
-            &[proxy[0], proxy[1], "--max-time", "5", &format!("http://ws1.coder:{HTTP_PORT}/")],
-        ) {
-            Ok(body) => break body,
-            Err(e) if Instant::now() < deadline => eprintln!("not yet: {e}"),
-            Err(e) => panic!(
-                "{e}\nsocks log:\n{}",
-                std::fs::read_to_string(&socks.stderr_log).unwrap_or_default()
-            ),
-        }
-    };
+    let by_name = format!("http://ws1.coder:{HTTP_PORT}/");
+    let hello = curl_until_ok(&client, &[proxy[0], proxy[1], &by_name], &socks);
     assert_eq!(hello, b"hello from the workspace\n");
     let body =
         curl(&client, &[proxy[0], proxy[1], &format!("http://[{ws1}]:{HTTP_PORT}/big")]).unwrap();
@@ -379,6 +376,23 @@ fn topology_wireguard_tunnel_ip() {
     assert!(socks_udp_echo(&client), "no UDP echo through the SOCKS5 proxy");
     let unknown = curl(&client, &[proxy[0], proxy[1], "--max-time", "5", "http://nope.coder/"]);
     assert!(unknown.is_err(), "an unknown name must not resolve");
+    drop(socks);
+
+    // Without privileges (no TUN device): the SOCKS5 proxy on 127.0.0.1:1080.
+    let mut cmd = client.command("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(binary("coder").unwrap())
+        .args(["tunnel", "--ip", "--refresh", "1s"])
+        .env("CODER_URL", srv.url.as_str())
+        .env("CODER_SESSION_TOKEN", std::fs::read_to_string(cfg.join("session")).unwrap().trim())
+        .env("CODER_CONFIG_DIR", tmp.path().join("nobody-config"));
+    let unprivileged = Tunnel::start(cmd, &tmp.path().join("unprivileged.log"));
+    unprivileged.wait_table("ws1.coder", |t| t.contains(" ws1.coder"));
+    let hello = curl_until_ok(&client, &[proxy[0], proxy[1], &by_name], &unprivileged);
+    assert_eq!(hello, b"hello from the workspace\n");
+    let said = std::fs::read_to_string(&unprivileged.stderr_log).unwrap();
+    assert!(said.contains("Cannot create a TUN device"), "{said}");
+    drop(unprivileged);
 
     // A workspace created while the tunnel runs appears, and disappears when deleted.
     run_ok(coder(&client, &cfg).args(["create", "ws2", "-t", "topo", "--yes"])).unwrap();
