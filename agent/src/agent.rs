@@ -1,6 +1,7 @@
 //! The agent's main loop: fetch the manifest, join the mesh as this agent,
-//! serve mesh streams (SSH, TCP forwards, speed tests), run the startup
-//! script, and report liveness until told to stop.
+//! serve mesh streams (SSH, TCP forwards, speed tests) and IP packets at the
+//! agent's mesh address ([`crate::ip`]), run the startup script, and report
+//! liveness until told to stop.
 //!
 //! The coordinator may come and go: the mesh session reconnects on its own
 //! and established mesh connections (and SSH sessions on them) keep running.
@@ -138,6 +139,16 @@ pub async fn run(
     tracing::info!(node = ?session.endpoint().node().id, "joined the mesh");
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(session.clone(), ssh.clone()));
+    let _ip_stack = match crate::ip::start(session.endpoint()) {
+        Ok((stack, incoming)) => {
+            tasks.spawn(crate::ip::serve(incoming));
+            Some(stack)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serve the mesh address");
+            None
+        }
+    };
     tasks.spawn(report_stats(client.clone(), ssh.clone(), config.stats_interval));
     let _metadata = crate::metadata::spawn(client.clone(), manifest.metadata.clone(), dir.clone());
     let script = StartupScript {

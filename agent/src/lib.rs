@@ -1,5 +1,6 @@
 //! The workspace agent: SSH server, port forwarding, startup script, liveness.
 mod agent;
+mod ip;
 pub mod metadata;
 pub mod ports;
 pub mod ssh;

@@ -39,6 +39,18 @@ use crate::sdk::SESSION_TOKEN_HEADER;
 /// the `hello` message carry it).
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The node id of a peer: the first 8 bytes of SHA-256 over the peer's
+/// UUID, big-endian (never 0). Both sides can compute it (a client knows an
+/// agent's mesh addresses before its node arrives); the coordinator tells
+/// the peer in `hello` anyway.
+pub fn node_id(peer: Uuid) -> NodeId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(peer.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    NodeId(u64::from_be_bytes(bytes).max(1))
+}
+
 /// Largest message either side sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 

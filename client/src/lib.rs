@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod config;
 pub mod coordination;
+pub mod iptunnel;
 pub mod meshnet;
 pub mod sdk;

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -23,6 +23,7 @@ use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
 use crate::service::{Service, ServiceParseError};
 use crate::socket;
 use crate::tls::{self, Identity, KnownKeys, TlsError};
+use crate::wg::{self, WgDevice, WgReceiver, WgSender};
 
 /// How to run a [`MeshEndpoint`]. Start from [`MeshConfig::new`].
 #[derive(Debug, Clone)]
@@ -145,9 +146,17 @@ pub enum StreamError {
     Service(#[from] ServiceParseError),
 }
 
+/// WireGuard was already started on this endpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("WireGuard is already running on this endpoint")]
+#[non_exhaustive]
+pub struct WireGuardStarted;
+
 /// A mesh node's QUIC endpoint over its magic socket.
 pub struct MeshEndpoint {
     sock: Arc<Inner>,
+    node_secret: NodeSecret,
+    wireguard: OnceLock<Arc<wg::Shared>>,
     quic: quinn::Endpoint,
     identity: Identity,
     known: KnownKeys,
@@ -240,7 +249,16 @@ impl MeshEndpoint {
             addresses,
             version: PROTOCOL_VERSION,
         };
-        Ok(Self { sock, quic, identity, known, node, _tasks: tasks })
+        Ok(Self {
+            sock,
+            node_secret: config.node_secret,
+            wireguard: OnceLock::new(),
+            quic,
+            identity,
+            known,
+            node,
+            _tasks: tasks,
+        })
     }
 
     /// This node's record, to publish through the coordinator.
@@ -270,6 +288,10 @@ impl MeshEndpoint {
         state.paths.upsert_peer(node, Instant::now());
         self.sock.replay_early(&mut state, node.key);
         self.sock.flush(&mut state);
+        drop(state);
+        if let Some(wg) = self.wireguard.get() {
+            wg.device().upsert_peer(node);
+        }
         Ok(())
     }
 
@@ -281,6 +303,26 @@ impl MeshEndpoint {
             self.known_keys(|k| k.remove(&old.quic_key));
         }
         state.paths.remove_peer(key);
+        drop(state);
+        if let Some(wg) = self.wireguard.get() {
+            wg.device().remove_peer(key);
+        }
+    }
+
+    /// Starts WireGuard on this endpoint (once): IP packets to and from the
+    /// announced peers' mesh addresses, keyed by the node keys, over the same
+    /// paths as QUIC. Dropping the receiver stops it.
+    pub fn wireguard(&self) -> Result<(WgSender, WgReceiver), WireGuardStarted> {
+        if self.wireguard.get().is_some() {
+            return Err(WireGuardStarted);
+        }
+        let mut device = WgDevice::new(&self.node_secret);
+        for node in self.sock.state().peers.values() {
+            device.upsert_peer(node);
+        }
+        let (shared, sender, receiver) = wg::start(self.sock.clone(), device);
+        self.wireguard.set(shared).map_err(|_| WireGuardStarted)?;
+        Ok((sender, receiver))
     }
 
     fn known_keys<R>(&self, f: impl FnOnce(&mut HashSet<QuicKey>) -> R) -> R {

@@ -8,21 +8,27 @@
 //!   best direct UDP path a pong proves);
 //! - [`MeshEndpoint`]: QUIC to peers over the magic socket (one UDP socket plus
 //!   the relay), authenticated by announced keys ([`tls`]), streams opened with a
-//!   [`Service`] header.
+//!   [`Service`] header;
+//! - [`wg`]: WireGuard (boringtun) over the same magic socket, for IP packets
+//!   between peers' mesh addresses ([`MeshEndpoint::wireguard`]);
+//! - [`netstack`]: a userspace TCP/IP stack (smoltcp) on a node's mesh addresses.
 
 pub mod disco;
 mod endpoint;
 pub mod key;
 mod magicsock;
+pub mod netstack;
 mod node;
 mod path;
 mod service;
 mod socket;
 pub mod tls;
+pub mod wg;
 pub mod wire;
 
 pub use endpoint::{
     AcceptError, BindError, DialError, MeshConfig, MeshConnection, MeshEndpoint, StreamError,
+    WireGuardStarted,
 };
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
 pub use node::{

@@ -6,7 +6,8 @@
 //! data goes now and writes the datagram to the direct UDP address or hands it to
 //! the relay. Receiving, it sorts datagrams with [`classify`]: disco goes to the
 //! path selector (whose probes it sends right away), QUIC goes up to quinn under
-//! the sending peer's virtual address. Timers run in [`drive_timers`]; relayed
+//! the sending peer's virtual address, WireGuard goes to [`crate::wg`] (which
+//! sends through [`Inner::send_wireguard`], on the same paths as QUIC). Timers run in [`drive_timers`]; relayed
 //! traffic flows through [`relay_send`] and [`relay_recv`], tasks the
 //! [`crate::MeshEndpoint`] owns.
 
@@ -15,7 +16,7 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     relayed_quic_tx: mpsc::Sender<(NodeKey, Bytes)>,
     timer: Notify,
     events: broadcast::Sender<PathEvent>,
+    /// Where WireGuard datagrams go (with the sender, when known): [`crate::wg`].
+    wireguard: OnceLock<mpsc::Sender<(Option<NodeKey>, Bytes)>>,
 }
 
 impl fmt::Debug for Inner {
@@ -111,6 +114,7 @@ impl Inner {
             relayed_quic_tx,
             timer: Notify::new(),
             events: broadcast::channel(256).0,
+            wireguard: OnceLock::new(),
         }))
     }
 
@@ -182,7 +186,45 @@ impl Inner {
                     state.early_quic.push_back((Instant::now(), src, data));
                 }
             }
-            PacketKind::WireGuard | PacketKind::Unknown => {}
+            PacketKind::WireGuard => {
+                let mut state = self.state();
+                state.paths.handle_activity(&src, Instant::now());
+                self.flush(&mut state);
+                self.to_wireguard(Some(src), data);
+            }
+            PacketKind::Unknown => {}
+        }
+    }
+
+    /// Routes WireGuard datagrams to `tx` from now on.
+    pub(crate) fn set_wireguard(&self, tx: mpsc::Sender<(Option<NodeKey>, Bytes)>) {
+        // Set once per endpoint; `MeshEndpoint::wireguard` refuses a second start.
+        let _ = self.wireguard.set(tx);
+    }
+
+    fn to_wireguard(&self, from: Option<NodeKey>, data: Bytes) {
+        if let Some(tx) = self.wireguard.get() {
+            // Full queue: drop, as a congested link would; TCP inside recovers.
+            let _ = tx.try_send((from, data));
+        }
+    }
+
+    /// Sends a WireGuard datagram to `key` the way QUIC goes: straight to
+    /// the proven direct address, else through the relay.
+    pub(crate) fn send_wireguard(&self, key: &NodeKey, data: &[u8]) {
+        let now = Instant::now();
+        let dst = {
+            let mut state = self.state();
+            state.paths.handle_activity(key, now);
+            let dst = state.paths.destination(key, now);
+            self.flush(&mut state);
+            dst
+        };
+        match dst {
+            // Like a full NIC queue: dropped, and TCP inside recovers.
+            Some(Destination::Direct(addr)) => drop(self.send_udp(data, addr)),
+            Some(Destination::Relay(key)) => self.send_relay(key, Bytes::copy_from_slice(data)),
+            None => {}
         }
     }
 
@@ -242,6 +284,8 @@ impl Inner {
             // it stays last, so the batch keeps GRO's shape.
             let mut quic = 0;
             let mut at = 0;
+            // The WireGuard sender, looked up once per entry (one source address).
+            let mut wg_from = None;
             while at < len {
                 let end = (at + stride).min(len);
                 match classify(&data[at..end]) {
@@ -256,7 +300,19 @@ impl Inner {
                             tracing::debug!(%e, %src, "dropped disco");
                         }
                     }
-                    PacketKind::WireGuard | PacketKind::Unknown => {}
+                    PacketKind::WireGuard => {
+                        // An unknown address is fine: the device finds the peer by
+                        // its session index or static key, and authenticates it.
+                        let from = *wg_from.get_or_insert_with(|| {
+                            let key = state.paths.peer_at(src);
+                            if let Some(key) = &key {
+                                state.paths.handle_activity(key, now);
+                            }
+                            key
+                        });
+                        self.to_wireguard(from, Bytes::copy_from_slice(&data[at..end]));
+                    }
+                    PacketKind::Unknown => {}
                 }
                 at = end;
             }

@@ -192,6 +192,16 @@ pub fn tempdir() -> anyhow::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// `coder login URL` flags that create the first user, `dev`.
+pub const FIRST_USER: [&str; 6] = [
+    "--first-user-username",
+    "dev",
+    "--first-user-email",
+    "dev@example.com",
+    "--first-user-password",
+    "dev-password",
+];
+
 /// Logs in to `srv` as a fresh first user (config in `cfg`), pushes
 /// `examples/templates/local` as template `local` and creates workspace
 /// `name` from it, waiting for the build. The agent runs on this host.
@@ -212,16 +222,7 @@ pub fn local_workspace(srv: &Coderd, cfg: &Path, scratch: &Path, name: &str) -> 
 
 /// `coder login` to a fresh deployment as its first user, `dev` (an owner).
 pub fn login_first_user(srv: &Coderd, cfg: &Path) -> anyhow::Result<String> {
-    run_ok(srv.coder(cfg)?.args([
-        "login",
-        srv.url.as_str(),
-        "--first-user-username",
-        "dev",
-        "--first-user-email",
-        "dev@example.com",
-        "--first-user-password",
-        "dev-password",
-    ]))
+    run_ok(srv.coder(cfg)?.args(["login", srv.url.as_str()]).args(FIRST_USER))
 }
 
 /// Whether every program is on PATH; prints why the caller skips if not.

@@ -377,6 +377,58 @@ impl Drop for Topology {
     }
 }
 
+/// A template whose agent token is written to `TOKEN_DIR/<workspace>.token`
+/// (replace `TOKEN_DIR`) and whose agent nothing starts: a topology test runs
+/// `coder-agent` in the namespace it wants.
+pub const TOKEN_FILE_TEMPLATE: &str = r#"
+terraform {
+  required_providers {
+    coder = {
+      source  = "coder/coder"
+      version = ">= 2.0.0"
+    }
+  }
+}
+
+data "coder_workspace" "me" {}
+
+resource "coder_agent" "main" {
+  os   = "linux"
+  arch = "amd64"
+}
+
+resource "terraform_data" "token" {
+  count            = data.coder_workspace.me.start_count
+  triggers_replace = [coder_agent.main.token]
+  provisioner "local-exec" {
+    command = "umask 077 && printf '%s' \"$TOKEN\" > \"$OUT.tmp\" && mv \"$OUT.tmp\" \"$OUT\""
+    environment = {
+      TOKEN = coder_agent.main.token
+      OUT   = "TOKEN_DIR/${data.coder_workspace.me.name}.token"
+    }
+  }
+}
+"#;
+
+/// Writes [`TOKEN_FILE_TEMPLATE`] to `scratch/tpl` with tokens going to
+/// `scratch/tokens` and pushes it as template `name` with `coder` (a
+/// logged-in `coder` command in some namespace). Returns the tokens directory.
+pub fn push_token_template(
+    mut coder: Command,
+    scratch: &Path,
+    name: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let tokens = scratch.join("tokens");
+    std::fs::create_dir_all(&tokens)?;
+    let tpl = scratch.join("tpl");
+    std::fs::create_dir_all(&tpl)?;
+    let tokens_s = tokens.to_str().context("non-UTF-8 path")?;
+    std::fs::write(tpl.join("main.tf"), TOKEN_FILE_TEMPLATE.replace("TOKEN_DIR", tokens_s))?;
+    let tpl_s = tpl.to_str().context("non-UTF-8 path")?;
+    crate::run_ok(coder.args(["templates", "push", name, "-d", tpl_s, "--yes"]))?;
+    Ok(tokens)
+}
+
 /// Starts `coderd server` inside `host` (normally [`Topology::internet`]):
 /// HTTP on `0.0.0.0:port`, access URL and STUN (port 3478) on the host's
 /// public address, embedded Postgres under `data_dir`. Waits up to 90 s for

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::{run_ok, stop_embedded_postgres, tempdir, Coderd};
+use tests::{login_first_user, run_ok, stop_embedded_postgres, tempdir, Coderd};
 
 fn has(cmd: &str) -> bool {
     Command::new("sh")
@@ -96,17 +96,7 @@ fn tunnel_ping_speedtest_netcheck_over_the_mesh() {
         c.args(args);
         c
     };
-    run_ok(&mut coder(&[
-        "login",
-        srv.url.as_str(),
-        "--first-user-username",
-        "dev",
-        "--first-user-email",
-        "dev@example.com",
-        "--first-user-password",
-        "dev-password",
-    ]))
-    .unwrap();
+    login_first_user(&srv, &cfg).unwrap();
     let tpl = tmp.path().join("tpl");
     run_ok(&mut coder(&["templates", "init", tpl.to_str().unwrap(), "--id", "local"])).unwrap();
     run_ok(&mut coder(&["templates", "push", "local", "-d", tpl.to_str().unwrap(), "--yes"]))

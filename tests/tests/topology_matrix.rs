@@ -23,46 +23,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tests::topology::{spawn_coderd, Host, Nat, Topology};
-use tests::{binary, run_ok, tempdir};
+use tests::topology::{push_token_template, spawn_coderd, Host, Nat, Topology};
+use tests::{binary, run_ok, tempdir, FIRST_USER};
 
 const DIRECT_DEADLINE: Duration = Duration::from_secs(30);
 /// Pings (1 s apart) that must all stay on the relay: more than one probe
 /// interval (5 s), so every hole-punching attempt has had its chance.
 const RELAY_PINGS: u32 = 7;
 const PAYLOAD_BYTES: usize = 4 << 20;
-
-/// An agent whose token the template writes to `TOKEN_DIR/<workspace>.token`
-/// and which nothing starts: the test runs `coder-agent` where it wants it.
-const TEMPLATE: &str = r#"
-terraform {
-  required_providers {
-    coder = {
-      source  = "coder/coder"
-      version = ">= 2.0.0"
-    }
-  }
-}
-
-data "coder_workspace" "me" {}
-
-resource "coder_agent" "main" {
-  os   = "linux"
-  arch = "amd64"
-}
-
-resource "terraform_data" "token" {
-  count            = data.coder_workspace.me.start_count
-  triggers_replace = [coder_agent.main.token]
-  provisioner "local-exec" {
-    command = "umask 077 && printf '%s' \"$TOKEN\" > \"$OUT.tmp\" && mv \"$OUT.tmp\" \"$OUT\""
-    environment = {
-      TOKEN = coder_agent.main.token
-      OUT   = "TOKEN_DIR/${data.coder_workspace.me.name}.token"
-    }
-  }
-}
-"#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PathKind {
@@ -374,25 +342,8 @@ fn run_matrix(name: &str, client_kinds: &[Nat], agent_kinds: &[Nat]) {
         c.args(args);
         c
     };
-    run_ok(&mut coder(&[
-        "login",
-        srv.url.as_str(),
-        "--first-user-username",
-        "dev",
-        "--first-user-email",
-        "dev@example.com",
-        "--first-user-password",
-        "dev-password",
-    ]))
-    .unwrap();
-    let tokens = tmp.path().join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let tpl = tmp.path().join("tpl");
-    std::fs::create_dir_all(&tpl).unwrap();
-    std::fs::write(tpl.join("main.tf"), TEMPLATE.replace("TOKEN_DIR", tokens.to_str().unwrap()))
-        .unwrap();
-    run_ok(&mut coder(&["templates", "push", "topo", "-d", tpl.to_str().unwrap(), "--yes"]))
-        .unwrap();
+    run_ok(coder(&["login", srv.url.as_str()]).args(FIRST_USER)).unwrap();
+    let tokens = push_token_template(coder(&[]), tmp.path(), "topo").unwrap();
 
     let payload: Vec<u8> =
         (0..PAYLOAD_BYTES as u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();

@@ -1,5 +1,6 @@
 //! `coder tunnel` (alias `port-forward`): local TCP and UDP ports forwarded
-//! to a workspace's ports over the mesh, until Ctrl-C.
+//! to a workspace's ports over the mesh, until Ctrl-C. With `--ip`, every
+//! workspace at its mesh address instead ([`crate::iptunnel`]).
 //!
 //! One mesh session and one QUIC connection to the agent carry everything:
 //!
@@ -35,8 +36,23 @@ use crate::meshnet::MeshSession;
 
 #[derive(clap::Args, Debug)]
 pub struct TunnelArgs {
-    /// `WORKSPACE` or `WORKSPACE.AGENT`.
-    pub workspace: String,
+    /// `WORKSPACE` or `WORKSPACE.AGENT` (not with `--ip`).
+    #[arg(required_unless_present = "ip", conflicts_with = "ip")]
+    pub workspace: Option<String>,
+    /// Reach every workspace at its mesh address over WireGuard: a TUN device
+    /// when run as root, else a SOCKS5 proxy (see `--socks5`).
+    #[arg(long, env = "CODER_TUNNEL_IP")]
+    pub ip: bool,
+    /// With `--ip`: no TUN device, only a SOCKS5 proxy on this address (it
+    /// also serves there when the TUN device cannot be created).
+    #[arg(long, value_name = "ADDR", requires = "ip", env = "CODER_TUNNEL_SOCKS5")]
+    pub socks5: Option<SocketAddr>,
+    /// With `--ip`: the TUN device's name.
+    #[arg(long, default_value = "coder0", requires = "ip", env = "CODER_TUNNEL_TUN_NAME")]
+    pub tun_name: String,
+    /// With `--ip`: how often the workspace list is re-read.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, hide = true)]
+    pub refresh: Duration,
     /// TCP forward `[BIND:]LOCAL:REMOTE` (or `PORT` for the same port both
     /// sides); ports may be equal-length ranges, `8000-8005:9000-9005`.
     /// Repeat the flag or separate with commas.
@@ -138,7 +154,45 @@ impl Dialer {
     }
 }
 
+/// Where the SOCKS5 proxy listens unless `--socks5` says otherwise.
+const DEFAULT_SOCKS5: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1080);
+
+async fn shutdown_signal() {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match term {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run_ip(ctx: &Context_, args: TunnelArgs) -> anyhow::Result<()> {
+    if !args.tcp.is_empty() || !args.udp.is_empty() {
+        bail!("--ip reaches every port already; drop --tcp/--udp.");
+    }
+    let client = ctx.client()?;
+    let token = ctx.token.clone().context("You are not logged in. Run `coder login <url>`.")?;
+    let mode = match args.socks5 {
+        Some(addr) => crate::iptunnel::Mode::Socks5(addr),
+        None => crate::iptunnel::Mode::Tun { name: args.tun_name, fallback: DEFAULT_SOCKS5 },
+    };
+    let config = crate::iptunnel::IpTunnelConfig {
+        mode,
+        relay_only: args.relay_only,
+        refresh: args.refresh,
+    };
+    crate::iptunnel::run(client, &token, config, shutdown_signal()).await
+}
+
 pub async fn run(ctx: &Context_, args: TunnelArgs) -> anyhow::Result<()> {
+    if args.ip {
+        return run_ip(ctx, args).await;
+    }
+    let workspace = args.workspace.clone().unwrap_or_default();
     let mut tcp = Vec::new();
     for spec in &args.tcp {
         tcp.extend(parse_forwards(spec).map_err(anyhow::Error::msg)?);
@@ -165,7 +219,7 @@ pub async fn run(ctx: &Context_, args: TunnelArgs) -> anyhow::Result<()> {
         })?;
         sockets.push((Arc::new(s), *f));
     }
-    let link = AgentLink::connect(ctx, &args.workspace, args.relay_only).await?;
+    let link = AgentLink::connect(ctx, &workspace, args.relay_only).await?;
     let ws = link.workspace.clone();
     let path = link.path();
     let dialer =

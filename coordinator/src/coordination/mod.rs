@@ -19,10 +19,6 @@ mod store;
 
 use std::time::Duration;
 
-use mesh::NodeId;
-use sha2::{Digest, Sha256};
-use uuid::Uuid;
-
 pub use self::core::{Core, Kind, Output, Record, StoreOp};
 pub use authz::Principal;
 pub use authz::{may_reach, may_resume};
@@ -60,12 +56,4 @@ impl Default for Config {
     }
 }
 
-/// The node id of a peer: the first 8 bytes of SHA-256 over the peer's
-/// UUID, big-endian (never 0). Both sides can compute it; the coordinator
-/// tells the peer in `hello` anyway.
-pub fn node_id(peer: Uuid) -> NodeId {
-    let digest = Sha256::digest(peer.as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    NodeId(u64::from_be_bytes(bytes).max(1))
-}
+pub use client::coordination::node_id;

@@ -8,6 +8,7 @@
 //! cargo run -p tests --bin bench -- all --quick --out /tmp/b # smoke run
 //! ```
 //!
+//! Group `wireguard` runs in this process too, in network namespaces (root).
 //! Groups `quic` and `relay` run in this process (mesh endpoints and a relay
 //! on loopback). Groups `ssh`, `jobs` and `agent` need a real deployment: the
 //! bench first builds the workspace's binaries with the profile it was built
@@ -26,6 +27,7 @@ mod relay;
 mod report;
 mod ssh;
 mod stats;
+mod wireguard;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,6 +48,7 @@ enum Group {
     Cli,
     Jobs,
     Agent,
+    Wireguard,
 }
 
 #[derive(Debug, Parser)]
@@ -141,6 +144,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if wants(Group::Path) {
         eprintln!("bench: path");
         results.record(Group::Path, "Time to a direct path (`bench path`)", path::run(&ctx).await);
+    }
+
+    if wants(Group::Wireguard) {
+        eprintln!("bench: wireguard");
+        results.record(
+            Group::Wireguard,
+            "WireGuard (`bench wireguard`)",
+            wireguard::run(&ctx).await,
+        );
     }
 
     let needs_deployment =

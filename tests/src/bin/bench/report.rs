@@ -145,8 +145,10 @@ impl Report {
             md,
             "How to run: `cargo run --release -p tests --bin bench -- all` (about 10–20 \
              minutes on 2 cores; builds the binaries it needs), or name groups: `quic`, \
-             `relay`, `path`, `ssh`, `cli`, `jobs`, `agent` (the report then holds only \
-             those). `path` needs root for its network-namespace figures. \
+             `relay`, `path`, `ssh`, `cli`, `jobs`, `agent`, `wireguard` (the report then \
+             holds only those). `path` and `wireguard` need root for their \
+             network-namespace figures; `wireguard`'s baseline needs `boringtun-cli` \
+             (`cargo install boringtun-cli --root /tmp/boringtun-cli`). \
              `--quick` runs each group for a fraction of a second and `--out DIR` writes \
              the report elsewhere; `tests/tests/bench_smoke.rs` does both on every test run. \
              Groups `ssh` and `agent` compare with OpenSSH's `sshd` \
