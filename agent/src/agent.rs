@@ -237,7 +237,13 @@ async fn forward_tcp(port: u16, mut send: quinn::SendStream, recv: quinn::RecvSt
         Ok(mut tcp) => {
             let _ = tcp.set_nodelay(true);
             let mut stream = tokio::io::join(recv, send);
-            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+            let _ = tokio::io::copy_bidirectional_with_sizes(
+                &mut tcp,
+                &mut stream,
+                mesh::COPY_BUFFER,
+                mesh::COPY_BUFFER,
+            )
+            .await;
         }
         Err(e) => {
             tracing::debug!(port, error = %e, "forward target refused");
@@ -360,7 +366,7 @@ async fn speedtest(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     }
     match dir[0] {
         b'd' => {
-            let buf = vec![0x5au8; 64 * 1024];
+            let buf = vec![0x5au8; 1024 * 1024];
             while send.write_all(&buf).await.is_ok() {}
         }
         b'p' => {
@@ -374,7 +380,7 @@ async fn speedtest(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
             let _ = send.finish();
         }
         _ => {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; 1024 * 1024];
             let mut total: u64 = 0;
             while let Ok(Some(n)) = recv.read(&mut buf).await {
                 total += n as u64;

@@ -38,5 +38,5 @@ pub use node::{
 #[cfg(feature = "sim")]
 pub use path::{simulated_time_to_direct, SimScenario};
 pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
-pub use service::{Service, ServiceParseError};
+pub use service::{Service, ServiceParseError, COPY_BUFFER};
 pub use wire::{classify, PacketKind};

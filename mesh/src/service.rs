@@ -8,6 +8,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Buffer size for splicing a TCP socket and a mesh stream: tokio's default
+/// 8 KiB cuts a bulk transfer into many small stream writes and socket reads.
+pub const COPY_BUFFER: usize = 256 * 1024;
+
 /// What a stream carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

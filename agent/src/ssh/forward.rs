@@ -34,7 +34,14 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+        &mut a,
+        &mut b,
+        mesh::COPY_BUFFER,
+        mesh::COPY_BUFFER,
+    )
+    .await
+    {
         tracing::debug!(error = %e, "forwarded connection ended with an error");
     }
 }

@@ -163,7 +163,7 @@ async fn download<R: AsyncRead + Unpin>(
 ) -> anyhow::Result<()> {
     let end = meter.start + time;
     let mut tick = tokio::time::interval_at(meter.start + every, every);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 1024 * 1024];
     loop {
         tokio::select! {
             biased;
@@ -194,7 +194,7 @@ where
 {
     let end = meter.start + time;
     let mut tick = tokio::time::interval_at(meter.start + every, every);
-    let buf = vec![0xa5u8; 64 * 1024];
+    let buf = vec![0xa5u8; 1024 * 1024];
     loop {
         tokio::select! {
             biased;

@@ -273,7 +273,14 @@ async fn tcp_connection(mut tcp: TcpStream, f: Forward, dialer: Arc<Dialer>) {
         }
     };
     let mut stream = tokio::io::join(recv, send);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await {
+    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+        &mut tcp,
+        &mut stream,
+        mesh::COPY_BUFFER,
+        mesh::COPY_BUFFER,
+    )
+    .await
+    {
         let hint = if e.kind() == std::io::ErrorKind::ConnectionReset {
             format!(" (is anything listening on port {} in the workspace?)", f.remote)
         } else {

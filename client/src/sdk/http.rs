@@ -39,6 +39,23 @@ impl SdkError {
     }
 }
 
+/// Follows redirects only within the origin (scheme, host and port) they come
+/// from: the session or agent token travels in a header of our own, which
+/// reqwest would otherwise carry to wherever a redirect points.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same =
+            attempt.previous().last().is_some_and(|prev| prev.origin() == attempt.url().origin());
+        if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 /// A client for one deployment, optionally authenticated.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -49,7 +66,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: Url) -> Self {
-        Client { base, token: None, http: reqwest::Client::new() }
+        let http = reqwest::Client::builder()
+            .redirect(same_origin_redirects())
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Client { base, token: None, http }
     }
 
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
@@ -467,5 +488,84 @@ impl Client {
             None,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An HTTP/1.1 server answering every request with `response(path)`;
+    /// counts the requests and remembers whether any carried the token header.
+    async fn server(
+        response: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> (Url, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let (requests, with_token) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, t) = (requests.clone(), with_token.clone());
+        let response = Arc::new(response);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                r.fetch_add(1, Ordering::SeqCst);
+                if head.contains(&SESSION_TOKEN_HEADER.to_ascii_lowercase()) {
+                    t.fetch_add(1, Ordering::SeqCst);
+                }
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let _ = conn.write_all(response(&path).as_bytes()).await;
+            }
+        });
+        (url, requests, with_token)
+    }
+
+    fn redirect(to: &str) -> String {
+        format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn the_token_never_follows_a_redirect_to_another_origin() {
+        let (elsewhere, requests, _) = server(|_| redirect("/")).await;
+        let target = elsewhere.join("steal").unwrap().to_string();
+        let (base, _, _) = server(move |_| redirect(&target)).await;
+        let client = Client::new(base.clone()).with_token("secret-token");
+        let resp = client
+            .http
+            .get(base.join("api/v2/users/me").unwrap())
+            .header(SESSION_TOKEN_HEADER, "secret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            reqwest::StatusCode::FOUND,
+            "the redirect is returned, not followed"
+        );
+        assert_eq!(requests.load(Ordering::SeqCst), 0, "the other origin was contacted");
+    }
+
+    #[tokio::test]
+    async fn redirects_within_the_deployment_are_followed() {
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        let (base, requests, with_token) =
+            server(move |path| if path == "/old" { redirect("/new") } else { ok.to_owned() }).await;
+        let resp = Client::new(base.clone())
+            .http
+            .get(base.join("old").unwrap())
+            .header(SESSION_TOKEN_HEADER, "secret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::OK);
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+        assert_eq!(with_token.load(Ordering::SeqCst), 2);
     }
 }
