@@ -136,7 +136,7 @@ pub struct ClusterConfig {
 
 /// A cluster this process started or found running. It is stopped only by
 /// [`Cluster::stop`]; dropping the handle leaves it running.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Cluster {
     bins: Binaries,
     dir: PathBuf,

@@ -91,6 +91,131 @@ async fn ensure_template(cluster: &Cluster, template: &str) -> anyhow::Result<()
     result
 }
 
+/// A Postgres cluster of one test's own, for tests that stop and start it
+/// (the shared cluster of [`database`] must never go away under other
+/// tests). It lives in a temporary directory and is stopped on drop.
+pub struct DedicatedCluster {
+    cluster: Cluster,
+    config: ClusterConfig,
+    _dir: tempfile::TempDir,
+}
+
+impl DedicatedCluster {
+    /// Creates and starts a cluster (a few seconds: `initdb`).
+    pub async fn start() -> anyhow::Result<DedicatedCluster> {
+        use std::os::unix::fs::PermissionsExt;
+        // Short (the socket path has a length limit) and enterable by the
+        // `postgres` user the cluster runs as when tests run as root.
+        let dir = tempfile::Builder::new().prefix("pg-").tempdir_in("/tmp")?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let config = ClusterConfig { dir: dir.path().join("c"), unsafe_no_fsync: true };
+        let c = config.clone();
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start(&c)).await??;
+        Ok(DedicatedCluster { cluster, config, _dir: dir })
+    }
+
+    /// A new migrated database on this cluster.
+    pub async fn database(&self, name: &str) -> anyhow::Result<TestDb> {
+        crate::postgres::ensure_database(&self.cluster, name).await?;
+        let options = self.cluster.connect_options(name);
+        let pool = db::connect(options.clone(), 10).await?;
+        db::migrate(&pool).await?;
+        Ok(TestDb { pool, name: name.to_owned(), options })
+    }
+
+    /// `pg_ctl stop -m fast`: every session is closed, committed data kept.
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        let cluster = self.cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+        Ok(())
+    }
+
+    /// Starts the cluster again after [`Self::stop`].
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        let c = self.config.clone();
+        tokio::task::spawn_blocking(move || Cluster::start(&c)).await??;
+        Ok(())
+    }
+}
+
+impl Drop for DedicatedCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+    }
+}
+
+/// A valid node for `id` with keys seeded by the id and one endpoint on
+/// `192.0.2.1:endpoint` (so a changed node is easy to tell apart).
+pub fn node(id: mesh::NodeId, endpoint: u16) -> mesh::Node {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(id.0);
+    mesh::Node {
+        id,
+        key: mesh::NodeSecret::generate(&mut rng).public(),
+        disco_key: mesh::DiscoSecret::generate(&mut rng).public(),
+        quic_key: mesh::QuicSecret::generate(&mut rng).public(),
+        preferred_relay: Some(1),
+        relay_latency_ms: Default::default(),
+        endpoints: vec![SocketAddr::from(([192, 0, 2, 1], endpoint))],
+        addresses: mesh::mesh_addresses(id),
+        version: mesh::PROTOCOL_VERSION,
+    }
+}
+
+/// An agent seeded straight into the database, with its secret token.
+#[derive(Debug, Clone)]
+pub struct SeededAgent {
+    pub id: uuid::Uuid,
+    pub token: String,
+    pub workspace: uuid::Uuid,
+}
+
+/// Inserts `n` workspaces owned by `owner`, each with one build whose one
+/// agent has a fresh token (in one transaction; no terraform involved).
+/// For tests and benchmarks of coordination, which need agents, not builds.
+pub async fn seed_agents(
+    db: &PgPool,
+    owner: uuid::Uuid,
+    n: usize,
+) -> anyhow::Result<Vec<SeededAgent>> {
+    use sha2::{Digest, Sha256};
+    use uuid::Uuid;
+    let mut tx = db.begin().await?;
+    let mut agents = Vec::with_capacity(n);
+    for _ in 0..n {
+        let [file, job, tpl, tv, ws, build, res, agent] = [(); 8].map(|_| Uuid::new_v4());
+        let token = Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO files (id, hash, mimetype, data, created_by) VALUES ($1, $2, 'application/x-tar', '', $3)")
+            .bind(file).bind(file.simple().to_string()).bind(owner).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO provisioner_jobs (id, type, input, file_id, initiator_id, started_at, completed_at)
+                     VALUES ($1, 'workspace_build', '{}', $2, $3, now(), now())")
+            .bind(job).bind(file).bind(owner).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO templates (id, name, active_version_id, created_by) VALUES ($1, $2, $3, $4)")
+            .bind(tpl).bind(format!("t-{}", tpl.simple())).bind(tv).bind(owner).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO template_versions (id, template_id, name, job_id, created_by) VALUES ($1, $2, 'v1', $3, $4)")
+            .bind(tv).bind(tpl).bind(job).bind(owner).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO workspaces (id, owner_id, template_id, name) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(ws)
+        .bind(owner)
+        .bind(tpl)
+        .bind(format!("w-{}", ws.simple()))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO workspace_builds (id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id)
+                     VALUES ($1, $2, $3, 1, 'start', $4, $5)")
+            .bind(build).bind(ws).bind(tv).bind(owner).bind(job).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO workspace_resources (id, job_id, transition, type, name) VALUES ($1, $2, 'start', 'null_resource', 'dev')")
+            .bind(res).bind(job).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO workspace_agents (id, resource_id, name, auth_token_hash) VALUES ($1, $2, 'main', $3)")
+            .bind(agent).bind(res).bind(Sha256::digest(token.as_bytes()).to_vec()).execute(&mut *tx).await?;
+        agents.push(SeededAgent { id: agent, token, workspace: ws });
+    }
+    tx.commit().await?;
+    Ok(agents)
+}
+
 /// A coordinator API served in process on `127.0.0.1:0`.
 pub struct TestServer {
     pub url: Url,
@@ -110,21 +235,30 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ApiConfig)) -> anyhow::Result<TestServer> {
-        Self::start_inner(tweak, None).await
+        Self::start_inner(tweak, None, None).await
     }
 
     /// A server that accepts external provisioners presenting `key` (and
     /// runs no in-process ones until [`Self::start_provisioners`]).
     pub async fn start_with_provisioner_key(key: &str) -> anyhow::Result<TestServer> {
         let key = crate::provisioner::ProvisionerKey::new(key)?;
-        Self::start_inner(|_| {}, Some(key)).await
+        Self::start_inner(|_| {}, Some(key), None).await
+    }
+
+    /// A server on a database the caller made (say, on a [`DedicatedCluster`]).
+    pub async fn start_on(db: TestDb) -> anyhow::Result<TestServer> {
+        Self::start_inner(|_| {}, None, Some(db)).await
     }
 
     async fn start_inner(
         tweak: impl FnOnce(&mut ApiConfig),
         key: Option<crate::provisioner::ProvisionerKey>,
+        db: Option<TestDb>,
     ) -> anyhow::Result<TestServer> {
-        let db = database().await?;
+        let db = match db {
+            Some(db) => db,
+            None => database().await?,
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let url = Url::parse(&format!("http://{addr}"))?;

@@ -4,165 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use client::coordination::{Coordinator, PeerKind, PeerUpdate};
-use client::sdk::{CreateUserRequest, LoginWithPasswordRequest, Role};
 use coordinator::testutil::TestServer;
-use coordinator::{ApiConfig, AppState};
-use mesh::{mesh_addresses, DiscoSecret, Node, NodeId, NodeSecret, QuicSecret, PROTOCOL_VERSION};
-use rand::SeedableRng;
-use sha2::{Digest, Sha256};
-use sqlx::PgPool;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::task::AbortOnDropHandle;
+use mesh::{mesh_addresses, NodeId};
+use tokio::net::TcpStream;
 use url::Url;
 use uuid::Uuid;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn node(id: NodeId, endpoint: u16) -> Node {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(id.0);
-    Node {
-        id,
-        key: NodeSecret::generate(&mut rng).public(),
-        disco_key: DiscoSecret::generate(&mut rng).public(),
-        quic_key: QuicSecret::generate(&mut rng).public(),
-        preferred_relay: Some(1),
-        relay_latency_ms: BTreeMap::new(),
-        endpoints: vec![SocketAddr::from(([192, 0, 2, 1], endpoint))],
-        addresses: mesh_addresses(id),
-        version: PROTOCOL_VERSION,
-    }
-}
-
-/// Waits (up to [`DEADLINE`]) for the first update matching `want`.
-async fn expect(
-    updates: &mut client::coordination::PeerUpdates,
-    what: &str,
-    mut want: impl FnMut(&PeerUpdate) -> bool,
-) -> PeerUpdate {
-    let found = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let u = updates.recv().await.expect("update stream ended");
-            if want(&u) {
-                return u;
-            }
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// Connects and publishes the node for the assigned id.
-async fn join(
-    url: &Url,
-    token: &str,
-    kind: PeerKind,
-    port: u16,
-) -> (Coordinator, client::coordination::PeerUpdates, Uuid, Node) {
-    let (c, mut updates) = Coordinator::connect(url, token, kind).await.unwrap();
-    let PeerUpdate::Connected { peer_id, node_id, .. } = updates.recv().await.unwrap() else {
-        panic!("first update is not Connected");
-    };
-    let n = node(node_id, port);
-    c.update_node(n.clone());
-    (c, updates, peer_id, n)
-}
-
-fn is_node(peer: Uuid, n: &Node) -> impl FnMut(&PeerUpdate) -> bool + '_ {
-    move |u| matches!(u, PeerUpdate::Node { peer: p, node } if *p == peer && node == n)
-}
-
-struct Agent {
-    id: Uuid,
-    token: String,
-    workspace: Uuid,
-}
-
-/// Inserts a workspace owned by `owner` whose latest build has one agent.
-async fn seed_agent(db: &PgPool, owner: Uuid) -> Agent {
-    let (file, job, tpl, tv, ws, build, res, agent) = (
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    );
-    let token = Uuid::new_v4().to_string();
-    let mut tx = db.begin().await.unwrap();
-    sqlx::query("INSERT INTO files (id, hash, mimetype, data, created_by) VALUES ($1, $2, 'application/x-tar', '', $3)")
-        .bind(file).bind(file.simple().to_string()).bind(owner).execute(&mut *tx).await.unwrap();
-    sqlx::query("INSERT INTO provisioner_jobs (id, type, input, file_id, initiator_id, started_at, completed_at)
-                 VALUES ($1, 'workspace_build', '{}', $2, $3, now(), now())")
-        .bind(job).bind(file).bind(owner).execute(&mut *tx).await.unwrap();
-    sqlx::query(
-        "INSERT INTO templates (id, name, active_version_id, created_by) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(tpl)
-    .bind(format!("t-{}", tpl.simple()))
-    .bind(tv)
-    .bind(owner)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO template_versions (id, template_id, name, job_id, created_by) VALUES ($1, $2, 'v1', $3, $4)")
-        .bind(tv).bind(tpl).bind(job).bind(owner).execute(&mut *tx).await.unwrap();
-    sqlx::query("INSERT INTO workspaces (id, owner_id, template_id, name) VALUES ($1, $2, $3, $4)")
-        .bind(ws)
-        .bind(owner)
-        .bind(tpl)
-        .bind(format!("w-{}", &ws.simple().to_string()[..8]))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO workspace_builds (id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id)
-                 VALUES ($1, $2, $3, 1, 'start', $4, $5)")
-        .bind(build).bind(ws).bind(tv).bind(owner).bind(job).execute(&mut *tx).await.unwrap();
-    sqlx::query("INSERT INTO workspace_resources (id, job_id, transition, type, name) VALUES ($1, $2, 'start', 'null_resource', 'dev')")
-        .bind(res).bind(job).execute(&mut *tx).await.unwrap();
-    sqlx::query("INSERT INTO workspace_agents (id, resource_id, name, auth_token_hash) VALUES ($1, $2, 'main', $3)")
-        .bind(agent).bind(res).bind(Sha256::digest(token.as_bytes()).to_vec()).execute(&mut *tx).await.unwrap();
-    tx.commit().await.unwrap();
-    Agent { id: agent, token, workspace: ws }
-}
-
-/// The owner's token and id, and a member's.
-async fn users(srv: &TestServer) -> ((String, Uuid), (String, Uuid)) {
-    let owner = srv.owner().await.unwrap();
-    let owner_id = owner.me().await.unwrap().id;
-    let owner_token = owner.token().unwrap().to_owned();
-    let member = owner
-        .create_user(&CreateUserRequest {
-            email: "member@example.com".into(),
-            username: "member".into(),
-            password: "member-password".into(),
-            roles: vec![Role::Member],
-        })
-        .await
-        .unwrap();
-    ((owner_token, owner_id), (member_login(srv).await, member.id))
-}
-
-/// A fresh session token of the member `users` created.
-async fn member_login(srv: &TestServer) -> String {
-    let login = srv
-        .client()
-        .login_with_password(&LoginWithPasswordRequest {
-            email: "member@example.com".into(),
-            password: "member-password".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    login.session_token
-}
+use common::*;
 
 #[tokio::test]
 async fn client_and_agent_see_each_other() {
@@ -359,49 +212,6 @@ async fn deleted_workspace_and_revoked_token_tear_tunnels_down() {
     tokio::time::timeout(DEADLINE, async { while agent_updates.recv().await.is_some() {} })
         .await
         .expect("the agent's update stream ends");
-}
-
-/// A second coderd replica on the same database; dropping it kills it.
-struct Replica {
-    url: Url,
-    _state: AppState,
-    _task: AbortOnDropHandle<()>,
-}
-
-async fn replica(db: &PgPool) -> Replica {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-    let state = AppState::new(db.clone(), ApiConfig::new(url.clone()));
-    let app = coordinator::app(state.clone());
-    let task = tokio::spawn(async move {
-        let _ =
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
-    });
-    Replica { url, _state: state, _task: AbortOnDropHandle::new(task) }
-}
-
-/// A TCP load balancer whose backend can be switched.
-async fn balancer(backend: SocketAddr) -> (Url, Arc<Mutex<SocketAddr>>, AbortOnDropHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-    let target = Arc::new(Mutex::new(backend));
-    let t = target.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let to = *t.lock().unwrap();
-            conns.spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    (url, target, AbortOnDropHandle::new(task))
-}
-
-fn addr(url: &Url) -> SocketAddr {
-    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap()).parse().unwrap()
 }
 
 #[tokio::test]

@@ -225,6 +225,7 @@ impl Core {
     /// A remote peer's row as (re-)read from the store, with the tunnels it
     /// opened; `None` when it has no row.
     pub fn handle_remote_peer(&mut self, peer: Uuid, record: Option<Record>, tunnels: Vec<Uuid>) {
+        let record = record.filter(|r| !self.is_stale_own(peer, r));
         if let Some(local) = self.local.get(&peer) {
             match &record {
                 // Our own write echoed back, or a stale read: we know better.
@@ -274,12 +275,13 @@ impl Core {
         self.tunnels.clear();
         self.neighbours.clear();
         for (id, record) in records {
-            if !self.local.contains_key(&id) {
+            if !self.local.contains_key(&id) && !self.is_stale_own(id, &record) {
                 self.records.insert(id, record);
             }
         }
         for (src, dst) in tunnels {
-            if !self.local.contains_key(&src) {
+            // Tunnels of a stale row of ours go with it.
+            if !self.local.contains_key(&src) && self.records.contains_key(&src) {
                 self.insert_tunnel(src, dst);
             }
         }
@@ -311,6 +313,14 @@ impl Core {
     /// Tunnels `src` opened.
     pub fn tunnels_from(&self, src: Uuid) -> Vec<Uuid> {
         self.tunnels.range((src, Uuid::nil())..=(src, Uuid::max())).map(|(_, d)| *d).collect()
+    }
+
+    /// A row this replica wrote for a peer that is no longer connected here:
+    /// its delete was lost (the database was away when the peer left). Only
+    /// this replica writes rows with its id, so the row is dead; the shell
+    /// prunes it from the store at the next resync.
+    fn is_stale_own(&self, peer: Uuid, record: &Record) -> bool {
+        record.coordinator == self.me && !self.local.contains_key(&peer)
     }
 
     fn peer_of(&self, conn: ConnId) -> Option<(Uuid, Kind)> {
@@ -646,6 +656,29 @@ mod tests {
         let outs = drain(&mut core);
         assert!(matches!(&sends(&outs, 1)[..], [ServerMessage::Disconnected { peer: CLIENT, .. }]));
         assert_eq!(core.local_state().len(), 1);
+    }
+
+    #[test]
+    fn rows_of_ours_without_a_connection_are_not_announced() {
+        // The agent is local; a client of ours left while the database was
+        // away, so its delete was lost and the store still has it.
+        let mut core = Core::new(ME);
+        core.handle_connect(1, AGENT, Kind::Agent);
+        core.handle_node(1, node_for(AGENT));
+        drain(&mut core);
+        let stale = Record { coordinator: ME, node: Some(node_for(CLIENT)), lost: false };
+        let mine = Record { coordinator: ME, node: Some(node_for(AGENT)), lost: false };
+        core.handle_snapshot(vec![(AGENT, mine), (CLIENT, stale.clone())], vec![(CLIENT, AGENT)]);
+        assert!(sends(&drain(&mut core), 1).is_empty(), "a dead peer announced as alive");
+        core.handle_remote_peer(CLIENT, Some(stale), vec![AGENT]);
+        assert!(sends(&drain(&mut core), 1).is_empty(), "a dead peer announced as alive");
+        // The same row written by another replica is a live peer.
+        let theirs = Record { coordinator: OTHER, node: Some(node_for(CLIENT)), lost: false };
+        core.handle_remote_peer(CLIENT, Some(theirs), vec![AGENT]);
+        assert_eq!(
+            sends(&drain(&mut core), 1),
+            vec![ServerMessage::Node { peer: CLIENT, node: node_for(CLIENT) }]
+        );
     }
 
     #[test]

@@ -5,17 +5,22 @@
 //! hand it to the replica's [`Replica`] ([`replica`]), which runs one task per
 //! connection ([`conn`]: framing, size and rate limits, periodic
 //! re-authorization) and one run loop around the sans-IO [`Core`] ([`core`]).
-//! The run loop persists the core's [`StoreOp`]s in Postgres ([`store`]) and
-//! announces them on the `coordination` pub/sub channel; other replicas
-//! re-read the announced rows and feed them to their cores, so a client on
-//! one replica and an agent on another see each other. Replicas heartbeat;
-//! the peers of one that stops are marked lost by the others.
+//! The run loop queues the core's [`StoreOp`]s for a writer task
+//! ([`writer`]) that persists them in Postgres ([`store`]) and announces them
+//! on the `coordination` pub/sub channel; other replicas re-read the
+//! announced rows and feed them to their cores, so a client on one replica
+//! and an agent on another see each other. Replicas heartbeat ([`heartbeat`]);
+//! the peers of one that stops are marked lost by the others. A Postgres
+//! restart costs no local fan-out: the run loop never waits on a write, and
+//! resyncs (rewrite, prune, re-read) once the database answers again.
 
 mod authz;
 mod conn;
 pub mod core;
+mod heartbeat;
 mod replica;
 mod store;
+mod writer;
 
 use std::time::Duration;
 

@@ -1,7 +1,14 @@
 //! The I/O shell of one replica's coordination: a run loop that owns the
-//! [`Core`], every connection task, the heartbeat and the pub/sub
-//! subscription. Dropping the last [`Replica`] handle stops all of it (the
-//! other replicas then mark its peers lost).
+//! [`Core`], every connection task, the store [`Writer`], the [`Heartbeat`]
+//! and the pub/sub subscription. Dropping the last [`Replica`] handle stops
+//! all of it (the other replicas then mark its peers lost).
+//!
+//! The run loop never waits on a write: the writer persists in order behind
+//! it, so local peers keep exchanging nodes while Postgres restarts. When
+//! the database answers again (a heartbeat succeeds after failing, or the
+//! listener reconnects and says [`Message::Resync`]) the run loop resyncs:
+//! it rewrites its peers and tunnels, prunes rows of peers that left while
+//! the database was away, and re-reads everyone else's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +23,10 @@ use uuid::Uuid;
 
 use super::authz::Principal;
 use super::conn::{Connection, Inbound, Outbound};
-use super::core::{Close, ConnId, Core, Kind, Output};
+use super::core::{Close, ConnId, Core, Kind, Output, StoreOp};
+use super::heartbeat::{Beat, Heartbeat};
 use super::store::{Notice, Store, CHANNEL};
+use super::writer::{Write, Writer};
 use super::{node_id, Config};
 use crate::pubsub::{Message, Pubsub};
 
@@ -70,8 +79,11 @@ impl Replica {
         core.handle_snapshot(records, tunnels);
         let (commands, commands_rx) = mpsc::channel(64);
         let (inbound, inbound_rx) = mpsc::channel(1024);
+        let (beats_tx, beats) = mpsc::channel(4);
         let run = RunLoop {
             core,
+            writer: Writer::spawn(store.clone()),
+            heartbeat: Heartbeat::spawn(store.clone(), config.clone(), beats_tx),
             store,
             config,
             conns: HashMap::new(),
@@ -79,7 +91,7 @@ impl Replica {
             next_conn: 0,
             inbound,
         };
-        let task = tokio::spawn(run.run(commands_rx, inbound_rx, notices));
+        let task = tokio::spawn(run.run(commands_rx, inbound_rx, beats, notices));
         Ok(Replica { id, commands, _task: Arc::new(AbortOnDropHandle::new(task)) })
     }
 
@@ -114,7 +126,10 @@ impl Replica {
 
 struct RunLoop {
     core: Core,
+    /// Reads only; writes go through `writer`.
     store: Store,
+    writer: Writer,
+    heartbeat: Heartbeat,
     config: Config,
     conns: HashMap<ConnId, mpsc::Sender<Outbound>>,
     tasks: JoinSet<()>,
@@ -127,11 +142,9 @@ impl RunLoop {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut inbound: mpsc::Receiver<(ConnId, Inbound)>,
+        mut beats: mpsc::Receiver<Beat>,
         mut notices: broadcast::Receiver<Message>,
     ) {
-        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut beats: u64 = 0;
         loop {
             tokio::select! {
                 biased;
@@ -146,20 +159,19 @@ impl RunLoop {
                     None => return,
                 },
                 Some((conn, msg)) = inbound.recv() => self.inbound(conn, msg),
-                _ = heartbeat.tick() => {
-                    beats += 1;
-                    self.heartbeat(beats).await;
-                }
+                Some(beat) = beats.recv() => self.beat(beat).await,
                 notice = notices.recv() => match notice {
                     Ok(Message::Payload(p)) => self.notice(&p).await,
-                    Ok(Message::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(Message::Resync) => {
+                        self.heartbeat.outage();
                         self.resync().await;
                     }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.resync().await,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 Some(_) = self.tasks.join_next() => {}
             }
-            self.drain().await;
+            self.drain();
         }
     }
 
@@ -208,7 +220,7 @@ impl RunLoop {
     }
 
     /// Carries out the core's outputs.
-    async fn drain(&mut self) {
+    fn drain(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Send { conn, message } => {
@@ -224,41 +236,21 @@ impl RunLoop {
                         let _ = tx.try_send(Outbound::Close(close));
                     }
                 }
-                Output::Store(op) => {
-                    if let Err(e) = self.store.apply(&op).await {
-                        // The next resync rewrites local state.
-                        tracing::warn!(error = %e, ?op, "coordination: store write failed");
-                    }
-                }
+                Output::Store(op) => self.writer.write(Write::Op(op)),
             }
         }
     }
 
-    async fn heartbeat(&mut self, beats: u64) {
-        match self.store.heartbeat().await {
-            Ok(true) if beats > 1 => {
-                tracing::warn!("coordination: this replica was declared dead; rewriting its state");
-                self.rewrite_local().await;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "coordination: heartbeat failed");
-                return;
-            }
+    async fn beat(&mut self, beat: Beat) {
+        for coordinator in beat.dead {
+            tracing::info!(%coordinator, "coordination: replica stopped heartbeating; its peers are lost");
+            self.reread_coordinator(coordinator).await;
         }
-        match self.store.expire_dead(self.config.heartbeat_timeout).await {
-            Ok(dead) => {
-                for coordinator in dead {
-                    tracing::info!(%coordinator, "coordination: replica stopped heartbeating; its peers are lost");
-                    self.reread_coordinator(coordinator).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "coordination: cannot expire dead replicas"),
+        if beat.declared_dead {
+            tracing::warn!("coordination: this replica was declared dead; rewriting its state");
         }
-        if beats.checked_rem(30) == Some(0) {
-            if let Err(e) = self.store.collect_lost(self.config.lost_retention).await {
-                tracing::warn!(error = %e, "coordination: cannot collect lost peers");
-            }
+        if beat.declared_dead | beat.recovered | self.writer.take_dirty() {
+            self.resync().await;
         }
     }
 
@@ -281,7 +273,10 @@ impl RunLoop {
     async fn reread_peer(&mut self, peer: Uuid) {
         match self.store.peer(peer).await {
             Ok((record, tunnels)) => self.core.handle_remote_peer(peer, record, tunnels),
-            Err(e) => tracing::warn!(error = %e, "coordination: cannot read a peer"),
+            Err(e) => {
+                tracing::warn!(error = %e, "coordination: cannot read a peer");
+                self.writer.mark_dirty();
+            }
         }
     }
 
@@ -292,28 +287,32 @@ impl RunLoop {
                     self.reread_peer(peer).await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "coordination: cannot read a replica's peers"),
+            Err(e) => {
+                tracing::warn!(error = %e, "coordination: cannot read a replica's peers");
+                self.writer.mark_dirty();
+            }
         }
     }
 
-    /// Notifications may have been missed: write our state back, re-read theirs.
+    /// Notifications may have been missed, or writes lost: write our state
+    /// back (behind any queued writes), prune rows of peers that left, and
+    /// re-read everyone else's.
     async fn resync(&mut self) {
         tracing::info!("coordination: resync");
-        if let Err(e) = self.store.heartbeat().await {
-            tracing::warn!(error = %e, "coordination: heartbeat failed during resync");
+        let mut keep = Vec::new();
+        for (id, kind, node, tunnels) in self.core.local_state() {
+            keep.push(id);
+            self.writer.write(Write::Op(StoreOp::UpsertPeer { id, kind, node }));
+            for dst in tunnels {
+                self.writer.write(Write::Op(StoreOp::AddTunnel { src: id, dst }));
+            }
         }
-        self.rewrite_local().await;
+        self.writer.write(Write::Prune(keep));
         match self.store.snapshot().await {
             Ok((records, tunnels)) => self.core.handle_snapshot(records, tunnels),
-            Err(e) => tracing::warn!(error = %e, "coordination: cannot read the state"),
-        }
-    }
-
-    async fn rewrite_local(&mut self) {
-        for (id, kind, node, tunnels) in self.core.local_state() {
-            if let Err(e) = self.store.rewrite(id, kind, node, &tunnels).await {
-                tracing::warn!(error = %e, "coordination: cannot rewrite a peer");
-                return;
+            Err(e) => {
+                tracing::warn!(error = %e, "coordination: cannot read the state; resyncing later");
+                self.writer.mark_dirty();
             }
         }
     }
@@ -323,9 +322,9 @@ impl RunLoop {
             let close = Close { code: 1001, reason: "coordinator shutting down".into() };
             let _ = tx.try_send(Outbound::Close(close));
         }
-        if let Err(e) = self.store.unregister().await {
-            tracing::warn!(error = %e, "coordination: cannot unregister");
-        }
+        let (done, unregistered) = oneshot::channel();
+        self.writer.write(Write::Unregister(done));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), unregistered).await;
         let join = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(std::time::Duration::from_secs(2), join).await.is_err() {
             self.tasks.shutdown().await;

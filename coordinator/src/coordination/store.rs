@@ -135,6 +135,23 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes this replica's rows of peers that are not in `keep` (their
+    /// deletes were lost while the database was away) and announces each.
+    pub async fn prune(&self, keep: &[Uuid]) -> Result<(), sqlx::Error> {
+        let gone: Vec<Uuid> = sqlx::query_scalar(
+            "DELETE FROM peers WHERE coordinator_id = $1 AND NOT (id = ANY($2)) RETURNING id",
+        )
+        .bind(self.me)
+        .bind(keep)
+        .fetch_all(&self.db)
+        .await?;
+        for peer in gone {
+            tracing::info!(%peer, "coordination: pruned the row of a peer that left while the database was away");
+            self.announce(Notice { from: self.me, peer: Some(peer), coordinator: None }).await;
+        }
+        Ok(())
+    }
+
     /// Persists one core write and announces the peer it touched.
     pub async fn apply(&self, op: &StoreOp) -> Result<(), sqlx::Error> {
         let peer = match op {
@@ -201,21 +218,6 @@ impl Store {
         Ok(())
     }
 
-    /// Rewrites a local peer entirely (after the store may have lost it).
-    pub async fn rewrite(
-        &self,
-        id: Uuid,
-        kind: Kind,
-        node: Option<mesh::Node>,
-        tunnels: &[Uuid],
-    ) -> Result<(), sqlx::Error> {
-        self.apply(&StoreOp::UpsertPeer { id, kind, node }).await?;
-        for dst in tunnels {
-            self.apply(&StoreOp::AddTunnel { src: id, dst: *dst }).await?;
-        }
-        Ok(())
-    }
-
     async fn announce(&self, notice: Notice) {
         let Ok(payload) = serde_json::to_string(&notice) else { return };
         if let Err(e) = self.pubsub.publish(CHANNEL, &payload).await {
@@ -226,6 +228,10 @@ impl Store {
 
     /// A peer's row and the tunnels it opened.
     pub async fn peer(&self, id: Uuid) -> Result<(Option<Record>, Vec<Uuid>), sqlx::Error> {
+        bounded(self.peer_inner(id)).await
+    }
+
+    async fn peer_inner(&self, id: Uuid) -> Result<(Option<Record>, Vec<Uuid>), sqlx::Error> {
         let row: Option<PeerRow> =
             sqlx::query_as("SELECT id, coordinator_id, node, status FROM peers WHERE id = $1")
                 .bind(id)
@@ -240,15 +246,24 @@ impl Store {
 
     /// The ids of a replica's peers.
     pub async fn peers_of(&self, coordinator: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar("SELECT id FROM peers WHERE coordinator_id = $1")
-            .bind(coordinator)
-            .fetch_all(&self.db)
-            .await
+        bounded(
+            sqlx::query_scalar("SELECT id FROM peers WHERE coordinator_id = $1")
+                .bind(coordinator)
+                .fetch_all(&self.db),
+        )
+        .await
     }
 
     /// Every peer and tunnel.
     #[allow(clippy::type_complexity)]
     pub async fn snapshot(&self) -> Result<(Vec<(Uuid, Record)>, Vec<(Uuid, Uuid)>), sqlx::Error> {
+        bounded(self.snapshot_inner()).await
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn snapshot_inner(
+        &self,
+    ) -> Result<(Vec<(Uuid, Record)>, Vec<(Uuid, Uuid)>), sqlx::Error> {
         let rows: Vec<PeerRow> =
             sqlx::query_as("SELECT id, coordinator_id, node, status FROM peers")
                 .fetch_all(&self.db)
@@ -256,6 +271,17 @@ impl Store {
         let tunnels = sqlx::query_as("SELECT src, dst FROM tunnels").fetch_all(&self.db).await?;
         Ok((rows.into_iter().map(PeerRow::record).collect(), tunnels))
     }
+}
+
+/// How long the run loop waits for a read before it gives up and resyncs
+/// later: a read that waits out the pool's acquire timeout while Postgres
+/// restarts would stall every peer of the replica.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn bounded<T>(
+    read: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(READ_TIMEOUT, read).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
 /// What `GET /api/v2/debug/coordinator` shows.
