@@ -2,7 +2,12 @@
 //! `coder`, `coder-agent`. Binaries are found beside the test executable
 //! (`target/<profile>/`); `cargo nextest run --workspace` builds them.
 
+mod balancer;
+mod session;
 pub mod topology;
+
+pub use balancer::Balancer;
+pub use session::HashedSession;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -183,6 +188,17 @@ pub fn stop_embedded_postgres(data_dir: &Path) {
     }
 }
 
+/// A handle to the embedded cluster of a coderd on `data_dir`, starting it
+/// if it is stopped (so [`coordinator::postgres::Cluster::stop`] then this
+/// restarts it under a running coderd, as an operator's restart would).
+pub fn embedded_postgres(data_dir: &Path) -> anyhow::Result<coordinator::postgres::Cluster> {
+    let config = coordinator::postgres::ClusterConfig {
+        dir: data_dir.join("postgres"),
+        unsafe_no_fsync: false,
+    };
+    Ok(coordinator::postgres::Cluster::start(&config)?)
+}
+
 /// A temporary directory that the `postgres` OS user can enter (when tests
 /// run as root, the embedded cluster runs as `postgres`).
 pub fn tempdir() -> anyhow::Result<tempfile::TempDir> {
@@ -233,6 +249,18 @@ pub fn require_programs(names: &[&str]) -> bool {
             false
         }
         None => true,
+    }
+}
+
+/// Whether a test must skip because one of `programs` is not on PATH (it
+/// prints which).
+pub fn skip_without(programs: &[&str]) -> bool {
+    match programs.iter().find(|p| !has_program(p)) {
+        Some(p) => {
+            eprintln!("skipping: {p} is not installed");
+            true
+        }
+        None => false,
     }
 }
 
