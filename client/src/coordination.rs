@@ -306,6 +306,8 @@ impl Actor {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(MAX_MESSAGE_BYTES);
         config.max_frame_size = Some(MAX_MESSAGE_BYTES);
+        // The default read chunk is 128 KiB (zeroed); messages are small.
+        config.read_buffer_size = 4 * 1024;
         let (mut ws, _) =
             match tokio_tungstenite::client_async_with_config(req, io, Some(config)).await {
                 Ok(ok) => ok,

@@ -88,6 +88,9 @@ struct Coordinate {
     relay_map: serde_json::Value,
 }
 
+/// Bytes read from a coordination socket at a time.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
 impl FromRequestParts<AppState> for Coordinate {
     type Rejection = ApiError;
 
@@ -105,7 +108,14 @@ impl FromRequestParts<AppState> for Coordinate {
             .await
             .map_err(ApiError::internal)?;
         Ok(Coordinate {
-            ws: ws.max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES),
+            // tungstenite's default read chunk (128 KiB, zeroed, per socket)
+            // would be most of a peer's memory; coordination messages are
+            // small, and larger ones (up to the limit) still assemble.
+            ws: ws
+                .max_message_size(MAX_MESSAGE_BYTES)
+                .max_frame_size(MAX_MESSAGE_BYTES)
+                .read_buffer_size(WS_READ_BUFFER)
+                .write_buffer_size(0),
             resume: query.resume,
             replica: replica(state, &cell).await?,
             relay_map: relay_map(state),

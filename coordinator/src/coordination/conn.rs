@@ -20,7 +20,9 @@ use super::Config;
 /// What the run loop sends a connection.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    Message(ServerMessage),
+    /// Boxed: the channel's blocks hold 32 slots each, and a `Node` inline
+    /// would make every idle connection's block several KiB.
+    Message(Box<ServerMessage>),
     /// Tunnels the peer holds from a previous connection it resumed.
     Inherited(Vec<Uuid>),
     Close(Close),

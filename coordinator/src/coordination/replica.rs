@@ -225,7 +225,7 @@ impl RunLoop {
             match out {
                 Output::Send { conn, message } => {
                     let Some(tx) = self.conns.get(&conn) else { continue };
-                    if tx.try_send(Outbound::Message(message)).is_err() {
+                    if tx.try_send(Outbound::Message(Box::new(message))).is_err() {
                         // Too slow to keep up (or gone): dropping the sender ends it.
                         self.conns.remove(&conn);
                         self.core.handle_disconnect(conn);
