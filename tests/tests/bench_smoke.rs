@@ -35,8 +35,14 @@ fn bench_all_quick_writes_a_report() {
     eprintln!("bench all --quick took {:.1} s", start.elapsed().as_secs_f64());
 
     let report = std::fs::read_to_string(out.path().join("benchmarks.md")).unwrap();
-    for heading in ["## QUIC direct path", "## Relay", "## SSH", "## Provisioner jobs", "## Agent"]
-    {
+    for heading in [
+        "## QUIC direct path",
+        "## Relay",
+        "## SSH",
+        "## Provisioner jobs",
+        "## Agent",
+        "## Coordinator",
+    ] {
         assert!(report.contains(heading), "no {heading:?} in the report:\n{report}");
     }
     assert!(report.contains("Quick (smoke) run"), "{report}");

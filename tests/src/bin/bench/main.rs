@@ -10,13 +10,15 @@
 //!
 //! Group `wireguard` runs in this process too, in network namespaces (root).
 //! Groups `quic` and `relay` run in this process (mesh endpoints and a relay
-//! on loopback). Groups `ssh`, `jobs` and `agent` need a real deployment: the
+//! on loopback); `coord` starts its own `coderd` and opens thousands of
+//! coordination WebSockets against it. Groups `ssh`, `jobs` and `agent` need a real deployment: the
 //! bench first builds the workspace's binaries with the profile it was built
 //! with (`--no-build` skips that), then starts `coderd` from its own target
 //! directory and creates a workspace from `examples/templates/local`.
 
 mod agent;
 mod cli;
+mod coord;
 mod deployment;
 mod jobs;
 mod net;
@@ -49,6 +51,7 @@ enum Group {
     Jobs,
     Agent,
     Wireguard,
+    Coord,
 }
 
 #[derive(Debug, Parser)]
@@ -155,12 +158,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
+    if wants(Group::Coord) {
+        eprintln!("bench: coord");
+        let title = "Coordinator fan-out (`bench coord`)";
+        if !args.no_build {
+            build_binaries()?;
+        }
+        if bins_dir()?.join("coderd").is_file() {
+            results.record(Group::Coord, title, coord::run(&ctx).await);
+        } else {
+            let mut s = Section::new(title, "");
+            s.notes.push("Skipped: coderd is not built (run without `--no-build`).".into());
+            results.sections.push((Group::Coord, s));
+        }
+    }
+
     let needs_deployment =
         wants(Group::Ssh) || wants(Group::Cli) || wants(Group::Jobs) || wants(Group::Agent);
     let mut dep = None;
     let mut skipped_note = None;
     if needs_deployment {
-        if !args.no_build {
+        if !args.no_build && !wants(Group::Coord) {
             build_binaries()?;
         }
         let bins = bins_dir()?;
@@ -221,14 +239,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         machine: report::Machine::probe(),
         command: command_line(&args),
         quick: args.quick,
-        sections: sections.into_iter().map(|(_, s)| s).collect(),
+        sections: sections.into_iter().map(|(g, s)| (group_name(g), s)).collect(),
         elapsed_s: started.elapsed().as_secs_f64(),
     };
-    let mut md = report.render();
-    if !plot::have_font() {
-        md.push_str("\n_No TrueType font was found, so the plots carry no text._\n");
-    }
     let path = out.join("benchmarks.md");
+    let previous = std::fs::read_to_string(&path).ok();
+    let order: Vec<String> = Group::value_variants()
+        .iter()
+        .filter(|g| **g != Group::All)
+        .map(|g| group_name(*g))
+        .collect();
+    let mut md = report.render(&order, previous.as_deref());
+    let no_font = "_No TrueType font was found, so the plots carry no text._";
+    if !plot::have_font() && !md.contains(no_font) {
+        md.push_str(&format!("\n{no_font}\n"));
+    }
     std::fs::write(&path, md).with_context(|| format!("write {}", path.display()))?;
     eprintln!("bench: wrote {} in {:.0} s", path.display(), started.elapsed().as_secs_f64());
     if !failed.is_empty() {
@@ -257,6 +282,10 @@ impl Results {
             }
         }
     }
+}
+
+fn group_name(g: Group) -> String {
+    g.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
 }
 
 fn command_line(args: &Args) -> String {
