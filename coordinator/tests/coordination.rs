@@ -42,19 +42,34 @@ async fn client_and_agent_see_each_other() {
         join(&srv.url, &member_token, PeerKind::SingleAgent(agent.id), 4).await;
     expect(&mut single_updates, "agent node (single)", is_node(agent.id, &agent_node)).await;
 
-    // The debug view is for owners only and shows the state.
-    let debug: serde_json::Value = reqwest::Client::new()
-        .get(srv.url.join("/api/v2/debug/coordinator").unwrap())
-        .header("Coder-Session-Token", &owner_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(debug["replicas"].as_array().unwrap().len(), 1, "{debug}");
-    assert_eq!(debug["peers"].as_array().unwrap().len(), 3, "{debug}");
-    assert_eq!(debug["tunnels"].as_array().unwrap().len(), 2, "{debug}");
+    // The debug view is for owners only and shows the state (the store is
+    // written behind the fan-out, so it may lag a moment).
+    let debug_view = || async {
+        reqwest::Client::new()
+            .get(srv.url.join("/api/v2/debug/coordinator").unwrap())
+            .header("Coder-Session-Token", &owner_token)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let counts = |d: &serde_json::Value| {
+        ["replicas", "peers", "tunnels"].map(|k| d[k].as_array().map_or(0, Vec::len))
+    };
+    let debug = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let d = debug_view().await;
+            if counts(&d) == [1, 3, 2] {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the debug view never showed 1 replica, 3 peers, 2 tunnels"));
+    assert_eq!(counts(&debug), [1, 3, 2], "{debug}");
     let status = reqwest::Client::new()
         .get(srv.url.join("/api/v2/debug/coordinator").unwrap())
         .header("Coder-Session-Token", &member_token)

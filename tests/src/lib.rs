@@ -252,18 +252,6 @@ pub fn require_programs(names: &[&str]) -> bool {
     }
 }
 
-/// Whether a test must skip because one of `programs` is not on PATH (it
-/// prints which).
-pub fn skip_without(programs: &[&str]) -> bool {
-    match programs.iter().find(|p| !has_program(p)) {
-        Some(p) => {
-            eprintln!("skipping: {p} is not installed");
-            true
-        }
-        None => false,
-    }
-}
-
 /// Whether a program is on PATH.
 pub fn has_program(name: &str) -> bool {
     Command::new("sh")

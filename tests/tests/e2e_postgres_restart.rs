@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use tests::{
-    embedded_postgres, local_workspace, run_ok, skip_without, stop_embedded_postgres, tempdir,
+    embedded_postgres, local_workspace, require_programs, run_ok, stop_embedded_postgres, tempdir,
     Coderd, HashedSession,
 };
 
@@ -20,7 +20,7 @@ const OUTAGE: Duration = Duration::from_secs(8);
 
 #[test]
 fn ssh_session_and_api_survive_a_postgres_restart() {
-    if skip_without(&["terraform", "ssh"]) {
+    if !require_programs(&["terraform", "ssh"]) {
         return;
     }
     let tmp = tempdir().unwrap();

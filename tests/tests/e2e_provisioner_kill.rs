@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tests::{
-    binary, local_workspace, run_ok, skip_without, stop_embedded_postgres, tempdir, Coderd,
+    binary, local_workspace, require_programs, run_ok, stop_embedded_postgres, tempdir, Coderd,
     HashedSession,
 };
 
@@ -85,7 +85,7 @@ fn kill_worker(child: &mut Child, work: &Path) {
 
 #[test]
 fn a_build_whose_worker_is_killed_fails_and_the_next_succeeds() {
-    if skip_without(&["terraform", "ssh"]) {
+    if !require_programs(&["terraform", "ssh"]) {
         return;
     }
     let tmp = tempdir().unwrap();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use client::sdk::{Client, LoginWithPasswordRequest};
 use coordinator::coordination::DebugSnapshot;
 use tests::{
-    embedded_postgres, local_workspace, run_ok, skip_without, stop_embedded_postgres, tempdir,
+    embedded_postgres, local_workspace, require_programs, run_ok, stop_embedded_postgres, tempdir,
     Balancer, Coderd, HashedSession,
 };
 
@@ -59,7 +59,7 @@ fn wait_debug(
 
 #[test]
 fn clients_resume_on_the_other_replica_when_one_is_killed() {
-    if skip_without(&["terraform", "ssh"]) {
+    if !require_programs(&["terraform", "ssh"]) {
         return;
     }
     let tmp = tempdir().unwrap();
