@@ -176,6 +176,35 @@ fn mesh_inputs(c: &mut Corpus) -> anyhow::Result<()> {
         c.add("mesh", "path_probes", name, script.to_vec());
     }
 
+    // WireGuard datagrams by message type (initiation, response, cookie, data)
+    // and an IPv6 packet for the stack's header parser.
+    c.add(
+        "mesh",
+        "wireguard_datagram",
+        "handshake_initiation",
+        [&[1, 0, 0, 0][..], &[0x5a; 144]].concat(),
+    );
+    c.add(
+        "mesh",
+        "wireguard_datagram",
+        "handshake_response",
+        [&[2, 0, 0, 0][..], &[0x3c; 88]].concat(),
+    );
+    c.add("mesh", "wireguard_datagram", "cookie_reply", [&[3, 0, 0, 0][..], &[0x11; 60]].concat());
+    c.add(
+        "mesh",
+        "wireguard_datagram",
+        "transport_data",
+        [&[4, 0, 0, 0][..], &[0; 12], &[0xab; 48]].concat(),
+    );
+    let mut ipv6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+    ipv6.extend_from_slice(&mesh_addresses(NodeId(2)).ipv6.octets());
+    ipv6.extend_from_slice(&mesh_addresses(NodeId(1)).ipv6.octets());
+    ipv6.extend_from_slice(&[
+        0x1f, 0x90, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    c.add("mesh", "wireguard_datagram", "ipv6_tcp_syn", ipv6);
+
     for service in [Service::Ssh, Service::Tcp(22), Service::Udp(53), Service::Speedtest] {
         let header = service.header();
         let name = header.get(1..).context("empty header")?.to_vec();
