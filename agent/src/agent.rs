@@ -236,14 +236,10 @@ async fn forward_tcp(port: u16, mut send: quinn::SendStream, recv: quinn::RecvSt
     match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
         Ok(mut tcp) => {
             let _ = tcp.set_nodelay(true);
-            let mut stream = tokio::io::join(recv, send);
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut tcp,
-                &mut stream,
-                mesh::COPY_BUFFER,
-                mesh::COPY_BUFFER,
-            )
-            .await;
+            let (mut r, mut w) = tcp.split();
+            if let Err(e) = mesh::splice(&mut r, &mut w, send, recv).await {
+                tracing::debug!(port, error = %e, "forward ended with an error");
+            }
         }
         Err(e) => {
             tracing::debug!(port, error = %e, "forward target refused");

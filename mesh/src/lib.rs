@@ -22,6 +22,7 @@ mod node;
 mod path;
 mod service;
 mod socket;
+mod splice;
 pub mod tls;
 pub mod wg;
 pub mod wire;
@@ -38,5 +39,8 @@ pub use node::{
 #[cfg(feature = "sim")]
 pub use path::{simulated_time_to_direct, SimScenario};
 pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
+/// The stream halves a [`MeshConnection`] opens and accepts.
+pub use quinn::{RecvStream, SendStream};
 pub use service::{Service, ServiceParseError, COPY_BUFFER};
+pub use splice::{copy_from_stream, copy_to_stream, splice, Spliced};
 pub use wire::{classify, PacketKind};

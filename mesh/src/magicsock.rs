@@ -290,7 +290,10 @@ impl Inner {
                 let end = (at + stride).min(len);
                 match classify(&data[at..end]) {
                     PacketKind::Quic => {
-                        data.copy_within(at..end, quic);
+                        // Usually every datagram is QUIC and already in place.
+                        if at != quic {
+                            data.copy_within(at..end, quic);
+                        }
                         quic += end - at;
                     }
                     PacketKind::Disco => {

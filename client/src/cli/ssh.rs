@@ -202,12 +202,14 @@ async fn stdio(
     let (mut send, mut recv) = conn.open(Service::Ssh).await.context("open the SSH stream")?;
     let up = async {
         let mut stdin = tokio::io::stdin();
-        let _ = tokio::io::copy(&mut stdin, &mut send).await;
-        let _ = send.finish();
+        match mesh::copy_to_stream(&mut stdin, &mut send).await {
+            Ok(_) => drop(send.finish()),
+            Err(_) => drop(send.reset(1u32.into())),
+        }
     };
     let down = async {
         let mut stdout = tokio::io::stdout();
-        let _ = tokio::io::copy(&mut recv, &mut stdout).await;
+        let _ = mesh::copy_from_stream(&mut recv, &mut stdout).await;
         let _ = stdout.flush().await;
     };
     // The session ends when the agent closes its side.

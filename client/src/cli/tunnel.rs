@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mesh::{MeshConnection, Service};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
@@ -134,10 +134,7 @@ struct Dialer {
 }
 
 impl Dialer {
-    async fn open(
-        &self,
-        service: Service,
-    ) -> anyhow::Result<(impl AsyncWrite + Unpin + Send, impl AsyncRead + Unpin + Send)> {
+    async fn open(&self, service: Service) -> anyhow::Result<(mesh::SendStream, mesh::RecvStream)> {
         let conn = {
             let mut conn = self.conn.lock().await;
             if conn.quic().close_reason().is_some() {
@@ -272,15 +269,8 @@ async fn tcp_connection(mut tcp: TcpStream, f: Forward, dialer: Arc<Dialer>) {
             return;
         }
     };
-    let mut stream = tokio::io::join(recv, send);
-    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-        &mut tcp,
-        &mut stream,
-        mesh::COPY_BUFFER,
-        mesh::COPY_BUFFER,
-    )
-    .await
-    {
+    let (mut r, mut w) = tcp.split();
+    if let Err(e) = mesh::splice(&mut r, &mut w, send, recv).await {
         let hint = if e.kind() == std::io::ErrorKind::ConnectionReset {
             format!(" (is anything listening on port {} in the workspace?)", f.remote)
         } else {
