@@ -212,6 +212,14 @@ impl Inner {
     /// Sends a WireGuard datagram to `key` the way QUIC goes: straight to
     /// the proven direct address, else through the relay.
     pub(crate) fn send_wireguard(&self, key: &NodeKey, data: &[u8]) {
+        self.send_wireguard_batch(key, data, data.len());
+    }
+
+    /// Sends WireGuard datagrams to `key` in one go: `contents` holds them
+    /// back to back, each `segment` bytes but the last (which may be shorter).
+    /// A direct path takes them in one GSO send where the kernel offers it.
+    pub(crate) fn send_wireguard_batch(&self, key: &NodeKey, contents: &[u8], segment: usize) {
+        let segment = segment.max(1);
         let now = Instant::now();
         let dst = {
             let mut state = self.state();
@@ -221,11 +229,32 @@ impl Inner {
             dst
         };
         match dst {
-            // Like a full NIC queue: dropped, and TCP inside recovers.
-            Some(Destination::Direct(addr)) => drop(self.send_udp(data, addr)),
-            Some(Destination::Relay(key)) => self.send_relay(key, Bytes::copy_from_slice(data)),
+            Some(Destination::Direct(addr)) if contents.len() > segment => {
+                let transmit = Transmit {
+                    destination: socket::send_addr(self.udp_addr, addr),
+                    ecn: None,
+                    contents,
+                    segment_size: Some(segment),
+                    src_ip: None,
+                };
+                // Like a full NIC queue: dropped, and TCP inside recovers.
+                let _ = self.udp.try_io(Interest::WRITABLE, || {
+                    self.udp_state.send((&self.udp).into(), &transmit)
+                });
+            }
+            Some(Destination::Direct(addr)) => drop(self.send_udp(contents, addr)),
+            Some(Destination::Relay(key)) => {
+                for datagram in contents.chunks(segment) {
+                    self.send_relay(key, Bytes::copy_from_slice(datagram));
+                }
+            }
             None => {}
         }
+    }
+
+    /// How many datagrams one GSO send may carry (1 without GSO).
+    pub(crate) fn max_gso_segments(&self) -> usize {
+        self.udp_state.max_gso_segments()
     }
 
     /// Delivers the relayed QUIC kept for `key`, just announced.

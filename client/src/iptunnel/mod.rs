@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use mesh::netstack::Netstack;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -78,6 +78,12 @@ pub async fn run(
     let mut _tun_task = None;
     let socks_addr = match &config.mode {
         Mode::Socks5(addr) => Some(*addr),
+        Mode::Tun { name, fallback } if !tun::may_create() => {
+            eprintln!(
+                "Cannot create a TUN device without root (CAP_NET_ADMIN). Serving a SOCKS5 proxy on {fallback} instead."
+            );
+            Some(*fallback)
+        }
         Mode::Tun { name, fallback } => match tun::create(name, ours) {
             Ok(dev) => {
                 let dev_name = dev.name().unwrap_or_else(|_| name.clone());
@@ -104,6 +110,9 @@ pub async fn run(
                 );
                 Some(*fallback)
             }
+            Err(e) if tun::is_busy(&e) => bail!(
+                "the TUN device {name} is in use (another `coder tunnel --ip`?); stop it or pass --tun-name"
+            ),
             Err(e) => return Err(e).context("create the TUN device"),
         },
     };

@@ -318,10 +318,9 @@ impl Stack {
         let wake = self.wake.clone();
         loop {
             self.step();
-            for packet in self.device.tx.drain(..) {
-                if let Err(e) = tx.send(&packet) {
-                    tracing::trace!(%e, "netstack packet not sent");
-                }
+            if !self.device.tx.is_empty() {
+                tx.send_batch(self.device.tx.iter().map(Vec::as_slice));
+                self.device.tx.clear();
             }
             let delay = self.iface.poll_delay(smol_now(), &self.sockets);
             let sleep = delay.map(|d| Duration::from_micros(d.total_micros()));

@@ -97,6 +97,36 @@ impl WgSender {
         result
     }
 
+    /// Encrypts and sends many packets under one lock of the device; the
+    /// datagrams for one peer leave in as few sends as the socket allows
+    /// (GSO). Returns how many packets were accepted; the rest were dropped
+    /// (no route, malformed), as [`WgSender::send`] would.
+    pub fn send_batch<'a>(&self, packets: impl IntoIterator<Item = &'a [u8]>) -> usize {
+        let shared = &self.0;
+        let mut out = GsoBatch::new(shared.sock.max_gso_segments());
+        let mut send = |key: NodeKey, datagrams: &[u8], segment: usize| {
+            shared.sock.send_wireguard_batch(&key, datagrams, segment);
+        };
+        let mut sent = 0;
+        let mut device = shared.device();
+        let now = Instant::now();
+        for packet in packets {
+            let result = device.handle_packet(packet, now, &mut |e| {
+                if let Emit::Network(key, datagram) = e {
+                    out.push(key, datagram, &mut send);
+                }
+            });
+            match result {
+                Ok(()) => sent += 1,
+                Err(e) => tracing::trace!(%e, "packet not sent"),
+            }
+        }
+        shared.rearm(&mut device);
+        drop(device);
+        out.flush(&mut send);
+        sent
+    }
+
     /// Whether some peer owns this address.
     pub fn routes(&self, ip: std::net::IpAddr) -> bool {
         self.0.device().peer_for(ip).is_some()
@@ -120,6 +150,67 @@ impl WgReceiver {
     /// Up to `limit` packets at once, appended to `buf`; 0 once the endpoint is gone.
     pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
         self.rx.recv_many(buf, limit).await
+    }
+}
+
+/// The most bytes one GSO send carries (a UDP datagram's limit, with room
+/// for headers).
+const GSO_MAX_BYTES: usize = 64_000;
+
+/// Datagrams for one peer, back to back, waiting to leave in one GSO send:
+/// every one `segment` bytes long but the last.
+struct GsoBatch {
+    key: Option<NodeKey>,
+    buf: Vec<u8>,
+    segment: usize,
+    count: usize,
+    max_segments: usize,
+    /// The last datagram was shorter than `segment`: nothing may follow it.
+    closed: bool,
+}
+
+impl GsoBatch {
+    fn new(max_segments: usize) -> Self {
+        Self {
+            key: None,
+            buf: Vec::new(),
+            segment: 0,
+            count: 0,
+            max_segments: max_segments.max(1),
+            closed: false,
+        }
+    }
+
+    /// Adds a datagram for `key`, first sending what is batched through `send`
+    /// (key, datagrams back to back, segment size) if it cannot join them.
+    fn push(
+        &mut self,
+        key: NodeKey,
+        datagram: &[u8],
+        send: &mut impl FnMut(NodeKey, &[u8], usize),
+    ) {
+        let fits = self.key == Some(key)
+            && !self.closed
+            && datagram.len() <= self.segment
+            && self.count < self.max_segments
+            && self.buf.len() + datagram.len() <= GSO_MAX_BYTES;
+        if !fits {
+            self.flush(send);
+            self.key = Some(key);
+            self.segment = datagram.len();
+        }
+        self.buf.extend_from_slice(datagram);
+        self.count += 1;
+        self.closed = datagram.len() < self.segment;
+    }
+
+    fn flush(&mut self, send: &mut impl FnMut(NodeKey, &[u8], usize)) {
+        if let Some(key) = self.key.take() {
+            send(key, &self.buf, self.segment);
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
     }
 }
 
@@ -174,5 +265,64 @@ async fn timers(shared: Arc<Shared>) {
             }
             None => shared.timer.notified().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> NodeKey {
+        NodeKey::from_bytes([b; 32])
+    }
+
+    /// Pushes `(peer, len)` datagrams; the sends as (peer, lengths, segment).
+    fn batches(max_segments: usize, datagrams: &[(u8, usize)]) -> Vec<(u8, Vec<usize>, usize)> {
+        let mut sent = Vec::new();
+        let mut send = |k: NodeKey, buf: &[u8], segment: usize| {
+            let peer = k.as_bytes()[0];
+            let lens = buf.chunks(segment).map(<[u8]>::len).collect();
+            sent.push((peer, lens, segment));
+        };
+        let mut batch = GsoBatch::new(max_segments);
+        for &(peer, len) in datagrams {
+            batch.push(key(peer), &vec![peer; len], &mut send);
+        }
+        batch.flush(&mut send);
+        sent
+    }
+
+    #[test]
+    fn equal_datagrams_to_one_peer_leave_together() {
+        assert_eq!(batches(64, &[(1, 1452); 3]), [(1, vec![1452; 3], 1452)]);
+    }
+
+    #[test]
+    fn a_shorter_datagram_ends_the_batch() {
+        let sent = batches(64, &[(1, 1452), (1, 1452), (1, 80), (1, 1452)]);
+        assert_eq!(sent, [(1, vec![1452, 1452, 80], 1452), (1, vec![1452], 1452)]);
+    }
+
+    #[test]
+    fn a_longer_datagram_or_another_peer_starts_a_new_batch() {
+        let sent = batches(64, &[(1, 80), (1, 1452), (2, 1452), (1, 1452)]);
+        assert_eq!(
+            sent,
+            [
+                (1, vec![80], 80),
+                (1, vec![1452], 1452),
+                (2, vec![1452], 1452),
+                (1, vec![1452], 1452)
+            ]
+        );
+    }
+
+    #[test]
+    fn batches_respect_the_segment_and_byte_limits() {
+        let sent = batches(2, &[(1, 100); 5]);
+        assert_eq!(sent.iter().map(|s| s.1.len()).collect::<Vec<_>>(), [2, 2, 1]);
+        let sent = batches(1000, &[(1, 1452); 50]);
+        assert!(sent.iter().all(|s| s.1.iter().sum::<usize>() <= GSO_MAX_BYTES), "{sent:?}");
+        assert_eq!(sent.iter().map(|s| s.1.len()).sum::<usize>(), 50);
     }
 }
