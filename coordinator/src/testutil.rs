@@ -290,7 +290,8 @@ impl TestServer {
 
     /// Starts `n` in-process provisioners running real terraform with the
     /// provider built beside the test binary. `None` (with the reason printed)
-    /// when terraform or the provider is missing: the caller skips.
+    /// when terraform or the provider is missing: the caller skips. Jobs whose
+    /// worker is silent for `stale_after` fail; workers heartbeat ten times in it.
     pub fn start_provisioners(&mut self, n: usize, stale_after: std::time::Duration) -> Option<()> {
         let Some(terraform) = crate::provisioner::find_terraform() else {
             eprintln!("skipping: terraform is not on PATH");
@@ -305,7 +306,12 @@ impl TestServer {
             crate::provisioner::ExecutorConfig::new(terraform, provider, dir.path().to_path_buf());
         let backend =
             crate::provisioner::PgBackend::new(self.state.queue.clone(), self.url.to_string());
-        self.provisioners = Some(crate::provisioner::Provisioners::spawn(backend, exec, n));
+        // Heartbeats well inside the stale timeout, so a loaded machine's
+        // scheduling delays never pass for a dead worker.
+        let heartbeat = (stale_after / 10).max(std::time::Duration::from_millis(100));
+        self.provisioners = Some(crate::provisioner::Provisioners::spawn_with_heartbeat(
+            backend, exec, n, heartbeat,
+        ));
         self.start_stale_job_detector(stale_after);
         self.work_dir = Some(dir);
         Some(())

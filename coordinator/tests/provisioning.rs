@@ -14,6 +14,10 @@ use coordinator::testutil::TestServer;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+/// How long a silent worker keeps its job: short, so the dead-worker case
+/// ends soon, yet ten heartbeats long (see `TestServer::start_provisioners`).
+const STALE_AFTER: Duration = Duration::from_secs(5);
+
 const TEMPLATE: &str = r#"
 terraform {
   required_providers {
@@ -65,7 +69,7 @@ resource "terraform_data" "box" {
 
 async fn server() -> Option<(TestServer, Client)> {
     let mut srv = TestServer::start().await.unwrap();
-    srv.start_provisioners(2, Duration::from_secs(2))?;
+    srv.start_provisioners(2, STALE_AFTER)?;
     let owner = srv.owner().await.unwrap();
     Some((srv, owner))
 }
@@ -420,10 +424,12 @@ async fn cancel_a_running_build_and_survive_a_dead_worker() {
             })
             .await
     });
-    tokio::time::timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("slow step never started")
-        .unwrap();
+    let started =
+        tokio::time::timeout(Duration::from_secs(60), rx).await.expect("slow step never started");
+    if started.is_err() {
+        // The build ended before its slow step: say how.
+        panic!("the build ended before its slow step: {:?}", follow.await);
+    }
     srv.kill_provisioners();
     let job = tokio::time::timeout(Duration::from_secs(60), follow)
         .await
@@ -434,7 +440,7 @@ async fn cancel_a_running_build_and_survive_a_dead_worker() {
     assert_eq!(job.error_code, "worker_lost");
 
     // With workers back, the next build succeeds.
-    srv.start_provisioners(1, Duration::from_secs(2)).unwrap();
+    srv.start_provisioners(1, STALE_AFTER).unwrap();
     let job = build(
         &owner,
         ws.id,

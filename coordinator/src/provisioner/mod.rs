@@ -46,13 +46,25 @@ pub struct Provisioners {
 
 impl Provisioners {
     pub fn spawn(backend: PgBackend, config: ExecutorConfig, n: usize) -> Provisioners {
+        Self::spawn_with_heartbeat(backend, config, n, WorkerConfig::new("").heartbeat_interval)
+    }
+
+    /// [`Provisioners::spawn`] with workers heartbeating their jobs every
+    /// `heartbeat` (a stale-job timeout must be several of these).
+    pub fn spawn_with_heartbeat(
+        backend: PgBackend,
+        config: ExecutorConfig,
+        n: usize,
+        heartbeat: std::time::Duration,
+    ) -> Provisioners {
         let executor = TerraformExecutor::new(config);
         let backend = Arc::new(backend);
         let host = hostname();
         let workers = (0..n)
             .map(|i| {
-                let id = format!("{host}-{}-{i}", std::process::id());
-                Worker::spawn(backend.clone(), Arc::clone(&executor), WorkerConfig::new(id))
+                let mut config = WorkerConfig::new(format!("{host}-{}-{i}", std::process::id()));
+                config.heartbeat_interval = heartbeat;
+                Worker::spawn(backend.clone(), Arc::clone(&executor), config)
             })
             .collect();
         Provisioners { workers }
