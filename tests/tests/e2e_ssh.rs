@@ -51,6 +51,16 @@ fn push_create_ssh_and_openssh_over_the_mesh() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 
+    // `coder list | head` closing the pipe first: a quiet SIGPIPE-style end, no panic.
+    let mut list = coder(&["list"]);
+    list.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = list.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+
     // coder ssh: exec with the remote exit code, stdout and stderr apart.
     let out = coder(&["ssh", "ws1", "--", "echo out; echo err >&2; exit 7"]).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));

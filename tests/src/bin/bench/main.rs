@@ -150,6 +150,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     if wants(Group::Wireguard) {
+        if !args.quick && !args.no_build {
+            wireguard::install_boringtun_cli()?;
+        }
         eprintln!("bench: wireguard");
         results.record(
             Group::Wireguard,
@@ -232,7 +235,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         d.shutdown();
     }
 
-    let Results { mut sections, failed } = results;
+    let Results { mut sections, failed, .. } = results;
     sections.sort_by_key(|(g, _)| *g);
     let report = Report {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -263,16 +266,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The sections so far, and which groups failed.
-#[derive(Default)]
 struct Results {
     sections: Vec<(Group, Section)>,
     failed: Vec<Group>,
+    /// When the group being run started (the previous one ended).
+    mark: Instant,
+}
+
+impl Default for Results {
+    fn default() -> Self {
+        Self { sections: Vec::new(), failed: Vec::new(), mark: Instant::now() }
+    }
 }
 
 impl Results {
+    /// Records a group's section, with the time since the previous group
+    /// ended (its builds included).
     fn record(&mut self, group: Group, title: &str, result: anyhow::Result<Section>) {
+        let elapsed = self.mark.elapsed();
+        self.mark = Instant::now();
+        eprintln!("bench: {} took {:.0} s", group_name(group), elapsed.as_secs_f64());
         match result {
-            Ok(s) => self.sections.push((group, s)),
+            Ok(mut s) => {
+                s.elapsed_s = Some(elapsed.as_secs_f64());
+                self.sections.push((group, s));
+            }
             Err(e) => {
                 eprintln!("bench: group {group:?} failed: {e:#}");
                 let mut s = Section::new(title, "");

@@ -66,6 +66,8 @@ pub struct Section {
     pub plots: Vec<Plot>,
     /// Skipped baselines, failures, caveats.
     pub notes: Vec<String>,
+    /// How long the group took, its builds included.
+    pub elapsed_s: Option<f64>,
 }
 
 impl Section {
@@ -189,8 +191,8 @@ impl Report {
              minutes on 2 cores; builds the binaries it needs), or name groups: `quic`, \
              `relay`, `path`, `ssh`, `cli`, `jobs`, `agent`, `wireguard`, `coord` (a run of \
              some groups replaces only their sections). `path` and `wireguard` need root \
-             for their network-namespace figures; `wireguard`'s baseline needs \
-             `boringtun-cli` (`cargo install boringtun-cli --root /tmp/boringtun-cli`). \
+             for their network-namespace figures; `wireguard`'s baseline, `boringtun-cli`, \
+             is installed with cargo into `target/bench-tools` (or set `BORINGTUN_CLI`). \
              `--quick` runs each group for a fraction of a second and `--out DIR` writes \
              the report elsewhere; `tests/tests/bench_smoke.rs` does both on every test run. \
              Groups `ssh` and `agent` compare with OpenSSH's `sshd` \
@@ -215,14 +217,17 @@ impl Report {
              for times and sizes lower is better.\n"
         );
         let old = previous.map(previous_sections).unwrap_or_default();
-        let stamp = format!(
-            "_Measured {} by `{}` (whole run: {:.0} s)._\n",
-            self.date, self.command, self.elapsed_s
-        );
+        let stamp = |s: &Section| {
+            let group = s.elapsed_s.map(|g| format!("this group: {g:.0} s; ")).unwrap_or_default();
+            format!(
+                "_Measured {} by `{}` ({group}whole run: {:.0} s)._\n",
+                self.date, self.command, self.elapsed_s
+            )
+        };
         for group in order {
             if let Some((_, s)) = self.sections.iter().find(|(g, _)| g == group) {
                 let _ = writeln!(md, "<!-- bench:{group} -->");
-                md.push_str(&render_section(s, &stamp));
+                md.push_str(&render_section(s, &stamp(s)));
             } else if let Some((_, text)) = old.iter().find(|(g, _)| g == group) {
                 let _ = writeln!(md, "<!-- bench:{group} -->");
                 md.push_str(text.trim_end());

@@ -11,8 +11,8 @@
 //!   over its UAPI socket), kernel TCP on both ends.
 //! - *QUIC*: one mesh QUIC stream between the same two nodes.
 //!
-//! Root only; the baseline needs `boringtun-cli` (`BORINGTUN_CLI`, or
-//! `cargo install boringtun-cli --root /tmp/boringtun-cli`) and is skipped
+//! Root only; the baseline needs `boringtun-cli` (`BORINGTUN_CLI`, or the
+//! one the bench installs with cargo under `target/bench-tools`) and is skipped
 //! without it.
 
 use std::io::{Read, Write};
@@ -43,11 +43,36 @@ fn sizes(ctx: &Ctx) -> (Duration, usize) {
     }
 }
 
+/// Where [`install_boringtun_cli`] puts the baseline: beside the target
+/// directory's other bench tools.
+fn tools_root() -> anyhow::Result<PathBuf> {
+    Ok(crate::bins_dir()?.parent().context("no target dir")?.join("bench-tools"))
+}
+
+/// `BORINGTUN_CLI`, else the one [`install_boringtun_cli`] installed.
 fn boringtun_cli() -> Option<PathBuf> {
-    let path = std::env::var_os("BORINGTUN_CLI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/boringtun-cli/bin/boringtun-cli"));
+    let path = match std::env::var_os("BORINGTUN_CLI") {
+        Some(path) => PathBuf::from(path),
+        None => tools_root().ok()?.join("bin/boringtun-cli"),
+    };
     path.is_file().then_some(path)
+}
+
+/// Installs the baseline with cargo (crates.io) unless it is there already.
+pub fn install_boringtun_cli() -> anyhow::Result<()> {
+    if boringtun_cli().is_some() {
+        return Ok(());
+    }
+    let root = tools_root()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("bench: installing boringtun-cli into {}", root.display());
+    let status = std::process::Command::new(cargo)
+        .args(["install", "boringtun-cli", "--version", "0.7.1", "--root"])
+        .arg(&root)
+        .status()
+        .context("run cargo install boringtun-cli")?;
+    anyhow::ensure!(status.success(), "installing boringtun-cli failed ({status})");
+    Ok(())
 }
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
