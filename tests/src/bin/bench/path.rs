@@ -243,11 +243,16 @@ async fn relay_to_direct_curve(
                         unblocked = true;
                     }
                 }
-                event = events.recv() => {
-                    if let Ok(PathEvent::RelayToDirect { .. }) = event {
+                event = events.recv() => match event {
+                    Ok(PathEvent::RelayToDirect { .. }) => {
                         switched.get_or_insert(start.elapsed());
                     }
-                }
+                    // The endpoint is gone: nothing more will move.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        anyhow::bail!("the endpoint closed during the transfer")
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                },
             }
         }
         sending.abort();
