@@ -4,6 +4,7 @@
 mod api;
 pub mod coordination;
 mod db;
+mod meshpeer;
 mod metrics;
 pub mod postgres;
 pub mod provisioner;

@@ -157,7 +157,9 @@ async fn serve(
     if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
         tracing::info!(%stun, "STUN listening");
     }
-    let state = AppState::new(pool.clone(), ApiConfig::new(access_url.clone()))
+    let mut api_config = ApiConfig::new(access_url.clone());
+    api_config.internal_url = Some(internal_url(local)?);
+    let state = AppState::new(pool.clone(), api_config)
         .with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
     let _provisioners = start_provisioners(config, &state, &access_url);
     // Whoever runs the jobs (in-process or external workers), a job whose
@@ -186,6 +188,19 @@ async fn serve(
     }
     pool.close().await;
     Ok(())
+}
+
+/// The loopback URL of our own listener (for our mesh peer): a wildcard
+/// bind address is reached through the loopback of its family.
+fn internal_url(local: SocketAddr) -> Result<Url, ServerError> {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Url::parse(&format!("http://{addr}")).map_err(|e| ServerError::Other(e.to_string()))
 }
 
 fn start_provisioners(

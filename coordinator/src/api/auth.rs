@@ -75,21 +75,56 @@ struct KeyRow {
     last_used: DateTime<Utc>,
 }
 
-fn presented_token(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts.headers.get(SESSION_TOKEN_HEADER) {
-        return v.to_str().ok().map(str::to_owned);
+/// Where a request's token came from: a cookie is sent by the browser on
+/// its own, so a state change authenticated by it needs a CSRF token too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Cookie,
+}
+
+pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<(String, TokenSource)> {
+    if let Some(v) = headers.get(SESSION_TOKEN_HEADER) {
+        return v.to_str().ok().map(|t| (t.to_owned(), TokenSource::Header));
     }
-    for header in parts.headers.get_all(axum::http::header::COOKIE) {
+    for header in headers.get_all(axum::http::header::COOKIE) {
         let Ok(s) = header.to_str() else { continue };
         for pair in s.split(';') {
             if let Some((k, v)) = pair.trim().split_once('=') {
                 if k == SESSION_TOKEN_COOKIE {
-                    return Some(v.to_owned());
+                    return Some((v.to_owned(), TokenSource::Cookie));
                 }
             }
         }
     }
     None
+}
+
+/// The CSRF token of a session: derived from the session token, so it needs
+/// no storage, and a page that shows it does not reveal the session.
+pub fn csrf_token(session_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"coder-csrf\0");
+    h.update(session_token.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A cookie-authenticated state change must carry the session's CSRF token
+/// in the `X-CSRF-Token` header (constant-time compare).
+fn check_csrf(parts: &Parts, token: &str, source: TokenSource) -> Result<(), ApiError> {
+    if source == TokenSource::Header || parts.method.is_safe() {
+        return Ok(());
+    }
+    let presented =
+        parts.headers.get(super::web::CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if secrets::constant_time_eq(presented, csrf_token(token).as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden().detail(
+            "A request authenticated by the session cookie must carry the X-CSRF-Token header.",
+        ))
+    }
 }
 
 /// Resolves a token to its user; `None` for any kind of invalid token.
@@ -141,8 +176,10 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = presented_token(parts).ok_or_else(ApiError::unauthorized)?;
-        authenticate(&state.db, &token).await?.ok_or_else(ApiError::unauthorized)
+        let (token, source) = presented_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let session = authenticate(&state.db, &token).await?.ok_or_else(ApiError::unauthorized)?;
+        check_csrf(parts, &token, source)?;
+        Ok(session)
     }
 }
 
