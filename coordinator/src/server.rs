@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub stun_address: Option<SocketAddr>,
     /// Extra relay regions (JSON, the format of `GET /api/v2/derp-map`).
     pub derp_config_path: Option<PathBuf>,
+    /// Subdomain apps under `*.SUFFIX` (the access URL's scheme and port).
+    pub wildcard: Option<crate::Wildcard>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             relay_enabled: true,
             stun_address: Some(SocketAddr::from(([0, 0, 0, 0], 3478))),
             derp_config_path: None,
+            wildcard: None,
         }
     }
 }
@@ -159,6 +162,7 @@ async fn serve(
     }
     let mut api_config = ApiConfig::new(access_url.clone());
     api_config.internal_url = Some(internal_url(local)?);
+    api_config.wildcard = config.wildcard.clone();
     let state = AppState::new(pool.clone(), api_config)
         .with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
     let _provisioners = start_provisioners(config, &state, &access_url);

@@ -77,6 +77,118 @@ async fn login(http: &reqwest::Client, base: &url::Url, login: &str, password: &
     r["session_token"].as_str().unwrap().to_owned()
 }
 
+/// Walks the subdomain auth flow for `host` as the user of dashboard
+/// session `session`; returns the app origin's key and the Set-Cookie line.
+async fn app_key(
+    http: &reqwest::Client,
+    base: &url::Url,
+    host: &str,
+    session: &str,
+) -> (String, String) {
+    let port = base.port().unwrap();
+    let r = http.get(format!("http://{host}:{port}/sub?x=1")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let to = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    let want = format!("{base}api/v2/applications/auth-redirect?redirect_uri=http%3A%2F%2F{host}%3A{port}%2Fsub%3Fx%3D1");
+    assert_eq!(to, want);
+    let r = http
+        .get(&to)
+        .header(header::COOKIE, format!("coder_session_token={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let back = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    let prefix = format!("http://{host}:{port}/sub?x=1&coder_app_token=");
+    assert!(back.starts_with(&prefix), "{back}");
+    let key = back[prefix.len()..].to_owned();
+    let r = http.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()[header::LOCATION], "/sub?x=1");
+    let set = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    (key, set)
+}
+
+/// Subdomain apps: an app-scoped cookie per app origin, never the dashboard's.
+async fn subdomain_apps(
+    base: &url::Url,
+    dev: &str,
+    bob: &str,
+    app_port: u16,
+    app_seen: &Mutex<String>,
+) {
+    let addr = std::net::SocketAddr::new([127, 0, 0, 1].into(), base.port().unwrap());
+    let files = "files--main--ws1--dev.apps.test";
+    let shared = "shared--main--ws1--dev.apps.test";
+    let echo = format!("{app_port}--main--ws1--dev.apps.test");
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .resolve(files, addr)
+        .resolve(shared, addr)
+        .resolve(&echo, addr)
+        .build()
+        .unwrap();
+    let port = addr.port();
+    let (key, set) = app_key(&http, base, files, dev).await;
+    assert_eq!(set, format!("coder_app_session={key}; Path=/; HttpOnly; SameSite=Lax"));
+    let with_key = |host: &str, key: &str, path: &str| {
+        http.get(format!("http://{host}:{port}{path}"))
+            .header(header::COOKIE, format!("coder_app_session={key}"))
+            .send()
+    };
+    let r = with_key(files, &key, "/").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Directory listing"));
+    // The key is scoped to its origin: not another app's, not the API's.
+    assert_eq!(with_key(shared, &key, "/").await.unwrap().status(), 303);
+    let r = http
+        .get(base.join("api/v2/users/me").unwrap())
+        .header("Coder-Session-Token", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(base.join("@dev/ws1/apps/files/").unwrap())
+        .header(header::COOKIE, format!("coder_session_token={key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Another user gets a key for the host, but not the owner's private app.
+    let (bobs, _) = app_key(&http, base, files, bob).await;
+    assert_eq!(with_key(files, &bobs, "/").await.unwrap().status(), 404);
+    let (bobs_shared, _) = app_key(&http, base, shared, bob).await;
+    assert_eq!(with_key(shared, &bobs_shared, "/").await.unwrap().status(), 200);
+    // A dev URL on its own origin: the app never sees its origin's key.
+    let (k, _) = app_key(&http, base, &echo, dev).await;
+    let r = http
+        .get(format!("http://{echo}:{port}/echo"))
+        .header(header::COOKIE, format!("coder_app_session={k}; theme=dark"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let head = r.text().await.unwrap();
+    assert!(head.to_ascii_lowercase().contains("cookie: theme=dark\r\n"), "{head}");
+    assert!(!head.contains(&k), "{head}");
+    assert_eq!(*app_seen.lock().unwrap(), head);
+    // The auth redirect only ever sends keys to this deployment's app hosts.
+    for bad in
+        ["http://evil.example/", "http://apps.test/", "https://files--main--ws1--dev.apps.test/"]
+    {
+        let mut u = base.join("api/v2/applications/auth-redirect").unwrap();
+        u.query_pairs_mut().append_pair("redirect_uri", bad);
+        let r = http
+            .get(u)
+            .header(header::COOKIE, format!("coder_session_token={dev}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+}
+
 /// Opens the web terminal WebSocket and returns it.
 async fn terminal(
     base: &url::Url,
@@ -121,7 +233,8 @@ fn apps_dev_urls_terminal_and_dashboard_through_the_mesh() {
     }
     let tmp = tempdir().unwrap();
     let cfg = tmp.path().join("config");
-    let srv = Coderd::spawn(&tmp.path().join("data"), &[]).unwrap();
+    let srv =
+        Coderd::spawn(&tmp.path().join("data"), &["--wildcard-access-url", "*.apps.test"]).unwrap();
     let coder = |args: &[&str]| {
         let mut c = srv.coder(&cfg).unwrap();
         c.args(args);
@@ -308,6 +421,8 @@ resource "coder_app" "shared" {
         assert!(list.contains(r#"href="/@dev/ws1""#) && list.contains("running"), "{list}");
         let r = get("workspaces", None).await.unwrap();
         assert_eq!(r.status(), 303);
+
+        subdomain_apps(&base, &dev, &bob, app_port, &app_seen).await;
 
         // The web terminal: a shell that survives its WebSocket.
         let ws: Value =

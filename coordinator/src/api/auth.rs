@@ -70,6 +70,7 @@ impl Session {
 struct KeyRow {
     hashed_secret: Vec<u8>,
     login_type: String,
+    token_name: Option<String>,
     lifetime_seconds: i64,
     expires_at: DateTime<Utc>,
     last_used: DateTime<Utc>,
@@ -127,13 +128,40 @@ fn check_csrf(parts: &Parts, token: &str, source: TokenSource) -> Result<(), Api
     }
 }
 
+/// The login type of keys that open one subdomain app and nothing else.
+pub const APP_CONNECT: &str = "app_connect";
+
+/// What a key may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope<'a> {
+    /// The API and the dashboard: any key but an app key.
+    Api,
+    /// The subdomain app at this host: only the app key minted for it.
+    App(&'a str),
+}
+
+/// The `token_name` of an app key: the app's host and the key's id.
+pub fn app_key_name(host: &str, key_id: &str) -> String {
+    format!("{host} {key_id}")
+}
+
 /// Resolves a token to its user; `None` for any kind of invalid token.
 pub async fn authenticate(db: &PgPool, token: &str) -> Result<Option<Session>, ApiError> {
+    authenticate_for(db, token, KeyScope::Api).await
+}
+
+/// [`authenticate`] for a scope: app keys never reach the API, and open only
+/// the app origin they were minted for.
+pub async fn authenticate_for(
+    db: &PgPool,
+    token: &str,
+    scope: KeyScope<'_>,
+) -> Result<Option<Session>, ApiError> {
     let Some((id, secret)) = secrets::split_token(token) else {
         return Ok(None);
     };
     let key: Option<KeyRow> = sqlx::query_as(
-        "SELECT hashed_secret, login_type, lifetime_seconds, expires_at, last_used
+        "SELECT hashed_secret, login_type, token_name, lifetime_seconds, expires_at, last_used
          FROM api_keys WHERE id = $1",
     )
     .bind(id)
@@ -141,6 +169,16 @@ pub async fn authenticate(db: &PgPool, token: &str) -> Result<Option<Session>, A
     .await?;
     let Some(key) = key else { return Ok(None) };
     if !secrets::secret_matches(secret, &key.hashed_secret) {
+        return Ok(None);
+    }
+    let in_scope = match scope {
+        KeyScope::Api => key.login_type != APP_CONNECT,
+        KeyScope::App(host) => {
+            key.login_type == APP_CONNECT
+                && key.token_name.as_deref() == Some(app_key_name(host, id).as_str())
+        }
+    };
+    if !in_scope {
         return Ok(None);
     }
     let now = Utc::now();
@@ -183,6 +221,18 @@ impl FromRequestParts<AppState> for Session {
     }
 }
 
+/// Mints a key that opens the subdomain app at `host` for `user_id`.
+pub async fn issue_app_key(
+    db: &PgPool,
+    user_id: Uuid,
+    host: &str,
+    lifetime: Duration,
+) -> Result<String, sqlx::Error> {
+    let t = secrets::new_token();
+    let name = app_key_name(host, &t.id);
+    insert_key(db, t, user_id, APP_CONNECT, Some(&name), lifetime).await
+}
+
 /// Stores a new token for `user_id` and returns the string to hand out once.
 pub async fn issue_token(
     db: &PgPool,
@@ -191,7 +241,17 @@ pub async fn issue_token(
     token_name: Option<&str>,
     lifetime: Duration,
 ) -> Result<String, sqlx::Error> {
-    let t = secrets::new_token();
+    insert_key(db, secrets::new_token(), user_id, login_type, token_name, lifetime).await
+}
+
+async fn insert_key(
+    db: &PgPool,
+    t: secrets::NewToken,
+    user_id: Uuid,
+    login_type: &str,
+    token_name: Option<&str>,
+    lifetime: Duration,
+) -> Result<String, sqlx::Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, hashed_secret, user_id, login_type, token_name, lifetime_seconds, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

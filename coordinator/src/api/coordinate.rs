@@ -186,7 +186,11 @@ async fn coderd_coordinate(
     if !state.mesh.is_secret(presented) {
         return Err(ApiError::unauthorized());
     }
-    let peer = c.resume.unwrap_or_else(Uuid::new_v4);
+    // Only a previous coderd peer (owner nil) can be resumed.
+    let peer = match c.resume {
+        Some(id) if coordination::may_resume(&state.db, Uuid::nil(), id).await? => id,
+        _ => Uuid::new_v4(),
+    };
     let kind = Kind::Client { owner: Uuid::nil() };
     Ok(c.ws.on_upgrade(move |socket| async move {
         c.replica.accept(socket, Principal::Coderd, peer, kind, None, c.relay_map).await;

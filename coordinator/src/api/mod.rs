@@ -3,7 +3,7 @@
 
 mod agent_auth;
 mod agents;
-mod apps;
+pub mod apps;
 mod auth;
 mod coordinate;
 mod error;
@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub session_lifetime: Duration,
     pub default_token_lifetime: Duration,
     pub max_token_lifetime: Duration,
+    /// Subdomain apps: `*.apps.example` (`--wildcard-access-url`).
+    pub wildcard: Option<apps::subdomain::Wildcard>,
     /// Largest JSON request body accepted.
     pub max_body_bytes: usize,
     /// Largest file (template archive) upload accepted.
@@ -65,6 +67,7 @@ impl Default for ApiConfig {
         ApiConfig {
             access_url: Url::parse("http://127.0.0.1:3000").unwrap_or_else(|_| unreachable!()),
             internal_url: None,
+            wildcard: None,
             session_lifetime: users::default_session_lifetime(),
             default_token_lifetime: Duration::days(30),
             max_token_lifetime: Duration::days(365),
@@ -154,6 +157,7 @@ pub fn app(state: AppState) -> Router {
         .route("/workspaceagents/{id}/logs", get(agents::agent_logs))
         .route("/workspaceagents/{id}/metadata", get(agents::metadata))
         .route("/workspaceagents/{id}/pty", get(web::terminal::pty))
+        .route("/applications/auth-redirect", get(apps::subdomain::auth_redirect))
         .route("/workspaces", get(workspaces::list))
         .route("/workspaces/{id}", get(workspaces::get))
         .route(
@@ -183,6 +187,8 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v2", uploads)
         .merge(web::routes())
         .fallback(web::fallback)
+        // App hosts (subdomain apps) never reach the routes above.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), apps::subdomain::layer))
         .with_state(state)
 }
 

@@ -9,6 +9,7 @@
 
 pub mod proxy;
 pub mod resolve;
+pub mod subdomain;
 pub mod target;
 
 use axum::body::Body;
@@ -70,7 +71,7 @@ pub async fn serve(
     }
 }
 
-async fn serve_inner(
+pub(crate) async fn serve_inner(
     state: &AppState,
     session: &Session,
     req: Request<Body>,

@@ -48,8 +48,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// The Cookie header without coderd's session cookie; `None` if nothing is left.
-pub fn without_session_cookie(headers: &HeaderMap) -> Option<HeaderValue> {
+/// Removes cookie `name` from the Cookie header(s).
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept = without_cookie(headers, name);
+    headers.remove(header::COOKIE);
+    if let Some(c) = kept {
+        headers.insert(header::COOKIE, c);
+    }
+}
+
+/// The Cookie header without cookie `name`; `None` if nothing is left.
+fn without_cookie(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
     let kept: Vec<&str> = headers
         .get_all(header::COOKIE)
         .iter()
@@ -57,7 +66,7 @@ pub fn without_session_cookie(headers: &HeaderMap) -> Option<HeaderValue> {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .filter(|c| c.split_once('=').map_or(*c, |(k, _)| k) != SESSION_TOKEN_COOKIE)
+        .filter(|c| c.split_once('=').map_or(*c, |(k, _)| k) != name)
         .collect();
     if kept.is_empty() {
         return None;
@@ -80,11 +89,7 @@ pub fn upstream_request(
     parts.version = axum::http::Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
-    let cookie = without_session_cookie(h);
-    h.remove(header::COOKIE);
-    if let Some(c) = cookie {
-        h.insert(header::COOKIE, c);
-    }
+    strip_cookie(h, SESSION_TOKEN_COOKIE);
     h.remove(SESSION_TOKEN_HEADER);
     h.remove(super::super::web::CSRF_HEADER);
     if let Ok(v) = HeaderValue::from_str(&app.host) {
@@ -148,11 +153,14 @@ mod tests {
     #[test]
     fn session_cookie_is_never_forwarded() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; coder_session_token=secret; b=2"));
-        assert_eq!(without_session_cookie(&h).unwrap(), "a=1; b=2");
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; coder_session_token=secret"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        strip_cookie(&mut h, SESSION_TOKEN_COOKIE);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("coder_session_token=secret"));
-        assert_eq!(without_session_cookie(&h), None);
+        strip_cookie(&mut h, SESSION_TOKEN_COOKIE);
+        assert!(h.get(header::COOKIE).is_none());
     }
 
     #[test]

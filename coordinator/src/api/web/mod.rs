@@ -128,7 +128,9 @@ async fn workspaces(
         let agents = resources.into_iter().flat_map(|r| r.agents).collect();
         rows.push((w, agents));
     }
-    Ok(page(pages::workspaces(&v, &rows)))
+    let super::error::Json(templates) =
+        super::templates::list_templates(State(state.clone()), v.session.clone()).await?;
+    Ok(page(pages::workspaces(&v, &rows, &templates)))
 }
 
 /// Everything under `/@`; anything else is a 404.

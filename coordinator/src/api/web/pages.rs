@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use client::sdk::{Workspace, WorkspaceAgent};
+use client::sdk::{Template, Workspace, WorkspaceAgent};
 
 use super::Viewer;
 
@@ -83,8 +83,28 @@ fn agents_summary(agents: &[WorkspaceAgent]) -> String {
         .join(" ")
 }
 
-pub fn workspaces(viewer: &Viewer, rows: &[(Workspace, Vec<WorkspaceAgent>)]) -> String {
+fn create_form(templates: &[Template]) -> String {
+    if templates.is_empty() {
+        return "<p>No templates yet: push one with <code>coder templates push</code>.</p>".into();
+    }
+    let options: String = templates
+        .iter()
+        .map(|t| format!(r#"<option value="{}">{}</option>"#, t.id, esc(&t.name)))
+        .collect();
+    format!(
+        r#"<form id="create" class="inline"><label>New workspace <input id="create-name" name="name" required pattern="[A-Za-z0-9_\-]+" placeholder="name"></label>
+<label>Template <select id="create-template" name="template">{options}</select></label>
+<button type="submit" id="create-submit">Create</button><p class="error" id="create-error" hidden></p></form>"#
+    )
+}
+
+pub fn workspaces(
+    viewer: &Viewer,
+    rows: &[(Workspace, Vec<WorkspaceAgent>)],
+    templates: &[Template],
+) -> String {
     let mut body = String::from("<h1>Workspaces</h1>");
+    body.push_str(&create_form(templates));
     if rows.is_empty() {
         body.push_str(
             "<p>No workspaces yet. Create one with <code>coder create NAME --template T</code>.</p>",
@@ -184,8 +204,16 @@ pub fn workspace(
         }
         body.push_str("</ul></section>");
     }
-    let _ =
-        write!(body, r#"<h2>Build logs</h2><pre id="build-logs" data-build-id="{}"></pre>"#, b.id);
+    let settling = status == "running"
+        && agents.iter().any(|a| matches!(a.lifecycle_state.as_str(), "created" | "starting"));
+    if settling {
+        body.push_str(r#"<span data-settling="true" hidden></span>"#);
+    }
+    let _ = write!(
+        body,
+        r#"<h2>Build logs</h2><pre id="build-logs" data-build-id="{}" data-active="{}"></pre>"#,
+        b.id, !done
+    );
     layout(&w.name, Some(viewer), &body)
 }
 

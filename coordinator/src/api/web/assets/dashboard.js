@@ -41,6 +41,24 @@ function setupLogin() {
   });
 }
 
+function setupCreate() {
+  const form = document.getElementById("create");
+  if (!form) return;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const name = document.getElementById("create-name").value;
+    const err = document.getElementById("create-error");
+    try {
+      const ws = await api("POST", "/api/v2/users/me/workspaces",
+        { name, template_id: document.getElementById("create-template").value });
+      location.assign("/@" + encodeURIComponent(ws.owner_name) + "/" + encodeURIComponent(ws.name));
+    } catch (e) {
+      err.textContent = e.message;
+      err.hidden = false;
+    }
+  });
+}
+
 function setupLogout() {
   const b = document.getElementById("logout");
   if (!b) return;
@@ -87,9 +105,14 @@ function followLogs(pre, done) {
   });
 }
 
+// A build in progress reloads the page when it ends; agents still starting
+// reload it every two seconds, so status and lifecycle stay current.
 function setupLogs() {
   const pre = document.getElementById("build-logs");
-  if (pre && !document.querySelector("button.transition[disabled]")) followLogs(pre, null);
+  if (!pre) return;
+  const active = pre.dataset.active === "true";
+  followLogs(pre, active ? () => location.reload() : null);
+  if (!active && document.querySelector("[data-settling]")) setTimeout(() => location.reload(), 2000);
 }
 
 // Terminal output is rendered as text: escape sequences are dropped, carriage
@@ -163,6 +186,7 @@ function setupTerminal() {
 }
 
 setupLogin();
+setupCreate();
 setupLogout();
 setupActions();
 setupLogs();
