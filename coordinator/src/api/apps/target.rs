@@ -71,11 +71,16 @@ pub fn parse(path: &str) -> Option<Target> {
                 Some(i) => (&app_and_rest[..i], &app_and_rest[i..]),
                 None => (app_and_rest, ""),
             };
-            let app = match slug.parse::<u16>() {
-                Ok(port) if port > 0 => AppRef::Port(port),
-                Ok(_) => return None,
-                Err(_) if is_name(slug) => AppRef::Slug(slug.to_ascii_lowercase()),
-                Err(_) => return None,
+            // All digits is a port (1-65535), never a slug.
+            let app = if !slug.is_empty() && slug.bytes().all(|b| b.is_ascii_digit()) {
+                match slug.parse::<u16>() {
+                    Ok(port) if port > 0 => AppRef::Port(port),
+                    _ => return None,
+                }
+            } else if is_name(slug) {
+                AppRef::Slug(slug.to_ascii_lowercase())
+            } else {
+                return None;
             };
             Some(Target::App { ws, app, rest: rest.to_owned() })
         }
@@ -127,7 +132,8 @@ mod tests {
             "/@alice",
             "/@alice/dev/apps",
             "/@alice/dev/apps/0/",
-            "/@alice/dev/apps/70000x/",
+            "/@alice/dev/apps/70000/",
+            "/@alice/dev/apps/x%2e/",
             "/@alice/dev/other",
             "/@al ice/dev",
             "/@alice/dev../apps/x/",
