@@ -21,7 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A tiny HTTP server on the workspace host (the `local` template's agent
-/// runs here): `/redirect` answers 302 to `target`; anything else echoes
+/// runs here): `/redirect` answers 302 to `target`; `/up` upgrades to a raw
+/// echo; anything else echoes
 /// the request head and sets two cookies. Counts requests.
 fn test_app(target: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<String>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -43,6 +44,17 @@ fn test_app(target: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<String>>) {
             }
             let head = String::from_utf8_lossy(&got).into_owned();
             *lst.lock().unwrap() = head.clone();
+            if head.starts_with("GET /up ") {
+                // An upgrade: agree, then echo raw bytes until the peer closes.
+                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+                let mut b = [0u8; 1024];
+                while let Ok(n) = s.read(&mut b) {
+                    if n == 0 || s.write_all(&b[..n]).is_err() {
+                        break;
+                    }
+                }
+                continue;
+            }
             let resp = if head.starts_with("GET /redirect") {
                 format!("HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             } else {
@@ -365,6 +377,28 @@ resource "coder_app" "shared" {
         assert!(!head.contains(&dev), "the session reached the app: {head}");
         assert!(!head.to_ascii_lowercase().contains("coder-session-token"), "{head}");
         assert_eq!(*app_seen.lock().unwrap(), head);
+
+        // An upgrade (as WebSockets do) goes through: raw bytes both ways.
+        {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", base.port().unwrap())).await.unwrap();
+            let req = format!("GET /@dev/ws1/apps/{app_port}/up HTTP/1.1\r\nHost: {}\r\nCoder-Session-Token: {dev}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", base.host_str().unwrap());
+            c.write_all(req.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = tokio::time::timeout(Duration::from_secs(30), c.read(&mut b)).await.unwrap().unwrap();
+                assert!(n > 0, "closed during the upgrade: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&b[..n]);
+            }
+            let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 101"), "{head}");
+            assert!(head.contains("upgrade: echo"), "{head}");
+            c.write_all(b"ping through the mesh").await.unwrap();
+            let mut echoed = vec![0u8; 21];
+            tokio::time::timeout(Duration::from_secs(30), c.read_exact(&mut echoed)).await.unwrap().unwrap();
+            assert_eq!(&echoed, b"ping through the mesh");
+        }
 
         // The proxy never follows a redirect: the browser gets it as is.
         let r = get(&format!("@dev/ws1/apps/{app_port}/redirect"), Some(&dev)).await.unwrap();

@@ -33,6 +33,27 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The `Upgrade` protocol a request asks for (`Connection: upgrade`), if any.
+fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Drops hop-by-hop headers but keeps an upgrade (WebSocket) handshake.
+fn strip_hop_by_hop_keeping_upgrade(headers: &mut HeaderMap) {
+    let upgrade = upgrade_of(headers);
+    strip_hop_by_hop(headers);
+    if let Some(u) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers the Connection header names are hop-by-hop too.
     let named: Vec<HeaderName> = headers
@@ -88,7 +109,7 @@ pub fn upstream_request(
     parts.uri = Uri::builder().path_and_query(path).build()?;
     parts.version = axum::http::Version::HTTP_11;
     let h = &mut parts.headers;
-    strip_hop_by_hop(h);
+    strip_hop_by_hop_keeping_upgrade(h);
     strip_cookie(h, SESSION_TOKEN_COOKIE);
     h.remove(SESSION_TOKEN_HEADER);
     h.remove(super::super::web::CSRF_HEADER);
@@ -104,17 +125,24 @@ pub fn upstream_request(
     Ok(Request::from_parts(parts, body))
 }
 
+/// Cookies an app may never set: coderd's session and the app origin's key.
+const RESERVED_COOKIES: [&str; 2] = [SESSION_TOKEN_COOKIE, super::subdomain::APP_COOKIE];
+
 /// The app's response as the browser gets it.
 pub fn downstream_response<B>(resp: Response<B>) -> Response<B> {
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    if parts.status == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop_keeping_upgrade(&mut parts.headers);
+    } else {
+        strip_hop_by_hop(&mut parts.headers);
+    }
     let cookies: Vec<HeaderValue> = parts
         .headers
         .get_all(header::SET_COOKIE)
         .iter()
         .filter(|v| {
             let s = v.to_str().unwrap_or_default();
-            s.split_once('=').map_or(s, |(k, _)| k).trim() != SESSION_TOKEN_COOKIE
+            !RESERVED_COOKIES.contains(&s.split_once('=').map_or(s, |(k, _)| k).trim())
         })
         .cloned()
         .collect();
@@ -130,18 +158,35 @@ pub fn downstream_response<B>(resp: Response<B>) -> Response<B> {
 pub async fn forward(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Result<Response<Body>, ForwardError> {
+    // A WebSocket (or other upgrade) continues as raw bytes both ways.
+    let downstream = upgrade_of(req.headers()).map(|_| hyper::upgrade::on(&mut req));
     let io = TokioIo::new(tokio::io::join(recv, send));
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     // Owned by the exchange: it ends when the response body has been read
-    // (or the browser went away and hyper dropped it).
+    // (or the browser went away and hyper dropped it), or the upgraded
+    // connection closes.
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "app connection ended");
         }
     });
-    let resp = sender.send_request(req).await?;
+    let mut resp = sender.send_request(req).await?;
+    if let (Some(downstream), axum::http::StatusCode::SWITCHING_PROTOCOLS) =
+        (downstream, resp.status())
+    {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(downstream, upstream) {
+                Ok((d, u)) => {
+                    let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
+                    let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "app upgrade failed"),
+            }
+        });
+    }
     Ok(downstream_response(resp.map(Body::new)))
 }
 
