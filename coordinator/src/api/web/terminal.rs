@@ -45,6 +45,9 @@ pub async fn page(state: &AppState, v: Option<Viewer>, ws: &WorkspaceRef) -> Api
     Ok(html_page(pages::terminal(&v, &title, agent.agent_id)))
 }
 
+/// Largest message a browser may send (a big paste still fits).
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 #[derive(Debug, Deserialize)]
 pub struct PtyQuery {
     reconnect: Uuid,
@@ -112,6 +115,8 @@ pub async fn pty(
                 .detail("Is the workspace running?")
             },
         )?;
+    // Keystrokes and resizes are small; a huge message is an attack.
+    let ws = ws.max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES);
     Ok(ws.on_upgrade(move |socket| bridge(socket, send, recv)))
 }
 
