@@ -455,6 +455,17 @@ resource "coder_app" "shared" {
         assert!(list.contains(r#"href="/@dev/ws1""#) && list.contains("running"), "{list}");
         let r = get("workspaces", None).await.unwrap();
         assert_eq!(r.status(), 303);
+        let templates = http
+            .get(base.join("templates").unwrap())
+            .header(header::COOKIE, format!("coder_session_token={dev}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(templates.contains(r#"data-template="local""#), "{templates}");
+        assert!(templates.contains("<b>(active)</b>") && templates.contains(">succeeded<"), "{templates}");
 
         subdomain_apps(&base, &dev, &bob, app_port, &app_seen).await;
 

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(|| async { Redirect::to("/workspaces") }))
         .route("/login", get(login))
         .route("/workspaces", get(workspaces))
+        .route("/templates", get(templates))
         .route("/assets/dashboard.js", get(|| async { asset("text/javascript", SCRIPT) }))
         .route("/assets/dashboard.css", get(|| async { asset("text/css", STYLE) }))
 }
@@ -131,6 +132,28 @@ async fn workspaces(
     let super::error::Json(templates) =
         super::templates::list_templates(State(state.clone()), v.session.clone()).await?;
     Ok(page(pages::workspaces(&v, &rows, &templates)))
+}
+
+async fn templates(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(v) = viewer(&state, &headers).await? else {
+        return Ok(apps::login_redirect("/templates"));
+    };
+    let super::error::Json(list) =
+        super::templates::list_templates(State(state.clone()), v.session.clone()).await?;
+    let mut rows = Vec::with_capacity(list.len());
+    for t in list {
+        let super::error::Json(versions) = super::templates::template_versions(
+            State(state.clone()),
+            v.session.clone(),
+            super::error::Path(t.id.to_string()),
+        )
+        .await?;
+        rows.push((t, versions));
+    }
+    Ok(page(pages::templates(&v, &rows)))
 }
 
 /// Everything under `/@`; anything else is a 404.

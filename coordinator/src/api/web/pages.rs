@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use client::sdk::{Template, Workspace, WorkspaceAgent};
+use client::sdk::{Template, TemplateVersion, Workspace, WorkspaceAgent};
 
 use super::Viewer;
 
@@ -30,7 +30,7 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> String {
         Some(v) => (
             format!(r#"<meta name="csrf-token" content="{}">"#, esc(&v.csrf)),
             format!(
-                r#"<nav><a href="/workspaces">Workspaces</a><span class="who">{}</span><button id="logout" type="button">Log out</button></nav>"#,
+                r#"<nav><a href="/workspaces">Workspaces</a><a href="/templates">Templates</a><span class="who">{}</span><button id="logout" type="button">Log out</button></nav>"#,
                 esc(&v.session.user.username)
             ),
         ),
@@ -215,6 +215,37 @@ pub fn workspace(
         b.id, !done
     );
     layout(&w.name, Some(viewer), &body)
+}
+
+pub fn templates(viewer: &Viewer, rows: &[(Template, Vec<TemplateVersion>)]) -> String {
+    let mut body = String::from("<h1>Templates</h1>");
+    if rows.is_empty() {
+        body.push_str("<p>No templates yet: push one with <code>coder templates push</code>.</p>");
+    }
+    for (t, versions) in rows {
+        let title = if t.display_name.is_empty() { &t.name } else { &t.display_name };
+        let _ = write!(
+            body,
+            r#"<section class="agent" data-template="{name}"><h3>{title}</h3><p>{desc}</p><table><thead><tr><th>Version</th><th>Created</th><th>Import</th><th>Message</th></tr></thead><tbody>"#,
+            name = esc(&t.name),
+            title = esc(title),
+            desc = esc(&t.description),
+        );
+        for v in versions.iter().rev() {
+            let status = format!("{:?}", v.job.status).to_ascii_lowercase();
+            let active = if v.id == t.active_version_id { " <b>(active)</b>" } else { "" };
+            let _ = write!(
+                body,
+                r#"<tr><td>{name}{active}</td><td>{created}</td><td><span class="badge {cls}">{status}</span></td><td>{msg}</td></tr>"#,
+                name = esc(&v.name),
+                created = v.created_at.format("%Y-%m-%d %H:%M UTC"),
+                cls = status_class(if status == "succeeded" { "ready" } else { &status }),
+                msg = esc(&v.message),
+            );
+        }
+        body.push_str("</tbody></table></section>");
+    }
+    layout("Templates", Some(viewer), &body)
 }
 
 pub fn terminal(viewer: &Viewer, title: &str, agent: uuid::Uuid) -> String {
