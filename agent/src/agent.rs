@@ -214,6 +214,7 @@ async fn serve_connection(conn: MeshConnection, ssh: SshServer) {
                             Service::Udp(port) => forward_udp(port, send, recv).await,
                             Service::Speedtest => speedtest(send, recv).await,
                             Service::ListeningPorts => listening_ports(send).await,
+                            Service::Pty { id, rows, cols } => ssh.serve_pty(id, rows, cols, recv, send).await,
                             other => {
                                 tracing::debug!(service = %other, "unsupported service");
                                 let mut send = send;

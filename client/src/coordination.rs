@@ -107,6 +107,9 @@ pub enum PeerKind {
     Client,
     /// A user's client for exactly one agent (the tunnel opens implicitly).
     SingleAgent(Uuid),
+    /// `coderd` itself (app proxy, web terminal), with the per-process
+    /// secret it hands only to itself; it may open tunnels to any live agent.
+    Coderd,
 }
 
 /// What the [`PeerUpdates`] stream yields.
@@ -330,7 +333,7 @@ impl Actor {
         if version != PROTOCOL_VERSION {
             return Err(ConnectError::Protocol(format!("unsupported version {version}")));
         }
-        if matches!(self.kind, PeerKind::Client | PeerKind::SingleAgent(_)) {
+        if matches!(self.kind, PeerKind::Client | PeerKind::SingleAgent(_) | PeerKind::Coderd) {
             self.resume = Some(peer_id);
         }
         self.emit(PeerUpdate::Connected { peer_id, node_id, relay_map })
@@ -350,6 +353,7 @@ impl Actor {
             PeerKind::Agent => "api/v2/workspaceagents/me/coordinate".to_owned(),
             PeerKind::SingleAgent(id) => format!("api/v2/workspaceagents/{id}/coordinate"),
             PeerKind::Client => "api/v2/tailnet".to_owned(),
+            PeerKind::Coderd => "api/v2/coderd/coordinate".to_owned(),
         };
         let base = url.path().trim_end_matches('/').to_owned();
         url.set_path(&format!("{base}/{path}"));

@@ -4,6 +4,7 @@
 mod api;
 pub mod coordination;
 mod db;
+mod meshpeer;
 mod metrics;
 pub mod postgres;
 pub mod provisioner;
@@ -15,6 +16,7 @@ mod server;
 #[cfg(feature = "testutil")]
 pub mod testutil;
 
+pub use api::apps::subdomain::Wildcard;
 pub use api::{app, ApiConfig, AppState};
 pub use db::{connect as connect_db, migrate, migrations_fingerprint};
 pub use server::{default_data_dir, run, ServerConfig, ServerError};

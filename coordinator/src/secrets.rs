@@ -46,6 +46,12 @@ pub fn split_token(token: &str) -> Option<(&str, &str)> {
 }
 
 /// Compares a presented secret with a stored hash in constant time.
+/// Byte equality in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
+}
+
 pub fn secret_matches(secret: &str, stored_hash: &[u8]) -> bool {
     hash_secret(secret).ct_eq(stored_hash).into()
 }

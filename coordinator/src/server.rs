@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub stun_address: Option<SocketAddr>,
     /// Extra relay regions (JSON, the format of `GET /api/v2/derp-map`).
     pub derp_config_path: Option<PathBuf>,
+    /// Subdomain apps under `*.SUFFIX` (the access URL's scheme and port).
+    pub wildcard: Option<crate::Wildcard>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             relay_enabled: true,
             stun_address: Some(SocketAddr::from(([0, 0, 0, 0], 3478))),
             derp_config_path: None,
+            wildcard: None,
         }
     }
 }
@@ -157,7 +160,10 @@ async fn serve(
     if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
         tracing::info!(%stun, "STUN listening");
     }
-    let state = AppState::new(pool.clone(), ApiConfig::new(access_url.clone()))
+    let mut api_config = ApiConfig::new(access_url.clone());
+    api_config.internal_url = Some(internal_url(local)?);
+    api_config.wildcard = config.wildcard.clone();
+    let state = AppState::new(pool.clone(), api_config)
         .with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
     let _provisioners = start_provisioners(config, &state, &access_url);
     // Whoever runs the jobs (in-process or external workers), a job whose
@@ -186,6 +192,19 @@ async fn serve(
     }
     pool.close().await;
     Ok(())
+}
+
+/// The loopback URL of our own listener (for our mesh peer): a wildcard
+/// bind address is reached through the loopback of its family.
+fn internal_url(local: SocketAddr) -> Result<Url, ServerError> {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Url::parse(&format!("http://{addr}")).map_err(|e| ServerError::Other(e.to_string()))
 }
 
 fn start_provisioners(

@@ -1,7 +1,7 @@
 //! The header that opens every mesh QUIC stream, naming the service it is for.
 //!
 //! Wire: `len:u8` then `len` bytes of UTF-8, one of `ssh`, `tcp:<port>`,
-//! `udp:<port>`, `speedtest`. The acceptor reads the header, then hands the rest
+//! `udp:<port>`, `speedtest`, `listening-ports`, `pty:<id>:<rows>:<cols>`. The acceptor reads the header, then hands the rest
 //! of the stream to the named service. A `udp:<port>` stream carries datagrams,
 //! each framed as `len:u16` (big-endian) then `len` bytes (`docs/cli.md`).
 
@@ -26,6 +26,9 @@ pub enum Service {
     Speedtest,
     /// The TCP ports listening in the workspace, as one JSON document.
     ListeningPorts,
+    /// A reconnecting PTY (the web terminal): attach to shell `id`, starting
+    /// it at this size if it does not exist. Framing in `docs/dashboard.md`.
+    Pty { id: u128, rows: u16, cols: u16 },
 }
 
 impl fmt::Display for Service {
@@ -36,6 +39,7 @@ impl fmt::Display for Service {
             Service::Udp(port) => write!(f, "udp:{port}"),
             Service::Speedtest => f.write_str("speedtest"),
             Service::ListeningPorts => f.write_str("listening-ports"),
+            Service::Pty { id, rows, cols } => write!(f, "pty:{id:032x}:{rows}:{cols}"),
         }
     }
 }
@@ -60,6 +64,9 @@ impl FromStr for Service {
             "ssh" => Ok(Service::Ssh),
             "speedtest" => Ok(Service::Speedtest),
             "listening-ports" => Ok(Service::ListeningPorts),
+            _ if s.starts_with("pty:") => {
+                parse_pty(s).ok_or_else(|| ServiceParseError::Unknown(s.to_string()))
+            }
             _ => {
                 let port = |prefix: &str| s.strip_prefix(prefix).and_then(|p| p.parse().ok());
                 port("tcp:")
@@ -69,6 +76,44 @@ impl FromStr for Service {
             }
         }
     }
+}
+
+/// Frames a peer writes on a [`Service::Pty`] stream: `kind:u8 len:u16be payload`.
+pub mod pty_frame {
+    /// Keystrokes for the shell.
+    pub const INPUT: u8 = 0;
+    /// A new size: `rows:u16be cols:u16be`.
+    pub const RESIZE: u8 = 1;
+    /// Longest payload of one frame.
+    pub const MAX_PAYLOAD: usize = u16::MAX as usize;
+
+    /// Encodes one frame; a payload longer than [`MAX_PAYLOAD`] is cut.
+    pub fn encode(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let payload = payload.get(..MAX_PAYLOAD).unwrap_or(payload);
+        let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
+        let mut out = Vec::with_capacity(3 + payload.len());
+        out.push(kind);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A resize frame.
+    pub fn resize(rows: u16, cols: u16) -> Vec<u8> {
+        let mut p = [0u8; 4];
+        p[..2].copy_from_slice(&rows.to_be_bytes());
+        p[2..].copy_from_slice(&cols.to_be_bytes());
+        encode(RESIZE, &p)
+    }
+}
+
+fn parse_pty(s: &str) -> Option<Service> {
+    let mut it = s.strip_prefix("pty:")?.split(':');
+    let id = it.next().filter(|h| h.len() == 32)?;
+    let id = u128::from_str_radix(id, 16).ok()?;
+    let rows = it.next()?.parse().ok()?;
+    let cols = it.next()?.parse().ok()?;
+    it.next().is_none().then_some(Service::Pty { id, rows, cols })
 }
 
 impl Service {
@@ -107,6 +152,29 @@ mod tests {
     }
 
     #[test]
+    fn pty_frames() {
+        assert_eq!(hex::encode(pty_frame::encode(pty_frame::INPUT, b"ls\r")), "0000036c730d");
+        assert_eq!(hex::encode(pty_frame::resize(24, 80)), "01000400180050");
+        assert_eq!(pty_frame::encode(0, &vec![0u8; 70_000]).len(), 3 + 65_535);
+    }
+
+    #[test]
+    fn pty_header() {
+        let s = Service::Pty { id: 0xabc, rows: 24, cols: 80 };
+        assert_eq!(s.to_string(), "pty:00000000000000000000000000000abc:24:80");
+        assert_eq!(Service::from_header_name(s.to_string().as_bytes()).unwrap(), s);
+        for bad in [
+            "pty:",
+            "pty:abc:24:80",
+            "pty:00000000000000000000000000000abc:24",
+            "pty:00000000000000000000000000000abc:24:80:1",
+            "pty:0000000000000000000000000000zabc:24:80",
+        ] {
+            assert!(Service::from_header_name(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn unknown_and_malformed_names_are_refused() {
         assert!(matches!(Service::from_header_name(b"ftp"), Err(ServiceParseError::Unknown(_))));
         assert!(Service::from_header_name(b"tcp:99999").is_err());
@@ -118,9 +186,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(port in any::<u16>(), kind in 0..5u8) {
+        fn round_trip(port in any::<u16>(), id in any::<u128>(), kind in 0..6u8) {
             let service = match kind {
                 0 => Service::Ssh,
+                5 => Service::Pty { id, rows: port, cols: port.wrapping_add(1) },
                 1 => Service::Tcp(port),
                 2 => Service::Udp(port),
                 3 => Service::ListeningPorts,

@@ -5,6 +5,7 @@
 mod balancer;
 mod session;
 pub mod topology;
+pub mod webdriver;
 
 pub use balancer::Balancer;
 pub use session::HashedSession;

@@ -213,6 +213,43 @@ fn attack_coordination(addr: SocketAddr, token: &str, agent: &str) {
     refused("bad websocket handshake", &exchange(addr, bad_handshake.as_bytes()));
 }
 
+/// The web terminal's WebSocket and the dashboard/app paths: bad frames
+/// close only that connection; malformed paths and queries are 4xx.
+fn attack_dashboard(addr: SocketAddr, token: &str, agent: &str) {
+    let auth = format!("{WS_HEADERS}Coder-Session-Token: {token}\r\n");
+    let pty = format!(
+        "/api/v2/workspaceagents/{agent}/pty?reconnect=6f1c3a52-0d4e-4c5b-9a1e-1f2e3d4c5b6a"
+    );
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("pty: reserved bits", vec![0xf1, 0x85, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+        ("pty: unknown opcode", ws_frame(0x3, b"x")),
+        ("pty: 2^62-byte frame", ws_frame_header(0x1, 1 << 62)),
+        ("pty: 2 MiB message", ws_frame_header(0x1, 2 << 20)),
+    ];
+    for (what, bytes) in cases {
+        let mut s = upgrade(addr, &pty, &auth);
+        s.write_all(&bytes).unwrap();
+        until_closed(what, s);
+    }
+    let get = |path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nCoder-Session-Token: {token}\r\nConnection: close\r\n\r\n");
+        exchange(addr, req.as_bytes())
+    };
+    for path in [
+        format!("/api/v2/workspaceagents/{agent}/pty?reconnect=not-a-uuid"),
+        format!("/api/v2/workspaceagents/{agent}/pty?reconnect=6f1c3a52-0d4e-4c5b-9a1e-1f2e3d4c5b6a&height=99999999"),
+        "/@%ff/%00/apps/x/".to_owned(),
+        "/@../../apps/x/".to_owned(),
+        format!("/@{}/ws/apps/x/", "a".repeat(10_000)),
+        "/@dev/bad/apps/0/".to_owned(),
+        "/@dev/bad/apps/99999/".to_owned(),
+        "/@dev/nope.main/terminal".to_owned(),
+        "/api/v2/applications/auth-redirect?redirect_uri=%ff".to_owned(),
+    ] {
+        refused(&path, &get(&path));
+    }
+}
+
 /// The embedded relay: native upgrade and WebSocket fallback.
 fn attack_relay(addr: SocketAddr, rng: &mut impl RngCore) {
     let derp = "Upgrade: DERP\r\n";
@@ -350,6 +387,7 @@ fn garbage_at_every_port_leaves_every_server_serving() {
 
     attack_http(http, &mut rng);
     attack_coordination(http, &checks.token, &agent_id.to_string());
+    attack_dashboard(http, &checks.token, &agent_id.to_string());
     attack_relay(http, &mut rng);
     attack_udp(stun, &mut rng, &bad_input_support::stun_packets());
     for &a in &agent_udp {

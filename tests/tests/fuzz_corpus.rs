@@ -205,7 +205,8 @@ fn mesh_inputs(c: &mut Corpus) -> anyhow::Result<()> {
     ]);
     c.add("mesh", "wireguard_datagram", "ipv6_tcp_syn", ipv6);
 
-    for service in [Service::Ssh, Service::Tcp(22), Service::Udp(53), Service::Speedtest] {
+    let pty = Service::Pty { id: 0x0123_4567_89ab_cdef, rows: 24, cols: 80 };
+    for service in [Service::Ssh, Service::Tcp(22), Service::Udp(53), Service::Speedtest, pty] {
         let header = service.header();
         let name = header.get(1..).context("empty header")?.to_vec();
         let file = format!("service_{}", service.to_string().replace(':', "_"));

@@ -39,6 +39,7 @@ mod handler;
 mod host_key;
 mod process;
 mod pty;
+mod rpty;
 mod session;
 mod sftp;
 mod stats;
@@ -131,6 +132,8 @@ pub(crate) struct Inner {
     pub(crate) host_key: HostKey,
     pub(crate) counters: Counters,
     pub(crate) shutdown: CancellationToken,
+    /// The web terminal's shells (`rpty`).
+    pub(crate) ptys: rpty::Registry,
 }
 
 impl std::fmt::Debug for SshServer {
@@ -181,8 +184,32 @@ impl SshServer {
                 host_key,
                 counters: Counters::default(),
                 shutdown: CancellationToken::new(),
+                ptys: rpty::Registry::default(),
             }),
         }
+    }
+
+    /// Attaches a mesh stream to reconnecting PTY `id` (the web terminal),
+    /// starting a login shell in the agent's directory if it has none.
+    pub async fn serve_pty<R, W>(&self, id: u128, rows: u16, cols: u16, recv: R, send: W)
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let config = &self.inner.config;
+        let spec = process::CommandSpec {
+            shell: self.inner.shell.clone(),
+            command: None,
+            env: config.env.clone(),
+            dir: config.dir.clone(),
+        };
+        let _active = self.inner.counters.session(SessionKind::Shell);
+        self.inner.ptys.serve(&spec, id, rows, cols, recv, send).await;
+    }
+
+    /// Web terminal shells alive now.
+    pub fn pty_count(&self) -> usize {
+        self.inner.ptys.len()
     }
 
     /// The host key, so the agent can publish its public half.

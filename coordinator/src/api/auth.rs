@@ -70,21 +70,30 @@ impl Session {
 struct KeyRow {
     hashed_secret: Vec<u8>,
     login_type: String,
+    token_name: Option<String>,
     lifetime_seconds: i64,
     expires_at: DateTime<Utc>,
     last_used: DateTime<Utc>,
 }
 
-fn presented_token(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts.headers.get(SESSION_TOKEN_HEADER) {
-        return v.to_str().ok().map(str::to_owned);
+/// Where a request's token came from: a cookie is sent by the browser on
+/// its own, so a state change authenticated by it needs a CSRF token too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Cookie,
+}
+
+pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<(String, TokenSource)> {
+    if let Some(v) = headers.get(SESSION_TOKEN_HEADER) {
+        return v.to_str().ok().map(|t| (t.to_owned(), TokenSource::Header));
     }
-    for header in parts.headers.get_all(axum::http::header::COOKIE) {
+    for header in headers.get_all(axum::http::header::COOKIE) {
         let Ok(s) = header.to_str() else { continue };
         for pair in s.split(';') {
             if let Some((k, v)) = pair.trim().split_once('=') {
                 if k == SESSION_TOKEN_COOKIE {
-                    return Some(v.to_owned());
+                    return Some((v.to_owned(), TokenSource::Cookie));
                 }
             }
         }
@@ -92,13 +101,67 @@ fn presented_token(parts: &Parts) -> Option<String> {
     None
 }
 
+/// The CSRF token of a session: derived from the session token, so it needs
+/// no storage, and a page that shows it does not reveal the session.
+pub fn csrf_token(session_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"coder-csrf\0");
+    h.update(session_token.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A cookie-authenticated state change must carry the session's CSRF token
+/// in the `X-CSRF-Token` header (constant-time compare).
+fn check_csrf(parts: &Parts, token: &str, source: TokenSource) -> Result<(), ApiError> {
+    if source == TokenSource::Header || parts.method.is_safe() {
+        return Ok(());
+    }
+    let presented =
+        parts.headers.get(super::web::CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if secrets::constant_time_eq(presented, csrf_token(token).as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden().detail(
+            "A request authenticated by the session cookie must carry the X-CSRF-Token header.",
+        ))
+    }
+}
+
+/// The login type of keys that open one subdomain app and nothing else.
+pub const APP_CONNECT: &str = "app_connect";
+
+/// What a key may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope<'a> {
+    /// The API and the dashboard: any key but an app key.
+    Api,
+    /// The subdomain app at this host: only the app key minted for it.
+    App(&'a str),
+}
+
+/// The `token_name` of an app key: the app's host and the key's id.
+pub fn app_key_name(host: &str, key_id: &str) -> String {
+    format!("{host} {key_id}")
+}
+
 /// Resolves a token to its user; `None` for any kind of invalid token.
 pub async fn authenticate(db: &PgPool, token: &str) -> Result<Option<Session>, ApiError> {
+    authenticate_for(db, token, KeyScope::Api).await
+}
+
+/// [`authenticate`] for a scope: app keys never reach the API, and open only
+/// the app origin they were minted for.
+pub async fn authenticate_for(
+    db: &PgPool,
+    token: &str,
+    scope: KeyScope<'_>,
+) -> Result<Option<Session>, ApiError> {
     let Some((id, secret)) = secrets::split_token(token) else {
         return Ok(None);
     };
     let key: Option<KeyRow> = sqlx::query_as(
-        "SELECT hashed_secret, login_type, lifetime_seconds, expires_at, last_used
+        "SELECT hashed_secret, login_type, token_name, lifetime_seconds, expires_at, last_used
          FROM api_keys WHERE id = $1",
     )
     .bind(id)
@@ -106,6 +169,16 @@ pub async fn authenticate(db: &PgPool, token: &str) -> Result<Option<Session>, A
     .await?;
     let Some(key) = key else { return Ok(None) };
     if !secrets::secret_matches(secret, &key.hashed_secret) {
+        return Ok(None);
+    }
+    let in_scope = match scope {
+        KeyScope::Api => key.login_type != APP_CONNECT,
+        KeyScope::App(host) => {
+            key.login_type == APP_CONNECT
+                && key.token_name.as_deref() == Some(app_key_name(host, id).as_str())
+        }
+    };
+    if !in_scope {
         return Ok(None);
     }
     let now = Utc::now();
@@ -141,9 +214,23 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = presented_token(parts).ok_or_else(ApiError::unauthorized)?;
-        authenticate(&state.db, &token).await?.ok_or_else(ApiError::unauthorized)
+        let (token, source) = presented_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let session = authenticate(&state.db, &token).await?.ok_or_else(ApiError::unauthorized)?;
+        check_csrf(parts, &token, source)?;
+        Ok(session)
     }
+}
+
+/// Mints a key that opens the subdomain app at `host` for `user_id`.
+pub async fn issue_app_key(
+    db: &PgPool,
+    user_id: Uuid,
+    host: &str,
+    lifetime: Duration,
+) -> Result<String, sqlx::Error> {
+    let t = secrets::new_token();
+    let name = app_key_name(host, &t.id);
+    insert_key(db, t, user_id, APP_CONNECT, Some(&name), lifetime).await
 }
 
 /// Stores a new token for `user_id` and returns the string to hand out once.
@@ -154,7 +241,17 @@ pub async fn issue_token(
     token_name: Option<&str>,
     lifetime: Duration,
 ) -> Result<String, sqlx::Error> {
-    let t = secrets::new_token();
+    insert_key(db, secrets::new_token(), user_id, login_type, token_name, lifetime).await
+}
+
+async fn insert_key(
+    db: &PgPool,
+    t: secrets::NewToken,
+    user_id: Uuid,
+    login_type: &str,
+    token_name: Option<&str>,
+    lifetime: Duration,
+) -> Result<String, sqlx::Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, hashed_secret, user_id, login_type, token_name, lifetime_seconds, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

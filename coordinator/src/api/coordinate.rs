@@ -5,6 +5,8 @@
 //! - `GET /api/v2/workspaceagents/{id}/coordinate`: a user's client for one
 //!   agent (the tunnel to it opens implicitly);
 //! - `GET /api/v2/tailnet`: a user's client that opens tunnels itself;
+//! - `GET /api/v2/coderd/coordinate`: this coderd's own peer (app proxy,
+//!   web terminal), by a per-process secret;
 //! - `GET /api/v2/debug/coordinator`: peers, tunnels and replicas (owners).
 //!
 //! The replica's coordination run loop starts with the first request and
@@ -39,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/workspaceagents/me/coordinate", get(agent_coordinate))
         .route("/workspaceagents/{id}/coordinate", get(client_coordinate_agent))
         .route("/tailnet", get(client_tailnet))
+        .route("/coderd/coordinate", get(coderd_coordinate))
         .route("/debug/coordinator", get(debug_coordinator))
         .layer(Extension(ReplicaCell::default()))
 }
@@ -167,6 +170,30 @@ async fn client(
     let kind = Kind::Client { owner: user };
     Ok(c.ws.on_upgrade(move |socket| async move {
         c.replica.accept(socket, principal, peer, kind, single_agent, c.relay_map).await;
+    }))
+}
+
+/// This process's own mesh peer (`crate::meshpeer`), by its secret.
+async fn coderd_coordinate(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    c: Coordinate,
+) -> ApiResult<Response> {
+    let presented = headers
+        .get(client::sdk::SESSION_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !state.mesh.is_secret(presented) {
+        return Err(ApiError::unauthorized());
+    }
+    // Only a previous coderd peer (owner nil) can be resumed.
+    let peer = match c.resume {
+        Some(id) if coordination::may_resume(&state.db, Uuid::nil(), id).await? => id,
+        _ => Uuid::new_v4(),
+    };
+    let kind = Kind::Client { owner: Uuid::nil() };
+    Ok(c.ws.on_upgrade(move |socket| async move {
+        c.replica.accept(socket, Principal::Coderd, peer, kind, None, c.relay_map).await;
     }))
 }
 

@@ -3,6 +3,7 @@
 
 mod agent_auth;
 mod agents;
+pub mod apps;
 mod auth;
 mod coordinate;
 mod error;
@@ -12,6 +13,7 @@ mod provisionerd;
 mod templates;
 mod tokens;
 mod users;
+pub mod web;
 mod workspaces;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use error::{ApiError, Json};
 
 use client::sdk::RelayMap;
 
+use crate::meshpeer::MeshPeer;
 use crate::metrics::Metrics;
 use crate::provisioner::Queue;
 use crate::pubsub::Pubsub;
@@ -39,9 +42,14 @@ use crate::pubsub::Pubsub;
 #[non_exhaustive]
 pub struct ApiConfig {
     pub access_url: Url,
+    /// This process's own listener, for its mesh peer to coordinate through
+    /// (`None`: the access URL).
+    pub internal_url: Option<Url>,
     pub session_lifetime: Duration,
     pub default_token_lifetime: Duration,
     pub max_token_lifetime: Duration,
+    /// Subdomain apps: `*.apps.example` (`--wildcard-access-url`).
+    pub wildcard: Option<apps::subdomain::Wildcard>,
     /// Largest JSON request body accepted.
     pub max_body_bytes: usize,
     /// Largest file (template archive) upload accepted.
@@ -58,6 +66,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             access_url: Url::parse("http://127.0.0.1:3000").unwrap_or_else(|_| unreachable!()),
+            internal_url: None,
+            wildcard: None,
             session_lifetime: users::default_session_lifetime(),
             default_token_lifetime: Duration::days(30),
             max_token_lifetime: Duration::days(365),
@@ -78,6 +88,8 @@ pub struct AppState {
     /// The embedded relay, when this coderd runs one.
     pub relay: Option<derp::Server>,
     pub relay_map: Arc<RelayMap>,
+    /// This process as a mesh peer: the app proxy and web terminal dial agents with it.
+    pub mesh: MeshPeer,
 }
 
 impl AppState {
@@ -93,7 +105,13 @@ impl AppState {
             queue,
             relay: None,
             relay_map: Arc::default(),
+            mesh: MeshPeer::new(),
         }
+    }
+
+    /// The URL this process's mesh peer coordinates through.
+    pub fn internal_url(&self) -> &Url {
+        self.config.internal_url.as_ref().unwrap_or(&self.config.access_url)
     }
 
     /// Serves `relay` at `/derp` and hands out `map`.
@@ -138,6 +156,8 @@ pub fn app(state: AppState) -> Router {
         .route("/workspaceagents/me/metadata", post(agents::post_metadata))
         .route("/workspaceagents/{id}/logs", get(agents::agent_logs))
         .route("/workspaceagents/{id}/metadata", get(agents::metadata))
+        .route("/workspaceagents/{id}/pty", get(web::terminal::pty))
+        .route("/applications/auth-redirect", get(apps::subdomain::auth_redirect))
         .route("/workspaces", get(workspaces::list))
         .route("/workspaces/{id}", get(workspaces::get))
         .route(
@@ -165,6 +185,10 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .nest("/api/v2", api.layer(DefaultBodyLimit::max(state.config.max_body_bytes)))
         .nest("/api/v2", uploads)
+        .merge(web::routes())
+        .fallback(web::fallback)
+        // App hosts (subdomain apps) never reach the routes above.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), apps::subdomain::layer))
         .with_state(state)
 }
 

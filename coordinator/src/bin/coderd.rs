@@ -98,6 +98,9 @@ struct ServerArgs {
     /// JSON file with extra relay regions (self-hosted derpers), in the format of GET /api/v2/derp-map.
     #[arg(long, env = "CODER_DERP_CONFIG_PATH")]
     derp_config_path: Option<PathBuf>,
+    /// Subdomain apps and dev URLs: `*.apps.example.com` (DNS for it must reach coderd).
+    #[arg(long, env = "CODER_WILDCARD_ACCESS_URL")]
+    wildcard_access_url: Option<String>,
     /// File holding the pre-shared key external provisioners authenticate with; without it they are refused.
     #[arg(long, env = "CODER_PROVISIONER_PSK_FILE")]
     provisioner_psk_file: Option<PathBuf>,
@@ -133,6 +136,11 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         s => Some(s.parse().with_context(|| format!("--stun-address {s:?} is not host:port"))?),
     };
     config.derp_config_path = args.derp_config_path;
+    if let Some(w) = &args.wildcard_access_url {
+        config.wildcard = Some(coordinator::Wildcard::parse(w).with_context(|| {
+            format!("--wildcard-access-url {w:?} must look like *.apps.example.com")
+        })?);
+    }
     if let Some(path) = &args.provisioner_psk_file {
         config.provisioner_key = Some(coordinator::provisioner::ProvisionerKey::from_file(path)?);
     }

@@ -191,10 +191,10 @@ impl Connection {
         match msg {
             ClientMessage::Node { node } => self.tell(Inbound::Node(node)).await,
             ClientMessage::AddTunnel { peer } => {
-                let allowed = match &self.principal {
+                let allowed = match self.principal.reaching_user() {
                     // The core refuses (and closes) for agents.
-                    Principal::Agent { .. } => true,
-                    Principal::User { user_id, .. } => {
+                    None => true,
+                    Some(user_id) => {
                         if self.single_agent.is_some_and(|a| a != peer) {
                             false
                         } else {
@@ -203,7 +203,7 @@ impl Connection {
                                 Ok(Standing::Revoked) => return Err(revoked()),
                                 Err(e) => return Err(db_error(&e)),
                             };
-                            authz::may_reach(&self.db, *user_id, owner, peer)
+                            authz::may_reach(&self.db, user_id, owner, peer)
                                 .await
                                 .map_err(|e| db_error(&e))?
                         }
@@ -235,8 +235,7 @@ impl Connection {
                 return Ok(());
             }
         };
-        let Principal::User { user_id, .. } = &self.principal else { return Ok(()) };
-        let user_id = *user_id;
+        let Some(user_id) = self.principal.reaching_user() else { return Ok(()) };
         let mut gone = Vec::new();
         for dst in tunnels.iter() {
             match authz::may_reach(&self.db, user_id, owner, *dst).await {

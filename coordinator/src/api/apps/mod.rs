@@ -1,0 +1,118 @@
+//! Workspace apps and dev URLs, path-based:
+//! `/@OWNER/WORKSPACE[.AGENT]/apps/SLUG-OR-PORT/…` is proxied to the app's
+//! port on the agent's host over the mesh (`crate::meshpeer`).
+//!
+//! Request flow: parse the path ([`target`]) → session (cookie or header)
+//! → agent and app ([`resolve`]) → share level → mesh stream `tcp:<port>`
+//! → HTTP/1.1 to the app ([`proxy`]). Apps another user may not use answer
+//! 404, the same as apps that do not exist.
+
+pub mod proxy;
+pub mod resolve;
+pub mod subdomain;
+pub mod target;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use mesh::Service;
+
+use super::auth::Session;
+use super::error::ApiError;
+use super::AppState;
+use resolve::ResolveError;
+use target::{AppRef, WorkspaceRef};
+
+/// Where an unauthenticated browser is sent to log in first.
+pub fn login_redirect(path_and_query: &str) -> Response {
+    let to: String = url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
+    Redirect::to(&format!("/login?redirect={to}")).into_response()
+}
+
+fn wants_html(req: &Request<Body>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+fn app_not_found() -> ApiError {
+    ApiError::not_found("App").detail("No such app, or you may not open it.")
+}
+
+/// Serves one app request.
+pub async fn serve(
+    state: &AppState,
+    session: Option<Session>,
+    req: Request<Body>,
+    ws: WorkspaceRef,
+    app: AppRef,
+    rest: String,
+) -> Response {
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let Some(session) = session else {
+        if wants_html(&req) {
+            return login_redirect(&path_and_query);
+        }
+        return ApiError::unauthorized().into_response();
+    };
+    if rest.is_empty() {
+        // Relative links in the app resolve below its prefix only with the slash.
+        let mut to = format!("{}/", req.uri().path());
+        if let Some(q) = req.uri().query() {
+            to.push('?');
+            to.push_str(q);
+        }
+        return Redirect::permanent(&to).into_response();
+    }
+    match serve_inner(state, &session, req, &ws, &app, &rest).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) async fn serve_inner(
+    state: &AppState,
+    session: &Session,
+    req: Request<Body>,
+    ws: &WorkspaceRef,
+    app_ref: &AppRef,
+    rest: &str,
+) -> Result<Response, ApiError> {
+    let agent = match resolve::agent(&state.db, ws).await {
+        Ok(a) => a,
+        Err(ResolveError::NotFound) => return Err(app_not_found()),
+        Err(ResolveError::Ambiguous) => {
+            return Err(ApiError::bad_request("The workspace has several agents.")
+                .detail("Name one: /@OWNER/WORKSPACE.AGENT/apps/…"))
+        }
+        Err(ResolveError::Database(e)) => return Err(e.into()),
+    };
+    let app = resolve::app(&state.db, agent.agent_id, app_ref).await?.ok_or_else(app_not_found)?;
+    let share = app.as_ref().map(|a| a.share).unwrap_or(resolve::Share::Owner);
+    if !share.allows(session.user.id, session.user.is_owner(), agent.owner_id) {
+        return Err(app_not_found());
+    }
+    let app = app.map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "This app cannot be proxied.").detail(e.to_string())
+    })?;
+    let host = state.config.access_url.host_str().unwrap_or_default().to_owned();
+    let proto = state.config.access_url.scheme().to_owned();
+    let upstream = proxy::upstream_request(req, &app, rest, &host, &proto).map_err(|e| {
+        ApiError::bad_request("This request cannot be forwarded.").detail(e.to_string())
+    })?;
+    let (send, recv) = state
+        .mesh
+        .open(state.internal_url(), &state.relay_map, agent.agent_id, Service::Tcp(app.port))
+        .await
+        .map_err(|e| {
+            tracing::debug!(agent = %agent.agent_id, error = %e, "app proxy: agent unreachable");
+            ApiError::new(StatusCode::BAD_GATEWAY, "The workspace agent is not reachable.").detail(
+                "Is the workspace running? Check its status in the dashboard or with `coder list`.",
+            )
+        })?;
+    proxy::forward(send, recv, upstream).await.map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "The app did not answer.")
+            .detail(format!("Is it listening on port {}? ({e})", app.port))
+    })
+}

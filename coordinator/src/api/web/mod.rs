@@ -1,0 +1,218 @@
+//! The dashboard: server-rendered pages (no build step, nothing from a CDN)
+//! plus one small embedded script for actions, live logs and the terminal.
+//!
+//! Pages read the `coder_session_token` cookie set by `POST
+//! /api/v2/users/login`; actions call the JSON API with the session's CSRF
+//! token (`X-CSRF-Token`, derived from the session, see `auth::csrf_token`).
+//! Paths under `/@OWNER/WORKSPACE…` are the workspace page, the terminal
+//! page, and the app proxy (`super::apps`).
+
+mod pages;
+pub mod terminal;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::apps::{self, target::Target};
+use super::auth::{authenticate, csrf_token, presented_token, Session};
+use super::error::ApiError;
+use super::AppState;
+
+/// The header carrying a cookie session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+const SCRIPT: &str = include_str!("assets/dashboard.js");
+const STYLE: &str = include_str!("assets/dashboard.css");
+
+/// The dashboard's routes (the `/@…` paths are served by [`fallback`]).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/workspaces") }))
+        .route("/login", get(login))
+        .route("/workspaces", get(workspaces))
+        .route("/templates", get(templates))
+        .route("/assets/dashboard.js", get(|| async { asset("text/javascript", SCRIPT) }))
+        .route("/assets/dashboard.css", get(|| async { asset("text/css", STYLE) }))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A page with the headers every dashboard page carries: no inline script
+/// may run, no other site may frame it.
+fn page(html: String) -> Response {
+    let mut r = Html(html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A logged-in page's viewer: the session and its CSRF token.
+pub struct Viewer {
+    pub session: Session,
+    pub csrf: String,
+}
+
+/// The session behind a request's cookie or header, if any valid one.
+pub async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>, ApiError> {
+    let Some((token, _)) = presented_token(headers) else { return Ok(None) };
+    Ok(authenticate(&state.db, &token)
+        .await?
+        .map(|session| Viewer { session, csrf: csrf_token(&token) }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    redirect: String,
+}
+
+/// Only same-site paths: never `//host` or a scheme.
+fn safe_redirect(to: &str) -> &str {
+    if to.starts_with('/') && !to.starts_with("//") && !to.starts_with("/\\") {
+        to
+    } else {
+        "/workspaces"
+    }
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, ApiError> {
+    let to = safe_redirect(&q.redirect);
+    if viewer(&state, &headers).await?.is_some() {
+        return Ok(Redirect::to(to).into_response());
+    }
+    Ok(page(pages::login(to)))
+}
+
+async fn workspaces(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(v) = viewer(&state, &headers).await? else {
+        return Ok(apps::login_redirect("/workspaces"));
+    };
+    let super::error::Json(list) = super::workspaces::list(
+        State(state.clone()),
+        v.session.clone(),
+        Ok(Query(super::workspaces::ListQuery::default())),
+    )
+    .await?;
+    let mut rows = Vec::with_capacity(list.len());
+    for w in list {
+        let resources = super::jobs::resources(&state.db, w.latest_build.job.id).await?;
+        let agents = resources.into_iter().flat_map(|r| r.agents).collect();
+        rows.push((w, agents));
+    }
+    let super::error::Json(templates) =
+        super::templates::list_templates(State(state.clone()), v.session.clone()).await?;
+    Ok(page(pages::workspaces(&v, &rows, &templates)))
+}
+
+async fn templates(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(v) = viewer(&state, &headers).await? else {
+        return Ok(apps::login_redirect("/templates"));
+    };
+    let super::error::Json(list) =
+        super::templates::list_templates(State(state.clone()), v.session.clone()).await?;
+    let mut rows = Vec::with_capacity(list.len());
+    for t in list {
+        let super::error::Json(versions) = super::templates::template_versions(
+            State(state.clone()),
+            v.session.clone(),
+            super::error::Path(t.id.to_string()),
+        )
+        .await?;
+        rows.push((t, versions));
+    }
+    Ok(page(pages::templates(&v, &rows)))
+}
+
+/// Everything under `/@`; anything else is a 404.
+pub async fn fallback(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let Some(target) = apps::target::parse(req.uri().path()) else {
+        return ApiError::not_found("Page").into_response();
+    };
+    let v = match viewer(&state, req.headers()).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    match target {
+        Target::App { ws, app, rest } => {
+            apps::serve(&state, v.map(|v| v.session), req, ws, app, rest).await
+        }
+        Target::Workspace(ws) | Target::Terminal(ws) if v.is_none() => {
+            let _ = ws;
+            apps::login_redirect(req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        }
+        Target::Workspace(ws) => match workspace_page(&state, v, &ws.owner, &ws.workspace).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+        Target::Terminal(ws) => match terminal::page(&state, v, &ws).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+    }
+}
+
+async fn workspace_page(
+    state: &AppState,
+    v: Option<Viewer>,
+    owner: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let Some(v) = v else { return Err(ApiError::unauthorized()) };
+    let super::error::Json(w) = super::workspaces::by_owner_and_name(
+        State(state.clone()),
+        v.session.clone(),
+        super::error::Path((owner.to_owned(), name.to_owned())),
+    )
+    .await?;
+    let resources = super::jobs::resources(&state.db, w.latest_build.job.id).await?;
+    let agents: Vec<_> = resources.into_iter().flat_map(|r| r.agents).collect();
+    let paths: Vec<_> = agents.iter().map(|a| state.mesh.path(a.id)).collect();
+    Ok(page(pages::workspace(&v, &w, &agents, &paths)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_on_site() {
+        assert_eq!(safe_redirect("/@a/w"), "/@a/w");
+        assert_eq!(safe_redirect("//evil.example/"), "/workspaces");
+        assert_eq!(safe_redirect("/\\evil.example/"), "/workspaces");
+        assert_eq!(safe_redirect("https://evil.example/"), "/workspaces");
+        assert_eq!(safe_redirect(""), "/workspaces");
+    }
+}

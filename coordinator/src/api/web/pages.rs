@@ -1,0 +1,273 @@
+//! HTML for the dashboard pages. Every value from the database or the user
+//! goes through [`esc`]; scripts live in `assets/dashboard.js` (the CSP
+//! forbids inline ones) and read their inputs from `data-` attributes.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use client::sdk::{Template, TemplateVersion, Workspace, WorkspaceAgent};
+
+use super::Viewer;
+
+/// Escapes text for HTML content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> String {
+    let (meta, nav) = match viewer {
+        Some(v) => (
+            format!(r#"<meta name="csrf-token" content="{}">"#, esc(&v.csrf)),
+            format!(
+                r#"<nav><a href="/workspaces">Workspaces</a><a href="/templates">Templates</a><span class="who">{}</span><button id="logout" type="button">Log out</button></nav>"#,
+                esc(&v.session.user.username)
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+{meta}<title>{} · Coder</title><link rel="stylesheet" href="/assets/dashboard.css"></head>
+<body>{nav}<main>{body}</main><script src="/assets/dashboard.js"></script></body></html>"#,
+        esc(title)
+    )
+}
+
+pub fn login(redirect: &str) -> String {
+    let body = format!(
+        r#"<h1>Log in</h1>
+<form id="login" data-redirect="{}">
+<label>Email or username <input name="login" id="login-name" autocomplete="username" required></label>
+<label>Password <input name="password" id="login-password" type="password" autocomplete="current-password" required></label>
+<button type="submit" id="login-submit">Log in</button>
+<p class="error" id="login-error" hidden></p>
+</form>"#,
+        esc(redirect)
+    );
+    layout("Log in", None, &body)
+}
+
+fn status_class(status: &str) -> &'static str {
+    match status {
+        "running" | "connected" | "ready" => "ok",
+        "failed" | "start_error" | "disconnected" | "timeout" => "bad",
+        _ => "busy",
+    }
+}
+
+fn agents_summary(agents: &[WorkspaceAgent]) -> String {
+    agents
+        .iter()
+        .map(|a| {
+            format!(
+                r#"<span class="badge {}">{}: {} / {}</span>"#,
+                status_class(&a.lifecycle_state),
+                esc(&a.name),
+                esc(&a.status),
+                esc(&a.lifecycle_state)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn create_form(templates: &[Template]) -> String {
+    if templates.is_empty() {
+        return "<p>No templates yet: push one with <code>coder templates push</code>.</p>".into();
+    }
+    let options: String = templates
+        .iter()
+        .map(|t| format!(r#"<option value="{}">{}</option>"#, t.id, esc(&t.name)))
+        .collect();
+    format!(
+        r#"<form id="create" class="inline"><label>New workspace <input id="create-name" name="name" required pattern="[A-Za-z0-9_\-]+" placeholder="name"></label>
+<label>Template <select id="create-template" name="template">{options}</select></label>
+<button type="submit" id="create-submit">Create</button><p class="error" id="create-error" hidden></p></form>"#
+    )
+}
+
+pub fn workspaces(
+    viewer: &Viewer,
+    rows: &[(Workspace, Vec<WorkspaceAgent>)],
+    templates: &[Template],
+) -> String {
+    let mut body = String::from("<h1>Workspaces</h1>");
+    body.push_str(&create_form(templates));
+    if rows.is_empty() {
+        body.push_str(
+            "<p>No workspaces yet. Create one with <code>coder create NAME --template T</code>.</p>",
+        );
+    } else {
+        body.push_str(
+            r#"<table id="workspaces"><thead><tr><th>Name</th><th>Template</th><th>Status</th><th>Agents</th></tr></thead><tbody>"#,
+        );
+        for (w, agents) in rows {
+            let _ = write!(
+                body,
+                r#"<tr data-workspace="{name}"><td><a href="/@{owner}/{name}">{owner}/{name}</a></td><td>{tpl}</td><td><span class="badge {cls}" data-status="{st}">{st}</span></td><td>{agents}</td></tr>"#,
+                owner = esc(&w.owner_name),
+                name = esc(&w.name),
+                tpl = esc(&w.template_name),
+                cls = status_class(&w.latest_build.status),
+                st = esc(&w.latest_build.status),
+                agents = agents_summary(agents),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    layout("Workspaces", Some(viewer), &body)
+}
+
+fn path_text(path: Option<(bool, Duration)>) -> String {
+    match path {
+        Some((true, rtt)) => format!("direct, {} ms", rtt.as_millis()),
+        Some((false, rtt)) => format!("relay, {} ms", rtt.as_millis()),
+        None => "no connection from the dashboard yet".to_owned(),
+    }
+}
+
+pub fn workspace(
+    viewer: &Viewer,
+    w: &Workspace,
+    agents: &[WorkspaceAgent],
+    paths: &[Option<(bool, Duration)>],
+) -> String {
+    let b = &w.latest_build;
+    let status = &b.status;
+    let mut body = format!(
+        r#"<h1>{owner}/{name}</h1>
+<p>Template <b>{tpl}</b> · build #{num} ({transition}) · <span class="badge {cls}" id="ws-status" data-status="{st}">{st}</span></p>
+<div class="actions" data-workspace-id="{id}">"#,
+        owner = esc(&w.owner_name),
+        name = esc(&w.name),
+        tpl = esc(&w.template_name),
+        num = b.build_number,
+        transition = esc(b.transition.as_str()),
+        cls = status_class(status),
+        st = esc(status),
+        id = w.id,
+    );
+    let done =
+        !matches!(status.as_str(), "pending" | "starting" | "stopping" | "deleting" | "canceling");
+    for (t, label, show) in [
+        ("start", "Start", done && status != "running"),
+        ("stop", "Stop", done && status == "running"),
+        ("delete", "Delete", done),
+    ] {
+        if show {
+            let _ = write!(
+                body,
+                r#"<button type="button" class="transition" id="btn-{t}" data-transition="{t}">{label}</button>"#
+            );
+        }
+    }
+    body.push_str("</div><h2>Agents</h2>");
+    if agents.is_empty() {
+        body.push_str("<p>No agents (the workspace is stopped).</p>");
+    }
+    for (a, path) in agents.iter().zip(paths) {
+        let base = format!("/@{}/{}.{}", esc(&w.owner_name), esc(&w.name), esc(&a.name));
+        let _ = write!(
+            body,
+            r#"<section class="agent" data-agent="{name}"><h3>{name} <span class="badge {cls}" data-lifecycle="{lc}">{st} / {lc}</span></h3>
+<p>{os}/{arch} · {dir} · mesh path from coderd: {path}</p><p><a class="terminal" href="{base}/terminal">Terminal</a></p><ul class="apps">"#,
+            name = esc(&a.name),
+            cls = status_class(&a.lifecycle_state),
+            st = esc(&a.status),
+            lc = esc(&a.lifecycle_state),
+            os = esc(&a.os),
+            arch = esc(&a.architecture),
+            dir = esc(&a.directory),
+            path = esc(&path_text(*path)),
+        );
+        for app in &a.apps {
+            let label = if app.display_name.is_empty() { &app.slug } else { &app.display_name };
+            let _ = write!(
+                body,
+                r#"<li><a class="app" data-slug="{slug}" href="{base}/apps/{slug}/" target="_blank" rel="noopener">{label}</a> <small>share: {share}</small></li>"#,
+                slug = esc(&app.slug),
+                label = esc(label),
+                share = esc(&app.share),
+            );
+        }
+        body.push_str("</ul></section>");
+    }
+    let settling = status == "running"
+        && agents.iter().any(|a| matches!(a.lifecycle_state.as_str(), "created" | "starting"));
+    if settling {
+        body.push_str(r#"<span data-settling="true" hidden></span>"#);
+    }
+    let _ = write!(
+        body,
+        r#"<h2>Build logs</h2><pre id="build-logs" data-build-id="{}" data-active="{}"></pre>"#,
+        b.id, !done
+    );
+    layout(&w.name, Some(viewer), &body)
+}
+
+pub fn templates(viewer: &Viewer, rows: &[(Template, Vec<TemplateVersion>)]) -> String {
+    let mut body = String::from("<h1>Templates</h1>");
+    if rows.is_empty() {
+        body.push_str("<p>No templates yet: push one with <code>coder templates push</code>.</p>");
+    }
+    for (t, versions) in rows {
+        let title = if t.display_name.is_empty() { &t.name } else { &t.display_name };
+        let _ = write!(
+            body,
+            r#"<section class="agent" data-template="{name}"><h3>{title}</h3><p>{desc}</p><table><thead><tr><th>Version</th><th>Created</th><th>Import</th><th>Message</th></tr></thead><tbody>"#,
+            name = esc(&t.name),
+            title = esc(title),
+            desc = esc(&t.description),
+        );
+        for v in versions.iter().rev() {
+            let status = format!("{:?}", v.job.status).to_ascii_lowercase();
+            let active = if v.id == t.active_version_id { " <b>(active)</b>" } else { "" };
+            let _ = write!(
+                body,
+                r#"<tr><td>{name}{active}</td><td>{created}</td><td><span class="badge {cls}">{status}</span></td><td>{msg}</td></tr>"#,
+                name = esc(&v.name),
+                created = v.created_at.format("%Y-%m-%d %H:%M UTC"),
+                cls = status_class(if status == "succeeded" { "ready" } else { &status }),
+                msg = esc(&v.message),
+            );
+        }
+        body.push_str("</tbody></table></section>");
+    }
+    layout("Templates", Some(viewer), &body)
+}
+
+pub fn terminal(viewer: &Viewer, title: &str, agent: uuid::Uuid) -> String {
+    let body = format!(
+        r#"<h1>Terminal · {}</h1>
+<p class="term-status" id="term-status">connecting…</p>
+<pre id="terminal" tabindex="0" data-agent-id="{agent}"></pre>
+<p><small>Click the terminal and type. Reloading the page reconnects to the same shell.</small></p>"#,
+        esc(title)
+    );
+    layout(title, Some(viewer), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            esc(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
