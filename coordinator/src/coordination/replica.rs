@@ -1,7 +1,8 @@
 //! The I/O shell of one replica's coordination: a run loop that owns the
 //! [`Core`], every connection task, the store [`Writer`], the [`Heartbeat`],
-//! the [`Reauthorizer`] and the pub/sub subscriptions. Dropping the last [`Replica`] handle stops
-//! all of it (the other replicas then mark its peers lost).
+//! the [`Reauthorizer`] and the pub/sub subscriptions. Dropping the last
+//! [`Replica`] handle stops all of it (the other replicas then mark its
+//! peers lost).
 //!
 //! The run loop never waits on a write: the writer persists in order behind
 //! it, so local peers keep exchanging nodes while Postgres restarts. When
