@@ -156,9 +156,18 @@ async fn authorization_matrix() {
     assert!(format!("{u:?}").contains("claims"), "{u:?}");
 }
 
+/// A server whose periodic re-authorization sweep never comes within a
+/// test's deadline: what is torn down, the database's revocation
+/// notifications tore down, at once.
+async fn events_only() -> TestServer {
+    TestServer::start_with(|c| c.coordination.reauthorize_interval = Duration::from_secs(3600))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn deleted_workspace_and_revoked_token_tear_tunnels_down() {
-    let srv = TestServer::start().await.unwrap();
+    let srv = events_only().await;
     let (_, (member_token, member)) = users(&srv).await;
     let agent = seed_agent(&srv.db.pool, member).await;
     let (_a, mut agent_updates, _, agent_node) =
@@ -361,6 +370,13 @@ async fn raw_agent(url: &Url, token: &str) -> tokio_tungstenite::WebSocketStream
     tokio_tungstenite::client_async(req, tcp).await.unwrap().0
 }
 
+/// Waits for the server to close the socket because its credentials were revoked.
+async fn closed_as_revoked(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) {
+    let (code, reason) = close_of(ws).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("credentials revoked"), "{reason}");
+}
+
 /// Reads until the server closes; returns its close code and reason.
 async fn close_of(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> (u16, String) {
     use futures::StreamExt;
@@ -441,7 +457,7 @@ fn tampered(token: &str) -> String {
 
 #[tokio::test]
 async fn revoked_expired_tampered_and_misused_credentials_on_coordination() {
-    let srv = TestServer::start().await.unwrap();
+    let srv = events_only().await;
     let (_, (member_token, member)) = users(&srv).await;
     let agent = seed_agent(&srv.db.pool, member).await;
     let tailnet = "/api/v2/tailnet?version=1";
@@ -457,9 +473,7 @@ async fn revoked_expired_tampered_and_misused_credentials_on_coordination() {
         .execute(&srv.db.pool)
         .await
         .unwrap();
-    let (code, reason) = close_of(&mut ws).await;
-    assert_eq!(code, 1008, "{reason}");
-    assert!(reason.contains("credentials revoked"), "{reason}");
+    closed_as_revoked(&mut ws).await;
     let expiring = member_login(&srv).await;
     let mut ws = raw_ws(&srv.url, &single, &expiring).await.unwrap();
     sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1")
@@ -494,6 +508,42 @@ async fn revoked_expired_tampered_and_misused_credentials_on_coordination() {
     // The untouched credentials still work.
     raw_ws(&srv.url, agent_path, &agent.token).await.unwrap();
     raw_ws(&srv.url, tailnet, &member_token).await.unwrap();
+}
+
+/// What no notification announces (a key that simply runs out; a change
+/// whose notification was missed, here because its trigger is gone) the
+/// periodic sweep still catches.
+#[tokio::test]
+async fn the_periodic_sweep_closes_what_no_event_announced() {
+    let srv = TestServer::start_with(|c| {
+        c.coordination.reauthorize_interval = Duration::from_millis(200);
+    })
+    .await
+    .unwrap();
+    let (_, (_, member)) = users(&srv).await;
+    for trigger in [
+        "api_keys_shortened_coordination ON api_keys",
+        "workspaces_changed_coordination ON workspaces",
+    ] {
+        sqlx::query(&format!("DROP TRIGGER {trigger}")).execute(&srv.db.pool).await.unwrap();
+    }
+    let expiring = member_login(&srv).await;
+    let mut ws = raw_ws(&srv.url, "/api/v2/tailnet?version=1", &expiring).await.unwrap();
+    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(expiring.split('-').next().unwrap())
+        .execute(&srv.db.pool)
+        .await
+        .unwrap();
+    closed_as_revoked(&mut ws).await;
+
+    let agent = seed_agent(&srv.db.pool, member).await;
+    let mut ws = raw_agent(&srv.url, &agent.token).await;
+    sqlx::query("UPDATE workspaces SET deleted = true WHERE id = $1")
+        .bind(agent.workspace)
+        .execute(&srv.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(close_of(&mut ws).await.0, 1008);
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ use super::agent_auth::AgentSession;
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
-use crate::coordination::{self, Config, DebugSnapshot, Kind, Principal, Replica};
+use crate::coordination::{self, DebugSnapshot, Kind, Principal, Replica};
 
 /// This router's replica, started on first use.
 #[derive(Clone, Default)]
@@ -75,7 +75,11 @@ impl CoordinateQuery {
 async fn replica(state: &AppState, cell: &ReplicaCell) -> ApiResult<Replica> {
     cell.0
         .get_or_try_init(|| {
-            Replica::spawn(state.db.clone(), state.pubsub.clone(), Config::default())
+            Replica::spawn(
+                state.db.clone(),
+                state.pubsub.clone(),
+                state.config.coordination.clone(),
+            )
         })
         .await
         .cloned()

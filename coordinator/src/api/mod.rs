@@ -54,6 +54,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Largest file (template archive) upload accepted.
     pub max_file_bytes: usize,
+    /// Peer coordination (limits, re-authorization, heartbeats).
+    pub coordination: crate::coordination::Config,
 }
 
 impl ApiConfig {
@@ -73,6 +75,7 @@ impl Default for ApiConfig {
             max_token_lifetime: Duration::days(365),
             max_body_bytes: 1 << 20,
             max_file_bytes: 10 << 20,
+            coordination: crate::coordination::Config::default(),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Who a coordination connection speaks for, and the checks that decide what
-//! it may reach: at connect, on every tunnel request, and again every few
-//! seconds, so a revoked token or a deleted workspace tears tunnels down.
+//! it may reach: at connect and on every tunnel request one by one, and in
+//! bulk for all of a replica's connections ([`Sweep`]: two queries, however
+//! many peers) every few seconds and whenever the database announces a
+//! revocation, so a revoked token or a deleted workspace tears tunnels down.
+
+use std::collections::{BTreeSet, HashMap};
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -52,48 +56,144 @@ pub(crate) enum Standing {
 /// is unexpired and the user active; the agent still belongs to the latest
 /// build of a workspace that is not deleted.
 pub(crate) async fn standing(db: &PgPool, who: &Principal) -> Result<Standing, sqlx::Error> {
-    match who {
-        Principal::User { user_id, key_id } => {
-            let roles: Option<Vec<String>> = sqlx::query_scalar(
-                "SELECT u.roles FROM api_keys k JOIN users u ON u.id = k.user_id
-                 WHERE k.id = $1 AND k.user_id = $2 AND k.expires_at > now()
-                   AND NOT u.deleted AND u.status = 'active'",
-            )
-            .bind(key_id)
-            .bind(user_id)
-            .fetch_optional(db)
-            .await?;
-            Ok(match roles {
-                Some(roles) => Standing::Valid { owner: roles.iter().any(|r| r == "owner") },
-                None => Standing::Revoked,
-            })
+    let standing = match who {
+        Principal::User { key_id, .. } => {
+            let keys = key_standings(db, std::slice::from_ref(key_id)).await?;
+            Verdicts { keys, asked_keys: [key_id.clone()].into(), ..Verdicts::default() }
+                .standing(who)
         }
-        Principal::Coderd => Ok(Standing::Valid { owner: true }),
+        Principal::Coderd => Some(Standing::Valid { owner: true }),
         Principal::Agent { agent_id } => {
-            Ok(if agent_workspace_owner(db, *agent_id).await?.is_some() {
-                Standing::Valid { owner: false }
-            } else {
-                Standing::Revoked
-            })
+            let agents = agent_owners(db, &[*agent_id]).await?;
+            Verdicts { agents, asked_agents: [*agent_id].into(), ..Verdicts::default() }
+                .standing(who)
         }
-    }
+    };
+    Ok(standing.unwrap_or(Standing::Revoked))
 }
 
-/// The owner of the live workspace whose latest build has agent `agent`.
-async fn agent_workspace_owner(db: &PgPool, agent: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT w.owner_id
+/// The valid ones among `keys` (unexpired, of an active user): key id →
+/// (user, whether the user holds the owner role).
+async fn key_standings(
+    db: &PgPool,
+    keys: &[String],
+) -> Result<HashMap<String, (Uuid, bool)>, sqlx::Error> {
+    let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(
+        "SELECT k.id, k.user_id, 'owner' = ANY(u.roles)
+         FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE k.id = ANY($1) AND k.expires_at > now()
+           AND NOT u.deleted AND u.status = 'active'",
+    )
+    .bind(keys)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(key, user, owner)| (key, (user, owner))).collect())
+}
+
+/// The live ones among `agents` (of the latest build of a workspace that is
+/// not deleted), each with the workspace's owner.
+async fn agent_owners(db: &PgPool, agents: &[Uuid]) -> Result<HashMap<Uuid, Uuid>, sqlx::Error> {
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT a.id, w.owner_id
          FROM workspace_agents a
          JOIN workspace_resources r ON r.id = a.resource_id
          JOIN workspace_builds b ON b.job_id = r.job_id
          JOIN workspaces w ON w.id = b.workspace_id
-         WHERE a.id = $1 AND NOT w.deleted
-           AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)
-         LIMIT 1",
+         WHERE a.id = ANY($1) AND NOT w.deleted
+           AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)",
     )
-    .bind(agent)
-    .fetch_optional(db)
-    .await
+    .bind(agents)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The credentials and agents a re-authorization sweep checks: those of
+/// every connection of the replica, in one query each.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Sweep {
+    pub keys: BTreeSet<String>,
+    pub agents: BTreeSet<Uuid>,
+}
+
+impl Sweep {
+    /// Adds what `who` and its tunnels depend on.
+    pub fn add(&mut self, who: &Principal, tunnels: impl IntoIterator<Item = Uuid>) {
+        match who {
+            Principal::User { key_id, .. } => {
+                self.keys.insert(key_id.clone());
+            }
+            Principal::Agent { agent_id } => {
+                self.agents.insert(*agent_id);
+            }
+            // No credential of its own to re-check; its tunnels are.
+            Principal::Coderd => {}
+        }
+        self.agents.extend(tunnels);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.agents.is_empty()
+    }
+
+    /// Runs the two queries.
+    pub async fn run(self, db: &PgPool) -> Result<Verdicts, sqlx::Error> {
+        let keys: Vec<String> = self.keys.iter().cloned().collect();
+        let agents: Vec<Uuid> = self.agents.iter().copied().collect();
+        Ok(Verdicts {
+            keys: key_standings(db, &keys).await?,
+            agents: agent_owners(db, &agents).await?,
+            asked_keys: self.keys,
+            asked_agents: self.agents,
+        })
+    }
+}
+
+/// What a [`Sweep`] found. Only what was asked is judged: a key or agent a
+/// connection took on after the sweep started was checked when it did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Verdicts {
+    keys: HashMap<String, (Uuid, bool)>,
+    agents: HashMap<Uuid, Uuid>,
+    asked_keys: BTreeSet<String>,
+    asked_agents: BTreeSet<Uuid>,
+}
+
+impl Verdicts {
+    /// The principal's standing, or `None` if it was not part of the sweep.
+    pub fn standing(&self, who: &Principal) -> Option<Standing> {
+        match who {
+            Principal::User { user_id, key_id } => {
+                if !self.asked_keys.contains(key_id) {
+                    return None;
+                }
+                Some(match self.keys.get(key_id) {
+                    Some((user, owner)) if user == user_id => Standing::Valid { owner: *owner },
+                    _ => Standing::Revoked,
+                })
+            }
+            Principal::Agent { agent_id } => {
+                if !self.asked_agents.contains(agent_id) {
+                    return None;
+                }
+                Some(if self.agents.contains_key(agent_id) {
+                    Standing::Valid { owner: false }
+                } else {
+                    Standing::Revoked
+                })
+            }
+            Principal::Coderd => Some(Standing::Valid { owner: true }),
+        }
+    }
+
+    /// Whether `user` may still reach `agent`, or `None` if the agent was
+    /// not part of the sweep.
+    pub fn may_reach(&self, user: Uuid, owner_role: bool, agent: Uuid) -> Option<bool> {
+        if !self.asked_agents.contains(&agent) {
+            return None;
+        }
+        Some(self.agents.get(&agent).is_some_and(|owner| *owner == user || owner_role))
+    }
 }
 
 /// Whether a user may open a tunnel to `agent`: it is an agent of a live
@@ -104,10 +204,8 @@ pub async fn may_reach(
     owner_role: bool,
     agent: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    Ok(match agent_workspace_owner(db, agent).await? {
-        Some(owner) => owner == user_id || owner_role,
-        None => false,
-    })
+    let agents = agent_owners(db, &[agent]).await?;
+    Ok(agents.get(&agent).is_some_and(|owner| *owner == user_id || owner_role))
 }
 
 /// Whether a client may resume peer id `peer`: only its own user's client
@@ -119,4 +217,64 @@ pub async fn may_resume(db: &PgPool, user_id: Uuid, peer: Uuid) -> Result<bool, 
             .fetch_optional(db)
             .await?;
     Ok(owner.flatten() == Some(user_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uuid(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn verdicts_judge_only_what_the_sweep_asked() {
+        let (alice, bob) = (uuid(1), uuid(2));
+        let (alices_agent, bobs_agent, gone_agent, new_agent) =
+            (uuid(10), uuid(11), uuid(12), uuid(13));
+        let mut sweep = Sweep::default();
+        sweep.add(&Principal::user(alice, "a".into()), [alices_agent, bobs_agent, gone_agent]);
+        sweep.add(&Principal::user(bob, "b".into()), []);
+        sweep.add(&Principal::user(bob, "stolen".into()), []);
+        sweep.add(&Principal::agent(alices_agent), []);
+        let v = Verdicts {
+            keys: [
+                ("a".to_owned(), (alice, false)),
+                ("b".to_owned(), (bob, true)),
+                ("stolen".to_owned(), (alice, false)),
+            ]
+            .into(),
+            agents: [(alices_agent, alice), (bobs_agent, bob)].into(),
+            asked_keys: sweep.keys,
+            asked_agents: sweep.agents,
+        };
+        assert_eq!(
+            v.standing(&Principal::user(alice, "a".into())),
+            Some(Standing::Valid { owner: false })
+        );
+        assert_eq!(
+            v.standing(&Principal::user(bob, "b".into())),
+            Some(Standing::Valid { owner: true })
+        );
+        // A key of another user is no credential of this one.
+        assert_eq!(v.standing(&Principal::user(bob, "stolen".into())), Some(Standing::Revoked));
+        // Asked and not found: revoked; never asked (a later connection): no verdict.
+        assert_eq!(v.standing(&Principal::user(alice, "gone".into())), None);
+        assert_eq!(
+            v.standing(&Principal::agent(alices_agent)),
+            Some(Standing::Valid { owner: false })
+        );
+        assert_eq!(v.standing(&Principal::agent(gone_agent)), Some(Standing::Revoked));
+        assert_eq!(v.standing(&Principal::agent(new_agent)), None);
+
+        assert_eq!(v.may_reach(alice, false, alices_agent), Some(true));
+        assert_eq!(v.may_reach(alice, false, bobs_agent), Some(false));
+        assert_eq!(v.may_reach(bob, true, alices_agent), Some(true), "owners reach every agent");
+        assert_eq!(
+            v.may_reach(bob, true, gone_agent),
+            Some(false),
+            "not even owners reach a gone one"
+        );
+        assert_eq!(v.may_reach(alice, false, new_agent), None);
+    }
 }

@@ -1,9 +1,10 @@
 //! One coordination WebSocket: reads and parses the peer's messages under a
-//! size limit and a token-bucket rate limit, authorizes tunnel requests,
-//! re-authorizes the connection periodically, and writes what the run loop
-//! sends it. Malformed input closes the socket with a reason.
+//! size limit and a token-bucket rate limit, authorizes tunnel requests, and
+//! writes what the run loop sends it. Malformed input closes the socket with
+//! a reason. Re-authorization is the run loop's, for all connections at once
+//! (`reauth.rs`): a connection holds no timer for it and queries nothing
+//! while idle.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -20,12 +21,11 @@ use super::Config;
 /// What the run loop sends a connection.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// Boxed: the channel's blocks hold 32 slots each, and a `Node` inline
-    /// would make every idle connection's block several KiB.
+    /// Both boxed: the channel allocates a block of 32 slots up front, for
+    /// every idle connection; a `Node` inline would make it several KiB,
+    /// and even a `Close` inline doubles it (32 bytes a slot, not 16).
     Message(Box<ServerMessage>),
-    /// Tunnels the peer holds from a previous connection it resumed.
-    Inherited(Vec<Uuid>),
-    Close(Close),
+    Close(Box<Close>),
 }
 
 /// What a connection tells the run loop.
@@ -45,7 +45,10 @@ pub(crate) struct Connection {
     /// The one agent of a single-agent connection.
     pub single_agent: Option<Uuid>,
     pub socket: WebSocket,
-    pub hello: ServerMessage,
+    /// The `hello`, encoded: a `ServerMessage` would keep the relay map's
+    /// JSON tree (kilobytes of small allocations) alive for the connection's
+    /// lifetime; this string is freed once sent.
+    pub hello: String,
     pub outbound: mpsc::Receiver<Outbound>,
     pub inbound: mpsc::Sender<(ConnId, Inbound)>,
     pub db: sqlx::PgPool,
@@ -109,12 +112,11 @@ impl Connection {
     }
 
     async fn serve(&mut self) -> Close {
-        if let Err(close) = self.write(&self.hello.clone()).await {
+        let hello = std::mem::take(&mut self.hello);
+        if let Err(close) = self.write_text(hello).await {
             return close;
         }
-        let mut tunnels: BTreeSet<Uuid> = BTreeSet::new();
         if let Some(agent) = self.single_agent {
-            tunnels.insert(agent);
             if let Err(close) = self.tell(Inbound::AddTunnel(agent)).await {
                 return close;
             }
@@ -122,11 +124,6 @@ impl Connection {
         let now = Instant::now();
         let mut bucket =
             Bucket::new(self.config.messages_per_second, self.config.message_burst, now);
-        let mut reauth = tokio::time::interval_at(
-            now + self.config.reauthorize_interval,
-            self.config.reauthorize_interval,
-        );
-        reauth.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ping = tokio::time::interval_at(now + PING_INTERVAL, PING_INTERVAL);
         let mut last_heard = now;
         loop {
@@ -140,15 +137,9 @@ impl Connection {
                             return close;
                         }
                     }
-                    Some(Outbound::Inherited(t)) => tunnels.extend(t),
-                    Some(Outbound::Close(close)) => return close,
+                    Some(Outbound::Close(close)) => return *close,
                     None => return Close { code: 1012, reason: "coordinator restarting; reconnect".into() },
                 },
-                _ = reauth.tick() => {
-                    if let Err(close) = self.reauthorize(&mut tunnels).await {
-                        return close;
-                    }
-                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > PING_INTERVAL * 3 {
                         return Close { code: 1001, reason: "peer stopped answering pings".into() };
@@ -175,7 +166,7 @@ impl Connection {
                         Ok(m) => m,
                         Err(e) => return Close { code: 1007, reason: truncate(format!("malformed message: {e}")) },
                     };
-                    if let Err(close) = self.handle(msg, &mut tunnels).await {
+                    if let Err(close) = self.handle(msg).await {
                         return close;
                     }
                 }
@@ -183,11 +174,7 @@ impl Connection {
         }
     }
 
-    async fn handle(
-        &mut self,
-        msg: ClientMessage,
-        tunnels: &mut BTreeSet<Uuid>,
-    ) -> Result<(), Close> {
+    async fn handle(&mut self, msg: ClientMessage) -> Result<(), Close> {
         match msg {
             ClientMessage::Node { node } => self.tell(Inbound::Node(node)).await,
             ClientMessage::AddTunnel { peer } => {
@@ -213,53 +200,11 @@ impl Connection {
                     let message = "No such agent, or you may not reach it.".to_owned();
                     return self.write(&ServerMessage::Error { peer: Some(peer), message }).await;
                 }
-                tunnels.insert(peer);
                 self.tell(Inbound::AddTunnel(peer)).await
             }
-            ClientMessage::RemoveTunnel { peer } => {
-                tunnels.remove(&peer);
-                self.tell(Inbound::RemoveTunnel(peer)).await
-            }
+            ClientMessage::RemoveTunnel { peer } => self.tell(Inbound::RemoveTunnel(peer)).await,
             _ => Err(Close { code: 1008, reason: "unsupported message".into() }),
         }
-    }
-
-    /// Re-checks the token and every tunnel; closes what is no longer allowed.
-    async fn reauthorize(&mut self, tunnels: &mut BTreeSet<Uuid>) -> Result<(), Close> {
-        let owner = match authz::standing(&self.db, &self.principal).await {
-            Ok(Standing::Valid { owner }) => owner,
-            Ok(Standing::Revoked) => return Err(revoked()),
-            // The database may be restarting; keep going, check again later.
-            Err(e) => {
-                tracing::warn!(error = %e, "coordination: cannot re-authorize");
-                return Ok(());
-            }
-        };
-        let Some(user_id) = self.principal.reaching_user() else { return Ok(()) };
-        let mut gone = Vec::new();
-        for dst in tunnels.iter() {
-            match authz::may_reach(&self.db, user_id, owner, *dst).await {
-                Ok(true) => {}
-                Ok(false) => gone.push(*dst),
-                Err(e) => {
-                    tracing::warn!(error = %e, "coordination: cannot re-authorize tunnels");
-                    return Ok(());
-                }
-            }
-        }
-        for dst in gone {
-            tunnels.remove(&dst);
-            if self.single_agent == Some(dst) {
-                return Err(Close {
-                    code: 1008,
-                    reason: "the workspace is gone or no longer yours".into(),
-                });
-            }
-            self.tell(Inbound::RemoveTunnel(dst)).await?;
-            let message = "The workspace is gone or no longer yours.".to_owned();
-            self.write(&ServerMessage::Error { peer: Some(dst), message }).await?;
-        }
-        Ok(())
     }
 
     async fn tell(&mut self, msg: Inbound) -> Result<(), Close> {
@@ -272,6 +217,10 @@ impl Connection {
     async fn write(&mut self, msg: &ServerMessage) -> Result<(), Close> {
         let text = serde_json::to_string(msg)
             .map_err(|e| Close { code: 1011, reason: truncate(format!("cannot encode: {e}")) })?;
+        self.write_text(text).await
+    }
+
+    async fn write_text(&mut self, text: String) -> Result<(), Close> {
         self.socket
             .send(Message::Text(text.into()))
             .await
@@ -281,8 +230,13 @@ impl Connection {
 
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 
-fn revoked() -> Close {
+pub(crate) fn revoked() -> Close {
     Close { code: 1008, reason: "credentials revoked or workspace gone".into() }
+}
+
+/// The one agent of a single-agent connection is no longer reachable.
+pub(crate) fn workspace_gone() -> Close {
+    Close { code: 1008, reason: "the workspace is gone or no longer yours".into() }
 }
 
 fn db_error(e: &sqlx::Error) -> Close {

@@ -12,7 +12,7 @@
 //! operations for the shell to persist and announce. Nothing here touches a
 //! socket or the database, so the rules are unit-tested directly.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use client::coordination::ServerMessage;
 use mesh::Node;
@@ -110,7 +110,16 @@ enum Told {
 struct Local {
     conn: ConnId,
     kind: Kind,
-    told: BTreeMap<Uuid, Told>,
+    /// Sorted by peer, allocated to fit: most peers have one neighbour, and
+    /// a `BTreeMap` would allocate a node of 11 `Told`s (~2.7 KiB) for it.
+    told: Vec<(Uuid, Told)>,
+}
+
+impl Local {
+    fn told(&self, peer: &Uuid) -> Option<&Told> {
+        let i = self.told.binary_search_by_key(peer, |(p, _)| *p).ok()?;
+        self.told.get(i).map(|(_, t)| t)
+    }
 }
 
 /// One replica's coordination state machine.
@@ -156,7 +165,7 @@ impl Core {
             );
         }
         self.conns.insert(conn, peer);
-        self.local.insert(peer, Local { conn, kind, told: BTreeMap::new() });
+        self.local.insert(peer, Local { conn, kind, told: Vec::new() });
         let node = self.records.get(&peer).and_then(|r| r.node.clone());
         self.records.insert(peer, Record { coordinator: self.me, node: node.clone(), lost: false });
         self.out.push_back(Output::Store(StoreOp::UpsertPeer { id: peer, kind, node }));
@@ -387,19 +396,24 @@ impl Core {
         for id in ids {
             let Some(local) = self.local.get(id) else { continue };
             let conn = local.conn;
-            let mut want: BTreeMap<Uuid, Told> = BTreeMap::new();
-            for n in self.neighbours.get(id).into_iter().flatten() {
+            let neighbours = self.neighbours.get(id);
+            // In the neighbours' (sorted) order.
+            let mut want: Vec<(Uuid, Told)> =
+                Vec::with_capacity(neighbours.map_or(0, BTreeSet::len));
+            for n in neighbours.into_iter().flatten() {
                 let Some(record) = self.records.get(n) else { continue };
                 let Some(node) = &record.node else { continue };
-                want.insert(*n, if record.lost { Told::Lost } else { Told::Node(node.clone()) });
+                want.push((*n, if record.lost { Told::Lost } else { Told::Node(node.clone()) }));
             }
+            want.shrink_to_fit();
+            let wanted = |p: &Uuid| want.binary_search_by_key(p, |(k, _)| *k).is_ok();
             let mut messages = Vec::new();
-            for peer in local.told.keys().filter(|p| !want.contains_key(p)) {
+            for (peer, _) in local.told.iter().filter(|(p, _)| !wanted(p)) {
                 let reason = "peer disconnected or tunnel closed".to_owned();
                 messages.push(ServerMessage::Disconnected { peer: *peer, reason });
             }
             for (peer, wanted) in &want {
-                let before = local.told.get(peer);
+                let before = local.told(peer);
                 if before == Some(wanted) {
                     continue;
                 }

@@ -3,8 +3,10 @@
 //!
 //! Data flow within a replica: the API handlers authenticate a WebSocket and
 //! hand it to the replica's [`Replica`] ([`replica`]), which runs one task per
-//! connection ([`conn`]: framing, size and rate limits, periodic
-//! re-authorization) and one run loop around the sans-IO [`Core`] ([`core`]).
+//! connection ([`conn`]: framing, size and rate limits, tunnel requests) and
+//! one run loop around the sans-IO [`Core`] ([`core`]). The run loop
+//! re-authorizes all its connections at once ([`reauth`]: two queries a
+//! sweep), every few seconds and when the database announces a revocation.
 //! The run loop queues the core's [`StoreOp`]s for a writer task
 //! ([`writer`]) that persists them in Postgres ([`store`]) and announces them
 //! on the `coordination` pub/sub channel; other replicas re-read the
@@ -18,6 +20,7 @@ mod authz;
 mod conn;
 pub mod core;
 mod heartbeat;
+mod reauth;
 mod replica;
 mod store;
 mod writer;
@@ -38,7 +41,11 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// A replica whose heartbeat is older than this is dead; its peers lost.
     pub heartbeat_timeout: Duration,
-    /// How often each connection's token and tunnels are re-authorized.
+    /// How often every connection's token and tunnels are re-authorized (in
+    /// one sweep for the replica). Revocations the database announces
+    /// (migration 0006's triggers) start a sweep at once; this interval
+    /// catches tokens that simply expire, and anything a lost notification
+    /// hid.
     pub reauthorize_interval: Duration,
     /// Sustained messages per second a peer may send (token bucket refill).
     pub messages_per_second: f64,

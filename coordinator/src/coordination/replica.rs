@@ -1,7 +1,8 @@
 //! The I/O shell of one replica's coordination: a run loop that owns the
-//! [`Core`], every connection task, the store [`Writer`], the [`Heartbeat`]
-//! and the pub/sub subscription. Dropping the last [`Replica`] handle stops
-//! all of it (the other replicas then mark its peers lost).
+//! [`Core`], every connection task, the store [`Writer`], the [`Heartbeat`],
+//! the [`Reauthorizer`] and the pub/sub subscriptions. Dropping the last
+//! [`Replica`] handle stops all of it (the other replicas then mark its
+//! peers lost).
 //!
 //! The run loop never waits on a write: the writer persists in order behind
 //! it, so local peers keep exchanging nodes while Postgres restarts. When
@@ -21,10 +22,11 @@ use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
-use super::authz::Principal;
-use super::conn::{Connection, Inbound, Outbound};
+use super::authz::{Principal, Standing, Sweep, Verdicts};
+use super::conn::{self, Connection, Inbound, Outbound};
 use super::core::{Close, ConnId, Core, Kind, Output, StoreOp};
 use super::heartbeat::{Beat, Heartbeat};
+use super::reauth::{self, Outcome, Reauthorizer};
 use super::store::{Notice, Store, CHANNEL};
 use super::writer::{Write, Writer};
 use super::{node_id, Config};
@@ -74,16 +76,19 @@ impl Replica {
         let store = Store::new(db, pubsub.clone(), id);
         store.heartbeat().await?;
         let notices = pubsub.subscribe(CHANNEL).await;
+        let revocations = pubsub.subscribe(reauth::CHANNEL).await;
         let mut core = Core::new(id);
         let (records, tunnels) = store.snapshot().await?;
         core.handle_snapshot(records, tunnels);
         let (commands, commands_rx) = mpsc::channel(64);
         let (inbound, inbound_rx) = mpsc::channel(1024);
         let (beats_tx, beats) = mpsc::channel(4);
+        let (reauth, verdicts) = Reauthorizer::spawn(store.db().clone());
         let run = RunLoop {
             core,
             writer: Writer::spawn(store.clone()),
             heartbeat: Heartbeat::spawn(store.clone(), config.clone(), beats_tx),
+            reauth,
             store,
             config,
             conns: HashMap::new(),
@@ -91,7 +96,15 @@ impl Replica {
             next_conn: 0,
             inbound,
         };
-        let task = tokio::spawn(run.run(commands_rx, inbound_rx, beats, notices));
+        let events = Events {
+            commands: commands_rx,
+            inbound: inbound_rx,
+            beats,
+            notices,
+            revocations,
+            verdicts,
+        };
+        let task = tokio::spawn(run.run(events));
         Ok(Replica { id, commands, _task: Arc::new(AbortOnDropHandle::new(task)) })
     }
 
@@ -124,27 +137,51 @@ impl Replica {
     }
 }
 
+/// A local connection as the run loop knows it.
+struct Conn {
+    tx: mpsc::Sender<Outbound>,
+    principal: Principal,
+    single_agent: Option<Uuid>,
+}
+
+/// Everything the run loop waits on.
+struct Events {
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Receiver<(ConnId, Inbound)>,
+    beats: mpsc::Receiver<Beat>,
+    notices: broadcast::Receiver<Message>,
+    /// The database announced a revocation ([`reauth::CHANNEL`]).
+    revocations: broadcast::Receiver<Message>,
+    verdicts: mpsc::Receiver<Outcome>,
+}
+
 struct RunLoop {
     core: Core,
     /// Reads only; writes go through `writer`.
     store: Store,
     writer: Writer,
     heartbeat: Heartbeat,
+    reauth: Reauthorizer,
     config: Config,
-    conns: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    conns: HashMap<ConnId, Conn>,
     tasks: JoinSet<()>,
     next_conn: ConnId,
     inbound: mpsc::Sender<(ConnId, Inbound)>,
 }
 
 impl RunLoop {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut inbound: mpsc::Receiver<(ConnId, Inbound)>,
-        mut beats: mpsc::Receiver<Beat>,
-        mut notices: broadcast::Receiver<Message>,
-    ) {
+    async fn run(mut self, events: Events) {
+        let Events {
+            mut commands,
+            mut inbound,
+            mut beats,
+            mut notices,
+            mut revocations,
+            mut verdicts,
+        } = events;
+        let every = self.config.reauthorize_interval;
+        let mut reauthorize = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        reauthorize.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -169,6 +206,13 @@ impl RunLoop {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.resync().await,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                Some(outcome) = verdicts.recv() => self.verdicts(outcome),
+                // A resync or a lag may have hidden a revocation: sweep anyway.
+                revoked = revocations.recv() => match revoked {
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    _ => self.sweep(),
+                },
+                _ = reauthorize.tick() => self.sweep(),
                 Some(_) = self.tasks.join_next() => {}
             }
             self.drain();
@@ -185,6 +229,10 @@ impl RunLoop {
             node_id: node_id(a.peer),
             relay_map: a.relay_map,
         };
+        let Ok(hello) = serde_json::to_string(&hello) else {
+            tracing::warn!("coordination: cannot encode a hello");
+            return;
+        };
         let connection = Connection {
             conn,
             peer: a.peer,
@@ -197,13 +245,11 @@ impl RunLoop {
             db: self.store.db().clone(),
             config: self.config.clone(),
         };
+        // A resumed client keeps the tunnels it had; sweeps re-check them.
         self.core.handle_connect(conn, a.peer, a.kind);
-        // A resumed client keeps the tunnels it had; the connection re-checks them.
-        let inherited = self.core.tunnels_from(a.peer);
-        if !inherited.is_empty() {
-            let _ = tx.try_send(Outbound::Inherited(inherited));
-        }
-        self.conns.insert(conn, tx);
+        let entry =
+            Conn { tx, principal: connection.principal.clone(), single_agent: a.single_agent };
+        self.conns.insert(conn, entry);
         self.tasks.spawn(connection.run());
     }
 
@@ -224,20 +270,89 @@ impl RunLoop {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Send { conn, message } => {
-                    let Some(tx) = self.conns.get(&conn) else { continue };
-                    if tx.try_send(Outbound::Message(Box::new(message))).is_err() {
-                        // Too slow to keep up (or gone): dropping the sender ends it.
-                        self.conns.remove(&conn);
-                        self.core.handle_disconnect(conn);
-                    }
+                    self.send(conn, message);
                 }
                 Output::Close { conn, close } => {
-                    if let Some(tx) = self.conns.remove(&conn) {
-                        let _ = tx.try_send(Outbound::Close(close));
+                    if let Some(c) = self.conns.remove(&conn) {
+                        let _ = c.tx.try_send(Outbound::Close(Box::new(close)));
                     }
                 }
                 Output::Store(op) => self.writer.write(Write::Op(op)),
             }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: ServerMessage) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        if c.tx.try_send(Outbound::Message(Box::new(message))).is_err() {
+            // Too slow to keep up (or gone): dropping the sender ends it.
+            self.conns.remove(&conn);
+            self.core.handle_disconnect(conn);
+        }
+    }
+
+    /// Asks for a re-authorization of every connection and its tunnels.
+    fn sweep(&mut self) {
+        let (conns, core) = (&self.conns, &self.core);
+        self.reauth.want(|| {
+            let mut sweep = Sweep::default();
+            for (id, c) in conns {
+                let tunnels = core.peer(*id).map(|p| core.tunnels_from(p)).unwrap_or_default();
+                sweep.add(&c.principal, tunnels);
+            }
+            sweep
+        });
+    }
+
+    /// Closes connections whose credentials were revoked and removes tunnels
+    /// no longer allowed (both sides hear `disconnected`, the client an
+    /// `error` too).
+    fn verdicts(&mut self, outcome: Outcome) {
+        match outcome {
+            Ok(v) => self.apply_verdicts(&v),
+            // The database may be restarting; the next sweep checks again.
+            Err(e) => tracing::warn!(error = %e, "coordination: cannot re-authorize"),
+        }
+        if self.reauth.finished() {
+            self.sweep();
+        }
+    }
+
+    fn apply_verdicts(&mut self, v: &Verdicts) {
+        let mut closes = Vec::new();
+        let mut removed = Vec::new();
+        for (&id, c) in &self.conns {
+            let owner = match v.standing(&c.principal) {
+                None => continue,
+                Some(Standing::Revoked) => {
+                    closes.push((id, conn::revoked()));
+                    continue;
+                }
+                Some(Standing::Valid { owner }) => owner,
+            };
+            let Some(user_id) = c.principal.reaching_user() else { continue };
+            let Some(peer) = self.core.peer(id) else { continue };
+            for dst in self.core.tunnels_from(peer) {
+                if v.may_reach(user_id, owner, dst) != Some(false) {
+                    continue;
+                }
+                if c.single_agent == Some(dst) {
+                    closes.push((id, conn::workspace_gone()));
+                    break;
+                }
+                removed.push((id, dst));
+            }
+        }
+        for (id, close) in closes {
+            if let Some(c) = self.conns.remove(&id) {
+                let _ = c.tx.try_send(Outbound::Close(Box::new(close)));
+            }
+            self.core.handle_disconnect(id);
+        }
+        for (id, dst) in removed {
+            self.core.handle_remove_tunnel(id, dst);
+            let message = "The workspace is gone or no longer yours.".to_owned();
+            self.send(id, ServerMessage::Error { peer: Some(dst), message });
         }
     }
 
@@ -318,9 +433,9 @@ impl RunLoop {
     }
 
     async fn shutdown(&mut self) {
-        for (_, tx) in self.conns.drain() {
+        for (_, c) in self.conns.drain() {
             let close = Close { code: 1001, reason: "coordinator shutting down".into() };
-            let _ = tx.try_send(Outbound::Close(close));
+            let _ = c.tx.try_send(Outbound::Close(Box::new(close)));
         }
         let (done, unregistered) = oneshot::channel();
         self.writer.write(Write::Unregister(done));

@@ -93,7 +93,7 @@ async fn agent_process(dep: &Deployment) -> anyhow::Result<u32> {
 }
 
 /// User plus system CPU time `pid` has used, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // After `pid (comm)`: state is field 3, utime 14 and stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("odd /proc/<pid>/stat")?;

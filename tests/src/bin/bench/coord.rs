@@ -96,6 +96,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             r.rss_before_kib / 1024.0,
             r.rss_after_kib / 1024.0,
         ));
+        section.notes.push(format!(
+            "{n} peers, CPU while measuring one at a time: {}; during the burst: {}.",
+            r.one_cpu, r.burst_cpu
+        ));
     }
     section.notes.push(
         "Bench side: the N client sockets live in the bench process, on the same two cores \
@@ -105,16 +109,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     section.notes.push(
         "Memory history (10,000 peers on this machine): 149 KiB per peer with tungstenite's \
          default 128 KiB read chunk per socket (allocated zeroed, so resident); 23.7 KiB with \
-         a 4 KiB chunk (`api/coordinate.rs`); the current figure also boxes the messages \
-         queued per connection (`coordination/conn.rs`)."
+         a 4 KiB chunk (`api/coordinate.rs`); 19.7 KiB with the queued messages boxed; then \
+         the core's per-peer record of what it told (a `BTreeMap` node of 11 nodes, ~2.7 KiB, \
+         for one neighbour) became a vector sized to fit, each connection stopped keeping its \
+         `hello`'s relay map (a JSON tree) after sending it, and its outbound queue's slots \
+         shrank to 16 bytes (`coordination/core.rs`, `conn.rs`, `replica.rs`)."
             .into(),
     );
     section.notes.push(
-        "Likely the next limit: every connection re-authorizes against Postgres every 3 s \
-         (`coordination/conn.rs`): about 5,000 queries/s at 10,000 peers (one per peer, one \
-         more per tunnel), competing with \
-         connects and fan-out on two cores (not yet profiled). Re-authorizing per replica in \
-         one query, or on revocation events, would remove it."
+        "Latency history (10,000 peers, one at a time, p99): 210 ms while every connection \
+         re-authorized itself against Postgres every 3 s (about 5,000 queries/s, on the two \
+         cores the fan-out needs); now a replica re-authorizes all its connections in one \
+         sweep of two queries, every 3 s and when a database trigger announces a revocation \
+         (`coordination/reauth.rs`, `docs/protocols/coordination.md`)."
             .into(),
     );
     Ok(section)
@@ -124,6 +131,9 @@ struct Figures {
     /// p50, p99 in ms.
     one: (f64, f64),
     burst: (f64, f64),
+    /// Where the CPU went while measuring one at a time, and the burst.
+    one_cpu: CpuShare,
+    burst_cpu: CpuShare,
     rss_per_peer_kib: f64,
     rss_before_kib: f64,
     rss_after_kib: f64,
@@ -224,6 +234,7 @@ async fn measure_on(
 
     let mut one = Vec::with_capacity(samples);
     let step = (pairs / samples).max(1);
+    let cpu = Cpu::now(pid, data)?;
     for s in 0..samples.min(pairs) {
         let i = s * step;
         let port = 10_000 + u16::try_from(s)?;
@@ -233,13 +244,16 @@ async fn measure_on(
         let got = wait_for(&mut rx, 1, port, Duration::from_secs(30)).await?;
         one.push(got[0].at.duration_since(sent).as_secs_f64() * 1e3);
     }
+    let one_cpu = Cpu::now(pid, data)?.since(&cpu);
 
     let port = 60_000;
+    let cpu = Cpu::now(pid, data)?;
     let sent = Instant::now();
     for (agent, _, id) in &handles {
         agent.update_node(node(*id, port));
     }
     let got = wait_for(&mut rx, pairs, port, Duration::from_secs(600)).await?;
+    let burst_cpu = Cpu::now(pid, data)?.since(&cpu);
     let burst: Vec<f64> =
         got.iter().map(|r| r.at.duration_since(sent).as_secs_f64() * 1e3).collect();
     let mut clients: Vec<usize> = got.iter().map(|r| r.client).collect();
@@ -254,6 +268,8 @@ async fn measure_on(
     Ok(Figures {
         one: (percentile(&one, 50.0), percentile(&one, 99.0)),
         burst: (percentile(&burst, 50.0), percentile(&burst, 99.0)),
+        one_cpu,
+        burst_cpu,
         rss_per_peer_kib: (rss_after - rss_before) / peers as f64,
         rss_before_kib: rss_before,
         rss_after_kib: rss_after,
@@ -318,6 +334,80 @@ async fn wait_for(
         Err(_) => bail!("only {} of {count} updates (port {port}) within {limit:?}", got.len()),
     }
     Ok(got)
+}
+
+/// CPU seconds used so far by `coderd`, its embedded Postgres (postmaster
+/// and backends) and this bench process, at one instant.
+struct Cpu {
+    at: Instant,
+    coderd: f64,
+    postgres: f64,
+    bench: f64,
+}
+
+/// Each process's CPU use over an interval, in percent of one core.
+struct CpuShare {
+    coderd: f64,
+    postgres: f64,
+    bench: f64,
+}
+
+impl std::fmt::Display for CpuShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "coderd {:.0} %, its Postgres {:.0} %, the bench {:.0} % of a core",
+            self.coderd, self.postgres, self.bench
+        )
+    }
+}
+
+impl Cpu {
+    fn now(coderd: u32, data: &std::path::Path) -> anyhow::Result<Cpu> {
+        Ok(Cpu {
+            at: Instant::now(),
+            coderd: crate::agent::cpu_seconds(coderd)?,
+            postgres: postgres_cpu_seconds(&data.join("postgres"))?,
+            bench: crate::agent::cpu_seconds(std::process::id())?,
+        })
+    }
+
+    fn since(&self, before: &Cpu) -> CpuShare {
+        let secs = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let pct = |a: f64, b: f64| (a - b).max(0.0) / secs * 100.0;
+        CpuShare {
+            coderd: pct(self.coderd, before.coderd),
+            postgres: pct(self.postgres, before.postgres),
+            bench: pct(self.bench, before.bench),
+        }
+    }
+}
+
+/// CPU seconds of the postmaster serving `dir` and its children (backends
+/// that exited meanwhile are not counted; the pool keeps its own open).
+fn postgres_cpu_seconds(dir: &std::path::Path) -> anyhow::Result<f64> {
+    let mut procs = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        procs.push((pid, ppid, cmdline));
+    }
+    let dir = dir.to_string_lossy();
+    let postmaster = procs.iter().find(|(_, _, cmd)| {
+        let cmd = String::from_utf8_lossy(cmd);
+        cmd.split('\0').next().is_some_and(|bin| bin.ends_with("postgres")) && cmd.contains(&*dir)
+    });
+    let Some(&(postmaster, _, _)) = postmaster else { bail!("no postmaster for {dir}") };
+    Ok(procs
+        .iter()
+        .filter(|(pid, ppid, _)| *pid == postmaster || *ppid == Some(postmaster))
+        .filter_map(|(pid, _, _)| crate::agent::cpu_seconds(*pid).ok())
+        .sum())
 }
 
 fn vm_rss_kib(pid: u32) -> anyhow::Result<f64> {
