@@ -94,8 +94,8 @@ pub enum BindError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// No relay region answered.
-    #[error("connecting to the relay: {0}")]
-    Relay(#[from] derp::client::ConnectError),
+    #[error(transparent)]
+    Relay(#[from] crate::relay::NoRegion),
 }
 
 /// Why [`MeshEndpoint::dial`] failed.

@@ -44,7 +44,7 @@ pub use path::{simulated_time_to_direct, SimScenario};
 pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};
-pub use relay::{HomeConfig, HomeSelector, RelayRegion};
+pub use relay::{HomeConfig, HomeSelector, NoRegion, RelayRegion};
 pub use service::{pty_frame, Service, ServiceParseError, COPY_BUFFER};
 pub use splice::{copy_from_stream, copy_to_stream, splice, Spliced};
 pub use wire::{classify, PacketKind};

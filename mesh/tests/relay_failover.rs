@@ -72,6 +72,9 @@ async fn relayed_stream_survives_its_relay_and_moves_to_the_second_region() -> a
     b.upsert_peer(&a.node())?;
     let _announce = (announce(a.clone(), b.clone()), announce(b.clone(), a.clone()));
     let (ca, cb) = connect(&a, &b).await?;
+    // Each node said "home" before its handshake packets, on the same
+    // connection, so the relay has seen both by now.
+    assert_eq!((r1.server.stats().clients_home, r2.server.stats().clients_home), (2, 0));
 
     const TOTAL: usize = 32 << 20;
     const KILL_AT: usize = 6 << 20;
@@ -119,6 +122,7 @@ async fn relayed_stream_survives_its_relay_and_moves_to_the_second_region() -> a
     assert_eq!(received.1, sent.1, "SHA-256 differs");
     assert_eq!((a.home_relay(), b.home_relay()), (Some(2), Some(2)));
     assert_eq!(a.node().preferred_relay, Some(2));
+    assert_eq!(r2.server.stats().clients_home, 2, "both told region 2 it is their home");
     let r2_after = r2.server.stats().bytes_forwarded;
     assert!(
         r2_after > r2_before + (1 << 20),
@@ -126,5 +130,17 @@ async fn relayed_stream_survives_its_relay_and_moves_to_the_second_region() -> a
     );
     // The connection from before the move is still the one in use.
     common::transfer_on(&cb, &ca, 1 << 20).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bind_fails_naming_each_region_when_none_answers() -> anyhow::Result<()> {
+    // A port nobody listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut c = config(1, None, true);
+    c.relays = vec![RelayRegion::new(4, format!("http://{closed}/derp").parse()?)];
+    let err = MeshEndpoint::bind(c).await.err().context("bind without a relay succeeded")?;
+    let msg = err.to_string();
+    assert!(msg.contains("no relay region answered: region 4: cannot reach relay"), "{msg}");
     Ok(())
 }

@@ -9,9 +9,9 @@
 //! whichever region it came through.
 //!
 //! Which region is home is [`HomeSelector`]'s decision (sans-IO, `home.rs`);
-//! [`run_home`] is its I/O shell: it measures every region's latency with a
-//! relay ping (over the link where there is one, else over a short-lived
-//! connection: netcheck-style, and it works where UDP is blocked), watches
+//! [`run_home`] is its I/O shell: it measures every region's latency with
+//! relay pings over that region's link (netcheck-style, and it works where
+//! UDP is blocked; links opened only to measure are closed after), watches
 //! the home link's connection, and applies a change of home: the new link
 //! is told it is preferred, and [`Relays::home_changes`] fires so the owner
 //! re-publishes the node (`preferred_relay`) through the coordinator.
@@ -58,6 +58,8 @@ impl RelayRegion {
 /// After the first region answers at bind time, the others get this long
 /// to answer too before the home is chosen from what arrived.
 const BIND_GRACE: Duration = Duration::from_millis(500);
+/// Pings per region measurement.
+const PINGS: usize = 3;
 /// While the home is down and no region answers, probe this often.
 const RETRY_PROBE: Duration = Duration::from_secs(1);
 
@@ -66,6 +68,8 @@ struct Link {
     tx: mpsc::Sender<(NodeKey, Bytes)>,
     /// Set once the first connection succeeded.
     client: watch::Receiver<Option<Arc<derp::Client>>>,
+    /// Why the last attempt to connect failed, while it has not connected.
+    last_error: Arc<Mutex<Option<String>>>,
     _task: AbortOnDropHandle<()>,
 }
 
@@ -82,8 +86,10 @@ pub(crate) struct Relays {
     home: watch::Sender<Option<RegionId>>,
 }
 
-/// Why no relay region could be used at bind time.
-pub(crate) type NoRegion = derp::client::ConnectError;
+/// No relay region answered at bind time: why, region by region.
+#[derive(Debug, thiserror::Error)]
+#[error("no relay region answered: {0}")]
+pub struct NoRegion(String);
 
 impl Relays {
     /// Measures every region, connects to the best as home, and starts the
@@ -106,14 +112,21 @@ impl Relays {
             peer_regions: Mutex::default(),
             home: watch::Sender::new(None),
         });
-        let mut probes = relays.probe_all(Some(BIND_GRACE)).await;
-        let now = Instant::now();
-        let home = relays.selector().poll_home(now);
+        relays.probe_all(Some(BIND_GRACE)).await;
+        let home = relays.selector().poll_home(Instant::now());
         let Some(home) = home else {
-            let first_error = probes.drain(..).find_map(|p| p.error);
-            return Err(first_error.unwrap_or(derp::client::ConnectError::Timeout));
+            let errors: Vec<String> = relays
+                .links()
+                .iter()
+                .map(|(region, link)| {
+                    let error = link.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    format!("region {region}: {}", error.as_deref().unwrap_or("no answer in time"))
+                })
+                .collect();
+            return Err(NoRegion(errors.join("; ")));
         };
-        relays.switch_home(None, home, &mut probes).await;
+        relays.switch_home(None, home).await;
+        relays.drop_unused_links();
         let tasks = vec![
             AbortOnDropHandle::new(tokio::spawn(dispatch(relays.clone(), out))),
             AbortOnDropHandle::new(tokio::spawn(run_home(relays.clone()))),
@@ -168,16 +181,9 @@ impl Relays {
     }
 
     /// The queue of `region`'s link, connecting it first if there is none.
+    /// The one way a connection to a region is made: two connections with
+    /// one key would make the relay drop the older for good.
     fn link(&self, region: RegionId) -> Option<mpsc::Sender<(NodeKey, Bytes)>> {
-        self.install_link(region, None)
-    }
-
-    /// Like [`Self::link`]; a new link starts on `client` when given one.
-    fn install_link(
-        &self,
-        region: RegionId,
-        client: Option<derp::Client>,
-    ) -> Option<mpsc::Sender<(NodeKey, Bytes)>> {
         let mut links = self.links();
         if let Some(link) = links.get(&region) {
             return Some(link.tx.clone());
@@ -185,12 +191,11 @@ impl Relays {
         let url = self.regions.get(&region)?.clone();
         let (tx, rx) = mpsc::channel(RELAY_QUEUE);
         let (slot, ready) = watch::channel(None);
+        let last_error = Arc::new(Mutex::new(None));
         let config = derp::ClientConfig::new(url, self.secret.clone());
-        let task = run_link(config, client, slot, rx, self.sock.clone());
-        links.insert(
-            region,
-            Link { tx: tx.clone(), client: ready, _task: AbortOnDropHandle::new(tokio::spawn(task)) },
-        );
+        let task = run_link(config, slot, last_error.clone(), rx, self.sock.clone());
+        let task = AbortOnDropHandle::new(tokio::spawn(task));
+        links.insert(region, Link { tx: tx.clone(), client: ready, last_error, _task: task });
         Some(tx)
     }
 
@@ -210,14 +215,13 @@ impl Relays {
         Some(client.ok().and_then(|c| c.ok()).and_then(|c| c.clone()))
     }
 
-    /// Measures every region and feeds the selector. Regions with a link are
-    /// pinged over it; others over a fresh connection, kept in the result in
-    /// case the region becomes home. With `grace`, stops waiting that long
-    /// after the first answer.
-    async fn probe_all(&self, grace: Option<Duration>) -> Vec<Probe> {
+    /// Measures every region over its link (opening links as needed) and
+    /// feeds the selector. With `grace`, stops waiting that long after the
+    /// first answer.
+    async fn probe_all(&self, grace: Option<Duration>) {
         let mut pending = futures::stream::FuturesUnordered::new();
-        for (&region, url) in &self.regions {
-            pending.push(self.probe(region, url.clone()));
+        for &region in self.regions.keys() {
+            pending.push(self.probe(region));
         }
         let mut done = Vec::new();
         let mut deadline = None;
@@ -230,59 +234,35 @@ impl Relays {
                 },
                 None => next.await,
             };
-            let Some(probe) = probe else { break };
-            if probe.latency.is_some() && deadline.is_none() {
+            let Some((region, latency)) = probe else { break };
+            if latency.is_some() && deadline.is_none() {
                 deadline = grace.map(|g| tokio::time::Instant::now() + g);
             }
-            done.push(probe);
+            done.push((region, latency));
         }
         let mut selector = self.selector();
         for &region in self.regions.keys() {
-            let latency = done.iter().find(|p| p.region == region).and_then(|p| p.latency);
+            let latency = done.iter().find(|(r, _)| *r == region).and_then(|(_, l)| *l);
             selector.handle_latency(region, latency);
         }
-        done
     }
 
-    async fn probe(&self, region: RegionId, url: derp::RelayUrl) -> Probe {
+    /// `region`'s latency, or `None` if its link is not up within the probe timeout.
+    async fn probe(&self, region: RegionId) -> (RegionId, Option<Duration>) {
         let wait = self.config.probe_timeout;
-        // Never a second connection beside a link: the relay would let the
-        // newer one replace the link's for good.
-        match self.link_client_ready(region, wait).await {
-            Some(Some(client)) if client.is_connected() => Probe {
-                region,
-                latency: client.ping(wait).await.ok(),
-                client: None,
-                error: None,
-            },
-            Some(_) => Probe { region, latency: None, client: None, error: None },
-            None => {
-                let mut config = derp::ClientConfig::new(url, self.secret.clone());
-                config.connect_timeout = wait;
-                let start = Instant::now();
-                match derp::Client::connect(config).await {
-                    Ok(client) => {
-                        let connected = start.elapsed();
-                        // The handshake took a few round trips; one ping is the
-                        // fair measure.
-                        let latency = client.ping(wait).await.ok().or(Some(connected));
-                        Probe { region, latency, client: Some(client), error: None }
-                    }
-                    Err(e) => {
-                        tracing::debug!(region, error = %e, "relay region probe failed");
-                        Probe { region, latency: None, client: None, error: Some(e) }
-                    }
-                }
-            }
-        }
+        self.link(region);
+        let latency = match self.link_client_ready(region, wait).await {
+            Some(Some(client)) if client.is_connected() => best_ping(&client, wait).await,
+            _ => None,
+        };
+        (region, latency)
     }
 
-    /// Makes `to` home (after `from`): connects its link (on the probe's
-    /// connection when there is one), tells both relays, announces it.
-    async fn switch_home(&self, from: Option<RegionId>, to: RegionId, probes: &mut [Probe]) {
-        let client = probes.iter_mut().find(|p| p.region == to).and_then(|p| p.client.take());
-        self.install_link(to, client);
-        if let Some(Some(client)) = self.link_client(to) {
+    /// Makes `to` home (after `from`): tells both relays, announces it.
+    async fn switch_home(&self, from: Option<RegionId>, to: RegionId) {
+        self.link(to);
+        let wait = self.config.probe_timeout;
+        if let Some(Some(client)) = self.link_client_ready(to, wait).await {
             let _ = client.note_preferred(true).await;
         }
         if let Some(Some(client)) = from.and_then(|f| self.link_client(f)) {
@@ -300,13 +280,17 @@ impl Relays {
     }
 }
 
-/// One region's measurement.
-struct Probe {
-    region: RegionId,
-    latency: Option<Duration>,
-    /// The connection a probe opened, if the region had no link.
-    client: Option<derp::Client>,
-    error: Option<derp::client::ConnectError>,
+/// The fastest of [`PINGS`] relay pings: one slow answer on a busy host
+/// should not move a node to another region.
+async fn best_ping(client: &derp::Client, wait: Duration) -> Option<Duration> {
+    let mut best = None;
+    for _ in 0..PINGS {
+        match client.ping(wait).await {
+            Ok(rtt) => best = Some(best.map_or(rtt, |b: Duration| b.min(rtt))),
+            Err(_) => break,
+        }
+    }
+    best
 }
 
 /// Routes the magic socket's relay datagrams to the destination's region.
@@ -324,26 +308,24 @@ async fn dispatch(relays: Arc<Relays>, mut out: mpsc::Receiver<(NodeKey, Bytes)>
 /// and receives until dropped.
 async fn run_link(
     config: derp::ClientConfig,
-    client: Option<derp::Client>,
     slot: watch::Sender<Option<Arc<derp::Client>>>,
+    last_error: Arc<Mutex<Option<String>>>,
     rx: mpsc::Receiver<(NodeKey, Bytes)>,
     sock: Arc<Inner>,
 ) {
-    let client = match client {
-        Some(client) => client,
-        None => {
-            let mut wait = Duration::from_millis(100);
-            loop {
-                match derp::Client::connect(config.clone()).await {
-                    Ok(client) => break client,
-                    Err(e) => tracing::debug!(url = %config.url, error = %e, "relay link failed"),
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(config.max_backoff);
+    let mut wait = Duration::from_millis(100);
+    let client = loop {
+        match derp::Client::connect(config.clone()).await {
+            Ok(client) => break Arc::new(client),
+            Err(e) => {
+                tracing::debug!(url = %config.url, error = %e, "relay link failed");
+                *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             }
         }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(config.max_backoff);
     };
-    let client = Arc::new(client);
+    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     slot.send_replace(Some(client.clone()));
     tokio::join!(relay_send(client.clone(), rx), relay_recv(client, sock));
 }
@@ -381,12 +363,12 @@ async fn run_home(relays: Arc<Relays>) {
             }
             continue;
         }
-        let mut probes = relays.probe_all(None).await;
+        relays.probe_all(None).await;
         let now = Instant::now();
         let from = relays.home();
         let change = relays.selector().poll_home(now);
         if let Some(to) = change {
-            relays.switch_home(from, to, &mut probes).await;
+            relays.switch_home(from, to).await;
             home_conn = home_connection(&relays);
         }
         relays.drop_unused_links();
