@@ -356,7 +356,9 @@ async fn run_home(relays: Arc<Relays>) {
             }
         };
         if let Some(changed) = changed {
-            relays.selector().handle_home_connected(*changed.as_ref().unwrap_or(&false), Instant::now());
+            relays
+                .selector()
+                .handle_home_connected(*changed.as_ref().unwrap_or(&false), Instant::now());
             if changed.is_err() {
                 // The link stopped for good: only probes can tell now.
                 home_conn = None;
