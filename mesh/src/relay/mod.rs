@@ -66,10 +66,8 @@ const RETRY_PROBE: Duration = Duration::from_secs(1);
 /// One region's connection; dropping it closes the connection.
 struct Link {
     tx: mpsc::Sender<(NodeKey, Bytes)>,
-    /// Set once the first connection succeeded.
-    client: watch::Receiver<Option<Arc<derp::Client>>>,
-    /// Why the last attempt to connect failed, while it has not connected.
-    last_error: Arc<Mutex<Option<String>>>,
+    /// The connected client, once there is one.
+    slot: Arc<watch::Sender<Option<Arc<derp::Client>>>>,
     _task: AbortOnDropHandle<()>,
 }
 
@@ -112,18 +110,18 @@ impl Relays {
             peer_regions: Mutex::default(),
             home: watch::Sender::new(None),
         });
-        relays.probe_all(Some(BIND_GRACE)).await;
+        let errors = relays.probe_all(Some(BIND_GRACE)).await;
         let home = relays.selector().poll_home(Instant::now());
         let Some(home) = home else {
-            let errors: Vec<String> = relays
-                .links()
-                .iter()
-                .map(|(region, link)| {
-                    let error = link.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    format!("region {region}: {}", error.as_deref().unwrap_or("no answer in time"))
+            let why = relays
+                .regions
+                .keys()
+                .map(|r| {
+                    let error = errors.iter().find(|(e, _)| e == r).map(|(_, e)| e.as_str());
+                    format!("region {r}: {}", error.unwrap_or("no answer in time"))
                 })
-                .collect();
-            return Err(NoRegion(errors.join("; ")));
+                .collect::<Vec<_>>();
+            return Err(NoRegion(why.join("; ")));
         };
         relays.switch_home(None, home).await;
         relays.drop_unused_links();
@@ -184,23 +182,33 @@ impl Relays {
     /// The one way a connection to a region is made: two connections with
     /// one key would make the relay drop the older for good.
     fn link(&self, region: RegionId) -> Option<mpsc::Sender<(NodeKey, Bytes)>> {
+        self.open_link(region, true).map(|(tx, _)| tx)
+    }
+
+    /// `region`'s link, and whether this call opened it. A new link
+    /// connects in the background, or (`background` false) waits for the
+    /// caller to hand it a connected client through its `slot`.
+    fn open_link(
+        &self,
+        region: RegionId,
+        background: bool,
+    ) -> Option<(mpsc::Sender<(NodeKey, Bytes)>, bool)> {
         let mut links = self.links();
         if let Some(link) = links.get(&region) {
-            return Some(link.tx.clone());
+            return Some((link.tx.clone(), false));
         }
         let url = self.regions.get(&region)?.clone();
         let (tx, rx) = mpsc::channel(RELAY_QUEUE);
-        let (slot, ready) = watch::channel(None);
-        let last_error = Arc::new(Mutex::new(None));
+        let slot = Arc::new(watch::Sender::new(None));
         let config = derp::ClientConfig::new(url, self.secret.clone());
-        let task = run_link(config, slot, last_error.clone(), rx, self.sock.clone());
+        let task = run_link(config, background, slot.clone(), rx, self.sock.clone());
         let task = AbortOnDropHandle::new(tokio::spawn(task));
-        links.insert(region, Link { tx: tx.clone(), client: ready, last_error, _task: task });
-        Some(tx)
+        links.insert(region, Link { tx: tx.clone(), slot, _task: task });
+        Some((tx, true))
     }
 
     fn link_client(&self, region: RegionId) -> Option<Option<Arc<derp::Client>>> {
-        self.links().get(&region).map(|l| l.client.borrow().clone())
+        self.links().get(&region).map(|l| l.slot.borrow().clone())
     }
 
     /// The client of `region`'s link, waiting up to `wait` for a link that
@@ -210,7 +218,7 @@ impl Relays {
         region: RegionId,
         wait: Duration,
     ) -> Option<Option<Arc<derp::Client>>> {
-        let mut ready = self.links().get(&region)?.client.clone();
+        let mut ready = self.links().get(&region)?.slot.subscribe();
         let client = tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await;
         Some(client.ok().and_then(|c| c.ok()).and_then(|c| c.clone()))
     }
@@ -218,7 +226,8 @@ impl Relays {
     /// Measures every region over its link (opening links as needed) and
     /// feeds the selector. With `grace`, stops waiting that long after the
     /// first answer.
-    async fn probe_all(&self, grace: Option<Duration>) {
+    /// Returns why regions that failed to connect did.
+    async fn probe_all(&self, grace: Option<Duration>) -> Vec<(RegionId, String)> {
         let mut pending = futures::stream::FuturesUnordered::new();
         for &region in self.regions.keys() {
             pending.push(self.probe(region));
@@ -235,27 +244,59 @@ impl Relays {
                 None => next.await,
             };
             let Some((region, latency)) = probe else { break };
-            if latency.is_some() && deadline.is_none() {
+            if latency.as_ref().is_ok_and(Option::is_some) && deadline.is_none() {
                 deadline = grace.map(|g| tokio::time::Instant::now() + g);
             }
             done.push((region, latency));
         }
         let mut selector = self.selector();
+        let mut errors = Vec::new();
         for &region in self.regions.keys() {
-            let latency = done.iter().find(|(r, _)| *r == region).and_then(|(_, l)| *l);
+            let latency = match done.iter().find(|(r, _)| *r == region) {
+                Some((_, Ok(latency))) => *latency,
+                Some((_, Err(e))) => {
+                    errors.push((region, e.clone()));
+                    None
+                }
+                None => None,
+            };
             selector.handle_latency(region, latency);
         }
+        errors
     }
 
-    /// `region`'s latency, or `None` if its link is not up within the probe timeout.
-    async fn probe(&self, region: RegionId) -> (RegionId, Option<Duration>) {
+    /// `region`'s latency, `None` if its link is not up within the probe
+    /// timeout, or why connecting failed. A region without a link gets one,
+    /// connected here (so at bind time, in the caller's context: its
+    /// network namespace, for one) rather than in a background task.
+    async fn probe(&self, region: RegionId) -> (RegionId, Result<Option<Duration>, String>) {
         let wait = self.config.probe_timeout;
-        self.link(region);
+        let created = self.open_link(region, false).is_some_and(|(_, created)| created);
+        if created {
+            let url = self.regions.get(&region).cloned();
+            let Some(url) = url else { return (region, Ok(None)) };
+            let mut config = derp::ClientConfig::new(url, self.secret.clone());
+            config.connect_timeout = wait;
+            match derp::Client::connect(config).await {
+                Ok(client) => {
+                    let client = Arc::new(client);
+                    if let Some(link) = self.links().get(&region) {
+                        link.slot.send_replace(Some(client));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(region, error = %e, "relay region probe failed");
+                    // The next user opens it again, connecting in the background.
+                    self.links().remove(&region);
+                    return (region, Err(e.to_string()));
+                }
+            }
+        }
         let latency = match self.link_client_ready(region, wait).await {
             Some(Some(client)) if client.is_connected() => best_ping(&client, wait).await,
             _ => None,
         };
-        (region, latency)
+        (region, Ok(latency))
     }
 
     /// Makes `to` home (after `from`): tells both relays, announces it.
@@ -308,25 +349,29 @@ async fn dispatch(relays: Arc<Relays>, mut out: mpsc::Receiver<(NodeKey, Bytes)>
 /// and receives until dropped.
 async fn run_link(
     config: derp::ClientConfig,
-    slot: watch::Sender<Option<Arc<derp::Client>>>,
-    last_error: Arc<Mutex<Option<String>>>,
+    background: bool,
+    slot: Arc<watch::Sender<Option<Arc<derp::Client>>>>,
     rx: mpsc::Receiver<(NodeKey, Bytes)>,
     sock: Arc<Inner>,
 ) {
-    let mut wait = Duration::from_millis(100);
-    let client = loop {
-        match derp::Client::connect(config.clone()).await {
-            Ok(client) => break Arc::new(client),
-            Err(e) => {
-                tracing::debug!(url = %config.url, error = %e, "relay link failed");
-                *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    let client = if background {
+        let mut wait = Duration::from_millis(100);
+        let client = loop {
+            match derp::Client::connect(config.clone()).await {
+                Ok(client) => break Arc::new(client),
+                Err(e) => tracing::debug!(url = %config.url, error = %e, "relay link failed"),
             }
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(config.max_backoff);
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(config.max_backoff);
+        };
+        slot.send_replace(Some(client.clone()));
+        client
+    } else {
+        let mut ready = slot.subscribe();
+        let Ok(client) = ready.wait_for(Option::is_some).await.map(|c| c.clone()) else { return };
+        let Some(client) = client else { return };
+        client
     };
-    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    slot.send_replace(Some(client.clone()));
     tokio::join!(relay_send(client.clone(), rx), relay_recv(client, sock));
 }
 
