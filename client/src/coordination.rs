@@ -24,7 +24,6 @@ use mesh::{Node, NodeId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -138,6 +137,8 @@ pub enum ConnectError {
     InvalidUrl(String),
     #[error("cannot reach the coordinator: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot reach the coordinator: {0}")]
+    Connect(#[from] derp::proxy::ProxyError),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
     #[error("coordinator refused the connection with HTTP {status}: {body}")]
@@ -462,13 +463,19 @@ async fn next_message(ws: &mut WsStream) -> Result<ServerMessage, ConnectError> 
     }
 }
 
+/// How long opening the TCP (or proxy) connection to the coordinator may
+/// take: a network that drops SYNs fails here instead of after the kernel's
+/// two minutes of retries.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn connect_io(url: &Url) -> Result<Box<dyn Io>, ConnectError> {
     let host = url.host_str().ok_or_else(|| ConnectError::InvalidUrl(url.to_string()))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-    let _ = tcp.set_nodelay(true);
-    if url.scheme() != "wss" {
+    let tls = url.scheme() == "wss";
+    // Through the HTTP(S)_PROXY the environment names, as API calls go.
+    let tcp = derp::proxy::connect_tcp(tls, &host, port, CONNECT_TIMEOUT).await?;
+    if !tls {
         return Ok(Box::new(tcp));
     }
     let name = rustls::pki_types::ServerName::try_from(host.clone())

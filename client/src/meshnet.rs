@@ -3,8 +3,8 @@
 //! `coder-agent` (which accepts) use it.
 //!
 //! ```text
-//! coordinator ──hello(node id)──▶ bind MeshEndpoint (relay home, STUN)
-//!             ◀──our node──────── publish (again whenever our endpoints change)
+//! coordinator ──hello(node id)──▶ bind MeshEndpoint (relay regions, STUN)
+//!             ◀──our node──────── publish (again whenever our endpoints or home relay change)
 //!             ──peer node──────▶ endpoint.upsert_peer, remember agent id → key
 //!             ──disconnected───▶ endpoint.remove_peer
 //! ```
@@ -76,9 +76,8 @@ impl std::fmt::Debug for MeshSession {
     }
 }
 
-/// The relay home and STUN servers from a relay map: the lowest region id
-/// with a node (the coordinator's embedded relay unless configured otherwise).
-fn relay_home(map: &RelayMap) -> (Option<derp::RelayUrl>, Option<u16>, Vec<SocketAddr>) {
+/// The relay regions (the first node of each) and STUN servers of a relay map.
+fn relay_regions(map: &RelayMap) -> (Vec<mesh::RelayRegion>, Vec<SocketAddr>) {
     let mut stun = Vec::new();
     for region in map.regions.values() {
         for node in &region.nodes {
@@ -89,13 +88,15 @@ fn relay_home(map: &RelayMap) -> (Option<derp::RelayUrl>, Option<u16>, Vec<Socke
             }
         }
     }
-    let home = map.regions.values().find_map(|r| {
-        r.nodes.first().and_then(|n| n.url.parse::<derp::RelayUrl>().ok()).map(|u| (u, r.region_id))
-    });
-    match home {
-        Some((url, region)) => (Some(url), Some(region), stun),
-        None => (None, None, stun),
-    }
+    let regions = map
+        .regions
+        .values()
+        .filter_map(|r| {
+            let url = r.nodes.first().and_then(|n| n.url.parse::<derp::RelayUrl>().ok())?;
+            Some(mesh::RelayRegion::new(r.region_id, url))
+        })
+        .collect();
+    (regions, stun)
 }
 
 impl MeshSession {
@@ -123,9 +124,8 @@ impl MeshSession {
             DiscoSecret::generate(&mut rng),
             QuicSecret::generate(&mut rng),
         );
-        let (relay_url, region, stun) = relay_home(relay_map);
-        cfg.relay_url = relay_url;
-        cfg.relay_region = region;
+        let (regions, stun) = relay_regions(relay_map);
+        cfg.relays = regions;
         cfg.stun_servers = stun;
         cfg.relay_only = config.relay_only;
         if let Some(bind) = config.bind {
@@ -205,8 +205,16 @@ async fn run(
     refusals: watch::Sender<Option<String>>,
 ) {
     let mut events = endpoint.path_events();
+    let mut home = endpoint.home_relay_changes();
     loop {
         tokio::select! {
+            changed = home.changed() => {
+                if changed.is_err() {
+                    // The endpoint is gone.
+                    return;
+                }
+                coordinator.update_node(endpoint.node());
+            }
             u = updates.recv() => {
                 let Some(u) = u else { return };
                 match u {

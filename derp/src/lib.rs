@@ -5,6 +5,7 @@
 //! - [`server`]: the relay, embeddable ([`Server::handle_request`]) or
 //!   standalone ([`Server::serve`]), with region meshing.
 //! - [`client`]: connect to a relay, send and receive packets, reconnecting.
+//! - [`proxy`]: TCP through an HTTP `CONNECT` proxy named by `HTTP(S)_PROXY`/`NO_PROXY`.
 //! - [`stun`]: STUN codec, server and probe for endpoint discovery.
 
 mod backoff;
@@ -12,6 +13,7 @@ pub mod client;
 mod conn;
 pub mod key;
 pub mod proto;
+pub mod proxy;
 pub mod server;
 pub mod stun;
 

@@ -13,13 +13,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicKey, QuicSecret};
 use crate::magicsock::{self, Inner, MagicSock};
 use crate::node::{mesh_addresses, AddressError, Node, NodeId, RegionId, PROTOCOL_VERSION};
 use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
+use crate::relay::{HomeConfig, RelayRegion, Relays};
 use crate::service::{Service, ServiceParseError};
 use crate::socket;
 use crate::tls::{self, Identity, KnownKeys, TlsError};
@@ -51,10 +52,12 @@ pub struct MeshConfig {
     pub announce_local: bool,
     /// Announce no endpoint at all: peers reach us through the relay only.
     pub relay_only: bool,
-    /// The home relay, e.g. `http://host:port/derp`.
-    pub relay_url: Option<derp::RelayUrl>,
-    /// The home relay's region, announced as the node's preferred relay.
-    pub relay_region: Option<RegionId>,
+    /// The relay regions of the relay map. The node connects to the best
+    /// as its home (announced as `preferred_relay`), moves when it fails, and
+    /// reaches each peer through the peer's home ([`crate::relay`]).
+    pub relays: Vec<RelayRegion>,
+    /// How the home region is chosen and when it is given up.
+    pub home: HomeConfig,
     /// Path selection timers.
     pub path: PathConfig,
 }
@@ -73,8 +76,8 @@ impl MeshConfig {
             stun_servers: Vec::new(),
             stun_timeout: Duration::from_secs(2),
             relay_only: false,
-            relay_url: None,
-            relay_region: None,
+            relays: Vec::new(),
+            home: HomeConfig::default(),
             path: PathConfig::default(),
         }
     }
@@ -90,9 +93,9 @@ pub enum BindError {
     /// TLS setup.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The first connection to the relay.
-    #[error("connecting to the relay: {0}")]
-    Relay(#[from] derp::client::ConnectError),
+    /// No relay region answered.
+    #[error(transparent)]
+    Relay(#[from] crate::relay::NoRegion),
 }
 
 /// Why [`MeshEndpoint::dial`] failed.
@@ -161,6 +164,9 @@ pub struct MeshEndpoint {
     identity: Identity,
     known: KnownKeys,
     node: Node,
+    relays: Option<Arc<Relays>>,
+    /// What [`Self::home_relay_changes`] watches without relays: never changes.
+    no_home: watch::Sender<Option<RegionId>>,
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
@@ -197,29 +203,27 @@ impl MeshEndpoint {
         paths.set_local_endpoints(endpoints.clone());
 
         let mut tasks = Vec::new();
-        let (relay_out, relay) = match &config.relay_url {
-            Some(url) => {
-                let secret = config.node_secret.to_relay_key();
-                let client =
-                    derp::Client::connect(derp::ClientConfig::new(url.clone(), secret)).await?;
+        let (relay_out, relay_rx) = match config.relays.is_empty() {
+            true => (None, None),
+            false => {
                 let (tx, rx) = tokio::sync::mpsc::channel(magicsock::RELAY_QUEUE);
-                (Some(tx), Some((Arc::new(client), rx)))
+                (Some(tx), Some(rx))
             }
-            None => (None, None),
         };
         let addresses = mesh_addresses(config.node_id);
         let local_vaddr = SocketAddr::new(addresses.ipv6.into(), 1);
         let sock = Inner::new(udp, local_vaddr, paths, relay_out)?;
-        if let Some((client, rx)) = relay {
-            tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::relay_send(
-                client.clone(),
-                rx,
-            ))));
-            tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::relay_recv(
-                client,
-                sock.clone(),
-            ))));
-        }
+        let relays = match relay_rx {
+            Some(rx) => {
+                let secret = config.node_secret.to_relay_key();
+                let (relays, relay_tasks) =
+                    Relays::start(&config.relays, secret, config.home.clone(), sock.clone(), rx)
+                        .await?;
+                tasks.extend(relay_tasks);
+                Some(relays)
+            }
+            None => None,
+        };
         tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::drive_timers(sock.clone()))));
 
         let identity = Identity::new(&config.quic_secret)?;
@@ -243,7 +247,7 @@ impl MeshEndpoint {
             key: node_key,
             disco_key: config.disco_secret.public(),
             quic_key: config.quic_secret.public(),
-            preferred_relay: config.relay_region,
+            preferred_relay: None,
             relay_latency_ms: Default::default(),
             endpoints,
             addresses,
@@ -257,17 +261,38 @@ impl MeshEndpoint {
             identity,
             known,
             node,
+            relays,
+            no_home: watch::Sender::new(None),
             _tasks: tasks,
         })
     }
 
-    /// This node's record, to publish through the coordinator.
+    /// This node's record, to publish through the coordinator (again
+    /// whenever [`Self::home_relay_changes`] or the local endpoints change).
     pub fn node(&self) -> Node {
         let mut node = self.node.clone();
         if !node.endpoints.is_empty() {
             node.endpoints = self.sock.state().paths.local_endpoints().to_vec();
         }
+        if let Some(relays) = &self.relays {
+            node.preferred_relay = relays.home();
+            node.relay_latency_ms = relays.latencies_ms();
+        }
         node
+    }
+
+    /// The home relay region now.
+    pub fn home_relay(&self) -> Option<RegionId> {
+        self.relays.as_ref().and_then(|r| r.home())
+    }
+
+    /// Fires when the home relay region changes (the node must be published
+    /// again); never fires for an endpoint without relays.
+    pub fn home_relay_changes(&self) -> watch::Receiver<Option<RegionId>> {
+        match &self.relays {
+            Some(relays) => relays.home_changes(),
+            None => self.no_home.subscribe(),
+        }
     }
 
     /// The UDP socket's bound address.
@@ -285,6 +310,10 @@ impl MeshEndpoint {
         }
         state.by_vaddr.insert(magicsock::virtual_addr(node), node.key);
         self.known_keys(|k| k.insert(node.quic_key));
+        // Before the path selector queues anything for it through the relay.
+        if let Some(relays) = &self.relays {
+            relays.set_peer_region(node.key, node.preferred_relay);
+        }
         state.paths.upsert_peer(node, Instant::now());
         self.sock.replay_early(&mut state, node.key);
         self.sock.flush(&mut state);
@@ -304,6 +333,9 @@ impl MeshEndpoint {
         }
         state.paths.remove_peer(key);
         drop(state);
+        if let Some(relays) = &self.relays {
+            relays.remove_peer(key);
+        }
         if let Some(wg) = self.wireguard.get() {
             wg.device().remove_peer(key);
         }

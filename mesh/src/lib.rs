@@ -11,6 +11,8 @@
 //!   [`Service`] header;
 //! - [`wg`]: WireGuard (boringtun) over the same magic socket, for IP packets
 //!   between peers' mesh addresses ([`MeshEndpoint::wireguard`]);
+//! - [`RelayRegion`], [`HomeSelector`]: the relay regions a node uses, and the
+//!   sans-IO choice of its home region (failover, hysteresis);
 //! - [`netstack`]: a userspace TCP/IP stack (smoltcp) on a node's mesh addresses.
 
 pub mod disco;
@@ -20,6 +22,7 @@ mod magicsock;
 pub mod netstack;
 mod node;
 mod path;
+mod relay;
 mod service;
 mod socket;
 mod splice;
@@ -41,6 +44,7 @@ pub use path::{simulated_time_to_direct, SimScenario};
 pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};
+pub use relay::{HomeConfig, HomeSelector, NoRegion, RelayRegion};
 pub use service::{pty_frame, Service, ServiceParseError, COPY_BUFFER};
 pub use splice::{copy_from_stream, copy_to_stream, splice, Spliced};
 pub use wire::{classify, PacketKind};

@@ -8,8 +8,8 @@
 //! path selector (whose probes it sends right away), QUIC goes up to quinn under
 //! the sending peer's virtual address, WireGuard goes to [`crate::wg`] (which
 //! sends through [`Inner::send_wireguard`], on the same paths as QUIC). Timers run in [`drive_timers`]; relayed
-//! traffic flows through [`relay_send`] and [`relay_recv`], tasks the
-//! [`crate::MeshEndpoint`] owns.
+//! datagrams go out through one queue to [`crate::relay`], which picks the
+//! destination's region, and come back through [`Inner::handle_relayed`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -400,25 +400,6 @@ pub(crate) async fn drive_timers(inner: Arc<Inner>) {
             }
             None => inner.timer.notified().await,
         }
-    }
-}
-
-/// Writes queued datagrams to the relay.
-pub(crate) async fn relay_send(
-    client: Arc<derp::Client>,
-    mut rx: mpsc::Receiver<(NodeKey, Bytes)>,
-) {
-    while let Some((key, data)) = rx.recv().await {
-        if let Err(e) = client.send(key.into(), data).await {
-            tracing::debug!(%e, "relay send failed");
-        }
-    }
-}
-
-/// Reads datagrams from the relay until it closes for good.
-pub(crate) async fn relay_recv(client: Arc<derp::Client>, inner: Arc<Inner>) {
-    while let Ok(packet) = client.recv().await {
-        inner.handle_relayed(packet.src.into(), packet.data);
     }
 }
 

@@ -89,8 +89,9 @@ pub struct Node {
     /// The relay region the node is connected to ("home"), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_relay: Option<RegionId>,
-    /// Measured latency to each relay region, in milliseconds.
-    #[serde(default)]
+    /// Measured latency to each relay region, in milliseconds. In JSON an
+    /// object keyed by the region id as a string.
+    #[serde(default, with = "region_keys")]
     pub relay_latency_ms: BTreeMap<RegionId, f64>,
     /// UDP endpoint candidates: local interfaces and STUN-observed addresses.
     #[serde(default)]
@@ -126,6 +127,40 @@ impl Node {
         } else {
             Err(AddressError::NotOwned { id: self.id, claimed: self.addresses, owned })
         }
+    }
+}
+
+/// A map keyed by region id, as JSON object keys (strings) that parse back
+/// even when the record is buffered first, as internally tagged messages are
+/// (serde's buffered map keys do not turn strings into integers).
+mod region_keys {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::RegionId;
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<RegionId, f64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let keyed: BTreeMap<String, f64> = map.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        keyed.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<RegionId, f64>, D::Error> {
+        BTreeMap::<String, f64>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                let region = k
+                    .parse::<RegionId>()
+                    .map_err(|_| D::Error::custom(format!("relay region {k:?} is not a number")))?;
+                Ok((region, v))
+            })
+            .collect()
     }
 }
 
@@ -178,6 +213,25 @@ mod tests {
         assert_eq!(json["relay_latency_ms"]["2"], 80.0);
         let back: Node = serde_json::from_value(json).unwrap();
         assert_eq!(back, n);
+    }
+
+    /// Coordination messages are internally tagged, so serde buffers the
+    /// node before decoding it: region keys must still parse.
+    #[test]
+    fn relay_latencies_survive_an_internally_tagged_message() {
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Message {
+            Node { node: Node },
+        }
+        let n = node(7);
+        let json = serde_json::to_string(&Message::Node { node: n.clone() }).unwrap();
+        assert!(json.contains(r#""relay_latency_ms":{"1":12.5,"2":80.0}"#), "{json}");
+        let Message::Node { node: back } = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, n);
+        let bad = json.replace(r#""2":80.0"#, r#""two":80.0"#);
+        let err = serde_json::from_str::<Message>(&bad).unwrap_err().to_string();
+        assert!(err.contains("relay region \"two\" is not a number"), "{err}");
     }
 
     #[test]

@@ -482,6 +482,84 @@ pub fn spawn_coderd(
     Ok(srv)
 }
 
+/// A `derper` (a relay region of its own) running in a namespace; killed
+/// with SIGKILL on drop.
+pub struct Derper {
+    child: std::process::Child,
+    host: Host,
+    /// Its HTTP port on the host's address.
+    pub port: u16,
+    /// `http://ADDR:PORT/derp`, for a relay map.
+    pub url: String,
+}
+
+/// Starts `derper` in `host` on `port` (HTTP, no TLS, no STUN) and waits
+/// (up to 30 s) until it logs that it listens.
+pub fn spawn_derper(host: &Host, port: u16) -> anyhow::Result<Derper> {
+    let mut child = host
+        .command(crate::binary("derper")?)
+        .args(["--http-address", &format!("{}:{port}", host.addr), "--no-stun"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawn derper")?;
+    let stdout = child.stdout.take().context("derper stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("relay listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let derper = Derper {
+        child,
+        host: host.clone(),
+        port,
+        url: format!("http://{}:{port}/derp", host.addr),
+    };
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        bail!("derper did not listen on {}:{port} within 30 s", host.addr);
+    }
+    Ok(derper)
+}
+
+impl Derper {
+    /// A counter or gauge from its `/metrics` (`derp_<name>`).
+    pub fn metric(&self, name: &str) -> anyhow::Result<u64> {
+        let addr = SocketAddr::from((self.host.addr, self.port));
+        let text = self.host.in_netns(|| {
+            let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+            tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut tcp, &mut text)?;
+            Ok(text)
+        })?;
+        let key = format!("derp_{name} ");
+        let line = text.lines().find_map(|l| l.strip_prefix(&key));
+        line.with_context(|| format!("no derp_{name} in {addr}/metrics"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("derp_{name} is not a number"))
+    }
+
+    /// SIGKILL, and wait for it to be gone (its connections close with it).
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Derper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A minimal HTTP forward proxy running on threads of this process inside a
 /// router's namespace, so its upstream connections leave from the router.
 /// `CONNECT host:port` is tunnelled; an absolute-form request

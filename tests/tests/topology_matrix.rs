@@ -300,7 +300,6 @@ fn topology_nat_matrix_ssh_path_and_transfer() {
 /// A client whose network only lets HTTP(S) out through a proxy must still
 /// reach a workspace, over the relay.
 #[test]
-#[ignore = "the coordination WebSocket and the relay dial ignore HTTP(S)_PROXY (docs/reliability.md)"]
 fn topology_http_proxy_only_client_reaches_agent() {
     run_matrix("proxy", &[Nat::HttpProxyOnly], &[Nat::None, Nat::Easy]);
 }

@@ -1,6 +1,10 @@
 //! Dialing a relay: TCP (and TLS for `https`), then either the native
 //! `Upgrade: DERP` or a WebSocket, then the key-proving handshake.
 //!
+//! The TCP connection goes through the HTTP proxy that `HTTP_PROXY` /
+//! `HTTPS_PROXY` name for the relay's URL, unless `NO_PROXY` exempts it
+//! ([`crate::proxy`]).
+//!
 //! With [`Transport::Auto`] a refused upgrade (a proxy that answers with
 //! an error, or drops the connection, on an unknown `Upgrade` token) is
 //! retried once over WebSocket on a fresh connection.
@@ -13,7 +17,6 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite;
@@ -45,6 +48,8 @@ pub enum ConnectError {
     InvalidUrl(#[from] InvalidRelayUrl),
     #[error("cannot reach relay: {0}")]
     Io(#[from] io::Error),
+    #[error("cannot reach relay: {0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
     #[error("relay host is not a valid TLS server name: {0}")]
     InvalidServerName(String),
     #[error("TLS setup failed: {0}")]
@@ -114,8 +119,8 @@ async fn dial_inner(opts: &DialOptions<'_>) -> Result<Dialed, ConnectError> {
 }
 
 async fn connect_io(opts: &DialOptions<'_>) -> Result<BoxedIo, ConnectError> {
-    let tcp = TcpStream::connect(opts.url.dial_addr()).await?;
-    let _ = tcp.set_nodelay(true);
+    let (host, port) = opts.url.dial_addr();
+    let tcp = crate::proxy::connect_tcp(opts.url.tls, &host, port, opts.timeout).await?;
     if !opts.url.tls {
         return Ok(Box::new(tcp));
     }

@@ -34,7 +34,8 @@ pub fn config(id: u64, relay: Option<&derp::RelayUrl>, relay_only: bool) -> Mesh
         QuicSecret::generate(&mut rng),
     );
     config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    config.relay_url = relay.cloned();
+    config.relays =
+        relay.map(|url| vec![mesh::RelayRegion::new(1, url.clone())]).unwrap_or_default();
     config.relay_only = relay_only;
     config
 }
