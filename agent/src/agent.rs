@@ -151,6 +151,7 @@ pub async fn run(
     };
     tasks.spawn(report_stats(client.clone(), ssh.clone(), config.stats_interval));
     let _metadata = crate::metadata::spawn(client.clone(), manifest.metadata.clone(), dir.clone());
+    let _app_health = crate::apphealth::spawn(client.clone(), &manifest.apps);
     let script = StartupScript {
         script: manifest.startup_script.clone(),
         dir,

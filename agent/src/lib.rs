@@ -1,5 +1,6 @@
 //! The workspace agent: SSH server, port forwarding, startup script, liveness.
 mod agent;
+pub mod apphealth;
 mod ip;
 pub mod metadata;
 pub mod ports;

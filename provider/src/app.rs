@@ -138,7 +138,7 @@ impl CoderResource for AppResource {
         let healthcheck = block(
             "HTTP health checking to determine the application readiness.",
             vec![
-                ("url", required(S, "HTTP address checked; a status below 500 is healthy.")),
+                ("url", required(S, "HTTP address checked; a 2xx or 3xx status is healthy.")),
                 ("interval", required(N, "Seconds between two checks.")),
                 ("threshold", required(N, "Consecutive failures before the app is unhealthy.")),
             ],

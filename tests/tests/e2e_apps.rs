@@ -70,6 +70,63 @@ fn test_app(target: String) -> (u16, Arc<AtomicUsize>, Arc<Mutex<String>>) {
     (port, hits, last)
 }
 
+/// A health endpoint that answers 200 while `up` is set and afterwards
+/// closes every connection without an answer.
+fn health_server() -> (u16, Arc<std::sync::atomic::AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let u = up.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            if !u.load(Ordering::SeqCst) {
+                continue; // dropped: no answer
+            }
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (port, up)
+}
+
+/// Waits (deadline 60 s) until the API shows app `slug` with health `want`;
+/// polls the build's resources, as the dashboard does.
+async fn wait_health(http: &reqwest::Client, base: &url::Url, dev: &str, slug: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let get = |path: String| {
+        http.get(base.join(&path).unwrap()).header("Coder-Session-Token", dev).send()
+    };
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        let ws: Value =
+            get("api/v2/users/dev/workspace/ws1".into()).await.unwrap().json().await.unwrap();
+        let build = ws["latest_build"]["id"].as_str().unwrap().to_owned();
+        let res: Value = get(format!("api/v2/workspacebuilds/{build}/resources"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let app = res
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["agents"].as_array().cloned().unwrap_or_default())
+            .flat_map(|a| a["apps"].as_array().cloned().unwrap_or_default())
+            .find(|a| a["slug"] == slug)
+            .unwrap_or_else(|| panic!("no app {slug}: {res}"));
+        seen = app["health"].as_str().unwrap().to_owned();
+        if seen == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("app {slug} never became {want}; last seen {seen}");
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -253,7 +310,9 @@ fn apps_dev_urls_terminal_and_dashboard_through_the_mesh() {
         run_ok(&mut c).unwrap()
     };
     login_first_user(&srv, &cfg).unwrap();
-    // The local template plus an app every logged-in user may open.
+    // The local template plus an app every logged-in user may open, and a
+    // health-checked app whose endpoint starts healthy.
+    let (health_port, health_up) = health_server();
     let tpl = tmp.path().join("tpl");
     coder(&["templates", "init", tpl.to_str().unwrap(), "--id", "local"]);
     let mut main_tf = std::fs::read_to_string(tpl.join("main.tf")).unwrap();
@@ -265,7 +324,19 @@ resource "coder_app" "shared" {
   url      = "http://localhost:${local.http_port}"
   share    = "authenticated"
 }
-"#,
+
+resource "coder_app" "checked" {
+  agent_id = coder_agent.main.id
+  slug     = "checked"
+  url      = "http://127.0.0.1:HEALTH_PORT"
+  healthcheck {
+    url       = "http://127.0.0.1:HEALTH_PORT/healthz"
+    interval  = 1
+    threshold = 2
+  }
+}
+"#
+        .replace("HEALTH_PORT", &health_port.to_string()),
     );
     std::fs::write(tpl.join("main.tf"), main_tf).unwrap();
     coder(&["templates", "push", "local", "-d", tpl.to_str().unwrap(), "--yes"]);
@@ -322,6 +393,24 @@ resource "coder_app" "shared" {
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
         assert!(listing.contains("Directory listing"), "{listing}");
+
+        // Health checks: healthy while the endpoint answers (the dashboard
+        // shows the badge), unhealthy two failed checks after it stops.
+        wait_health(&http, &base, &dev, "checked", "healthy").await;
+        let page = http
+            .get(base.join("@dev/ws1").unwrap())
+            .header(header::COOKIE, format!("coder_session_token={dev}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains(r#"<span class="badge ok" data-health="healthy">healthy</span>"#), "{page}");
+        health_up.store(false, Ordering::SeqCst);
+        wait_health(&http, &base, &dev, "checked", "unhealthy").await;
+        let shown = coder(&["show", "ws1"]);
+        assert!(shown.contains("checked (unhealthy)") && shown.contains("checked (unhealthy),files ("), "{shown}");
 
         // Without the trailing slash: a redirect to the app's root.
         let r = get("@dev/ws1.main/apps/files", Some(&dev)).await.unwrap();

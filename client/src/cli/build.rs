@@ -235,7 +235,14 @@ pub async fn show(ctx: &Context_, name: &str, out: OutputArgs) -> anyhow::Result
             rows.push(vec![
                 format!("  └ agent {}", a.name),
                 format!("{} / {}", a.status, a.lifecycle_state),
-                a.apps.iter().map(|p| p.slug.clone()).collect::<Vec<_>>().join(","),
+                a.apps
+                    .iter()
+                    .map(|p| match p.health {
+                        crate::sdk::AppHealth::Disabled => p.slug.clone(),
+                        h => format!("{} ({})", p.slug, h.as_str()),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]);
             for m in client.agent_metadata(a.id).await.unwrap_or_default() {
                 let v = if m.error.is_empty() { m.value } else { format!("error: {}", m.error) };

@@ -481,6 +481,15 @@ impl Client {
         Ok(())
     }
 
+    /// Reports app health changes (agent token).
+    pub async fn patch_agent_app_health(
+        &self,
+        req: &PatchAppHealthRequest,
+    ) -> Result<(), SdkError> {
+        self.send(Method::PATCH, "/api/v2/workspaceagents/me/app-health", Some(req)).await?;
+        Ok(())
+    }
+
     pub async fn agent_metadata(&self, agent: Uuid) -> Result<Vec<AgentMetadataResult>, SdkError> {
         self.request::<(), _>(
             Method::GET,

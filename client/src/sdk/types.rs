@@ -325,7 +325,54 @@ pub struct WorkspaceApp {
     pub command: String,
     pub subdomain: bool,
     pub share: String,
-    pub healthcheck: Option<serde_json::Value>,
+    pub healthcheck: Option<Healthcheck>,
+    /// `disabled` when the app has no healthcheck.
+    #[serde(default)]
+    pub health: AppHealth,
+}
+
+/// An app's `healthcheck` block: the agent GETs `url` every `interval`
+/// seconds; `threshold` consecutive failures make the app unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healthcheck {
+    pub url: String,
+    pub interval: i64,
+    pub threshold: i64,
+}
+
+/// Coder's `WorkspaceAppHealth`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppHealth {
+    #[default]
+    Disabled,
+    Initializing,
+    Healthy,
+    Unhealthy,
+}
+
+impl AppHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppHealth::Disabled => "disabled",
+            AppHealth::Initializing => "initializing",
+            AppHealth::Healthy => "healthy",
+            AppHealth::Unhealthy => "unhealthy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Disabled, Self::Initializing, Self::Healthy, Self::Unhealthy]
+            .into_iter()
+            .find(|h| h.as_str() == s)
+    }
+}
+
+/// `PATCH /api/v2/workspaceagents/me/app-health` (Coder's
+/// `PostWorkspaceAppHealthsRequest`): the apps whose health changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PatchAppHealthRequest {
+    pub healths: std::collections::BTreeMap<Uuid, AppHealth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,8 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use client::sdk::{
-    AgentManifest, AgentMetadataDescription, AgentMetadataResult, AgentStats,
-    PatchAgentLogsRequest, PostLifecycleRequest, WorkspaceAgentLog,
+    AgentManifest, AgentMetadataDescription, AgentMetadataResult, AgentStats, AppHealth,
+    PatchAgentLogsRequest, PatchAppHealthRequest, PostLifecycleRequest, WorkspaceAgentLog,
 };
 use uuid::Uuid;
 
@@ -265,6 +265,56 @@ pub async fn post_metadata(
         .execute(&state.db)
         .await?;
     }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH /workspaceagents/me/app-health`: the agent reports the apps whose
+/// health changed. All or nothing: an app that is not this agent's, has no
+/// healthcheck, or a state other than initializing/healthy/unhealthy makes
+/// it a 400 and nothing is stored.
+pub async fn patch_app_health(
+    State(state): State<AppState>,
+    agent: AgentSession,
+    Json(req): Json<PatchAppHealthRequest>,
+) -> ApiResult<StatusCode> {
+    if req.healths.len() > 128 {
+        return Err(ApiError::bad_request("Send at most 128 app healths per request."));
+    }
+    let ids: Vec<Uuid> = req.healths.keys().copied().collect();
+    let checked: Vec<(Uuid, bool)> = sqlx::query_as(
+        "SELECT id, healthcheck IS NOT NULL FROM workspace_apps WHERE agent_id = $1 AND id = ANY($2)",
+    )
+    .bind(agent.agent_id)
+    .bind(&ids)
+    .fetch_all(&state.db)
+    .await?;
+    for (id, health) in &req.healths {
+        match checked.iter().find(|(c, _)| c == id) {
+            None => {
+                return Err(ApiError::bad_request(format!("App {id} is not this agent's.")));
+            }
+            Some((_, false)) => {
+                return Err(ApiError::bad_request(format!("App {id} has no healthcheck.")));
+            }
+            Some(_) if *health == AppHealth::Disabled => {
+                return Err(ApiError::bad_request(format!(
+                    "App {id}: a checked app's health cannot be disabled."
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let healths: Vec<&str> = req.healths.values().map(|h| h.as_str()).collect();
+    sqlx::query(
+        "UPDATE workspace_apps a SET health = n.health
+         FROM unnest($2::uuid[], $3::text[]) AS n(id, health)
+         WHERE a.id = n.id AND a.agent_id = $1",
+    )
+    .bind(agent.agent_id)
+    .bind(&ids)
+    .bind(&healths)
+    .execute(&state.db)
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

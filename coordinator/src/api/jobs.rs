@@ -250,7 +250,8 @@ pub struct AppRow {
     pub command: String,
     pub subdomain: bool,
     pub share: String,
-    pub healthcheck: Option<sqlx::types::Json<serde_json::Value>>,
+    pub healthcheck: Option<sqlx::types::Json<client::sdk::Healthcheck>>,
+    pub health: String,
 }
 
 impl AppRow {
@@ -264,12 +265,13 @@ impl AppRow {
             subdomain: self.subdomain,
             share: self.share.clone(),
             healthcheck: self.healthcheck.as_ref().map(|h| h.0.clone()),
+            health: client::sdk::AppHealth::parse(&self.health).unwrap_or_default(),
         }
     }
 }
 
 pub const APP_COLUMNS: &str =
-    "id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck";
+    "id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck, health";
 
 pub const AGENT_COLUMNS: &str = "id, resource_id, name, os, arch, directory, lifecycle_state, \
     connection_timeout_seconds, first_connected_at, last_connected_at, disconnected_at, created_at";

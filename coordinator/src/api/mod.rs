@@ -157,6 +157,7 @@ pub fn app(state: AppState) -> Router {
         .route("/workspaceagents/me/logs", patch(agents::patch_logs))
         .route("/workspaceagents/me/stats", post(agents::post_stats))
         .route("/workspaceagents/me/metadata", post(agents::post_metadata))
+        .route("/workspaceagents/me/app-health", patch(agents::patch_app_health))
         .route("/workspaceagents/{id}/logs", get(agents::agent_logs))
         .route("/workspaceagents/{id}/metadata", get(agents::metadata))
         .route("/workspaceagents/{id}/pty", get(web::terminal::pty))

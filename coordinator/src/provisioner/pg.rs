@@ -463,8 +463,9 @@ async fn insert_resource(
                 sqlx::types::Json(serde_json::json!({"url": h.url, "interval": h.interval, "threshold": h.threshold}))
             });
             sqlx::query(
-                "INSERT INTO workspace_apps (id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO workspace_apps (id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck, health)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                         CASE WHEN $9::jsonb IS NULL THEN 'disabled' ELSE 'initializing' END)",
             )
             .bind(Uuid::new_v4())
             .bind(agent_id)

@@ -61,10 +61,22 @@ pub fn login(redirect: &str) -> String {
 
 fn status_class(status: &str) -> &'static str {
     match status {
-        "running" | "connected" | "ready" => "ok",
-        "failed" | "start_error" | "disconnected" | "timeout" => "bad",
+        "running" | "connected" | "ready" | "healthy" => "ok",
+        "failed" | "start_error" | "disconnected" | "timeout" | "unhealthy" => "bad",
         _ => "busy",
     }
+}
+
+/// The badge beside an app link; none for apps without a healthcheck.
+fn health_badge(h: client::sdk::AppHealth) -> String {
+    if h == client::sdk::AppHealth::Disabled {
+        return String::new();
+    }
+    format!(
+        r#" <span class="badge {}" data-health="{h}">{h}</span>"#,
+        status_class(h.as_str()),
+        h = h.as_str()
+    )
 }
 
 fn agents_summary(agents: &[WorkspaceAgent]) -> String {
@@ -196,10 +208,11 @@ pub fn workspace(
             let label = if app.display_name.is_empty() { &app.slug } else { &app.display_name };
             let _ = write!(
                 body,
-                r#"<li><a class="app" data-slug="{slug}" href="{base}/apps/{slug}/" target="_blank" rel="noopener">{label}</a> <small>share: {share}</small></li>"#,
+                r#"<li><a class="app" data-slug="{slug}" href="{base}/apps/{slug}/" target="_blank" rel="noopener">{label}</a>{health} <small>share: {share}</small></li>"#,
                 slug = esc(&app.slug),
                 label = esc(label),
                 share = esc(&app.share),
+                health = health_badge(app.health),
             );
         }
         body.push_str("</ul></section>");
