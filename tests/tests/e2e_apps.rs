@@ -317,7 +317,7 @@ fn apps_dev_urls_terminal_and_dashboard_through_the_mesh() {
     coder(&["templates", "init", tpl.to_str().unwrap(), "--id", "local"]);
     let mut main_tf = std::fs::read_to_string(tpl.join("main.tf")).unwrap();
     main_tf.push_str(
-        r#"
+        &r#"
 resource "coder_app" "shared" {
   agent_id = coder_agent.main.id
   slug     = "shared"
