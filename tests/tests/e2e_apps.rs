@@ -378,6 +378,12 @@ resource "coder_app" "checked" {
             }
             r.send()
         };
+        // A dashboard page as dev's browser asks for it (the session cookie).
+        let page_as_dev = |path: &str| {
+            http.get(base.join(path).unwrap())
+                .header(header::COOKIE, format!("coder_session_token={dev}"))
+                .send()
+        };
 
         // The startup script starts the file server a moment after the agent
         // is ready; wait for the app to answer through the proxy.
@@ -397,10 +403,7 @@ resource "coder_app" "checked" {
         // Health checks: healthy while the endpoint answers (the dashboard
         // shows the badge), unhealthy two failed checks after it stops.
         wait_health(&http, &base, &dev, "checked", "healthy").await;
-        let page = http
-            .get(base.join("@dev/ws1").unwrap())
-            .header(header::COOKIE, format!("coder_session_token={dev}"))
-            .send()
+        let page = page_as_dev("@dev/ws1")
             .await
             .unwrap()
             .text()
@@ -499,10 +502,7 @@ resource "coder_app" "checked" {
         assert_eq!(other_hits.load(Ordering::SeqCst), 0, "the proxy followed the redirect");
 
         // CSRF: a cookie-authenticated state change needs the page's token.
-        let page = http
-            .get(base.join("@dev/ws1").unwrap())
-            .header(header::COOKIE, format!("coder_session_token={dev}"))
-            .send()
+        let page = page_as_dev("@dev/ws1")
             .await
             .unwrap();
         assert_eq!(page.status(), 200);
@@ -532,10 +532,7 @@ resource "coder_app" "checked" {
         assert_eq!(post(None).await.unwrap().status(), 403);
         assert_eq!(post(Some("0000")).await.unwrap().status(), 403);
         assert_eq!(post(Some(&csrf)).await.unwrap().status(), 201);
-        let list = http
-            .get(base.join("workspaces").unwrap())
-            .header(header::COOKIE, format!("coder_session_token={dev}"))
-            .send()
+        let list = page_as_dev("workspaces")
             .await
             .unwrap()
             .text()
@@ -544,10 +541,7 @@ resource "coder_app" "checked" {
         assert!(list.contains(r#"href="/@dev/ws1""#) && list.contains("running"), "{list}");
         let r = get("workspaces", None).await.unwrap();
         assert_eq!(r.status(), 303);
-        let templates = http
-            .get(base.join("templates").unwrap())
-            .header(header::COOKIE, format!("coder_session_token={dev}"))
-            .send()
+        let templates = page_as_dev("templates")
             .await
             .unwrap()
             .text()
