@@ -77,7 +77,35 @@ impl Deployment {
         let start = Instant::now();
         dep.coder_ok(&["create", WORKSPACE, "-t", "local", "--yes"])?;
         dep.first_create = start.elapsed();
+        dep.wait_agent_ready().await?;
         Ok(dep)
+    }
+
+    /// Waits until the agent of [`WORKSPACE`] reports lifecycle `ready`.
+    /// `coder create` returns when the build is done, while the agent may still
+    /// be in its init script (downloading itself), so the groups that look at
+    /// the agent process or connect to it start from here.
+    async fn wait_agent_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ws = self.api.workspace_by_owner_and_name("me", WORKSPACE).await?;
+            let resources = self.api.workspace_build_resources(ws.latest_build.id).await?;
+            let states: Vec<String> = resources
+                .iter()
+                .flat_map(|r| &r.agents)
+                .map(|a| a.lifecycle_state.clone())
+                .collect();
+            if !states.is_empty() && states.iter().all(|s| s == "ready") {
+                return Ok(());
+            }
+            if states.iter().any(|s| s == "start_error" || s == "start_timeout") {
+                anyhow::bail!("the agent of {WORKSPACE} failed to start: {states:?}");
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("the agent of {WORKSPACE} was not ready after 120 s: {states:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn srv(&self) -> anyhow::Result<&Coderd> {
