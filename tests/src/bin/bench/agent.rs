@@ -27,8 +27,8 @@ pub async fn run(ctx: &Ctx, dep: Option<&Deployment>) -> anyhow::Result<Section>
              `/proc/<pid>/stat`, as a share of one core); \
              baseline: VmRSS of an idle OpenSSH `sshd` listener (which forks per session, \
              so its idle figure is the floor of a single-purpose daemon). *Sizes*: the \
-             `{profile}` binaries as cargo built them (the release profile strips symbols, \
-             thin LTO).",
+             `{profile}` binaries as cargo built them (the release profile strips symbols; \
+             no cross-crate LTO).",
             idle.as_secs_f64()
         ),
     );

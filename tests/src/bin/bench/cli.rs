@@ -28,7 +28,7 @@ fn plan(ctx: &Ctx) -> Plan {
     if ctx.quick {
         Plan { reps: 1, speedtest: "500ms", tunnel_bytes: 4 << 20, quic_bytes: 4 << 20 }
     } else {
-        Plan { reps: 5, speedtest: "4s", tunnel_bytes: 256 << 20, quic_bytes: 256 << 20 }
+        Plan { reps: 9, speedtest: "2s", tunnel_bytes: 256 << 20, quic_bytes: 256 << 20 }
     }
 }
 

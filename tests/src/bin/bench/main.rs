@@ -3,8 +3,9 @@
 //! `docs/benchmarks/`.
 //!
 //! ```text
-//! cargo run --release -p tests --bin bench -- all            # everything (< 20 min)
-//! cargo run --release -p tests --bin bench -- relay quic     # some groups
+//! ./scripts/bench                                            # everything (< 20 min)
+//! ./scripts/bench relay quic                                 # some groups
+//! cargo run --release -p tests --bin bench -- all            # no packages installed
 //! cargo run -p tests --bin bench -- all --quick --out /tmp/b # smoke run
 //! ```
 //!
@@ -103,8 +104,13 @@ fn build_binaries() -> anyhow::Result<()> {
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--workspace", "--bins", "--manifest-path", manifest])
         .env("CARGO_TARGET_DIR", target);
-    if bins.ends_with("release") {
-        cmd.arg("--release");
+    // Cargo puts profile `dev` in `debug/` and every other profile in a
+    // directory of its own name.
+    match bins.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
     }
     eprintln!("bench: building the workspace's binaries: {cmd:?}");
     let status = cmd.status().context("run cargo build")?;
@@ -244,6 +250,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         quick: args.quick,
         sections: sections.into_iter().map(|(g, s)| (group_name(g), s)).collect(),
         elapsed_s: started.elapsed().as_secs_f64(),
+        command_s: since_script_start(),
     };
     let path = out.join("benchmarks.md");
     let previous = std::fs::read_to_string(&path).ok();
@@ -306,13 +313,26 @@ fn group_name(g: Group) -> String {
     g.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
 }
 
+/// Seconds since `scripts/bench` started (it exports `BENCH_STARTED_AT`, in
+/// Unix seconds), so the report can say what the whole command took, the
+/// release build before this process included.
+fn since_script_start() -> Option<f64> {
+    let at: f64 = std::env::var("BENCH_STARTED_AT").ok()?.trim().parse().ok()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(now.as_secs_f64() - at).filter(|s| *s >= 0.0)
+}
+
 fn command_line(args: &Args) -> String {
     let groups: Vec<String> = args
         .groups
         .iter()
         .filter_map(|g| g.to_possible_value().map(|v| v.get_name().to_owned()))
         .collect();
-    let mut cmd = format!("cargo run --release -p tests --bin bench -- {}", groups.join(" "));
+    let mut cmd = if std::env::var_os("BENCH_STARTED_AT").is_some() {
+        format!("./scripts/bench {}", groups.join(" "))
+    } else {
+        format!("cargo run --release -p tests --bin bench -- {}", groups.join(" "))
+    };
     if args.quick {
         cmd.push_str(" --quick");
     }

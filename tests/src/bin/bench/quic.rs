@@ -21,7 +21,7 @@ fn sizes(ctx: &Ctx) -> (u64, usize) {
     if ctx.quick {
         (4 << 20, 2)
     } else {
-        (128 << 20, 7)
+        (128 << 20, 15)
     }
 }
 

@@ -117,6 +117,8 @@ pub struct Report {
     /// Each group's name (as on the command line) and section, in report order.
     pub sections: Vec<(String, Section)>,
     pub elapsed_s: f64,
+    /// Seconds since `scripts/bench` started, its builds included, when it ran us.
+    pub command_s: Option<f64>,
 }
 
 /// The sections of a previous `benchmarks.md`, by group name, in file order.
@@ -187,8 +189,9 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "How to run: `cargo run --release -p tests --bin bench -- all` (about 20–30 \
-             minutes on 2 cores; builds the binaries it needs), or name groups: `quic`, \
+            "How to run: `./scripts/bench` (installs the baselines' packages, builds in \
+             release, runs every group: under 20 minutes on 2 cores from a cold target \
+             directory), or name groups, `./scripts/bench quic relay`: `quic`, \
              `relay`, `path`, `ssh`, `cli`, `jobs`, `agent`, `wireguard`, `coord` (a run of \
              some groups replaces only their sections). `path` and `wireguard` need root \
              for their network-namespace figures; `wireguard`'s baseline, `boringtun-cli`, \
@@ -219,8 +222,12 @@ impl Report {
         let old = previous.map(previous_sections).unwrap_or_default();
         let stamp = |s: &Section| {
             let group = s.elapsed_s.map(|g| format!("this group: {g:.0} s; ")).unwrap_or_default();
+            let command = self
+                .command_s
+                .map(|c| format!("; the command, builds included: {c:.0} s"))
+                .unwrap_or_default();
             format!(
-                "_Measured {} by `{}` ({group}whole run: {:.0} s)._\n",
+                "_Measured {} by `{}` ({group}whole run: {:.0} s{command})._\n",
                 self.date, self.command, self.elapsed_s
             )
         };
@@ -295,6 +302,7 @@ mod tests {
             quick: false,
             sections: vec![("relay".into(), Section::new("Relay (`bench relay`)", "new relay"))],
             elapsed_s: 1.0,
+            command_s: None,
         };
         let order: Vec<String> = ["quic", "relay", "coord"].map(String::from).to_vec();
         let md = report.render(&order, Some(old));
