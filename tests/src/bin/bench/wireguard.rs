@@ -82,11 +82,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         &format!(
             "One TCP stream from namespace `a` to namespace `b` (two hosts on one bridge), \
              the sender writing for {:.1} s; throughput at the receiver, median of {rounds} \
-             rounds, the three taking turns. *coder tunnel --ip*: a TUN device in `a` \
+             rounds, the four taking turns. *coder tunnel --ip*: a TUN device in `a` \
              (the CLI's code) → WireGuard over the magic socket (direct UDP) → the agent's \
              userspace stack in `b` → a sink on loopback. *boringtun-cli*: two \
              `boringtun-cli` devices, kernel TCP at both ends. *mesh QUIC*: one QUIC \
-             stream between the same two nodes.",
+             stream between the same two nodes. *plain TCP*: the same sender straight to \
+             a sink in `b` over the bridge, no tunnel at all.",
             secs.as_secs_f64()
         ),
     );
@@ -157,8 +158,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let sink_b = Sink::start(Some(&b))?;
     let _bt = bt.as_deref().map(|bt| BoringtunPair::start(bt, &a, &b)).transpose()?;
     let bt_dst = SocketAddr::from((BoringtunPair::ADDR_B, sink_b.port));
+    let plain_dst = SocketAddr::from((b.addr, sink_b.port));
 
-    let (mut ours, mut theirs, mut quic) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut quic, mut plain) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Warm-up: handshakes, ARP, window growth.
     stream(&a, ours_dst, &sink_local, Duration::from_millis(300)).context("tunnel warm-up")?;
     if bt.is_some() {
@@ -169,12 +172,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         if bt.is_some() {
             theirs.push(stream(&a, bt_dst, &sink_b, secs).context("boringtun-cli")?);
         }
+        plain.push(stream(&a, plain_dst, &sink_b, secs).context("plain TCP")?);
         let len = 256u64 << 20;
         let took = net::mesh_transfer(&ca, &cb, if ctx.quick { 8 << 20 } else { len }).await?;
         let bytes = if ctx.quick { 8u64 << 20 } else { len };
         quic.push(bytes as f64 * 8.0 / 1e6 / took.as_secs_f64());
     }
-    let (ours, theirs, quic) = (median(&ours), median(&theirs), median(&quic));
+    let (ours, theirs, quic, plain) =
+        (median(&ours), median(&theirs), median(&quic), median(&plain));
     let row = Row::new("single TCP stream, `coder tunnel --ip`", ours, "Mbit/s", Better::Higher);
     section.rows.push(match bt {
         Some(_) => row.baseline("two boringtun-cli devices", theirs).note("goal ≥ 2×"),
@@ -183,6 +188,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     section.rows.push(
         Row::new("single TCP stream, `coder tunnel --ip`", ours, "Mbit/s", Better::Higher)
             .baseline("mesh QUIC stream, same nodes", quic),
+    );
+    section.rows.push(
+        Row::new("single TCP stream, `coder tunnel --ip`", ours, "Mbit/s", Better::Higher)
+            .baseline("plain TCP over the bridge, no tunnel", plain)
+            .note("what encryption and user space cost"),
     );
     na.close().await;
     nb.close().await;
