@@ -178,13 +178,23 @@ async fn accept_loop(session: Arc<MeshSession>, ssh: SshServer) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            c = session.endpoint().accept() => match c {
-                Ok(conn) => {
-                    tracing::debug!(peer = %conn.peer().key, "mesh connection");
-                    conns.spawn(serve_connection(conn, ssh.clone()));
+            c = session.endpoint().accept_incoming() => match c {
+                // Each handshake in its own task: one peer that stalls or fails
+                // its handshake holds up nobody else.
+                Ok(incoming) => {
+                    let ssh = ssh.clone();
+                    conns.spawn(async move {
+                        match incoming.finish().await {
+                            Ok(conn) => {
+                                tracing::debug!(peer = %conn.peer().key, "mesh connection");
+                                serve_connection(conn, ssh).await;
+                            }
+                            Err(e) => tracing::info!(error = %e, "mesh handshake failed"),
+                        }
+                    });
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "mesh accept failed");
+                    tracing::debug!(error = %e, "mesh endpoint closed; no more connections");
                     return;
                 }
             },

@@ -266,9 +266,10 @@ enum End {
 impl Actor {
     async fn run(mut self, first: WsStream) {
         let mut ws = Some(first);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         loop {
             if let Some(socket) = ws.take() {
+                let started = tokio::time::Instant::now();
                 match self.session(socket).await {
                     End::Stopped => return,
                     End::Dropped(error) => {
@@ -276,13 +277,18 @@ impl Actor {
                         if self.emit(PeerUpdate::CoordinatorUnreachable { error }).is_err() {
                             return;
                         }
-                        backoff = Duration::from_millis(100);
+                        // Only a session that lasted starts the backoff over: one the
+                        // coordinator ends at once (it refused our node, say) would
+                        // otherwise become a reconnect loop at 10 per second.
+                        if started.elapsed() >= HEALTHY_SESSION {
+                            backoff = FIRST_BACKOFF;
+                        }
                     }
                 }
             }
             let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
             tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
             match self.dial().await {
                 Ok(socket) => ws = Some(socket),
                 Err(e) if e.is_permanent() => {
@@ -467,6 +473,11 @@ async fn next_message(ws: &mut WsStream) -> Result<ServerMessage, ConnectError> 
 /// take: a network that drops SYNs fails here instead of after the kernel's
 /// two minutes of retries.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A session at least this long resets the backoff when it drops.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 async fn connect_io(url: &Url) -> Result<Box<dyn Io>, ConnectError> {
     let host = url.host_str().ok_or_else(|| ConnectError::InvalidUrl(url.to_string()))?;

@@ -154,6 +154,18 @@ async fn authorization_matrix() {
     })
     .await;
     assert!(format!("{u:?}").contains("claims"), "{u:?}");
+    // The client re-sends that node on every reconnect and is refused each
+    // time; its waits must keep doubling (100 + 200 + 400 ms at least before
+    // the fourth refusal), not start over at each short-lived session.
+    let first = tokio::time::Instant::now();
+    for _ in 0..3 {
+        expect(&mut agent_updates, "another refusal", |u| {
+            matches!(u, PeerUpdate::CoordinatorUnreachable { .. })
+        })
+        .await;
+    }
+    let waited = first.elapsed();
+    assert!(waited >= Duration::from_millis(700), "refused 3 more times in {waited:?}");
 }
 
 /// A server whose periodic re-authorization sweep never comes within a

@@ -131,6 +131,43 @@ pub enum AcceptError {
     WrongIdentity(SocketAddr),
 }
 
+/// A peer's connection attempt, from [`MeshEndpoint::accept_incoming`].
+pub struct IncomingConnection {
+    incoming: quinn::Incoming,
+    sock: Arc<Inner>,
+}
+
+impl IncomingConnection {
+    /// Completes the handshake and checks the client's key against the node
+    /// the coordinator announced for the address it came from.
+    pub async fn finish(self) -> Result<MeshConnection, AcceptError> {
+        let conn = self.incoming.await?;
+        let remote = conn.remote_address();
+        let node = {
+            let state = self.sock.state();
+            state.by_vaddr.get(&remote).and_then(|k| state.peers.get(k)).cloned()
+        };
+        let presented = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|certs| certs.first().and_then(|c| tls::certificate_key(c)));
+        match node {
+            Some(node) if presented == Some(node.quic_key) => {
+                Ok(MeshConnection { peer: node, conn })
+            }
+            node => {
+                tracing::warn!(
+                    %remote,
+                    announced = ?node.as_ref().map(|n| (n.id, n.key)),
+                    "refused a mesh connection: its key is not the one announced for its address"
+                );
+                conn.close(quinn::VarInt::from_u32(1), b"identity mismatch");
+                Err(AcceptError::WrongIdentity(remote))
+            }
+        }
+    }
+}
+
 /// Why a stream could not be opened or accepted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -398,28 +435,19 @@ impl MeshEndpoint {
         Ok(MeshConnection { peer: node, conn })
     }
 
-    /// The next peer connection; its key is checked against the node it came from.
+    /// The next peer connection, handshake done; its key is checked against
+    /// the node it came from. One handshake at a time: a server that must not
+    /// wait on a slow peer takes [`Self::accept_incoming`] instead.
     pub async fn accept(&self) -> Result<MeshConnection, AcceptError> {
+        self.accept_incoming().await?.finish().await
+    }
+
+    /// The next connection attempt, before its handshake, so that a server can
+    /// finish each handshake in a task of its own. Fails only once the
+    /// endpoint is closed.
+    pub async fn accept_incoming(&self) -> Result<IncomingConnection, AcceptError> {
         let incoming = self.quic.accept().await.ok_or(AcceptError::Closed)?;
-        let conn = incoming.await?;
-        let remote = conn.remote_address();
-        let node = {
-            let state = self.sock.state();
-            state.by_vaddr.get(&remote).and_then(|k| state.peers.get(k)).cloned()
-        };
-        let presented = conn
-            .peer_identity()
-            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
-            .and_then(|certs| certs.first().and_then(|c| tls::certificate_key(c)));
-        match node {
-            Some(node) if presented == Some(node.quic_key) => {
-                Ok(MeshConnection { peer: node, conn })
-            }
-            _ => {
-                conn.close(quinn::VarInt::from_u32(1), b"identity mismatch");
-                Err(AcceptError::WrongIdentity(remote))
-            }
-        }
+        Ok(IncomingConnection { incoming, sock: self.sock.clone() })
     }
 
     /// Closes all connections and waits for the peers to learn of it.

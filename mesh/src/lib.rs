@@ -31,8 +31,8 @@ pub mod wg;
 pub mod wire;
 
 pub use endpoint::{
-    AcceptError, BindError, DialError, MeshConfig, MeshConnection, MeshEndpoint, StreamError,
-    WireGuardStarted,
+    AcceptError, BindError, DialError, IncomingConnection, MeshConfig, MeshConnection,
+    MeshEndpoint, StreamError, WireGuardStarted,
 };
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
 pub use node::{

@@ -395,6 +395,10 @@ fn garbage_at_every_port_leaves_every_server_serving() {
         attack_udp(a, &mut rng, &plausible);
     }
 
+    // A peer the coordinator never announced gets no connection to the agent,
+    // which goes on accepting everyone else (the ping below dials it).
+    checks.unannounced_dial(agent_id).unwrap();
+
     // Everyone else is still served, while the slow and idle ones hang on.
     assert!(srv.child.try_wait().unwrap().is_none(), "coderd exited");
     assert!(alive(agent), "the agent exited");

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use client::coordination::{Coordinator, PeerKind, PeerUpdate};
 use client::sdk::LoginWithPasswordRequest;
-use rand::RngCore;
+use rand::{RngCore, SeedableRng};
 use url::Url;
 use uuid::Uuid;
 
@@ -176,6 +176,51 @@ impl<'a> Checks<'a> {
             assert!(started.elapsed() < DEADLINE, "no agent node with endpoints: {snapshot:?}");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Dials the agent with a mesh identity the coordinator never announced to
+    /// it, knowing the agent's node and endpoints: no connection may come of it.
+    pub fn unannounced_dial(&self, agent: Uuid) -> anyhow::Result<()> {
+        let snapshot = self.debug_coordinator()?;
+        let node = snapshot["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"].as_str() == Some(agent.to_string().as_str()))
+            .map(|p| p["node"].clone())
+            .context("the agent in the coordinator's debug view")?;
+        let node: mesh::Node = serde_json::from_value(node).context("the agent's node")?;
+        self.rt.block_on(Self::dial_refused(node))
+    }
+
+    async fn dial_refused(node: mesh::Node) -> anyhow::Result<()> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let mut config = mesh::MeshConfig::new(
+            mesh::NodeId(0x5eed),
+            mesh::NodeSecret::generate(&mut rng),
+            mesh::DiscoSecret::generate(&mut rng),
+            mesh::QuicSecret::generate(&mut rng),
+        );
+        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        let rogue = mesh::MeshEndpoint::bind(config).await?;
+        rogue.upsert_peer(&node)?;
+        // Without the coordinator's word the agent answers neither its path
+        // probes nor its QUIC (held back, then dropped): the dial goes nowhere.
+        match tokio::time::timeout(Duration::from_secs(3), rogue.dial(&node.key)).await {
+            Err(_) | Ok(Err(_)) => {}
+            // TLS 1.3: the client finishes before the server checks its
+            // certificate, so the refusal may come as a close right after.
+            Ok(Ok(conn)) => {
+                let closed = tokio::time::timeout(DEADLINE, conn.quic().closed())
+                    .await
+                    .context("the agent kept a connection from an unannounced peer")?;
+                if !matches!(closed, quinn::ConnectionError::ConnectionClosed(_)) {
+                    bail!("the connection ended otherwise: {closed:?}");
+                }
+            }
+        }
+        rogue.close().await;
+        Ok(())
     }
 
     /// The embedded STUN server, from the relay map.

@@ -14,7 +14,7 @@ use crate::ssh::Sshd;
 use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, dep: Option<&Deployment>) -> anyhow::Result<Section> {
-    let idle = if ctx.quick { Duration::from_millis(500) } else { Duration::from_secs(60) };
+    let idle = if ctx.quick { Duration::from_millis(500) } else { Duration::from_secs(30) };
     let bins = crate::bins_dir()?;
     let profile = bins.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut section = Section::new(
