@@ -10,6 +10,12 @@ use derp::stun::StunServer;
 use derp::{MeshKey, SecretKey, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: with glibc's malloc, the buffers of a bulk QUIC transfer go back
+/// to the kernel and fault in again; mimalloc keeps them, and a mesh stream
+/// moves about a third more bytes on 2 cores (`bench quic`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A relay for the workspace mesh: forwards encrypted packets between
 /// peers that cannot reach each other directly, and answers STUN.
 #[derive(Debug, Parser)]

@@ -1,26 +1,57 @@
-//! `iroh-baseline BYTES REPS`: two iroh endpoints in this process on
-//! 127.0.0.1 (relay mode disabled, no address lookup), one connection dialed
+//! `iroh-baseline BYTES REPS [NETNS_A ADDR_A NETNS_B ADDR_B]`: two iroh
+//! endpoints in this process on 127.0.0.1, or each bound to its address inside
+//! its network namespace (relay mode disabled, no address lookup), one connection dialed
 //! to the listener's direct address, then REPS transfers of BYTES on a fresh
 //! unidirectional stream each (after one 8 MiB warm-up), timed from opening the
 //! stream until the receiver has read the last byte. Prints one line of JSON:
 //! `{"mib_per_s":[…]}`. The same shape as `bench quic`'s other transfers.
+//! Built with mimalloc, as our binaries are.
 
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use anyhow::Context;
 use iroh::endpoint::{presets, Connection};
 use iroh::{Endpoint, EndpointAddr, RelayMode};
 
+/// The allocator our binaries use, so that the comparison is of the QUIC
+/// stacks, not of allocators (with glibc's malloc iroh measured the same).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ALPN: &[u8] = b"bench/iroh-baseline/1";
 const CHUNK: usize = 1 << 20;
 
-async fn endpoint() -> anyhow::Result<Endpoint> {
+async fn endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::builder(presets::Minimal)
         .relay_mode(RelayMode::Disabled)
         .alpns(vec![ALPN.to_vec()])
-        .bind_addr("127.0.0.1:0")?
+        .bind_addr(addr)?
         .bind()
         .await?)
+}
+
+/// An endpoint bound to `addr`; with `netns`, its sockets are made on a thread
+/// that entered that namespace (a socket stays in the namespace it was made in).
+fn endpoint_in(netns: Option<&str>, addr: SocketAddr) -> anyhow::Result<Endpoint> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                if let Some(netns) = netns {
+                    let path = format!("/run/netns/{netns}");
+                    let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+                    // SAFETY: setns on this thread only, with a valid descriptor.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    anyhow::ensure!(rc == 0, "setns {netns}: {}", std::io::Error::last_os_error());
+                }
+                runtime.block_on(endpoint(addr))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("bind thread panicked"))?
+        })
+    })
 }
 
 async fn transfer(a: &Connection, b: &Connection, len: u64) -> anyhow::Result<f64> {
@@ -56,8 +87,18 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let bytes: u64 = args.next().context("usage: iroh-baseline BYTES REPS")?.parse()?;
     let reps: usize = args.next().context("usage: iroh-baseline BYTES REPS")?.parse()?;
-    let a = endpoint().await?;
-    let b = endpoint().await?;
+    let rest: Vec<String> = args.collect();
+    let (a, b) = match rest.as_slice() {
+        [] => {
+            let local = SocketAddr::from(([127, 0, 0, 1], 0));
+            (endpoint_in(None, local)?, endpoint_in(None, local)?)
+        }
+        [ns_a, addr_a, ns_b, addr_b] => (
+            endpoint_in(Some(ns_a), SocketAddr::new(addr_a.parse()?, 0))?,
+            endpoint_in(Some(ns_b), SocketAddr::new(addr_b.parse()?, 0))?,
+        ),
+        _ => anyhow::bail!("usage: iroh-baseline BYTES REPS [NETNS_A ADDR_A NETNS_B ADDR_B]"),
+    };
     let addr = b.bound_sockets().into_iter().fold(EndpointAddr::new(b.id()), |addr, socket| {
         addr.with_ip_addr(socket)
     });

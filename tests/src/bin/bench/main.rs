@@ -17,6 +17,11 @@
 //! with (`--no-build` skips that), then starts `coderd` from its own target
 //! directory and creates a workspace from `examples/templates/local`.
 
+/// The allocator of the binaries it measures (`coder`, `coder-agent`,
+/// `coderd`): the in-process groups run the same mesh code they do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agent;
 mod cli;
 mod coord;

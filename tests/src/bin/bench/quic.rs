@@ -1,14 +1,19 @@
 //! Group `quic`: direct-path bulk throughput of the mesh's QUIC (two
-//! `MeshEndpoint`s on 127.0.0.1, one stream) against raw TCP over loopback and
-//! plain quinn without the mesh (self-signed certificate, same quinn version,
-//! default transport settings), all in this process, one after the other, and
-//! iroh (`tests/iroh-baseline`, a child process per transfer).
+//! `MeshEndpoint`s, one stream) against TCP and plain quinn without the mesh
+//! (self-signed certificate, same quinn version, default transport settings),
+//! all in this process, one after the other, and iroh (`tests/iroh-baseline`,
+//! a child process per transfer). With root, every kind runs between the same
+//! two network namespaces (veth pairs on a bridge); else on 127.0.0.1.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use mesh::MeshEndpoint;
+use tests::topology::{Host, Nat, Topology};
 
 use crate::net;
 use crate::plot::{self, Bar};
@@ -25,59 +30,136 @@ fn sizes(ctx: &Ctx) -> (u64, usize) {
     }
 }
 
+/// Where the two ends of every transfer live: two network namespaces on one
+/// bridge (each joined to it by a veth pair) when this process may make them,
+/// else 127.0.0.1.
+struct Path {
+    /// The topology and its two hosts; `None` on loopback.
+    hosts: Option<(Topology, Host, Host)>,
+}
+
+impl Path {
+    fn new(section: &mut Section) -> anyhow::Result<Self> {
+        if let Some(reason) = Topology::unavailable() {
+            section.notes.push(format!(
+                "On loopback, not the veth pair: {reason}. Ours and every baseline still \
+                 share the path."
+            ));
+            return Ok(Self { hosts: None });
+        }
+        let mut topo = Topology::new("quicbench")?;
+        let (a, b) = (topo.host("a", Nat::None)?, topo.host("b", Nat::None)?);
+        Ok(Self { hosts: Some((topo, a, b)) })
+    }
+
+    fn words(&self) -> &'static str {
+        match self.hosts {
+            Some(_) => "between two network namespaces over veth pairs and a bridge (MTU 1500)",
+            None => "on 127.0.0.1",
+        }
+    }
+
+    /// The sender's (`a`) or the receiver's (`b`) host.
+    fn host(&self, receiver: bool) -> Option<&Host> {
+        self.hosts.as_ref().map(|(_, a, b)| if receiver { b } else { a })
+    }
+
+    fn addr(&self, receiver: bool) -> IpAddr {
+        self.host(receiver).map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |h| IpAddr::V4(h.addr))
+    }
+
+    /// Runs `f` where the sender's or receiver's sockets must be made.
+    fn within<T: Send>(
+        &self,
+        receiver: bool,
+        f: impl FnOnce() -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        match self.host(receiver) {
+            Some(host) => host.in_netns(f),
+            None => f(),
+        }
+    }
+
+    /// Mesh node `id`, bound on the sender's or receiver's side.
+    fn mesh_node(&self, receiver: bool, id: u64) -> anyhow::Result<MeshEndpoint> {
+        let mut config = net::config(id, None, false);
+        config.bind = SocketAddr::new(self.addr(receiver), 0);
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            self.within(receiver, || Ok(runtime.block_on(MeshEndpoint::bind(config))?))
+        })
+    }
+
+    /// A UDP socket on the sender's or receiver's side.
+    fn udp(&self, receiver: bool) -> anyhow::Result<std::net::UdpSocket> {
+        let addr = SocketAddr::new(self.addr(receiver), 0);
+        self.within(receiver, || Ok(std::net::UdpSocket::bind(addr)?))
+    }
+}
+
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let (len, reps) = sizes(ctx);
-    let mut section = Section::new(
-        "QUIC direct path (`bench quic`)",
-        &format!(
-            "One stream carries {} MiB from one node to another on 127.0.0.1, timed \
-             from opening the stream until the receiver has read the last byte; median \
-             of {reps} transfers after a warm-up, the three kinds taking turns. *mesh \
-             QUIC*: two `mesh::MeshEndpoint`s (magic socket, path selector, mesh TLS) \
-             with a direct UDP path. *plain quinn*: two bare quinn endpoints (the \
-             workspace's quinn 0.11, default transport config, self-signed certificate). \
-             *iroh*: two `iroh` 1.4 endpoints in a child process (`tests/iroh-baseline`; \
-             relay mode disabled, no address lookup, dialing the listener's bound \
-             address), one unidirectional stream per transfer, timed the same way. \
-             *TCP*: a tokio `TcpStream` over loopback, same chunk size. All on \
-             loopback, not a veth pair: ours and every baseline share the path.",
-            len >> 20,
-        ),
+    let mut section = Section::new("QUIC direct path (`bench quic`)", "");
+    let path = Path::new(&mut section)?;
+    section.method = format!(
+        "One stream carries {} MiB from one node to another {}, timed from opening \
+         the stream until the receiver has read the last byte; median of {reps} \
+         transfers after a warm-up, the kinds taking turns. *mesh QUIC*: two \
+         `mesh::MeshEndpoint`s (magic socket, path selector, mesh TLS) with a direct \
+         UDP path. *plain quinn*: two bare quinn endpoints (the workspace's quinn \
+         0.11, default transport config, self-signed certificate). *iroh*: two `iroh` \
+         1.4 endpoints in a child process (`tests/iroh-baseline`, each bound on its \
+         side of the same path; relay mode disabled, no address lookup, dialing the \
+         listener's bound address), one unidirectional stream per transfer, timed the \
+         same way. *TCP*: a tokio `TcpStream` over the same path, same chunk size.",
+        len >> 20,
+        path.words(),
     );
 
-    // All three set up first, then one transfer of each per round, so that
-    // noise from other processes on the machine hits all three alike.
-    let (a, b) = net::pair(net::config(1, None, false), net::config(2, None, false)).await?;
+    // All set up first, then one transfer of each per round, so that noise
+    // from other processes on the machine hits all of them alike.
+    let a = path.mesh_node(false, 1)?;
+    let b = path.mesh_node(true, 2)?;
+    a.upsert_peer(&b.node())?;
+    b.upsert_peer(&a.node())?;
     let (ca, cb) = net::connect(&a, &b).await.context("mesh QUIC connect")?;
-    let q = Quinn::connect().await.context("plain quinn connect")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let q = Quinn::connect(&path).await.context("plain quinn connect")?;
+    let listener = path.within(true, || {
+        let l = std::net::TcpListener::bind(SocketAddr::new(path.addr(true), 0))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let warm = len.min(8 << 20);
     net::mesh_transfer(&ca, &cb, warm).await.context("mesh QUIC warm-up")?;
     q.transfer(warm).await.context("plain quinn warm-up")?;
-    tcp_transfer(&listener, warm).await.context("TCP warm-up")?;
+    tcp_transfer(&path, &listener, warm).await.context("TCP warm-up")?;
     let iroh_bin = iroh_baseline();
     let (mut mesh, mut quinn, mut tcp, mut iroh) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
         mesh.push(mib_per_s(len, net::mesh_transfer(&ca, &cb, len).await.context("mesh QUIC")?));
         quinn.push(mib_per_s(len, q.transfer(len).await.context("plain quinn")?));
-        tcp.push(mib_per_s(len, tcp_transfer(&listener, len).await.context("TCP")?));
+        tcp.push(mib_per_s(len, tcp_transfer(&path, &listener, len).await.context("TCP")?));
         if let Some(bin) = &iroh_bin {
-            iroh.extend(iroh_transfer(bin, len).await.context("iroh")?);
+            iroh.extend(iroh_transfer(bin, &path, len).await.context("iroh")?);
         }
     }
     q.close().await;
     a.close().await;
     b.close().await;
+    drop(path);
     let (mesh, quinn, tcp) = (median(&mesh), median(&quinn), median(&tcp));
 
     section.rows.push(
         Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
-            .baseline("plain quinn", quinn),
+            .baseline("plain quinn", quinn)
+            .note("goal: ≥ 0.9×"),
     );
     match iroh_bin {
         Some(_) => section.rows.push(
             Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
-                .baseline("iroh 1.4 (relay off, direct address)", median(&iroh)),
+                .baseline("iroh 1.4 (relay off, direct address)", median(&iroh))
+                .note("goal: ≥ 1.2×"),
         ),
         None => section.notes.push(
             "iroh baseline skipped: `tests/iroh-baseline` is not built (the bench builds \
@@ -87,17 +169,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     }
     section.rows.push(
         Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
-            .baseline("TCP over loopback", tcp),
+            .baseline("TCP, same path", tcp),
     );
     section.rows.push(
         Row::new("plain quinn, 1 stream", quinn, "MiB/s", Better::Higher)
-            .baseline("TCP over loopback", tcp)
+            .baseline("TCP, same path", tcp)
             .note("what QUIC in user space costs before the mesh adds anything"),
     );
     let (file, md) = ctx.plot_file("quic.png");
     plot::bars(
         &file,
-        "Bulk throughput over loopback, one stream",
+        "Bulk throughput, one stream",
         "MiB/s",
         &[
             Bar { label: "mesh QUIC (direct)", value: mesh, ours: true },
@@ -139,8 +221,13 @@ pub fn build_iroh_baseline() -> anyhow::Result<()> {
 }
 
 /// One iroh transfer of `len` bytes (a fresh pair of endpoints in a child process); MiB/s.
-async fn iroh_transfer(bin: &std::path::Path, len: u64) -> anyhow::Result<Vec<f64>> {
-    let out = tokio::process::Command::new(bin).arg(len.to_string()).arg("1").output().await?;
+async fn iroh_transfer(bin: &std::path::Path, path: &Path, len: u64) -> anyhow::Result<Vec<f64>> {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg(len.to_string()).arg("1");
+    if let Some((_, a, b)) = &path.hosts {
+        cmd.args([&a.netns, &a.addr.to_string(), &b.netns, &b.addr.to_string()]);
+    }
+    let out = cmd.output().await?;
     anyhow::ensure!(
         out.status.success(),
         "iroh-baseline failed ({}): {}",
@@ -171,17 +258,28 @@ struct Quinn {
 }
 
 impl Quinn {
-    async fn connect() -> anyhow::Result<Self> {
+    async fn connect(path: &Path) -> anyhow::Result<Self> {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
         let cert_der = cert.cert.der().clone();
         let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
         let server_config =
             quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key.into())?;
-        let server = quinn::Endpoint::server(server_config, ([127, 0, 0, 1], 0).into())?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let server = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            path.udp(true)?,
+            runtime.clone(),
+        )?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert_der)?;
         let client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
-        let mut client = quinn::Endpoint::client(([127, 0, 0, 1], 0).into())?;
+        let mut client = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            path.udp(false)?,
+            runtime,
+        )?;
         client.set_default_client_config(client_config);
         let server_addr = server.local_addr()?;
         let accept = async {
@@ -216,13 +314,23 @@ impl Quinn {
     }
 }
 
-/// Sends `len` bytes over a fresh TCP connection to `listener`; the time until
-/// the receiver read them all.
-async fn tcp_transfer(listener: &tokio::net::TcpListener, len: u64) -> anyhow::Result<Duration> {
+/// Sends `len` bytes over a fresh TCP connection to `listener` (made on the
+/// sender's side of `path`); the time until the receiver read them all.
+async fn tcp_transfer(
+    path: &Path,
+    listener: &tokio::net::TcpListener,
+    len: u64,
+) -> anyhow::Result<Duration> {
     let addr = listener.local_addr()?;
     let start = Instant::now();
+    // Made before the receiver accepts: a blocking connect completes against the backlog.
+    let stream = path.within(false, || {
+        let s = std::net::TcpStream::connect(addr)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })?;
     let sending = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut stream = tokio::net::TcpStream::from_std(stream)?;
         let chunk = vec![0x5au8; 256 * 1024];
         let mut left = len;
         while left > 0 {

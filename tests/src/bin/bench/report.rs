@@ -213,8 +213,8 @@ impl Report {
         let _ = writeln!(md, "| kernel | {} |\n", m.kernel);
         let _ = writeln!(
             md,
-            "Everything runs on one machine over loopback, ours and the baseline in the \
-             same invocation, one after the other; compare figures within one run only. \
+            "Everything runs on one machine, over loopback or between network \
+             namespaces as each section says, ours and the baseline in the same invocation, one after the other; compare figures within one run only. \
              Each figure is the median of several repetitions unless the metric says \
              otherwise. *ratio* is ours ÷ baseline; for throughput higher is better, \
              for times and sizes lower is better.\n"
