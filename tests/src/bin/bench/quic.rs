@@ -107,11 +107,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          transfers after a warm-up, the kinds taking turns. *mesh QUIC*: two \
          `mesh::MeshEndpoint`s (magic socket, path selector, mesh TLS) with a direct \
          UDP path. *plain quinn*: two bare quinn endpoints (the workspace's quinn \
-         0.11, default transport config, self-signed certificate). *iroh*: two `iroh` \
-         1.4 endpoints in a child process (`tests/iroh-baseline`, each bound on its \
-         side of the same path; relay mode disabled, no address lookup, dialing the \
-         listener's bound address), one unidirectional stream per transfer, timed the \
-         same way. *TCP*: a tokio `TcpStream` over the same path, same chunk size.",
+         0.11.12 with its GSO batching patch, `third_party/README.md`; default \
+         transport config, self-signed certificate). *iroh*: two `iroh` 1.4 \
+         endpoints in a child process (`tests/iroh-baseline`, built with mimalloc as \
+         our binaries are; each bound on its side of the same path; relay mode \
+         disabled, no address lookup, dialing the listener's bound address), one \
+         unidirectional stream per transfer written in 1 MiB chunks (ours: 256 KiB), \
+         timed the same way. *TCP*: a tokio `TcpStream` over the same path, same chunk size.",
         len >> 20,
         path.words(),
     );
