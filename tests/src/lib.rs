@@ -62,6 +62,16 @@ impl Coderd {
 
     /// Like [`Coderd::spawn`] on a given HTTP address.
     pub fn spawn_on(data_dir: &Path, http_address: &str, extra: &[&str]) -> anyhow::Result<Coderd> {
+        Self::spawn_env(data_dir, http_address, extra, &[])
+    }
+
+    /// Like [`Coderd::spawn_on`], with more environment variables.
+    pub fn spawn_env(
+        data_dir: &Path,
+        http_address: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Coderd> {
         let log = data_dir.join(format!("coderd-{}.log", std::process::id()));
         std::fs::create_dir_all(data_dir)?;
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
@@ -73,6 +83,7 @@ impl Coderd {
             .env_remove("CODER_PG_CONNECTION_URL")
             // Templates like `local` keep workspaces under ~: keep them here.
             .env("HOME", data_dir.join("home"))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

@@ -44,8 +44,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              fan-out in between). *All at once*: every agent publishes a changed \
              node in the same instant; latency per client from that instant. *Memory*: \
              `coderd`'s VmRSS once all N peers are connected and told each other's nodes, \
-             minus its VmRSS with one pair connected, ÷ (N − 2). Each N gets a fresh \
-             `coderd`. One replica; cross-replica fan-out adds a Postgres NOTIFY round trip."
+             minus its VmRSS with one pair connected, ÷ (N − 2); `coderd` runs with \
+             `MIMALLOC_PURGE_DELAY=0`, so freed memory leaves VmRSS at once. Each N gets \
+             a fresh `coderd`. One replica; cross-replica fan-out adds a Postgres NOTIFY round trip."
         ),
     );
     for &n in sizes {
@@ -151,7 +152,11 @@ async fn measure(n: usize, samples: usize) -> anyhow::Result<Figures> {
     let pairs = n / 2;
     let tmp = tests::tempdir()?;
     let data = tmp.path().join("data");
-    let srv = tests::Coderd::spawn(&data, &[])?;
+    // mimalloc keeps freed pages for a second before it returns them; without
+    // that delay, VmRSS counts live memory only, and startup's freed buffers
+    // cannot make the one-pair baseline larger than the whole.
+    let srv =
+        tests::Coderd::spawn_env(&data, "127.0.0.1:0", &[], &[("MIMALLOC_PURGE_DELAY", "0")])?;
     let result = measure_on(&srv, &data, pairs, samples).await;
     drop(srv);
     tests::stop_embedded_postgres(&data);

@@ -41,6 +41,46 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The machine's CPU counters from `/proc/stat`, to tell how many core-seconds
+/// a stretch of work took across every process (ours and the harness's).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    busy: u64,
+    total: u64,
+    at: std::time::Instant,
+}
+
+impl CpuMark {
+    pub fn now() -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let (busy, total) = parse_cpu_line(stat.lines().next().unwrap_or_default())
+            .ok_or_else(|| anyhow::anyhow!("no aggregate cpu line in /proc/stat"))?;
+        Ok(Self { busy, total, at: std::time::Instant::now() })
+    }
+
+    /// Core-seconds every CPU spent busy since `self`: the busy share of the
+    /// ticks, times the cores, times the wall time.
+    pub fn core_seconds_since(&self, cores: usize) -> anyhow::Result<f64> {
+        let now = Self::now()?;
+        let ticks = now.total.saturating_sub(self.total).max(1);
+        let busy = now.busy.saturating_sub(self.busy) as f64 / ticks as f64;
+        Ok(busy * cores as f64 * now.at.duration_since(self.at).as_secs_f64())
+    }
+}
+
+/// `(busy, total)` ticks of a `/proc/stat` `cpu` line: idle, iowait and
+/// steal (the hypervisor's) are not busy; guest time is already inside user.
+fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if !fields.next()?.starts_with("cpu") {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)? + ticks.get(7)?;
+    Some((total - idle, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +91,14 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 100.0), 5.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn cpu_line() {
+        let line = "cpu  100 5 50 800 20 3 2 10 0 0";
+        assert_eq!(parse_cpu_line(line), Some((160, 990)));
+        assert_eq!(parse_cpu_line("intr 1 2 3"), None);
+        assert_eq!(parse_cpu_line("cpu 1 2"), None);
     }
 
     #[test]
