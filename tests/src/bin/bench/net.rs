@@ -10,6 +10,7 @@ use anyhow::Context;
 use mesh::{DiscoSecret, MeshConfig, MeshConnection, MeshEndpoint, NodeId, NodeSecret, QuicSecret};
 use mesh::{Node, Service};
 use rand::SeedableRng;
+use tests::topology::Host;
 
 /// Sender chunk size: large writes keep the sender's per-call overhead out of the figure.
 const CHUNK: usize = 256 * 1024;
@@ -38,6 +39,17 @@ pub fn config(id: u64, relay: Option<&derp::RelayUrl>, relay_only: bool) -> Mesh
         relay.map(|url| vec![mesh::RelayRegion::new(1, url.clone())]).unwrap_or_default();
     config.relay_only = relay_only;
     config
+}
+
+/// A node bound with `config` inside `host`'s network namespace (its socket
+/// stays there, whichever thread uses it), or in this one without a host.
+pub fn bind_in(host: Option<&Host>, config: MeshConfig) -> anyhow::Result<MeshEndpoint> {
+    let runtime = tokio::runtime::Handle::current();
+    let bind = || Ok(runtime.block_on(MeshEndpoint::bind(config))?);
+    tokio::task::block_in_place(|| match host {
+        Some(host) => host.in_netns(bind),
+        None => bind(),
+    })
 }
 
 /// Two bound nodes that know each other's record.

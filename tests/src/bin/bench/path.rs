@@ -160,10 +160,7 @@ fn bound_pair(
     let bind = |host: &Host, id: u64| -> anyhow::Result<MeshEndpoint> {
         let mut config = net::config(id, Some(url), false);
         config.bind = std::net::SocketAddr::from((host.addr, 0));
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::block_in_place(|| {
-            host.in_netns(|| Ok(runtime.block_on(MeshEndpoint::bind(config))?))
-        })
+        net::bind_in(Some(host), config)
     };
     Ok((bind(a, id)?, bind(b, id + 1)?))
 }

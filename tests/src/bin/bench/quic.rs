@@ -33,12 +33,12 @@ fn sizes(ctx: &Ctx) -> (u64, usize) {
 /// Where the two ends of every transfer live: two network namespaces on one
 /// bridge (each joined to it by a veth pair) when this process may make them,
 /// else 127.0.0.1.
-struct Path {
+struct Link {
     /// The topology and its two hosts; `None` on loopback.
     hosts: Option<(Topology, Host, Host)>,
 }
 
-impl Path {
+impl Link {
     fn new(section: &mut Section) -> anyhow::Result<Self> {
         if let Some(reason) = Topology::unavailable() {
             section.notes.push(format!(
@@ -84,10 +84,7 @@ impl Path {
     fn mesh_node(&self, receiver: bool, id: u64) -> anyhow::Result<MeshEndpoint> {
         let mut config = net::config(id, None, false);
         config.bind = SocketAddr::new(self.addr(receiver), 0);
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::block_in_place(|| {
-            self.within(receiver, || Ok(runtime.block_on(MeshEndpoint::bind(config))?))
-        })
+        net::bind_in(self.host(receiver), config)
     }
 
     /// A UDP socket on the sender's or receiver's side.
@@ -100,7 +97,7 @@ impl Path {
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let (len, reps) = sizes(ctx);
     let mut section = Section::new("QUIC direct path (`bench quic`)", "");
-    let path = Path::new(&mut section)?;
+    let link = Link::new(&mut section)?;
     section.method = format!(
         "One stream carries {} MiB from one node to another {}, timed from opening \
          the stream until the receiver has read the last byte; median of {reps} \
@@ -115,19 +112,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          unidirectional stream per transfer written in 1 MiB chunks (ours: 256 KiB), \
          timed the same way. *TCP*: a tokio `TcpStream` over the same path, same chunk size.",
         len >> 20,
-        path.words(),
+        link.words(),
     );
 
     // All set up first, then one transfer of each per round, so that noise
     // from other processes on the machine hits all of them alike.
-    let a = path.mesh_node(false, 1)?;
-    let b = path.mesh_node(true, 2)?;
+    let a = link.mesh_node(false, 1)?;
+    let b = link.mesh_node(true, 2)?;
     a.upsert_peer(&b.node())?;
     b.upsert_peer(&a.node())?;
     let (ca, cb) = net::connect(&a, &b).await.context("mesh QUIC connect")?;
-    let q = Quinn::connect(&path).await.context("plain quinn connect")?;
-    let listener = path.within(true, || {
-        let l = std::net::TcpListener::bind(SocketAddr::new(path.addr(true), 0))?;
+    let q = Quinn::connect(&link).await.context("plain quinn connect")?;
+    let listener = link.within(true, || {
+        let l = std::net::TcpListener::bind(SocketAddr::new(link.addr(true), 0))?;
         l.set_nonblocking(true)?;
         Ok(l)
     })?;
@@ -135,21 +132,21 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let warm = len.min(8 << 20);
     net::mesh_transfer(&ca, &cb, warm).await.context("mesh QUIC warm-up")?;
     q.transfer(warm).await.context("plain quinn warm-up")?;
-    tcp_transfer(&path, &listener, warm).await.context("TCP warm-up")?;
+    tcp_transfer(&link, &listener, warm).await.context("TCP warm-up")?;
     let iroh_bin = iroh_baseline();
     let (mut mesh, mut quinn, mut tcp, mut iroh) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
         mesh.push(mib_per_s(len, net::mesh_transfer(&ca, &cb, len).await.context("mesh QUIC")?));
         quinn.push(mib_per_s(len, q.transfer(len).await.context("plain quinn")?));
-        tcp.push(mib_per_s(len, tcp_transfer(&path, &listener, len).await.context("TCP")?));
+        tcp.push(mib_per_s(len, tcp_transfer(&link, &listener, len).await.context("TCP")?));
         if let Some(bin) = &iroh_bin {
-            iroh.extend(iroh_transfer(bin, &path, len).await.context("iroh")?);
+            iroh.extend(iroh_transfer(bin, &link, len).await.context("iroh")?);
         }
     }
     q.close().await;
     a.close().await;
     b.close().await;
-    drop(path);
+    drop(link);
     let (mesh, quinn, tcp) = (median(&mesh), median(&quinn), median(&tcp));
 
     section.rows.push(
@@ -223,10 +220,10 @@ pub fn build_iroh_baseline() -> anyhow::Result<()> {
 }
 
 /// One iroh transfer of `len` bytes (a fresh pair of endpoints in a child process); MiB/s.
-async fn iroh_transfer(bin: &std::path::Path, path: &Path, len: u64) -> anyhow::Result<Vec<f64>> {
+async fn iroh_transfer(bin: &std::path::Path, link: &Link, len: u64) -> anyhow::Result<Vec<f64>> {
     let mut cmd = tokio::process::Command::new(bin);
     cmd.arg(len.to_string()).arg("1");
-    if let Some((_, a, b)) = &path.hosts {
+    if let Some((_, a, b)) = &link.hosts {
         cmd.args([&a.netns, &a.addr.to_string(), &b.netns, &b.addr.to_string()]);
     }
     let out = cmd.output().await?;
@@ -260,7 +257,7 @@ struct Quinn {
 }
 
 impl Quinn {
-    async fn connect(path: &Path) -> anyhow::Result<Self> {
+    async fn connect(link: &Link) -> anyhow::Result<Self> {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
         let cert_der = cert.cert.der().clone();
         let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
@@ -270,7 +267,7 @@ impl Quinn {
         let server = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),
-            path.udp(true)?,
+            link.udp(true)?,
             runtime.clone(),
         )?;
         let mut roots = rustls::RootCertStore::empty();
@@ -279,7 +276,7 @@ impl Quinn {
         let mut client = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             None,
-            path.udp(false)?,
+            link.udp(false)?,
             runtime,
         )?;
         client.set_default_client_config(client_config);
@@ -319,14 +316,14 @@ impl Quinn {
 /// Sends `len` bytes over a fresh TCP connection to `listener` (made on the
 /// sender's side of `path`); the time until the receiver read them all.
 async fn tcp_transfer(
-    path: &Path,
+    link: &Link,
     listener: &tokio::net::TcpListener,
     len: u64,
 ) -> anyhow::Result<Duration> {
     let addr = listener.local_addr()?;
     let start = Instant::now();
     // Made before the receiver accepts: a blocking connect completes against the backlog.
-    let stream = path.within(false, || {
+    let stream = link.within(false, || {
         let s = std::net::TcpStream::connect(addr)?;
         s.set_nonblocking(true)?;
         Ok(s)
