@@ -46,5 +46,5 @@ pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Sou
 pub use quinn::{RecvStream, SendStream};
 pub use relay::{HomeConfig, HomeSelector, NoRegion, RelayRegion};
 pub use service::{pty_frame, Service, ServiceParseError, COPY_BUFFER};
-pub use splice::{copy_from_stream, copy_to_stream, splice, Spliced};
+pub use splice::{copy_from_stream, copy_to_stream, fit_loopback_buffer, splice, Spliced};
 pub use wire::{classify, PacketKind};

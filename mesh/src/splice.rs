@@ -28,6 +28,27 @@ const CHUNKS: usize = 64;
 /// Error code for a stream abandoned because the other side of the splice failed.
 const SPLICE_FAILED: u32 = 1;
 
+/// Receive buffer asked for a local TCP connection whose writer is on this
+/// machine (the kernel doubles it for its bookkeeping).
+///
+/// Linux autotunes a receive buffer up to `tcp_rmem`'s maximum (often 6 to
+/// 32 MiB). A local writer faster than the mesh then parks megabytes there,
+/// and those bytes have left the CPU cache by the time they are read and
+/// encrypted: `coder tunnel --tcp` spent three times as long copying out of
+/// its socket as a reader that keeps up. A loopback round trip needs a small
+/// fraction of this buffer, so the cap costs no throughput.
+const LOOPBACK_RCVBUF: usize = 256 * 1024;
+
+/// Fixes the receive buffer of `tcp` at [`LOOPBACK_RCVBUF`] when its peer is
+/// on this machine, which also stops the kernel growing it; a remote peer
+/// keeps the autotuned buffer its round trip needs. A failure is ignored:
+/// the buffer size is only a hint.
+pub fn fit_loopback_buffer(tcp: &tokio::net::TcpStream) {
+    if tcp.peer_addr().is_ok_and(|peer| peer.ip().to_canonical().is_loopback()) {
+        let _ = socket2::SockRef::from(tcp).set_recv_buffer_size(LOOPBACK_RCVBUF);
+    }
+}
+
 /// Copies `reader` to the peer until it ends; the byte count. Does not finish
 /// the stream.
 pub async fn copy_to_stream<R: AsyncRead + Unpin + ?Sized>(
@@ -147,5 +168,25 @@ where
             let _ = recv.stop(quinn::VarInt::from_u32(SPLICE_FAILED));
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn loopback_connections_get_a_small_receive_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let before = socket2::SockRef::from(&accepted).recv_buffer_size().unwrap();
+        fit_loopback_buffer(&accepted);
+        let after = socket2::SockRef::from(&accepted).recv_buffer_size().unwrap();
+        // Linux reports twice what was asked.
+        assert!(after <= 2 * LOOPBACK_RCVBUF, "receive buffer {after} (was {before})");
+        assert!(after >= LOOPBACK_RCVBUF, "receive buffer {after} shrank below the cap");
+        drop(client);
     }
 }

@@ -262,6 +262,7 @@ async fn serve_tcp(listener: TcpListener, f: Forward, dialer: Arc<Dialer>) {
 
 async fn tcp_connection(mut tcp: TcpStream, f: Forward, dialer: Arc<Dialer>) {
     let _ = tcp.set_nodelay(true);
+    mesh::fit_loopback_buffer(&tcp);
     let (send, recv) = match dialer.open(Service::Tcp(f.remote)).await {
         Ok(s) => s,
         Err(e) => {
