@@ -6,4 +6,5 @@ pub mod config;
 pub mod coordination;
 pub mod iptunnel;
 pub mod meshnet;
+pub mod runtime;
 pub mod sdk;

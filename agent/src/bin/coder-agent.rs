@@ -25,6 +25,9 @@ struct Args {
     /// Use the relay only (no direct UDP paths).
     #[arg(long, env = "CODER_AGENT_RELAY_ONLY")]
     relay_only: bool,
+    /// Tokio worker threads [default: 1 with two cores or fewer, else 2].
+    #[arg(long, env = "CODER_AGENT_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CODER_AGENT_LOG_FILTER", default_value = "info")]
     log_filter: String,
@@ -39,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = agent::AgentConfig::new(args.url, args.token);
     config.relay_only = args.relay_only;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(client::runtime::worker_threads(args.worker_threads, 2))
         .enable_all()
         .build()
         .context("start tokio runtime")?;

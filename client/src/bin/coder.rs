@@ -37,7 +37,14 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("CODER_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Runtime::new() {
+    // TOKIO_WORKER_THREADS, which tokio reads itself, still overrides.
+    let requested = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|n| n.parse().ok());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client::runtime::worker_threads(requested, cores))
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: start tokio runtime: {e}");
