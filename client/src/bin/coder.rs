@@ -37,7 +37,7 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("CODER_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    // TOKIO_WORKER_THREADS, which tokio reads itself, still overrides.
+    // TOKIO_WORKER_THREADS overrides, as it does tokio's own default.
     let requested = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|n| n.parse().ok());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let rt = match tokio::runtime::Builder::new_multi_thread()
