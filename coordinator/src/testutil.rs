@@ -19,6 +19,19 @@ use url::Url;
 use crate::postgres::{Cluster, ClusterConfig};
 use crate::{api, db, ApiConfig, AppState};
 
+/// Whether this run is CI's (`CI` set, as CI services do, and not `false`/`0`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Says why a test skips. On a developer's machine it prints the reason and
+/// the caller returns early; under CI a missing program, service or root is a
+/// failure that names what is missing, so CI never passes a test it did not run.
+pub fn skip(reason: &str) {
+    assert!(!in_ci(), "CI must run this test, but {reason}");
+    eprintln!("skipping: {reason}");
+}
+
 fn cluster_dir() -> PathBuf {
     std::env::var_os("CODER_TEST_PG_DIR")
         .map(PathBuf::from)
@@ -294,11 +307,11 @@ impl TestServer {
     /// worker is silent for `stale_after` fail; workers heartbeat ten times in it.
     pub fn start_provisioners(&mut self, n: usize, stale_after: std::time::Duration) -> Option<()> {
         let Some(terraform) = crate::provisioner::find_terraform() else {
-            eprintln!("skipping: terraform is not on PATH");
+            skip("terraform is not on PATH");
             return None;
         };
         let Some(provider) = crate::provisioner::find_provider() else {
-            eprintln!("skipping: terraform-provider-coder is not built (run with --workspace)");
+            skip("terraform-provider-coder is not built (run with --workspace)");
             return None;
         };
         let dir = tempfile::tempdir().ok()?;

@@ -69,7 +69,7 @@ async fn an_external_worker_runs_imports_and_builds_over_http() {
     let (Some(terraform), Some(provider)) =
         (coordinator::provisioner::find_terraform(), coordinator::provisioner::find_provider())
     else {
-        eprintln!("skipping: terraform or terraform-provider-coder is missing");
+        coordinator::testutil::skip("terraform or terraform-provider-coder is missing");
         return;
     };
     let mut srv = TestServer::start_with_provisioner_key(KEY).await.unwrap();

@@ -56,7 +56,7 @@ struct Harness {
 
 fn harness() -> Option<Harness> {
     let Some(terraform) = which("terraform") else {
-        eprintln!("skipping: terraform is not installed");
+        coordinator::testutil::skip("terraform is not installed");
         return None;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -257,7 +257,7 @@ pub fn login_first_user(srv: &Coderd, cfg: &Path) -> anyhow::Result<String> {
 pub fn require_programs(names: &[&str]) -> bool {
     match names.iter().find(|name| !has_program(name)) {
         Some(missing) => {
-            eprintln!("skipping: {missing} is not installed");
+            coordinator::testutil::skip(&format!("{missing} is not installed"));
             false
         }
         None => true,

@@ -84,7 +84,7 @@ fn json(out: &str) -> Value {
 #[test]
 fn tunnel_ping_speedtest_netcheck_over_the_mesh() {
     if !has("terraform") {
-        eprintln!("skipping: terraform is not installed");
+        coordinator::testutil::skip("terraform is not installed");
         return;
     }
     let tmp = tempdir().unwrap();

@@ -15,7 +15,7 @@ use tests::{has_program, local_workspace, run_ok, stop_embedded_postgres, tempdi
 fn ssh_session_survives_kill_9_of_coderd() {
     for tool in ["terraform", "ssh", "curl"] {
         if !has_program(tool) {
-            eprintln!("skipping: {tool} is not installed");
+            coordinator::testutil::skip(&format!("{tool} is not installed"));
             return;
         }
     }

@@ -308,12 +308,12 @@ fn topology_http_proxy_only_client_reaches_agent() {
 /// host per `agent_kinds`, one coderd, and checks every pair.
 fn run_matrix(name: &str, client_kinds: &[Nat], agent_kinds: &[Nat]) {
     if let Some(reason) = Topology::unavailable() {
-        eprintln!("skipping: {reason}");
+        coordinator::testutil::skip(&reason);
         return;
     }
     for tool in ["terraform", "ssh"] {
         if !has(tool) {
-            eprintln!("skipping: {tool} is not installed");
+            coordinator::testutil::skip(&format!("{tool} is not installed"));
             return;
         }
     }

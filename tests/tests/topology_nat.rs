@@ -33,7 +33,7 @@ fn recv_from(sock: &UdpSocket, wait: Duration) -> Option<SocketAddr> {
 #[test]
 fn topology_nat_kinds_map_and_filter_as_documented() {
     if let Some(reason) = Topology::unavailable() {
-        eprintln!("skipping: {reason}");
+        coordinator::testutil::skip(&reason);
         return;
     }
     let mut topo = Topology::new("natcheck").unwrap();

@@ -98,12 +98,12 @@ fn relay_map(regions: &[(u16, &Derper)]) -> String {
 #[test]
 fn topology_relay_killed_relayed_peers_move_to_the_second_region() {
     if let Some(reason) = Topology::unavailable() {
-        eprintln!("skipping: {reason}");
+        coordinator::testutil::skip(&reason);
         return;
     }
     for tool in ["terraform", "ssh"] {
         if !has_program(tool) {
-            eprintln!("skipping: {tool} is not installed");
+            coordinator::testutil::skip(&format!("{tool} is not installed"));
             return;
         }
     }

@@ -269,12 +269,12 @@ fn ping6(host: &Host, dst: Ipv6Addr) -> bool {
 #[test]
 fn topology_wireguard_tunnel_ip() {
     if let Some(reason) = Topology::unavailable() {
-        eprintln!("skipping: {reason}");
+        coordinator::testutil::skip(&reason);
         return;
     }
     for tool in ["terraform", "curl"] {
         if !has_program(tool) {
-            eprintln!("skipping: {tool} is not installed");
+            coordinator::testutil::skip(&format!("{tool} is not installed"));
             return;
         }
     }
