@@ -9,8 +9,10 @@ mod coordinate;
 mod error;
 mod files;
 mod jobs;
+mod passwords;
 mod provisionerd;
 mod templates;
+mod throttle;
 mod tokens;
 mod users;
 pub mod web;
@@ -93,6 +95,9 @@ pub struct AppState {
     pub relay_map: Arc<RelayMap>,
     /// This process as a mesh peer: the app proxy and web terminal dial agents with it.
     pub mesh: MeshPeer,
+    /// Login throttling and the bound on concurrent password hashing; in
+    /// memory, per replica.
+    passwords: Arc<passwords::Passwords>,
 }
 
 impl AppState {
@@ -109,6 +114,7 @@ impl AppState {
             relay: None,
             relay_map: Arc::default(),
             mesh: MeshPeer::new(),
+            passwords: Arc::default(),
         }
     }
 

@@ -1,9 +1,12 @@
 //! Users: first-user setup, password login and logout, `me`, and the
 //! owner-only user directory.
 
-use axum::extract::State;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use chrono::Duration;
 use client::sdk::{
     CreateFirstUserRequest, CreateFirstUserResponse, CreateUserRequest, LoginWithPasswordRequest,
@@ -13,8 +16,9 @@ use uuid::Uuid;
 
 use super::auth::{issue_token, Session, UserRow, USER_COLUMNS};
 use super::error::{ApiError, ApiResult, Json, Path};
+use super::passwords::Passwords;
+use super::throttle::Outcome;
 use super::AppState;
-use crate::secrets;
 
 const MIN_PASSWORD_LEN: usize = 8;
 
@@ -45,16 +49,13 @@ fn validate_new_user(email: &str, username: &str, password: &str) -> ApiResult<(
 
 async fn insert_user(
     db: impl sqlx::PgExecutor<'_>,
+    passwords: &Passwords,
     email: &str,
     username: &str,
     password: &str,
     roles: &[Role],
 ) -> ApiResult<UserRow> {
-    let password = password.to_owned();
-    let hashed = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let hashed = passwords.hash(password.to_owned()).await?;
     let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     let row = sqlx::query_as::<_, UserRow>(&format!(
         "INSERT INTO users (id, email, username, hashed_password, roles)
@@ -104,15 +105,26 @@ pub async fn create_first_user(
         return Err(ApiError::conflict("The first user has already been created.")
             .detail("Log in with `coder login` instead."));
     }
-    let user =
-        insert_user(&mut *tx, &req.email, &req.username, &req.password, &[Role::Owner]).await?;
+    let user = insert_user(
+        &mut *tx,
+        &state.passwords,
+        &req.email,
+        &req.username,
+        &req.password,
+        &[Role::Owner],
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user = %user.username, "first user created");
     Ok((StatusCode::CREATED, Json(CreateFirstUserResponse { user_id: user.id })))
 }
 
+/// Password login, throttled per login and per source address
+/// ([`super::throttle`]): a throttled attempt gets a 429 with `Retry-After`
+/// before the database or argon2 is touched, even with the right password.
 pub async fn login(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Json(req): Json<LoginWithPasswordRequest>,
 ) -> ApiResult<Response> {
     #[derive(sqlx::FromRow)]
@@ -121,7 +133,14 @@ pub async fn login(
         hashed_password: Option<String>,
         status: String,
     }
-    let row: Option<Row> = sqlx::query_as(
+    // Served without connect info (only in-process tests do), every client
+    // shares one address budget.
+    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| a.ip());
+    let mut attempt = match state.passwords.begin_login(&[&req.email, &req.username], ip) {
+        Ok(a) => a,
+        Err(refusal) => return Ok(refusal.into_response()),
+    };
+    let row: Option<Row> = match sqlx::query_as(
         "SELECT id, hashed_password, status FROM users
          WHERE NOT deleted AND (lower(email) = lower($1) OR lower(username) = lower($2))
          LIMIT 1",
@@ -129,19 +148,27 @@ pub async fn login(
     .bind(&req.email)
     .bind(&req.username)
     .fetch_optional(&state.db)
-    .await?;
-    let hash = row
-        .as_ref()
-        .and_then(|r| r.hashed_password.clone())
-        .unwrap_or_else(|| secrets::dummy_password_hash().to_owned());
-    let password = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
-        .await
-        .map_err(ApiError::internal)?;
+    .await
+    {
+        Ok(row) => row,
+        Err(e) => {
+            attempt.finish(Outcome::NotTried);
+            return Err(e.into());
+        }
+    };
+    let hash = row.as_ref().and_then(|r| r.hashed_password.clone());
+    let ok = match attempt.verify(req.password.clone(), hash).await {
+        Ok(ok) => ok,
+        Err(resp) => return Ok(resp),
+    };
     let user = match row {
         Some(r) if ok && r.status == "active" => r,
-        _ => return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect login or password.")),
+        _ => {
+            attempt.finish(Outcome::Failure);
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect login or password."));
+        }
     };
+    attempt.finish(Outcome::Success);
     let token =
         issue_token(&state.db, user.id, "password", None, state.config.session_lifetime).await?;
     let secure = if state.config.access_url.scheme() == "https" { "; Secure" } else { "" };
@@ -226,7 +253,9 @@ pub async fn create_user(
     session.require_owner()?;
     validate_new_user(&req.email, &req.username, &req.password)?;
     let roles = if req.roles.is_empty() { vec![Role::Member] } else { req.roles.clone() };
-    let user = insert_user(&state.db, &req.email, &req.username, &req.password, &roles).await?;
+    let user =
+        insert_user(&state.db, &state.passwords, &req.email, &req.username, &req.password, &roles)
+            .await?;
     tracing::info!(user = %user.username, by = %session.user.username, "user created");
     Ok((StatusCode::CREATED, Json(user.to_api())))
 }

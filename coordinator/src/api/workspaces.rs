@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
-use super::templates::{parameters, template_row};
+use super::templates::{parameters, template_row, TemplateRow};
 use super::users::resolve_user;
 use super::AppState;
 use crate::provisioner::queue::{self, JobInput, NewJob, Tags};
@@ -128,6 +128,54 @@ pub async fn resolve_workspace(
         Some(w) if w.owner_id == session.user.id || session.user.is_owner() => Ok(w),
         _ => Err(ApiError::not_found("Workspace")),
     }
+}
+
+/// The one decision on which template version a build may run: a version of
+/// the workspace's own template whose import succeeded, and, unless the
+/// caller is a template admin (an owner), the template's active version.
+async fn authorize_version(
+    state: &AppState,
+    session: &Session,
+    template: &TemplateRow,
+    version: Uuid,
+) -> ApiResult<()> {
+    let row: Option<(Option<Uuid>, String, Uuid)> =
+        sqlx::query_as("SELECT template_id, name, job_id FROM template_versions WHERE id = $1")
+            .bind(version)
+            .fetch_optional(&state.db)
+            .await?;
+    let Some((owner_template, name, job_id)) = row else {
+        return Err(ApiError::bad_request("No such template version.").detail(format!(
+            "List the versions of {:?} with `coder templates versions`.",
+            template.name
+        )));
+    };
+    if owner_template != Some(template.id) {
+        return Err(ApiError::bad_request(format!(
+            "Template version {name:?} is not a version of template {:?}.",
+            template.name
+        )));
+    }
+    let job = jobs::job(&state.db, job_id).await?;
+    let status = job.status();
+    if status != queue::JobStatus::Succeeded {
+        return Err(ApiError::bad_request(format!(
+            "Template version {name:?} cannot be built: its import is {}.",
+            format!("{status:?}").to_lowercase()
+        ))
+        .detail(job.error.unwrap_or_default()));
+    }
+    if version != template.active_version_id && !session.user.is_owner() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Only template admins may build a version of {:?} other than its active one.",
+                template.name
+            ),
+        )
+        .detail(format!("Build its active version, {}.", template.active_version_id)));
+    }
+    Ok(())
 }
 
 /// Resolves the values a build runs with: the request's, else the previous
@@ -279,6 +327,7 @@ pub async fn create(
     }
     let template = template_row(&state, &req.template_id.to_string()).await?;
     let version = req.template_version_id.unwrap_or(template.active_version_id);
+    authorize_version(&state, &session, &template, version).await?;
     let params = resolve_parameters(&state, version, &[], &req.rich_parameter_values).await?;
     let id = Uuid::new_v4();
     let mut tx = state.db.begin().await?;
@@ -377,6 +426,11 @@ pub async fn create_build(
             .detail("Wait for it (`coder logs -f`) or cancel it."));
     }
     let version = req.template_version_id.unwrap_or(prev.template_version_id);
+    // Staying on the version the workspace runs needs no new permission.
+    if version != prev.template_version_id {
+        let template = template_row(&state, &w.template_id.to_string()).await?;
+        authorize_version(&state, &session, &template, version).await?;
+    }
     let previous = build_parameters(&state, prev.id).await?;
     let params = if req.transition == Transition::Start || req.template_version_id.is_some() {
         resolve_parameters(&state, version, &previous, &req.rich_parameter_values).await?
