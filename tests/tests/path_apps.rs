@@ -169,17 +169,22 @@ impl Deployment {
             .unwrap()
     }
 
-    /// Walks the subdomain auth flow for app `host` as the user of dashboard
-    /// session `session`: a client that finds `host` and the origin's key.
-    async fn app_key(&self, host: &str, session: &str) -> (reqwest::Client, String) {
-        let url = &self.srv.url;
-        let addr = std::net::SocketAddr::new([127, 0, 0, 1].into(), url.port().unwrap());
-        let http = reqwest::Client::builder()
+    /// A client that finds app `hosts` at coderd and follows no redirect.
+    fn app_client(&self, hosts: &[&str]) -> reqwest::Client {
+        let addr = std::net::SocketAddr::new([127, 0, 0, 1].into(), self.srv.url.port().unwrap());
+        hosts
+            .iter()
+            .fold(reqwest::Client::builder(), |b, h| b.resolve(h, addr))
             .redirect(reqwest::redirect::Policy::none())
-            .resolve(host, addr)
             .build()
-            .unwrap();
-        let r = http.get(format!("http://{host}:{}/", addr.port())).send().await.unwrap();
+            .unwrap()
+    }
+
+    /// Walks the subdomain auth flow for app `host` as the user of dashboard
+    /// session `session`: the app origin's key.
+    async fn app_key(&self, http: &reqwest::Client, host: &str, session: &str) -> String {
+        let port = self.srv.url.port().unwrap();
+        let r = http.get(format!("http://{host}:{port}/")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{host}");
         let auth = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
         let r = http
@@ -190,8 +195,7 @@ impl Deployment {
             .unwrap();
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{host}");
         let back = url::Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
-        let key = back.query_pairs().find(|(k, _)| k == "coder_app_token").unwrap().1.into_owned();
-        (http, key)
+        back.query_pairs().find(|(k, _)| k == "coder_app_token").unwrap().1.into_owned()
     }
 
     /// The agent joins the mesh a moment after it starts: until then the
@@ -293,7 +297,8 @@ async fn path_apps_open_for_their_owner_only_and_sandboxed_by_default() {
     let shared = format!("shared--main--{}--alice.apps.test", d.workspace);
     let private = format!("private--main--{}--alice.apps.test", d.workspace);
     let app_port = d.srv.url.port().unwrap();
-    let (http, key) = d.app_key(&shared, &d.bob).await;
+    let http = d.app_client(&[&shared, &private]);
+    let key = d.app_key(&http, &shared, &d.bob).await;
     let visit = |host: &str, key: &str, origin: Option<String>| {
         let mut r = http
             .get(format!("http://{host}:{app_port}/"))
@@ -306,7 +311,7 @@ async fn path_apps_open_for_their_owner_only_and_sandboxed_by_default() {
     let r = visit(&shared, &key, None).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers().get(header::CONTENT_SECURITY_POLICY).is_none());
-    let (_, bobs_private) = d.app_key(&private, &d.bob).await;
+    let bobs_private = d.app_key(&http, &private, &d.bob).await;
     assert_eq!(visit(&private, &bobs_private, None).await.unwrap().status(), StatusCode::NOT_FOUND);
     // Its WebSockets come from its own origin, not from another app host
     // (the same site, so the cookie would ride along).
@@ -315,7 +320,9 @@ async fn path_apps_open_for_their_owner_only_and_sandboxed_by_default() {
     let sibling = Some(format!("http://{private}:{app_port}"));
     assert_eq!(visit(&shared, &key, sibling).await.unwrap().status(), StatusCode::FORBIDDEN);
     assert_eq!(d.hits.load(Ordering::SeqCst), served, "a cross-origin upgrade reached the app");
-    assert_eq!(visit(&shared, &key, own).await.unwrap().status(), StatusCode::OK);
+    let r = visit(&shared, &key, own).await.unwrap();
+    let status = r.status();
+    assert_eq!(status, StatusCode::OK, "{}", r.text().await.unwrap());
 }
 
 #[tokio::test]
