@@ -16,6 +16,7 @@ mod server;
 #[cfg(feature = "testutil")]
 pub mod testutil;
 
+pub use api::apps::resolve::PathAppConfig;
 pub use api::apps::subdomain::Wildcard;
 pub use api::{app, ApiConfig, AppState};
 pub use db::{connect as connect_db, migrate, migrations_fingerprint};

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub derp_config_path: Option<PathBuf>,
     /// Subdomain apps under `*.SUFFIX` (the access URL's scheme and port).
     pub wildcard: Option<crate::Wildcard>,
+    /// Who may open path apps, and their sandbox (`--dangerous-*path-app*`).
+    pub path_apps: crate::PathAppConfig,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             stun_address: Some(SocketAddr::from(([0, 0, 0, 0], 3478))),
             derp_config_path: None,
             wildcard: None,
+            path_apps: crate::PathAppConfig::default(),
         }
     }
 }
@@ -163,6 +166,7 @@ async fn serve(
     let mut api_config = ApiConfig::new(access_url.clone());
     api_config.internal_url = Some(internal_url(local)?);
     api_config.wildcard = config.wildcard.clone();
+    api_config.path_apps = config.path_apps;
     let state = AppState::new(pool.clone(), api_config)
         .with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
     let _provisioners = start_provisioners(config, &state, &access_url);

@@ -421,14 +421,15 @@ resource "coder_app" "checked" {
         assert_eq!(r.headers()[header::LOCATION], "/@dev/ws1.main/apps/files/");
 
         // Share levels: another user is refused the owner's private app and
-        // dev URLs (404, like a missing app), but may open the shared one.
+        // dev URLs (404, like a missing app); the shared one opens for them
+        // only on its own origin (below), never on the dashboard's (403;
+        // tests/tests/path_apps.rs).
         let r = get("@dev/ws1/apps/files/", Some(&bob)).await.unwrap();
         assert_eq!(r.status(), 404);
         let r = get(&format!("@dev/ws1/apps/{app_port}/"), Some(&bob)).await.unwrap();
         assert_eq!(r.status(), 404);
         let r = get("@dev/ws1/apps/shared/", Some(&bob)).await.unwrap();
-        assert_eq!(r.status(), 200);
-        assert!(r.text().await.unwrap().contains("Directory listing"));
+        assert_eq!(r.status(), 403);
         let r = get("@dev/ws1/apps/nope/", Some(&dev)).await.unwrap();
         assert_eq!(r.status(), 404);
 

@@ -128,6 +128,40 @@ fn check_csrf(parts: &Parts, token: &str, source: TokenSource) -> Result<(), Api
     }
 }
 
+/// A browser's WebSocket must come from our own origin: cookies ride along
+/// on cross-site WebSocket requests, and CSRF tokens do not apply to GET.
+/// Every cookie-authenticated upgrade passes here (the [`Session`]
+/// extractor, and the path-app proxy for an app's own WebSockets).
+pub fn check_websocket_origin(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    source: TokenSource,
+) -> Result<(), ApiError> {
+    if source == TokenSource::Header || !headers.contains_key(axum::http::header::UPGRADE) {
+        return Ok(());
+    }
+    if same_origin(state, headers) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden().detail(
+        "A WebSocket authenticated by the session cookie must come from this deployment's \
+         origin; other clients send the Coder-Session-Token header.",
+    ))
+}
+
+fn same_origin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    use axum::http::header;
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true; // not a browser
+    };
+    let ours = state.config.access_url.origin().ascii_serialization();
+    let internal = state.internal_url().origin().ascii_serialization();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    origin == ours
+        || origin == internal
+        || origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+}
+
 /// The login type of keys that open one subdomain app and nothing else.
 pub const APP_CONNECT: &str = "app_connect";
 
@@ -217,6 +251,7 @@ impl FromRequestParts<AppState> for Session {
         let (token, source) = presented_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         let session = authenticate(&state.db, &token).await?.ok_or_else(ApiError::unauthorized)?;
         check_csrf(parts, &token, source)?;
+        check_websocket_origin(state, &parts.headers, source)?;
         Ok(session)
     }
 }

@@ -9,6 +9,10 @@
 //!   web terminal), by a per-process secret;
 //! - `GET /api/v2/debug/coordinator`: peers, tunnels and replicas (owners).
 //!
+//! A user's upgrade authenticated by the session cookie must come from this
+//! deployment's origin, like every cookie-authenticated WebSocket (the
+//! [`Session`] extractor, `auth::check_websocket_origin`).
+//!
 //! The replica's coordination run loop starts with the first request and
 //! lives as long as the router.
 

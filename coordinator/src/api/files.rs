@@ -4,6 +4,12 @@
 //! size and answers with the file's id; uploading the same bytes again
 //! returns the same id. The archive is checked here only for its kind; the
 //! worker extracts it with path-traversal and size checks.
+//!
+//! `GET /api/v2/files/{id}` answers the uploader and site owners only;
+//! anyone else gets 404, as for a missing file. A template's source may hold
+//! secrets, and Coder lets a non-uploader read a file only with the right to
+//! *update* a template that uses it, which here only site owners have
+//! (templates are owner-managed).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -100,16 +106,24 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(UploadResponse { hash: id })))
 }
 
+/// Whether `session` may read a file uploaded by `created_by`.
+fn may_read(session: &Session, created_by: Uuid) -> bool {
+    session.user.id == created_by || session.user.is_owner()
+}
+
 pub async fn download(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Response> {
-    let row: Option<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT mimetype, data FROM files WHERE id = $1")
+    let row: Option<(Uuid, String, Vec<u8>)> =
+        sqlx::query_as("SELECT created_by, mimetype, data FROM files WHERE id = $1")
             .bind(id)
             .fetch_optional(&state.db)
             .await?;
-    let (mimetype, data) = row.ok_or_else(|| ApiError::not_found("File"))?;
+    let (mimetype, data) = row
+        .filter(|(created_by, _, _)| may_read(&session, *created_by))
+        .map(|(_, m, d)| (m, d))
+        .ok_or_else(|| ApiError::not_found("File"))?;
     Ok(([(header::CONTENT_TYPE, mimetype)], data).into_response())
 }

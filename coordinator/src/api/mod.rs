@@ -58,6 +58,8 @@ pub struct ApiConfig {
     pub max_file_bytes: usize,
     /// Peer coordination (limits, re-authorization, heartbeats).
     pub coordination: crate::coordination::Config,
+    /// Who may open path apps, and their sandbox (`--dangerous-*path-app*`).
+    pub path_apps: apps::resolve::PathAppConfig,
 }
 
 impl ApiConfig {
@@ -78,6 +80,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             max_file_bytes: 10 << 20,
             coordination: crate::coordination::Config::default(),
+            path_apps: apps::resolve::PathAppConfig::default(),
         }
     }
 }

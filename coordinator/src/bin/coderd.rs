@@ -113,6 +113,15 @@ struct ServerArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CODER_LOG_FILTER", default_value = "info")]
     log_filter: String,
+    /// Let shared (authenticated, public) path apps open for other users: their scripts then run on the dashboard's origin as the visitor. Prefer --wildcard-access-url.
+    #[arg(long, env = "CODER_DANGEROUS_ALLOW_PATH_APP_SHARING")]
+    dangerous_allow_path_app_sharing: bool,
+    /// Let site owners open other users' path apps (the app's scripts then run on the dashboard's origin as the site owner).
+    #[arg(long, env = "CODER_DANGEROUS_ALLOW_PATH_APP_SITE_OWNER_ACCESS")]
+    dangerous_allow_path_app_site_owner_access: bool,
+    /// Serve path apps without `Content-Security-Policy: sandbox` (apps that need their own origin's cookies or storage; their scripts can then read the dashboard).
+    #[arg(long, env = "CODER_DANGEROUS_DISABLE_PATH_APP_CSP_SANDBOX")]
+    dangerous_disable_path_app_csp_sandbox: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -150,6 +159,9 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.provisioner_psk_file {
         config.provisioner_key = Some(coordinator::provisioner::ProvisionerKey::from_file(path)?);
     }
+    config.path_apps.allow_sharing = args.dangerous_allow_path_app_sharing;
+    config.path_apps.allow_site_owner_access = args.dangerous_allow_path_app_site_owner_access;
+    config.path_apps.disable_csp_sandbox = args.dangerous_disable_path_app_csp_sandbox;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }

@@ -6,6 +6,15 @@
 //! → agent and app ([`resolve`]) → share level → mesh stream `tcp:<port>`
 //! → HTTP/1.1 to the app ([`proxy`]). Apps another user may not use answer
 //! 404, the same as apps that do not exist.
+//!
+//! A path app shares the dashboard's origin: its scripts could read a
+//! dashboard page (and its CSRF token) and call the API as whoever opened
+//! it. So, as in Coder, a path app opens for its workspace's owner only
+//! unless the operator opts in ([`resolve::PathAppConfig`]), and its
+//! responses carry `Content-Security-Policy: sandbox …` without
+//! `allow-same-origin`, which gives its documents an opaque origin of their
+//! own. Subdomain apps ([`subdomain`]) have a real origin of their own and
+//! none of these limits.
 
 pub mod proxy;
 pub mod resolve;
@@ -17,10 +26,10 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use mesh::Service;
 
-use super::auth::Session;
+use super::auth::{self, Session};
 use super::error::ApiError;
 use super::AppState;
-use resolve::ResolveError;
+use resolve::{Access, AccessMethod, ResolveError};
 use target::{AppRef, WorkspaceRef};
 
 /// Where an unauthenticated browser is sent to log in first.
@@ -40,6 +49,28 @@ fn app_not_found() -> ApiError {
     ApiError::not_found("App").detail("No such app, or you may not open it.")
 }
 
+fn path_app_owner_only(state: &AppState) -> ApiError {
+    let how = if state.config.wildcard.is_some() {
+        "Open it at its subdomain URL (SLUG--AGENT--WORKSPACE--OWNER on the wildcard domain)"
+    } else {
+        "Ask the operator to enable subdomain apps (coderd server --wildcard-access-url)"
+    };
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Path-based apps run on the dashboard's origin and open only for their workspace's owner.",
+    )
+    .detail(format!(
+        "{how}, or to start coderd with --dangerous-allow-path-app-sharing \
+         (shared apps) or --dangerous-allow-path-app-site-owner-access (site owners)."
+    ))
+}
+
+/// The sandbox every proxied path-app response gets: scripts, forms and
+/// popups work, but without `allow-same-origin` the document's origin is
+/// opaque, so it can neither read the dashboard nor send its cookie.
+pub const PATH_APP_CSP: &str = "sandbox allow-downloads allow-forms allow-modals allow-popups \
+     allow-popups-to-escape-sandbox allow-presentation allow-scripts";
+
 /// Serves one app request.
 pub async fn serve(
     state: &AppState,
@@ -56,6 +87,13 @@ pub async fn serve(
         }
         return ApiError::unauthorized().into_response();
     };
+    // The app's own WebSockets: the browser sends the dashboard cookie along
+    // from any site, so the origin must be ours.
+    if let Some((_, source)) = auth::presented_token(req.headers()) {
+        if let Err(e) = auth::check_websocket_origin(state, req.headers(), source) {
+            return e.into_response();
+        }
+    }
     if rest.is_empty() {
         // Relative links in the app resolve below its prefix only with the slash.
         let mut to = format!("{}/", req.uri().path());
@@ -65,8 +103,17 @@ pub async fn serve(
         }
         return Redirect::permanent(&to).into_response();
     }
-    match serve_inner(state, &session, req, &ws, &app, &rest).await {
-        Ok(r) => r,
+    match serve_inner(state, &session, AccessMethod::Path, req, &ws, &app, &rest).await {
+        Ok(mut r) => {
+            if !state.config.path_apps.disable_csp_sandbox {
+                // Appended: an app's own policy may narrow it, never widen it.
+                r.headers_mut().append(
+                    header::CONTENT_SECURITY_POLICY,
+                    axum::http::HeaderValue::from_static(PATH_APP_CSP),
+                );
+            }
+            r
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -74,6 +121,7 @@ pub async fn serve(
 pub(crate) async fn serve_inner(
     state: &AppState,
     session: &Session,
+    method: AccessMethod,
     req: Request<Body>,
     ws: &WorkspaceRef,
     app_ref: &AppRef,
@@ -90,8 +138,18 @@ pub(crate) async fn serve_inner(
     };
     let app = resolve::app(&state.db, agent.agent_id, app_ref).await?.ok_or_else(app_not_found)?;
     let share = app.as_ref().map(|a| a.share).unwrap_or(resolve::Share::Owner);
-    if !share.allows(session.user.id, session.user.is_owner(), agent.owner_id) {
-        return Err(app_not_found());
+    let user = &session.user;
+    match resolve::access(
+        share,
+        method,
+        state.config.path_apps,
+        user.id,
+        user.is_owner(),
+        agent.owner_id,
+    ) {
+        Access::Allowed => {}
+        Access::Hidden => return Err(app_not_found()),
+        Access::PathAppOwnerOnly => return Err(path_app_owner_only(state)),
     }
     let app = app.map_err(|e| {
         ApiError::new(StatusCode::BAD_GATEWAY, "This app cannot be proxied.").detail(e.to_string())

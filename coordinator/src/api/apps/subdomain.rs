@@ -160,12 +160,24 @@ async fn serve(
         }
         return ApiError::unauthorized().into_response();
     };
+    // The app's own WebSockets come from its own origin. Another app host is
+    // the same site, so this origin's Lax cookie rides along on its requests:
+    // it must not drive this app as its user.
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if req.headers().contains_key(header::UPGRADE)
+        && origin.is_some_and(|o| o != app_url(state, host, ""))
+    {
+        return ApiError::forbidden()
+            .detail("An app's WebSocket must come from the app's own origin.")
+            .into_response();
+    }
     let rest = uri.path().to_owned();
     let (mut parts, body) = req.into_parts();
     // The app never sees its origin's key either.
     super::proxy::strip_cookie(&mut parts.headers, APP_COOKIE);
     let req = Request::from_parts(parts, body);
-    match super::serve_inner(state, &session, req, &ws, &app, &rest).await {
+    let method = super::resolve::AccessMethod::Subdomain;
+    match super::serve_inner(state, &session, method, req, &ws, &app, &rest).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }

@@ -89,13 +89,25 @@ struct LoginQuery {
     redirect: String,
 }
 
-/// Only same-site paths: never `//host` or a scheme.
+/// Where to go after logging in: `to` if it is a path on this origin, else
+/// `/`. Browsers drop tabs and newlines from a URL and read `\` as `/`, so
+/// `/<TAB>/evil.example` or `/\evil.example` would be `//evil.example`, another
+/// site: any control character or backslash refuses it, and so does
+/// whatever a URL parser resolves to another origin.
 fn safe_redirect(to: &str) -> &str {
-    if to.starts_with('/') && !to.starts_with("//") && !to.starts_with("/\\") {
+    let plain = to.starts_with('/')
+        && !to.starts_with("//")
+        && !to.chars().any(|c| c.is_control() || c == '\\');
+    if plain && stays_on_origin(to) {
         to
     } else {
-        "/workspaces"
+        "/"
     }
+}
+
+fn stays_on_origin(path: &str) -> bool {
+    let Ok(base) = url::Url::parse("http://coderd.invalid/") else { return false };
+    base.join(path).is_ok_and(|u| u.origin() == base.origin())
 }
 
 async fn login(
@@ -209,10 +221,39 @@ mod tests {
 
     #[test]
     fn redirects_stay_on_site() {
-        assert_eq!(safe_redirect("/@a/w"), "/@a/w");
-        assert_eq!(safe_redirect("//evil.example/"), "/workspaces");
-        assert_eq!(safe_redirect("/\\evil.example/"), "/workspaces");
-        assert_eq!(safe_redirect("https://evil.example/"), "/workspaces");
-        assert_eq!(safe_redirect(""), "/workspaces");
+        for ok in [
+            "/",
+            "/@a/w",
+            "/@a/w.main/apps/files/x?y=1#z",
+            "/workspaces?q=a%2F%2Fb",
+            "/api/v2/applications/auth-redirect?redirect_uri=http%3A%2F%2Fx",
+            "/a//b",
+            "/a/\u{e9}",
+        ] {
+            assert_eq!(safe_redirect(ok), ok, "{ok:?}");
+        }
+        for bad in [
+            "",
+            "//evil.example/",
+            "///evil.example/",
+            "/\\evil.example/",
+            "/\\/evil.example/",
+            "/a\\b",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/\u{0}/evil.example",
+            "/\u{7f}",
+            "/\u{85}/evil.example",
+            "\t//evil.example",
+            " /x",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "evil.example",
+            "@evil.example",
+            "?redirect=/x",
+        ] {
+            assert_eq!(safe_redirect(bad), "/", "{bad:?}");
+        }
     }
 }

@@ -9,7 +9,6 @@
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use mesh::{pty_frame, Service};
 use serde::Deserialize;
@@ -17,7 +16,7 @@ use uuid::Uuid;
 
 use super::super::apps::resolve::{self, ResolveError};
 use super::super::apps::target::WorkspaceRef;
-use super::super::auth::{presented_token, Session, TokenSource};
+use super::super::auth::Session;
 use super::super::error::{ApiError, ApiResult, Path};
 use super::super::AppState;
 use super::{page as html_page, pages, Viewer};
@@ -64,20 +63,6 @@ fn default_cols() -> u16 {
     80
 }
 
-/// A browser's WebSocket must come from our own origin: cookies ride along
-/// on cross-site WebSocket requests, and CSRF tokens do not apply to GET.
-fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true; // not a browser
-    };
-    let ours = state.config.access_url.origin().ascii_serialization();
-    let internal = state.internal_url().origin().ascii_serialization();
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    origin == ours
-        || origin == internal
-        || origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
-}
-
 #[derive(Debug, Deserialize)]
 struct ClientMessage {
     #[serde(default)]
@@ -89,16 +74,13 @@ struct ClientMessage {
 pub async fn pty(
     State(state): State<AppState>,
     session: Session,
-    headers: HeaderMap,
     Path(agent): Path<Uuid>,
     q: Result<Query<PtyQuery>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("Invalid query.").detail(e.body_text()))?;
-    let from_cookie = matches!(presented_token(&headers), Some((_, TokenSource::Cookie)));
-    if from_cookie && !same_origin(&state, &headers) {
-        return Err(ApiError::forbidden().detail("Cross-origin terminal connections are refused."));
-    }
+    // A cookie-authenticated upgrade from another origin was refused by the
+    // `Session` extractor (`auth::check_websocket_origin`).
     let ws = ws.map_err(|_| ApiError::bad_request("This endpoint speaks WebSocket only."))?;
     if !coordination::may_reach(&state.db, session.user.id, session.user.is_owner(), agent).await? {
         return Err(ApiError::not_found("Agent"));
