@@ -19,4 +19,4 @@ pub mod testutil;
 pub use api::apps::subdomain::Wildcard;
 pub use api::{app, ApiConfig, AppState};
 pub use db::{connect as connect_db, migrate, migrations_fingerprint};
-pub use server::{default_data_dir, run, ServerConfig, ServerError};
+pub use server::{default_data_dir, run, ServerConfig, ServerError, TlsConfig};

@@ -95,7 +95,8 @@ pub async fn pty(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("Invalid query.").detail(e.body_text()))?;
-    let from_cookie = matches!(presented_token(&headers), Some((_, TokenSource::Cookie)));
+    let cookie = super::super::auth::session_cookie_name(&state.config);
+    let from_cookie = matches!(presented_token(&headers, cookie), Some((_, TokenSource::Cookie)));
     if from_cookie && !same_origin(&state, &headers) {
         return Err(ApiError::forbidden().detail("Cross-origin terminal connections are refused."));
     }
