@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -141,6 +141,8 @@ pub enum ConnectError {
     Connect(#[from] derp::proxy::ProxyError),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    TlsRoots(#[from] derp::client::tls::TlsRootsError),
     #[error("coordinator refused the connection with HTTP {status}: {body}")]
     Refused { status: u16, body: String },
     #[error("websocket error: {0}")]
@@ -203,6 +205,18 @@ impl Coordinator {
         token: &str,
         kind: PeerKind,
     ) -> Result<(Coordinator, PeerUpdates), ConnectError> {
+        Self::connect_with_tls(url, token, kind, None).await
+    }
+
+    /// [`Coordinator::connect`] trusting the roots of `tls` for `https`
+    /// URLs; `None`: [`derp::client::tls::client_config`] (the system's
+    /// roots, or those `SSL_CERT_FILE` names).
+    pub async fn connect_with_tls(
+        url: &Url,
+        token: &str,
+        kind: PeerKind,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<(Coordinator, PeerUpdates), ConnectError> {
         let (node, _) = watch::channel(None);
         let (tunnels, _) = watch::channel(BTreeSet::new());
         let (updates_tx, rx) = mpsc::unbounded_channel();
@@ -210,6 +224,7 @@ impl Coordinator {
             url: url.clone(),
             token: token.to_owned(),
             kind,
+            tls,
             resume: None,
             node: node.subscribe(),
             tunnels: tunnels.subscribe(),
@@ -249,6 +264,8 @@ struct Actor {
     url: Url,
     token: String,
     kind: PeerKind,
+    /// Roots for `wss`; `None`: the process-wide default.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// The client peer id to ask to resume after a reconnect.
     resume: Option<Uuid>,
     node: watch::Receiver<Option<Node>>,
@@ -312,7 +329,7 @@ impl Actor {
         let mut req = url.as_str().into_client_request()?;
         let token = self.token.parse().map_err(|_| ConnectError::InvalidUrl("bad token".into()))?;
         req.headers_mut().insert(SESSION_TOKEN_HEADER, token);
-        let io = connect_io(&url).await?;
+        let io = connect_io(&url, self.tls.as_ref()).await?;
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(MAX_MESSAGE_BYTES);
         config.max_frame_size = Some(MAX_MESSAGE_BYTES);
@@ -479,7 +496,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A session at least this long resets the backoff when it drops.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
-async fn connect_io(url: &Url) -> Result<Box<dyn Io>, ConnectError> {
+async fn connect_io(
+    url: &Url,
+    tls_config: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Box<dyn Io>, ConnectError> {
     let host = url.host_str().ok_or_else(|| ConnectError::InvalidUrl(url.to_string()))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
@@ -491,22 +511,12 @@ async fn connect_io(url: &Url) -> Result<Box<dyn Io>, ConnectError> {
     }
     let name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|_| ConnectError::InvalidUrl(format!("{host} is not a TLS server name")))?;
-    let tls = tokio_rustls::TlsConnector::from(tls_config()?).connect(name, tcp).await?;
+    let config = match tls_config {
+        Some(config) => config.clone(),
+        None => derp::client::tls::client_config()?,
+    };
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
     Ok(Box::new(tls))
-}
-
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    if let Some(config) = CONFIG.get() {
-        return Ok(config.clone());
-    }
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
 }
 
 #[cfg(test)]
@@ -551,6 +561,7 @@ mod tests {
             url: Url::parse("https://coder.example.com/").unwrap(),
             token: "t".into(),
             kind: PeerKind::Agent,
+            tls: None,
             resume: None,
             node: node.subscribe(),
             tunnels: tunnels.subscribe(),

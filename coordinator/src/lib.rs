@@ -20,4 +20,4 @@ pub use api::apps::resolve::PathAppConfig;
 pub use api::apps::subdomain::Wildcard;
 pub use api::{app, ApiConfig, AppState};
 pub use db::{connect as connect_db, migrate, migrations_fingerprint};
-pub use server::{default_data_dir, run, ServerConfig, ServerError};
+pub use server::{default_data_dir, run, ServerConfig, ServerError, TlsConfig};

@@ -1,5 +1,10 @@
 //! `coderd server`: database (embedded or external), migrations, the HTTP
-//! API, and an orderly shutdown on SIGINT/SIGTERM.
+//! API (plain HTTP, and HTTPS with `--tls-address`: [`tls`]), and an
+//! orderly shutdown on SIGINT/SIGTERM.
+
+mod tls;
+
+pub use tls::TlsConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +54,9 @@ pub struct ServerConfig {
     pub wildcard: Option<crate::Wildcard>,
     /// Who may open path apps, and their sandbox (`--dangerous-*path-app*`).
     pub path_apps: crate::PathAppConfig,
+    /// Serve HTTPS too; the access URL must then be `https` (default:
+    /// `https://<tls address>`).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +76,7 @@ impl Default for ServerConfig {
             derp_config_path: None,
             wildcard: None,
             path_apps: crate::PathAppConfig::default(),
+            tls: None,
         }
     }
 }
@@ -100,6 +109,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Relay(#[from] crate::relay::RelayError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("{0}")]
     Other(String),
 }
@@ -148,12 +159,21 @@ async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| ServerError::Listen { addr: config.http_address, source })?;
-    let access_url = match &config.access_url {
-        Some(u) => u.clone(),
-        None => {
-            Url::parse(&format!("http://{local}")).map_err(|e| ServerError::Other(e.to_string()))?
-        }
+    let https = match &config.tls {
+        Some(t) => Some(HttpsListener::bind(t).await?),
+        None => None,
     };
+    let access_url = match (&config.access_url, &https) {
+        (Some(u), _) => Ok(u.clone()),
+        (None, Some(h)) => Url::parse(&format!("https://{}", h.local)),
+        (None, None) => Url::parse(&format!("http://{local}")),
+    }
+    .map_err(|e| ServerError::Other(e.to_string()))?;
+    if https.is_some() && access_url.scheme() != "https" {
+        return Err(ServerError::Tls(format!(
+            "the access URL {access_url} must be https:// when TLS is enabled"
+        )));
+    }
     let embedded = if config.relay_enabled {
         Some(EmbeddedRelay::spawn(config.stun_address).await?)
     } else {
@@ -163,8 +183,25 @@ async fn serve(
     if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
         tracing::info!(%stun, "STUN listening");
     }
+    // With plain HTTP redirecting, our own mesh peer (which coordinates over
+    // plain HTTP: the certificate need not name 127.0.0.1) gets a loopback
+    // listener of its own that serves without the redirect.
+    let internal = match &https {
+        Some(h) if h.redirect_http => {
+            let addr = SocketAddr::new(loopback(local), 0);
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Listen { addr, source })?;
+            Some(l)
+        }
+        _ => None,
+    };
+    let internal_local = match &internal {
+        Some(l) => l.local_addr().map_err(|source| ServerError::Listen { addr: local, source })?,
+        None => local,
+    };
     let mut api_config = ApiConfig::new(access_url.clone());
-    api_config.internal_url = Some(internal_url(local)?);
+    api_config.internal_url = Some(internal_url(internal_local)?);
     api_config.wildcard = config.wildcard.clone();
     api_config.path_apps = config.path_apps;
     let state = AppState::new(pool.clone(), api_config)
@@ -185,17 +222,117 @@ async fn serve(
     }
     tracing::info!(%local, %access_url, "coderd listening");
     println!("coderd is listening on http://{local}; access URL {access_url}");
+    if let Some(h) = &https {
+        tracing::info!(local = %h.local, "coderd listening for HTTPS");
+        println!("coderd is listening on https://{} (TLS)", h.local);
+    }
     println!("Log in with: coder login {access_url}");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ServerError::Other(format!("http server: {e}")))?;
+    let listeners = Listeners { http: listener, https, internal };
+    serve_all(listeners, app, &access_url, config, shutdown).await?;
     if let Some(relay) = &embedded {
         // Tell relay clients to reconnect elsewhere (or to us, after a restart).
         relay.server.shutdown().await;
     }
     pool.close().await;
     Ok(())
+}
+
+/// The HTTPS listener and what its responses carry.
+struct HttpsListener {
+    listener: tls::TlsListener,
+    local: SocketAddr,
+    hsts: Option<axum::http::HeaderValue>,
+    redirect_http: bool,
+}
+
+impl HttpsListener {
+    async fn bind(config: &TlsConfig) -> Result<HttpsListener, ServerError> {
+        let hsts = config.hsts().map_err(ServerError::Tls)?;
+        let acceptor =
+            derp::server::tls_acceptor_from_pem_files(&config.cert_file, &config.key_file)
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+        let tcp = TcpListener::bind(config.address)
+            .await
+            .map_err(|source| ServerError::Listen { addr: config.address, source })?;
+        let listener = tls::TlsListener::new(tcp, acceptor)
+            .map_err(|source| ServerError::Listen { addr: config.address, source })?;
+        let local = axum::serve::Listener::local_addr(&listener)
+            .map_err(|source| ServerError::Listen { addr: config.address, source })?;
+        Ok(HttpsListener { listener, local, hsts, redirect_http: config.redirect_http })
+    }
+}
+
+/// What `coderd server` listens on.
+struct Listeners {
+    http: TcpListener,
+    https: Option<HttpsListener>,
+    /// Loopback, for our own mesh peer, when `http` redirects.
+    internal: Option<TcpListener>,
+}
+
+/// Serves `app` on every listener until `shutdown`. With HTTPS, plain HTTP
+/// redirects to it (unless turned off) and only HTTPS responses carry
+/// `Strict-Transport-Security`.
+async fn serve_all(
+    listeners: Listeners,
+    app: axum::Router,
+    access_url: &Url,
+    config: &ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    use axum::serve::ListenerExt;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let trigger = stop.clone();
+    let _shutdown = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    }));
+    let failed =
+        |what: &'static str| move |e: std::io::Error| ServerError::Other(format!("{what}: {e}"));
+    let Listeners { http, https, internal } = listeners;
+    let http_app = if https.as_ref().is_some_and(|h| h.redirect_http) {
+        let redirect = std::sync::Arc::new(tls::HttpsRedirect {
+            access_url: access_url.clone(),
+            wildcard: config.wildcard.clone(),
+        });
+        axum::Router::new().fallback(tls::redirect_to_https).with_state(redirect)
+    } else {
+        app.clone()
+    };
+    let http = axum::serve(http, http_app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let http = async { http.await.map_err(failed("http server")) };
+    let internal = async {
+        let Some(l) = internal else { return Ok(()) };
+        axum::serve(l, app.clone().into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await
+            .map_err(failed("internal http server"))
+    };
+    let https = async {
+        let Some(h) = https else { return Ok(()) };
+        let mut app = app.clone();
+        if let Some(value) = h.hsts {
+            app = app.layer(axum::middleware::from_fn_with_state(value, tls::add_hsts));
+        }
+        // `tap_io` only to get axum's `ConnectInfo<SocketAddr>` for a
+        // listener of our own.
+        let listener = h.listener.tap_io(|_: &mut tls::Conn| {});
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await
+            .map_err(failed("https server"))
+    };
+    tokio::try_join!(http, https, internal)?;
+    Ok(())
+}
+
+/// The loopback address of `local`'s family.
+fn loopback(local: SocketAddr) -> std::net::IpAddr {
+    match local {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    }
 }
 
 /// The loopback URL of our own listener (for our mesh peer): a wildcard

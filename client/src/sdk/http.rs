@@ -1,6 +1,8 @@
 //! A typed HTTP client for `/api/v2`. Every call returns the decoded body or
 //! an [`SdkError`] that carries the server's `{message, detail}`.
 
+use std::sync::Arc;
+
 use reqwest::{Method, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
 use url::Url;
@@ -10,8 +12,12 @@ use super::types::*;
 
 /// Header that carries a session or API token.
 pub const SESSION_TOKEN_HEADER: &str = "Coder-Session-Token";
-/// Cookie that carries a session token (browsers).
+/// Cookie that carries a session token (browsers) on a plain-HTTP deployment.
 pub const SESSION_TOKEN_COOKIE: &str = "coder_session_token";
+/// The session cookie of an HTTPS deployment: a `__Host-` cookie is only
+/// accepted by browsers with `Secure`, `Path=/` and no `Domain`, so no other
+/// host (a workspace app on a sibling subdomain) can set or shadow it.
+pub const SECURE_SESSION_TOKEN_COOKIE: &str = "__Host-coder_session_token";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -27,6 +33,9 @@ pub enum SdkError {
     },
     #[error("invalid URL: {0}")]
     Url(#[from] url::ParseError),
+    /// The trusted CA certificates could not be loaded (`SSL_CERT_FILE`).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl SdkError {
@@ -56,21 +65,62 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
+/// The client of last resort when TLS could not be set up: it only ever
+/// speaks plain HTTP ([`Client::http_for`] refuses HTTPS URLs).
+fn plain_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(same_origin_redirects())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 /// A client for one deployment, optionally authenticated.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: Url,
     token: Option<String>,
     http: reqwest::Client,
+    /// Why HTTPS is unavailable (unreadable `SSL_CERT_FILE`): every HTTPS
+    /// request fails with it rather than trusting some other set of roots.
+    tls_error: Option<String>,
 }
 
 impl Client {
+    /// A client that verifies HTTPS servers against the system's roots, or
+    /// the CA certificates `SSL_CERT_FILE` names ([`derp::client::tls`]).
     pub fn new(base: Url) -> Self {
-        let http = reqwest::Client::builder()
+        match derp::client::tls::client_config() {
+            Ok(tls) => Self::with_tls_config(base, &tls),
+            // Plain HTTP still works; HTTPS requests fail with this error.
+            Err(e) => {
+                Client { base, token: None, http: plain_http(), tls_error: Some(e.to_string()) }
+            }
+        }
+    }
+
+    /// A client that trusts the roots of `tls` (say, a test's own CA).
+    pub fn with_tls_config(base: Url, tls: &Arc<rustls::ClientConfig>) -> Self {
+        let built = reqwest::Client::builder()
             .redirect(same_origin_redirects())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Client { base, token: None, http }
+            .use_preconfigured_tls(rustls::ClientConfig::clone(tls))
+            .build();
+        match built {
+            Ok(http) => Client { base, token: None, http, tls_error: None },
+            Err(e) => Client {
+                base,
+                token: None,
+                http: plain_http(),
+                tls_error: Some(format!("cannot set up the HTTP client: {e}")),
+            },
+        }
+    }
+
+    /// The HTTP client for `url`, unless TLS setup failed and `url` needs it.
+    fn http_for(&self, url: &Url) -> Result<&reqwest::Client, SdkError> {
+        match &self.tls_error {
+            Some(e) if url.scheme() != "http" => Err(SdkError::Tls(e.clone())),
+            _ => Ok(&self.http),
+        }
     }
 
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
@@ -106,7 +156,7 @@ impl Client {
         body: Option<&B>,
     ) -> Result<reqwest::Response, SdkError> {
         let url = self.base.join(path)?;
-        let mut req = self.http.request(method, url.clone());
+        let mut req = self.http_for(&url)?.request(method, url.clone());
         if let Some(token) = &self.token {
             req = req.header(SESSION_TOKEN_HEADER, token);
         }
@@ -186,7 +236,7 @@ impl Client {
     pub async fn upload(&self, content_type: &str, data: Vec<u8>) -> Result<Uuid, SdkError> {
         let url = self.base.join("/api/v2/files")?;
         let mut req = self
-            .http
+            .http_for(&url)?
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(data);

@@ -5,5 +5,7 @@
 mod http;
 mod types;
 
-pub use http::{Client, SdkError, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER};
+pub use http::{
+    Client, SdkError, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
+};
 pub use types::*;

@@ -1,6 +1,12 @@
 //! Authentication: the [`Session`] extractor turns a presented token (the
-//! `Coder-Session-Token` header or the `coder_session_token` cookie) into the
-//! user it belongs to, or a 401.
+//! `Coder-Session-Token` header or the session cookie) into the user it
+//! belongs to, or a 401.
+//!
+//! The session cookie is `coder_session_token` on a plain-HTTP deployment
+//! and `__Host-coder_session_token` (with `Secure`) when the access URL is
+//! `https`: browsers let no other host set or shadow a `__Host-` cookie, so
+//! a workspace app on a sibling subdomain cannot plant a session of its
+//! choosing. Only the deployment's own name is read back.
 //!
 //! Lookup is by the token's id; the secret is compared with the stored SHA-256
 //! in constant time. Password sessions slide: each use more than an hour after
@@ -10,12 +16,14 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
-use client::sdk::{Role, User, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER};
+use client::sdk::{
+    Role, User, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{ApiConfig, AppState};
 use crate::secrets;
 
 /// A user row as the API needs it.
@@ -84,7 +92,36 @@ pub enum TokenSource {
     Cookie,
 }
 
-pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<(String, TokenSource)> {
+/// Whether browsers reach this deployment over HTTPS (so its cookies are
+/// `Secure`): its access URL says, whoever terminates the TLS.
+pub fn secure_cookies(config: &ApiConfig) -> bool {
+    config.access_url.scheme() == "https"
+}
+
+/// The name of this deployment's session cookie.
+pub fn session_cookie_name(config: &ApiConfig) -> &'static str {
+    if secure_cookies(config) {
+        SECURE_SESSION_TOKEN_COOKIE
+    } else {
+        SESSION_TOKEN_COOKIE
+    }
+}
+
+/// The `Set-Cookie` value that stores `token` as the session (an empty
+/// `token` with `Max-Age=0` deletes it).
+pub fn session_cookie(config: &ApiConfig, token: &str, max_age_zero: bool) -> String {
+    let name = session_cookie_name(config);
+    let secure = if secure_cookies(config) { "; Secure" } else { "" };
+    let expire = if max_age_zero { "; Max-Age=0" } else { "" };
+    format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax{secure}{expire}")
+}
+
+/// The token a request presents: the header, else the cookie named
+/// `cookie_name` (see [`session_cookie_name`]).
+pub fn presented_token(
+    headers: &axum::http::HeaderMap,
+    cookie_name: &str,
+) -> Option<(String, TokenSource)> {
     if let Some(v) = headers.get(SESSION_TOKEN_HEADER) {
         return v.to_str().ok().map(|t| (t.to_owned(), TokenSource::Header));
     }
@@ -92,7 +129,7 @@ pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<(String, Token
         let Ok(s) = header.to_str() else { continue };
         for pair in s.split(';') {
             if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == SESSION_TOKEN_COOKIE {
+                if k == cookie_name {
                     return Some((v.to_owned(), TokenSource::Cookie));
                 }
             }
@@ -248,7 +285,9 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, source) = presented_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let cookie = session_cookie_name(&state.config);
+        let (token, source) =
+            presented_token(&parts.headers, cookie).ok_or_else(ApiError::unauthorized)?;
         let session = authenticate(&state.db, &token).await?.ok_or_else(ApiError::unauthorized)?;
         check_csrf(parts, &token, source)?;
         check_websocket_origin(state, &parts.headers, source)?;

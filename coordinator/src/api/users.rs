@@ -10,7 +10,7 @@ use axum::Extension;
 use chrono::Duration;
 use client::sdk::{
     CreateFirstUserRequest, CreateFirstUserResponse, CreateUserRequest, LoginWithPasswordRequest,
-    LoginWithPasswordResponse, Role, User, SESSION_TOKEN_COOKIE,
+    LoginWithPasswordResponse, Role, User,
 };
 use uuid::Uuid;
 
@@ -171,8 +171,7 @@ pub async fn login(
     attempt.finish(Outcome::Success);
     let token =
         issue_token(&state.db, user.id, "password", None, state.config.session_lifetime).await?;
-    let secure = if state.config.access_url.scheme() == "https" { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax{secure}");
+    let cookie = super::auth::session_cookie(&state.config, &token, false);
     Ok((
         StatusCode::CREATED,
         [(header::SET_COOKIE, cookie)],
@@ -186,7 +185,7 @@ pub async fn logout(State(state): State<AppState>, session: Session) -> ApiResul
         .bind(&session.key_id)
         .execute(&state.db)
         .await?;
-    let cookie = format!("{SESSION_TOKEN_COOKIE}=; Path=/; HttpOnly; Max-Age=0");
+    let cookie = super::auth::session_cookie(&state.config, "", true);
     Ok((
         [(header::SET_COOKIE, cookie)],
         Json(serde_json::json!({"message": "You have been logged out."})),

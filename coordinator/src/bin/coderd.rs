@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the coordinator: API, embedded Postgres (unless --postgres-url), relay, provisioners.
@@ -122,6 +124,51 @@ struct ServerArgs {
     /// Serve path apps without `Content-Security-Policy: sandbox` (apps that need their own origin's cookies or storage; their scripts can then read the dashboard).
     #[arg(long, env = "CODER_DANGEROUS_DISABLE_PATH_APP_CSP_SANDBOX")]
     dangerous_disable_path_app_csp_sandbox: bool,
+    /// Serve HTTPS (also implied by --tls-address); needs --tls-cert-file and --tls-key-file.
+    #[arg(long, env = "CODER_TLS_ENABLE", default_value_t = false, action = clap::ArgAction::Set)]
+    tls_enable: bool,
+    /// Address HTTPS listens on (default with --tls-enable: 127.0.0.1:3443).
+    #[arg(long, env = "CODER_TLS_ADDRESS")]
+    tls_address: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS, leaf first.
+    #[arg(long, env = "CODER_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "CODER_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// With TLS on, redirect plain-HTTP requests (except from loopback) to the https access URL.
+    #[arg(long, env = "CODER_TLS_REDIRECT_HTTP_TO_HTTPS", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_redirect_http_to_https: bool,
+    /// Seconds of Strict-Transport-Security sent on HTTPS responses; 0 sends none.
+    #[arg(long, env = "CODER_STRICT_TRANSPORT_SECURITY", default_value_t = 0)]
+    strict_transport_security: u64,
+    /// Strict-Transport-Security directives besides max-age: includeSubDomains, preload.
+    #[arg(long, env = "CODER_STRICT_TRANSPORT_SECURITY_OPTIONS", value_delimiter = ',')]
+    strict_transport_security_options: Vec<String>,
+}
+
+/// The HTTPS settings the flags ask for, `None` when TLS is off.
+fn tls_config(args: &ServerArgs) -> anyhow::Result<Option<coordinator::TlsConfig>> {
+    if !args.tls_enable && args.tls_address.is_none() {
+        anyhow::ensure!(
+            args.tls_cert_file.is_none() && args.tls_key_file.is_none(),
+            "--tls-cert-file/--tls-key-file given but TLS is off: pass --tls-address (or --tls-enable)"
+        );
+        anyhow::ensure!(
+            args.strict_transport_security == 0,
+            "--strict-transport-security needs TLS (--tls-address); behind a TLS-terminating proxy, set the header there"
+        );
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+        anyhow::bail!("TLS needs both --tls-cert-file and --tls-key-file");
+    };
+    let address = args.tls_address.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3443)));
+    let mut tls = coordinator::TlsConfig::new(address, cert.clone(), key.clone());
+    tls.redirect_http = args.tls_redirect_http_to_https;
+    tls.strict_transport_security = args.strict_transport_security;
+    tls.strict_transport_security_options = args.strict_transport_security_options.clone();
+    Ok(Some(tls))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -138,6 +185,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut config = coordinator::ServerConfig::default();
+    config.tls = tls_config(&args)?;
     config.http_address = args.http_address;
     config.access_url = args.access_url;
     config.postgres_url = args.postgres_url;

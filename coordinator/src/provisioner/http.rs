@@ -146,9 +146,14 @@ impl HttpBackend {
     pub fn new(url: Url, key: ProvisionerKey) -> Result<Self, BackendError> {
         // Never follow a redirect: the key is in a header of our own, which
         // a redirect would carry to wherever it points.
+        // Trust what the CLI and agents trust: the system's roots, or the
+        // CA certificates SSL_CERT_FILE names.
+        let tls = derp::client::tls::client_config()
+            .map_err(|e| BackendError::Status { status: 0, message: e.to_string() })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
             .build()?;
         let mut base = url;
         if !base.path().ends_with('/') {

@@ -10,7 +10,7 @@
 //! retried once over WebSocket on a fresh connection.
 
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,6 +54,8 @@ pub enum ConnectError {
     InvalidServerName(String),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    TlsRoots(#[from] super::tls::TlsRootsError),
     #[error("HTTP error talking to relay: {0}")]
     Http(#[from] hyper::Error),
     #[error("could not build the upgrade request: {0}")]
@@ -126,27 +128,12 @@ async fn connect_io(opts: &DialOptions<'_>) -> Result<BoxedIo, ConnectError> {
     }
     let config = match opts.tls {
         Some(config) => config.clone(),
-        None => default_tls_config()?,
+        None => super::tls::client_config()?,
     };
     let name = rustls::pki_types::ServerName::try_from(opts.url.host.clone())
         .map_err(|_| ConnectError::InvalidServerName(opts.url.host.clone()))?;
     let tls = TlsConnector::from(config).connect(name, tcp).await?;
     Ok(Box::new(tls))
-}
-
-/// Web PKI roots with the ring provider, built once.
-fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    if let Some(config) = CONFIG.get() {
-        return Ok(config.clone());
-    }
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
 }
 
 async fn upgrade_derp(url: &RelayUrl, io: BoxedIo) -> Result<BoxedIo, ConnectError> {

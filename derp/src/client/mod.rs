@@ -11,6 +11,7 @@
 //! with [`SendError::NotConnected`]: callers treat it as packet loss.
 
 pub(crate) mod dial;
+pub mod tls;
 mod url;
 
 use std::collections::HashMap;
@@ -40,7 +41,8 @@ pub struct ClientConfig {
     /// The node key this client proves it holds.
     pub secret_key: SecretKey,
     pub transport: Transport,
-    /// TLS settings for `https` relays; Web PKI roots when `None`.
+    /// TLS settings for `https` relays; when `None`, [`tls::client_config`]
+    /// (the system's roots, or those `SSL_CERT_FILE` names).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Only for relay-to-relay links.
     pub mesh_key: Option<MeshKey>,

@@ -89,7 +89,9 @@ pub async fn serve(
     };
     // The app's own WebSockets: the browser sends the dashboard cookie along
     // from any site, so the origin must be ours.
-    if let Some((_, source)) = auth::presented_token(req.headers()) {
+    if let Some((_, source)) =
+        auth::presented_token(req.headers(), auth::session_cookie_name(&state.config))
+    {
         if let Err(e) = auth::check_websocket_origin(state, req.headers(), source) {
             return e.into_response();
         }

@@ -8,7 +8,7 @@
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
-use client::sdk::{SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER};
+use client::sdk::{SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER};
 use hyper_util::rt::TokioIo;
 
 use super::resolve::App;
@@ -111,6 +111,7 @@ pub fn upstream_request(
     let h = &mut parts.headers;
     strip_hop_by_hop_keeping_upgrade(h);
     strip_cookie(h, SESSION_TOKEN_COOKIE);
+    strip_cookie(h, SECURE_SESSION_TOKEN_COOKIE);
     h.remove(SESSION_TOKEN_HEADER);
     h.remove(super::super::web::CSRF_HEADER);
     if let Ok(v) = HeaderValue::from_str(&app.host) {
@@ -126,7 +127,8 @@ pub fn upstream_request(
 }
 
 /// Cookies an app may never set: coderd's session and the app origin's key.
-const RESERVED_COOKIES: [&str; 2] = [SESSION_TOKEN_COOKIE, super::subdomain::APP_COOKIE];
+const RESERVED_COOKIES: [&str; 3] =
+    [SESSION_TOKEN_COOKIE, SECURE_SESSION_TOKEN_COOKIE, super::subdomain::APP_COOKIE];
 
 /// The app's response as the browser gets it.
 pub fn downstream_response<B>(resp: Response<B>) -> Response<B> {
@@ -213,7 +215,10 @@ mod tests {
         let app = App::from_url("http://localhost:8000/base", "owner").unwrap();
         let req = Request::builder()
             .uri("/@a/w/apps/x/p?q=1")
-            .header(header::COOKIE, "coder_session_token=secret; theme=dark")
+            .header(
+                header::COOKIE,
+                "coder_session_token=secret; theme=dark; __Host-coder_session_token=secret",
+            )
             .header(SESSION_TOKEN_HEADER, "secret")
             .header(header::CONNECTION, "x-private")
             .header("x-private", "1")
@@ -234,6 +239,7 @@ mod tests {
             .status(302)
             .header(header::LOCATION, "http://other/")
             .header(header::SET_COOKIE, "coder_session_token=evil; Path=/")
+            .header(header::SET_COOKIE, "__Host-coder_session_token=evil; Path=/; Secure")
             .header(header::SET_COOKIE, "app=1")
             .body(())
             .unwrap();

@@ -77,7 +77,8 @@ pub struct Viewer {
 
 /// The session behind a request's cookie or header, if any valid one.
 pub async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>, ApiError> {
-    let Some((token, _)) = presented_token(headers) else { return Ok(None) };
+    let cookie = super::auth::session_cookie_name(&state.config);
+    let Some((token, _)) = presented_token(headers, cookie) else { return Ok(None) };
     Ok(authenticate(&state.db, &token)
         .await?
         .map(|session| Viewer { session, csrf: csrf_token(&token) }))
