@@ -15,7 +15,7 @@ use crate::provisioner::{
     find_provider, find_terraform, ExecutorConfig, PgBackend, ProvisionerKey, Provisioners,
     StaleJobDetector,
 };
-use crate::relay::{relay_map, EmbeddedRelay};
+use crate::relay::{relay_map, EmbeddedRelay, PeerKeys};
 
 /// What `coderd server` needs to run.
 #[derive(Debug, Clone)]
@@ -47,6 +47,11 @@ pub struct ServerConfig {
     pub derp_config_path: Option<PathBuf>,
     /// Subdomain apps under `*.SUFFIX` (the access URL's scheme and port).
     pub wildcard: Option<crate::Wildcard>,
+    /// Where `GET /metrics` is served (`None`: nowhere; never on the API).
+    pub prometheus_address: Option<SocketAddr>,
+    /// The secret `derper --verify-clients` presents to
+    /// `POST /api/v2/derp/verify-client`; `None`: that route is absent.
+    pub derp_verify_key: Option<crate::relay::RelayVerifyKey>,
 }
 
 impl Default for ServerConfig {
@@ -62,10 +67,24 @@ impl Default for ServerConfig {
             job_stale_after: std::time::Duration::from_secs(90),
             provisioner_key: None,
             relay_enabled: true,
-            stun_address: Some(SocketAddr::from(([0, 0, 0, 0], 3478))),
+            stun_address: Some(ServerConfig::default_stun_address(SocketAddr::from((
+                [127, 0, 0, 1],
+                3000,
+            )))),
             derp_config_path: None,
             wildcard: None,
+            prometheus_address: None,
+            derp_verify_key: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The STUN listener when none is configured: port 3478 on the HTTP
+    /// listener's host, so a coderd serving its API on loopback opens no
+    /// public UDP port, and one on `0.0.0.0` answers STUN everywhere.
+    pub fn default_stun_address(http_address: SocketAddr) -> SocketAddr {
+        SocketAddr::new(http_address.ip(), 3478)
     }
 }
 
@@ -151,8 +170,14 @@ async fn serve(
             Url::parse(&format!("http://{local}")).map_err(|e| ServerError::Other(e.to_string()))?
         }
     };
+    let mut api_config = ApiConfig::new(access_url.clone());
+    api_config.internal_url = Some(internal_url(local)?);
+    api_config.wildcard = config.wildcard.clone();
+    let state = AppState::new(pool.clone(), api_config);
     let embedded = if config.relay_enabled {
-        Some(EmbeddedRelay::spawn(config.stun_address).await?)
+        // Only keys of connected coordination peers may use it.
+        let verifier = PeerKeys::verifier(state.db.clone(), state.pubsub.clone());
+        Some(EmbeddedRelay::spawn(config.stun_address, Some(verifier)).await?)
     } else {
         None
     };
@@ -160,11 +185,21 @@ async fn serve(
     if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
         tracing::info!(%stun, "STUN listening");
     }
-    let mut api_config = ApiConfig::new(access_url.clone());
-    api_config.internal_url = Some(internal_url(local)?);
-    api_config.wildcard = config.wildcard.clone();
-    let state = AppState::new(pool.clone(), api_config)
-        .with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
+    let state = state.with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
+    let _prometheus = match config.prometheus_address {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Listen { addr, source })?;
+            let bound =
+                listener.local_addr().map_err(|source| ServerError::Listen { addr, source })?;
+            tracing::info!(%bound, "prometheus metrics at /metrics");
+            let relay = embedded.as_ref().map(|r| r.server.clone());
+            let serve = crate::metrics::serve(listener, state.metrics.clone(), relay);
+            Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve)))
+        }
+        None => None,
+    };
     let _provisioners = start_provisioners(config, &state, &access_url);
     // Whoever runs the jobs (in-process or external workers), a job whose
     // worker went silent must end.
@@ -177,6 +212,10 @@ async fn serve(
     let mut app = api::app(state);
     if let Some(key) = &config.provisioner_key {
         tracing::info!("external provisioners may connect (pre-shared key configured)");
+        app = app.layer(axum::Extension(key.clone()));
+    }
+    if let Some(key) = &config.derp_verify_key {
+        tracing::info!("derpers may verify relay clients (pre-shared key configured)");
         app = app.layer(axum::Extension(key.clone()));
     }
     tracing::info!(%local, %access_url, "coderd listening");
@@ -228,4 +267,23 @@ fn start_provisioners(
     let backend = PgBackend::new(state.queue.clone(), access_url.to_string());
     tracing::info!(n = config.provisioner_daemons, "starting provisioner daemons");
     Some(Provisioners::spawn(backend, exec, config.provisioner_daemons))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stun_follows_the_http_host_by_default() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 3000));
+        assert_eq!(ServerConfig::default().http_address, loopback);
+        assert_eq!(
+            ServerConfig::default().stun_address,
+            Some("127.0.0.1:3478".parse().unwrap_or(loopback))
+        );
+        let any = SocketAddr::from(([0, 0, 0, 0], 8080));
+        assert_eq!(ServerConfig::default_stun_address(any), SocketAddr::from(([0, 0, 0, 0], 3478)));
+        let v6: SocketAddr = "[::1]:3000".parse().unwrap_or(any);
+        assert_eq!(ServerConfig::default_stun_address(v6).to_string(), "[::1]:3478");
+    }
 }

@@ -10,6 +10,7 @@ mod error;
 mod files;
 mod jobs;
 mod provisionerd;
+mod relay_verify;
 mod templates;
 mod tokens;
 mod users;
@@ -56,6 +57,9 @@ pub struct ApiConfig {
     pub max_file_bytes: usize,
     /// Peer coordination (limits, re-authorization, heartbeats).
     pub coordination: crate::coordination::Config,
+    /// The agent binary `GET /bin/coder-agent-<os>-<arch>` serves
+    /// (`None`: `coder-agent` beside this executable).
+    pub agent_binary: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
@@ -76,6 +80,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             max_file_bytes: 10 << 20,
             coordination: crate::coordination::Config::default(),
+            agent_binary: None,
         }
     }
 }
@@ -174,6 +179,7 @@ pub fn app(state: AppState) -> Router {
         .route("/workspacebuilds/{id}/cancel", patch(workspaces::cancel_build))
         .merge(coordinate::routes())
         .merge(provisionerd::routes())
+        .route("/derp/verify-client", post(relay_verify::verify_client))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(api_not_found);
     // Uploads have their own, larger limit.
@@ -183,7 +189,6 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_file_bytes));
     Router::new()
         .route("/healthz", get(|| async { "OK" }))
-        .route("/metrics", get(metrics))
         .route("/derp", axum::routing::any(relay))
         .route("/bin/{name}", get(agents::agent_binary))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -219,10 +224,6 @@ async fn relay(State(state): State<AppState>, req: Request) -> Response {
 
 async fn api_not_found() -> ApiError {
     ApiError::not_found("Route")
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 /// Counts and times every request by its route template (not its path, so
