@@ -210,3 +210,42 @@ async fn derper_verifies_clients_with_coderd() {
     }));
     assert_refused(connect(&bad_url, &key, Transport::Upgrade).await);
 }
+
+/// Mesh sessions announce their keys before they dial the relays, so an
+/// agent and a client join through the verifying embedded relay and reach
+/// each other over it.
+#[tokio::test]
+async fn mesh_sessions_join_through_the_verifying_relay() {
+    use client::meshnet::{MeshSession, SessionConfig};
+    let srv = TestServer::start().await.unwrap();
+    let map = srv.client().relay_map().await.unwrap();
+    let (_, (member_token, member)) = users(&srv).await;
+    let agent = seed_agent(&srv.db.pool, member).await;
+    let config = || {
+        let mut c = SessionConfig::default();
+        c.relay_only = true;
+        c.bind = Some("127.0.0.1:0".parse().unwrap());
+        c
+    };
+    let join = |token: String, kind: PeerKind| {
+        let (url, map) = (srv.url.clone(), map.clone());
+        async move { MeshSession::join(&url, &token, kind, &map, config()).await }
+    };
+    let agent_session = tokio::time::timeout(DEADLINE, join(agent.token.clone(), PeerKind::Agent))
+        .await
+        .unwrap()
+        .expect("the agent could not join through the verifying relay");
+    let client_session = tokio::time::timeout(DEADLINE, join(member_token, PeerKind::Client))
+        .await
+        .unwrap()
+        .expect("the client could not join through the verifying relay");
+    let accept = tokio::spawn(async move {
+        let conn = agent_session.endpoint().accept().await.unwrap();
+        drop(conn);
+        agent_session
+    });
+    let conn = client_session.dial_agent(agent.id, DEADLINE).await.expect("dial over the relay");
+    drop(conn);
+    tokio::time::timeout(DEADLINE, accept).await.unwrap().unwrap();
+    assert_eq!(srv.relay.server.stats().clients_refused, 0);
+}
