@@ -3,7 +3,7 @@
 //! `coder-agent` (which accepts) use it.
 //!
 //! ```text
-//! coordinator ──hello(node id)──▶ bind MeshEndpoint (relay regions, STUN)
+//! coordinator ──hello(node id)──▶ announce our keys, then bind MeshEndpoint (relay regions, STUN)
 //!             ◀──our node──────── publish (again whenever our endpoints or home relay change)
 //!             ──peer node──────▶ endpoint.upsert_peer, remember agent id → key
 //!             ──disconnected───▶ endpoint.remove_peer
@@ -99,6 +99,61 @@ fn relay_regions(map: &RelayMap) -> (Vec<mesh::RelayRegion>, Vec<SocketAddr>) {
     (regions, stun)
 }
 
+/// Our node before the endpoint is bound: keys and addresses, no endpoints
+/// and no home relay yet.
+fn keys_only_node(cfg: &MeshConfig) -> Node {
+    Node {
+        id: cfg.node_id,
+        key: cfg.node_secret.public(),
+        disco_key: cfg.disco_secret.public(),
+        quic_key: cfg.quic_secret.public(),
+        preferred_relay: None,
+        relay_latency_ms: Default::default(),
+        endpoints: Vec::new(),
+        addresses: mesh::mesh_addresses(cfg.node_id),
+        version: mesh::PROTOCOL_VERSION,
+    }
+}
+
+/// A fresh node key announced through the coordinator, for talking to
+/// relays without a mesh endpoint (`coder netcheck`): relays admit only
+/// keys a connected peer announced. The announcement lasts as long as this.
+pub struct ProbeKey {
+    pub secret: derp::SecretKey,
+    _coordinator: Coordinator,
+    _updates: AbortOnDropHandle<()>,
+}
+
+impl ProbeKey {
+    /// Joins coordination as a client and announces a throwaway node.
+    pub async fn announce(access_url: &Url, token: &str) -> Result<ProbeKey, SessionError> {
+        let (coordinator, mut updates) =
+            Coordinator::connect(access_url, token, PeerKind::Client).await?;
+        let node_id = loop {
+            match updates.recv().await {
+                Some(PeerUpdate::Connected { node_id, .. }) => break node_id,
+                Some(_) => continue,
+                None => return Err(SessionError::NoHello),
+            }
+        };
+        let mut rng = rand::rngs::OsRng;
+        let cfg = MeshConfig::new(
+            node_id,
+            NodeSecret::generate(&mut rng),
+            DiscoSecret::generate(&mut rng),
+            QuicSecret::generate(&mut rng),
+        );
+        coordinator.update_node(keys_only_node(&cfg));
+        // The coordination client stops when no one reads its updates.
+        let drain = tokio::spawn(async move { while updates.recv().await.is_some() {} });
+        Ok(ProbeKey {
+            secret: cfg.node_secret.to_relay_key(),
+            _coordinator: coordinator,
+            _updates: AbortOnDropHandle::new(drain),
+        })
+    }
+}
+
 impl MeshSession {
     /// Connects to the coordinator as `kind`, binds the mesh endpoint with the
     /// assigned node id, and publishes our node.
@@ -131,6 +186,10 @@ impl MeshSession {
         if let Some(bind) = config.bind {
             cfg.bind = bind;
         }
+        // Our keys go to the coordinator before binding dials the relays:
+        // relays admit only node keys a connected peer announced
+        // (docs/protocols/relay.md, "Client verification").
+        coordinator.update_node(keys_only_node(&cfg));
         let endpoint = Arc::new(MeshEndpoint::bind(cfg).await?);
         coordinator.update_node(endpoint.node());
         let (peers_tx, peers) = watch::channel(Peers::new());

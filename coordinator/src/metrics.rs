@@ -1,10 +1,19 @@
-//! Prometheus metrics: request counts and latency per route, rendered in the
-//! text exposition format at `GET /metrics`.
+//! Prometheus metrics: request counts and latency per route (and the
+//! embedded relay's counters), rendered in the text exposition format at
+//! `GET /metrics` on a listener of their own (`--prometheus-enable`,
+//! `--prometheus-address`, default `127.0.0.1:2112`), never on the API's:
+//! route names, request rates and relay load are no one else's business.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
 
 const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -87,4 +96,28 @@ impl Metrics {
         }
         out
     }
+}
+
+#[derive(Clone)]
+struct Scrape {
+    metrics: Arc<Metrics>,
+    relay: Option<derp::Server>,
+}
+
+async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
+    let mut body = s.metrics.render();
+    if let Some(relay) = &s.relay {
+        body.push_str(&relay.stats().to_prometheus());
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    relay: Option<derp::Server>,
+) -> std::io::Result<()> {
+    let app = Router::new().route("/metrics", get(scrape)).with_state(Scrape { metrics, relay });
+    axum::serve(listener, app).await
 }

@@ -20,7 +20,7 @@ use crate::provisioner::{
     find_provider, find_terraform, ExecutorConfig, PgBackend, ProvisionerKey, Provisioners,
     StaleJobDetector,
 };
-use crate::relay::{relay_map, EmbeddedRelay};
+use crate::relay::{relay_map, EmbeddedRelay, PeerKeys};
 
 /// What `coderd server` needs to run.
 #[derive(Debug, Clone)]
@@ -57,6 +57,11 @@ pub struct ServerConfig {
     /// Serve HTTPS too; the access URL must then be `https` (default:
     /// `https://<tls address>`).
     pub tls: Option<TlsConfig>,
+    /// Where `GET /metrics` is served (`None`: nowhere; never on the API).
+    pub prometheus_address: Option<SocketAddr>,
+    /// The secret `derper --verify-clients` presents to
+    /// `POST /api/v2/derp/verify-client`; `None`: that route is absent.
+    pub derp_verify_key: Option<crate::relay::RelayVerifyKey>,
 }
 
 impl Default for ServerConfig {
@@ -72,12 +77,26 @@ impl Default for ServerConfig {
             job_stale_after: std::time::Duration::from_secs(90),
             provisioner_key: None,
             relay_enabled: true,
-            stun_address: Some(SocketAddr::from(([0, 0, 0, 0], 3478))),
+            stun_address: Some(ServerConfig::default_stun_address(SocketAddr::from((
+                [127, 0, 0, 1],
+                3000,
+            )))),
             derp_config_path: None,
             wildcard: None,
             path_apps: crate::PathAppConfig::default(),
             tls: None,
+            prometheus_address: None,
+            derp_verify_key: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The STUN listener when none is configured: port 3478 on the HTTP
+    /// listener's host, so a coderd serving its API on loopback opens no
+    /// public UDP port, and one on `0.0.0.0` answers STUN everywhere.
+    pub fn default_stun_address(http_address: SocketAddr) -> SocketAddr {
+        SocketAddr::new(http_address.ip(), 3478)
     }
 }
 
@@ -174,15 +193,6 @@ async fn serve(
             "the access URL {access_url} must be https:// when TLS is enabled"
         )));
     }
-    let embedded = if config.relay_enabled {
-        Some(EmbeddedRelay::spawn(config.stun_address).await?)
-    } else {
-        None
-    };
-    let map = relay_map(&access_url, embedded.as_ref(), config.derp_config_path.as_deref())?;
-    if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
-        tracing::info!(%stun, "STUN listening");
-    }
     // With plain HTTP redirecting, our own mesh peer (which coordinates over
     // plain HTTP: the certificate need not name 127.0.0.1) gets a loopback
     // listener of its own that serves without the redirect.
@@ -204,8 +214,33 @@ async fn serve(
     api_config.internal_url = Some(internal_url(internal_local)?);
     api_config.wildcard = config.wildcard.clone();
     api_config.path_apps = config.path_apps;
-    let state = AppState::new(pool.clone(), api_config)
-        .with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
+    let state = AppState::new(pool.clone(), api_config);
+    let embedded = if config.relay_enabled {
+        // Only keys of connected coordination peers may use it.
+        let verifier = PeerKeys::verifier(state.db.clone(), state.pubsub.clone());
+        Some(EmbeddedRelay::spawn(config.stun_address, Some(verifier)).await?)
+    } else {
+        None
+    };
+    let map = relay_map(&access_url, embedded.as_ref(), config.derp_config_path.as_deref())?;
+    if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
+        tracing::info!(%stun, "STUN listening");
+    }
+    let state = state.with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
+    let _prometheus = match config.prometheus_address {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Listen { addr, source })?;
+            let bound =
+                listener.local_addr().map_err(|source| ServerError::Listen { addr, source })?;
+            tracing::info!(%bound, "prometheus metrics at /metrics");
+            let relay = embedded.as_ref().map(|r| r.server.clone());
+            let serve = crate::metrics::serve(listener, state.metrics.clone(), relay);
+            Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve)))
+        }
+        None => None,
+    };
     let _provisioners = start_provisioners(config, &state, &access_url);
     // Whoever runs the jobs (in-process or external workers), a job whose
     // worker went silent must end.
@@ -218,6 +253,10 @@ async fn serve(
     let mut app = api::app(state);
     if let Some(key) = &config.provisioner_key {
         tracing::info!("external provisioners may connect (pre-shared key configured)");
+        app = app.layer(axum::Extension(key.clone()));
+    }
+    if let Some(key) = &config.derp_verify_key {
+        tracing::info!("derpers may verify relay clients (pre-shared key configured)");
         app = app.layer(axum::Extension(key.clone()));
     }
     tracing::info!(%local, %access_url, "coderd listening");
@@ -369,4 +408,23 @@ fn start_provisioners(
     let backend = PgBackend::new(state.queue.clone(), access_url.to_string());
     tracing::info!(n = config.provisioner_daemons, "starting provisioner daemons");
     Some(Provisioners::spawn(backend, exec, config.provisioner_daemons))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stun_follows_the_http_host_by_default() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 3000));
+        assert_eq!(ServerConfig::default().http_address, loopback);
+        assert_eq!(
+            ServerConfig::default().stun_address,
+            Some("127.0.0.1:3478".parse().unwrap_or(loopback))
+        );
+        let any = SocketAddr::from(([0, 0, 0, 0], 8080));
+        assert_eq!(ServerConfig::default_stun_address(any), SocketAddr::from(([0, 0, 0, 0], 3478)));
+        let v6: SocketAddr = "[::1]:3000".parse().unwrap_or(any);
+        assert_eq!(ServerConfig::default_stun_address(v6).to_string(), "[::1]:3478");
+    }
 }

@@ -277,10 +277,11 @@ impl TestServer {
         let url = Url::parse(&format!("http://{addr}"))?;
         let mut config = ApiConfig::new(url.clone());
         tweak(&mut config);
-        let relay = crate::relay::EmbeddedRelay::spawn(None).await?;
+        let state = AppState::new(db.pool.clone(), config);
+        let verifier = crate::relay::PeerKeys::verifier(state.db.clone(), state.pubsub.clone());
+        let relay = crate::relay::EmbeddedRelay::spawn(None, Some(verifier)).await?;
         let map = crate::relay::relay_map(&url, Some(&relay), None)?;
-        let state =
-            AppState::new(db.pool.clone(), config).with_relay(Some(relay.server.clone()), map);
+        let state = state.with_relay(Some(relay.server.clone()), map);
         let mut app = api::app(state.clone());
         if let Some(key) = key {
             app = app.layer(axum::Extension(key));

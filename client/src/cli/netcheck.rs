@@ -9,7 +9,8 @@
 //!   servers see different mapped addresses for the same socket; with fewer
 //!   than two answering servers that is reported as unknown.
 //! - Relays: a fresh relay client per region, the best of a few pings; the
-//!   lowest latency is the preferred region.
+//!   lowest latency is the preferred region. Its key is announced through
+//!   the coordinator first, as relays admit no other.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -151,6 +152,7 @@ async fn relay_latency(
     code: String,
     name: String,
     url: Option<String>,
+    key: derp::SecretKey,
     timeout: Duration,
 ) -> RegionResult {
     let mut result = RegionResult { region_id, code, name, latency_ms: None, error: None };
@@ -165,7 +167,7 @@ async fn relay_latency(
             return result;
         }
     };
-    let mut config = derp::ClientConfig::new(url, derp::SecretKey::generate());
+    let mut config = derp::ClientConfig::new(url, key);
     config.connect_timeout = timeout;
     let client = match derp::Client::connect(config).await {
         Ok(c) => c,
@@ -209,11 +211,21 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
     };
     let (mapping_varies_by_dest, mapping_note) = mapping_verdict(&stun);
 
+    // Relays admit only node keys a connected peer announced: announce one
+    // for the probes (logged out, an unannounced key still reaches relays
+    // that do not verify clients).
+    let probe_key = match &ctx.token {
+        Some(token) => crate::meshnet::ProbeKey::announce(client.url(), token).await.ok(),
+        None => None,
+    };
+    let key = probe_key.as_ref().map_or_else(derp::SecretKey::generate, |p| p.secret.clone());
     let regions = futures::future::join_all(map.regions.values().map(|r| {
         let url = r.nodes.first().map(|n| n.url.clone());
-        relay_latency(r.region_id, r.region_code.clone(), r.region_name.clone(), url, args.timeout)
+        let (code, name) = (r.region_code.clone(), r.region_name.clone());
+        relay_latency(r.region_id, code, name, url, key.clone(), args.timeout)
     }))
     .await;
+    drop(probe_key);
     let preferred_region = regions
         .iter()
         .filter_map(|r| Some((r.region_id, r.latency_ms?)))

@@ -4,7 +4,7 @@
 //! provider's `init_script` downloads.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use client::sdk::{
@@ -198,24 +198,81 @@ pub async fn agent_logs(
 }
 
 /// `GET /bin/coder-agent-<os>-<arch>`: the agent binary built with this
-/// coderd, for coderd's own platform.
-pub async fn agent_binary(Path(name): Path<String>) -> ApiResult<Response> {
+/// coderd, for coderd's own platform. Unauthenticated (init scripts fetch
+/// it before they hold anything), so it is streamed from the file in small
+/// chunks: a request costs a file descriptor and a buffer, never the
+/// binary's size in memory. A weak ETag (size and modification time) lets
+/// a script that already has it skip the download.
+pub async fn agent_binary(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let own = format!("coder-agent-{}-{}", std::env::consts::OS, go_arch());
     if name != own {
         return Err(
             ApiError::not_found("Agent binary").detail(format!("This coderd serves only {own}."))
         );
     }
-    let path = std::env::current_exe()
+    let not_installed = || {
+        ApiError::not_found("Agent binary").detail("coder-agent is not installed beside coderd.")
+    };
+    let path = match &state.config.agent_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("coder-agent")))
+            .ok_or_else(not_installed)?,
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_installed()),
+        Err(e) => return Err(ApiError::internal(format!("open {}: {e}", path.display()))),
+    };
+    let meta = file.metadata().await.map_err(ApiError::internal)?;
+    if !meta.is_file() {
+        return Err(not_installed());
+    }
+    let modified = meta
+        .modified()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.join("coder-agent")))
-        .filter(|p| p.is_file())
-        .ok_or_else(|| {
-            ApiError::not_found("Agent binary")
-                .detail("coder-agent is not installed beside coderd.")
-        })?;
-    let data = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let etag = format!("W/\"{:x}-{modified:x}\"", meta.len());
+    let cached = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if cached {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let body = axum::body::Body::from_stream(file_chunks(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, meta.len().to_string()),
+            (header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Bytes read per chunk of a streamed file.
+const FILE_CHUNK: usize = 64 << 10;
+
+/// The file's bytes, one fresh chunk at a time.
+fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    use tokio::io::AsyncReadExt;
+    futures::stream::try_unfold(file, |mut file| async move {
+        let mut buf = bytes::BytesMut::with_capacity(FILE_CHUNK);
+        match file.read_buf(&mut buf).await? {
+            0 => Ok(None),
+            _ => Ok(Some((buf.freeze(), file))),
+        }
+    })
 }
 
 /// Architecture names as Go (and so Coder's templates) spell them.

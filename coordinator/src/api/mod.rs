@@ -11,6 +11,7 @@ mod files;
 mod jobs;
 mod passwords;
 mod provisionerd;
+mod relay_verify;
 mod templates;
 mod throttle;
 mod tokens;
@@ -60,6 +61,9 @@ pub struct ApiConfig {
     pub coordination: crate::coordination::Config,
     /// Who may open path apps, and their sandbox (`--dangerous-*path-app*`).
     pub path_apps: apps::resolve::PathAppConfig,
+    /// The agent binary `GET /bin/coder-agent-<os>-<arch>` serves
+    /// (`None`: `coder-agent` beside this executable).
+    pub agent_binary: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
@@ -81,6 +85,7 @@ impl Default for ApiConfig {
             max_file_bytes: 10 << 20,
             coordination: crate::coordination::Config::default(),
             path_apps: apps::resolve::PathAppConfig::default(),
+            agent_binary: None,
         }
     }
 }
@@ -183,6 +188,7 @@ pub fn app(state: AppState) -> Router {
         .route("/workspacebuilds/{id}/cancel", patch(workspaces::cancel_build))
         .merge(coordinate::routes())
         .merge(provisionerd::routes())
+        .route("/derp/verify-client", post(relay_verify::verify_client))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(api_not_found);
     // Uploads have their own, larger limit.
@@ -192,7 +198,6 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_file_bytes));
     Router::new()
         .route("/healthz", get(|| async { "OK" }))
-        .route("/metrics", get(metrics))
         .route("/derp", axum::routing::any(relay))
         .route("/bin/{name}", get(agents::agent_binary))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -228,10 +233,6 @@ async fn relay(State(state): State<AppState>, req: Request) -> Response {
 
 async fn api_not_found() -> ApiError {
     ApiError::not_found("Route")
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 /// Counts and times every request by its route template (not its path, so

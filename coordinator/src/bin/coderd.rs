@@ -100,9 +100,10 @@ struct ServerArgs {
     /// Run the embedded relay at /derp.
     #[arg(long, env = "CODER_DERP_SERVER_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
     derp_server_enable: bool,
-    /// UDP address of the embedded STUN server; empty disables it.
-    #[arg(long, env = "CODER_DERP_SERVER_STUN_ADDRESSES", default_value = "0.0.0.0:3478")]
-    stun_address: String,
+    /// UDP address of the embedded STUN server (default: port 3478 on the
+    /// --http-address host); empty disables it.
+    #[arg(long, env = "CODER_DERP_SERVER_STUN_ADDRESSES")]
+    stun_address: Option<String>,
     /// JSON file with extra relay regions (self-hosted derpers), in the format of GET /api/v2/derp-map.
     #[arg(long, env = "CODER_DERP_CONFIG_PATH")]
     derp_config_path: Option<PathBuf>,
@@ -145,6 +146,16 @@ struct ServerArgs {
     /// Strict-Transport-Security directives besides max-age: includeSubDomains, preload.
     #[arg(long, env = "CODER_STRICT_TRANSPORT_SECURITY_OPTIONS", value_delimiter = ',')]
     strict_transport_security_options: Vec<String>,
+    /// Serve Prometheus metrics at /metrics on --prometheus-address (never on the API).
+    #[arg(long, env = "CODER_PROMETHEUS_ENABLE")]
+    prometheus_enable: bool,
+    /// Address of the Prometheus listener.
+    #[arg(long, env = "CODER_PROMETHEUS_ADDRESS", default_value = "127.0.0.1:2112")]
+    prometheus_address: SocketAddr,
+    /// File holding the secret derpers started with --verify-clients present to
+    /// POST /api/v2/derp/verify-client; without it that route does not exist.
+    #[arg(long, env = "CODER_DERP_VERIFY_CLIENTS_PSK_FILE")]
+    derp_verify_clients_psk_file: Option<PathBuf>,
 }
 
 /// The HTTPS settings the flags ask for, `None` when TLS is off.
@@ -171,6 +182,17 @@ fn tls_config(args: &ServerArgs) -> anyhow::Result<Option<coordinator::TlsConfig
     Ok(Some(tls))
 }
 
+/// `--stun-address`: given, empty (off), or port 3478 on the HTTP host.
+fn stun_address(args: &ServerArgs) -> anyhow::Result<Option<SocketAddr>> {
+    match args.stun_address.as_deref().map(str::trim) {
+        None => Ok(Some(coordinator::ServerConfig::default_stun_address(args.http_address))),
+        Some("") => Ok(None),
+        Some(s) => {
+            Ok(Some(s.parse().with_context(|| format!("--stun-address {s:?} is not host:port"))?))
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -186,6 +208,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         .init();
     let mut config = coordinator::ServerConfig::default();
     config.tls = tls_config(&args)?;
+    config.stun_address = stun_address(&args)?;
     config.http_address = args.http_address;
     config.access_url = args.access_url;
     config.postgres_url = args.postgres_url;
@@ -194,10 +217,6 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.provider_path = args.provider_path;
     config.job_stale_after = std::time::Duration::from_secs(args.job_stale_after_seconds.max(1));
     config.relay_enabled = args.derp_server_enable;
-    config.stun_address = match args.stun_address.trim() {
-        "" => None,
-        s => Some(s.parse().with_context(|| format!("--stun-address {s:?} is not host:port"))?),
-    };
     config.derp_config_path = args.derp_config_path;
     if let Some(w) = &args.wildcard_access_url {
         config.wildcard = Some(coordinator::Wildcard::parse(w).with_context(|| {
@@ -212,6 +231,12 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.path_apps.disable_csp_sandbox = args.dangerous_disable_path_app_csp_sandbox;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if args.prometheus_enable {
+        config.prometheus_address = Some(args.prometheus_address);
+    }
+    if let Some(path) = &args.derp_verify_clients_psk_file {
+        config.derp_verify_key = Some(coordinator::relay::RelayVerifyKey::from_file(path)?);
     }
     let rt = tokio::runtime::Runtime::new().context("start tokio runtime")?;
     rt.block_on(async move {
@@ -270,4 +295,41 @@ async fn shutdown_signal() {
         _ = int.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn server_args(argv: &[&str]) -> ServerArgs {
+        let cli = Cli::try_parse_from([&["coderd", "server"], argv].concat()).unwrap();
+        match cli.command {
+            Command::Server(args) => args,
+            Command::Provisioner(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn stun_binds_where_the_api_does_unless_told() {
+        // Whatever the environment of the test run says.
+        std::env::remove_var("CODER_DERP_SERVER_STUN_ADDRESSES");
+        let loopback = server_args(&["--http-address", "127.0.0.1:3000"]);
+        assert_eq!(stun_address(&loopback).unwrap(), Some("127.0.0.1:3478".parse().unwrap()));
+        let public = server_args(&["--http-address", "0.0.0.0:3000"]);
+        assert_eq!(stun_address(&public).unwrap(), Some("0.0.0.0:3478".parse().unwrap()));
+        let given = server_args(&["--stun-address", "0.0.0.0:3479"]);
+        assert_eq!(stun_address(&given).unwrap(), Some("0.0.0.0:3479".parse().unwrap()));
+        let off = server_args(&["--stun-address", ""]);
+        assert_eq!(stun_address(&off).unwrap(), None);
+    }
+
+    #[test]
+    fn prometheus_is_off_by_default_and_on_loopback() {
+        std::env::remove_var("CODER_PROMETHEUS_ENABLE");
+        std::env::remove_var("CODER_PROMETHEUS_ADDRESS");
+        let args = server_args(&[]);
+        assert!(!args.prometheus_enable);
+        assert_eq!(args.prometheus_address, "127.0.0.1:2112".parse().unwrap());
+    }
 }

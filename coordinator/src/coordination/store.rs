@@ -334,3 +334,26 @@ pub async fn debug_snapshot(db: &PgPool) -> Result<DebugSnapshot, sqlx::Error> {
             .await?,
     })
 }
+
+/// Whether a peer connected to any replica (its row not lost) announced
+/// `key` as its node key: the relays admit only those
+/// ([`crate::relay::PeerKeys`]). Read-only; a row is written behind the
+/// fan-out, so a just-announced key shows up a moment later (announced on
+/// [`peer_changes`]).
+pub async fn node_key_is_known(db: &PgPool, key: &mesh::NodeKey) -> Result<bool, sqlx::Error> {
+    bounded(
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM peers WHERE status = 'ok' AND node->>'key' = $1)",
+        )
+        .bind(key.to_string())
+        .fetch_one(db),
+    )
+    .await
+}
+
+/// Fires after every peer row change of any replica (and on a resync).
+pub async fn peer_changes(
+    pubsub: &Pubsub,
+) -> tokio::sync::broadcast::Receiver<crate::pubsub::Message> {
+    pubsub.subscribe(CHANNEL).await
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use derp::server::{tls_acceptor_from_pem_files, RateLimit};
+use derp::server::{tls_acceptor_from_pem_files, ClientVerifier, RateLimit, UrlVerifier};
 use derp::stun::StunServer;
 use derp::{MeshKey, SecretKey, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
@@ -53,6 +53,22 @@ struct Args {
     /// Per-client burst for --rate-limit, in bytes.
     #[arg(long, env = "DERPER_RATE_BURST", default_value_t = 1 << 20)]
     rate_burst: u32,
+    /// Admit only clients whose node key a coordinator vouches for: each
+    /// client's key is checked with --verify-clients-url (fails closed).
+    #[arg(
+        long,
+        env = "DERPER_VERIFY_CLIENTS",
+        requires_all = ["verify_clients_url", "verify_clients_psk_file"]
+    )]
+    verify_clients: bool,
+    /// coderd's access URL (the path /api/v2/derp/verify-client is added when
+    /// the URL has none), or the full URL of a verification endpoint.
+    #[arg(long, env = "DERPER_VERIFY_CLIENTS_URL", requires = "verify_clients")]
+    verify_clients_url: Option<reqwest::Url>,
+    /// File holding the secret shared with coderd's
+    /// --derp-verify-clients-psk-file (16 characters or more).
+    #[arg(long, env = "DERPER_VERIFY_CLIENTS_PSK_FILE", requires = "verify_clients")]
+    verify_clients_psk_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -78,6 +94,9 @@ async fn main() -> Result<()> {
     if args.rate_limit > 0 {
         config.rate_limit =
             Some(RateLimit { bytes_per_second: args.rate_limit, burst: args.rate_burst });
+    }
+    if args.verify_clients {
+        config.verify_clients = Some(url_verifier(&args)?);
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor_from_pem_files(cert, key)?),
@@ -131,6 +150,29 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term.recv() => {}
     }
+}
+
+/// The path coderd serves client verification at.
+const VERIFY_CLIENT_PATH: &str = "/api/v2/derp/verify-client";
+
+fn url_verifier(args: &Args) -> Result<ClientVerifier> {
+    let (Some(url), Some(psk_file)) = (&args.verify_clients_url, &args.verify_clients_psk_file)
+    else {
+        bail!("--verify-clients needs --verify-clients-url and --verify-clients-psk-file");
+    };
+    let mut url = url.clone();
+    if url.path() == "/" || url.path().is_empty() {
+        url.set_path(VERIFY_CLIENT_PATH);
+    }
+    let secret = std::fs::read_to_string(psk_file)
+        .with_context(|| format!("reading {}", psk_file.display()))?;
+    let secret = secret.trim();
+    if secret.chars().count() < 16 {
+        bail!("{} holds a secret under 16 characters", psk_file.display());
+    }
+    tracing::info!(%url, "verifying relay clients with the coordinator");
+    let verifier = UrlVerifier::new(url, secret.to_owned()).context("building the HTTP client")?;
+    Ok(ClientVerifier::new(verifier))
 }
 
 fn load_or_create_key(path: &Path) -> Result<SecretKey> {

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, info, info_span, Instrument};
 
 use super::ratelimit::TokenBucket;
 use super::registry::{ConnId, Outbox};
 use super::stats::bump;
+use super::verify::Verdict;
 use super::Shared;
 use crate::conn::{ConnError, FrameReader, FrameWriter};
 use crate::key::PublicKey;
@@ -66,6 +67,11 @@ pub(crate) async fn serve_conn(
         Ok(Err(err)) => return refuse_handshake(&shared, &mut writer, err).await,
         Err(_) => return refuse_handshake(&shared, &mut writer, End::HandshakeTimeout).await,
     };
+    if !is_mesh {
+        if let Err(reason) = verify(&shared, key).await {
+            return refuse_client(&shared, &mut writer, key, reason).await;
+        }
+    }
     let span = info_span!("relay_conn", peer = %key.short(), conn = conn_id, mesh = is_mesh);
     let conn = Conn { shared, key, conn_id, is_mesh };
     conn.run(reader, writer).instrument(span).await;
@@ -95,6 +101,26 @@ fn server_info(shared: &Shared, key: &PublicKey) -> Result<Frame, HandshakeError
         token_bucket_bytes_burst: limit.map_or(0, |l| l.burst),
     };
     info.seal(&shared.secret_key, key)
+}
+
+/// Asks the configured verifier (if any) whether `key` may use the relay.
+async fn verify(shared: &Shared, key: PublicKey) -> Result<(), String> {
+    let Some(verifier) = &shared.config.verify_clients else { return Ok(()) };
+    match timeout(shared.config.handshake_timeout, verifier.verify(key)).await {
+        Ok(Verdict::Allow) => Ok(()),
+        Ok(Verdict::Deny { reason }) => Err(reason),
+        Err(_) => Err("client verification timed out; retry shortly".into()),
+    }
+}
+
+/// Tells a client the verifier refused it, then closes. Never registered,
+/// it could neither receive nor send a packet.
+async fn refuse_client(shared: &Shared, writer: &mut FrameWriter, key: PublicKey, reason: String) {
+    bump(&shared.registry.stats.clients_refused);
+    info!(peer = %key.short(), %reason, "relay refused a client");
+    let problem = format!("node key {} may not use this relay: {reason}", key.short());
+    let _ = timeout(Duration::from_secs(1), writer.send(&Frame::Health { problem })).await;
+    let _ = timeout(Duration::from_secs(1), writer.close()).await;
 }
 
 async fn refuse_handshake(shared: &Shared, writer: &mut FrameWriter, err: End) {

@@ -29,6 +29,7 @@ mod ratelimit;
 mod registry;
 mod stats;
 mod tls;
+mod verify;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,10 @@ use tokio_util::sync::CancellationToken;
 pub use registry::{PeerLocation, REPLACED_PROBLEM};
 pub use stats::StatsSnapshot;
 pub use tls::{tls_acceptor_from_pem_files, TlsConfigError};
+pub use verify::{
+    node_key_text, ClientVerifier, UrlVerifier, Verdict, VerifyClient, VerifyClientRequest,
+    VerifyClientResponse, VerifyFuture,
+};
 
 use crate::client::RelayUrl;
 use crate::key::{MeshKey, PublicKey, SecretKey};
@@ -80,6 +85,9 @@ pub struct ServerConfig {
     pub restart_try_for: Duration,
     /// How long [`Server::shutdown`] waits for connections to close.
     pub shutdown_grace: Duration,
+    /// Asked about every client after it proved its key; `None` admits any
+    /// key. Bounded by `handshake_timeout`.
+    pub verify_clients: Option<ClientVerifier>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +105,7 @@ impl Default for ServerConfig {
             restart_reconnect_in: Duration::from_secs(1),
             restart_try_for: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
+            verify_clients: None,
         }
     }
 }

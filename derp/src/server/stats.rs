@@ -15,6 +15,7 @@ pub(crate) struct Stats {
     pub(crate) packets_dropped_queue_full: AtomicU64,
     pub(crate) packets_dropped_unknown_dest: AtomicU64,
     pub(crate) duplicate_connections: AtomicU64,
+    pub(crate) clients_refused: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -49,6 +50,8 @@ pub struct StatsSnapshot {
     pub packets_dropped_unknown_dest: u64,
     /// Connections replaced by a newer one for the same key.
     pub duplicate_connections: u64,
+    /// Clients that proved a key the client verifier refused.
+    pub clients_refused: u64,
 }
 
 impl Stats {
@@ -64,6 +67,7 @@ impl Stats {
             packets_dropped_queue_full: get(&self.packets_dropped_queue_full),
             packets_dropped_unknown_dest: get(&self.packets_dropped_unknown_dest),
             duplicate_connections: get(&self.duplicate_connections),
+            clients_refused: get(&self.clients_refused),
             ..StatsSnapshot::default()
         }
     }
@@ -73,7 +77,7 @@ impl StatsSnapshot {
     /// The snapshot in the Prometheus text exposition format, metric names
     /// prefixed `derp_`.
     pub fn to_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 13] = [
+        let rows: [(&str, &str, &str, u64); 14] = [
             ("clients_connected", "gauge", "Clients connected now.", self.clients_connected),
             ("clients_home", "gauge", "Clients whose home relay this is.", self.clients_home),
             ("mesh_watchers", "gauge", "Mesh relays watching this one.", self.mesh_watchers),
@@ -126,6 +130,12 @@ impl StatsSnapshot {
                 "counter",
                 "Connections replaced by a newer one.",
                 self.duplicate_connections,
+            ),
+            (
+                "clients_refused_total",
+                "counter",
+                "Clients whose key the client verifier refused.",
+                self.clients_refused,
             ),
         ];
         let mut out = String::new();

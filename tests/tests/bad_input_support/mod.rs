@@ -234,10 +234,32 @@ impl<'a> Checks<'a> {
         Ok(self.url.join("/derp")?.as_str().parse()?)
     }
 
-    async fn relay_client(&self, seed: u8) -> anyhow::Result<derp::Client> {
-        let config =
-            derp::ClientConfig::new(self.relay_url()?, derp::SecretKey::from_bytes([seed; 32]));
-        Ok(derp::Client::connect(config).await?)
+    /// A relay client whose key a coordination peer announced first (the
+    /// relay admits no other); the peer must stay connected while it is used.
+    async fn relay_client(&self, seed: u8) -> anyhow::Result<(derp::Client, Coordinator)> {
+        let key = derp::SecretKey::from_bytes([seed; 32]);
+        let (coordinator, mut updates) =
+            Coordinator::connect(&self.url, &self.token, PeerKind::Client).await?;
+        let node_id = match updates.recv().await {
+            Some(PeerUpdate::Connected { node_id, .. }) => node_id,
+            other => bail!("first update: {other:?}"),
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(seed));
+        coordinator.update_node(mesh::Node {
+            id: node_id,
+            key: mesh::NodeKey::from(key.public()),
+            disco_key: mesh::DiscoSecret::generate(&mut rng).public(),
+            quic_key: mesh::QuicSecret::generate(&mut rng).public(),
+            preferred_relay: None,
+            relay_latency_ms: Default::default(),
+            endpoints: Vec::new(),
+            addresses: mesh::mesh_addresses(node_id),
+            version: mesh::PROTOCOL_VERSION,
+        });
+        // The coordination client stops when no one reads its updates.
+        tokio::spawn(async move { while updates.recv().await.is_some() {} });
+        let config = derp::ClientConfig::new(self.relay_url()?, key);
+        Ok((derp::Client::connect(config).await?, coordinator))
     }
 
     /// The API, coordination, the relay and STUN all still serve.
@@ -273,7 +295,7 @@ impl<'a> Checks<'a> {
     }
 
     async fn relay(&self) -> anyhow::Result<()> {
-        let (a, b) = (self.relay_client(0xa1).await?, self.relay_client(0xb2).await?);
+        let ((a, _a), (b, _b)) = (self.relay_client(0xa1).await?, self.relay_client(0xb2).await?);
         a.send(b.public_key(), Bytes::from_static(b"still relaying")).await?;
         let got = b.recv().await?;
         if got.src != a.public_key() || got.data != Bytes::from_static(b"still relaying") {
