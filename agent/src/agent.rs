@@ -6,6 +6,7 @@
 //! The coordinator may come and go: the mesh session reconnects on its own
 //! and established mesh connections (and SSH sessions on them) keep running.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use mesh::{MeshConnection, Service};
 use tokio::task::JoinSet;
 use url::Url;
 
-use crate::ssh::{SshConfig, SshServer};
+use crate::environ::{Account, Inherited, WorkspaceVars};
+use crate::ssh::{Peer, SshConfig, SshServer};
 use crate::startup::{self, StartupScript};
 
 /// What the agent needs to start.
@@ -30,6 +32,12 @@ pub struct AgentConfig {
     pub relay_only: bool,
     /// How often liveness and stats are reported.
     pub stats_interval: Duration,
+    /// The environment the agent was started with, minus its secrets: the
+    /// source of what workspace processes inherit ([`crate::environ`]).
+    pub inherited: Inherited,
+    /// Longest the agent takes to stop once told to, whatever the network
+    /// does: lifecycle reports that have not gone through by then are dropped.
+    pub shutdown_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -39,9 +47,14 @@ impl AgentConfig {
             token: token.into(),
             relay_only: false,
             stats_interval: Duration::from_secs(10),
+            inherited: Inherited::read(),
+            shutdown_timeout: Duration::from_secs(8),
         }
     }
 }
+
+/// Longest one manifest request may go unanswered before it is sent again.
+const MANIFEST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,7 +69,13 @@ pub enum AgentError {
 async fn fetch_manifest(client: &Client) -> Result<AgentManifest, AgentError> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match client.agent_manifest().await {
+        let Ok(answer) =
+            tokio::time::timeout(MANIFEST_ATTEMPT_TIMEOUT, client.agent_manifest()).await
+        else {
+            tracing::warn!("the manifest request went unanswered; retrying");
+            continue;
+        };
+        match answer {
             Ok(m) => return Ok(m),
             Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED) => {
                 tracing::info!("the coordinator does not know this agent yet; retrying");
@@ -107,39 +126,48 @@ async fn join_mesh(
     }
 }
 
-/// Runs the agent until `shutdown` resolves.
+/// Runs the agent until `shutdown` resolves; then stops within
+/// [`AgentConfig::shutdown_timeout`].
 pub async fn run(
     config: AgentConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    tokio::pin!(shutdown);
     let client = Client::new(config.url.clone()).with_token(config.token.clone());
-    let manifest = fetch_manifest(&client).await?;
+    let manifest = tokio::select! {
+        biased;
+        () = &mut shutdown => {
+            tracing::info!("shutting down before the manifest arrived");
+            return Ok(());
+        }
+        m = fetch_manifest(&client) => m?,
+    };
     tracing::info!(agent = %manifest.agent_id, workspace = %manifest.workspace_name, "manifest fetched");
+    let account = Account::current(&config.inherited);
     let dir = if manifest.directory.is_empty() {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+        account.home.clone()
     } else {
         PathBuf::from(&manifest.directory)
     };
-    let env: Vec<(String, String)> = manifest
-        .environment_variables
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .chain([
-            ("CODER".to_owned(), "true".to_owned()),
-            ("CODER_WORKSPACE_NAME".to_owned(), manifest.workspace_name.clone()),
-            ("CODER_WORKSPACE_AGENT_NAME".to_owned(), manifest.agent_name.clone()),
-            ("CODER_WORKSPACE_OWNER_NAME".to_owned(), manifest.owner_name.clone()),
-        ])
-        .collect();
+    let workspace = WorkspaceVars::from_manifest(&manifest, &config.url);
+    let env = crate::environ::base(&config.inherited, &account, Some(&workspace));
     let mut ssh_config = SshConfig::new(dir.clone());
     ssh_config.env = env.clone();
+    ssh_config.shell = Some(account.shell.clone());
     let ssh = SshServer::new(ssh_config);
 
-    let session = Arc::new(join_mesh(&config, &manifest).await?);
+    let session = tokio::select! {
+        biased;
+        () = &mut shutdown => {
+            tracing::info!("shutting down before joining the mesh");
+            return Ok(());
+        }
+        s = join_mesh(&config, &manifest) => Arc::new(s?),
+    };
     tracing::info!(node = ?session.endpoint().node().id, "joined the mesh");
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(session.clone(), ssh.clone()));
-    let _ip_stack = match crate::ip::start(session.endpoint()) {
+    let ip_stack = match crate::ip::start(session.endpoint()) {
         Ok((stack, incoming)) => {
             tasks.spawn(crate::ip::serve(incoming));
             Some(stack)
@@ -150,8 +178,9 @@ pub async fn run(
         }
     };
     tasks.spawn(report_stats(client.clone(), ssh.clone(), config.stats_interval));
-    let _metadata = crate::metadata::spawn(client.clone(), manifest.metadata.clone(), dir.clone());
-    let _app_health = crate::apphealth::spawn(client.clone(), &manifest.apps);
+    let metadata =
+        crate::metadata::spawn(client.clone(), manifest.metadata.clone(), dir.clone(), env.clone());
+    let app_health = crate::apphealth::spawn(client.clone(), &manifest.apps);
     let script = StartupScript {
         script: manifest.startup_script.clone(),
         dir,
@@ -166,15 +195,25 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
-    startup::report_lifecycle(&client, LifecycleState::ShuttingDown, None).await;
+    // Every step has a deadline: a coordinator that is gone, or a network
+    // that swallows packets, must not keep the agent (and the build that
+    // stops the workspace) waiting.
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+    // Half the time for the first report, so the last one gets a chance too.
+    let first = tokio::time::Instant::now() + config.shutdown_timeout / 2;
+    startup::report_lifecycle_by(&client, LifecycleState::ShuttingDown, None, first).await;
     ssh.shutdown();
     tasks.shutdown().await;
-    session.endpoint().close().await;
-    startup::report_lifecycle(&client, LifecycleState::Off, None).await;
+    drop((metadata, app_health, ip_stack));
+    if tokio::time::timeout_at(deadline, session.endpoint().close()).await.is_err() {
+        tracing::debug!("mesh connections did not close in time");
+    }
+    startup::report_lifecycle_by(&client, LifecycleState::Off, None, deadline).await;
     Ok(())
 }
 
 async fn accept_loop(session: Arc<MeshSession>, ssh: SshServer) {
+    let local = session.endpoint().node().addresses;
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -187,7 +226,7 @@ async fn accept_loop(session: Arc<MeshSession>, ssh: SshServer) {
                         match incoming.finish().await {
                             Ok(conn) => {
                                 tracing::debug!(peer = %conn.peer().key, "mesh connection");
-                                serve_connection(conn, ssh).await;
+                                serve_connection(conn, local, ssh).await;
                             }
                             Err(e) => tracing::info!(error = %e, "mesh handshake failed"),
                         }
@@ -203,9 +242,25 @@ async fn accept_loop(session: Arc<MeshSession>, ssh: SshServer) {
     }
 }
 
+/// The SSH service's port in `SSH_CONNECTION`; mesh streams have none, but
+/// scripts that parse it expect one.
+const SSH_PORT: u16 = 22;
+
+/// The peer's and our mesh addresses, as `SSH_CONNECTION` shows them: IPv4
+/// when both have one, else IPv6; the client's port is 0 (a QUIC stream has none).
+fn ssh_addrs(peer: mesh::MeshAddresses, local: mesh::MeshAddresses) -> (SocketAddr, SocketAddr) {
+    match (peer.ipv4, local.ipv4) {
+        (Some(p), Some(l)) => (SocketAddr::from((p, 0)), SocketAddr::from((l, SSH_PORT))),
+        _ => (SocketAddr::from((peer.ipv6, 0)), SocketAddr::from((local.ipv6, SSH_PORT))),
+    }
+}
+
 /// Serves every stream a peer opens on one mesh connection.
-async fn serve_connection(conn: MeshConnection, ssh: SshServer) {
-    let peer = conn.peer().key.to_string();
+async fn serve_connection(conn: MeshConnection, local: mesh::MeshAddresses, ssh: SshServer) {
+    let peer = Peer {
+        name: conn.peer().key.to_string(),
+        addrs: Some(ssh_addrs(conn.peer().addresses, local)),
+    };
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
@@ -217,7 +272,7 @@ async fn serve_connection(conn: MeshConnection, ssh: SshServer) {
                         match service {
                             Service::Ssh => {
                                 let stream = tokio::io::join(recv, send);
-                                if let Err(e) = ssh.serve_stream(stream, peer).await {
+                                if let Err(e) = ssh.serve_peer(stream, peer).await {
                                     tracing::debug!(error = %e, "ssh connection ended");
                                 }
                             }
@@ -235,7 +290,7 @@ async fn serve_connection(conn: MeshConnection, ssh: SshServer) {
                     });
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, %peer, "mesh connection closed");
+                    tracing::debug!(error = %e, peer = %peer.name, "mesh connection closed");
                     return;
                 }
             },

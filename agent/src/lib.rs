@@ -1,6 +1,7 @@
 //! The workspace agent: SSH server, port forwarding, startup script, liveness.
 mod agent;
 pub mod apphealth;
+pub mod environ;
 mod ip;
 pub mod metadata;
 pub mod ports;

@@ -39,27 +39,53 @@ impl StartupOutcome {
 pub struct StartupScript {
     pub script: String,
     pub dir: PathBuf,
+    /// The whole environment ([`crate::environ::base`]); nothing is inherited.
     pub env: Vec<(String, String)>,
     /// Zero: no limit.
     pub timeout: Duration,
 }
+
+/// How long one report may go unanswered before it counts as failed and is
+/// sent again: a coordinator (or a network) that accepts the connection and
+/// never answers must not hold the lifecycle up for ever.
+pub const REPORT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reports a lifecycle state, retrying until the coordinator takes it.
 pub async fn report_lifecycle(client: &Client, state: LifecycleState, exit_code: Option<i32>) {
     let req = PostLifecycleRequest { state, exit_code };
     let mut delay = Duration::from_millis(100);
     loop {
-        match client.post_lifecycle(&req).await {
-            Ok(()) => return,
-            Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {
+        match tokio::time::timeout(REPORT_ATTEMPT_TIMEOUT, client.post_lifecycle(&req)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) if e.status().is_some_and(|s| s.is_client_error()) => {
                 tracing::warn!(error = %e, "lifecycle report refused");
                 return;
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "lifecycle report failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "lifecycle report failed; retrying"),
+            Err(_) => tracing::debug!("lifecycle report unanswered; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// [`report_lifecycle`], giving up at `deadline`; whether it was delivered
+/// (or refused) in time. For shutdown, which must end whatever the network does.
+pub async fn report_lifecycle_by(
+    client: &Client,
+    state: LifecycleState,
+    exit_code: Option<i32>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let report = report_lifecycle(client, state, exit_code);
+    match tokio::time::timeout_at(deadline, report).await {
+        Ok(()) => true,
+        Err(_) => {
+            tracing::warn!(
+                state = state.as_str(),
+                "the coordinator did not take the lifecycle report in time; giving up"
+            );
+            false
         }
     }
 }
@@ -89,6 +115,7 @@ async fn execute(script: &StartupScript, logs: mpsc::Sender<AgentLog>) -> Startu
     cmd.arg("-c")
         .arg(&script.script)
         .current_dir(if script.dir.is_dir() { script.dir.clone() } else { std::env::temp_dir() })
+        .env_clear()
         .envs(script.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

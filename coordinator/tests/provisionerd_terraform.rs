@@ -506,6 +506,53 @@ async fn apply_twice_keeps_agents_then_stop_and_destroy() {
     assert!(lines.iter().any(|l| l.stage == "destroy" && l.output.contains("Destroy complete!")));
 }
 
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// The files terraform keeps its state in (state, backup, lock info), by name.
+fn state_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("tfstate"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// State and plans hold the agents' tokens: under the usual umask 022, the job
+/// directory is 0700 and every state and plan file in it 0600, for a first build,
+/// a build on a prior state, and a delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_directory_state_and_plan_are_private() {
+    let Some(h) = harness() else { return };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let cancel = CancellationToken::new();
+    let (tx, _collected) = logs();
+    let mut prior = None;
+    for transition in [Transition::Start, Transition::Start, Transition::Delete] {
+        let s = session(&h, &template(TWO_AGENTS));
+        let dir = s.template_dir().to_owned();
+        let root = dir.parent().unwrap().to_owned();
+        assert_eq!(mode(&root), 0o700, "job directory {}", root.display());
+        assert_eq!(mode(&dir), 0o700, "template directory {}", dir.display());
+        s.init(&tx, &cancel).await.unwrap();
+        let built = s.apply(prior.take(), transition, &tx, &cancel).await.unwrap();
+        let files = state_files(&dir);
+        assert!(files.iter().any(|f| f.ends_with("terraform.tfstate")), "{files:?}");
+        for f in files {
+            assert_eq!(mode(&f), 0o600, "{} after {transition:?}", f.display());
+        }
+        if transition != Transition::Delete {
+            assert_eq!(mode(&dir.join("coder.tfplan")), 0o600, "plan after {transition:?}");
+        }
+        prior = Some(built.state);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_apply_returns_partial_state_and_ordered_logs() {
     let Some(h) = harness() else { return };

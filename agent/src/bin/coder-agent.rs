@@ -1,5 +1,7 @@
 //! `coder-agent`: runs inside a workspace.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Parser;
 
@@ -33,20 +35,33 @@ struct Args {
     log_filter: String,
 }
 
+/// How long the runtime's leftover work (a DNS lookup on a blocking thread)
+/// may hold up the exit once the agent has stopped.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // First, while this is the only thread: take the token out of the
+    // process environment, so that nothing the agent starts inherits it.
+    let inherited = agent::environ::Inherited::capture();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
         .with_writer(std::io::stderr)
         .init();
     let mut config = agent::AgentConfig::new(args.url, args.token);
     config.relay_only = args.relay_only;
+    config.inherited = inherited;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(client::runtime::worker_threads(args.worker_threads, 2))
         .enable_all()
         .build()
         .context("start tokio runtime")?;
-    rt.block_on(async move { agent::run(config, shutdown_signal()).await.context("coder-agent") })
+    let result =
+        rt.block_on(
+            async move { agent::run(config, shutdown_signal()).await.context("coder-agent") },
+        );
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
 }
 
 async fn shutdown_signal() {

@@ -16,11 +16,11 @@ use tokio::task::JoinSet;
 
 use super::forward::{self, RemoteForward};
 use super::session::{self, SessionContext};
-use super::{Inner, SshError};
+use super::{Inner, Peer, SshError};
 
 pub(crate) struct ConnectionHandler {
     inner: Arc<Inner>,
-    peer: String,
+    peer: Peer,
     /// Channel tasks; dropped with the handler when the connection ends.
     tasks: JoinSet<()>,
     remote_forwards: HashMap<(String, u32), RemoteForward>,
@@ -30,7 +30,7 @@ pub(crate) struct ConnectionHandler {
 const MAX_REMOTE_FORWARDS: usize = 64;
 
 impl ConnectionHandler {
-    pub(crate) fn new(inner: Arc<Inner>, peer: String) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, peer: Peer) -> Self {
         Self { inner, peer, tasks: JoinSet::new(), remote_forwards: HashMap::new() }
     }
 
@@ -44,7 +44,7 @@ impl Handler for ConnectionHandler {
     type Error = SshError;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        tracing::debug!(user, peer = %self.peer, "accepting ssh client authenticated by the mesh");
+        tracing::debug!(user, peer = %self.peer.name, "accepting ssh client authenticated by the mesh");
         Ok(Auth::Accept)
     }
 
@@ -63,7 +63,11 @@ impl Handler for ConnectionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         reply.accept().await;
-        let ctx = SessionContext { inner: self.inner.clone(), handle: session.handle() };
+        let ctx = SessionContext {
+            inner: self.inner.clone(),
+            handle: session.handle(),
+            addrs: self.peer.addrs,
+        };
         self.spawn(session::run(channel, ctx));
         Ok(())
     }

@@ -45,6 +45,7 @@ mod sftp;
 mod stats;
 mod stream;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,8 +63,10 @@ use stats::Counters;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SshConfig {
-    /// Extra environment for every command and shell, on top of the agent's
-    /// own environment; variables the client sends (`env` requests) win.
+    /// The whole environment of every command and shell (see
+    /// [`crate::environ`]): nothing else is inherited from the agent. Each
+    /// session adds `SSH_CLIENT`, `SSH_CONNECTION`, `TERM` and `SSH_TTY` with
+    /// a PTY, then the variables the client sends (`env` requests).
     pub env: Vec<(String, String)>,
     /// Working directory of commands and shells, and the base of relative
     /// SFTP paths.
@@ -86,7 +89,7 @@ impl Default for SshConfig {
     fn default() -> Self {
         let dir = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
         Self {
-            env: Vec::new(),
+            env: crate::environ::for_current_process(),
             dir,
             shell: None,
             host_key: None,
@@ -102,6 +105,22 @@ impl SshConfig {
     /// A default configuration whose commands run in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into(), ..Self::default() }
+    }
+}
+
+/// Who is at the other end of an SSH connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Names the peer in logs.
+    pub name: String,
+    /// The client's and the server's addresses (on the mesh: their mesh
+    /// addresses), for `SSH_CLIENT` and `SSH_CONNECTION`; unset when unknown.
+    pub addrs: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl From<String> for Peer {
+    fn from(name: String) -> Self {
+        Peer { name, addrs: None }
     }
 }
 
@@ -236,7 +255,16 @@ impl SshServer {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let span = tracing::info_span!("ssh", %peer);
+        self.serve_peer(stream, Peer::from(peer)).await
+    }
+
+    /// [`Self::serve_stream`] for a peer whose addresses are known, so that
+    /// sessions get `SSH_CLIENT` and `SSH_CONNECTION`.
+    pub async fn serve_peer<S>(&self, stream: S, peer: Peer) -> Result<(), SshError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let span = tracing::info_span!("ssh", peer = %peer.name);
         let cancel = self.inner.shutdown.child_token();
         let _cancel_on_drop = cancel.clone().drop_guard();
         let counted = stream::CountedStream::new(stream, &self.inner.counters, cancel);

@@ -30,6 +30,7 @@ pub(crate) struct CommandSpec {
     pub(crate) shell: PathBuf,
     /// `None` starts an interactive login shell.
     pub(crate) command: Option<String>,
+    /// The whole environment: nothing is inherited from the agent.
     pub(crate) env: Vec<(String, String)>,
     pub(crate) dir: PathBuf,
 }
@@ -129,6 +130,7 @@ where
     let mut child = tokio::process::Command::new(&spec.shell)
         .args(spec.args())
         .current_dir(spec.working_dir())
+        .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -60,6 +60,8 @@ where
     let mut cmd = CommandBuilder::new(&spec.shell);
     cmd.args(spec.args());
     cmd.cwd(spec.working_dir());
+    // `CommandBuilder::new` starts from the agent's environment.
+    cmd.env_clear();
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }

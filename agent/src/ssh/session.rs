@@ -13,6 +13,7 @@
 //! reader, not other connections; a bounded queue is preferred to unbounded
 //! memory.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ const PTY_DRAIN: Duration = Duration::from_secs(1);
 pub(crate) struct SessionContext {
     pub(crate) inner: Arc<Inner>,
     pub(crate) handle: Handle,
+    /// The client's and the server's addresses, for `SSH_CLIENT` and `SSH_CONNECTION`.
+    pub(crate) addrs: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Session state gathered before the command starts.
@@ -120,6 +123,11 @@ async fn run_command(
     let kind = if setup.pty.is_some() { SessionKind::Shell } else { SessionKind::Exec };
     let _active = ctx.inner.counters.session(kind);
     let mut env = config.env.clone();
+    if let Some((client, server)) = ctx.addrs {
+        let (cip, cport, sip, sport) = (client.ip(), client.port(), server.ip(), server.port());
+        env.push(("SSH_CLIENT".into(), format!("{cip} {cport} {sport}")));
+        env.push(("SSH_CONNECTION".into(), format!("{cip} {cport} {sip} {sport}")));
+    }
     env.extend(setup.env);
     if let Some(agent) = &setup.agent {
         env.push(("SSH_AUTH_SOCK".into(), agent.path().to_string_lossy().into_owned()));

@@ -135,7 +135,10 @@ impl Terraform {
             let path = path.to_owned();
             move |source| SetupError::Io { path, source }
         };
-        std::fs::create_dir_all(&self.work_root).map_err(io_err(&self.work_root))?;
+        // Job directories hold agent tokens (state, plans, the template's
+        // `local-exec` environment): only this user may enter them, whatever
+        // the umask.
+        private_dir_all(&self.work_root).map_err(io_err(&self.work_root))?;
         let work_root = std::path::absolute(&self.work_root).map_err(io_err(&self.work_root))?;
         let root = work_root.join(job_id.to_string());
         match std::fs::remove_dir_all(&root) {
@@ -143,8 +146,9 @@ impl Terraform {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&root)(e)),
         }
+        private_dir(&root).map_err(io_err(&root))?;
         let dir = root.join("template");
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        private_dir(&dir).map_err(io_err(&dir))?;
         let mut session = Session {
             binary: self.binary.clone(),
             grace: self.cancel_grace,
@@ -168,6 +172,42 @@ impl Terraform {
         Ok(session)
     }
 }
+
+/// Creates `path` and its missing parents with mode 0700; a directory that
+/// exists keeps its mode (the operator's choice).
+fn private_dir_all(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// Creates the fresh directory `path` with mode 0700 (set after creation too:
+/// the umask only ever removes bits, but a platform default ACL may add some).
+fn private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().mode(0o700).create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates or truncates `path` as a file only its owner may read (0600, also
+/// when it existed with another mode) and writes `contents`. terraform rewrites
+/// its state and plan files in place, so they keep this mode.
+async fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).await?;
+    file.write_all(contents).await?;
+    file.flush().await
+}
+
+/// terraform's copy of the previous state, beside [`STATE_FILE`].
+const BACKUP_FILE: &str = "terraform.tfstate.backup";
 
 fn hcl_quote(s: &str) -> String {
     let escaped = s.replace('\\', "\\\\").replace('"', "\\\"").replace("${", "$${");
@@ -370,6 +410,10 @@ impl Session {
         logs: &mpsc::Sender<LogLine>,
         cancel: &CancellationToken,
     ) -> Result<Vec<u8>, TerraformError> {
+        let plan_path = self.dir.join(PLAN_FILE);
+        write_private(&plan_path, b"")
+            .await
+            .map_err(|source| TerraformError::Io { path: plan_path, source })?;
         let out = format!("-out={PLAN_FILE}");
         let mut args = vec!["plan", "-no-color", "-input=false", out.as_str()];
         if transition == Transition::Delete {
@@ -441,13 +485,13 @@ impl Session {
         cancel: &CancellationToken,
     ) -> Result<ApplyResult, ApplyError> {
         let state_path = self.dir.join(STATE_FILE);
-        // A first build starts from nothing, whatever an earlier step left here.
-        let written = match &prior_state {
-            Some(prior) => tokio::fs::write(&state_path, prior).await,
-            None => match tokio::fs::remove_file(&state_path).await {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            },
+        // A first build starts from nothing (an empty state file is no state
+        // to terraform), whatever an earlier step left here.
+        // The backup terraform writes beside it is rewritten in place too.
+        let backup = self.dir.join(BACKUP_FILE);
+        let written = match write_private(&backup, b"").await {
+            Ok(()) => write_private(&state_path, prior_state.as_deref().unwrap_or_default()).await,
+            Err(e) => Err(e),
         };
         if let Err(source) = written {
             let error = TerraformError::Io { path: state_path, source };
@@ -456,7 +500,8 @@ impl Session {
         match self.apply_inner(transition, logs, cancel).await {
             Ok(result) => Ok(result),
             Err(error) => {
-                let state = tokio::fs::read(&state_path).await.ok().or(prior_state);
+                let left = tokio::fs::read(&state_path).await.ok().filter(|s| !s.is_empty());
+                let state = left.or(prior_state);
                 Err(ApplyError { state, error })
             }
         }
@@ -540,5 +585,36 @@ mod tests {
         let root = session.root.clone();
         drop(session);
         assert!(!root.exists());
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    }
+
+    #[tokio::test]
+    async fn job_directories_and_state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        // The usual umask, which leaves files world-readable.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("provider");
+        std::fs::write(&bin, "").unwrap();
+        let tf = Terraform::new("terraform".into(), bin, tmp.path().join("work/jobs"));
+        let session = tf.session(Uuid::new_v4(), BuildEnv::default()).unwrap();
+        assert_eq!(mode(&tmp.path().join("work/jobs")), 0o700, "a new work root");
+        assert_eq!(mode(&session.root), 0o700, "the job directory");
+        assert_eq!(mode(session.template_dir()), 0o700);
+
+        // A state file left world-readable (by an earlier step) is made private.
+        let state = session.template_dir().join(STATE_FILE);
+        std::fs::write(&state, "old").unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&state, b"{\"version\": 4}").await.unwrap();
+        assert_eq!(mode(&state), 0o600);
+        assert_eq!(std::fs::read(&state).unwrap(), b"{\"version\": 4}");
+        let plan = session.template_dir().join(PLAN_FILE);
+        write_private(&plan, b"").await.unwrap();
+        assert_eq!(mode(&plan), 0o600);
     }
 }
