@@ -5,9 +5,16 @@
 //! ```text
 //! coordinator ──hello(node id)──▶ announce our keys, then bind MeshEndpoint (relay regions, STUN)
 //!             ◀──our node──────── publish (again whenever our endpoints or home relay change)
-//!             ──peer node──────▶ endpoint.upsert_peer, remember agent id → key
+//!             ──peer node──────▶ endpoint.upsert_peer, remember agent id → node
 //!             ──disconnected───▶ endpoint.remove_peer
 //! ```
+//!
+//! A peer is its peer id: [`MeshSession::dial_agent`] dials the node the
+//! coordinator announced for the agent id it asked for, and only if the
+//! endpoint holds that very record. A node whose key another peer already
+//! holds is refused by the endpoint (the coordinator refuses such nodes too;
+//! this covers a race between two replicas) and kept aside until that peer
+//! goes away.
 //!
 //! The session keeps running when the coordinator goes away: existing mesh
 //! connections stay up on the last known nodes; the coordination client
@@ -239,7 +246,9 @@ impl MeshSession {
         tokio::time::timeout(timeout, wait).await.map_err(|_| SessionError::PeerTimeout(timeout))?
     }
 
-    /// Opens a tunnel to an agent and dials it over the mesh.
+    /// Opens a tunnel to an agent and dials it over the mesh: the node the
+    /// coordinator announced for `agent`, never another node that carries one
+    /// of its keys.
     pub async fn dial_agent(
         &self,
         agent: Uuid,
@@ -247,12 +256,38 @@ impl MeshSession {
     ) -> Result<MeshConnection, SessionError> {
         self.coordinator.add_tunnel(agent);
         let node = self.wait_for_peer(agent, timeout).await?;
-        Ok(self.endpoint.dial(&node.key).await?)
+        Ok(self.endpoint.dial_node(&node).await?)
     }
 
     /// The node key of a known peer.
     pub fn peer_key(&self, peer: Uuid) -> Option<NodeKey> {
         self.peers.borrow().get(&peer).map(|n| n.key)
+    }
+}
+
+/// Hands `peer`'s node to the endpoint (which replaces the peer's previous
+/// node, keys and all) and remembers it; a node the endpoint refuses for a
+/// key in use waits in `refused`.
+fn upsert(
+    endpoint: &MeshEndpoint,
+    peers: &watch::Sender<Peers>,
+    refused: &mut HashMap<Uuid, Node>,
+    peer: Uuid,
+    node: Node,
+) {
+    match endpoint.upsert_peer(&node) {
+        Ok(()) => {
+            peers.send_modify(|p| {
+                p.insert(peer, node);
+            });
+        }
+        Err(mesh::UpsertError::KeyInUse(e)) => {
+            tracing::warn!(%peer, error = %e, "refusing a peer node whose key another peer holds");
+            refused.insert(peer, node);
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "ignoring a peer node with foreign addresses");
+        }
     }
 }
 
@@ -265,6 +300,8 @@ async fn run(
 ) {
     let mut events = endpoint.path_events();
     let mut home = endpoint.home_relay_changes();
+    // Nodes the endpoint refused because another peer holds one of their keys.
+    let mut refused: HashMap<Uuid, Node> = HashMap::new();
     loop {
         tokio::select! {
             changed = home.changed() => {
@@ -278,25 +315,21 @@ async fn run(
                 let Some(u) = u else { return };
                 match u {
                     PeerUpdate::Node { peer, node } => {
-                        if let Err(e) = endpoint.upsert_peer(&node) {
-                            tracing::warn!(%peer, error = %e, "ignoring a peer node with foreign addresses");
-                            continue;
-                        }
-                        peers.send_modify(|p| {
-                            if let Some(old) = p.insert(peer, node.clone()) {
-                                if old.key != node.key {
-                                    endpoint.remove_peer(&old.key);
-                                }
-                            }
-                        });
+                        refused.remove(&peer);
+                        upsert(&endpoint, &peers, &mut refused, peer, node);
                     }
                     PeerUpdate::Disconnected { peer, reason } => {
                         tracing::debug!(%peer, %reason, "peer disconnected");
+                        refused.remove(&peer);
                         peers.send_modify(|p| {
                             if let Some(old) = p.remove(&peer) {
                                 endpoint.remove_peer(&old.key);
                             }
                         });
+                        // The keys it held may free a node refused for them.
+                        for (peer, node) in std::mem::take(&mut refused) {
+                            upsert(&endpoint, &peers, &mut refused, peer, node);
+                        }
                     }
                     PeerUpdate::Refused { message, .. } => {
                         refusals.send_replace(Some(message));

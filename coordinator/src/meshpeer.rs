@@ -40,6 +40,10 @@ pub enum PeerError {
     Dial(#[source] SessionError),
     #[error("the agent refused the stream: {0}")]
     Stream(#[from] mesh::StreamError),
+    /// The connection reached another node than the agent's (never expected:
+    /// `dial_agent` dials the node announced for the agent's id).
+    #[error("the mesh connection reached node {0}, not the agent's")]
+    WrongNode(mesh::NodeId),
 }
 
 /// This process's mesh peer. Cloning shares it.
@@ -120,7 +124,13 @@ impl MeshPeer {
             }
         }
         let session = self.session(url, map).await?;
+        // The request was authorized for `agent`: dial the node announced for
+        // that peer id, whatever other peers announce.
         let conn = session.dial_agent(agent, DIAL_TIMEOUT).await.map_err(PeerError::Dial)?;
+        if conn.peer().id != client::coordination::node_id(agent) {
+            conn.quic().close(quinn::VarInt::from_u32(1), b"wrong node");
+            return Err(PeerError::WrongNode(conn.peer().id));
+        }
         if let Ok(mut conns) = self.inner.conns.lock() {
             conns.insert(agent, conn.clone());
         }

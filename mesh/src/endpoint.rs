@@ -20,6 +20,7 @@ use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicKey, QuicSecret};
 use crate::magicsock::{self, Inner, MagicSock};
 use crate::node::{mesh_addresses, AddressError, Node, NodeId, RegionId, PROTOCOL_VERSION};
 use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
+use crate::peermap::{KeyInUse, KeyKind};
 use crate::relay::{HomeConfig, RelayRegion, Relays};
 use crate::service::{Service, ServiceParseError};
 use crate::socket;
@@ -105,6 +106,10 @@ pub enum DialError {
     /// The coordinator has not announced this peer.
     #[error("unknown peer {0}")]
     UnknownPeer(NodeKey),
+    /// This endpoint holds no such record for that node id (it was refused,
+    /// replaced or removed).
+    #[error("node {0} is not announced with these keys")]
+    NotAnnounced(NodeId),
     /// TLS setup.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -114,6 +119,18 @@ pub enum DialError {
     /// The handshake failed: unreachable, or the peer's key is not the announced one.
     #[error("connecting: {0}")]
     Connection(#[from] quinn::ConnectionError),
+}
+
+/// Why [`MeshEndpoint::upsert_peer`] refused a record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpsertError {
+    /// It claims mesh addresses its node id does not own.
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// One of its keys belongs to another peer, or to this node.
+    #[error(transparent)]
+    KeyInUse(#[from] KeyInUse),
 }
 
 /// Why an incoming connection was not accepted.
@@ -143,10 +160,7 @@ impl IncomingConnection {
     pub async fn finish(self) -> Result<MeshConnection, AcceptError> {
         let conn = self.incoming.await?;
         let remote = conn.remote_address();
-        let node = {
-            let state = self.sock.state();
-            state.by_vaddr.get(&remote).and_then(|k| state.peers.get(k)).cloned()
-        };
+        let node = { self.sock.state().peers.at(&remote).cloned() };
         let presented = conn
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
@@ -338,15 +352,38 @@ impl MeshEndpoint {
     }
 
     /// Adds or updates a peer the coordinator announced.
-    pub fn upsert_peer(&self, node: &Node) -> Result<(), AddressError> {
+    ///
+    /// A peer is its node id: a record for a known node id replaces that
+    /// peer's (new keys mean it restarted). A record announcing a node, disco
+    /// or QUIC key that another node id holds, or that is this node's own, is
+    /// refused and changes nothing ([`crate::peermap`]): keys are never
+    /// capabilities one peer can take from another.
+    pub fn upsert_peer(&self, node: &Node) -> Result<(), UpsertError> {
         node.check_addresses()?;
-        let mut state = self.sock.state();
-        if let Some(old) = state.peers.insert(node.key, node.clone()) {
-            state.by_vaddr.remove(&magicsock::virtual_addr(&old));
-            self.known_keys(|k| k.remove(&old.quic_key));
+        let own = [
+            (KeyKind::Node, node.key == self.node.key),
+            (KeyKind::Disco, node.disco_key == self.node.disco_key),
+            (KeyKind::Quic, node.quic_key == self.node.quic_key),
+        ];
+        if let Some((kind, _)) = own.into_iter().find(|(_, own)| *own) {
+            return Err(KeyInUse { kind, announced: node.id, holder: self.node.id }.into());
         }
-        state.by_vaddr.insert(magicsock::virtual_addr(node), node.key);
-        self.known_keys(|k| k.insert(node.quic_key));
+        let mut state = self.sock.state();
+        let previous = state.peers.get(&node.key).map(|n| n.quic_key);
+        let replaced = state.peers.insert(node)?;
+        if let Some(old) = &replaced {
+            // The same peer under a new node key: forget the old one everywhere.
+            state.paths.remove_peer(&old.key);
+            if let Some(relays) = &self.relays {
+                relays.remove_peer(&old.key);
+            }
+        }
+        self.known_keys(|k| {
+            for old in replaced.iter().map(|n| n.quic_key).chain(previous) {
+                k.remove(&old);
+            }
+            k.insert(node.quic_key);
+        });
         // Before the path selector queues anything for it through the relay.
         if let Some(relays) = &self.relays {
             relays.set_peer_region(node.key, node.preferred_relay);
@@ -356,6 +393,9 @@ impl MeshEndpoint {
         self.sock.flush(&mut state);
         drop(state);
         if let Some(wg) = self.wireguard.get() {
+            if let Some(old) = &replaced {
+                wg.device().remove_peer(&old.key);
+            }
             wg.device().upsert_peer(node);
         }
         Ok(())
@@ -365,7 +405,6 @@ impl MeshEndpoint {
     pub fn remove_peer(&self, key: &NodeKey) {
         let mut state = self.sock.state();
         if let Some(old) = state.peers.remove(key) {
-            state.by_vaddr.remove(&magicsock::virtual_addr(&old));
             self.known_keys(|k| k.remove(&old.quic_key));
         }
         state.paths.remove_peer(key);
@@ -424,6 +463,28 @@ impl MeshEndpoint {
     pub async fn dial(&self, peer: &NodeKey) -> Result<MeshConnection, DialError> {
         let node =
             self.sock.state().peers.get(peer).cloned().ok_or(DialError::UnknownPeer(*peer))?;
+        self.connect(node).await
+    }
+
+    /// Connects to the peer the coordinator announced as `node` for the peer
+    /// id the caller authorized: only if this endpoint holds that very record
+    /// (the node id with these keys), never another node that carries one of
+    /// its keys.
+    pub async fn dial_node(&self, node: &Node) -> Result<MeshConnection, DialError> {
+        let held = self.sock.state().peers.at(&magicsock::virtual_addr(node)).cloned();
+        match held {
+            Some(held)
+                if held.key == node.key
+                    && held.quic_key == node.quic_key
+                    && held.disco_key == node.disco_key =>
+            {
+                self.connect(held).await
+            }
+            _ => Err(DialError::NotAnnounced(node.id)),
+        }
+    }
+
+    async fn connect(&self, node: Node) -> Result<MeshConnection, DialError> {
         let tls = tls::client_config(&self.identity, node.quic_key)?;
         let crypto = QuicClientConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));

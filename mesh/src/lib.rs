@@ -22,6 +22,7 @@ mod magicsock;
 pub mod netstack;
 mod node;
 mod path;
+mod peermap;
 mod relay;
 mod service;
 mod socket;
@@ -32,7 +33,7 @@ pub mod wire;
 
 pub use endpoint::{
     AcceptError, BindError, DialError, IncomingConnection, MeshConfig, MeshConnection,
-    MeshEndpoint, StreamError, WireGuardStarted,
+    MeshEndpoint, StreamError, UpsertError, WireGuardStarted,
 };
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
 pub use node::{
@@ -42,6 +43,7 @@ pub use node::{
 #[cfg(feature = "sim")]
 pub use path::{simulated_time_to_direct, SimScenario};
 pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
+pub use peermap::{KeyInUse, KeyKind};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};
 pub use relay::{HomeConfig, HomeSelector, NoRegion, RelayRegion};

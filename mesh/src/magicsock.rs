@@ -11,7 +11,7 @@
 //! datagrams go out through one queue to [`crate::relay`], which picks the
 //! destination's region, and come back through [`Inner::handle_relayed`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use crate::key::NodeKey;
 use crate::node::{mesh_addresses, Node};
 use crate::path::{Destination, PathEvent, PathSelector, Source};
+use crate::peermap::PeerMap;
 use crate::socket;
 use crate::wire::{classify, PacketKind};
 
@@ -48,8 +49,8 @@ pub(crate) fn virtual_addr(node: &Node) -> SocketAddr {
 
 pub(crate) struct State {
     pub(crate) paths: PathSelector,
-    pub(crate) peers: HashMap<NodeKey, Node>,
-    pub(crate) by_vaddr: HashMap<SocketAddr, NodeKey>,
+    /// The announced peers, with their indexes ([`PeerMap`]).
+    pub(crate) peers: PeerMap,
     /// Relayed QUIC from senders not announced yet, oldest first.
     early_quic: VecDeque<(Instant, NodeKey, Bytes)>,
     /// The deadline the timer task sleeps until, so it is woken only for earlier ones.
@@ -93,13 +94,8 @@ impl Inner {
         relay_out: Option<mpsc::Sender<(NodeKey, Bytes)>>,
     ) -> io::Result<Arc<Self>> {
         let (relayed_quic_tx, relayed_quic) = mpsc::channel(RELAY_QUEUE);
-        let state = State {
-            paths,
-            peers: HashMap::new(),
-            by_vaddr: HashMap::new(),
-            early_quic: VecDeque::new(),
-            armed: None,
-        };
+        let state =
+            State { paths, peers: PeerMap::default(), early_quic: VecDeque::new(), armed: None };
         // Enables GRO on the socket, so only after the bind-time STUN probes,
         // which read it plainly.
         let udp_state = UdpSocketState::new((&udp).into())?;
@@ -296,8 +292,8 @@ impl Inner {
     }
 
     /// Sorts a batch read from the UDP socket, in place: disco goes to the path
-    /// selector; QUIC from a known peer stays, relabelled with the peer's virtual
-    /// address; everything else is cut out (an entry left with `len` 0). Each
+    /// selector; QUIC from an address a peer proved (`PathSelector::peer_at`, one
+    /// hash lookup per entry) stays, relabelled with that peer's virtual address; everything else is cut out (an entry left with `len` 0). Each
     /// entry may hold several datagrams of `stride` bytes (GRO). Returns how many
     /// entries still carry QUIC.
     fn sort_received(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
@@ -426,7 +422,7 @@ impl AsyncUdpSocket for MagicSock {
         let now = Instant::now();
         let dst = {
             let mut state = inner.state();
-            let Some(&key) = state.by_vaddr.get(&transmit.destination) else {
+            let Some(key) = state.peers.key_at(&transmit.destination) else {
                 // Not a peer (any more): drop, like an unroutable address.
                 return Ok(());
             };

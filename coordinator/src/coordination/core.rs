@@ -18,6 +18,7 @@ use client::coordination::ServerMessage;
 use mesh::Node;
 use uuid::Uuid;
 
+use super::keys::{self, KeyHolders, Pinned};
 use super::node_id;
 
 /// Identifies one WebSocket connection within a replica.
@@ -110,6 +111,9 @@ enum Told {
 struct Local {
     conn: ConnId,
     kind: Kind,
+    /// The keys of this connection's first node; later nodes must carry
+    /// the same ([`keys`]).
+    pinned: Option<Pinned>,
     /// Sorted by peer, allocated to fit: most peers have one neighbour, and
     /// a `BTreeMap` would allocate a node of 11 `Told`s (~2.7 KiB) for it.
     told: Vec<(Uuid, Told)>,
@@ -129,6 +133,9 @@ pub struct Core {
     local: HashMap<Uuid, Local>,
     conns: HashMap<ConnId, Uuid>,
     records: HashMap<Uuid, Record>,
+    /// Which record holds each key: an index over `records`, kept by
+    /// [`Core::set_record`] and [`Core::remove_record`].
+    holders: KeyHolders,
     tunnels: BTreeSet<(Uuid, Uuid)>,
     /// Both directions of every tunnel.
     neighbours: HashMap<Uuid, BTreeSet<Uuid>>,
@@ -143,6 +150,7 @@ impl Core {
             local: HashMap::new(),
             conns: HashMap::new(),
             records: HashMap::new(),
+            holders: KeyHolders::default(),
             tunnels: BTreeSet::new(),
             neighbours: HashMap::new(),
             out: VecDeque::new(),
@@ -165,9 +173,9 @@ impl Core {
             );
         }
         self.conns.insert(conn, peer);
-        self.local.insert(peer, Local { conn, kind, told: Vec::new() });
+        self.local.insert(peer, Local { conn, kind, pinned: None, told: Vec::new() });
         let node = self.records.get(&peer).and_then(|r| r.node.clone());
-        self.records.insert(peer, Record { coordinator: self.me, node: node.clone(), lost: false });
+        self.set_record(peer, Record { coordinator: self.me, node: node.clone(), lost: false });
         self.out.push_back(Output::Store(StoreOp::UpsertPeer { id: peer, kind, node }));
         // Tunnels it had (a resumed client) stay; neighbours learn it is back.
         self.reconcile_around(peer);
@@ -184,13 +192,43 @@ impl Core {
         if let Err(e) = node.check_addresses() {
             return self.refuse(conn, peer, e.to_string());
         }
+        let pinned = Pinned::of(&node);
+        match self.local.get(&peer).and_then(|l| l.pinned) {
+            Some(before) if before != pinned => {
+                return self.refuse(conn, peer, keys::changed(before, pinned));
+            }
+            _ => {}
+        }
+        if let Some(key) = self.holders.held_by_another(pinned, peer) {
+            return self.refuse(conn, peer, keys::in_use(key));
+        }
+        if let Some(local) = self.local.get_mut(&peer) {
+            local.pinned = Some(pinned);
+        }
         let record = Record { coordinator: self.me, node: Some(node.clone()), lost: false };
         if self.records.get(&peer) == Some(&record) {
             return;
         }
-        self.records.insert(peer, record);
+        self.set_record(peer, record);
         self.out.push_back(Output::Store(StoreOp::UpsertPeer { id: peer, kind, node: Some(node) }));
         self.reconcile_around(peer);
+    }
+
+    /// The store refused `peer`'s node (with these keys): another replica's
+    /// peer holds its `kind` key. Refuses the peer if it is still local with
+    /// those keys.
+    pub(crate) fn handle_key_conflict(
+        &mut self,
+        peer: Uuid,
+        node_keys: Pinned,
+        kind: mesh::KeyKind,
+    ) {
+        let Some(local) = self.local.get(&peer) else { return };
+        if local.pinned != Some(node_keys) {
+            return;
+        }
+        let conn = local.conn;
+        self.refuse(conn, peer, keys::in_use(node_keys.key(kind)));
     }
 
     /// A local client asked for a tunnel to `dst`, which the shell has
@@ -252,7 +290,7 @@ impl Core {
         }
         let mut around = self.drop_peer(peer);
         if let Some(record) = record {
-            self.records.insert(peer, record);
+            self.set_record(peer, record);
             for dst in tunnels {
                 self.insert_tunnel(peer, dst);
                 around.push(dst);
@@ -281,11 +319,15 @@ impl Core {
         let local_tunnels: Vec<(Uuid, Uuid)> =
             self.tunnels.iter().filter(|(src, _)| self.local.contains_key(src)).copied().collect();
         self.records.retain(|id, _| self.local.contains_key(id));
+        self.holders.clear();
+        for (id, node) in self.records.iter().filter_map(|(id, r)| Some((*id, r.node.as_ref()?))) {
+            self.holders.add(id, node);
+        }
         self.tunnels.clear();
         self.neighbours.clear();
         for (id, record) in records {
             if !self.local.contains_key(&id) && !self.is_stale_own(id, &record) {
-                self.records.insert(id, record);
+                self.set_record(id, record);
             }
         }
         for (src, dst) in tunnels {
@@ -351,12 +393,28 @@ impl Core {
     fn drop_peer(&mut self, peer: Uuid) -> Vec<Uuid> {
         let mut around: Vec<Uuid> =
             self.neighbours.get(&peer).map(|n| n.iter().copied().collect()).unwrap_or_default();
-        self.records.remove(&peer);
+        self.remove_record(peer);
         for dst in self.tunnels_from(peer) {
             self.remove_tunnel(peer, dst);
         }
         around.push(peer);
         around
+    }
+
+    /// Stores `peer`'s record, keeping the key index in step.
+    fn set_record(&mut self, peer: Uuid, record: Record) {
+        if let Some(old) = self.records.insert(peer, record).and_then(|r| r.node) {
+            self.holders.remove(peer, &old);
+        }
+        if let Some(node) = self.records.get(&peer).and_then(|r| r.node.as_ref()) {
+            self.holders.add(peer, node);
+        }
+    }
+
+    fn remove_record(&mut self, peer: Uuid) {
+        if let Some(old) = self.records.remove(&peer).and_then(|r| r.node) {
+            self.holders.remove(peer, &old);
+        }
     }
 
     fn insert_tunnel(&mut self, src: Uuid, dst: Uuid) {

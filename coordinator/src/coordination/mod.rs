@@ -20,6 +20,7 @@ mod authz;
 mod conn;
 pub mod core;
 mod heartbeat;
+mod keys;
 mod reauth;
 mod replica;
 mod store;

@@ -28,7 +28,7 @@ use super::core::{Close, ConnId, Core, Kind, Output, StoreOp};
 use super::heartbeat::{Beat, Heartbeat};
 use super::reauth::{self, Outcome, Reauthorizer};
 use super::store::{Notice, Store, CHANNEL};
-use super::writer::{Write, Writer};
+use super::writer::{self, Conflict, Write, Writer};
 use super::{node_id, Config};
 use crate::pubsub::{Message, Pubsub};
 
@@ -84,9 +84,10 @@ impl Replica {
         let (inbound, inbound_rx) = mpsc::channel(1024);
         let (beats_tx, beats) = mpsc::channel(4);
         let (reauth, verdicts) = Reauthorizer::spawn(store.db().clone());
+        let (conflicts_tx, conflicts) = mpsc::channel(writer::CONFLICTS);
         let run = RunLoop {
             core,
-            writer: Writer::spawn(store.clone()),
+            writer: Writer::spawn(store.clone(), conflicts_tx),
             heartbeat: Heartbeat::spawn(store.clone(), config.clone(), beats_tx),
             reauth,
             store,
@@ -103,6 +104,7 @@ impl Replica {
             notices,
             revocations,
             verdicts,
+            conflicts,
         };
         let task = tokio::spawn(run.run(events));
         Ok(Replica { id, commands, _task: Arc::new(AbortOnDropHandle::new(task)) })
@@ -153,6 +155,8 @@ struct Events {
     /// The database announced a revocation ([`reauth::CHANNEL`]).
     revocations: broadcast::Receiver<Message>,
     verdicts: mpsc::Receiver<Outcome>,
+    /// Nodes the store refused ([`writer::Conflict`]).
+    conflicts: mpsc::Receiver<Conflict>,
 }
 
 struct RunLoop {
@@ -178,6 +182,7 @@ impl RunLoop {
             mut notices,
             mut revocations,
             mut verdicts,
+            mut conflicts,
         } = events;
         let every = self.config.reauthorize_interval;
         let mut reauthorize = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -196,6 +201,7 @@ impl RunLoop {
                     None => return,
                 },
                 Some((conn, msg)) = inbound.recv() => self.inbound(conn, msg),
+                Some(c) = conflicts.recv() => self.core.handle_key_conflict(c.peer, c.keys, c.kind),
                 Some(beat) = beats.recv() => self.beat(beat).await,
                 notice = notices.recv() => match notice {
                     Ok(Message::Payload(p)) => self.notice(&p).await,

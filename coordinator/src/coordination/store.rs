@@ -1,5 +1,6 @@
 //! The Postgres side of coordination: the `coordinators`, `peers` and
-//! `tunnels` tables (migration 0003) and the `coordination` pub/sub channel.
+//! `tunnels` tables (migration 0003; 0008 makes each node key unique across
+//! peers) and the `coordination` pub/sub channel.
 //!
 //! Every write is followed by a notification naming what changed (a peer, or
 //! all peers of a dead replica); receivers re-read the rows rather than trust
@@ -44,6 +45,21 @@ impl PeerRow {
         let node = self.node.and_then(|v| serde_json::from_value(v).ok());
         let record = Record { coordinator: self.coordinator_id, node, lost: self.status == "lost" };
         (self.id, record)
+    }
+}
+
+/// Which key a unique violation on `peers` (migration 0008) is about; `None`
+/// for any other error.
+pub(crate) fn key_conflict(e: &sqlx::Error) -> Option<mesh::KeyKind> {
+    let db = e.as_database_error()?;
+    if db.code().as_deref() != Some("23505") {
+        return None;
+    }
+    match db.constraint()? {
+        "peers_node_key" => Some(mesh::KeyKind::Node),
+        "peers_disco_key" => Some(mesh::KeyKind::Disco),
+        "peers_quic_key" => Some(mesh::KeyKind::Quic),
+        _ => None,
     }
 }
 

@@ -5,8 +5,11 @@
 //! exchanging nodes while Postgres is slow or restarting. A write that fails
 //! (or does not fit the queue) marks the replica *dirty*; the run loop then
 //! resyncs once the database answers again, rewriting its peers and pruning
-//! rows whose deletes were lost. Shutdown goes through the same queue, so the
-//! replica's rows are removed after every earlier write landed.
+//! rows whose deletes were lost. A node the store refuses because another
+//! peer's row holds one of its keys is no failure: the writer reports it
+//! ([`Conflict`]) and the run loop refuses that peer. Shutdown goes through
+//! the same queue, so the replica's rows are removed after every earlier
+//! write landed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,11 +19,24 @@ use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use super::core::StoreOp;
-use super::store::Store;
+use super::keys::Pinned;
+use super::store::{self, Store};
 
 /// Writes queued beyond this mark the replica dirty instead (a resync
 /// rewrites everything anyway).
 const QUEUE: usize = 65_536;
+
+/// The store refused a peer's node: another peer's row holds its `kind` key.
+#[derive(Debug)]
+pub(crate) struct Conflict {
+    pub peer: Uuid,
+    pub keys: Pinned,
+    pub kind: mesh::KeyKind,
+}
+
+/// Conflicts reported beyond this are dropped (the peer's node then stays
+/// out of the store, and other replicas never see it).
+pub(crate) const CONFLICTS: usize = 1024;
 
 /// One queued write.
 #[derive(Debug)]
@@ -41,10 +57,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(store: Store) -> Self {
+    /// Starts the writer; refused nodes are reported on `conflicts`.
+    pub fn spawn(store: Store, conflicts: mpsc::Sender<Conflict>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let dirty = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(store, rx, dirty.clone()));
+        let task = tokio::spawn(run(store, rx, dirty.clone(), conflicts));
         Writer { tx, dirty, _task: AbortOnDropHandle::new(task) }
     }
 
@@ -67,10 +84,26 @@ impl Writer {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Write>, dirty: Arc<AtomicBool>) {
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Write>,
+    dirty: Arc<AtomicBool>,
+    conflicts: mpsc::Sender<Conflict>,
+) {
     while let Some(w) = rx.recv().await {
         let result = match w {
-            Write::Op(op) => store.apply(&op).await.map_err(|e| (e, format!("{op:?}"))),
+            Write::Op(op) => match store.apply(&op).await {
+                Err(e) => match (&op, store::key_conflict(&e)) {
+                    (StoreOp::UpsertPeer { id, node: Some(node), .. }, Some(kind)) => {
+                        tracing::info!(peer = %id, %kind, "coordination: the store refused a node whose key another peer holds");
+                        let conflict = Conflict { peer: *id, keys: Pinned::of(node), kind };
+                        let _ = conflicts.try_send(conflict);
+                        continue;
+                    }
+                    _ => Err((e, format!("{op:?}"))),
+                },
+                Ok(()) => Ok(()),
+            },
             Write::Prune(keep) => store.prune(&keep).await.map_err(|e| (e, "prune".to_owned())),
             Write::Unregister(done) => {
                 if let Err(e) = store.unregister().await {

@@ -75,10 +75,6 @@ pub(super) struct Endpoints {
 }
 
 impl Endpoints {
-    pub(super) fn contains(&self, addr: SocketAddr) -> bool {
-        self.map.contains_key(&addr)
-    }
-
     pub(super) fn get(&self, addr: SocketAddr) -> Option<&Endpoint> {
         self.map.get(&addr)
     }

@@ -44,6 +44,9 @@ use crate::wire::{self, OpenError};
 
 use self::peer::Peer;
 
+/// At most this many proven addresses per peer attribute incoming datagrams.
+const MAX_PROVEN: usize = 8;
+
 /// At most this many of our own endpoints learned from pongs are kept.
 const MAX_LEARNED_LOCAL: usize = 4;
 
@@ -228,6 +231,13 @@ pub struct PathSelector {
     out: Outbox,
     peers: HashMap<NodeKey, Peer>,
     by_disco: HashMap<DiscoKey, NodeKey>,
+    /// Direct addresses by the peer that proved them: a pong from that
+    /// address, sealed with that peer's disco key, answered our ping to it.
+    /// Incoming datagrams are attributed by this index only, so an address a
+    /// peer merely lists (coordinator record, call-me-maybe) or pings from
+    /// attracts nothing. Each peer keeps its latest [`MAX_PROVEN`] entries
+    /// ([`Peer::proven`]); the latest proof of an address wins.
+    by_addr: HashMap<SocketAddr, NodeKey>,
     early: VecDeque<EarlyDisco>,
 }
 
@@ -252,6 +262,7 @@ impl PathSelector {
             },
             peers: HashMap::new(),
             by_disco: HashMap::new(),
+            by_addr: HashMap::new(),
             early: VecDeque::new(),
         }
     }
@@ -274,16 +285,24 @@ impl PathSelector {
         &self.out.local_endpoints
     }
 
-    /// Adds a peer or applies the coordinator's update of it.
+    /// Adds a peer or applies the coordinator's update of it. A record whose
+    /// disco key another peer holds is ignored: a disco key seals one peer's
+    /// probes only ([`crate::MeshEndpoint::upsert_peer`] refuses such a
+    /// record before it gets here).
     pub fn upsert_peer(&mut self, node: &Node, now: Instant) {
+        if self.by_disco.get(&node.disco_key).is_some_and(|k| *k != node.key) {
+            return;
+        }
         let peer =
             self.peers.entry(node.key).or_insert_with(|| Peer::new(node.key, node.disco_key));
         if peer.disco != node.disco_key {
             // A new disco key means the peer restarted: start its paths afresh.
             self.by_disco.remove(&peer.disco);
-            *peer = Peer::new(node.key, node.disco_key);
+            let old = std::mem::replace(peer, Peer::new(node.key, node.disco_key));
+            unbind(&mut self.by_addr, &old);
         }
         self.by_disco.insert(node.disco_key, node.key);
+        let Some(peer) = self.peers.get_mut(&node.key) else { return };
         let endpoints = if self.config.relay_only { &[][..] } else { &node.endpoints[..] };
         peer.set_coordinator_endpoints(endpoints, now, &self.config, &mut self.out);
         self.replay_early(node.disco_key, now);
@@ -307,6 +326,7 @@ impl PathSelector {
     pub fn remove_peer(&mut self, key: &NodeKey) {
         if let Some(peer) = self.peers.remove(key) {
             self.by_disco.remove(&peer.disco);
+            unbind(&mut self.by_addr, &peer);
         }
     }
 
@@ -357,6 +377,7 @@ impl PathSelector {
             (Message::Pong(pong), Source::Direct(addr)) => {
                 let answered = peer.on_pong(addr, pong.tx_id, now, &self.config, &mut self.out);
                 if answered {
+                    self.bind(addr, key);
                     self.learn_local_endpoint(pong.src);
                 }
             }
@@ -367,6 +388,28 @@ impl PathSelector {
             _ => {}
         }
         Ok(())
+    }
+
+    /// `key`'s pong proved `addr`: datagrams from there are its from now on.
+    fn bind(&mut self, addr: SocketAddr, key: NodeKey) {
+        match self.by_addr.insert(addr, key) {
+            Some(before) if before == key => return,
+            Some(before) => {
+                if let Some(p) = self.peers.get_mut(&before) {
+                    p.proven.retain(|a| *a != addr);
+                }
+            }
+            None => {}
+        }
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        peer.proven.push_back(addr);
+        if peer.proven.len() > MAX_PROVEN {
+            if let Some(oldest) = peer.proven.pop_front() {
+                if self.by_addr.get(&oldest) == Some(&key) {
+                    self.by_addr.remove(&oldest);
+                }
+            }
+        }
     }
 
     /// A pong said the peer saw us at `addr`. Peers could lie, so only the few
@@ -410,15 +453,26 @@ impl PathSelector {
         self.peers.get(peer).map(|p| p.destination(now))
     }
 
-    /// The peer that owns direct address `addr`, to attribute incoming datagrams.
+    /// The peer that proved direct address `addr` (its pong came from
+    /// there), to attribute incoming datagrams; `None` for an address no peer
+    /// proved, even one a peer lists as its endpoint.
     pub fn peer_at(&self, addr: SocketAddr) -> Option<NodeKey> {
-        self.peers.values().find(|p| p.has_endpoint(addr)).map(|p| p.key)
+        self.by_addr.get(&addr).copied()
     }
 
     /// How long the first direct path to `peer` took to find, from the start of
     /// the session's discovery to the proving pong.
     pub fn time_to_direct(&self, peer: &NodeKey) -> Option<Duration> {
         self.peers.get(peer).and_then(|p| p.time_to_direct())
+    }
+}
+
+/// Removes `peer`'s proven addresses from the index (those still its own).
+fn unbind(by_addr: &mut HashMap<SocketAddr, NodeKey>, peer: &Peer) {
+    for addr in &peer.proven {
+        if by_addr.get(addr) == Some(&peer.key) {
+            by_addr.remove(addr);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! Inputs come from [`super::PathSelector`]; outputs (pings, call-me-maybe,
 //! events) go into the shared [`Outbox`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ const CALL_ME_MAYBE_GAP: Duration = Duration::from_secs(1);
 pub(super) struct Peer {
     pub(super) key: NodeKey,
     pub(super) disco: DiscoKey,
+    /// Addresses this peer proved, oldest first; the selector's `by_addr`
+    /// index points here.
+    pub(super) proven: VecDeque<SocketAddr>,
     endpoints: Endpoints,
     best: Option<Best>,
     pings: HashMap<TxId, SentPing>,
@@ -50,6 +53,7 @@ impl Peer {
         Self {
             key,
             disco,
+            proven: VecDeque::new(),
             endpoints: Endpoints::default(),
             best: None,
             pings: HashMap::new(),
@@ -63,10 +67,6 @@ impl Peer {
 
     fn active(&self, now: Instant) -> bool {
         self.active_until.is_some_and(|t| now < t)
-    }
-
-    pub(super) fn has_endpoint(&self, addr: SocketAddr) -> bool {
-        self.endpoints.contains(addr)
     }
 
     pub(super) fn time_to_direct(&self) -> Option<Duration> {

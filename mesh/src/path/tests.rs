@@ -351,8 +351,9 @@ fn coordinator_updates_replace_endpoints_and_new_disco_key_resets() {
         events,
         vec![PathEvent::PeerEndpointsChanged { peer: peer.key, endpoints: peer.endpoints.clone() }]
     );
+    // Listed, not proven: no datagram from there is the peer's yet.
     assert_eq!(sel.peer_at("198.51.100.1:1".parse().unwrap()), None);
-    assert_eq!(sel.peer_at("198.51.100.9:9".parse().unwrap()), Some(peer.key));
+    assert_eq!(sel.peer_at("198.51.100.9:9".parse().unwrap()), None);
 
     // A restarted peer (new disco key): datagrams under the old key are strangers'.
     let old = DiscoSecret::from_bytes([7; 32]);
@@ -461,4 +462,138 @@ fn relay_only_stays_on_the_relay_both_ways() {
     assert_relay(&sim, 0, 1);
     assert_relay(&sim, 1, 0);
     assert_eq!(count(&sim, 0, is_direct) + count(&sim, 1, is_direct), 0);
+}
+
+/// Our disco secret in [`selector_with_peer`].
+fn our_disco() -> DiscoKey {
+    DiscoSecret::from_bytes([5; 32]).public()
+}
+
+/// A peer whose disco secret the test holds (so it can seal as the peer),
+/// with node key `[n; 32]`, listing `endpoints`.
+fn sealing_peer(template: &Node, n: u8, endpoints: Vec<SocketAddr>) -> (Node, DiscoSecret) {
+    let disco = DiscoSecret::from_bytes([n; 32]);
+    let mut node = template.clone();
+    node.key = NodeKey::from_bytes([n; 32]);
+    node.disco_key = disco.public();
+    node.endpoints = endpoints;
+    (node, disco)
+}
+
+/// Answers, as `peer` from `addr`, our latest ping to `addr`. Returns whether
+/// there was one to answer.
+fn pong_from(
+    sel: &mut PathSelector,
+    peer: &DiscoSecret,
+    addr: SocketAddr,
+    now: std::time::Instant,
+) -> bool {
+    let (transmits, _) = drain(sel);
+    let ping =
+        transmits.iter().rev().filter(|t| t.dst == Destination::Direct(addr)).find_map(|t| {
+            match wire::open(peer, &t.payload) {
+                Ok((_, Message::Ping(ping))) => Some(ping),
+                _ => None,
+            }
+        });
+    let Some(ping) = ping else { return false };
+    let pong = Message::Pong(crate::disco::Pong { tx_id: ping.tx_id, src: addr });
+    let datagram = wire::seal(peer, our_disco(), [9; 24], &pong);
+    sel.handle_disco(Source::Direct(addr), &datagram, now).unwrap();
+    true
+}
+
+#[test]
+fn a_listed_address_attracts_nothing_until_a_pong_proves_it() {
+    let (mut sel, template) = selector_with_peer();
+    let now = std::time::Instant::now();
+    // A malicious peer lists another node's address as its own endpoint...
+    let victim: SocketAddr = "203.0.113.7:41641".parse().unwrap();
+    let (mallory, disco) = sealing_peer(&template, 8, vec![victim]);
+    sel.upsert_peer(&mallory, now);
+    assert_eq!(sel.peer_at(victim), None, "a listed address attracted datagrams");
+    // ... in a call-me-maybe through the relay, and pings from it (a spoofed source).
+    let cmm = Message::CallMeMaybe(crate::disco::CallMeMaybe { endpoints: vec![victim] });
+    let datagram = wire::seal(&disco, our_disco(), [1; 24], &cmm);
+    sel.handle_disco(Source::Relay(mallory.key), &datagram, now).unwrap();
+    let ping = Message::Ping(Ping { tx_id: TxId([3; 12]), node_key: mallory.key });
+    let datagram = wire::seal(&disco, our_disco(), [2; 24], &ping);
+    sel.handle_disco(Source::Direct(victim), &datagram, now).unwrap();
+    assert_eq!(sel.peer_at(victim), None, "a ping (spoofable) proved an address");
+    // A pong from another address proves neither.
+    let (transmits, _) = drain(&mut sel);
+    let tx_id = transmits
+        .iter()
+        .find_map(|t| match wire::open(&disco, &t.payload) {
+            Ok((_, Message::Ping(ping))) if t.dst == Destination::Direct(victim) => {
+                Some(ping.tx_id)
+            }
+            _ => None,
+        })
+        .unwrap();
+    let elsewhere: SocketAddr = "198.51.100.66:1".parse().unwrap();
+    let pong = Message::Pong(crate::disco::Pong { tx_id, src: elsewhere });
+    let datagram = wire::seal(&disco, our_disco(), [4; 24], &pong);
+    sel.handle_disco(Source::Direct(elsewhere), &datagram, now).unwrap();
+    assert_eq!(sel.peer_at(victim), None);
+    assert_eq!(sel.peer_at(elsewhere), None);
+    // Only a pong sealed with its key, from the pinged address itself, does.
+    let pong = Message::Pong(crate::disco::Pong { tx_id, src: victim });
+    let datagram = wire::seal(&disco, our_disco(), [5; 24], &pong);
+    sel.handle_disco(Source::Direct(victim), &datagram, now).unwrap();
+    assert_eq!(sel.peer_at(victim), Some(mallory.key));
+}
+
+#[test]
+fn datagrams_from_an_address_go_to_the_peer_that_proved_it() {
+    let (mut sel, template) = selector_with_peer();
+    let now = std::time::Instant::now();
+    let shared: SocketAddr = "203.0.113.7:41641".parse().unwrap();
+    // Many peers list the address; one of them really is there.
+    let (alice, alice_disco) = sealing_peer(&template, 8, vec![shared]);
+    let decoys: Vec<(Node, DiscoSecret)> =
+        (20..36).map(|n| sealing_peer(&template, n, vec![shared])).collect();
+    for (decoy, _) in &decoys {
+        sel.upsert_peer(decoy, now);
+    }
+    sel.upsert_peer(&alice, now);
+    assert_eq!(sel.peer_at(shared), None);
+    sel.handle_activity(&alice.key, now);
+    assert!(pong_from(&mut sel, &alice_disco, shared, now));
+    assert_eq!(sel.peer_at(shared), Some(alice.key));
+    assert_eq!(sel.destination(&alice.key, now), Some(Destination::Direct(shared)));
+    // A decoy proving an address of its own does not move the shared one.
+    let (decoy, decoy_disco) = &decoys[0];
+    let own: SocketAddr = "198.51.100.20:1".parse().unwrap();
+    let mut moved = decoy.clone();
+    moved.endpoints = vec![shared, own];
+    sel.upsert_peer(&moved, now);
+    sel.handle_activity(&decoy.key, now);
+    assert!(pong_from(&mut sel, decoy_disco, own, now));
+    assert_eq!(sel.peer_at(own), Some(decoy.key));
+    assert_eq!(sel.peer_at(shared), Some(alice.key));
+    // Alice gone: the address is nobody's, not the next lister's.
+    sel.remove_peer(&alice.key);
+    assert_eq!(sel.peer_at(shared), None);
+    // Nor does a restart (new disco key) keep the old proofs.
+    let mut restarted = moved.clone();
+    restarted.disco_key = DiscoSecret::from_bytes([99; 32]).public();
+    sel.upsert_peer(&restarted, now);
+    assert_eq!(sel.peer_at(own), None);
+}
+
+#[test]
+fn a_disco_key_is_one_peers() {
+    let (mut sel, template) = selector_with_peer();
+    let now = std::time::Instant::now();
+    let (alice, alice_disco) = sealing_peer(&template, 8, vec![]);
+    sel.upsert_peer(&alice, now);
+    // Another node key announcing alice's disco key does not take her probes.
+    let mut mallory = alice.clone();
+    mallory.key = NodeKey::from_bytes([66; 32]);
+    sel.upsert_peer(&mallory, now);
+    assert_eq!(sel.destination(&mallory.key, now), None);
+    let cmm = Message::CallMeMaybe(crate::disco::CallMeMaybe { endpoints: vec![] });
+    let datagram = wire::seal(&alice_disco, our_disco(), [1; 24], &cmm);
+    sel.handle_disco(Source::Relay(alice.key), &datagram, now).unwrap();
 }
