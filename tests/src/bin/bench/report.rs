@@ -42,8 +42,8 @@ impl Goal {
     pub fn text(&self, unit: &str) -> String {
         let with_unit = |v: f64| format!("{v} {unit}").trim_end().to_owned();
         match *self {
-            Goal::RatioAtLeast(v) => format!("≥ {v}×"),
-            Goal::RatioAtMost(v) => format!("≤ {v}×"),
+            Goal::RatioAtLeast(v) => format!("≥ {v:?}×"),
+            Goal::RatioAtMost(v) => format!("≤ {v:?}×"),
             Goal::AtLeast(v) => format!("≥ {}", with_unit(v)),
             Goal::AtMost(v) => format!("≤ {}", with_unit(v)),
         }

@@ -367,12 +367,17 @@ pub async fn run(ctx: &Ctx, dep: &Deployment) -> anyhow::Result<Section> {
                 s.login.shell.display()
             )
         };
+        let startup = if s.login.shell.ends_with("bash") {
+            "bash started by sshd reads `/etc/bash.bashrc`, which returns at once when not \
+             interactive, and `~/.bashrc`"
+        } else {
+            "a shell run with `-c` reads no startup file"
+        };
         section.notes.push(format!(
             "*baseline*, per session: the client connects over TCP; {}; `sshd` forks and \
              re-executes itself for each connection (a privileged monitor and an \
              unprivileged child before authentication), then forks the session as {user}, \
-             which runs `{} -c true` (bash started by sshd reads `/etc/bash.bashrc`, which \
-             returns at once when not interactive, and `~/.bashrc`, absent).",
+             which runs `{} -c true` ({startup}).",
             base_hs.words(),
             s.login.shell.display(),
         ));

@@ -163,7 +163,7 @@ mod tests {
                 ("p99, 10000 peers", "≤ 50 ms", Some(true)),
                 ("Jain's index", "≥ 0.9", Some(true)),
                 ("per peer", "≤ 16 KiB", Some(false)),
-                ("tunnel", "≥ 2×", None),
+                ("tunnel", "≥ 2.0×", None),
             ]
         );
         assert_eq!(goals[0].latest, "0.28× (223 MiB/s ÷ 800 MiB/s)");
