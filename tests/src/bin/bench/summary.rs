@@ -48,7 +48,12 @@ pub fn goals_in(group: &str, text: &str) -> Vec<GoalRow> {
     for line in text.lines().filter(|l| l.starts_with("| ")) {
         let cells: Vec<&str> = line.trim().trim_matches('|').split(" | ").map(str::trim).collect();
         let [metric, ours, baseline, base_value, ratio, note] = cells[..] else { continue };
-        let Some(goal) = note.split("; ").find_map(|n| n.strip_prefix("goal: ")) else {
+        // `goal: ≥ 0.9×`; files from before goals were typed also wrote
+        // `goal ≥ 2×` and `goal: p99 ≤ 50 ms`.
+        let Some(goal) = note.split("; ").find_map(|n| {
+            let rest = n.strip_prefix("goal")?;
+            rest.find(['≥', '≤']).map(|at| &rest[at..])
+        }) else {
             continue;
         };
         let metric = metric.trim_end_matches(['↑', '↓']).trim_end();
@@ -169,6 +174,15 @@ mod tests {
         assert_eq!(goals[0].latest, "0.28× (223 MiB/s ÷ 800 MiB/s)");
         assert_eq!(goals[0].measured, "2026-01-02 03:04 UTC");
         assert_eq!(goals[1].latest, "0.74 ms");
+    }
+
+    #[test]
+    fn goals_in_the_older_wording_are_read_too() {
+        let text = "| tunnel ↑ | 3206 Mbit/s | boringtun | 560 Mbit/s | 5.72× | goal ≥ 2× |\n\
+                    | p99 ↓ | 0.74 ms | — | — | — | goal: p99 ≤ 50 ms |\n";
+        let got: Vec<(String, Option<bool>)> =
+            goals_in("x", text).into_iter().map(|g| (g.goal, g.met)).collect();
+        assert_eq!(got, [("≥ 2×".to_owned(), Some(true)), ("≤ 50 ms".to_owned(), Some(true))]);
     }
 
     #[test]
