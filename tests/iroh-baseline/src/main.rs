@@ -4,7 +4,9 @@
 //! to the listener's direct address, then REPS transfers of BYTES on a fresh
 //! unidirectional stream each (after one 8 MiB warm-up), timed from opening the
 //! stream until the receiver has read the last byte. Prints one line of JSON:
-//! `{"mib_per_s":[…]}`. The same shape as `bench quic`'s other transfers.
+//! `{"chunk":262144,"mib_per_s":[…]}`. The same shape as `bench quic`'s other
+//! transfers, written in the same 256 KiB chunks (`chunk` says which, so the
+//! bench can refuse a build that differs).
 //! Built with mimalloc, as our binaries are.
 
 use std::net::SocketAddr;
@@ -21,7 +23,8 @@ use iroh::{Endpoint, EndpointAddr, RelayMode};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ALPN: &[u8] = b"bench/iroh-baseline/1";
-const CHUNK: usize = 1 << 20;
+/// The sender's write size: the bench's own (`tests/src/bin/bench/net.rs`).
+const CHUNK: usize = 256 * 1024;
 
 async fn endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::builder(presets::Minimal)
@@ -112,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         out.push(transfer(&ca, &cb, bytes).await?);
     }
     println!(
-        "{{\"mib_per_s\":[{}]}}",
+        "{{\"chunk\":{CHUNK},\"mib_per_s\":[{}]}}",
         out.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(",")
     );
     ca.close(0u32.into(), b"done");

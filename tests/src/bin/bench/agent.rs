@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, dep: Option<&Deployment>) -> anyhow::Result<Section>
             );
             let rss = vm_rss_mib(pid).context("agent RSS")?;
             let mut row = Row::new("coder-agent idle RSS", rss, "MiB", Better::Lower);
-            match Sshd::start() {
+            match Sshd::start(std::path::Path::new("/bin/sh")) {
                 Ok(sshd) => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     row = row.baseline("idle OpenSSH sshd", vm_rss_mib(sshd.pid())?);

@@ -35,6 +35,7 @@ mod relay;
 mod report;
 mod ssh;
 mod stats;
+mod summary;
 mod wireguard;
 
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use tests::topology::Host;
 
 /// Sender chunk size: large writes keep the sender's per-call overhead out of the figure.
-const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 256 * 1024;
 
 /// A relay on 127.0.0.1 and its URL; dropping the server stops it.
 pub async fn relay() -> anyhow::Result<(derp::Server, derp::RelayUrl)> {

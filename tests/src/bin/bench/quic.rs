@@ -17,7 +17,7 @@ use tests::topology::{Host, Nat, Topology};
 
 use crate::net;
 use crate::plot::{self, Bar};
-use crate::report::{Better, Row, Section};
+use crate::report::{Better, Goal, Row, Section};
 use crate::stats::{median, mib_per_s};
 use crate::Ctx;
 
@@ -109,10 +109,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          endpoints in a child process (`tests/iroh-baseline`, built with mimalloc as \
          our binaries are; each bound on its side of the same path; relay mode \
          disabled, no address lookup, dialing the listener's bound address), one \
-         unidirectional stream per transfer written in 1 MiB chunks (ours: 256 KiB), \
-         timed the same way. *TCP*: a tokio `TcpStream` over the same path, same chunk size.",
+         unidirectional stream per transfer, timed the same way. Every sender writes \
+         {} KiB at a time (the iroh baseline reports its size and the bench refuses a \
+         different one). *TCP*: a tokio `TcpStream` over the same path.",
         len >> 20,
         link.words(),
+        net::CHUNK >> 10,
     );
 
     // All set up first, then one transfer of each per round, so that noise
@@ -152,13 +154,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     section.rows.push(
         Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
             .baseline("plain quinn", quinn)
-            .note("goal: ≥ 0.9×"),
+            .goal(Goal::RatioAtLeast(0.9)),
     );
     match iroh_bin {
         Some(_) => section.rows.push(
             Row::new("mesh QUIC, 1 stream, direct", mesh, "MiB/s", Better::Higher)
                 .baseline("iroh 1.4 (relay off, direct address)", median(&iroh))
-                .note("goal: ≥ 1.2×"),
+                .goal(Goal::RatioAtLeast(1.2)),
         ),
         None => section.notes.push(
             "iroh baseline skipped: `tests/iroh-baseline` is not built (the bench builds \
@@ -233,7 +235,19 @@ async fn iroh_transfer(bin: &std::path::Path, link: &Link, len: u64) -> anyhow::
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iroh-baseline JSON")?;
+    parse_iroh_output(&out.stdout)
+}
+
+/// The figures of `iroh-baseline`'s JSON line, if it wrote in our chunk size.
+fn parse_iroh_output(stdout: &[u8]) -> anyhow::Result<Vec<f64>> {
+    let v: serde_json::Value = serde_json::from_slice(stdout).context("iroh-baseline JSON")?;
+    let chunk = v["chunk"].as_u64();
+    anyhow::ensure!(
+        chunk == Some(net::CHUNK as u64),
+        "iroh-baseline writes {chunk:?}-byte chunks, not {} like the other transfers \
+         (rebuild it: `tests/iroh-baseline`)",
+        net::CHUNK
+    );
     let figures = v["mib_per_s"].as_array().context("no mib_per_s")?;
     Ok(figures.iter().filter_map(serde_json::Value::as_f64).collect())
 }
@@ -330,7 +344,7 @@ async fn tcp_transfer(
     })?;
     let sending = async {
         let mut stream = tokio::net::TcpStream::from_std(stream)?;
-        let chunk = vec![0x5au8; 256 * 1024];
+        let chunk = vec![0x5au8; net::CHUNK];
         let mut left = len;
         while left > 0 {
             let n = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
@@ -356,4 +370,28 @@ async fn tcp_transfer(
     };
     let (_, elapsed) = tokio::try_join!(sending, receiving)?;
     Ok(elapsed)
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    /// Issue #20: the iroh baseline wrote 1 MiB chunks where ours write 256 KiB.
+    #[test]
+    fn an_iroh_baseline_writing_other_chunks_is_refused() {
+        let same = format!("{{\"chunk\":{},\"mib_per_s\":[1.5,2.5]}}", net::CHUNK);
+        assert_eq!(parse_iroh_output(same.as_bytes()).ok(), Some(vec![1.5, 2.5]));
+        let mib = br#"{"chunk":1048576,"mib_per_s":[1.5]}"#;
+        assert!(parse_iroh_output(mib).is_err());
+        // Builds from before it said its chunk size.
+        assert!(parse_iroh_output(br#"{"mib_per_s":[1.5]}"#).is_err());
+    }
+
+    /// The chunk the baseline's source writes is the bench's.
+    #[test]
+    fn the_iroh_baseline_source_writes_our_chunk_size() {
+        let src = include_str!("../../../iroh-baseline/src/main.rs");
+        assert!(src.contains("const CHUNK: usize = 256 * 1024;"), "chunk size changed");
+        assert_eq!(net::CHUNK, 256 * 1024);
+    }
 }

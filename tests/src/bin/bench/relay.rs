@@ -13,7 +13,7 @@ use mesh::{MeshEndpoint, Service};
 use tokio::task::JoinSet;
 
 use crate::plot::{self, Bar, Series};
-use crate::report::{Better, Plot, Row, Section};
+use crate::report::{Better, Goal, Plot, Row, Section};
 use crate::stats::{jain, median, mib_per_s, percentile};
 use crate::{net, quic, Ctx};
 
@@ -78,7 +78,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     section.rows.push(
         Row::new("relayed mesh QUIC, 1 pair", one.mib_s, "MiB/s", Better::Higher)
             .baseline("direct mesh QUIC", direct)
-            .note("goal: ≥ 0.5×"),
+            .goal(Goal::RatioAtLeast(0.5)),
     );
     section.rows.push(Row::new(
         "relay packets forwarded, 1 pair",
@@ -129,7 +129,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             Better::Higher,
         )
         .baseline("perfectly fair", 1.0)
-        .note("goal: ≥ 0.9"),
+        .goal(Goal::AtLeast(0.9)),
     );
     if many.dropped > 0 {
         section.notes.push(format!(

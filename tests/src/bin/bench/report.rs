@@ -23,11 +23,58 @@ pub struct Row {
     pub baseline: Option<(String, f64)>,
     pub better: Better,
     pub note: String,
+    /// What this figure should reach; the report's summary lists every goal.
+    pub goal: Option<Goal>,
+}
+
+/// A figure's goal: a bound on ours ÷ baseline, or on our figure itself (in
+/// the row's unit). Met when equal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Goal {
+    RatioAtLeast(f64),
+    RatioAtMost(f64),
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Goal {
+    /// How the report's note column writes it: `≥ 0.9×`, `≤ 50 ms`.
+    pub fn text(&self, unit: &str) -> String {
+        let with_unit = |v: f64| format!("{v} {unit}").trim_end().to_owned();
+        match *self {
+            Goal::RatioAtLeast(v) => format!("≥ {v:?}×"),
+            Goal::RatioAtMost(v) => format!("≤ {v:?}×"),
+            Goal::AtLeast(v) => format!("≥ {}", with_unit(v)),
+            Goal::AtMost(v) => format!("≤ {}", with_unit(v)),
+        }
+    }
 }
 
 impl Row {
     pub fn new(metric: impl Into<String>, ours: f64, unit: &'static str, better: Better) -> Self {
-        Self { metric: metric.into(), ours, unit, baseline: None, better, note: String::new() }
+        Self {
+            metric: metric.into(),
+            ours,
+            unit,
+            baseline: None,
+            better,
+            note: String::new(),
+            goal: None,
+        }
+    }
+
+    pub fn goal(mut self, goal: Goal) -> Self {
+        self.goal = Some(goal);
+        self
+    }
+
+    /// The note column: the goal first, then the note.
+    pub fn note_cell(&self) -> String {
+        let goal = self.goal.map(|g| format!("goal: {}", g.text(self.unit)));
+        goal.into_iter()
+            .chain((!self.note.is_empty()).then(|| self.note.clone()))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     pub fn baseline(mut self, name: impl Into<String>, value: f64) -> Self {
@@ -179,6 +226,28 @@ impl Report {
     pub fn render(&self, order: &[String], previous: Option<&str>) -> String {
         let mut md = String::new();
         let m = &self.machine;
+        let old = previous.map(previous_sections).unwrap_or_default();
+        let stamp = |s: &Section| {
+            let group = s.elapsed_s.map(|g| format!("this group: {g:.0} s; ")).unwrap_or_default();
+            let command = self
+                .command_s
+                .map(|c| format!("; the command, builds included: {c:.0} s"))
+                .unwrap_or_default();
+            format!(
+                "_Measured {} by `{}` ({group}whole run: {:.0} s{command})._\n",
+                self.date, self.command, self.elapsed_s
+            )
+        };
+        // Each group's text, this run's or kept from the previous file; the
+        // summary is read from these, so it matches what follows it.
+        let mut texts: Vec<(String, String)> = Vec::new();
+        for group in order {
+            if let Some((_, s)) = self.sections.iter().find(|(g, _)| g == group) {
+                texts.push((group.clone(), render_section(s, &stamp(s))));
+            } else if let Some((_, text)) = old.iter().find(|(g, _)| g == group) {
+                texts.push((group.clone(), format!("{}\n\n", text.trim_end())));
+            }
+        }
         let _ = writeln!(md, "# Benchmarks\n");
         let _ = writeln!(
             md,
@@ -187,6 +256,7 @@ impl Report {
              when and with which command it was last measured; a run of some groups \
              replaces only their sections.\n"
         );
+        md.push_str(&crate::summary::render(&texts));
         let _ = writeln!(
             md,
             "How to run: `./scripts/bench` (installs the baselines' packages, builds in \
@@ -194,8 +264,10 @@ impl Report {
              directory), or name groups, `./scripts/bench quic relay`: `quic`, \
              `relay`, `path`, `ssh`, `cli`, `jobs`, `agent`, `wireguard`, `coord` (a run of \
              some groups replaces only their sections). `path` and `wireguard` need root \
-             for their network-namespace figures; `wireguard`'s baseline, `boringtun-cli`, \
-             is installed with cargo into `target/bench-tools` (or set `BORINGTUN_CLI`). \
+             for their network-namespace figures; `wireguard`'s baselines are \
+             `boringtun-cli`, installed with cargo into `target/bench-tools` (or set \
+             `BORINGTUN_CLI`), and Debian's `wireguard-go` (`apt-get install wireguard-go`, \
+             or set `WIREGUARD_GO`). \
              `--quick` runs each group for a fraction of a second and `--out DIR` writes \
              the report elsewhere; `tests/tests/bench_smoke.rs` does both on every test run. \
              Groups `ssh` and `agent` compare with OpenSSH's `sshd` \
@@ -219,33 +291,15 @@ impl Report {
              otherwise. *ratio* is ours ÷ baseline; for throughput higher is better, \
              for times and sizes lower is better.\n"
         );
-        let old = previous.map(previous_sections).unwrap_or_default();
-        let stamp = |s: &Section| {
-            let group = s.elapsed_s.map(|g| format!("this group: {g:.0} s; ")).unwrap_or_default();
-            let command = self
-                .command_s
-                .map(|c| format!("; the command, builds included: {c:.0} s"))
-                .unwrap_or_default();
-            format!(
-                "_Measured {} by `{}` ({group}whole run: {:.0} s{command})._\n",
-                self.date, self.command, self.elapsed_s
-            )
-        };
-        for group in order {
-            if let Some((_, s)) = self.sections.iter().find(|(g, _)| g == group) {
-                let _ = writeln!(md, "<!-- bench:{group} -->");
-                md.push_str(&render_section(s, &stamp(s)));
-            } else if let Some((_, text)) = old.iter().find(|(g, _)| g == group) {
-                let _ = writeln!(md, "<!-- bench:{group} -->");
-                md.push_str(text.trim_end());
-                md.push_str("\n\n");
-            }
+        for (group, text) in &texts {
+            let _ = writeln!(md, "<!-- bench:{group} -->");
+            md.push_str(text);
         }
         md
     }
 }
 
-fn render_section(s: &Section, stamp: &str) -> String {
+pub fn render_section(s: &Section, stamp: &str) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## {}\n\n{stamp}\n{}\n", s.title, s.method);
     if !s.rows.is_empty() {
@@ -267,7 +321,7 @@ fn render_section(s: &Section, stamp: &str) -> String {
                 r.metric,
                 fmt_value(r.ours),
                 r.unit,
-                r.note
+                r.note_cell()
             );
         }
         md.push('\n');
@@ -312,5 +366,51 @@ mod tests {
         let again = report.render(&order, Some(&md));
         assert_eq!(again, md);
         assert_eq!(previous_sections(&md).len(), 2);
+    }
+
+    /// Issue #20: the summary lists the goals of every section in the file,
+    /// the ones this run measured and the ones kept from the previous file.
+    #[test]
+    fn a_partial_run_rebuilds_the_goal_summary_from_every_section() {
+        let report = |group: &str, title: &str, row: Row| Report {
+            date: format!("{group} day"),
+            machine: Machine { nproc: 2, cpu: "c".into(), kernel: "k".into(), memory: "m".into() },
+            command: format!("bench {group}"),
+            quick: false,
+            sections: vec![(group.into(), {
+                let mut s = Section::new(title, "how");
+                s.rows.push(row);
+                s
+            })],
+            elapsed_s: 1.0,
+            command_s: None,
+        };
+        let order: Vec<String> = ["quic", "relay"].map(String::from).to_vec();
+        let quic = report(
+            "quic",
+            "QUIC direct path (`bench quic`)",
+            Row::new("mesh QUIC", 757.0, "MiB/s", Better::Higher)
+                .baseline("plain quinn", 751.0)
+                .goal(Goal::RatioAtLeast(0.9)),
+        );
+        let first = quic.render(&order, None);
+        assert!(first.contains("1 of 1 met"), "{first}");
+        let relay = report(
+            "relay",
+            "Relay (`bench relay`)",
+            Row::new("relayed", 223.0, "MiB/s", Better::Higher)
+                .baseline("direct", 800.0)
+                .goal(Goal::RatioAtLeast(0.5)),
+        );
+        let md = relay.render(&order, Some(&first));
+        assert!(md.contains("1 of 2 met"), "{md}");
+        assert!(md.contains("| mesh QUIC ÷ plain quinn | ≥ 0.9× | 1.01× "), "{md}");
+        assert!(md.contains("| yes | `quic`, quic day |"), "{md}");
+        assert!(md.contains("| relayed ÷ direct | ≥ 0.5× | 0.28× "), "{md}");
+        assert!(md.contains("| **no** | `relay`, relay day |"), "{md}");
+        // Once, at the top, before the first section.
+        assert_eq!(md.matches(crate::summary::HEADING).count(), 1);
+        assert!(md.find(crate::summary::HEADING) < md.find("<!-- bench:"), "{md}");
+        assert_eq!(relay.render(&order, Some(&md)), md);
     }
 }

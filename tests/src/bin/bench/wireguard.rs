@@ -7,13 +7,14 @@
 //!   `client::iptunnel::tun`), node B in namespace `b` with the agent's
 //!   userspace stack, which forwards the connection to a sink on
 //!   `127.0.0.1`; kernel TCP in `a` sends to B's mesh address.
-//! - *boringtun-cli*: one device per namespace (`boringtun-cli`, configured
-//!   over its UAPI socket), kernel TCP on both ends.
+//! - *boringtun-cli* and *wireguard-go*: one device per namespace of each
+//!   (configured over its UAPI socket, the protocol `wg` speaks), kernel TCP
+//!   on both ends.
 //! - *QUIC*: one mesh QUIC stream between the same two nodes.
 //!
-//! Root only; the baseline needs `boringtun-cli` (`BORINGTUN_CLI`, or the
-//! one the bench installs with cargo under `target/bench-tools`) and is skipped
-//! without it.
+//! Root only; the baselines need `boringtun-cli` (`BORINGTUN_CLI`, or the
+//! one the bench installs with cargo under `target/bench-tools`) and Debian's
+//! `wireguard-go` (`WIREGUARD_GO`, or on `PATH`), each skipped without it.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -28,7 +29,7 @@ use mesh::MeshEndpoint;
 use tests::topology::{Host, Nat, Topology};
 
 use crate::net;
-use crate::report::{Better, Row, Section};
+use crate::report::{Better, Goal, Row, Section};
 use crate::stats::median;
 use crate::Ctx;
 
@@ -58,6 +59,15 @@ fn boringtun_cli() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// `WIREGUARD_GO`, else `wireguard-go` on `PATH` (Debian's package).
+fn wireguard_go() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("WIREGUARD_GO") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join("wireguard-go")).find(|p| p.is_file())
+}
+
 /// Installs the baseline with cargo (crates.io) unless it is there already.
 pub fn install_boringtun_cli() -> anyhow::Result<()> {
     if boringtun_cli().is_some() {
@@ -82,13 +92,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         &format!(
             "One TCP stream from namespace `a` to namespace `b` (two hosts on one bridge), \
              the sender writing for {:.1} s; throughput at the receiver, median of {rounds} \
-             rounds, the four taking turns. *coder tunnel --ip*: a TUN device in `a` \
+             rounds, the five taking turns. *coder tunnel --ip*: a TUN device in `a` \
              (the CLI's code) → WireGuard over the magic socket (direct UDP) → the agent's \
              userspace stack in `b` → a sink on loopback. *boringtun-cli*: two \
-             `boringtun-cli` devices, kernel TCP at both ends. *mesh QUIC*: one QUIC \
+             `boringtun-cli` 0.7.1 devices, kernel TCP at both ends. *wireguard-go*: two \
+             devices of Debian's `wireguard-go` ({wg_go_version}), the same way. Both \
+             baselines are configured over their UAPI sockets (the protocol `wg` \
+             speaks), MTU 1420. *mesh QUIC*: one QUIC \
              stream between the same two nodes. *plain TCP*: the same sender straight to \
              a sink in `b` over the bridge, no tunnel at all.",
-            secs.as_secs_f64()
+            secs.as_secs_f64(),
+            wg_go_version = wireguard_go_version().unwrap_or_else(|| "not installed".into()),
         ),
     );
     if let Some(reason) = Topology::unavailable() {
@@ -99,6 +113,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     if bt.is_none() {
         section.notes.push(
             "Baseline skipped: boringtun-cli not found (set BORINGTUN_CLI or `cargo install boringtun-cli --root /tmp/boringtun-cli`)."
+                .into(),
+        );
+    }
+    let wg_go = wireguard_go();
+    if wg_go.is_none() {
+        section.notes.push(
+            "Baseline skipped: wireguard-go not found (`apt-get install wireguard-go`, or set \
+             WIREGUARD_GO)."
                 .into(),
         );
     }
@@ -156,21 +178,34 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
 
     // boringtun-cli: a device per namespace over the same bridge.
     let sink_b = Sink::start(Some(&b))?;
-    let _bt = bt.as_deref().map(|bt| BoringtunPair::start(bt, &a, &b)).transpose()?;
-    let bt_dst = SocketAddr::from((BoringtunPair::ADDR_B, sink_b.port));
+    let _bt =
+        bt.as_deref().map(|bin| UserspacePair::start(Impl::Boringtun, bin, &a, &b)).transpose()?;
+    let bt_dst = SocketAddr::from((Impl::Boringtun.addrs()[1], sink_b.port));
+    let _wg_go = wg_go
+        .as_deref()
+        .map(|bin| UserspacePair::start(Impl::WireguardGo, bin, &a, &b))
+        .transpose()?;
+    let wg_go_dst = SocketAddr::from((Impl::WireguardGo.addrs()[1], sink_b.port));
     let plain_dst = SocketAddr::from((b.addr, sink_b.port));
 
-    let (mut ours, mut theirs, mut quic, mut plain) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut go, mut quic, mut plain) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Warm-up: handshakes, ARP, window growth.
     stream(&a, ours_dst, &sink_local, Duration::from_millis(300)).context("tunnel warm-up")?;
     if bt.is_some() {
         stream(&a, bt_dst, &sink_b, Duration::from_millis(300)).context("boringtun-cli warm-up")?;
     }
+    if wg_go.is_some() {
+        stream(&a, wg_go_dst, &sink_b, Duration::from_millis(300))
+            .context("wireguard-go warm-up")?;
+    }
     for _ in 0..rounds {
         ours.push(stream(&a, ours_dst, &sink_local, secs).context("coder tunnel --ip")?);
         if bt.is_some() {
             theirs.push(stream(&a, bt_dst, &sink_b, secs).context("boringtun-cli")?);
+        }
+        if wg_go.is_some() {
+            go.push(stream(&a, wg_go_dst, &sink_b, secs).context("wireguard-go")?);
         }
         plain.push(stream(&a, plain_dst, &sink_b, secs).context("plain TCP")?);
         let len = 256u64 << 20;
@@ -178,12 +213,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         let bytes = if ctx.quick { 8u64 << 20 } else { len };
         quic.push(bytes as f64 * 8.0 / 1e6 / took.as_secs_f64());
     }
-    let (ours, theirs, quic, plain) =
-        (median(&ours), median(&theirs), median(&quic), median(&plain));
-    let row = Row::new("single TCP stream, `coder tunnel --ip`", ours, "Mbit/s", Better::Higher);
+    let (ours, theirs, go, quic, plain) =
+        (median(&ours), median(&theirs), median(&go), median(&quic), median(&plain));
+    let row = || Row::new("single TCP stream, `coder tunnel --ip`", ours, "Mbit/s", Better::Higher);
+    let with_bt = row().goal(Goal::RatioAtLeast(2.0));
     section.rows.push(match bt {
-        Some(_) => row.baseline("two boringtun-cli devices", theirs).note("goal ≥ 2×"),
-        None => row.note("boringtun-cli not installed"),
+        Some(_) => with_bt.baseline("two boringtun-cli devices", theirs),
+        None => with_bt.note("boringtun-cli not installed"),
+    });
+    section.rows.push(match wg_go {
+        Some(_) => row().baseline("two wireguard-go devices", go),
+        None => row().note("wireguard-go not installed"),
     });
     section.rows.push(
         Row::new("single TCP stream, `coder tunnel --ip`", ours, "Mbit/s", Better::Higher)
@@ -252,39 +292,88 @@ impl Sink {
     }
 }
 
-/// Two `boringtun-cli` devices, `bta` in `a` (10.200.0.1) and `btb` in `b`
-/// (10.200.0.2), peers of each other; killed on drop.
-struct BoringtunPair(Vec<Child>);
+/// `wireguard-go --version`'s version, e.g. `v0.0.20220316`.
+fn wireguard_go_version() -> Option<String> {
+    let out = std::process::Command::new(wireguard_go()?).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next()?;
+    first.split_whitespace().nth(1).map(str::to_owned)
+}
 
-impl BoringtunPair {
-    const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
-    const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-    const PORT: u16 = 51820;
+/// A userspace WireGuard implementation the tunnel is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Impl {
+    Boringtun,
+    WireguardGo,
+}
 
-    fn start(bin: &std::path::Path, a: &Host, b: &Host) -> anyhow::Result<Self> {
+impl Impl {
+    /// The devices' names in `a` and `b` (their UAPI sockets are named after them).
+    fn names(self) -> [&'static str; 2] {
+        match self {
+            Impl::Boringtun => ["bta", "btb"],
+            Impl::WireguardGo => ["wgga", "wggb"],
+        }
+    }
+
+    /// The devices' addresses in `a` and `b`, a /24 of each pair's own.
+    fn addrs(self) -> [Ipv4Addr; 2] {
+        match self {
+            Impl::Boringtun => [Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2)],
+            Impl::WireguardGo => [Ipv4Addr::new(10, 201, 0, 1), Ipv4Addr::new(10, 201, 0, 2)],
+        }
+    }
+
+    fn port(self) -> u16 {
+        match self {
+            Impl::Boringtun => 51820,
+            Impl::WireguardGo => 51821,
+        }
+    }
+
+    /// Arguments that run device `name` in the foreground.
+    fn args(self, name: &str) -> Vec<String> {
+        match self {
+            Impl::Boringtun => {
+                vec![name.into(), "--foreground".into(), "--disable-drop-privileges".into()]
+            }
+            Impl::WireguardGo => vec!["-f".into(), name.into()],
+        }
+    }
+}
+
+/// Two devices of one implementation, one in `a` and one in `b`, peers of
+/// each other; killed on drop.
+struct UserspacePair {
+    kind: Impl,
+    children: Vec<Child>,
+}
+
+impl UserspacePair {
+    fn start(kind: Impl, bin: &std::path::Path, a: &Host, b: &Host) -> anyhow::Result<Self> {
         let keys: Vec<[u8; 32]> = (0..2).map(|_| rand::random()).collect();
         let public = |k: &[u8; 32]| {
             boringtun::x25519::PublicKey::from(&boringtun::x25519::StaticSecret::from(*k))
                 .to_bytes()
         };
-        let mut pair = BoringtunPair(Vec::new());
-        let sides = [
-            (a, "bta", 0, 1, Self::ADDR_A, Self::ADDR_B, b.addr),
-            (b, "btb", 1, 0, Self::ADDR_B, Self::ADDR_A, a.addr),
-        ];
+        let mut pair = UserspacePair { kind, children: Vec::new() };
+        let [name_a, name_b] = kind.names();
+        let [addr_a, addr_b] = kind.addrs();
+        let sides =
+            [(a, name_a, 0, 1, addr_a, addr_b, b.addr), (b, name_b, 1, 0, addr_b, addr_a, a.addr)];
         for (host, name, me, peer, addr, peer_addr, peer_host) in sides {
             let sock = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
             // A socket left by an earlier run would refuse connections.
             let _ = std::fs::remove_file(&sock);
             let child = host
                 .command(bin)
-                .args([name, "--foreground", "--disable-drop-privileges"])
+                .args(kind.args(name))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .context("start boringtun-cli")?;
-            pair.0.push(child);
+                .with_context(|| format!("start {}", bin.display()))?;
+            pair.children.push(child);
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut uapi = loop {
                 match std::os::unix::net::UnixStream::connect(&sock) {
@@ -292,26 +381,23 @@ impl BoringtunPair {
                     Err(_) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(20))
                     }
-                    Err(e) => bail!("boringtun-cli's {}: {e}", sock.display()),
+                    Err(e) => bail!("{kind:?}'s {}: {e}", sock.display()),
                 }
             };
             let config = format!(
                 "set=1\nprivate_key={}\nlisten_port={}\nreplace_peers=true\npublic_key={}\nendpoint={}:{}\nallowed_ip={}/32\n\n",
                 hex::encode(keys[me]),
-                Self::PORT,
+                kind.port(),
                 hex::encode(public(&keys[peer])),
                 peer_host,
-                Self::PORT,
+                kind.port(),
                 peer_addr,
             );
             uapi.write_all(config.as_bytes())?;
             let mut answer = [0u8; 64];
             let n = uapi.read(&mut answer)?;
             if !String::from_utf8_lossy(&answer[..n]).contains("errno=0") {
-                bail!(
-                    "boringtun-cli refused its config: {}",
-                    String::from_utf8_lossy(&answer[..n])
-                );
+                bail!("{kind:?} refused its config: {}", String::from_utf8_lossy(&answer[..n]));
             }
             let ns = host.netns.as_str();
             for args in [
@@ -328,14 +414,14 @@ impl BoringtunPair {
     }
 }
 
-impl Drop for BoringtunPair {
+impl Drop for UserspacePair {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
         // Killed, they leave their UAPI sockets behind.
-        for name in ["bta", "btb"] {
+        for name in self.kind.names() {
             let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
         }
     }
