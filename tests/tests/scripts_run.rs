@@ -2,6 +2,8 @@
 //! anything: with a program missing it stops at once, with one line saying
 //! what to install, and leaves the target directory untouched.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 
