@@ -200,7 +200,7 @@ async fn https_is_verified_and_plain_http_redirects() {
 
     // An agent coordinates over wss when it trusts the CA, and not otherwise.
     let agent = testutil::seed_agents(&db.pool, user.id, 1).await.unwrap().remove(0);
-    let (_agent, mut updates) = Coordinator::connect_with_tls(
+    let (agent_coordination, mut updates) = Coordinator::connect_with_tls(
         &access,
         &agent.token,
         PeerKind::Agent,
@@ -209,7 +209,16 @@ async fn https_is_verified_and_plain_http_redirects() {
     .await
     .unwrap();
     let first = tokio::time::timeout(DEADLINE, updates.recv()).await.unwrap();
-    assert!(matches!(first, Some(PeerUpdate::Connected { .. })), "{first:?}");
+    let Some(PeerUpdate::Connected { node_id, .. }) = first else {
+        panic!("first update is not Connected: {first:?}");
+    };
+    // The embedded relay admits only keys a connected peer announced: the
+    // agent announces the key the relay clients below use.
+    let relay_key = derp::SecretKey::generate();
+    let mut node = testutil::node(node_id, 1);
+    node.key = mesh::NodeKey::from(relay_key.public());
+    agent_coordination.update_node(node);
+    tokio::spawn(async move { while updates.recv().await.is_some() {} });
     let err = Coordinator::connect(&access, &agent.token, PeerKind::Agent).await.unwrap_err();
     assert!(is_certificate_error(&chain(&err)), "{}", chain(&err));
 
@@ -220,16 +229,15 @@ async fn https_is_verified_and_plain_http_redirects() {
     assert_eq!(url, format!("https://127.0.0.1:{}/derp", tls_addr.port()));
     let relay_url: derp::RelayUrl = url.parse().unwrap();
     for transport in [derp::Transport::Upgrade, derp::Transport::WebSocket] {
-        let mut c = derp::ClientConfig::new(relay_url.clone(), derp::SecretKey::generate());
+        let mut c = derp::ClientConfig::new(relay_url.clone(), relay_key.clone());
         c.transport = transport;
         c.tls = Some(trusted.clone());
         let relay = derp::Client::connect(c).await.unwrap();
         assert_eq!(relay.is_websocket(), transport == derp::Transport::WebSocket);
     }
-    let err =
-        derp::Client::connect(derp::ClientConfig::new(relay_url, derp::SecretKey::generate()))
-            .await
-            .unwrap_err();
+    let err = derp::Client::connect(derp::ClientConfig::new(relay_url, relay_key.clone()))
+        .await
+        .unwrap_err();
     assert!(is_certificate_error(&chain(&err)), "{}", chain(&err));
 
     stop.send(()).unwrap();
