@@ -164,7 +164,7 @@ impl Inner {
         let paths = state.peers.paths_mut();
         paths.handle_activity(key, now);
         let dst = paths.destination(key, now);
-        let region = state.peers.region(key);
+        let region = relay_region(&state.peers, dst);
         self.flush(&mut state);
         dst.map(|dst| (dst, region))
     }
@@ -357,6 +357,15 @@ impl Inner {
     }
 }
 
+/// The home region of the peer `dst` relays to; looked up only for the
+/// relay, so the direct path pays nothing for it.
+fn relay_region(peers: &PeerMap, dst: Option<Destination>) -> Option<RegionId> {
+    match dst {
+        Some(Destination::Relay(key)) => peers.region(&key),
+        _ => None,
+    }
+}
+
 /// IPv4-mapped IPv6 source addresses as plain IPv4, as peers announce them.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
@@ -420,7 +429,7 @@ impl AsyncUdpSocket for MagicSock {
             let paths = state.peers.paths_mut();
             paths.handle_activity(&key, now);
             let dst = paths.destination(&key, now);
-            let region = state.peers.region(&key);
+            let region = relay_region(&state.peers, dst);
             inner.flush(&mut state);
             dst.map(|dst| (dst, region))
         };
