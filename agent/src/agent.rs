@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::coordination::PeerKind;
-use client::meshnet::{MeshSession, SessionConfig};
-use client::sdk::{AgentManifest, AgentStats, Client, LifecycleState};
+use codersdk::coordination::PeerKind;
+use codersdk::meshnet::{MeshSession, SessionConfig};
+use codersdk::{AgentManifest, AgentStats, Client, LifecycleState};
 use mesh::{MeshConnection, Service};
 use tokio::task::JoinSet;
 use url::Url;
@@ -112,7 +112,7 @@ async fn join_mesh(
         .await
         {
             Ok(s) => return Ok(s),
-            Err(client::meshnet::SessionError::Coordinator(e))
+            Err(codersdk::meshnet::SessionError::Coordinator(e))
                 if e.to_string().contains("HTTP 401") =>
             {
                 return Err(AgentError::Unauthorized(e.to_string()))

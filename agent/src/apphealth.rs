@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use client::sdk::{AppHealth, Client, PatchAppHealthRequest, WorkspaceApp};
+use codersdk::{AppHealth, Client, PatchAppHealthRequest, WorkspaceApp};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;

@@ -136,7 +136,7 @@ pub struct WorkspaceVars {
 }
 
 impl WorkspaceVars {
-    pub fn from_manifest(manifest: &client::sdk::AgentManifest, agent_url: &url::Url) -> Self {
+    pub fn from_manifest(manifest: &codersdk::AgentManifest, agent_url: &url::Url) -> Self {
         WorkspaceVars {
             template_env: manifest.environment_variables.clone(),
             workspace_name: manifest.workspace_name.clone(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use client::sdk::{AgentMetadataDescription, AgentMetadataResult, Client};
+use codersdk::{AgentMetadataDescription, AgentMetadataResult, Client};
 use tokio::process::Command;
 use tokio::task::JoinSet;
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use client::sdk::ListeningPort;
+use codersdk::ListeningPort;
 
 /// The `st` column of a socket in the LISTEN state.
 const TCP_LISTEN: &str = "0A";

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use client::sdk::{AgentLog, Client, LifecycleState, PatchAgentLogsRequest, PostLifecycleRequest};
+use codersdk::{AgentLog, Client, LifecycleState, PatchAgentLogsRequest, PostLifecycleRequest};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;

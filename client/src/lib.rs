@@ -1,10 +1,8 @@
-//! The `coder` CLI and the SDK (API types, HTTP client) that the agent and
-//! the coordinator share.
+//! The `coder` CLI: commands ([`cli`]), the CLI's configuration
+//! ([`config`]) and the IP tunnel ([`iptunnel`]). What it shares with
+//! `coderd` and the agent (API types, clients, mesh sessions) is in
+//! `codersdk`.
 
 pub mod cli;
 pub mod config;
-pub mod coordination;
 pub mod iptunnel;
-pub mod meshnet;
-pub mod runtime;
-pub mod sdk;

@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use client::coordination::PeerKind;
-use client::meshnet::{MeshSession, SessionConfig, SessionError};
-use client::sdk::RelayMap;
+use codersdk::coordination::PeerKind;
+use codersdk::meshnet::{MeshSession, SessionConfig, SessionError};
+use codersdk::RelayMap;
 use mesh::{MeshConnection, Service};
 use tokio::sync::OnceCell;
 use url::Url;
@@ -127,7 +127,7 @@ impl MeshPeer {
         // The request was authorized for `agent`: dial the node announced for
         // that peer id, whatever other peers announce.
         let conn = session.dial_agent(agent, DIAL_TIMEOUT).await.map_err(PeerError::Dial)?;
-        if conn.peer().id != client::coordination::node_id(agent) {
+        if conn.peer().id != codersdk::coordination::node_id(agent) {
             conn.quic().close(quinn::VarInt::from_u32(1), b"wrong node");
             return Err(PeerError::WrongNode(conn.peer().id));
         }

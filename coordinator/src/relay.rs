@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::sdk::{RelayMap, RelayNode, RelayRegion};
+use codersdk::{RelayMap, RelayNode, RelayRegion};
 use derp::server::{ClientVerifier, Verdict, VerifyClient, VerifyFuture};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;

@@ -349,21 +349,21 @@ impl TestServer {
     }
 
     /// An unauthenticated SDK client.
-    pub fn client(&self) -> client::sdk::Client {
-        client::sdk::Client::new(self.url.clone())
+    pub fn client(&self) -> codersdk::Client {
+        codersdk::Client::new(self.url.clone())
     }
 
     /// Creates the first user (an owner) and returns a client logged in as it.
-    pub async fn owner(&self) -> anyhow::Result<client::sdk::Client> {
+    pub async fn owner(&self) -> anyhow::Result<codersdk::Client> {
         let c = self.client();
-        c.create_first_user(&client::sdk::CreateFirstUserRequest {
+        c.create_first_user(&codersdk::CreateFirstUserRequest {
             email: "owner@example.com".into(),
             username: "owner".into(),
             password: "owner-password".into(),
         })
         .await?;
         let t = c
-            .login_with_password(&client::sdk::LoginWithPasswordRequest {
+            .login_with_password(&codersdk::LoginWithPasswordRequest {
                 email: "owner@example.com".into(),
                 password: "owner-password".into(),
                 ..Default::default()

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use client::sdk::{AppHealth, Client, PatchAppHealthRequest, SdkError};
+use codersdk::{AppHealth, Client, PatchAppHealthRequest, SdkError};
 use coordinator::testutil::TestServer;
 use sqlx::PgPool;
 use uuid::Uuid;

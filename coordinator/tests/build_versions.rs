@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use client::sdk::{
+use codersdk::{
     Client, CreateUserRequest, CreateWorkspaceBuildRequest, CreateWorkspaceRequest,
     LoginWithPasswordRequest, SdkError, Transition,
 };

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use client::coordination::{Coordinator, PeerKind, PeerUpdate};
+use codersdk::coordination::{Coordinator, PeerKind, PeerUpdate};
 use coordinator::testutil::TestServer;
 use mesh::{mesh_addresses, NodeId};
 use tokio::net::TcpStream;

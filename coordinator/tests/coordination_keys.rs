@@ -8,7 +8,7 @@
 
 mod common;
 
-use client::coordination::{Coordinator, PeerKind, PeerUpdate, PeerUpdates};
+use codersdk::coordination::{Coordinator, PeerKind, PeerUpdate, PeerUpdates};
 use coordinator::testutil::TestServer;
 use mesh::{KeyKind, Node};
 use url::Url;

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::coordination::{PeerKind, PeerUpdate, PeerUpdates};
-use client::meshnet::{MeshSession, SessionConfig};
+use codersdk::coordination::{PeerKind, PeerUpdate, PeerUpdates};
+use codersdk::meshnet::{MeshSession, SessionConfig};
 use coordinator::testutil::{DedicatedCluster, TestServer};
 use mesh::Service;
 use sha2::{Digest, Sha256};

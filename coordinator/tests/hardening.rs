@@ -7,7 +7,7 @@
 
 mod common;
 
-use client::sdk::{CreateUserRequest, LoginWithPasswordRequest, Role};
+use codersdk::{CreateUserRequest, LoginWithPasswordRequest, Role};
 use common::{addr, seed_agent, users};
 use coordinator::testutil::TestServer;
 use reqwest::{header, StatusCode};
@@ -99,7 +99,7 @@ async fn cookie_websockets_from_another_origin_are_refused() {
 }
 
 /// Creates member `name` and returns a session token of it.
-async fn member(srv: &TestServer, owner: &client::sdk::Client, name: &str) -> String {
+async fn member(srv: &TestServer, owner: &codersdk::Client, name: &str) -> String {
     let email = format!("{name}@example.com");
     owner
         .create_user(&CreateUserRequest {

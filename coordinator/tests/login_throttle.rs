@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use client::sdk::{ApiErrorBody, CreateUserRequest, LoginWithPasswordRequest};
+use codersdk::{ApiErrorBody, CreateUserRequest, LoginWithPasswordRequest};
 use coordinator::testutil::TestServer;
 use reqwest::StatusCode;
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use client::sdk::{
+use codersdk::{
     Client, CreateTemplateRequest, CreateTemplateVersionRequest, CreateWorkspaceBuildRequest,
     CreateWorkspaceRequest, ProvisionerJob, ProvisionerJobStatus, Transition,
 };

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use client::sdk::{
+use codersdk::{
     Client, CreateTemplateRequest, CreateTemplateVersionRequest, CreateUserRequest,
     CreateWorkspaceBuildRequest, CreateWorkspaceRequest, LoginWithPasswordRequest, ProvisionerJob,
     ProvisionerJobStatus, Template, Transition, WorkspaceBuildParameter,
@@ -227,20 +227,20 @@ async fn push_create_stop_start_delete_round_trip() {
     assert_eq!(manifest.apps[0].slug, "web");
     assert!(manifest.relay_map.regions.contains_key(&coordinator::relay::EMBEDDED_REGION_ID));
     agent
-        .post_lifecycle(&client::sdk::PostLifecycleRequest {
-            state: client::sdk::LifecycleState::Ready,
+        .post_lifecycle(&codersdk::PostLifecycleRequest {
+            state: codersdk::LifecycleState::Ready,
             exit_code: Some(0),
         })
         .await
         .unwrap();
     agent
-        .patch_agent_logs(&client::sdk::PatchAgentLogsRequest {
+        .patch_agent_logs(&codersdk::PatchAgentLogsRequest {
             source: String::new(),
-            logs: vec![client::sdk::AgentLog { level: "info".into(), output: "hello".into() }],
+            logs: vec![codersdk::AgentLog { level: "info".into(), output: "hello".into() }],
         })
         .await
         .unwrap();
-    agent.post_agent_stats(&client::sdk::AgentStats::default()).await.unwrap();
+    agent.post_agent_stats(&codersdk::AgentStats::default()).await.unwrap();
     let res = owner.workspace_build_resources(ws.latest_build.id).await.unwrap();
     let a = res.iter().flat_map(|r| r.agents.iter()).next().unwrap();
     assert_eq!((a.status.as_str(), a.lifecycle_state.as_str()), ("connected", "ready"));

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use client::coordination::{Coordinator, PeerKind, PeerUpdate};
+use codersdk::coordination::{Coordinator, PeerKind, PeerUpdate};
 use coordinator::relay::RelayVerifyKey;
 use coordinator::testutil::TestServer;
 use derp::client::ConnectError;
@@ -81,7 +81,7 @@ async fn peers_meet_through_the_embedded_relay() {
     let srv = TestServer::start().await.unwrap();
     let map = srv
         .client()
-        .request::<(), client::sdk::RelayMap>(reqwest::Method::GET, "/api/v2/derp-map", None)
+        .request::<(), codersdk::RelayMap>(reqwest::Method::GET, "/api/v2/derp-map", None)
         .await
         .unwrap();
     let region = &map.regions[&coordinator::relay::EMBEDDED_REGION_ID];
@@ -216,7 +216,7 @@ async fn derper_verifies_clients_with_coderd() {
 /// each other over it.
 #[tokio::test]
 async fn mesh_sessions_join_through_the_verifying_relay() {
-    use client::meshnet::{MeshSession, SessionConfig};
+    use codersdk::meshnet::{MeshSession, SessionConfig};
     let srv = TestServer::start().await.unwrap();
     let map = srv.client().relay_map().await.unwrap();
     let (_, (member_token, member)) = users(&srv).await;

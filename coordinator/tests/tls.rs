@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::coordination::{Coordinator, PeerKind, PeerUpdate};
-use client::sdk::{Client, CreateFirstUserRequest, LoginWithPasswordRequest, RelayMap};
+use codersdk::coordination::{Coordinator, PeerKind, PeerUpdate};
+use codersdk::{Client, CreateFirstUserRequest, LoginWithPasswordRequest, RelayMap};
 use coordinator::testutil;
 use reqwest::header;
 use url::Url;

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use client::sdk::{
+use codersdk::{
     CreateFirstUserRequest, CreateTokenRequest, CreateUserRequest, LoginWithPasswordRequest, Role,
 };
 use coordinator::testutil::TestServer;
@@ -166,7 +166,7 @@ async fn members_cannot_manage_users_or_see_others() {
     assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
     assert_eq!(m.users().await.unwrap_err().status(), Some(StatusCode::FORBIDDEN));
     let other = m
-        .request::<(), client::sdk::User>(reqwest::Method::GET, "/api/v2/users/owner", None)
+        .request::<(), codersdk::User>(reqwest::Method::GET, "/api/v2/users/owner", None)
         .await
         .unwrap_err();
     assert_eq!(other.status(), Some(StatusCode::NOT_FOUND));
@@ -241,7 +241,7 @@ async fn bad_bodies_get_json_errors() {
     // Unknown API routes are JSON 404s.
     let resp = http.get(srv.url.join("/api/v2/nope").unwrap()).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let _: client::sdk::ApiErrorBody = resp.json().await.unwrap();
+    let _: codersdk::ApiErrorBody = resp.json().await.unwrap();
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use client::sdk::{Client, LoginWithPasswordRequest};
+use codersdk::{Client, LoginWithPasswordRequest};
 use coordinator::coordination::DebugSnapshot;
 use tests::{
     embedded_postgres, local_workspace, require_programs, run_ok, stop_embedded_postgres, tempdir,

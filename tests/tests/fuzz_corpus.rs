@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use client::coordination::{ClientMessage, ServerMessage};
+use codersdk::coordination::{ClientMessage, ServerMessage};
 use derp::proto::{ClientInfo, Frame, PeerGoneReason, ServerInfo};
 use derp::stun::TransactionId;
 use mesh::disco::{CallMeMaybe, Message, Ping, Pong, TxId};

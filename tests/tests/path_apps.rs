@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::sdk::{Client, CreateUserRequest, LoginWithPasswordRequest, Role};
+use codersdk::{Client, CreateUserRequest, LoginWithPasswordRequest, Role};
 use coordinator::testutil::TestServer;
 use coordinator::ApiConfig;
 use reqwest::{header, StatusCode};

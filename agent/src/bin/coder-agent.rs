@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     config.relay_only = args.relay_only;
     config.inherited = inherited;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(client::runtime::worker_threads(args.worker_threads, 2))
+        .worker_threads(codersdk::runtime::worker_threads(args.worker_threads, 2))
         .enable_all()
         .build()
         .context("start tokio runtime")?;

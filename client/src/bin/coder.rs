@@ -41,7 +41,7 @@ fn main() {
     let requested = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|n| n.parse().ok());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(client::runtime::worker_threads(requested, cores))
+        .worker_threads(codersdk::runtime::worker_threads(requested, cores))
         .enable_all()
         .build()
     {

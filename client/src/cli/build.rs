@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 
 use super::output::{self, OutputArgs, OutputFormat};
 use super::Context_;
-use crate::sdk::{
+use codersdk::{
     Client, CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJob,
     ProvisionerJobStatus, SdkError, Transition, Workspace, WorkspaceBuildParameter,
 };
@@ -238,7 +238,7 @@ pub async fn show(ctx: &Context_, name: &str, out: OutputArgs) -> anyhow::Result
                 a.apps
                     .iter()
                     .map(|p| match p.health {
-                        crate::sdk::AppHealth::Disabled => p.slug.clone(),
+                        codersdk::AppHealth::Disabled => p.slug.clone(),
                         h => format!("{} ({})", p.slug, h.as_str()),
                     })
                     .collect::<Vec<_>>()

@@ -7,7 +7,7 @@ use url::Url;
 
 use super::output::{self, OutputArgs};
 use super::Context_;
-use crate::sdk::{Client, CreateFirstUserRequest, LoginWithPasswordRequest};
+use codersdk::{Client, CreateFirstUserRequest, LoginWithPasswordRequest};
 
 #[derive(clap::Args, Debug)]
 pub struct LoginArgs {

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use url::Url;
 
 use crate::config::ConfigDir;
-use crate::sdk::{Client, Transition};
+use codersdk::{Client, Transition};
 
 pub use output::OutputFormat;
 

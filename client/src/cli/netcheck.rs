@@ -23,7 +23,7 @@ use super::output::{self, OutputFormat};
 use super::ping::millis;
 use super::speedtest::parse_duration;
 use super::Context_;
-use crate::sdk::RelayMap;
+use codersdk::RelayMap;
 
 #[derive(clap::Args, Debug)]
 pub struct NetcheckArgs {
@@ -215,7 +215,7 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
     // for the probes (logged out, an unannounced key still reaches relays
     // that do not verify clients).
     let probe_key = match &ctx.token {
-        Some(token) => crate::meshnet::ProbeKey::announce(client.url(), token).await.ok(),
+        Some(token) => codersdk::meshnet::ProbeKey::announce(client.url(), token).await.ok(),
         None => None,
     };
     let key = probe_key.as_ref().map_or_else(derp::SecretKey::generate, |p| p.secret.clone());

@@ -22,9 +22,9 @@ use super::output::OutputFormat;
 use super::speedtest::parse_duration;
 use super::ssh::find_agent;
 use super::Context_;
-use crate::coordination::PeerKind;
-use crate::meshnet::{MeshSession, SessionConfig};
-use crate::sdk::RelayMap;
+use codersdk::coordination::PeerKind;
+use codersdk::meshnet::{MeshSession, SessionConfig};
+use codersdk::RelayMap;
 
 #[derive(clap::Args, Debug)]
 pub struct PingArgs {
@@ -96,7 +96,7 @@ impl AgentLink {
         let agent = find_agent(&client, workspace, false, "auto").await?;
         let token = ctx.token.clone().context("You are not logged in. Run `coder login <url>`.")?;
         let relay_map = client.relay_map().await.context("fetch the relay map")?;
-        let sc = SessionConfig { relay_only, ..SessionConfig::default() };
+        let sc = SessionConfig::default().with_relay_only(relay_only);
         let session = MeshSession::join(
             client.url(),
             &token,

@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 use super::output::{self, OutputArgs};
 use super::ping::AgentLink;
 use super::Context_;
-use crate::sdk::ListeningPort;
+use codersdk::ListeningPort;
 
 /// The agent's answer is a small JSON array; anything larger is refused.
 const MAX_ANSWER: u64 = 1 << 20;

@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use super::build::resolve;
 use super::Context_;
-use crate::coordination::PeerKind;
-use crate::meshnet::{MeshSession, SessionConfig};
-use crate::sdk::{Client, Transition, WorkspaceAgent};
+use codersdk::coordination::PeerKind;
+use codersdk::meshnet::{MeshSession, SessionConfig};
+use codersdk::{Client, Transition, WorkspaceAgent};
 
 #[derive(clap::Args, Debug)]
 pub struct SshArgs {
@@ -130,7 +130,7 @@ pub async fn dial(
 ) -> anyhow::Result<(MeshSession, mesh::MeshConnection)> {
     let token = ctx.token.clone().context("not logged in")?;
     let map = client.relay_map().await?;
-    let sc = SessionConfig { relay_only, ..Default::default() };
+    let sc = SessionConfig::default().with_relay_only(relay_only);
     let session =
         MeshSession::join(client.url(), &token, PeerKind::SingleAgent(agent), &map, sc).await?;
     let conn = session.dial_agent(agent, Duration::from_secs(30)).await?;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use super::build::follow_logs;
 use super::output::{self, OutputArgs};
 use super::Context_;
-use crate::sdk::{
+use codersdk::{
     CreateTemplateRequest, CreateTemplateVersionRequest, ProvisionerJobStatus, SdkError,
 };
 
@@ -188,7 +188,7 @@ async fn push(
         bail!("the import {}: {}", format!("{:?}", job.status).to_lowercase(), job.error);
     }
     let resources = client.template_version_resources(version.id).await.unwrap_or_default();
-    for r in resources.iter().filter(|r| r.transition == crate::sdk::Transition::Start) {
+    for r in resources.iter().filter(|r| r.transition == codersdk::Transition::Start) {
         let agents: Vec<&str> = r.agents.iter().map(|a| a.name.as_str()).collect();
         println!(
             "  {}.{}{}",

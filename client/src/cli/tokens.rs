@@ -1,6 +1,6 @@
 //! `coder tokens create|list|rm`.
 
-use crate::sdk::CreateTokenRequest;
+use codersdk::CreateTokenRequest;
 
 use super::output::{self, OutputArgs, OutputFormat};
 use super::Context_;

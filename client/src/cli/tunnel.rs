@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::ping::AgentLink;
 use super::speedtest::parse_duration;
 use super::Context_;
-use crate::meshnet::MeshSession;
+use codersdk::meshnet::MeshSession;
 
 #[derive(clap::Args, Debug)]
 pub struct TunnelArgs {

@@ -1,6 +1,6 @@
 //! `coder users create|list`.
 
-use crate::sdk::{CreateUserRequest, Role};
+use codersdk::{CreateUserRequest, Role};
 
 use super::output::{self, OutputArgs};
 use super::Context_;

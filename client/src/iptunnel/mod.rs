@@ -30,9 +30,9 @@ use mesh::netstack::Netstack;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::coordination::PeerKind;
-use crate::meshnet::{MeshSession, SessionConfig};
-use crate::sdk::Client;
+use codersdk::coordination::PeerKind;
+use codersdk::meshnet::{MeshSession, SessionConfig};
+use codersdk::Client;
 
 use self::names::{AgentEntry, Names};
 
@@ -65,7 +65,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let me = client.me().await.context("who am I")?;
     let relay_map = client.relay_map().await.context("fetch the relay map")?;
-    let sc = SessionConfig { relay_only: config.relay_only, ..SessionConfig::default() };
+    let sc = SessionConfig::default().with_relay_only(config.relay_only);
     let session = MeshSession::join(client.url(), token, PeerKind::Client, &relay_map, sc)
         .await
         .context("join the mesh")?;

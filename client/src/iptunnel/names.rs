@@ -1,7 +1,7 @@
 //! Names for the workspaces a user can reach: `AGENT.WS.OWNER.coder` for
 //! every agent, and `WS.coder` for the first agent (by name) of each of the
 //! user's workspaces. Addresses come from the agent ids alone
-//! ([`crate::coordination::node_id`]), so a name resolves before the agent's
+//! ([`codersdk::coordination::node_id`]), so a name resolves before the agent's
 //! node arrives.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use mesh::mesh_addresses;
 use uuid::Uuid;
 
-use crate::coordination::node_id;
+use codersdk::coordination::node_id;
 
 /// The top-level domain of mesh names.
 pub const TLD: &str = "coder";

@@ -6,7 +6,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use client::sdk::SESSION_TOKEN_HEADER;
+use codersdk::SESSION_TOKEN_HEADER;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 

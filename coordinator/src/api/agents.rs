@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use client::sdk::{
+use codersdk::{
     AgentManifest, AgentMetadataDescription, AgentMetadataResult, AgentStats, AppHealth,
     PatchAgentLogsRequest, PatchAppHealthRequest, PostLifecycleRequest, WorkspaceAgentLog,
 };
@@ -68,7 +68,7 @@ pub async fn post_lifecycle(
     agent: AgentSession,
     Json(req): Json<PostLifecycleRequest>,
 ) -> ApiResult<StatusCode> {
-    use client::sdk::LifecycleState as L;
+    use codersdk::LifecycleState as L;
     let now = Utc::now();
     let started_at = matches!(req.state, L::Starting).then_some(now);
     let ready_at = matches!(req.state, L::Ready | L::StartError | L::StartTimeout).then_some(now);
@@ -297,7 +297,7 @@ pub async fn post_metadata(
         return Err(ApiError::bad_request("Send at most 128 metadata results per request."));
     }
     // Only keys the template declared are stored.
-    let declared: sqlx::types::Json<Vec<client::sdk::AgentMetadataDescription>> =
+    let declared: sqlx::types::Json<Vec<codersdk::AgentMetadataDescription>> =
         sqlx::query_scalar("SELECT metadata FROM workspace_agents WHERE id = $1")
             .bind(agent.agent_id)
             .fetch_one(&state.db)

@@ -16,7 +16,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
-use client::sdk::{
+use codersdk::{
     Role, User, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
 };
 use sqlx::PgPool;

@@ -24,7 +24,7 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
-use client::coordination::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use codersdk::coordination::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -188,7 +188,7 @@ async fn coderd_coordinate(
     c: Coordinate,
 ) -> ApiResult<Response> {
     let presented = headers
-        .get(client::sdk::SESSION_TOKEN_HEADER)
+        .get(codersdk::SESSION_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if !state.mesh.is_secret(presented) {

@@ -4,7 +4,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use client::sdk::ApiErrorBody;
+use codersdk::ApiErrorBody;
 
 #[derive(Debug)]
 pub struct ApiError {

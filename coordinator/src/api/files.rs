@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use client::sdk::UploadResponse;
+use codersdk::UploadResponse;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use client::sdk::{
+use codersdk::{
     ProvisionerJob, ProvisionerJobLog, ProvisionerJobStatus, ResourceMetadata, Transition,
     WorkspaceAgent, WorkspaceApp, WorkspaceResource,
 };
@@ -250,7 +250,7 @@ pub struct AppRow {
     pub command: String,
     pub subdomain: bool,
     pub share: String,
-    pub healthcheck: Option<sqlx::types::Json<client::sdk::Healthcheck>>,
+    pub healthcheck: Option<sqlx::types::Json<codersdk::Healthcheck>>,
     pub health: String,
 }
 
@@ -265,7 +265,7 @@ impl AppRow {
             subdomain: self.subdomain,
             share: self.share.clone(),
             healthcheck: self.healthcheck.as_ref().map(|h| h.0.clone()),
-            health: client::sdk::AppHealth::parse(&self.health).unwrap_or_default(),
+            health: codersdk::AppHealth::parse(&self.health).unwrap_or_default(),
         }
     }
 }

@@ -33,7 +33,7 @@ use url::Url;
 
 use error::{ApiError, Json};
 
-use client::sdk::RelayMap;
+use codersdk::RelayMap;
 
 use crate::meshpeer::MeshPeer;
 use crate::metrics::Metrics;
@@ -210,8 +210,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn build_info(State(state): State<AppState>) -> Json<client::sdk::BuildInfo> {
-    Json(client::sdk::BuildInfo {
+async fn build_info(State(state): State<AppState>) -> Json<codersdk::BuildInfo> {
+    Json(codersdk::BuildInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         external_url: state.config.access_url.to_string(),
     })

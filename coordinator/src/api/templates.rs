@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use client::sdk::{
+use codersdk::{
     CreateTemplateRequest, CreateTemplateVersionRequest, ParameterOption, Template,
     TemplateVersion, TemplateVersionParameter, UpdateActiveVersionRequest, WorkspaceResource,
 };

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use client::sdk::{ApiKey, CreateTokenRequest, GenerateApiKeyResponse};
+use codersdk::{ApiKey, CreateTokenRequest, GenerateApiKeyResponse};
 use uuid::Uuid;
 
 use super::auth::{issue_token, Session};

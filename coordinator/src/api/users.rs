@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::Duration;
-use client::sdk::{
+use codersdk::{
     CreateFirstUserRequest, CreateFirstUserResponse, CreateUserRequest, LoginWithPasswordRequest,
     LoginWithPasswordResponse, Role, User,
 };

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use client::sdk::{
+use codersdk::{
     CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJobStatus, Transition,
     Workspace, WorkspaceBuild, WorkspaceBuildParameter, WorkspaceResource,
 };

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use client::coordination::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
+use codersdk::coordination::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;

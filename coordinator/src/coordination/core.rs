@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use client::coordination::ServerMessage;
+use codersdk::coordination::ServerMessage;
 use mesh::Node;
 use uuid::Uuid;
 

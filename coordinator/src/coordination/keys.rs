@@ -122,7 +122,7 @@ impl KeyHolders {
 mod tests {
     use std::collections::BTreeMap;
 
-    use client::coordination::ServerMessage;
+    use codersdk::coordination::ServerMessage;
     use mesh::{mesh_addresses, DiscoSecret, NodeSecret, QuicSecret, PROTOCOL_VERSION};
     use rand::SeedableRng;
 

@@ -69,5 +69,5 @@ impl Default for Config {
     }
 }
 
-pub use client::coordination::node_id;
+pub use codersdk::coordination::node_id;
 pub use store::{node_key_is_known, peer_changes};

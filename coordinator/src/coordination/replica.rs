@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocket;
-use client::coordination::{ServerMessage, PROTOCOL_VERSION};
+use codersdk::coordination::{ServerMessage, PROTOCOL_VERSION};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;

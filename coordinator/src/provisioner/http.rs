@@ -190,7 +190,7 @@ impl HttpBackend {
             return Ok(None); // the lease is gone
         }
         if !status.is_success() {
-            let message = match resp.json::<client::sdk::ApiErrorBody>().await {
+            let message = match resp.json::<codersdk::ApiErrorBody>().await {
                 Ok(b) if b.detail.is_empty() => b.message,
                 Ok(b) => format!("{} {}", b.message, b.detail),
                 Err(_) => String::new(),

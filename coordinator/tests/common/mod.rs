@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use client::coordination::{Coordinator, PeerKind, PeerUpdate};
-use client::sdk::{CreateUserRequest, LoginWithPasswordRequest, Role};
+use codersdk::coordination::{Coordinator, PeerKind, PeerUpdate};
+use codersdk::{CreateUserRequest, LoginWithPasswordRequest, Role};
 use coordinator::testutil::TestServer;
 use coordinator::{ApiConfig, AppState};
 use mesh::Node;
@@ -25,7 +25,7 @@ pub use coordinator::testutil::node;
 
 /// Waits (up to [`DEADLINE`]) for the first update matching `want`.
 pub async fn expect(
-    updates: &mut client::coordination::PeerUpdates,
+    updates: &mut codersdk::coordination::PeerUpdates,
     what: &str,
     mut want: impl FnMut(&PeerUpdate) -> bool,
 ) -> PeerUpdate {
@@ -47,7 +47,7 @@ pub async fn join(
     token: &str,
     kind: PeerKind,
     port: u16,
-) -> (Coordinator, client::coordination::PeerUpdates, Uuid, Node) {
+) -> (Coordinator, codersdk::coordination::PeerUpdates, Uuid, Node) {
     let (c, mut updates) = Coordinator::connect(url, token, kind).await.unwrap();
     let PeerUpdate::Connected { peer_id, node_id, .. } = updates.recv().await.unwrap() else {
         panic!("first update is not Connected");

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use client::coordination::{Coordinator, PeerKind, PeerUpdate};
-use client::sdk::LoginWithPasswordRequest;
+use codersdk::coordination::{Coordinator, PeerKind, PeerUpdate};
+use codersdk::LoginWithPasswordRequest;
 use rand::{RngCore, SeedableRng};
 use url::Url;
 use uuid::Uuid;
@@ -121,14 +121,14 @@ pub struct Checks<'a> {
     rt: &'a tokio::runtime::Runtime,
     url: Url,
     pub token: String,
-    sdk: client::sdk::Client,
+    sdk: codersdk::Client,
 }
 
 impl<'a> Checks<'a> {
     /// Logs in as the user `local_workspace` created.
     pub fn new(rt: &'a tokio::runtime::Runtime, url: &Url) -> Self {
         let login = rt
-            .block_on(client::sdk::Client::new(url.clone()).login_with_password(
+            .block_on(codersdk::Client::new(url.clone()).login_with_password(
                 &LoginWithPasswordRequest {
                     email: "dev@example.com".into(),
                     password: "dev-password".into(),
@@ -137,7 +137,7 @@ impl<'a> Checks<'a> {
             ))
             .expect("log in");
         let token = login.session_token;
-        let sdk = client::sdk::Client::new(url.clone()).with_token(token.clone());
+        let sdk = codersdk::Client::new(url.clone()).with_token(token.clone());
         Checks { rt, url: url.clone(), token, sdk }
     }
 

@@ -8,7 +8,7 @@
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
-use client::sdk::{SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER};
+use codersdk::{SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER};
 use hyper_util::rt::TokioIo;
 
 use super::resolve::App;

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use client::sdk::{Template, TemplateVersion, Workspace, WorkspaceAgent};
+use codersdk::{Template, TemplateVersion, Workspace, WorkspaceAgent};
 
 use super::Viewer;
 
@@ -68,8 +68,8 @@ fn status_class(status: &str) -> &'static str {
 }
 
 /// The badge beside an app link; none for apps without a healthcheck.
-fn health_badge(h: client::sdk::AppHealth) -> String {
-    if h == client::sdk::AppHealth::Disabled {
+fn health_badge(h: codersdk::AppHealth) -> String {
+    if h == codersdk::AppHealth::Disabled {
         return String::new();
     }
     format!(

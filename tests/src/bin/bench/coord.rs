@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use client::coordination::{Coordinator, PeerKind, PeerUpdate};
-use client::sdk::{Client, CreateFirstUserRequest, LoginWithPasswordRequest};
+use codersdk::coordination::{Coordinator, PeerKind, PeerUpdate};
+use codersdk::{Client, CreateFirstUserRequest, LoginWithPasswordRequest};
 use coordinator::postgres::{Cluster, ClusterConfig, DATABASE};
 use coordinator::testutil::{node, seed_agents};
 use futures::StreamExt;
@@ -36,7 +36,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         &format!(
             "A `coderd server` (embedded Postgres, this build's profile) and N coordination \
              WebSockets opened from the bench process through the real client library \
-             (`client::coordination`): N/2 agents (tokens of agents seeded in the database) \
+             (`codersdk::coordination`): N/2 agents (tokens of agents seeded in the database) \
              and N/2 clients of one user, client *i* holding a tunnel to agent *i*; every \
              peer publishes a node. *One at a time*: {samples} agents, one after the other, \
              publish a changed node; latency is from `update_node` until the paired client's \
@@ -322,9 +322,9 @@ async fn measure_on(
 
 type Pair = (
     Coordinator,
-    client::coordination::PeerUpdates,
+    codersdk::coordination::PeerUpdates,
     Coordinator,
-    client::coordination::PeerUpdates,
+    codersdk::coordination::PeerUpdates,
     mesh::NodeId,
 );
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use client::sdk::{Client, LoginWithPasswordRequest};
+use codersdk::{Client, LoginWithPasswordRequest};
 use tests::{run_ok, stop_embedded_postgres, tempdir, Coderd};
 
 pub const WORKSPACE: &str = "ws1";

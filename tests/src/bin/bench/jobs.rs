@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use client::sdk::CreateTemplateVersionRequest;
+use codersdk::CreateTemplateVersionRequest;
 
 use crate::deployment::Deployment;
 use crate::plot::{self, Bar, Series};

@@ -35,7 +35,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::coordination::{ConnectError, Coordinator, PeerKind, PeerUpdate, PeerUpdates};
-use crate::sdk::RelayMap;
+use crate::RelayMap;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -64,6 +64,14 @@ pub struct SessionConfig {
     pub relay_only: bool,
     /// Bind the mesh socket here (default `[::]:0`).
     pub bind: Option<SocketAddr>,
+}
+
+impl SessionConfig {
+    /// This config, announcing no direct endpoints when `relay_only`.
+    pub fn with_relay_only(mut self, relay_only: bool) -> Self {
+        self.relay_only = relay_only;
+        self
+    }
 }
 
 /// Known peers: coordinator peer id → latest node.

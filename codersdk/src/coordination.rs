@@ -32,7 +32,7 @@ use tokio_util::task::AbortOnDropHandle;
 use url::Url;
 use uuid::Uuid;
 
-use crate::sdk::SESSION_TOKEN_HEADER;
+use crate::SESSION_TOKEN_HEADER;
 
 /// The protocol version this crate speaks (the `version` query parameter and
 /// the `hello` message carry it).

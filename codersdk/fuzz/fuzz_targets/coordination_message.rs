@@ -5,7 +5,7 @@
 //! the same message.
 #![no_main]
 
-use client::coordination::{ClientMessage, ServerMessage};
+use codersdk::coordination::{ClientMessage, ServerMessage};
 use libfuzzer_sys::fuzz_target;
 use mesh::Node;
 
