@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mesh::{Destination, MeshConnection, NodeKey, PathEvent, Service};
+use mesh::{MeshConnection, NodeKey, PathEvent, PeerPath, Service};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast;
@@ -52,7 +52,8 @@ pub struct PingArgs {
 pub enum PathInfo {
     /// Straight over UDP to this address.
     Direct { addr: SocketAddr },
-    /// Through our home relay.
+    /// Through the relay region the peer is homed in (ours when it
+    /// announced none we know), as the mesh reports it.
     Relay { region_id: Option<u16>, region: Option<String> },
 }
 
@@ -124,23 +125,18 @@ impl AgentLink {
 
     /// The path data to the agent takes now.
     pub fn path(&self) -> PathInfo {
-        match self.session.endpoint().destination(&self.peer()) {
-            Some(Destination::Direct(addr)) => PathInfo::Direct { addr },
-            Some(Destination::Relay(_)) | None => {
-                // The session homes on the first region with a node; so do we.
-                let home = self.relay_map.regions.values().find(|r| !r.nodes.is_empty());
-                PathInfo::Relay {
-                    region_id: home.map(|r| r.region_id),
-                    region: home.map(|r| {
-                        if r.region_code.is_empty() {
-                            r.region_id.to_string()
-                        } else {
-                            r.region_code.clone()
-                        }
-                    }),
-                }
-            }
-        }
+        let endpoint = self.session.endpoint();
+        let region_id = match endpoint.path(&self.peer()) {
+            Some(PeerPath::Direct(addr)) => return PathInfo::Direct { addr },
+            Some(PeerPath::Relay(region)) => region,
+            // Not (or no longer) a peer, or a path this CLI does not know.
+            _ => endpoint.home_relay(),
+        };
+        let region = region_id.map(|id| match self.relay_map.regions.get(&id) {
+            Some(r) if !r.region_code.is_empty() => r.region_code.clone(),
+            _ => id.to_string(),
+        });
+        PathInfo::Relay { region_id, region }
     }
 
     /// Closes the connection so the agent learns at once, not at its idle timeout.
