@@ -253,15 +253,41 @@ pub struct CreateWorkspaceRequest {
     pub rich_parameter_values: Vec<WorkspaceBuildParameter>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// What a build does to the workspace. The default is `Start` (a template import
+/// plans a start).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Transition {
+    #[default]
     Start,
     Stop,
     Delete,
 }
 
+/// A transition name other than `start`, `stop` and `delete`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown workspace transition {0:?}: expected start, stop or delete")]
+pub struct UnknownTransition(pub String);
+
+impl std::str::FromStr for Transition {
+    type Err = UnknownTransition;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Transition::parse(s).ok_or_else(|| UnknownTransition(s.to_owned()))
+    }
+}
+
+/// For database rows (`#[sqlx(try_from = "String")]`): an unknown value is an error.
+impl TryFrom<String> for Transition {
+    type Error = UnknownTransition;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl Transition {
+    /// `start`, `stop` or `delete`, as in `CODER_WORKSPACE_TRANSITION`.
     pub fn as_str(self) -> &'static str {
         match self {
             Transition::Start => "start",
