@@ -124,36 +124,17 @@ fn init(dir: Option<PathBuf>, id: &str) -> anyhow::Result<()> {
 
 /// Packs a template directory as a tar (skipping terraform's own files).
 pub fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            let name_s = name.to_string_lossy();
-            if name_s == ".terraform" || name_s == ".git" || name_s.contains(".tfstate") {
-                continue;
-            }
-            let ty = e.file_type()?;
-            let path = rel.join(&name);
-            if ty.is_dir() {
-                walk(root, &path, out)?;
-            } else if ty.is_file() {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, Path::new(""), &mut files).with_context(|| format!("read {}", dir.display()))?;
-    if !files.iter().any(|f| f.extension().is_some_and(|e| e == "tf")) {
+    let archive = codersdk::archive::pack_dir(dir)?;
+    let has_tf = tar::Archive::new(archive.as_slice()).entries()?.any(|e| {
+        e.is_ok_and(|e| {
+            e.header().entry_type() == tar::EntryType::Regular
+                && e.path().is_ok_and(|p| p.extension().is_some_and(|x| x == "tf"))
+        })
+    });
+    if !has_tf {
         bail!("{} has no .tf files; is it a template directory?", dir.display());
     }
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    for f in files {
-        builder.append_path_with_name(dir.join(&f), &f)?;
-    }
-    Ok(builder.into_inner()?)
+    Ok(archive)
 }
 
 async fn push(

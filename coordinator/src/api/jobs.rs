@@ -9,9 +9,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use codersdk::{
-    AppHealth, LifecycleState, ProvisionerJob, ProvisionerJobLog, ProvisionerJobStatus,
-    ResourceMetadata, Transition, WorkspaceAgent, WorkspaceAgentStatus, WorkspaceApp,
-    WorkspaceResource,
+    AppHealth, LifecycleState, ProvisionerJob, ProvisionerJobLog, ResourceMetadata, Transition,
+    WorkspaceAgent, WorkspaceAgentStatus, WorkspaceApp, WorkspaceResource,
 };
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -20,20 +19,12 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, Json};
 use super::AppState;
-use crate::provisioner::queue::{JobRow, JobStatus, CHANNEL_JOB_LOGS, JOB_COLUMNS};
+use crate::provisionerd::queue::{JobRow, CHANNEL_JOB_LOGS, JOB_COLUMNS};
 
 pub fn job_to_api(row: &JobRow) -> ProvisionerJob {
-    let status = match row.status() {
-        JobStatus::Pending => ProvisionerJobStatus::Pending,
-        JobStatus::Running => ProvisionerJobStatus::Running,
-        JobStatus::Canceling => ProvisionerJobStatus::Canceling,
-        JobStatus::Canceled => ProvisionerJobStatus::Canceled,
-        JobStatus::Succeeded => ProvisionerJobStatus::Succeeded,
-        JobStatus::Failed => ProvisionerJobStatus::Failed,
-    };
     ProvisionerJob {
         id: row.id,
-        status,
+        status: row.status(),
         created_at: row.created_at,
         started_at: row.started_at,
         completed_at: row.completed_at,

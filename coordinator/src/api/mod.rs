@@ -37,7 +37,7 @@ use codersdk::RelayMap;
 
 use crate::meshpeer::MeshPeer;
 use crate::metrics::Metrics;
-use crate::provisioner::Queue;
+use crate::provisionerd::Queue;
 use crate::pubsub::Pubsub;
 
 /// Settings the API needs.

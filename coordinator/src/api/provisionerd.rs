@@ -24,11 +24,11 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
-use crate::provisioner::http::{
+use crate::provisionerd::http::{
     AcquireRequest, AcquireResponse, CompleteRequest, FailRequest, HeartbeatRequest,
     HeartbeatResponse, LogsRequest, MAX_ACQUIRE_WAIT, PROVISIONER_KEY_HEADER,
 };
-use crate::provisioner::{BackendError, JobBackend, Lease, PgBackend, ProvisionerKey};
+use crate::provisionerd::{BackendError, JobBackend, Lease, PgBackend, ProvisionerKey};
 
 /// The `complete` and `fail` bodies carry terraform state.
 const MAX_RESULT_BYTES: usize = 32 << 20;

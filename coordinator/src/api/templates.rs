@@ -16,7 +16,7 @@ use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
 use super::AppState;
-use crate::provisioner::queue::{self, JobInput, NewJob, Tags};
+use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
 
 #[derive(sqlx::FromRow)]
 struct VersionRow {
@@ -140,7 +140,7 @@ pub async fn version_cancel(
     session.require_owner()?;
     let v = version_row(&state, id).await?;
     match state.queue.cancel(v.job_id).await? {
-        Some(s) if s.is_done() && s != queue::JobStatus::Canceled => {
+        Some(s) if s.is_done() && s != codersdk::ProvisionerJobStatus::Canceled => {
             Err(ApiError::bad_request("The job has already finished."))
         }
         _ => Ok(Json(serde_json::json!({"message": "Job canceled."}))),
@@ -263,7 +263,7 @@ pub async fn template_row(state: &AppState, id_or_name: &str) -> ApiResult<Templ
 async fn require_imported(state: &AppState, version: &VersionRow) -> ApiResult<()> {
     let job = jobs::job(&state.db, version.job_id).await?;
     match job.status() {
-        queue::JobStatus::Succeeded => Ok(()),
+        codersdk::ProvisionerJobStatus::Succeeded => Ok(()),
         s => Err(ApiError::bad_request(format!(
             "Template version {} is not usable: its import is {s:?}.",
             version.name

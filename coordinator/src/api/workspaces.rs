@@ -21,7 +21,7 @@ use super::jobs::{self, job_to_api, LogsQuery};
 use super::templates::{parameters, template_row, TemplateRow};
 use super::users::resolve_user;
 use super::AppState;
-use crate::provisioner::queue::{self, JobInput, NewJob, Tags};
+use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
 
 #[derive(sqlx::FromRow, Clone)]
 pub struct WorkspaceRow {
@@ -160,7 +160,7 @@ async fn authorize_version(
     }
     let job = jobs::job(&state.db, job_id).await?;
     let status = job.status();
-    if status != queue::JobStatus::Succeeded {
+    if status != ProvisionerJobStatus::Succeeded {
         return Err(ApiError::bad_request(format!(
             "Template version {name:?} cannot be built: its import is {}.",
             format!("{status:?}").to_lowercase()
@@ -536,7 +536,7 @@ pub async fn cancel_build(
 ) -> ApiResult<Json<serde_json::Value>> {
     let b = visible_build(&state, &session, id).await?;
     match state.queue.cancel(b.job_id).await? {
-        Some(s) if s.is_done() && s != queue::JobStatus::Canceled => {
+        Some(s) if s.is_done() && s != ProvisionerJobStatus::Canceled => {
             Err(ApiError::bad_request("The build has already finished."))
         }
         _ => Ok(Json(serde_json::json!({"message": "Build canceled."}))),
