@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codersdk::coordination::PeerKind;
-use codersdk::meshnet::{MeshSession, SessionConfig};
+use codersdk::coordination::{ConnectError, PeerKind};
+use codersdk::meshnet::{MeshSession, SessionConfig, SessionError};
 use codersdk::{AgentManifest, AgentStats, Client, LifecycleState};
 use mesh::{MeshConnection, Service};
 use tokio::task::JoinSet;
@@ -112,11 +112,7 @@ async fn join_mesh(
         .await
         {
             Ok(s) => return Ok(s),
-            Err(codersdk::meshnet::SessionError::Coordinator(e))
-                if e.to_string().contains("HTTP 401") =>
-            {
-                return Err(AgentError::Unauthorized(e.to_string()))
-            }
+            Err(e) if refused_token(&e) => return Err(AgentError::Unauthorized(e.to_string())),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot join the mesh; retrying");
                 tokio::time::sleep(delay).await;
@@ -124,6 +120,16 @@ async fn join_mesh(
             }
         }
     }
+}
+
+/// Whether the coordinator turned the agent token away (HTTP 401), which
+/// retrying cannot change; other refusals and network errors are retried.
+fn refused_token(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::Coordinator(ConnectError::Refused { status, .. })
+            if *status == reqwest::StatusCode::UNAUTHORIZED.as_u16()
+    )
 }
 
 /// Runs the agent until `shutdown` resolves; then stops within
@@ -477,5 +483,25 @@ async fn report_stats(client: Client, ssh: SshServer, every: Duration) {
         if let Err(e) = client.post_agent_stats(&stats).await {
             tracing::debug!(error = %e, "stats report failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> SessionError {
+        SessionError::Coordinator(ConnectError::Refused { status, body: "HTTP 401".into() })
+    }
+
+    #[test]
+    fn only_a_401_refusal_is_a_refused_token() {
+        assert!(refused_token(&refused(401)));
+        // The body's wording does not matter, only the status.
+        assert!(!refused_token(&refused(403)));
+        assert!(!refused_token(&refused(502)));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "HTTP 401");
+        assert!(!refused_token(&SessionError::Coordinator(ConnectError::Io(io))));
+        assert!(!refused_token(&SessionError::NoHello));
     }
 }
