@@ -24,7 +24,8 @@ use url::Url;
 use crate::config::ConfigDir;
 use codersdk::{Client, Transition};
 
-pub use output::OutputFormat;
+pub(crate) use output::{out, outln};
+pub use output::{stdout_closed, write_stdout, OutputFormat, StdoutError};
 
 #[derive(Parser, Debug)]
 #[command(name = "coder", version, about = "Reach your workspaces over a peer-to-peer mesh")]
@@ -247,7 +248,7 @@ async fn open_vscode(
     let dir = if dir.starts_with('/') { dir } else { format!("/{dir}") };
     let uri = format!("vscode://vscode-remote/ssh-remote+{host}{dir}");
     if print {
-        println!("{uri}");
+        outln!("{uri}")?;
         return Ok(());
     }
     let opened = std::process::Command::new("xdg-open")
@@ -256,7 +257,7 @@ async fn open_vscode(
         .map(|s| s.success())
         .unwrap_or(false);
     if !opened {
-        println!("Open this URI in VS Code: {uri}");
+        outln!("Open this URI in VS Code: {uri}")?;
     }
     Ok(())
 }

@@ -1,12 +1,11 @@
 //! `coder templates init|push|list|versions`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
 use super::build::follow_logs;
-use super::output::{self, OutputArgs};
+use super::output::{self, outln, OutputArgs};
 use super::Context_;
 use codersdk::{
     CreateTemplateRequest, CreateTemplateVersionRequest, ProvisionerJobStatus, SdkError,
@@ -117,8 +116,8 @@ fn init(dir: Option<PathBuf>, id: &str) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     std::fs::write(dir.join("main.tf"), main_tf)?;
-    println!("Wrote the {name:?} example to {}.", dir.display());
-    println!("Push it with: coder templates push {name} -d {}", dir.display());
+    outln!("Wrote the {name:?} example to {}.", dir.display())?;
+    outln!("Push it with: coder templates push {name} -d {}", dir.display())?;
     Ok(())
 }
 
@@ -165,7 +164,7 @@ async fn push(
 ) -> anyhow::Result<()> {
     let client = ctx.client()?;
     let archive = pack(dir)?;
-    println!("Uploading {} ({} KiB)…", dir.display(), archive.len().div_ceil(1024));
+    outln!("Uploading {} ({} KiB)…", dir.display(), archive.len().div_ceil(1024))?;
     let file_id = client.upload("application/x-tar", archive).await?;
     let existing = match client.template(name).await {
         Ok(t) => Some(t),
@@ -180,8 +179,7 @@ async fn push(
             message,
         })
         .await?;
-    println!("Importing version {} (terraform init + plan)…", version.name);
-    std::io::stdout().flush()?;
+    outln!("Importing version {} (terraform init + plan)…", version.name)?;
     let job =
         follow_logs(&client, &format!("/api/v2/templateversions/{}/logs", version.id)).await?;
     if job.status != ProvisionerJobStatus::Succeeded {
@@ -190,7 +188,7 @@ async fn push(
     let resources = client.template_version_resources(version.id).await.unwrap_or_default();
     for r in resources.iter().filter(|r| r.transition == codersdk::Transition::Start) {
         let agents: Vec<&str> = r.agents.iter().map(|a| a.name.as_str()).collect();
-        println!(
+        outln!(
             "  {}.{}{}",
             r.type_,
             r.name,
@@ -199,12 +197,12 @@ async fn push(
             } else {
                 format!(" (agents: {})", agents.join(", "))
             }
-        );
+        )?;
     }
     match existing {
         Some(t) => {
             client.set_active_version(t.id, version.id).await?;
-            println!("Template {name:?} updated; version {} is active.", version.name);
+            outln!("Template {name:?} updated; version {} is active.", version.name)?;
         }
         None => {
             let created = client
@@ -215,9 +213,9 @@ async fn push(
                 })
                 .await;
             match created {
-                Ok(_) => println!(
+                Ok(_) => outln!(
                     "Template {name:?} created. Create a workspace: coder create <name> -t {name}"
-                ),
+                )?,
                 Err(SdkError::Api { body, .. }) => bail!("create template: {}", body.message),
                 Err(e) => return Err(e.into()),
             }
