@@ -290,7 +290,7 @@ async fn serve_connection(conn: MeshConnection, local: mesh::MeshAddresses, ssh:
                             other => {
                                 tracing::debug!(service = %other, "unsupported service");
                                 let mut send = send;
-                                let _ = send.reset(quinn::VarInt::from_u32(2));
+                                let _ = send.reset(mesh::reset::UNSUPPORTED);
                             }
                         }
                     });
@@ -316,7 +316,7 @@ async fn forward_tcp(port: u16, mut send: quinn::SendStream, recv: quinn::RecvSt
         }
         Err(e) => {
             tracing::debug!(port, error = %e, "forward target refused");
-            let _ = send.reset(quinn::VarInt::from_u32(1));
+            let _ = send.reset(mesh::reset::REFUSED);
         }
     }
 }
@@ -333,13 +333,13 @@ async fn forward_udp(port: u16, mut send: quinn::SendStream, mut recv: quinn::Re
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot bind a UDP socket for a forward");
-            let _ = send.reset(quinn::VarInt::from_u32(1));
+            let _ = send.reset(mesh::reset::REFUSED);
             return;
         }
     };
     if let Err(e) = socket.connect(("127.0.0.1", port)).await {
         tracing::debug!(port, error = %e, "UDP forward target unusable");
-        let _ = send.reset(quinn::VarInt::from_u32(1));
+        let _ = send.reset(mesh::reset::REFUSED);
         return;
     }
     // Reading a frame is not cancel-safe, so each direction runs as one
