@@ -228,7 +228,7 @@ async fn open_vscode(
     print: bool,
 ) -> anyhow::Result<()> {
     let client = ctx.client()?;
-    let agent = ssh::find_agent(&client, workspace, false, "no").await?;
+    let agent = ssh::find_agent(&client, workspace, false, ssh::Wait::No).await?;
     let host =
         format!("{}{}", config_ssh::HOST_PREFIX, workspace.split('.').next().unwrap_or(workspace));
     let ssh_config = dirs::home_dir().unwrap_or_default().join(".ssh/config");
@@ -260,4 +260,31 @@ async fn open_vscode(
         outln!("Open this URI in VS Code: {uri}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_valued_flag_lists_its_choices_when_given_another() {
+        for (args, choices) in [
+            (
+                &["coder", "templates", "init", "--id", "cloud"][..],
+                "[possible values: local, netns]",
+            ),
+            (&["coder", "list", "--output", "yaml"], "[possible values: table, json]"),
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
+            assert!(e.to_string().contains(choices), "{args:?}: {e}");
+        }
+        let parsed = Cli::try_parse_from(["coder", "templates", "init", "--id", "netns"]).unwrap();
+        let Command::Templates(templates::TemplatesCommand::Init { id, .. }) = parsed.command
+        else {
+            panic!("not templates init: {parsed:?}")
+        };
+        assert_eq!(id, templates::Example::Netns);
+    }
 }

@@ -93,7 +93,7 @@ impl AgentLink {
         relay_only: bool,
     ) -> anyhow::Result<Self> {
         let client = ctx.client()?;
-        let agent = find_agent(&client, workspace, false, "auto").await?;
+        let agent = find_agent(&client, workspace, false, super::ssh::Wait::Auto).await?;
         let token = ctx.token.clone().context("You are not logged in. Run `coder login <url>`.")?;
         let relay_map = client.relay_map().await.context("fetch the relay map")?;
         let sc = SessionConfig::default().with_relay_only(relay_only);

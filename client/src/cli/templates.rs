@@ -12,18 +12,30 @@ use codersdk::{
 };
 
 /// The example templates `coder templates init` offers.
-const EXAMPLES: [(&str, &str, &str); 2] = [
-    (
-        "local",
-        "A directory and an agent process on the coderd host (no cloud needed).",
-        include_str!("../../../examples/templates/local/main.tf"),
-    ),
-    (
-        "netns",
-        "The agent in its own network namespace behind a NAT (root; for mesh demos).",
-        include_str!("../../../examples/templates/netns/main.tf"),
-    ),
-];
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Example {
+    /// A directory and an agent process on the coderd host (no cloud needed).
+    Local,
+    /// The agent in its own network namespace behind a NAT (root; for mesh demos).
+    Netns,
+}
+
+impl Example {
+    /// Its name, as `--id` takes it and as the directory it is written to.
+    fn name(self) -> &'static str {
+        match self {
+            Example::Local => "local",
+            Example::Netns => "netns",
+        }
+    }
+
+    fn main_tf(self) -> &'static str {
+        match self {
+            Example::Local => include_str!("../../../examples/templates/local/main.tf"),
+            Example::Netns => include_str!("../../../examples/templates/netns/main.tf"),
+        }
+    }
+}
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TemplatesCommand {
@@ -32,8 +44,8 @@ pub enum TemplatesCommand {
         /// Directory to create (default: ./<example>).
         dir: Option<PathBuf>,
         /// Which example.
-        #[arg(long, default_value = "local")]
-        id: String,
+        #[arg(long, value_enum, default_value_t = Example::Local)]
+        id: Example,
     },
     /// Upload a directory as a new version of a template (creating the template).
     Push {
@@ -65,7 +77,7 @@ pub enum TemplatesCommand {
 
 pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
     match cmd {
-        TemplatesCommand::Init { dir, id } => init(dir, &id),
+        TemplatesCommand::Init { dir, id } => init(dir, id),
         TemplatesCommand::Push { name, directory, version_name, message, yes: _ } => {
             push(ctx, &name, &directory, version_name, message).await
         }
@@ -105,17 +117,14 @@ pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
     }
 }
 
-fn init(dir: Option<PathBuf>, id: &str) -> anyhow::Result<()> {
-    let Some((name, _, main_tf)) = EXAMPLES.iter().find(|(n, _, _)| *n == id) else {
-        let list: Vec<String> = EXAMPLES.iter().map(|(n, d, _)| format!("  {n}: {d}")).collect();
-        bail!("unknown example {id:?}; choose one with --id:\n{}", list.join("\n"));
-    };
+fn init(dir: Option<PathBuf>, example: Example) -> anyhow::Result<()> {
+    let name = example.name();
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
     if dir.join("main.tf").exists() {
         bail!("{} already has a main.tf; choose another directory", dir.display());
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    std::fs::write(dir.join("main.tf"), main_tf)?;
+    std::fs::write(dir.join("main.tf"), example.main_tf())?;
     outln!("Wrote the {name:?} example to {}.", dir.display())?;
     outln!("Push it with: coder templates push {name} -d {}", dir.display())?;
     Ok(())
