@@ -7,6 +7,7 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
 
+use super::confirm::confirm;
 use super::output::{self, out, outln, OutputArgs, OutputFormat};
 use super::Context_;
 use codersdk::{
@@ -181,6 +182,25 @@ pub async fn transition(
 ) -> anyhow::Result<()> {
     let client = ctx.client()?;
     let ws = resolve(&client, name).await?;
+    build(&client, &ws, t, params).await
+}
+
+/// `coder delete`: asks first unless `yes` (and refuses without a terminal
+/// to ask on), then builds the `delete` transition.
+pub async fn delete(ctx: &Context_, name: &str, yes: bool) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let ws = resolve(&client, name).await?;
+    confirm(&format!("delete workspace {}/{}", ws.owner_name, ws.name), yes)?;
+    build(&client, &ws, Transition::Delete, &[]).await
+}
+
+/// Starts a build of `ws` and follows it to its end.
+async fn build(
+    client: &Client,
+    ws: &Workspace,
+    t: Transition,
+    params: &[String],
+) -> anyhow::Result<()> {
     let b = client
         .create_workspace_build(
             ws.id,
@@ -202,7 +222,7 @@ pub async fn transition(
         ws.name,
         b.build_number
     )?;
-    finish_build(&client, b.id, &ws.name, t).await
+    finish_build(client, b.id, &ws.name, t).await
 }
 
 pub async fn list(ctx: &Context_, all: bool, out: OutputArgs) -> anyhow::Result<()> {

@@ -10,9 +10,10 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-use super::output::{out, outln};
+use super::confirm::confirm;
+use super::output::outln;
 use super::Context_;
 
 pub const START_MARKER: &str = "# ------------START-CODER-----------";
@@ -143,13 +144,9 @@ pub async fn run(ctx: &Context_, args: ConfigSshArgs) -> anyhow::Result<()> {
         outln!("Would write {}:\n{updated}", path.display())?;
         return Ok(());
     }
-    if !args.yes && std::io::stdin().is_terminal() {
-        out!("Update {}? [y/N] ", path.display())?;
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("nothing changed");
-        }
+    // Without a terminal (a script, `coder open`) it writes without asking.
+    if std::io::stdin().is_terminal() {
+        confirm(&format!("update {}", path.display()), args.yes)?;
     }
     write_atomically(&path, &updated)?;
     if args.remove {

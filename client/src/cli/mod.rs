@@ -3,6 +3,7 @@
 
 mod build;
 mod config_ssh;
+mod confirm;
 mod login;
 mod netcheck;
 mod output;
@@ -101,6 +102,7 @@ pub enum Command {
     #[command(alias = "rm")]
     Delete {
         workspace: String,
+        /// Don't ask for confirmation (needed when stdin is not a terminal).
         #[arg(short, long)]
         yes: bool,
     },
@@ -191,9 +193,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             build::transition(&ctx, &workspace, Transition::Stop, &[]).await?;
             build::transition(&ctx, &workspace, Transition::Start, &[]).await
         }
-        Command::Delete { workspace, yes: _ } => {
-            build::transition(&ctx, &workspace, Transition::Delete, &[]).await
-        }
+        Command::Delete { workspace, yes } => build::delete(&ctx, &workspace, yes).await,
         Command::Logs { workspace, follow } => build::logs(&ctx, &workspace, follow).await,
         Command::Ssh(args) => ssh::run(&ctx, args).await,
         Command::ConfigSsh(args) => config_ssh::run(&ctx, args).await,
