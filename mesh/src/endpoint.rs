@@ -183,7 +183,7 @@ impl IncomingConnection {
                     announced = ?node.as_ref().map(|n| (n.id, n.key)),
                     "refused a mesh connection: its key is not the one announced for its address"
                 );
-                conn.close(quinn::VarInt::from_u32(1), b"identity mismatch");
+                conn.close(crate::close::WRONG_PEER, b"identity mismatch");
                 Err(AcceptError::WrongIdentity(remote))
             }
         }
@@ -408,7 +408,7 @@ impl MeshEndpoint {
 
     /// Closes all connections and waits for the peers to learn of it.
     pub async fn close(&self) {
-        self.quic.close(quinn::VarInt::from_u32(0), b"closing");
+        self.quic.close(crate::close::CLOSING, b"closing");
         self.quic.wait_idle().await;
     }
 }

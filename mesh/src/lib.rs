@@ -51,6 +51,6 @@ pub use peermap::{KeyInUse, KeyKind};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};
 pub use relay::{HomeConfig, HomeSelector, NoRegion, RelayRegion};
-pub use service::{pty_frame, Service, ServiceParseError, COPY_BUFFER};
+pub use service::{close, pty_frame, reset, Service, ServiceParseError, COPY_BUFFER};
 pub use splice::{copy_from_stream, copy_to_stream, fit_loopback_buffer, splice, Spliced};
 pub use wire::{classify, PacketKind};

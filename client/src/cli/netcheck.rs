@@ -21,7 +21,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 
-use super::output::{self, OutputFormat};
+use super::output::{self, out, outln, OutputFormat};
 use super::ping::millis;
 use super::speedtest::parse_duration;
 use super::Context_;
@@ -250,8 +250,8 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
         preferred_region,
     };
     match args.out.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Table => print!("{}", render(&report)),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+        OutputFormat::Table => out!("{}", render(&report))?,
     }
     Ok(())
 }

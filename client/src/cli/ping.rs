@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast;
 
-use super::output::OutputFormat;
+use super::output::{outln, OutputFormat};
 use super::speedtest::parse_duration;
 use super::ssh::find_agent;
 use super::Context_;
@@ -94,7 +94,7 @@ impl AgentLink {
         relay_only: bool,
     ) -> anyhow::Result<Self> {
         let client = ctx.client()?;
-        let agent = find_agent(&client, workspace, false, "auto").await?;
+        let agent = find_agent(&client, workspace, false, super::ssh::Wait::Auto).await?;
         let token = ctx.token.clone().context("You are not logged in. Run `coder login <url>`.")?;
         let relay_map = client.relay_map().await.context("fetch the relay map")?;
         let sc = SessionConfig::default().with_relay_only(relay_only);
@@ -266,7 +266,7 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
         let latency = start.elapsed();
         for change in link.drain_path_changes() {
             if !json {
-                println!("{change}");
+                outln!("{change}")?;
             }
             path_changes.push(change);
         }
@@ -274,7 +274,7 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
         let record = match result {
             Ok(Ok(())) => {
                 if !json {
-                    println!("pong from {ws} via {path} in {}", ms(latency));
+                    outln!("pong from {ws} via {path} in {}", ms(latency))?;
                 }
                 PingRecord { seq, latency_ms: Some(millis(latency)), path, error: None }
             }
@@ -283,14 +283,14 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
                 stream = None;
                 let error = format!("ping stream failed: {e}");
                 if !json {
-                    println!("{error}");
+                    outln!("{error}")?;
                 }
                 PingRecord { seq, latency_ms: None, path, error: Some(error) }
             }
             Err(_) => {
                 let error = format!("no pong within {:?}", args.timeout);
                 if !json {
-                    println!("{error}");
+                    outln!("{error}")?;
                 }
                 PingRecord { seq, latency_ms: None, path, error: Some(error) }
             }
@@ -312,16 +312,16 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
     };
     let answered = report.pings.iter().filter(|r| r.error.is_none()).count();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         match (&path, link.time_to_direct()) {
             (PathInfo::Direct { addr }, Some(t)) => {
-                println!("✔ direct connection to {ws} ({addr}), found {} after connecting", ms(t))
+                outln!("✔ direct connection to {ws} ({addr}), found {} after connecting", ms(t))?
             }
-            (PathInfo::Direct { addr }, None) => println!("✔ direct connection to {ws} ({addr})"),
+            (PathInfo::Direct { addr }, None) => outln!("✔ direct connection to {ws} ({addr})")?,
             (PathInfo::Relay { .. }, _) => {
                 let why = if args.relay_only { "" } else { "no direct path yet; " };
-                println!("{ws} is reached through the {path}: {why}{}", relay_hint(args.relay_only))
+                outln!("{ws} is reached through the {path}: {why}{}", relay_hint(args.relay_only))?
             }
         }
     }
