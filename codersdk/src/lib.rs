@@ -14,6 +14,7 @@ pub mod coordination;
 mod http;
 pub mod meshnet;
 pub mod runtime;
+mod status;
 pub mod types;
 
 pub use http::{

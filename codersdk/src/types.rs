@@ -7,6 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::status::{
+    AppHealth, LifecycleState, ProvisionerJobStatus, Role, Transition, UnknownValue, UserStatus,
+    WorkspaceAgentStatus, WorkspaceStatus,
+};
+
 /// The body of every error response: what went wrong and what to do.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiErrorBody {
@@ -21,38 +26,13 @@ pub struct BuildInfo {
     pub external_url: String,
 }
 
-/// A role a user holds across the deployment.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Owner,
-    Member,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Member => "member",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "owner" => Some(Role::Owner),
-            "member" => Some(Role::Member),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {
     pub id: Uuid,
     pub username: String,
     pub email: String,
     pub roles: Vec<Role>,
-    pub status: String,
+    pub status: UserStatus,
     pub created_at: DateTime<Utc>,
 }
 
@@ -122,23 +102,6 @@ pub struct ApiKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UploadResponse {
     pub hash: Uuid,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ProvisionerJobStatus {
-    Pending,
-    Running,
-    Canceling,
-    Canceled,
-    Succeeded,
-    Failed,
-}
-
-impl ProvisionerJobStatus {
-    pub fn is_done(self) -> bool {
-        matches!(self, Self::Canceled | Self::Succeeded | Self::Failed)
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,33 +216,6 @@ pub struct CreateWorkspaceRequest {
     pub rich_parameter_values: Vec<WorkspaceBuildParameter>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Transition {
-    Start,
-    Stop,
-    Delete,
-}
-
-impl Transition {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transition::Start => "start",
-            Transition::Stop => "stop",
-            Transition::Delete => "delete",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Transition> {
-        match s {
-            "start" => Some(Transition::Start),
-            "stop" => Some(Transition::Stop),
-            "delete" => Some(Transition::Delete),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateWorkspaceBuildRequest {
     pub transition: Transition,
@@ -300,7 +236,7 @@ pub struct WorkspaceBuild {
     pub created_at: DateTime<Utc>,
     pub job: ProvisionerJob,
     /// The workspace's state as this build leaves it.
-    pub status: String,
+    pub status: WorkspaceStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -340,34 +276,6 @@ pub struct Healthcheck {
     pub threshold: i64,
 }
 
-/// Coder's `WorkspaceAppHealth`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AppHealth {
-    #[default]
-    Disabled,
-    Initializing,
-    Healthy,
-    Unhealthy,
-}
-
-impl AppHealth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AppHealth::Disabled => "disabled",
-            AppHealth::Initializing => "initializing",
-            AppHealth::Healthy => "healthy",
-            AppHealth::Unhealthy => "unhealthy",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Disabled, Self::Initializing, Self::Healthy, Self::Unhealthy]
-            .into_iter()
-            .find(|h| h.as_str() == s)
-    }
-}
-
 /// `PATCH /api/v2/workspaceagents/me/app-health` (Coder's
 /// `PostWorkspaceAppHealthsRequest`): the apps whose health changed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -383,8 +291,8 @@ pub struct WorkspaceAgent {
     pub os: String,
     pub architecture: String,
     pub directory: String,
-    pub status: String,
-    pub lifecycle_state: String,
+    pub status: WorkspaceAgentStatus,
+    pub lifecycle_state: LifecycleState,
     pub first_connected_at: Option<DateTime<Utc>>,
     pub last_connected_at: Option<DateTime<Utc>>,
     pub apps: Vec<WorkspaceApp>,
@@ -464,37 +372,6 @@ pub struct AgentMetadataDescription {
     pub interval: i64,
     /// Seconds before a run is killed.
     pub timeout: i64,
-}
-
-/// Agent lifecycle states, as Coder names them.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LifecycleState {
-    Created,
-    Starting,
-    StartTimeout,
-    StartError,
-    Ready,
-    ShuttingDown,
-    ShutdownTimeout,
-    ShutdownError,
-    Off,
-}
-
-impl LifecycleState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Starting => "starting",
-            Self::StartTimeout => "start_timeout",
-            Self::StartError => "start_error",
-            Self::Ready => "ready",
-            Self::ShuttingDown => "shutting_down",
-            Self::ShutdownTimeout => "shutdown_timeout",
-            Self::ShutdownError => "shutdown_error",
-            Self::Off => "off",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

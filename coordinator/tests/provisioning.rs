@@ -192,7 +192,10 @@ async fn push_create_stop_start_delete_round_trip() {
         wait_job(&owner, &format!("/api/v2/workspacebuilds/{}/logs", ws.latest_build.id)).await;
     assert_eq!(job.status, ProvisionerJobStatus::Succeeded, "{}", lines.join("\n"));
     assert!(lines.iter().any(|l| l.contains("building ws1 color=red")), "{}", lines.join("\n"));
-    assert_eq!(owner.workspace(ws.id).await.unwrap().latest_build.status, "running");
+    assert_eq!(
+        owner.workspace(ws.id).await.unwrap().latest_build.status,
+        codersdk::WorkspaceStatus::Running
+    );
 
     // The agent token terraform produced is stored only as its hash.
     let state: Vec<u8> =
@@ -259,7 +262,7 @@ async fn push_create_stop_start_delete_round_trip() {
     let job = build(&owner, ws.id, Transition::Stop, vec![]).await;
     assert_eq!(job.status, ProvisionerJobStatus::Succeeded, "{}", job.error);
     let w = owner.workspace(ws.id).await.unwrap();
-    assert_eq!(w.latest_build.status, "stopped");
+    assert_eq!(w.latest_build.status, codersdk::WorkspaceStatus::Stopped);
     // A stopped workspace's agent token no longer authenticates.
     let stale = agent.agent_manifest().await.unwrap_err();
     assert_eq!(stale.status(), Some(reqwest::StatusCode::UNAUTHORIZED));

@@ -200,7 +200,7 @@ pub async fn list(ctx: &Context_, all: bool, out: OutputArgs) -> anyhow::Result<
             vec![
                 format!("{}/{}", w.owner_name, w.name),
                 w.template_name.clone(),
-                w.latest_build.status.clone(),
+                w.latest_build.status.to_string(),
                 w.latest_build.created_at.format("%Y-%m-%d %H:%M").to_string(),
             ]
         })

@@ -17,7 +17,7 @@ use super::build::resolve;
 use super::Context_;
 use codersdk::coordination::PeerKind;
 use codersdk::meshnet::{MeshSession, SessionConfig};
-use codersdk::{Client, Transition, WorkspaceAgent};
+use codersdk::{Client, Transition, WorkspaceAgent, WorkspaceAgentStatus, WorkspaceStatus};
 
 #[derive(clap::Args, Debug)]
 pub struct SshArgs {
@@ -64,8 +64,8 @@ pub async fn find_agent(
         _ => (target, None),
     };
     let mut ws = resolve(client, ws_name).await?;
-    if ws.latest_build.status != "running" {
-        if start && matches!(ws.latest_build.status.as_str(), "stopped" | "failed" | "canceled") {
+    if ws.latest_build.status != WorkspaceStatus::Running {
+        if start && ws.latest_build.status.is_startable() {
             eprintln!("Starting workspace {:?}…", ws.name);
             super::build::transition_quiet(client, &ws, Transition::Start).await?;
             ws = resolve(client, ws_name).await?;
@@ -101,10 +101,8 @@ pub async fn find_agent(
         };
         let ready = match wait {
             "no" => true,
-            "yes" => {
-                matches!(agent.lifecycle_state.as_str(), "ready" | "start_error" | "start_timeout")
-            }
-            _ => agent.status == "connected",
+            "yes" => agent.lifecycle_state.startup_done(),
+            _ => agent.status == WorkspaceAgentStatus::Connected,
         };
         if ready {
             return Ok(agent);

@@ -49,7 +49,7 @@ pub async fn run(ctx: &Context_, cmd: UsersCommand) -> anyhow::Result<()> {
                         u.username.clone(),
                         u.email.clone(),
                         roles.join(","),
-                        u.status.clone(),
+                        u.status.to_string(),
                         u.created_at.format("%Y-%m-%d").to_string(),
                     ]
                 })

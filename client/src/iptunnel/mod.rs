@@ -196,7 +196,7 @@ async fn watch_workspaces(
 async fn running_agents(client: &Client) -> anyhow::Result<Vec<AgentEntry>> {
     let mut out = Vec::new();
     for ws in client.workspaces(false).await? {
-        if ws.latest_build.status != "running" {
+        if ws.latest_build.status != codersdk::WorkspaceStatus::Running {
             continue;
         }
         for resource in client.workspace_build_resources(ws.latest_build.id).await? {

@@ -17,7 +17,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
 use codersdk::{
-    Role, User, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
+    Role, User, UserStatus, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -34,7 +34,8 @@ pub struct UserRow {
     pub email: String,
     pub username: String,
     pub roles: Vec<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: UserStatus,
     pub created_at: DateTime<Utc>,
 }
 
@@ -44,8 +45,8 @@ impl UserRow {
             id: self.id,
             username: self.username.clone(),
             email: self.email.clone(),
-            roles: self.roles.iter().filter_map(|r| Role::parse(r)).collect(),
-            status: self.status.clone(),
+            roles: self.roles.iter().filter_map(|r| r.parse().ok()).collect(),
+            status: self.status,
             created_at: self.created_at,
         }
     }
@@ -267,7 +268,7 @@ pub async fn authenticate_for(
     .bind(id)
     .fetch_optional(db)
     .await?;
-    let Some(user) = user.filter(|u| u.status == "active") else {
+    let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
         return Ok(None);
     };
     let lifetime = Duration::seconds(key.lifetime_seconds);

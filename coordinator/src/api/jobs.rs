@@ -9,8 +9,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use codersdk::{
-    ProvisionerJob, ProvisionerJobLog, ProvisionerJobStatus, ResourceMetadata, Transition,
-    WorkspaceAgent, WorkspaceApp, WorkspaceResource,
+    AppHealth, LifecycleState, ProvisionerJob, ProvisionerJobLog, ProvisionerJobStatus,
+    ResourceMetadata, Transition, WorkspaceAgent, WorkspaceAgentStatus, WorkspaceApp,
+    WorkspaceResource,
 };
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -185,7 +186,8 @@ pub fn last_event_id(headers: &axum::http::HeaderMap) -> Option<i64> {
 struct ResourceRow {
     id: Uuid,
     job_id: Uuid,
-    transition: String,
+    #[sqlx(try_from = "String")]
+    transition: Transition,
     #[sqlx(rename = "type")]
     type_: String,
     name: String,
@@ -205,7 +207,8 @@ pub struct AgentRow {
     pub os: String,
     pub arch: String,
     pub directory: String,
-    pub lifecycle_state: String,
+    #[sqlx(try_from = "String")]
+    pub lifecycle_state: LifecycleState,
     pub connection_timeout_seconds: i32,
     pub first_connected_at: Option<DateTime<Utc>>,
     pub last_connected_at: Option<DateTime<Utc>>,
@@ -217,23 +220,23 @@ pub struct AgentRow {
 const AGENT_INACTIVE: chrono::Duration = chrono::Duration::seconds(30);
 
 impl AgentRow {
-    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+    pub fn status(&self, now: DateTime<Utc>) -> WorkspaceAgentStatus {
         match (self.first_connected_at, self.last_connected_at) {
             (None, _) | (_, None) => {
                 if now - self.created_at
                     > chrono::Duration::seconds(self.connection_timeout_seconds.into())
                     && self.connection_timeout_seconds > 0
                 {
-                    "timeout"
+                    WorkspaceAgentStatus::Timeout
                 } else {
-                    "connecting"
+                    WorkspaceAgentStatus::Connecting
                 }
             }
             (Some(_), Some(last)) => {
                 if self.disconnected_at.is_some_and(|d| d >= last) || now - last > AGENT_INACTIVE {
-                    "disconnected"
+                    WorkspaceAgentStatus::Disconnected
                 } else {
-                    "connected"
+                    WorkspaceAgentStatus::Connected
                 }
             }
         }
@@ -251,7 +254,8 @@ pub struct AppRow {
     pub subdomain: bool,
     pub share: String,
     pub healthcheck: Option<sqlx::types::Json<codersdk::Healthcheck>>,
-    pub health: String,
+    #[sqlx(try_from = "String")]
+    pub health: AppHealth,
 }
 
 impl AppRow {
@@ -265,7 +269,7 @@ impl AppRow {
             subdomain: self.subdomain,
             share: self.share.clone(),
             healthcheck: self.healthcheck.as_ref().map(|h| h.0.clone()),
-            health: codersdk::AppHealth::parse(&self.health).unwrap_or_default(),
+            health: self.health,
         }
     }
 }
@@ -305,7 +309,7 @@ pub async fn resources(db: &PgPool, job_id: Uuid) -> ApiResult<Vec<WorkspaceReso
         .map(|r| WorkspaceResource {
             id: r.id,
             job_id: r.job_id,
-            transition: Transition::parse(&r.transition).unwrap_or(Transition::Start),
+            transition: r.transition,
             type_: r.type_,
             name: r.name,
             computational: r.computational,
@@ -331,8 +335,8 @@ fn agent_to_api(a: &AgentRow, apps: &[AppRow], now: DateTime<Utc>) -> WorkspaceA
         os: a.os.clone(),
         architecture: a.arch.clone(),
         directory: a.directory.clone(),
-        status: a.status(now).to_owned(),
-        lifecycle_state: a.lifecycle_state.clone(),
+        status: a.status(now),
+        lifecycle_state: a.lifecycle_state,
         first_connected_at: a.first_connected_at,
         last_connected_at: a.last_connected_at,
         apps: apps.iter().filter(|p| p.agent_id == a.id).map(AppRow::to_api).collect(),

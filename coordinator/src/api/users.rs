@@ -10,7 +10,7 @@ use axum::Extension;
 use chrono::Duration;
 use codersdk::{
     CreateFirstUserRequest, CreateFirstUserResponse, CreateUserRequest, LoginWithPasswordRequest,
-    LoginWithPasswordResponse, Role, User,
+    LoginWithPasswordResponse, Role, User, UserStatus,
 };
 use uuid::Uuid;
 
@@ -132,7 +132,8 @@ pub async fn login(
     struct Row {
         id: Uuid,
         hashed_password: Option<String>,
-        status: String,
+        #[sqlx(try_from = "String")]
+        status: UserStatus,
     }
     // Served without connect info (only in-process tests do), every client
     // shares one address budget.
@@ -163,7 +164,7 @@ pub async fn login(
         Err(resp) => return Ok(resp),
     };
     let user = match row {
-        Some(r) if ok && r.status == "active" => r,
+        Some(r) if ok && r.status == UserStatus::Active => r,
         _ => {
             attempt.finish(Outcome::Failure);
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect login or password."));

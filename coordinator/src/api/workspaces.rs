@@ -10,7 +10,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use codersdk::{
     CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJobStatus, Transition,
-    Workspace, WorkspaceBuild, WorkspaceBuildParameter, WorkspaceResource,
+    Workspace, WorkspaceBuild, WorkspaceBuildParameter, WorkspaceResource, WorkspaceStatus,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -47,7 +47,8 @@ pub struct BuildRow {
     pub workspace_id: Uuid,
     pub template_version_id: Uuid,
     pub build_number: i32,
-    pub transition: String,
+    #[sqlx(try_from = "String")]
+    pub transition: Transition,
     pub initiator_id: Uuid,
     pub job_id: Uuid,
     pub created_at: DateTime<Utc>,
@@ -56,25 +57,26 @@ pub struct BuildRow {
 const BUILD_COLUMNS: &str =
     "id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id, created_at";
 
-fn workspace_status(transition: Transition, job: ProvisionerJobStatus) -> &'static str {
+fn workspace_status(transition: Transition, job: ProvisionerJobStatus) -> WorkspaceStatus {
     use ProvisionerJobStatus as J;
+    use WorkspaceStatus as W;
     match (job, transition) {
-        (J::Pending, _) => "pending",
-        (J::Running, Transition::Start) => "starting",
-        (J::Running, Transition::Stop) => "stopping",
-        (J::Running, Transition::Delete) => "deleting",
-        (J::Succeeded, Transition::Start) => "running",
-        (J::Succeeded, Transition::Stop) => "stopped",
-        (J::Succeeded, Transition::Delete) => "deleted",
-        (J::Canceling, _) => "canceling",
-        (J::Canceled, _) => "canceled",
-        (J::Failed, _) => "failed",
+        (J::Pending, _) => W::Pending,
+        (J::Running, Transition::Start) => W::Starting,
+        (J::Running, Transition::Stop) => W::Stopping,
+        (J::Running, Transition::Delete) => W::Deleting,
+        (J::Succeeded, Transition::Start) => W::Running,
+        (J::Succeeded, Transition::Stop) => W::Stopped,
+        (J::Succeeded, Transition::Delete) => W::Deleted,
+        (J::Canceling, _) => W::Canceling,
+        (J::Canceled, _) => W::Canceled,
+        (J::Failed, _) => W::Failed,
     }
 }
 
 async fn build_to_api(state: &AppState, b: &BuildRow) -> ApiResult<WorkspaceBuild> {
     let job = job_to_api(&jobs::job(&state.db, b.job_id).await?);
-    let transition = Transition::parse(&b.transition).unwrap_or(Transition::Start);
+    let transition = b.transition;
     Ok(WorkspaceBuild {
         id: b.id,
         workspace_id: b.workspace_id,
@@ -83,7 +85,7 @@ async fn build_to_api(state: &AppState, b: &BuildRow) -> ApiResult<WorkspaceBuil
         transition,
         initiator_id: b.initiator_id,
         created_at: b.created_at,
-        status: workspace_status(transition, job.status).to_owned(),
+        status: workspace_status(transition, job.status),
         job,
     })
 }

@@ -5,7 +5,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use codersdk::{Template, TemplateVersion, Workspace, WorkspaceAgent};
+use codersdk::{
+    AppHealth, LifecycleState, ProvisionerJobStatus, Template, TemplateVersion, Workspace,
+    WorkspaceAgent, WorkspaceStatus,
+};
 
 use super::Viewer;
 
@@ -59,24 +62,58 @@ pub fn login(redirect: &str) -> String {
     layout("Log in", None, &body)
 }
 
-fn status_class(status: &str) -> &'static str {
-    match status {
-        "running" | "connected" | "ready" | "healthy" => "ok",
-        "failed" | "start_error" | "disconnected" | "timeout" | "unhealthy" => "bad",
-        _ => "busy",
+/// The CSS class of a state's badge: settled well, settled badly, or on
+/// its way.
+trait Badge: Copy {
+    fn class(self) -> &'static str;
+}
+
+impl Badge for WorkspaceStatus {
+    fn class(self) -> &'static str {
+        match self {
+            WorkspaceStatus::Running => "ok",
+            WorkspaceStatus::Failed => "bad",
+            _ => "busy",
+        }
+    }
+}
+
+impl Badge for LifecycleState {
+    fn class(self) -> &'static str {
+        match self {
+            LifecycleState::Ready => "ok",
+            LifecycleState::StartError => "bad",
+            _ => "busy",
+        }
+    }
+}
+
+impl Badge for AppHealth {
+    fn class(self) -> &'static str {
+        match self {
+            AppHealth::Healthy => "ok",
+            AppHealth::Unhealthy => "bad",
+            _ => "busy",
+        }
+    }
+}
+
+impl Badge for ProvisionerJobStatus {
+    fn class(self) -> &'static str {
+        match self {
+            ProvisionerJobStatus::Succeeded => "ok",
+            ProvisionerJobStatus::Failed => "bad",
+            _ => "busy",
+        }
     }
 }
 
 /// The badge beside an app link; none for apps without a healthcheck.
-fn health_badge(h: codersdk::AppHealth) -> String {
-    if h == codersdk::AppHealth::Disabled {
+fn health_badge(h: AppHealth) -> String {
+    if h == AppHealth::Disabled {
         return String::new();
     }
-    format!(
-        r#" <span class="badge {}" data-health="{h}">{h}</span>"#,
-        status_class(h.as_str()),
-        h = h.as_str()
-    )
+    format!(r#" <span class="badge {}" data-health="{h}">{h}</span>"#, h.class(), h = h.as_str())
 }
 
 fn agents_summary(agents: &[WorkspaceAgent]) -> String {
@@ -85,10 +122,10 @@ fn agents_summary(agents: &[WorkspaceAgent]) -> String {
         .map(|a| {
             format!(
                 r#"<span class="badge {}">{}: {} / {}</span>"#,
-                status_class(&a.lifecycle_state),
+                a.lifecycle_state.class(),
                 esc(&a.name),
-                esc(&a.status),
-                esc(&a.lifecycle_state)
+                a.status,
+                a.lifecycle_state
             )
         })
         .collect::<Vec<_>>()
@@ -132,8 +169,8 @@ pub fn workspaces(
                 owner = esc(&w.owner_name),
                 name = esc(&w.name),
                 tpl = esc(&w.template_name),
-                cls = status_class(&w.latest_build.status),
-                st = esc(&w.latest_build.status),
+                cls = w.latest_build.status.class(),
+                st = w.latest_build.status,
                 agents = agents_summary(agents),
             );
         }
@@ -157,7 +194,7 @@ pub fn workspace(
     paths: &[Option<(bool, Duration)>],
 ) -> String {
     let b = &w.latest_build;
-    let status = &b.status;
+    let status = b.status;
     let mut body = format!(
         r#"<h1>{owner}/{name}</h1>
 <p>Template <b>{tpl}</b> · build #{num} ({transition}) · <span class="badge {cls}" id="ws-status" data-status="{st}">{st}</span></p>
@@ -167,15 +204,14 @@ pub fn workspace(
         tpl = esc(&w.template_name),
         num = b.build_number,
         transition = esc(b.transition.as_str()),
-        cls = status_class(status),
-        st = esc(status),
+        cls = status.class(),
+        st = status,
         id = w.id,
     );
-    let done =
-        !matches!(status.as_str(), "pending" | "starting" | "stopping" | "deleting" | "canceling");
+    let done = !status.is_transitioning();
     for (t, label, show) in [
-        ("start", "Start", done && status != "running"),
-        ("stop", "Stop", done && status == "running"),
+        ("start", "Start", done && status != WorkspaceStatus::Running),
+        ("stop", "Stop", done && status == WorkspaceStatus::Running),
         ("delete", "Delete", done),
     ] {
         if show {
@@ -196,9 +232,9 @@ pub fn workspace(
             r#"<section class="agent" data-agent="{name}"><h3>{name} <span class="badge {cls}" data-lifecycle="{lc}">{st} / {lc}</span></h3>
 <p>{os}/{arch} · {dir} · mesh path from coderd: {path}</p><p><a class="terminal" href="{base}/terminal">Terminal</a></p><ul class="apps">"#,
             name = esc(&a.name),
-            cls = status_class(&a.lifecycle_state),
-            st = esc(&a.status),
-            lc = esc(&a.lifecycle_state),
+            cls = a.lifecycle_state.class(),
+            st = a.status,
+            lc = a.lifecycle_state,
             os = esc(&a.os),
             arch = esc(&a.architecture),
             dir = esc(&a.directory),
@@ -217,8 +253,8 @@ pub fn workspace(
         }
         body.push_str("</ul></section>");
     }
-    let settling = status == "running"
-        && agents.iter().any(|a| matches!(a.lifecycle_state.as_str(), "created" | "starting"));
+    let settling = status == WorkspaceStatus::Running
+        && agents.iter().any(|a| a.lifecycle_state.is_starting());
     if settling {
         body.push_str(r#"<span data-settling="true" hidden></span>"#);
     }
@@ -245,14 +281,14 @@ pub fn templates(viewer: &Viewer, rows: &[(Template, Vec<TemplateVersion>)]) -> 
             desc = esc(&t.description),
         );
         for v in versions.iter().rev() {
-            let status = format!("{:?}", v.job.status).to_ascii_lowercase();
+            let status = v.job.status;
             let active = if v.id == t.active_version_id { " <b>(active)</b>" } else { "" };
             let _ = write!(
                 body,
                 r#"<tr><td>{name}{active}</td><td>{created}</td><td><span class="badge {cls}">{status}</span></td><td>{msg}</td></tr>"#,
                 name = esc(&v.name),
                 created = v.created_at.format("%Y-%m-%d %H:%M UTC"),
-                cls = status_class(if status == "succeeded" { "ready" } else { &status }),
+                cls = status.class(),
                 msg = esc(&v.message),
             );
         }

@@ -90,15 +90,17 @@ impl Deployment {
         loop {
             let ws = self.api.workspace_by_owner_and_name("me", WORKSPACE).await?;
             let resources = self.api.workspace_build_resources(ws.latest_build.id).await?;
-            let states: Vec<String> = resources
-                .iter()
-                .flat_map(|r| &r.agents)
-                .map(|a| a.lifecycle_state.clone())
-                .collect();
-            if !states.is_empty() && states.iter().all(|s| s == "ready") {
+            let states: Vec<codersdk::LifecycleState> =
+                resources.iter().flat_map(|r| &r.agents).map(|a| a.lifecycle_state).collect();
+            if !states.is_empty() && states.iter().all(|s| *s == codersdk::LifecycleState::Ready) {
                 return Ok(());
             }
-            if states.iter().any(|s| s == "start_error" || s == "start_timeout") {
+            if states.iter().any(|s| {
+                matches!(
+                    s,
+                    codersdk::LifecycleState::StartError | codersdk::LifecycleState::StartTimeout
+                )
+            }) {
                 anyhow::bail!("the agent of {WORKSPACE} failed to start: {states:?}");
             }
             if Instant::now() > deadline {
