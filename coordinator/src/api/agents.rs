@@ -18,6 +18,7 @@ use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{AppRow, APP_COLUMNS};
 use super::AppState;
+use crate::authz::{Action, Object};
 
 /// Largest batch of log lines per request, and stored bytes per agent.
 const MAX_LOG_LINES: usize = 1000;
@@ -159,7 +160,7 @@ pub async fn visible_agent(state: &AppState, session: &Session, id: Uuid) -> Api
     .fetch_optional(&state.db)
     .await?;
     match owner {
-        Some(o) if o == session.user.id || session.user.is_owner() => Ok(id),
+        Some(owner) if session.may(Action::Read, Object::Agent { owner }) => Ok(id),
         _ => Err(ApiError::not_found("Agent")),
     }
 }

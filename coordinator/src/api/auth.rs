@@ -17,13 +17,14 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
 use codersdk::{
-    Role, User, UserStatus, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
+    User, UserStatus, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::{ApiConfig, AppState};
+use crate::authz::{self, Action, Object, Subject};
 use crate::secrets;
 
 /// A user row as the API needs it.
@@ -39,10 +40,6 @@ pub struct UserRow {
 }
 
 impl UserRow {
-    pub fn is_owner(&self) -> bool {
-        self.roles.iter().any(|r| r == Role::Owner.as_str())
-    }
-
     pub fn to_api(&self) -> User {
         User {
             id: self.id,
@@ -65,13 +62,20 @@ pub struct Session {
 }
 
 impl Session {
-    /// 403 unless the caller is an owner.
-    pub fn require_owner(&self) -> Result<(), ApiError> {
-        if self.user.is_owner() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden())
-        }
+    /// The user as [`authz`] sees them.
+    pub fn subject(&self) -> Subject {
+        Subject::user(self.user.id, &self.user.roles)
+    }
+
+    /// [`authz::authorize`] for this user: a generic 403 when refused (sites
+    /// that hide what the caller may not see map the refusal themselves).
+    pub fn authorize(&self, action: Action, object: Object) -> Result<(), ApiError> {
+        authz::authorize(&self.subject(), action, &object).map_err(|_| ApiError::forbidden())
+    }
+
+    /// Whether [`authz::authorize`] allows `action` on `object`.
+    pub fn may(&self, action: Action, object: Object) -> bool {
+        authz::authorize(&self.subject(), action, &object).is_ok()
     }
 }
 

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
+use crate::authz::{Action, Object};
 
 const ACCEPTED: [&str; 4] =
     ["application/x-tar", "application/tar", "application/gzip", "application/x-gzip"];
@@ -32,6 +33,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
+    session.authorize(Action::Create, Object::File { created_by: session.user.id })?;
     let limit = state.config.max_file_bytes;
     let too_large = || {
         ApiError::new(
@@ -106,11 +108,6 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(UploadResponse { hash: id })))
 }
 
-/// Whether `session` may read a file uploaded by `created_by`.
-fn may_read(session: &Session, created_by: Uuid) -> bool {
-    session.user.id == created_by || session.user.is_owner()
-}
-
 pub async fn download(
     State(state): State<AppState>,
     session: Session,
@@ -122,7 +119,9 @@ pub async fn download(
             .fetch_optional(&state.db)
             .await?;
     let (mimetype, data) = row
-        .filter(|(created_by, _, _)| may_read(&session, *created_by))
+        .filter(|(created_by, _, _)| {
+            session.may(Action::Read, Object::File { created_by: *created_by })
+        })
         .map(|(_, m, d)| (m, d))
         .ok_or_else(|| ApiError::not_found("File"))?;
     Ok(([(header::CONTENT_TYPE, mimetype)], data).into_response())

@@ -16,6 +16,7 @@ use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
 use super::AppState;
+use crate::authz::{Action, Object};
 use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
 
 #[derive(sqlx::FromRow)]
@@ -64,7 +65,7 @@ pub async fn create_version(
     session: Session,
     Json(req): Json<CreateTemplateVersionRequest>,
 ) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
-    session.require_owner()?;
+    session.authorize(Action::Create, Object::TemplateVersion { active: false })?;
     let file: Option<Uuid> = sqlx::query_scalar("SELECT id FROM files WHERE id = $1")
         .bind(req.file_id)
         .fetch_optional(&state.db)
@@ -137,7 +138,7 @@ pub async fn version_cancel(
     session: Session,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    session.require_owner()?;
+    session.authorize(Action::Update, Object::TemplateVersion { active: false })?;
     let v = version_row(&state, id).await?;
     match state.queue.cancel(v.job_id).await? {
         Some(s) if s.is_done() && s != codersdk::ProvisionerJobStatus::Canceled => {
@@ -277,7 +278,7 @@ pub async fn create_template(
     session: Session,
     Json(req): Json<CreateTemplateRequest>,
 ) -> ApiResult<(StatusCode, Json<Template>)> {
-    session.require_owner()?;
+    session.authorize(Action::Create, Object::Template)?;
     if !valid_name(&req.name) {
         return Err(ApiError::bad_request("Invalid template name.")
             .detail("Use 1-64 letters, digits, '-' or '_', not starting with '-'."));
@@ -367,7 +368,7 @@ pub async fn update_active_version(
     Path(t): Path<String>,
     Json(req): Json<UpdateActiveVersionRequest>,
 ) -> ApiResult<Json<Template>> {
-    session.require_owner()?;
+    session.authorize(Action::Update, Object::Template)?;
     let t = template_row(&state, &t).await?;
     let v = version_row(&state, req.id).await?;
     if v.template_id.is_some_and(|id| id != t.id) {

@@ -11,6 +11,7 @@ use super::auth::{issue_token, Session};
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::users::resolve_user;
 use super::AppState;
+use crate::authz::{Action, Object};
 
 pub async fn create(
     State(state): State<AppState>,
@@ -19,10 +20,7 @@ pub async fn create(
     Json(req): Json<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<GenerateApiKeyResponse>)> {
     let user = resolve_user(&state, &session, &user).await?;
-    if user.id != session.user.id {
-        // Tokens are personal: not even an owner mints one for someone else.
-        return Err(ApiError::forbidden());
-    }
+    session.authorize(Action::Create, Object::ApiKey { owner: user.id })?;
     let name = if req.token_name.is_empty() {
         format!("token-{}", crate::secrets::random_string(6).to_lowercase())
     } else {
@@ -70,6 +68,7 @@ pub async fn list(
     Path(user): Path<String>,
 ) -> ApiResult<Json<Vec<ApiKey>>> {
     let user = resolve_user(&state, &session, &user).await?;
+    session.authorize(Action::Read, Object::ApiKey { owner: user.id })?;
     let rows: Vec<KeyRow> = sqlx::query_as(
         "SELECT id, user_id, token_name, login_type, expires_at, last_used, created_at
          FROM api_keys WHERE user_id = $1 AND login_type = 'token' ORDER BY created_at",
@@ -99,6 +98,7 @@ pub async fn delete(
     Path((user, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let user = resolve_user(&state, &session, &user).await?;
+    session.authorize(Action::Delete, Object::ApiKey { owner: user.id })?;
     let deleted =
         sqlx::query("DELETE FROM api_keys WHERE user_id = $1 AND (id = $2 OR token_name = $2)")
             .bind(user.id)

@@ -19,6 +19,7 @@ use super::error::{ApiError, ApiResult, Json, Path};
 use super::passwords::Passwords;
 use super::throttle::Outcome;
 use super::AppState;
+use crate::authz::{Action, Object};
 
 const MIN_PASSWORD_LEN: usize = 8;
 
@@ -218,7 +219,7 @@ pub async fn resolve_user(state: &AppState, session: &Session, user: &str) -> Ap
         }
     };
     match row {
-        Some(r) if r.id == session.user.id || session.user.is_owner() => Ok(r),
+        Some(r) if session.may(Action::Read, Object::User { id: r.id }) => Ok(r),
         // Members learn nothing about other users, not even whether they exist.
         _ => Err(ApiError::not_found("User")),
     }
@@ -236,7 +237,7 @@ pub async fn list_users(
     State(state): State<AppState>,
     session: Session,
 ) -> ApiResult<Json<Vec<User>>> {
-    session.require_owner()?;
+    session.authorize(Action::Read, Object::Users)?;
     let rows: Vec<UserRow> = sqlx::query_as(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE NOT deleted ORDER BY username"
     ))
@@ -250,7 +251,7 @@ pub async fn create_user(
     session: Session,
     Json(req): Json<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    session.require_owner()?;
+    session.authorize(Action::Create, Object::Users)?;
     validate_new_user(&req.email, &req.username, &req.password)?;
     let roles = if req.roles.is_empty() { vec![Role::Member] } else { req.roles.clone() };
     let user =

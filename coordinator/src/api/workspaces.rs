@@ -21,6 +21,7 @@ use super::jobs::{self, job_to_api, LogsQuery};
 use super::templates::{parameters, template_row, TemplateRow};
 use super::users::resolve_user;
 use super::AppState;
+use crate::authz::{Action, Object};
 use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
 
 #[derive(sqlx::FromRow, Clone)]
@@ -127,7 +128,7 @@ pub async fn resolve_workspace(
             .fetch_optional(&state.db)
             .await?;
     match row {
-        Some(w) if w.owner_id == session.user.id || session.user.is_owner() => Ok(w),
+        Some(w) if session.may(Action::Read, Object::Workspace { owner: w.owner_id }) => Ok(w),
         _ => Err(ApiError::not_found("Workspace")),
     }
 }
@@ -167,7 +168,8 @@ async fn authorize_version(
         ))
         .detail(job.error.unwrap_or_default()));
     }
-    if version != template.active_version_id && !session.user.is_owner() {
+    let active = version == template.active_version_id;
+    if !session.may(Action::Use, Object::TemplateVersion { active }) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -320,9 +322,7 @@ pub async fn create(
     Json(req): Json<CreateWorkspaceRequest>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
     let owner = resolve_user(&state, &session, &user).await?;
-    if owner.id != session.user.id && !session.user.is_owner() {
-        return Err(ApiError::forbidden());
-    }
+    session.authorize(Action::Create, Object::Workspace { owner: owner.id })?;
     if !valid_workspace_name(&req.name) {
         return Err(ApiError::bad_request("Invalid workspace name.")
             .detail("Use 1-32 letters, digits or '-', not starting or ending with '-'."));
@@ -372,7 +372,7 @@ pub async fn list(
     let Query(q) = q.map_err(|e| ApiError::bad_request("Invalid query.").detail(e.body_text()))?;
     let all = q.owner.as_deref() == Some("all");
     if all {
-        session.require_owner()?;
+        session.authorize(Action::Read, Object::Workspaces)?;
     }
     let rows: Vec<WorkspaceRow> = sqlx::query_as(&format!(
         "{WORKSPACE_SELECT} WHERE NOT w.deleted AND ($1 OR w.owner_id = $2) ORDER BY u.username, w.name"
@@ -493,7 +493,7 @@ async fn visible_build(state: &AppState, session: &Session, id: Uuid) -> ApiResu
         .bind(b.workspace_id)
         .fetch_one(&state.db)
         .await?;
-    if owner != session.user.id && !session.user.is_owner() {
+    if !session.may(Action::Read, Object::WorkspaceBuild { owner }) {
         return Err(ApiError::not_found("Workspace build"));
     }
     Ok(b)
