@@ -3,7 +3,7 @@
 
 mod api;
 pub mod coordination;
-mod db;
+mod database;
 mod meshpeer;
 mod metrics;
 pub mod postgres;
@@ -19,5 +19,5 @@ pub mod testutil;
 pub use api::apps::resolve::PathAppConfig;
 pub use api::apps::subdomain::Wildcard;
 pub use api::{app, ApiConfig, AppState};
-pub use db::{connect as connect_db, migrate, migrations_fingerprint};
+pub use database::{connect as connect_db, migrate, migrations_fingerprint};
 pub use server::{default_data_dir, run, ServerConfig, ServerError, TlsConfig};

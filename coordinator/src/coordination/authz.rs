@@ -6,8 +6,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use codersdk::Role;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::database::{agents, api_keys};
 
 /// The authenticated party behind a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,34 +81,14 @@ async fn key_standings(
     db: &PgPool,
     keys: &[String],
 ) -> Result<HashMap<String, (Uuid, bool)>, sqlx::Error> {
-    let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(
-        "SELECT k.id, k.user_id, 'owner' = ANY(u.roles)
-         FROM api_keys k JOIN users u ON u.id = k.user_id
-         WHERE k.id = ANY($1) AND k.expires_at > now()
-           AND NOT u.deleted AND u.status = 'active'",
-    )
-    .bind(keys)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(|(key, user, owner)| (key, (user, owner))).collect())
+    let rows = api_keys::valid_holders(db, keys).await?;
+    Ok(rows.into_iter().map(|k| (k.id, (k.user_id, k.roles.contains(Role::Owner)))).collect())
 }
 
 /// The live ones among `agents` (of the latest build of a workspace that is
 /// not deleted), each with the workspace's owner.
 async fn agent_owners(db: &PgPool, agents: &[Uuid]) -> Result<HashMap<Uuid, Uuid>, sqlx::Error> {
-    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT a.id, w.owner_id
-         FROM workspace_agents a
-         JOIN workspace_resources r ON r.id = a.resource_id
-         JOIN workspace_builds b ON b.job_id = r.job_id
-         JOIN workspaces w ON w.id = b.workspace_id
-         WHERE a.id = ANY($1) AND NOT w.deleted
-           AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)",
-    )
-    .bind(agents)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().collect())
+    Ok(agents::live_owners(db, agents).await?.into_iter().collect())
 }
 
 /// The credentials and agents a re-authorization sweep checks: those of
