@@ -15,6 +15,7 @@ use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
 use super::AppState;
+use crate::database;
 use crate::database::template_versions::{self, VersionRow};
 use crate::database::{files, templates};
 use crate::provisioner::queue::{self, JobInput, NewJob, Tags};
@@ -233,11 +234,8 @@ pub async fn template_versions(
 ) -> ApiResult<Json<Vec<TemplateVersion>>> {
     let t = template_row(&state, &t).await?;
     let rows = template_versions::of_template(&state.db, t.id).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(version_to_api(&state, r).await?);
-    }
-    Ok(Json(out))
+    let rows = database::jobs::attach(&state.db, rows, |v| v.job_id).await?;
+    Ok(Json(rows.into_iter().map(|(v, job)| v.into_api(job_to_api(&job))).collect()))
 }
 
 pub async fn update_active_version(

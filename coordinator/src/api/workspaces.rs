@@ -20,6 +20,7 @@ use super::jobs::{self, job_to_api, LogsQuery};
 use super::templates::{parameters, template_row, TemplateRow};
 use super::users::resolve_user;
 use super::AppState;
+use crate::database;
 use crate::database::builds::{self, BuildRow};
 use crate::database::template_versions;
 use crate::database::workspaces::{self, Listed, Owners};
@@ -347,11 +348,8 @@ pub async fn list_builds(
 ) -> ApiResult<Json<Vec<WorkspaceBuild>>> {
     let w = resolve_workspace(&state, &session, id).await?;
     let rows = builds::of_workspace(&state.db, w.id).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for b in &rows {
-        out.push(build_to_api(&state, b).await?);
-    }
-    Ok(Json(out))
+    let rows = database::jobs::attach(&state.db, rows, |b| b.job_id).await?;
+    Ok(Json(rows.into_iter().map(|(b, job)| b.to_api(job_to_api(&job))).collect()))
 }
 
 async fn build_row(state: &AppState, id: Uuid) -> ApiResult<BuildRow> {

@@ -2,6 +2,8 @@
 //! The queue's own queries (enqueue, acquire, complete) and the job row live
 //! with the queue in `provisioner::queue`.
 
+use std::collections::HashMap;
+
 use codersdk::ProvisionerJobLog;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -25,6 +27,25 @@ pub async fn by_ids(db: &PgPool, ids: &[Uuid]) -> Result<Vec<JobRow>, sqlx::Erro
         .bind(ids)
         .fetch_all(db)
         .await
+}
+
+/// Pairs each row with its job (`job_of` names it), all read in one query.
+/// A job is never deleted while a build or version points at it (foreign
+/// keys), so a missing one is [`sqlx::Error::RowNotFound`].
+pub async fn attach<R>(
+    db: &PgPool,
+    rows: Vec<R>,
+    job_of: impl Fn(&R) -> Uuid,
+) -> Result<Vec<(R, JobRow)>, sqlx::Error> {
+    let ids: Vec<Uuid> = rows.iter().map(&job_of).collect();
+    let mut jobs: HashMap<Uuid, JobRow> =
+        by_ids(db, &ids).await?.into_iter().map(|j| (j.id, j)).collect();
+    rows.into_iter()
+        .map(|r| {
+            let job = jobs.remove(&job_of(&r)).ok_or(sqlx::Error::RowNotFound)?;
+            Ok((r, job))
+        })
+        .collect()
 }
 
 #[derive(sqlx::FromRow)]

@@ -103,16 +103,11 @@ pub async fn list(db: &PgPool, owners: Owners) -> Result<Vec<Listed>, sqlx::Erro
     .await?;
     let ids: Vec<Uuid> = rows.iter().map(|w| w.id).collect();
     let builds = builds::latest_of(db, &ids).await?;
-    let job_ids: Vec<Uuid> = builds.iter().map(|b| b.job_id).collect();
-    let mut jobs: HashMap<Uuid, JobRow> =
-        jobs::by_ids(db, &job_ids).await?.into_iter().map(|j| (j.id, j)).collect();
-    let mut latest: HashMap<Uuid, (BuildRow, JobRow)> = HashMap::with_capacity(builds.len());
-    for b in builds {
-        // A build's job is never deleted (foreign key), so every one is found.
-        if let Some(j) = jobs.remove(&b.job_id) {
-            latest.insert(b.workspace_id, (b, j));
-        }
-    }
+    let mut latest: HashMap<Uuid, (BuildRow, JobRow)> = jobs::attach(db, builds, |b| b.job_id)
+        .await?
+        .into_iter()
+        .map(|(b, j)| (b.workspace_id, (b, j)))
+        .collect();
     Ok(rows.into_iter().map(|w| Listed { latest: latest.remove(&w.id), workspace: w }).collect())
 }
 
