@@ -34,10 +34,9 @@ pub enum Subject {
 }
 
 impl Subject {
-    /// A user with the roles stored for them; role names this build does
-    /// not know grant nothing.
-    pub fn user(id: Uuid, roles: &[String]) -> Subject {
-        Subject::User { id, roles: roles.iter().filter_map(|r| r.parse().ok()).collect() }
+    /// A user with the roles stored for them.
+    pub fn user(id: Uuid, roles: &[Role]) -> Subject {
+        Subject::User { id, roles: roles.to_vec() }
     }
 
     fn has_role(&self, role: Role) -> bool {
@@ -267,11 +266,11 @@ mod tests {
     const BOB: Uuid = Uuid::from_u128(2);
 
     fn member(id: Uuid) -> Subject {
-        Subject::user(id, &["member".to_owned()])
+        Subject::user(id, &[Role::Member])
     }
 
     fn owner(id: Uuid) -> Subject {
-        Subject::user(id, &["owner".to_owned()])
+        Subject::user(id, &[Role::Owner])
     }
 
     fn agent() -> Subject {
@@ -285,7 +284,7 @@ mod tests {
         let alice = member(ALICE);
         let bob_owner = owner(BOB);
         let bob = member(BOB);
-        let unknown_role = Subject::user(ALICE, &["superuser".to_owned()]);
+        let unknown_role = Subject::user(ALICE, &[]);
         let agent = agent();
         let ws = Object::Workspace { owner: ALICE };
         let table: Vec<(&Subject, Action, Object, Result<(), Forbidden>)> = vec![

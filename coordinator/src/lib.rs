@@ -4,7 +4,7 @@
 mod api;
 pub mod authz;
 pub mod coordination;
-mod db;
+mod database;
 mod meshpeer;
 mod metrics;
 pub mod postgres;
@@ -20,5 +20,5 @@ pub mod testutil;
 pub use api::apps::resolve::PathAppConfig;
 pub use api::apps::subdomain::Wildcard;
 pub use api::{app, route_table, Access, ApiConfig, AppState};
-pub use db::{connect as connect_db, migrate, migrations_fingerprint};
+pub use database::{connect as connect_db, migrate, migrations_fingerprint};
 pub use server::{default_data_dir, run, ServerConfig, ServerError, TlsConfig};

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use url::Url;
 
 use crate::api::{self, ApiConfig, AppState};
-use crate::db;
+use crate::database as db;
 use crate::postgres::{self, Cluster, ClusterConfig};
 use crate::provisionerd::{
     find_provider, find_terraform, ExecutorConfig, PgBackend, ProvisionerKey, Provisioners,

@@ -16,8 +16,9 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::net::TcpListener;
 use url::Url;
 
+use crate::database as db;
 use crate::postgres::{Cluster, ClusterConfig};
-use crate::{api, db, ApiConfig, AppState};
+use crate::{api, ApiConfig, AppState};
 
 /// Whether this run is CI's (`CI` set, as CI services do, and not `false`/`0`).
 pub fn in_ci() -> bool {

@@ -8,24 +8,13 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use codersdk::SESSION_TOKEN_HEADER;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::database::agents;
 
 /// An authenticated agent.
-#[derive(Debug, Clone, sqlx::FromRow)]
-#[allow(dead_code)] // not every endpoint needs every field
-pub struct AgentSession {
-    pub agent_id: Uuid,
-    pub agent_name: String,
-    pub resource_id: Uuid,
-    pub workspace_id: Uuid,
-    pub workspace_name: String,
-    pub owner_id: Uuid,
-    pub owner_name: String,
-    pub build_id: Uuid,
-}
+pub use crate::database::agents::AgentIdentity as AgentSession;
 
 /// Resolves an agent token; `None` when it matches no current agent.
 pub async fn authenticate_agent(
@@ -37,22 +26,7 @@ pub async fn authenticate_agent(
     }
     let hash = Sha256::digest(token.as_bytes()).to_vec();
     // The index lookup is by hash, so no secret comparison happens here.
-    let row: Option<AgentSession> = sqlx::query_as(
-        "SELECT a.id AS agent_id, a.name AS agent_name, a.resource_id, w.id AS workspace_id,
-                w.name AS workspace_name, u.id AS owner_id, u.username AS owner_name, b.id AS build_id
-         FROM workspace_agents a
-         JOIN workspace_resources r ON r.id = a.resource_id
-         JOIN workspace_builds b ON b.job_id = r.job_id
-         JOIN workspaces w ON w.id = b.workspace_id
-         JOIN users u ON u.id = w.owner_id
-         WHERE a.auth_token_hash = $1 AND NOT w.deleted
-           AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)
-         LIMIT 1",
-    )
-    .bind(hash)
-    .fetch_optional(db)
-    .await?;
-    Ok(row)
+    Ok(agents::by_token_hash(db, &hash).await?)
 }
 
 impl FromRequestParts<AppState> for AgentSession {

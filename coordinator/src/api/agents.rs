@@ -6,19 +6,20 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use codersdk::{
-    AgentManifest, AgentMetadataDescription, AgentMetadataResult, AgentStats, AppHealth,
-    PatchAgentLogsRequest, PatchAppHealthRequest, PostLifecycleRequest, WorkspaceAgentLog,
+    AgentManifest, AgentMetadataResult, AgentStats, AppHealth, PatchAgentLogsRequest,
+    PatchAppHealthRequest, PostLifecycleRequest, WorkspaceAgentLog,
 };
 use uuid::Uuid;
 
 use super::agent_auth::AgentSession;
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
-use super::jobs::{AppRow, APP_COLUMNS};
 use super::AppState;
 use crate::authz::{Action, Object};
+use crate::database::agents;
+use crate::database::apps::{self, AppRow};
 
 /// Largest batch of log lines per request, and stored bytes per agent.
 const MAX_LOG_LINES: usize = 1000;
@@ -30,25 +31,8 @@ pub async fn manifest(
     State(state): State<AppState>,
     agent: AgentSession,
 ) -> ApiResult<Json<AgentManifest>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        directory: String,
-        env: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
-        startup_script: String,
-        metadata: sqlx::types::Json<Vec<AgentMetadataDescription>>,
-    }
-    let row: Row = sqlx::query_as(
-        "SELECT directory, env, startup_script, metadata FROM workspace_agents WHERE id = $1",
-    )
-    .bind(agent.agent_id)
-    .fetch_one(&state.db)
-    .await?;
-    let apps: Vec<AppRow> = sqlx::query_as(&format!(
-        "SELECT {APP_COLUMNS} FROM workspace_apps WHERE agent_id = $1 ORDER BY slug"
-    ))
-    .bind(agent.agent_id)
-    .fetch_all(&state.db)
-    .await?;
+    let row = agents::manifest(&state.db, agent.agent_id).await?;
+    let apps = apps::of_agents(&state.db, &[agent.agent_id]).await?;
     Ok(Json(AgentManifest {
         agent_id: agent.agent_id,
         agent_name: agent.agent_name,
@@ -73,18 +57,14 @@ pub async fn post_lifecycle(
     let now = Utc::now();
     let started_at = matches!(req.state, L::Starting).then_some(now);
     let ready_at = matches!(req.state, L::Ready | L::StartError | L::StartTimeout).then_some(now);
-    sqlx::query(
-        "UPDATE workspace_agents SET lifecycle_state = $2, updated_at = now(),
-             started_at = COALESCE($3, started_at), ready_at = COALESCE($4, ready_at),
-             startup_script_exit_code = COALESCE($5, startup_script_exit_code)
-         WHERE id = $1",
+    agents::set_lifecycle(
+        &state.db,
+        agent.agent_id,
+        req.state,
+        started_at,
+        ready_at,
+        req.exit_code,
     )
-    .bind(agent.agent_id)
-    .bind(req.state.as_str())
-    .bind(started_at)
-    .bind(ready_at)
-    .bind(req.exit_code)
-    .execute(&state.db)
     .await?;
     tracing::info!(agent = %agent.agent_id, state = req.state.as_str(), "agent lifecycle");
     Ok(StatusCode::NO_CONTENT)
@@ -101,12 +81,7 @@ pub async fn patch_logs(
         )));
     }
     let incoming: i64 = req.logs.iter().map(|l| l.output.len() as i64).sum();
-    let stored: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(sum(octet_length(output)), 0)::bigint FROM workspace_agent_logs WHERE agent_id = $1",
-    )
-    .bind(agent.agent_id)
-    .fetch_one(&state.db)
-    .await?;
+    let stored = agents::log_bytes(&state.db, agent.agent_id).await?;
     if stored + incoming > MAX_LOG_BYTES_PER_AGENT {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -118,16 +93,7 @@ pub async fn patch_logs(
         if req.source.is_empty() { "startup_script".to_owned() } else { req.source.clone() };
     let levels: Vec<&str> = req.logs.iter().map(|l| l.level.as_str()).collect();
     let outputs: Vec<&str> = req.logs.iter().map(|l| l.output.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO workspace_agent_logs (agent_id, source, level, output)
-         SELECT $1, $2, l, o FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(l, o, n) ORDER BY n",
-    )
-    .bind(agent.agent_id)
-    .bind(&source)
-    .bind(&levels)
-    .bind(&outputs)
-    .execute(&state.db)
-    .await?;
+    agents::insert_logs(&state.db, agent.agent_id, &source, &levels, &outputs).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -136,29 +102,13 @@ pub async fn post_stats(
     agent: AgentSession,
     Json(stats): Json<AgentStats>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    sqlx::query(
-        "UPDATE workspace_agents SET last_connected_at = now(), first_connected_at = COALESCE(first_connected_at, now()),
-             disconnected_at = NULL, stats = $2, version = $3
-         WHERE id = $1",
-    )
-    .bind(agent.agent_id)
-    .bind(sqlx::types::Json(&stats))
-    .bind(&stats.version)
-    .execute(&state.db)
-    .await?;
+    agents::record_stats(&state.db, agent.agent_id, &stats).await?;
     Ok(Json(serde_json::json!({ "report_interval_seconds": STATS_INTERVAL_SECONDS })))
 }
 
 /// An agent a user may see: one of their own workspaces (or any, for owners).
 pub async fn visible_agent(state: &AppState, session: &Session, id: Uuid) -> ApiResult<Uuid> {
-    let owner: Option<Uuid> = sqlx::query_scalar(
-        "SELECT w.owner_id FROM workspace_agents a JOIN workspace_resources r ON r.id = a.resource_id
-         JOIN workspace_builds b ON b.job_id = r.job_id JOIN workspaces w ON w.id = b.workspace_id
-         WHERE a.id = $1 AND NOT w.deleted",
-    )
-    .bind(id)
-    .fetch_optional(&state.db)
-    .await?;
+    let owner = agents::workspace_owner(&state.db, id).await?;
     match owner {
         Some(owner) if session.may(Action::Read, Object::Agent { owner }) => Ok(id),
         _ => Err(ApiError::not_found("Agent")),
@@ -171,31 +121,7 @@ pub async fn agent_logs(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<WorkspaceAgentLog>>> {
     let id = visible_agent(&state, &session, id).await?;
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: i64,
-        created_at: DateTime<Utc>,
-        source: String,
-        level: String,
-        output: String,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, created_at, source, level, output FROM workspace_agent_logs WHERE agent_id = $1 ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| WorkspaceAgentLog {
-                id: r.id,
-                created_at: r.created_at,
-                source: r.source,
-                level: r.level,
-                output: r.output,
-            })
-            .collect(),
-    ))
+    Ok(Json(agents::logs(&state.db, id).await?))
 }
 
 /// `GET /bin/coder-agent-<os>-<arch>`: the agent binary built with this
@@ -298,30 +224,17 @@ pub async fn post_metadata(
         return Err(ApiError::bad_request("Send at most 128 metadata results per request."));
     }
     // Only keys the template declared are stored.
-    let declared: sqlx::types::Json<Vec<codersdk::AgentMetadataDescription>> =
-        sqlx::query_scalar("SELECT metadata FROM workspace_agents WHERE id = $1")
-            .bind(agent.agent_id)
-            .fetch_one(&state.db)
-            .await?;
-    for r in &results {
-        if !declared.0.iter().any(|d| d.key == r.key) {
+    let declared = agents::declared_metadata(&state.db, agent.agent_id).await?;
+    for r in results {
+        if !declared.iter().any(|d| d.key == r.key) {
             continue;
         }
-        let value: String = r.value.chars().take(MAX_METADATA_VALUE).collect();
-        let error: String = r.error.chars().take(MAX_METADATA_VALUE).collect();
-        sqlx::query(
-            "INSERT INTO workspace_agent_metadata (agent_id, key, value, error, collected_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (agent_id, key) DO UPDATE
-             SET value = EXCLUDED.value, error = EXCLUDED.error, collected_at = EXCLUDED.collected_at",
-        )
-        .bind(agent.agent_id)
-        .bind(&r.key)
-        .bind(&value)
-        .bind(&error)
-        .bind(r.collected_at)
-        .execute(&state.db)
-        .await?;
+        let stored = AgentMetadataResult {
+            value: r.value.chars().take(MAX_METADATA_VALUE).collect(),
+            error: r.error.chars().take(MAX_METADATA_VALUE).collect(),
+            ..r
+        };
+        agents::upsert_metadata(&state.db, agent.agent_id, &stored).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -339,13 +252,7 @@ pub async fn patch_app_health(
         return Err(ApiError::bad_request("Send at most 128 app healths per request."));
     }
     let ids: Vec<Uuid> = req.healths.keys().copied().collect();
-    let checked: Vec<(Uuid, bool)> = sqlx::query_as(
-        "SELECT id, healthcheck IS NOT NULL FROM workspace_apps WHERE agent_id = $1 AND id = ANY($2)",
-    )
-    .bind(agent.agent_id)
-    .bind(&ids)
-    .fetch_all(&state.db)
-    .await?;
+    let checked = apps::healthchecked(&state.db, agent.agent_id, &ids).await?;
     for (id, health) in &req.healths {
         match checked.iter().find(|(c, _)| c == id) {
             None => {
@@ -362,17 +269,8 @@ pub async fn patch_app_health(
             Some(_) => {}
         }
     }
-    let healths: Vec<&str> = req.healths.values().map(|h| h.as_str()).collect();
-    sqlx::query(
-        "UPDATE workspace_apps a SET health = n.health
-         FROM unnest($2::uuid[], $3::text[]) AS n(id, health)
-         WHERE a.id = n.id AND a.agent_id = $1",
-    )
-    .bind(agent.agent_id)
-    .bind(&ids)
-    .bind(&healths)
-    .execute(&state.db)
-    .await?;
+    let healths: Vec<AppHealth> = req.healths.values().copied().collect();
+    apps::set_health(&state.db, agent.agent_id, &ids, &healths).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -382,20 +280,5 @@ pub async fn metadata(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<AgentMetadataResult>>> {
     let id = visible_agent(&state, &session, id).await?;
-    let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT key, value, error, collected_at FROM workspace_agent_metadata WHERE agent_id = $1 ORDER BY key",
-    )
-    .bind(id)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|(key, value, error, collected_at)| AgentMetadataResult {
-                key,
-                value,
-                error,
-                collected_at,
-            })
-            .collect(),
-    ))
+    Ok(Json(agents::metadata(&state.db, id).await?))
 }

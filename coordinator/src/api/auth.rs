@@ -15,9 +15,9 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use codersdk::{
-    User, UserStatus, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
+    UserStatus, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -25,34 +25,10 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::{ApiConfig, AppState};
 use crate::authz::{self, Action, Object, Subject};
+use crate::database::{api_keys, users};
 use crate::secrets;
 
-/// A user row as the API needs it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UserRow {
-    pub id: Uuid,
-    pub email: String,
-    pub username: String,
-    pub roles: Vec<String>,
-    #[sqlx(try_from = "String")]
-    pub status: UserStatus,
-    pub created_at: DateTime<Utc>,
-}
-
-impl UserRow {
-    pub fn to_api(&self) -> User {
-        User {
-            id: self.id,
-            username: self.username.clone(),
-            email: self.email.clone(),
-            roles: self.roles.iter().filter_map(|r| r.parse().ok()).collect(),
-            status: self.status,
-            created_at: self.created_at,
-        }
-    }
-}
-
-pub const USER_COLUMNS: &str = "id, email, username, roles, status, created_at";
+pub use crate::database::users::UserRow;
 
 /// An authenticated request.
 #[derive(Debug, Clone)]
@@ -64,7 +40,7 @@ pub struct Session {
 impl Session {
     /// The user as [`authz`] sees them.
     pub fn subject(&self) -> Subject {
-        Subject::user(self.user.id, &self.user.roles)
+        Subject::user(self.user.id, &self.user.roles.0)
     }
 
     /// [`authz::authorize`] for this user: a generic 403 when refused (sites
@@ -77,16 +53,6 @@ impl Session {
     pub fn may(&self, action: Action, object: Object) -> bool {
         authz::authorize(&self.subject(), action, &object).is_ok()
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    hashed_secret: Vec<u8>,
-    login_type: String,
-    token_name: Option<String>,
-    lifetime_seconds: i64,
-    expires_at: DateTime<Utc>,
-    last_used: DateTime<Utc>,
 }
 
 /// Where a request's token came from: a cookie is sent by the browser on
@@ -236,13 +202,7 @@ pub async fn authenticate_for(
     let Some((id, secret)) = secrets::split_token(token) else {
         return Ok(None);
     };
-    let key: Option<KeyRow> = sqlx::query_as(
-        "SELECT hashed_secret, login_type, token_name, lifetime_seconds, expires_at, last_used
-         FROM api_keys WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
+    let key = api_keys::for_auth(db, id).await?;
     let Some(key) = key else { return Ok(None) };
     if !secrets::secret_matches(secret, &key.hashed_secret) {
         return Ok(None);
@@ -261,13 +221,7 @@ pub async fn authenticate_for(
     if key.expires_at <= now {
         return Ok(None);
     }
-    let user: Option<UserRow> = sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users u
-         WHERE id = (SELECT user_id FROM api_keys WHERE id = $1) AND NOT deleted"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
+    let user = users::by_api_key(db, id).await?;
     let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
         return Ok(None);
     };
@@ -276,12 +230,7 @@ pub async fn authenticate_for(
         key.login_type == "password" && now + lifetime - key.expires_at > Duration::hours(1);
     if extend || now - key.last_used > Duration::minutes(1) {
         let expires_at = if extend { now + lifetime } else { key.expires_at };
-        sqlx::query("UPDATE api_keys SET last_used = $2, expires_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .bind(expires_at)
-            .execute(db)
-            .await?;
+        api_keys::touch(db, id, now, expires_at).await?;
     }
     Ok(Some(Session { user, key_id: id.to_owned() }))
 }
@@ -331,18 +280,14 @@ async fn insert_key(
     token_name: Option<&str>,
     lifetime: Duration,
 ) -> Result<String, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO api_keys (id, hashed_secret, user_id, login_type, token_name, lifetime_seconds, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&t.id)
-    .bind(&t.hashed_secret)
-    .bind(user_id)
-    .bind(login_type)
-    .bind(token_name)
-    .bind(lifetime.num_seconds())
-    .bind(Utc::now() + lifetime)
-    .execute(db)
-    .await?;
+    let key = api_keys::NewKey {
+        id: &t.id,
+        hashed_secret: &t.hashed_secret,
+        user_id,
+        login_type,
+        token_name,
+        lifetime,
+    };
+    api_keys::insert(db, key).await?;
     Ok(t.token)
 }

@@ -23,6 +23,7 @@ use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
 use crate::authz::{Action, Object};
+use crate::database::files;
 
 const ACCEPTED: [&str; 4] =
     ["application/x-tar", "application/tar", "application/gzip", "application/x-gzip"];
@@ -87,24 +88,11 @@ pub async fn upload(
         return Err(ApiError::bad_request("The upload is empty."));
     }
     let hash = hex::encode(Sha256::digest(&body));
-    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM files WHERE hash = $1")
-        .bind(&hash)
-        .fetch_optional(&state.db)
-        .await?;
+    let existing = files::by_hash(&state.db, &hash).await?;
     if let Some(id) = existing {
         return Ok((StatusCode::OK, Json(UploadResponse { hash: id })));
     }
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO files (id, hash, mimetype, data, created_by) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash RETURNING id",
-    )
-    .bind(Uuid::new_v4())
-    .bind(&hash)
-    .bind(&mimetype)
-    .bind(body.as_ref())
-    .bind(session.user.id)
-    .fetch_one(&state.db)
-    .await?;
+    let id = files::insert(&state.db, &hash, &mimetype, &body, session.user.id).await?;
     Ok((StatusCode::CREATED, Json(UploadResponse { hash: id })))
 }
 
@@ -113,16 +101,10 @@ pub async fn download(
     session: Session,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Response> {
-    let row: Option<(Uuid, String, Vec<u8>)> =
-        sqlx::query_as("SELECT created_by, mimetype, data FROM files WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&state.db)
-            .await?;
+    let row = files::by_id(&state.db, id).await?;
     let (mimetype, data) = row
-        .filter(|(created_by, _, _)| {
-            session.may(Action::Read, Object::File { created_by: *created_by })
-        })
-        .map(|(_, m, d)| (m, d))
+        .filter(|f| session.may(Action::Read, Object::File { created_by: f.created_by }))
+        .map(|f| (f.mimetype, f.data))
         .ok_or_else(|| ApiError::not_found("File"))?;
     Ok(([(header::CONTENT_TYPE, mimetype)], data).into_response())
 }

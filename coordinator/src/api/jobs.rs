@@ -7,11 +7,7 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use codersdk::{
-    AppHealth, LifecycleState, ProvisionerJob, ProvisionerJobLog, ResourceMetadata, Transition,
-    WorkspaceAgent, WorkspaceAgentStatus, WorkspaceApp, WorkspaceResource,
-};
+use codersdk::{ProvisionerJob, WorkspaceResource};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -19,7 +15,8 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, Json};
 use super::AppState;
-use crate::provisionerd::queue::{JobRow, CHANNEL_JOB_LOGS, JOB_COLUMNS};
+use crate::database;
+use crate::provisionerd::queue::{JobRow, CHANNEL_JOB_LOGS};
 
 pub fn job_to_api(row: &JobRow) -> ProvisionerJob {
     ProvisionerJob {
@@ -36,11 +33,7 @@ pub fn job_to_api(row: &JobRow) -> ProvisionerJob {
 }
 
 pub async fn job(db: &PgPool, id: Uuid) -> ApiResult<JobRow> {
-    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM provisioner_jobs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Job"))
+    database::jobs::by_id(db, id).await?.ok_or_else(|| ApiError::not_found("Job"))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -51,40 +44,6 @@ pub struct LogsQuery {
     /// Stream new logs until the job is done (server-sent events).
     #[serde(default)]
     pub follow: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct LogRow {
-    id: i64,
-    created_at: DateTime<Utc>,
-    stage: String,
-    level: String,
-    output: String,
-}
-
-async fn logs_after(
-    db: &PgPool,
-    job_id: Uuid,
-    after: i64,
-) -> Result<Vec<ProvisionerJobLog>, sqlx::Error> {
-    let rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT id, created_at, stage, level, output FROM provisioner_job_logs
-         WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT 5000",
-    )
-    .bind(job_id)
-    .bind(after)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ProvisionerJobLog {
-            id: r.id,
-            created_at: r.created_at,
-            stage: r.stage,
-            level: r.level,
-            output: r.output,
-        })
-        .collect())
 }
 
 /// Answers a logs request: a JSON array, or with `follow` an event stream of
@@ -99,7 +58,9 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     let after = last_event_id.unwrap_or(q.after).max(q.after);
     if !q.follow {
-        return Ok(Json(logs_after(&state.db, job_id, after).await?).into_response());
+        return Ok(
+            Json(database::jobs::logs_after(&state.db, job_id, after).await?).into_response()
+        );
     }
     let mut notes = state.pubsub.subscribe(CHANNEL_JOB_LOGS).await;
     let (tx, mut rx) = mpsc::channel::<Event>(64);
@@ -107,14 +68,14 @@ pub async fn logs(
     tokio::spawn(async move {
         let mut cursor = after;
         loop {
-            let logs = match logs_after(&db, job_id, cursor).await {
+            let logs = match database::jobs::logs_after(&db, job_id, cursor).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "log stream query failed");
                     return;
                 }
             };
-            let drained = logs.len() < 5000;
+            let drained = logs.len() < database::jobs::LOG_PAGE;
             for log in logs {
                 cursor = log.id;
                 let Ok(ev) = Event::default().event("log").id(log.id.to_string()).json_data(&log)
@@ -131,7 +92,7 @@ pub async fn logs(
             match job(&db, job_id).await {
                 Ok(row) if row.status().is_done() => {
                     // Logs written before completion are visible now; send any stragglers.
-                    if let Ok(rest) = logs_after(&db, job_id, cursor).await {
+                    if let Ok(rest) = database::jobs::logs_after(&db, job_id, cursor).await {
                         for log in rest {
                             let Ok(ev) = Event::default()
                                 .event("log")
@@ -173,163 +134,7 @@ pub fn last_event_id(headers: &axum::http::HeaderMap) -> Option<i64> {
     headers.get("last-event-id")?.to_str().ok()?.parse().ok()
 }
 
-#[derive(sqlx::FromRow)]
-struct ResourceRow {
-    id: Uuid,
-    job_id: Uuid,
-    #[sqlx(try_from = "String")]
-    transition: Transition,
-    #[sqlx(rename = "type")]
-    type_: String,
-    name: String,
-    computational: bool,
-    persistent: bool,
-    hide: bool,
-    icon: String,
-    daily_cost: i32,
-    metadata: sqlx::types::Json<Vec<ResourceMetadata>>,
-}
-
-#[derive(sqlx::FromRow)]
-pub struct AgentRow {
-    pub id: Uuid,
-    pub resource_id: Uuid,
-    pub name: String,
-    pub os: String,
-    pub arch: String,
-    pub directory: String,
-    #[sqlx(try_from = "String")]
-    pub lifecycle_state: LifecycleState,
-    pub connection_timeout_seconds: i32,
-    pub first_connected_at: Option<DateTime<Utc>>,
-    pub last_connected_at: Option<DateTime<Utc>>,
-    pub disconnected_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// How long an agent may go without a heartbeat before it counts as gone.
-const AGENT_INACTIVE: chrono::Duration = chrono::Duration::seconds(30);
-
-impl AgentRow {
-    pub fn status(&self, now: DateTime<Utc>) -> WorkspaceAgentStatus {
-        match (self.first_connected_at, self.last_connected_at) {
-            (None, _) | (_, None) => {
-                if now - self.created_at
-                    > chrono::Duration::seconds(self.connection_timeout_seconds.into())
-                    && self.connection_timeout_seconds > 0
-                {
-                    WorkspaceAgentStatus::Timeout
-                } else {
-                    WorkspaceAgentStatus::Connecting
-                }
-            }
-            (Some(_), Some(last)) => {
-                if self.disconnected_at.is_some_and(|d| d >= last) || now - last > AGENT_INACTIVE {
-                    WorkspaceAgentStatus::Disconnected
-                } else {
-                    WorkspaceAgentStatus::Connected
-                }
-            }
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub struct AppRow {
-    pub id: Uuid,
-    pub agent_id: Uuid,
-    pub slug: String,
-    pub display_name: String,
-    pub url: String,
-    pub command: String,
-    pub subdomain: bool,
-    pub share: String,
-    pub healthcheck: Option<sqlx::types::Json<codersdk::Healthcheck>>,
-    #[sqlx(try_from = "String")]
-    pub health: AppHealth,
-}
-
-impl AppRow {
-    pub fn to_api(&self) -> WorkspaceApp {
-        WorkspaceApp {
-            id: self.id,
-            slug: self.slug.clone(),
-            display_name: self.display_name.clone(),
-            url: self.url.clone(),
-            command: self.command.clone(),
-            subdomain: self.subdomain,
-            share: self.share.clone(),
-            healthcheck: self.healthcheck.as_ref().map(|h| h.0.clone()),
-            health: self.health,
-        }
-    }
-}
-
-pub const APP_COLUMNS: &str =
-    "id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck, health";
-
-pub const AGENT_COLUMNS: &str = "id, resource_id, name, os, arch, directory, lifecycle_state, \
-    connection_timeout_seconds, first_connected_at, last_connected_at, disconnected_at, created_at";
-
 /// The resources (with agents and apps) a job recorded.
 pub async fn resources(db: &PgPool, job_id: Uuid) -> ApiResult<Vec<WorkspaceResource>> {
-    let rows: Vec<ResourceRow> = sqlx::query_as(
-        "SELECT id, job_id, transition, type, name, computational, persistent, hide, icon, daily_cost, metadata
-         FROM workspace_resources WHERE job_id = $1 ORDER BY transition, type, name",
-    )
-    .bind(job_id)
-    .fetch_all(db)
-    .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let agents: Vec<AgentRow> = sqlx::query_as(&format!(
-        "SELECT {AGENT_COLUMNS} FROM workspace_agents WHERE resource_id = ANY($1) ORDER BY name"
-    ))
-    .bind(&ids)
-    .fetch_all(db)
-    .await?;
-    let agent_ids: Vec<Uuid> = agents.iter().map(|a| a.id).collect();
-    let apps: Vec<AppRow> = sqlx::query_as(&format!(
-        "SELECT {APP_COLUMNS} FROM workspace_apps WHERE agent_id = ANY($1) ORDER BY slug"
-    ))
-    .bind(&agent_ids)
-    .fetch_all(db)
-    .await?;
-    let now = Utc::now();
-    Ok(rows
-        .into_iter()
-        .map(|r| WorkspaceResource {
-            id: r.id,
-            job_id: r.job_id,
-            transition: r.transition,
-            type_: r.type_,
-            name: r.name,
-            computational: r.computational,
-            persistent: r.persistent,
-            hide: r.hide,
-            icon: r.icon,
-            daily_cost: r.daily_cost,
-            metadata: r.metadata.0,
-            agents: agents
-                .iter()
-                .filter(|a| a.resource_id == r.id)
-                .map(|a| agent_to_api(a, &apps, now))
-                .collect(),
-        })
-        .collect())
-}
-
-fn agent_to_api(a: &AgentRow, apps: &[AppRow], now: DateTime<Utc>) -> WorkspaceAgent {
-    WorkspaceAgent {
-        id: a.id,
-        name: a.name.clone(),
-        resource_id: a.resource_id,
-        os: a.os.clone(),
-        architecture: a.arch.clone(),
-        directory: a.directory.clone(),
-        status: a.status(now),
-        lifecycle_state: a.lifecycle_state,
-        first_connected_at: a.first_connected_at,
-        last_connected_at: a.last_connected_at,
-        apps: apps.iter().filter(|p| p.agent_id == a.id).map(AppRow::to_api).collect(),
-    }
+    Ok(database::resources::of_job(db, job_id).await?)
 }

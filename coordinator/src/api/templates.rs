@@ -5,10 +5,9 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use chrono::{DateTime, Utc};
 use codersdk::{
-    CreateTemplateRequest, CreateTemplateVersionRequest, ParameterOption, Template,
-    TemplateVersion, TemplateVersionParameter, UpdateActiveVersionRequest, WorkspaceResource,
+    CreateTemplateRequest, CreateTemplateVersionRequest, Template, TemplateVersion,
+    TemplateVersionParameter, UpdateActiveVersionRequest, WorkspaceResource,
 };
 use uuid::Uuid;
 
@@ -17,40 +16,20 @@ use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
 use super::AppState;
 use crate::authz::{Action, Object};
+use crate::database;
+use crate::database::template_versions::{self, VersionRow};
+use crate::database::{files, templates};
 use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
 
-#[derive(sqlx::FromRow)]
-struct VersionRow {
-    id: Uuid,
-    template_id: Option<Uuid>,
-    name: String,
-    message: String,
-    job_id: Uuid,
-    created_by: Uuid,
-    created_at: DateTime<Utc>,
-}
-
-const VERSION_COLUMNS: &str = "id, template_id, name, message, job_id, created_by, created_at";
-
 async fn version_row(state: &AppState, id: Uuid) -> ApiResult<VersionRow> {
-    sqlx::query_as(&format!("SELECT {VERSION_COLUMNS} FROM template_versions WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&state.db)
+    template_versions::by_id(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("Template version"))
 }
 
 async fn version_to_api(state: &AppState, v: VersionRow) -> ApiResult<TemplateVersion> {
     let job = jobs::job(&state.db, v.job_id).await?;
-    Ok(TemplateVersion {
-        id: v.id,
-        template_id: v.template_id,
-        name: v.name,
-        message: v.message,
-        created_at: v.created_at,
-        created_by: v.created_by,
-        job: job_to_api(&job),
-    })
+    Ok(v.into_api(job_to_api(&job)))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -66,11 +45,7 @@ pub async fn create_version(
     Json(req): Json<CreateTemplateVersionRequest>,
 ) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
     session.authorize(Action::Create, Object::TemplateVersion { active: false })?;
-    let file: Option<Uuid> = sqlx::query_scalar("SELECT id FROM files WHERE id = $1")
-        .bind(req.file_id)
-        .fetch_optional(&state.db)
-        .await?;
-    if file.is_none() {
+    if !files::exists(&state.db, req.file_id).await? {
         return Err(ApiError::bad_request(
             "No such file; upload it with POST /api/v2/files first.",
         ));
@@ -95,18 +70,15 @@ pub async fn create_version(
         },
     )
     .await?;
-    sqlx::query(
-        "INSERT INTO template_versions (id, template_id, name, message, job_id, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(req.template_id)
-    .bind(&name)
-    .bind(&req.message)
-    .bind(job_id)
-    .bind(session.user.id)
-    .execute(&mut *tx)
-    .await?;
+    let version = template_versions::NewVersion {
+        id,
+        template_id: req.template_id,
+        name: &name,
+        message: &req.message,
+        job_id,
+        created_by: session.user.id,
+    };
+    template_versions::insert(&mut *tx, version).await?;
     tx.commit().await?;
     let v = version_row(&state, id).await?;
     Ok((StatusCode::CREATED, Json(version_to_api(&state, v).await?)))
@@ -157,45 +129,11 @@ pub async fn version_resources(
     Ok(Json(jobs::resources(&state.db, v.job_id).await?))
 }
 
-#[derive(sqlx::FromRow)]
-struct ParamRow {
-    name: String,
-    display_name: String,
-    description: String,
-    #[sqlx(rename = "type")]
-    type_: String,
-    mutable: bool,
-    default_value: Option<String>,
-    required: bool,
-    options: sqlx::types::Json<Vec<ParameterOption>>,
-    validation: Option<sqlx::types::Json<serde_json::Value>>,
-}
-
 pub async fn parameters(
     db: &sqlx::PgPool,
     version: Uuid,
 ) -> ApiResult<Vec<TemplateVersionParameter>> {
-    let rows: Vec<ParamRow> = sqlx::query_as(
-        "SELECT name, display_name, description, type, mutable, default_value, required, options, validation
-         FROM template_version_parameters WHERE template_version_id = $1 ORDER BY ordinal",
-    )
-    .bind(version)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| TemplateVersionParameter {
-            name: r.name,
-            display_name: r.display_name,
-            description: r.description,
-            type_: r.type_,
-            mutable: r.mutable,
-            default_value: r.default_value,
-            required: r.required,
-            options: r.options.0,
-            validation: r.validation.map(|v| v.0),
-        })
-        .collect())
+    Ok(template_versions::parameters(db, version).await?)
 }
 
 pub async fn version_parameters(
@@ -207,55 +145,13 @@ pub async fn version_parameters(
     Ok(Json(parameters(&state.db, id).await?))
 }
 
-#[derive(sqlx::FromRow)]
-pub struct TemplateRow {
-    pub id: Uuid,
-    pub name: String,
-    pub display_name: String,
-    pub description: String,
-    pub active_version_id: Uuid,
-    pub created_by: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-const TEMPLATE_COLUMNS: &str =
-    "id, name, display_name, description, active_version_id, created_by, created_at, updated_at";
-
-impl TemplateRow {
-    fn to_api(&self) -> Template {
-        Template {
-            id: self.id,
-            name: self.name.clone(),
-            display_name: self.display_name.clone(),
-            description: self.description.clone(),
-            active_version_id: self.active_version_id,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            created_by: self.created_by,
-        }
-    }
-}
+pub use crate::database::templates::TemplateRow;
 
 /// A template by id or name.
 pub async fn template_row(state: &AppState, id_or_name: &str) -> ApiResult<TemplateRow> {
-    let row: Option<TemplateRow> = match Uuid::parse_str(id_or_name) {
-        Ok(id) => {
-            sqlx::query_as(&format!(
-                "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE id = $1 AND NOT deleted"
-            ))
-            .bind(id)
-            .fetch_optional(&state.db)
-            .await?
-        }
-        Err(_) => {
-            sqlx::query_as(&format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE lower(name) = lower($1) AND NOT deleted"
-        ))
-            .bind(id_or_name)
-            .fetch_optional(&state.db)
-            .await?
-        }
+    let row = match Uuid::parse_str(id_or_name) {
+        Ok(id) => templates::by_id(&state.db, id).await?,
+        Err(_) => templates::by_name(&state.db, id_or_name).await?,
     };
     row.ok_or_else(|| ApiError::not_found("Template"))
 }
@@ -290,18 +186,15 @@ pub async fn create_template(
     require_imported(&state, &v).await?;
     let id = Uuid::new_v4();
     let mut tx = state.db.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO templates (id, name, display_name, description, active_version_id, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(&req.name)
-    .bind(&req.display_name)
-    .bind(&req.description)
-    .bind(v.id)
-    .bind(session.user.id)
-    .execute(&mut *tx)
-    .await;
+    let template = templates::NewTemplate {
+        id,
+        name: &req.name,
+        display_name: &req.display_name,
+        description: &req.description,
+        active_version_id: v.id,
+        created_by: session.user.id,
+    };
+    let inserted = templates::insert(&mut *tx, template).await;
     match inserted {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Err(ApiError::conflict(format!(
@@ -313,11 +206,7 @@ pub async fn create_template(
             r?;
         }
     }
-    sqlx::query("UPDATE template_versions SET template_id = $1 WHERE id = $2")
-        .bind(id)
-        .bind(v.id)
-        .execute(&mut *tx)
-        .await?;
+    template_versions::set_template(&mut *tx, v.id, id).await?;
     tx.commit().await?;
     let t = template_row(&state, &id.to_string()).await?;
     Ok((StatusCode::CREATED, Json(t.to_api())))
@@ -327,11 +216,7 @@ pub async fn list_templates(
     State(state): State<AppState>,
     _session: Session,
 ) -> ApiResult<Json<Vec<Template>>> {
-    let rows: Vec<TemplateRow> = sqlx::query_as(&format!(
-        "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE NOT deleted ORDER BY name"
-    ))
-    .fetch_all(&state.db)
-    .await?;
+    let rows = templates::list(&state.db).await?;
     Ok(Json(rows.iter().map(TemplateRow::to_api).collect()))
 }
 
@@ -349,17 +234,9 @@ pub async fn template_versions(
     Path(t): Path<String>,
 ) -> ApiResult<Json<Vec<TemplateVersion>>> {
     let t = template_row(&state, &t).await?;
-    let rows: Vec<VersionRow> = sqlx::query_as(&format!(
-        "SELECT {VERSION_COLUMNS} FROM template_versions WHERE template_id = $1 ORDER BY created_at"
-    ))
-    .bind(t.id)
-    .fetch_all(&state.db)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(version_to_api(&state, r).await?);
-    }
-    Ok(Json(out))
+    let rows = template_versions::of_template(&state.db, t.id).await?;
+    let rows = database::jobs::attach(&state.db, rows, |v| v.job_id).await?;
+    Ok(Json(rows.into_iter().map(|(v, job)| v.into_api(job_to_api(&job))).collect()))
 }
 
 pub async fn update_active_version(
@@ -375,15 +252,7 @@ pub async fn update_active_version(
         return Err(ApiError::bad_request("That version belongs to another template."));
     }
     require_imported(&state, &v).await?;
-    sqlx::query("UPDATE template_versions SET template_id = $1 WHERE id = $2")
-        .bind(t.id)
-        .bind(v.id)
-        .execute(&state.db)
-        .await?;
-    sqlx::query("UPDATE templates SET active_version_id = $1, updated_at = now() WHERE id = $2")
-        .bind(v.id)
-        .bind(t.id)
-        .execute(&state.db)
-        .await?;
+    template_versions::set_template(&state.db, v.id, t.id).await?;
+    templates::set_active_version(&state.db, t.id, v.id).await?;
     Ok(Json(template_row(&state, &t.id.to_string()).await?.to_api()))
 }

@@ -3,15 +3,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use codersdk::{ApiKey, CreateTokenRequest, GenerateApiKeyResponse};
-use uuid::Uuid;
 
 use super::auth::{issue_token, Session};
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::users::resolve_user;
 use super::AppState;
 use crate::authz::{Action, Object};
+use crate::database::api_keys;
 
 pub async fn create(
     State(state): State<AppState>,
@@ -51,17 +51,6 @@ pub async fn create(
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    id: String,
-    user_id: Uuid,
-    token_name: Option<String>,
-    login_type: String,
-    expires_at: DateTime<Utc>,
-    last_used: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-}
-
 pub async fn list(
     State(state): State<AppState>,
     session: Session,
@@ -69,26 +58,8 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<ApiKey>>> {
     let user = resolve_user(&state, &session, &user).await?;
     session.authorize(Action::Read, Object::ApiKey { owner: user.id })?;
-    let rows: Vec<KeyRow> = sqlx::query_as(
-        "SELECT id, user_id, token_name, login_type, expires_at, last_used, created_at
-         FROM api_keys WHERE user_id = $1 AND login_type = 'token' ORDER BY created_at",
-    )
-    .bind(user.id)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| ApiKey {
-                id: r.id,
-                user_id: r.user_id,
-                token_name: r.token_name.unwrap_or_default(),
-                login_type: r.login_type,
-                expires_at: r.expires_at,
-                last_used: r.last_used,
-                created_at: r.created_at,
-            })
-            .collect(),
-    ))
+    let rows = api_keys::personal_tokens(&state.db, user.id).await?;
+    Ok(Json(rows.into_iter().map(api_keys::TokenRow::into_api).collect()))
 }
 
 /// Deletes a key by id or token name. Owners may delete anyone's keys.
@@ -99,14 +70,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let user = resolve_user(&state, &session, &user).await?;
     session.authorize(Action::Delete, Object::ApiKey { owner: user.id })?;
-    let deleted =
-        sqlx::query("DELETE FROM api_keys WHERE user_id = $1 AND (id = $2 OR token_name = $2)")
-            .bind(user.id)
-            .bind(&key)
-            .execute(&state.db)
-            .await?
-            .rows_affected();
-    if deleted == 0 {
+    if !api_keys::delete_by_id_or_name(&state.db, user.id, &key).await? {
         return Err(ApiError::not_found("Token"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -14,12 +14,13 @@ use codersdk::{
 };
 use uuid::Uuid;
 
-use super::auth::{issue_token, Session, UserRow, USER_COLUMNS};
+use super::auth::{issue_token, Session, UserRow};
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::passwords::Passwords;
 use super::throttle::Outcome;
 use super::AppState;
 use crate::authz::{Action, Object};
+use crate::database::{api_keys, users};
 
 const MIN_PASSWORD_LEN: usize = 8;
 
@@ -57,18 +58,8 @@ async fn insert_user(
     roles: &[Role],
 ) -> ApiResult<UserRow> {
     let hashed = passwords.hash(password.to_owned()).await?;
-    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    let row = sqlx::query_as::<_, UserRow>(&format!(
-        "INSERT INTO users (id, email, username, hashed_password, roles)
-         VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
-    ))
-    .bind(Uuid::new_v4())
-    .bind(email)
-    .bind(username)
-    .bind(hashed)
-    .bind(&roles)
-    .fetch_one(db)
-    .await;
+    let row =
+        users::insert(db, users::NewUser { email, username, hashed_password: hashed, roles }).await;
     match row {
         Ok(row) => Ok(row),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -79,8 +70,7 @@ async fn insert_user(
 }
 
 pub async fn first_user_exists(State(state): State<AppState>) -> ApiResult<Response> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(&state.db).await?;
+    let exists = users::any_exists(&state.db).await?;
     if exists {
         Ok((
             StatusCode::OK,
@@ -99,9 +89,8 @@ pub async fn create_first_user(
     validate_new_user(&req.email, &req.username, &req.password)?;
     let mut tx = state.db.begin().await?;
     // Serialize concurrent attempts so exactly one can win.
-    sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(&mut *tx).await?;
+    users::lock_first_user(&mut *tx).await?;
+    let exists = users::any_exists(&mut *tx).await?;
     if exists {
         return Err(ApiError::conflict("The first user has already been created.")
             .detail("Log in with `coder login` instead."));
@@ -128,13 +117,6 @@ pub async fn login(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Json(req): Json<LoginWithPasswordRequest>,
 ) -> ApiResult<Response> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: Uuid,
-        hashed_password: Option<String>,
-        #[sqlx(try_from = "String")]
-        status: UserStatus,
-    }
     // Served without connect info (only in-process tests do), every client
     // shares one address budget.
     let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| a.ip());
@@ -142,16 +124,7 @@ pub async fn login(
         Ok(a) => a,
         Err(refusal) => return Ok(refusal.into_response()),
     };
-    let row: Option<Row> = match sqlx::query_as(
-        "SELECT id, hashed_password, status FROM users
-         WHERE NOT deleted AND (lower(email) = lower($1) OR lower(username) = lower($2))
-         LIMIT 1",
-    )
-    .bind(&req.email)
-    .bind(&req.username)
-    .fetch_optional(&state.db)
-    .await
-    {
+    let row = match users::for_login(&state.db, &req.email, &req.username).await {
         Ok(row) => row,
         Err(e) => {
             attempt.finish(Outcome::NotTried);
@@ -183,10 +156,7 @@ pub async fn login(
 }
 
 pub async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
-    sqlx::query("DELETE FROM api_keys WHERE id = $1")
-        .bind(&session.key_id)
-        .execute(&state.db)
-        .await?;
+    api_keys::delete(&state.db, &session.key_id).await?;
     let cookie = super::auth::session_cookie(&state.config, "", true);
     Ok((
         [(header::SET_COOKIE, cookie)],
@@ -200,23 +170,9 @@ pub async fn resolve_user(state: &AppState, session: &Session, user: &str) -> Ap
     if user == "me" {
         return Ok(session.user.clone());
     }
-    let row: Option<UserRow> = match Uuid::parse_str(user) {
-        Ok(id) => {
-            sqlx::query_as(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND NOT deleted"
-            ))
-            .bind(id)
-            .fetch_optional(&state.db)
-            .await?
-        }
-        Err(_) => {
-            sqlx::query_as(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1) AND NOT deleted"
-            ))
-            .bind(user)
-            .fetch_optional(&state.db)
-            .await?
-        }
+    let row = match Uuid::parse_str(user) {
+        Ok(id) => users::by_id(&state.db, id).await?,
+        Err(_) => users::by_username(&state.db, user).await?,
     };
     match row {
         Some(r) if session.may(Action::Read, Object::User { id: r.id }) => Ok(r),
@@ -238,11 +194,7 @@ pub async fn list_users(
     session: Session,
 ) -> ApiResult<Json<Vec<User>>> {
     session.authorize(Action::Read, Object::Users)?;
-    let rows: Vec<UserRow> = sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE NOT deleted ORDER BY username"
-    ))
-    .fetch_all(&state.db)
-    .await?;
+    let rows = users::list(&state.db).await?;
     Ok(Json(rows.iter().map(UserRow::to_api).collect()))
 }
 

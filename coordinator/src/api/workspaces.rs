@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use chrono::{DateTime, Utc};
 use codersdk::{
     CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJobStatus, Transition,
-    Workspace, WorkspaceBuild, WorkspaceBuildParameter, WorkspaceResource, WorkspaceStatus,
+    Workspace, WorkspaceBuild, WorkspaceBuildParameter, WorkspaceResource,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -22,98 +21,30 @@ use super::templates::{parameters, template_row, TemplateRow};
 use super::users::resolve_user;
 use super::AppState;
 use crate::authz::{Action, Object};
+use crate::database;
+use crate::database::builds::{self, BuildRow};
+use crate::database::template_versions;
+use crate::database::workspaces::{self, Listed, Owners};
 use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
 
-#[derive(sqlx::FromRow, Clone)]
-pub struct WorkspaceRow {
-    pub id: Uuid,
-    pub name: String,
-    pub owner_id: Uuid,
-    pub owner_name: String,
-    pub template_id: Uuid,
-    pub template_name: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-const WORKSPACE_SELECT: &str =
-    "SELECT w.id, w.name, w.owner_id, u.username AS owner_name, w.template_id,
-    t.name AS template_name, w.created_at, w.updated_at
-    FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN templates t ON t.id = w.template_id";
-
-#[derive(sqlx::FromRow, Clone)]
-pub struct BuildRow {
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub template_version_id: Uuid,
-    pub build_number: i32,
-    #[sqlx(try_from = "String")]
-    pub transition: Transition,
-    pub initiator_id: Uuid,
-    pub job_id: Uuid,
-    pub created_at: DateTime<Utc>,
-}
-
-const BUILD_COLUMNS: &str =
-    "id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id, created_at";
-
-fn workspace_status(transition: Transition, job: ProvisionerJobStatus) -> WorkspaceStatus {
-    use ProvisionerJobStatus as J;
-    use WorkspaceStatus as W;
-    match (job, transition) {
-        (J::Pending, _) => W::Pending,
-        (J::Running, Transition::Start) => W::Starting,
-        (J::Running, Transition::Stop) => W::Stopping,
-        (J::Running, Transition::Delete) => W::Deleting,
-        (J::Succeeded, Transition::Start) => W::Running,
-        (J::Succeeded, Transition::Stop) => W::Stopped,
-        (J::Succeeded, Transition::Delete) => W::Deleted,
-        (J::Canceling, _) => W::Canceling,
-        (J::Canceled, _) => W::Canceled,
-        (J::Failed, _) => W::Failed,
-    }
-}
+pub use crate::database::workspaces::WorkspaceRow;
 
 async fn build_to_api(state: &AppState, b: &BuildRow) -> ApiResult<WorkspaceBuild> {
     let job = job_to_api(&jobs::job(&state.db, b.job_id).await?);
-    let transition = b.transition;
-    Ok(WorkspaceBuild {
-        id: b.id,
-        workspace_id: b.workspace_id,
-        template_version_id: b.template_version_id,
-        build_number: b.build_number,
-        transition,
-        initiator_id: b.initiator_id,
-        created_at: b.created_at,
-        status: workspace_status(transition, job.status),
-        job,
-    })
+    Ok(b.to_api(job))
 }
 
 async fn latest_build(state: &AppState, workspace: Uuid) -> ApiResult<BuildRow> {
-    sqlx::query_as(&format!(
-        "SELECT {BUILD_COLUMNS} FROM workspace_builds WHERE workspace_id = $1
-         ORDER BY build_number DESC LIMIT 1"
-    ))
-    .bind(workspace)
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::internal(format!("workspace {workspace} has no build")))
+    builds::latest(&state.db, workspace).await?.ok_or_else(|| no_build(workspace))
+}
+
+fn no_build(workspace: Uuid) -> ApiError {
+    ApiError::internal(format!("workspace {workspace} has no build"))
 }
 
 async fn workspace_to_api(state: &AppState, w: &WorkspaceRow) -> ApiResult<Workspace> {
     let b = latest_build(state, w.id).await?;
-    Ok(Workspace {
-        id: w.id,
-        name: w.name.clone(),
-        owner_id: w.owner_id,
-        owner_name: w.owner_name.clone(),
-        template_id: w.template_id,
-        template_name: w.template_name.clone(),
-        created_at: w.created_at,
-        updated_at: w.updated_at,
-        latest_build: build_to_api(state, &b).await?,
-    })
+    Ok(w.to_api(build_to_api(state, &b).await?))
 }
 
 /// A workspace the caller may use, by id; 404 for anyone else's.
@@ -122,11 +53,7 @@ pub async fn resolve_workspace(
     session: &Session,
     id: Uuid,
 ) -> ApiResult<WorkspaceRow> {
-    let row: Option<WorkspaceRow> =
-        sqlx::query_as(&format!("{WORKSPACE_SELECT} WHERE w.id = $1 AND NOT w.deleted"))
-            .bind(id)
-            .fetch_optional(&state.db)
-            .await?;
+    let row = workspaces::by_id(&state.db, id).await?;
     match row {
         Some(w) if session.may(Action::Read, Object::Workspace { owner: w.owner_id }) => Ok(w),
         _ => Err(ApiError::not_found("Workspace")),
@@ -142,12 +69,9 @@ async fn authorize_version(
     template: &TemplateRow,
     version: Uuid,
 ) -> ApiResult<()> {
-    let row: Option<(Option<Uuid>, String, Uuid)> =
-        sqlx::query_as("SELECT template_id, name, job_id FROM template_versions WHERE id = $1")
-            .bind(version)
-            .fetch_optional(&state.db)
-            .await?;
-    let Some((owner_template, name, job_id)) = row else {
+    let row = template_versions::by_id(&state.db, version).await?;
+    let Some(template_versions::VersionRow { template_id: owner_template, name, job_id, .. }) = row
+    else {
         return Err(ApiError::bad_request("No such template version.").detail(format!(
             "List the versions of {:?} with `coder templates versions`.",
             template.name
@@ -241,13 +165,7 @@ async fn build_parameters(
     state: &AppState,
     build: Uuid,
 ) -> ApiResult<Vec<WorkspaceBuildParameter>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, value FROM workspace_build_parameters WHERE workspace_build_id = $1",
-    )
-    .bind(build)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(rows.into_iter().map(|(name, value)| WorkspaceBuildParameter { name, value }).collect())
+    Ok(builds::parameters(&state.db, build).await?)
 }
 
 /// Inserts a build and its job in one transaction.
@@ -260,12 +178,7 @@ async fn insert_build(
     initiator: Uuid,
     params: &[WorkspaceBuildParameter],
 ) -> ApiResult<Uuid> {
-    let file_id: Uuid = sqlx::query_scalar(
-        "SELECT j.file_id FROM template_versions v JOIN provisioner_jobs j ON j.id = v.job_id WHERE v.id = $1",
-    )
-    .bind(version)
-    .fetch_one(&mut *tx)
-    .await?;
+    let file_id = template_versions::file_id(&mut *tx, version).await?;
     let build_id = Uuid::new_v4();
     let job_id = queue::enqueue(
         tx,
@@ -277,33 +190,23 @@ async fn insert_build(
         },
     )
     .await?;
-    let inserted = sqlx::query(
-        "INSERT INTO workspace_builds (id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(build_id)
-    .bind(workspace)
-    .bind(version)
-    .bind(number)
-    .bind(transition.as_str())
-    .bind(initiator)
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await;
+    let build = builds::NewBuild {
+        id: build_id,
+        workspace_id: workspace,
+        template_version_id: version,
+        build_number: number,
+        transition,
+        initiator_id: initiator,
+        job_id,
+        parameters: params,
+    };
+    let inserted = builds::insert(tx, build).await;
     if let Err(sqlx::Error::Database(e)) = &inserted {
         if e.is_unique_violation() {
             return Err(ApiError::conflict("Another build of this workspace was just started."));
         }
     }
     inserted?;
-    for p in params {
-        sqlx::query("INSERT INTO workspace_build_parameters (workspace_build_id, name, value) VALUES ($1, $2, $3)")
-            .bind(build_id)
-            .bind(&p.name)
-            .bind(&p.value)
-            .execute(&mut *tx)
-            .await?;
-    }
     Ok(build_id)
 }
 
@@ -333,15 +236,7 @@ pub async fn create(
     let params = resolve_parameters(&state, version, &[], &req.rich_parameter_values).await?;
     let id = Uuid::new_v4();
     let mut tx = state.db.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO workspaces (id, owner_id, template_id, name) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(id)
-    .bind(owner.id)
-    .bind(template.id)
-    .bind(&req.name)
-    .execute(&mut *tx)
-    .await;
+    let inserted = workspaces::insert(&mut *tx, id, owner.id, template.id, &req.name).await;
     if let Err(sqlx::Error::Database(e)) = &inserted {
         if e.is_unique_violation() {
             return Err(ApiError::conflict(format!(
@@ -374,16 +269,12 @@ pub async fn list(
     if all {
         session.authorize(Action::Read, Object::Workspaces)?;
     }
-    let rows: Vec<WorkspaceRow> = sqlx::query_as(&format!(
-        "{WORKSPACE_SELECT} WHERE NOT w.deleted AND ($1 OR w.owner_id = $2) ORDER BY u.username, w.name"
-    ))
-    .bind(all)
-    .bind(session.user.id)
-    .fetch_all(&state.db)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for w in &rows {
-        out.push(workspace_to_api(&state, w).await?);
+    let owners = if all { Owners::All } else { Owners::Only(session.user.id) };
+    let listed = workspaces::list(&state.db, owners).await?;
+    let mut out = Vec::with_capacity(listed.len());
+    for Listed { workspace: w, latest } in listed {
+        let (b, job) = latest.ok_or_else(|| no_build(w.id))?;
+        out.push(w.to_api(b.to_api(job_to_api(&job))));
     }
     Ok(Json(out))
 }
@@ -394,13 +285,7 @@ pub async fn by_owner_and_name(
     Path((user, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Workspace>> {
     let owner = resolve_user(&state, &session, &user).await?;
-    let row: Option<WorkspaceRow> = sqlx::query_as(&format!(
-        "{WORKSPACE_SELECT} WHERE w.owner_id = $1 AND lower(w.name) = lower($2) AND NOT w.deleted"
-    ))
-    .bind(owner.id)
-    .bind(&name)
-    .fetch_optional(&state.db)
-    .await?;
+    let row = workspaces::by_owner_and_name(&state.db, owner.id, &name).await?;
     let w = row.ok_or_else(|| ApiError::not_found("Workspace"))?;
     Ok(Json(workspace_to_api(&state, &w).await?))
 }
@@ -450,10 +335,7 @@ pub async fn create_build(
         &params,
     )
     .await?;
-    sqlx::query("UPDATE workspaces SET updated_at = now() WHERE id = $1")
-        .bind(w.id)
-        .execute(&mut *tx)
-        .await?;
+    workspaces::touch(&mut *tx, w.id).await?;
     tx.commit().await?;
     let b = build_row(&state, build).await?;
     Ok((StatusCode::CREATED, Json(build_to_api(&state, &b).await?)))
@@ -465,34 +347,19 @@ pub async fn list_builds(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<WorkspaceBuild>>> {
     let w = resolve_workspace(&state, &session, id).await?;
-    let rows: Vec<BuildRow> = sqlx::query_as(&format!(
-        "SELECT {BUILD_COLUMNS} FROM workspace_builds WHERE workspace_id = $1 ORDER BY build_number DESC"
-    ))
-    .bind(w.id)
-    .fetch_all(&state.db)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for b in &rows {
-        out.push(build_to_api(&state, b).await?);
-    }
-    Ok(Json(out))
+    let rows = builds::of_workspace(&state.db, w.id).await?;
+    let rows = database::jobs::attach(&state.db, rows, |b| b.job_id).await?;
+    Ok(Json(rows.into_iter().map(|(b, job)| b.to_api(job_to_api(&job))).collect()))
 }
 
 async fn build_row(state: &AppState, id: Uuid) -> ApiResult<BuildRow> {
-    sqlx::query_as(&format!("SELECT {BUILD_COLUMNS} FROM workspace_builds WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Workspace build"))
+    builds::by_id(&state.db, id).await?.ok_or_else(|| ApiError::not_found("Workspace build"))
 }
 
 /// A build the caller may see (deleted workspaces' builds included, for logs).
 async fn visible_build(state: &AppState, session: &Session, id: Uuid) -> ApiResult<BuildRow> {
     let b = build_row(state, id).await?;
-    let owner: Uuid = sqlx::query_scalar("SELECT owner_id FROM workspaces WHERE id = $1")
-        .bind(b.workspace_id)
-        .fetch_one(&state.db)
-        .await?;
+    let owner = workspaces::owner_of(&state.db, b.workspace_id).await?;
     if !session.may(Action::Read, Object::WorkspaceBuild { owner }) {
         return Err(ApiError::not_found("Workspace build"));
     }

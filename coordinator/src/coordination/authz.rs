@@ -8,10 +8,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use codersdk::Role;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::authz::{self, Action, Object, Subject};
+use crate::database::{agents, api_keys};
 
 /// The authenticated party behind a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,35 +77,15 @@ pub(crate) async fn standing(db: &PgPool, who: &Principal) -> Result<Standing, s
 async fn key_standings(
     db: &PgPool,
     keys: &[String],
-) -> Result<HashMap<String, (Uuid, Vec<String>)>, sqlx::Error> {
-    let rows: Vec<(String, Uuid, Vec<String>)> = sqlx::query_as(
-        "SELECT k.id, k.user_id, u.roles
-         FROM api_keys k JOIN users u ON u.id = k.user_id
-         WHERE k.id = ANY($1) AND k.expires_at > now()
-           AND NOT u.deleted AND u.status = 'active'",
-    )
-    .bind(keys)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(|(key, user, roles)| (key, (user, roles))).collect())
+) -> Result<HashMap<String, (Uuid, Vec<Role>)>, sqlx::Error> {
+    let rows = api_keys::valid_holders(db, keys).await?;
+    Ok(rows.into_iter().map(|k| (k.id, (k.user_id, k.roles.0))).collect())
 }
 
 /// The live ones among `agents` (of the latest build of a workspace that is
 /// not deleted), each with the workspace's owner.
 async fn agent_owners(db: &PgPool, agents: &[Uuid]) -> Result<HashMap<Uuid, Uuid>, sqlx::Error> {
-    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT a.id, w.owner_id
-         FROM workspace_agents a
-         JOIN workspace_resources r ON r.id = a.resource_id
-         JOIN workspace_builds b ON b.job_id = r.job_id
-         JOIN workspaces w ON w.id = b.workspace_id
-         WHERE a.id = ANY($1) AND NOT w.deleted
-           AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)",
-    )
-    .bind(agents)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().collect())
+    Ok(agents::live_owners(db, agents).await?.into_iter().collect())
 }
 
 /// The credentials and agents a re-authorization sweep checks: those of
@@ -151,7 +133,7 @@ impl Sweep {
 /// connection took on after the sweep started was checked when it did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Verdicts {
-    keys: HashMap<String, (Uuid, Vec<String>)>,
+    keys: HashMap<String, (Uuid, Vec<Role>)>,
     agents: HashMap<Uuid, Uuid>,
     asked_keys: BTreeSet<String>,
     asked_agents: BTreeSet<Uuid>,
@@ -239,8 +221,8 @@ mod tests {
         sweep.add(&Principal::agent(alices_agent), []);
         let v = Verdicts {
             keys: [
-                ("a".to_owned(), (alice, vec!["member".to_owned()])),
-                ("b".to_owned(), (bob, vec!["owner".to_owned()])),
+                ("a".to_owned(), (alice, vec![Role::Member])),
+                ("b".to_owned(), (bob, vec![Role::Owner])),
                 ("stolen".to_owned(), (alice, vec![])),
             ]
             .into(),

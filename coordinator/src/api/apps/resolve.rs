@@ -7,14 +7,10 @@ use uuid::Uuid;
 
 use super::target::{AppRef, WorkspaceRef};
 pub use crate::authz::{AccessMethod, PathAppConfig, Share};
+use crate::database::{agents, apps};
 
 /// One agent of a live workspace's latest build.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AgentTarget {
-    pub owner_id: Uuid,
-    pub agent_id: Uuid,
-    pub agent_name: String,
-}
+pub use crate::database::agents::AgentTarget;
 
 /// Why a target cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -30,21 +26,7 @@ pub enum ResolveError {
 
 /// The agent `ws` names (its only agent when it names none).
 pub async fn agent(db: &PgPool, ws: &WorkspaceRef) -> Result<AgentTarget, ResolveError> {
-    let rows: Vec<AgentTarget> = sqlx::query_as(
-        "SELECT w.owner_id, a.id AS agent_id, a.name AS agent_name
-         FROM workspaces w
-         JOIN users u ON u.id = w.owner_id
-         JOIN workspace_builds b ON b.workspace_id = w.id
-         JOIN workspace_resources r ON r.job_id = b.job_id
-         JOIN workspace_agents a ON a.resource_id = r.id
-         WHERE lower(u.username) = lower($1) AND lower(w.name) = lower($2) AND NOT w.deleted
-           AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)
-         ORDER BY a.name",
-    )
-    .bind(&ws.owner)
-    .bind(&ws.workspace)
-    .fetch_all(db)
-    .await?;
+    let rows = agents::of_workspace_named(db, &ws.owner, &ws.workspace).await?;
     match &ws.agent {
         Some(name) => {
             rows.into_iter().find(|r| &r.agent_name == name).ok_or(ResolveError::NotFound)
@@ -141,13 +123,7 @@ pub async fn app(
     match app {
         AppRef::Port(p) => Ok(Some(Ok(App::port(*p)))),
         AppRef::Slug(slug) => {
-            let row: Option<(String, String)> = sqlx::query_as(
-                "SELECT url, share FROM workspace_apps WHERE agent_id = $1 AND slug = $2",
-            )
-            .bind(agent)
-            .bind(slug)
-            .fetch_optional(db)
-            .await?;
+            let row = apps::url_and_share(db, agent, slug).await?;
             Ok(row.map(|(url, share)| App::from_url(&url, &share)))
         }
     }

@@ -15,12 +15,14 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use std::collections::HashMap;
 
 use super::apps::{self, target::Target};
 use super::auth::{authenticate, csrf_token, presented_token, Session};
 use super::error::ApiError;
 use super::routes::{Access, Routes};
 use super::AppState;
+use crate::database;
 
 /// The header carrying a cookie session's CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -136,12 +138,19 @@ async fn workspaces(
         Ok(Query(super::workspaces::ListQuery::default())),
     )
     .await?;
-    let mut rows = Vec::with_capacity(list.len());
-    for w in list {
-        let resources = super::jobs::resources(&state.db, w.latest_build.job.id).await?;
-        let agents = resources.into_iter().flat_map(|r| r.agents).collect();
-        rows.push((w, agents));
+    // One batch for every workspace's resources, not a query per workspace.
+    let jobs: Vec<uuid::Uuid> = list.iter().map(|w| w.latest_build.job.id).collect();
+    let mut agents: HashMap<uuid::Uuid, Vec<_>> = HashMap::new();
+    for r in database::resources::of_jobs(&state.db, &jobs).await? {
+        agents.entry(r.job_id).or_default().extend(r.agents);
     }
+    let rows: Vec<_> = list
+        .into_iter()
+        .map(|w| {
+            let a = agents.remove(&w.latest_build.job.id).unwrap_or_default();
+            (w, a)
+        })
+        .collect();
     let super::error::Json(templates) =
         super::templates::list_templates(State(state.clone()), v.session.clone()).await?;
     Ok(page(pages::workspaces(&v, &rows, &templates)))

@@ -1,7 +1,25 @@
-//! The database: connection pool and embedded, forward-only migrations.
+//! The database: connection pool, embedded forward-only migrations, and one
+//! module per entity holding its typed rows and the queries the API runs.
 //!
-//! Queries are checked at run time (no live database at build time); each
-//! module keeps its SQL next to the code that uses it.
+//! Handlers call these functions and never write SQL; a row's state columns
+//! are parsed into the `codersdk` enums when the row is read, so an unknown
+//! value is an error here rather than a silent default later. Queries are
+//! checked at run time (no live database at build time). The provisioner job
+//! queue keeps its own queries in `provisioner::queue`.
+
+pub mod agents;
+pub mod api_keys;
+pub mod apps;
+pub mod builds;
+pub mod files;
+pub mod jobs;
+pub mod resources;
+pub mod template_versions;
+pub mod templates;
+#[cfg(test)]
+mod tests;
+pub mod users;
+pub mod workspaces;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::ConnectOptions;

@@ -1,0 +1,101 @@
+//! Templates: the typed row, lookup by id or name, and the inserts and
+//! updates of template management. A template points at its active version.
+
+use chrono::{DateTime, Utc};
+use codersdk::Template;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+#[derive(sqlx::FromRow)]
+pub struct TemplateRow {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub active_version_id: Uuid,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TemplateRow {
+    pub fn to_api(&self) -> Template {
+        Template {
+            id: self.id,
+            name: self.name.clone(),
+            display_name: self.display_name.clone(),
+            description: self.description.clone(),
+            active_version_id: self.active_version_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            created_by: self.created_by,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "id, name, display_name, description, active_version_id, created_by, created_at, updated_at";
+
+pub async fn by_id(db: &PgPool, id: Uuid) -> Result<Option<TemplateRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM templates WHERE id = $1 AND NOT deleted"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// By name, case-insensitively.
+pub async fn by_name(db: &PgPool, name: &str) -> Result<Option<TemplateRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM templates WHERE lower(name) = lower($1) AND NOT deleted"
+    ))
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
+/// Every template, by name.
+pub async fn list(db: &PgPool) -> Result<Vec<TemplateRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM templates WHERE NOT deleted ORDER BY name"))
+        .fetch_all(db)
+        .await
+}
+
+/// A template to create.
+pub struct NewTemplate<'a> {
+    pub id: Uuid,
+    pub name: &'a str,
+    pub display_name: &'a str,
+    pub description: &'a str,
+    pub active_version_id: Uuid,
+    pub created_by: Uuid,
+}
+
+/// Inserts a template; a taken name is a unique violation.
+pub async fn insert(db: impl PgExecutor<'_>, t: NewTemplate<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO templates (id, name, display_name, description, active_version_id, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(t.id)
+    .bind(t.name)
+    .bind(t.display_name)
+    .bind(t.description)
+    .bind(t.active_version_id)
+    .bind(t.created_by)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+pub async fn set_active_version(
+    db: impl PgExecutor<'_>,
+    template: Uuid,
+    version: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE templates SET active_version_id = $1, updated_at = now() WHERE id = $2")
+        .bind(version)
+        .bind(template)
+        .execute(db)
+        .await
+        .map(drop)
+}
