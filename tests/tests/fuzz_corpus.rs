@@ -246,7 +246,7 @@ fn coordination_messages(c: &mut Corpus) -> anyhow::Result<()> {
         ("client_remove_tunnel", ClientMessage::RemoveTunnel { peer }),
     ];
     for (name, msg) in client {
-        c.add("client", "coordination_message", name, serde_json::to_vec(&msg)?);
+        c.add("codersdk", "coordination_message", name, serde_json::to_vec(&msg)?);
     }
     let relay_map = serde_json::json!({"regions": {"1": {"region_id": 1, "region_code": "coder",
         "nodes": [{"name": "1a", "host_name": "127.0.0.1", "derp_port": 3000, "stun_port": 3478}]}}});
@@ -264,7 +264,7 @@ fn coordination_messages(c: &mut Corpus) -> anyhow::Result<()> {
         ),
     ];
     for (name, msg) in server {
-        c.add("client", "coordination_message", name, serde_json::to_vec(&msg)?);
+        c.add("codersdk", "coordination_message", name, serde_json::to_vec(&msg)?);
     }
     // Found by the fuzzer: an integer too long for u64 parses to a float that
     // serde_json's default parser may round differently than its own output.
@@ -272,7 +272,7 @@ fn coordination_messages(c: &mut Corpus) -> anyhow::Result<()> {
         r#"{{"type":"hello","version":1,"peer_id":"{peer}","node_id":42,"relay_map":{{"x":{}3}}}}"#,
         "34".repeat(60)
     );
-    c.add("client", "coordination_message", "regression_huge_number", huge.into_bytes());
+    c.add("codersdk", "coordination_message", "regression_huge_number", huge.into_bytes());
     Ok(())
 }
 

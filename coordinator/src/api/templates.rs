@@ -86,20 +86,22 @@ pub async fn create_version(
 
 pub async fn version(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<TemplateVersion>> {
+    session.authorize(Action::Read, Object::TemplateVersion { active: false })?;
     let v = version_row(&state, id).await?;
     Ok(Json(version_to_api(&state, v).await?))
 }
 
 pub async fn version_logs(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
+    session.authorize(Action::Read, Object::TemplateVersion { active: false })?;
     let Query(q) = q.map_err(|e| ApiError::bad_request("Invalid query.").detail(e.body_text()))?;
     let v = version_row(&state, id).await?;
     jobs::logs(&state, v.job_id, q, jobs::last_event_id(&headers)).await
@@ -122,9 +124,10 @@ pub async fn version_cancel(
 
 pub async fn version_resources(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<WorkspaceResource>>> {
+    session.authorize(Action::Read, Object::TemplateVersion { active: false })?;
     let v = version_row(&state, id).await?;
     Ok(Json(jobs::resources(&state.db, v.job_id).await?))
 }
@@ -138,9 +141,10 @@ pub async fn parameters(
 
 pub async fn version_parameters(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<TemplateVersionParameter>>> {
+    session.authorize(Action::Read, Object::TemplateVersion { active: false })?;
     version_row(&state, id).await?;
     Ok(Json(parameters(&state.db, id).await?))
 }
@@ -214,25 +218,28 @@ pub async fn create_template(
 
 pub async fn list_templates(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
 ) -> ApiResult<Json<Vec<Template>>> {
+    session.authorize(Action::Read, Object::Template)?;
     let rows = templates::list(&state.db).await?;
     Ok(Json(rows.iter().map(TemplateRow::to_api).collect()))
 }
 
 pub async fn template(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
     Path(t): Path<String>,
 ) -> ApiResult<Json<Template>> {
+    session.authorize(Action::Read, Object::Template)?;
     Ok(Json(template_row(&state, &t).await?.to_api()))
 }
 
 pub async fn template_versions(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
     Path(t): Path<String>,
 ) -> ApiResult<Json<Vec<TemplateVersion>>> {
+    session.authorize(Action::Read, Object::Template)?;
     let t = template_row(&state, &t).await?;
     let rows = template_versions::of_template(&state.db, t.id).await?;
     let rows = database::jobs::attach(&state.db, rows, |v| v.job_id).await?;
