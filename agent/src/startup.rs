@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use codersdk::{AgentLog, Client, LifecycleState, PatchAgentLogsRequest, PostLifecycleRequest};
+use codersdk::{
+    AgentLog, Client, LifecycleState, LogLevel, PatchAgentLogsRequest, PostLifecycleRequest,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -126,7 +128,7 @@ async fn execute(script: &StartupScript, logs: mpsc::Sender<AgentLog>) -> Startu
         Err(e) => {
             let _ = logs
                 .send(AgentLog {
-                    level: "error".into(),
+                    level: LogLevel::Error,
                     output: format!("cannot start the startup script: {e}"),
                 })
                 .await;
@@ -135,10 +137,10 @@ async fn execute(script: &StartupScript, logs: mpsc::Sender<AgentLog>) -> Startu
     };
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(forward_lines(out, "info", logs.clone())));
+        readers.push(tokio::spawn(forward_lines(out, LogLevel::Info, logs.clone())));
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(forward_lines(err, "error", logs.clone())));
+        readers.push(tokio::spawn(forward_lines(err, LogLevel::Error, logs.clone())));
     }
     let wait = async {
         let status = child.wait().await;
@@ -155,7 +157,7 @@ async fn execute(script: &StartupScript, logs: mpsc::Sender<AgentLog>) -> Startu
             Err(_) => {
                 let _ = logs
                     .send(AgentLog {
-                        level: "error".into(),
+                        level: LogLevel::Error,
                         output: format!("the startup script ran longer than {:?}", script.timeout),
                     })
                     .await;
@@ -172,12 +174,12 @@ async fn execute(script: &StartupScript, logs: mpsc::Sender<AgentLog>) -> Startu
 
 async fn forward_lines(
     r: impl tokio::io::AsyncRead + Unpin,
-    level: &'static str,
+    level: LogLevel,
     logs: mpsc::Sender<AgentLog>,
 ) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if logs.send(AgentLog { level: level.into(), output: line }).await.is_err() {
+        if logs.send(AgentLog { level, output: line }).await.is_err() {
             return;
         }
     }

@@ -111,6 +111,33 @@ impl ProvisionerJobStatus {
 }
 
 wire_enum! {
+    /// How bad a log line is (job and agent logs), on the wire and in the
+    /// database.
+    #[derive(Default)]
+    pub enum LogLevel ("log level") {
+        Trace = "trace",
+        Debug = "debug",
+        #[default]
+        Info = "info",
+        Warn = "warn",
+        Error = "error",
+    }
+}
+
+wire_enum! {
+    /// How an API key was issued (Coder's `LoginType`, plus the short-lived
+    /// keys of subdomain apps).
+    pub enum LoginType ("login type") {
+        /// A session from `POST /users/login`.
+        Password = "password",
+        /// A personal token (`coder tokens create`).
+        Token = "token",
+        /// A key that only opens subdomain apps.
+        AppConnect = "app_connect",
+    }
+}
+
+wire_enum! {
     /// A user account's state (Coder's `UserStatus`).
     pub enum UserStatus ("user status") {
         /// May log in.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use crate::status::{
-    AppHealth, LifecycleState, ProvisionerJobStatus, Role, Transition, UnknownValue, UserStatus,
-    WorkspaceAgentStatus, WorkspaceStatus,
+    AppHealth, LifecycleState, LogLevel, LoginType, ProvisionerJobStatus, Role, Transition,
+    UnknownValue, UserStatus, WorkspaceAgentStatus, WorkspaceStatus,
 };
 
 /// The body of every error response: what went wrong and what to do.
@@ -92,7 +92,7 @@ pub struct ApiKey {
     pub id: String,
     pub user_id: Uuid,
     pub token_name: String,
-    pub login_type: String,
+    pub login_type: LoginType,
     pub expires_at: DateTime<Utc>,
     pub last_used: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
@@ -125,7 +125,7 @@ pub struct ProvisionerJobLog {
     pub id: i64,
     pub created_at: DateTime<Utc>,
     pub stage: String,
-    pub level: String,
+    pub level: LogLevel,
     pub output: String,
 }
 
@@ -384,13 +384,9 @@ pub struct PostLifecycleRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AgentLog {
-    #[serde(default = "default_log_level")]
-    pub level: String,
+    #[serde(default)]
+    pub level: LogLevel,
     pub output: String,
-}
-
-fn default_log_level() -> String {
-    "info".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -406,7 +402,7 @@ pub struct WorkspaceAgentLog {
     pub id: i64,
     pub created_at: DateTime<Utc>,
     pub source: String,
-    pub level: String,
+    pub level: LogLevel,
     pub output: String,
 }
 

@@ -239,7 +239,10 @@ async fn push_create_stop_start_delete_round_trip() {
     agent
         .patch_agent_logs(&codersdk::PatchAgentLogsRequest {
             source: String::new(),
-            logs: vec![codersdk::AgentLog { level: "info".into(), output: "hello".into() }],
+            logs: vec![codersdk::AgentLog {
+                level: codersdk::LogLevel::Info,
+                output: "hello".into(),
+            }],
         })
         .await
         .unwrap();

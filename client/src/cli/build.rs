@@ -30,7 +30,7 @@ pub async fn follow_logs(client: &Client, logs_path: &str) -> anyhow::Result<Pro
                 stage = log.stage.clone();
                 outln!("==> {stage}")?;
             }
-            let prefix = if log.level == "error" { "error: " } else { "" };
+            let prefix = if log.level == codersdk::LogLevel::Error { "error: " } else { "" };
             outln!("    {prefix}{}", log.output)
         })();
         last_stage = log.stage.clone();

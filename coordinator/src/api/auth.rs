@@ -17,7 +17,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{Duration, Utc};
 use codersdk::{
-    UserStatus, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
+    LoginType, UserStatus, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -171,7 +171,6 @@ fn same_origin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// The login type of keys that open one subdomain app and nothing else.
-pub const APP_CONNECT: &str = "app_connect";
 
 /// What a key may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,9 +207,9 @@ pub async fn authenticate_for(
         return Ok(None);
     }
     let in_scope = match scope {
-        KeyScope::Api => key.login_type != APP_CONNECT,
+        KeyScope::Api => key.login_type != LoginType::AppConnect,
         KeyScope::App(host) => {
-            key.login_type == APP_CONNECT
+            key.login_type == LoginType::AppConnect
                 && key.token_name.as_deref() == Some(app_key_name(host, id).as_str())
         }
     };
@@ -226,8 +225,8 @@ pub async fn authenticate_for(
         return Ok(None);
     };
     let lifetime = Duration::seconds(key.lifetime_seconds);
-    let extend =
-        key.login_type == "password" && now + lifetime - key.expires_at > Duration::hours(1);
+    let extend = key.login_type == LoginType::Password
+        && now + lifetime - key.expires_at > Duration::hours(1);
     if extend || now - key.last_used > Duration::minutes(1) {
         let expires_at = if extend { now + lifetime } else { key.expires_at };
         api_keys::touch(db, id, now, expires_at).await?;
@@ -258,14 +257,14 @@ pub async fn issue_app_key(
 ) -> Result<String, sqlx::Error> {
     let t = secrets::new_token();
     let name = app_key_name(host, &t.id);
-    insert_key(db, t, user_id, APP_CONNECT, Some(&name), lifetime).await
+    insert_key(db, t, user_id, LoginType::AppConnect, Some(&name), lifetime).await
 }
 
 /// Stores a new token for `user_id` and returns the string to hand out once.
 pub async fn issue_token(
     db: &PgPool,
     user_id: Uuid,
-    login_type: &str,
+    login_type: LoginType,
     token_name: Option<&str>,
     lifetime: Duration,
 ) -> Result<String, sqlx::Error> {
@@ -276,7 +275,7 @@ async fn insert_key(
     db: &PgPool,
     t: secrets::NewToken,
     user_id: Uuid,
-    login_type: &str,
+    login_type: LoginType,
     token_name: Option<&str>,
     lifetime: Duration,
 ) -> Result<String, sqlx::Error> {

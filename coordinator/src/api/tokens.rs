@@ -42,7 +42,7 @@ pub async fn create(
         }
         s => Duration::seconds(s),
     };
-    match issue_token(&state.db, user.id, "token", Some(&name), lifetime).await {
+    match issue_token(&state.db, user.id, codersdk::LoginType::Token, Some(&name), lifetime).await {
         Ok(key) => Ok((StatusCode::CREATED, Json(GenerateApiKeyResponse { key }))),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             Err(ApiError::conflict(format!("A token named {name:?} already exists.")))

@@ -144,8 +144,14 @@ pub async fn login(
         }
     };
     attempt.finish(Outcome::Success);
-    let token =
-        issue_token(&state.db, user.id, "password", None, state.config.session_lifetime).await?;
+    let token = issue_token(
+        &state.db,
+        user.id,
+        codersdk::LoginType::Password,
+        None,
+        state.config.session_lifetime,
+    )
+    .await?;
     let cookie = super::auth::session_cookie(&state.config, &token, false);
     Ok((
         StatusCode::CREATED,

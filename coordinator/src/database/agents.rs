@@ -230,7 +230,8 @@ struct LogRow {
     id: i64,
     created_at: DateTime<Utc>,
     source: String,
-    level: String,
+    #[sqlx(try_from = "String")]
+    level: codersdk::LogLevel,
     output: String,
 }
 

@@ -3,6 +3,7 @@
 //! stored only as its SHA-256.
 
 use chrono::{DateTime, Utc};
+use codersdk::LoginType;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -10,7 +11,8 @@ use uuid::Uuid;
 #[derive(sqlx::FromRow)]
 pub struct KeyAuthRow {
     pub hashed_secret: Vec<u8>,
-    pub login_type: String,
+    #[sqlx(try_from = "String")]
+    pub login_type: LoginType,
     pub token_name: Option<String>,
     pub lifetime_seconds: i64,
     pub expires_at: DateTime<Utc>,
@@ -48,7 +50,7 @@ pub struct NewKey<'a> {
     pub id: &'a str,
     pub hashed_secret: &'a [u8],
     pub user_id: Uuid,
-    pub login_type: &'a str,
+    pub login_type: LoginType,
     pub token_name: Option<&'a str>,
     pub lifetime: chrono::Duration,
 }
@@ -62,7 +64,7 @@ pub async fn insert(db: &PgPool, k: NewKey<'_>) -> Result<(), sqlx::Error> {
     .bind(k.id)
     .bind(k.hashed_secret)
     .bind(k.user_id)
-    .bind(k.login_type)
+    .bind(k.login_type.as_str())
     .bind(k.token_name)
     .bind(k.lifetime.num_seconds())
     .bind(Utc::now() + k.lifetime)
@@ -93,7 +95,8 @@ pub struct TokenRow {
     pub id: String,
     pub user_id: Uuid,
     pub token_name: Option<String>,
-    pub login_type: String,
+    #[sqlx(try_from = "String")]
+    pub login_type: LoginType,
     pub expires_at: DateTime<Utc>,
     pub last_used: DateTime<Utc>,
     pub created_at: DateTime<Utc>,

@@ -53,7 +53,8 @@ struct LogRow {
     id: i64,
     created_at: chrono::DateTime<chrono::Utc>,
     stage: String,
-    level: String,
+    #[sqlx(try_from = "String")]
+    level: codersdk::LogLevel,
     output: String,
 }
 

@@ -50,26 +50,7 @@ pub struct BuildEnv {
     pub parameters: Vec<(String, String)>,
 }
 
-/// How bad a log line is; `info`, `warn` or `error` on the wire and in the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum LogLevel {
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    /// `info`, `warn` or `error`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warn => "warn",
-            Self::Error => "error",
-        }
-    }
-}
+pub use codersdk::LogLevel;
 
 /// One line of a job's output, as the provisioner prints it and the job's log stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //! an origin of its own, so its scripts never run on the dashboard's origin.
 //!
 //! Each app origin gets its own cookie, `coder_app_session`, host-only
-//! (no `Domain`), holding a key minted for that one host (`auth::APP_CONNECT`)
+//! (no `Domain`), holding a key minted for that one host (`LoginType::AppConnect`)
 //! that the API refuses. The dashboard session never reaches an app origin:
 //!
 //! ```text
