@@ -1,7 +1,9 @@
 //! The agent's main loop: fetch the manifest, join the mesh as this agent,
-//! serve mesh streams (SSH, TCP forwards, speed tests) and IP packets at the
-//! agent's mesh address ([`crate::ip`]), run the startup script, and report
-//! liveness until told to stop.
+//! accept mesh connections and dispatch each stream by its service header
+//! (SSH and the web terminal to [`crate::ssh`], the others to
+//! [`crate::services`]), serve IP packets at the agent's mesh address
+//! ([`crate::ip`]), run the startup script, and report liveness until told
+//! to stop.
 //!
 //! The coordinator may come and go: the mesh session reconnects on its own
 //! and established mesh connections (and SSH sessions on them) keep running.
@@ -11,14 +13,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codersdk::coordination::PeerKind;
-use codersdk::meshnet::{MeshSession, SessionConfig};
+use codersdk::coordination::{ConnectError, PeerKind};
+use codersdk::meshnet::{MeshSession, SessionConfig, SessionError};
 use codersdk::{AgentManifest, AgentStats, Client, LifecycleState};
 use mesh::{MeshConnection, Service};
 use tokio::task::JoinSet;
 use url::Url;
 
 use crate::environ::{Account, Inherited, WorkspaceVars};
+use crate::services;
 use crate::ssh::{Peer, SshConfig, SshServer};
 use crate::startup::{self, StartupScript};
 
@@ -112,11 +115,7 @@ async fn join_mesh(
         .await
         {
             Ok(s) => return Ok(s),
-            Err(codersdk::meshnet::SessionError::Coordinator(e))
-                if e.to_string().contains("HTTP 401") =>
-            {
-                return Err(AgentError::Unauthorized(e.to_string()))
-            }
+            Err(e) if refused_token(&e) => return Err(AgentError::Unauthorized(e.to_string())),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot join the mesh; retrying");
                 tokio::time::sleep(delay).await;
@@ -124,6 +123,16 @@ async fn join_mesh(
             }
         }
     }
+}
+
+/// Whether the coordinator turned the agent token away (HTTP 401), which
+/// retrying cannot change; other refusals and network errors are retried.
+fn refused_token(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::Coordinator(ConnectError::Refused { status, .. })
+            if *status == reqwest::StatusCode::UNAUTHORIZED.as_u16()
+    )
 }
 
 /// Runs the agent until `shutdown` resolves; then stops within
@@ -276,15 +285,15 @@ async fn serve_connection(conn: MeshConnection, local: mesh::MeshAddresses, ssh:
                                     tracing::debug!(error = %e, "ssh connection ended");
                                 }
                             }
-                            Service::Tcp(port) => forward_tcp(port, send, recv).await,
-                            Service::Udp(port) => forward_udp(port, send, recv).await,
-                            Service::Speedtest => speedtest(send, recv).await,
-                            Service::ListeningPorts => listening_ports(send).await,
+                            Service::Tcp(port) => services::tunnel::tcp(port, send, recv).await,
+                            Service::Udp(port) => services::tunnel::udp(port, send, recv).await,
+                            Service::Speedtest => services::speedtest::serve(send, recv).await,
+                            Service::ListeningPorts => services::listening_ports::serve(send).await,
                             Service::Pty { id, rows, cols } => ssh.serve_pty(id, rows, cols, recv, send).await,
                             other => {
                                 tracing::debug!(service = %other, "unsupported service");
                                 let mut send = send;
-                                let _ = send.reset(quinn::VarInt::from_u32(2));
+                                let _ = send.reset(mesh::reset::UNSUPPORTED);
                             }
                         }
                     });
@@ -295,161 +304,6 @@ async fn serve_connection(conn: MeshConnection, local: mesh::MeshAddresses, ssh:
                 }
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
-        }
-    }
-}
-
-async fn forward_tcp(port: u16, mut send: quinn::SendStream, recv: quinn::RecvStream) {
-    match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-        Ok(mut tcp) => {
-            let _ = tcp.set_nodelay(true);
-            let (mut r, mut w) = tcp.split();
-            if let Err(e) = mesh::splice(&mut r, &mut w, send, recv).await {
-                tracing::debug!(port, error = %e, "forward ended with an error");
-            }
-        }
-        Err(e) => {
-            tracing::debug!(port, error = %e, "forward target refused");
-            let _ = send.reset(quinn::VarInt::from_u32(1));
-        }
-    }
-}
-
-/// How long a UDP forward stream may carry nothing either way before the
-/// agent closes it (the client closes idle streams sooner).
-const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// UDP forward: datagrams framed as `len:u16 BE` + payload go to
-/// `127.0.0.1:port` from a socket of this stream's own, and its replies come
-/// back framed the same way, until the client finishes the stream or it idles.
-async fn forward_udp(port: u16, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let socket = match tokio::net::UdpSocket::bind(("127.0.0.1", 0)).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot bind a UDP socket for a forward");
-            let _ = send.reset(quinn::VarInt::from_u32(1));
-            return;
-        }
-    };
-    if let Err(e) = socket.connect(("127.0.0.1", port)).await {
-        tracing::debug!(port, error = %e, "UDP forward target unusable");
-        let _ = send.reset(quinn::VarInt::from_u32(1));
-        return;
-    }
-    // Reading a frame is not cancel-safe, so each direction runs as one
-    // long-lived future; a shared clock of the last activity drives the timeout.
-    let start = tokio::time::Instant::now();
-    let last = std::sync::atomic::AtomicU64::new(0);
-    let touch = || {
-        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last.store(ms, std::sync::atomic::Ordering::Relaxed);
-    };
-    let to_target = async {
-        while let Some(d) = read_datagram(&mut recv).await {
-            touch();
-            // A refused send (ICMP unreachable) is packet loss, as UDP goes.
-            let _ = socket.send(&d).await;
-        }
-    };
-    let from_target = async {
-        let mut reply = vec![0u8; usize::from(u16::MAX)];
-        loop {
-            match socket.recv(&mut reply).await {
-                Ok(n) => {
-                    touch();
-                    let Some(payload) = reply.get(..n) else { continue };
-                    if write_datagram(&mut send, payload).await.is_err() {
-                        return;
-                    }
-                }
-                // ECONNREFUSED from an earlier send: nobody listens (yet); keep going.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                Err(e) => {
-                    tracing::debug!(port, error = %e, "UDP forward receive failed");
-                    return;
-                }
-            }
-        }
-    };
-    let idle = async {
-        loop {
-            let since = Duration::from_millis(last.load(std::sync::atomic::Ordering::Relaxed));
-            let quiet = start.elapsed().saturating_sub(since);
-            if quiet >= UDP_IDLE_TIMEOUT {
-                return;
-            }
-            tokio::time::sleep(UDP_IDLE_TIMEOUT - quiet).await;
-        }
-    };
-    tokio::select! {
-        () = to_target => {}
-        () = from_target => {}
-        () = idle => {}
-    }
-    let _ = send.finish();
-}
-
-/// One framed datagram, or `None` when the stream ends or breaks.
-async fn read_datagram(recv: &mut quinn::RecvStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 2];
-    recv.read_exact(&mut len).await.ok()?;
-    let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    recv.read_exact(&mut payload).await.ok()?;
-    Some(payload)
-}
-
-async fn write_datagram(
-    send: &mut quinn::SendStream,
-    payload: &[u8],
-) -> Result<(), quinn::WriteError> {
-    // Replies come from a u16::MAX buffer, so the length always fits.
-    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
-    let mut frame = Vec::with_capacity(payload.len() + 2);
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(payload.get(..usize::from(len)).unwrap_or(payload));
-    send.write_all(&frame).await
-}
-
-/// Speed test: the client sends one byte, `u` (it uploads: we sink, then
-/// answer the byte count as `u64 BE`), `d` (it downloads: we source until it
-/// stops reading) or `p` (ping: we echo every byte back until it finishes).
-/// Writes the workspace's listening TCP ports as one JSON array.
-async fn listening_ports(mut send: quinn::SendStream) {
-    let ports = tokio::task::spawn_blocking(crate::ports::listening_ports).await;
-    let Ok(json) = serde_json::to_vec(&ports.unwrap_or_default()) else { return };
-    if send.write_all(&json).await.is_ok() {
-        let _ = send.finish();
-    }
-}
-
-async fn speedtest(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let mut dir = [0u8; 1];
-    if recv.read_exact(&mut dir).await.is_err() {
-        return;
-    }
-    match dir[0] {
-        b'd' => {
-            let buf = vec![0x5au8; 1024 * 1024];
-            while send.write_all(&buf).await.is_ok() {}
-        }
-        b'p' => {
-            let mut buf = [0u8; 1024];
-            while let Ok(Some(n)) = recv.read(&mut buf).await {
-                let Some(echo) = buf.get(..n) else { break };
-                if send.write_all(echo).await.is_err() {
-                    break;
-                }
-            }
-            let _ = send.finish();
-        }
-        _ => {
-            let mut buf = vec![0u8; 1024 * 1024];
-            let mut total: u64 = 0;
-            while let Ok(Some(n)) = recv.read(&mut buf).await {
-                total += n as u64;
-            }
-            let _ = send.write_all(&total.to_be_bytes()).await;
-            let _ = send.finish();
         }
     }
 }
@@ -477,5 +331,25 @@ async fn report_stats(client: Client, ssh: SshServer, every: Duration) {
         if let Err(e) = client.post_agent_stats(&stats).await {
             tracing::debug!(error = %e, "stats report failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> SessionError {
+        SessionError::Coordinator(ConnectError::Refused { status, body: "HTTP 401".into() })
+    }
+
+    #[test]
+    fn only_a_401_refusal_is_a_refused_token() {
+        assert!(refused_token(&refused(401)));
+        // The body's wording does not matter, only the status.
+        assert!(!refused_token(&refused(403)));
+        assert!(!refused_token(&refused(502)));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "HTTP 401");
+        assert!(!refused_token(&SessionError::Coordinator(ConnectError::Io(io))));
+        assert!(!refused_token(&SessionError::NoHello));
     }
 }

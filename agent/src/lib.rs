@@ -5,6 +5,7 @@ pub mod environ;
 mod ip;
 pub mod metadata;
 pub mod ports;
+mod services;
 pub mod ssh;
 pub mod startup;
 

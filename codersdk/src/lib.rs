@@ -8,8 +8,10 @@
 //!   [`coordination::node_id`], and the WebSocket client that speaks it;
 //! - [`meshnet`]: a mesh session to workspaces (coordination plus a
 //!   [`mesh::MeshEndpoint`]), used by the CLI, the agent and coderd's own peer;
-//! - [`runtime`]: the worker-thread rule the binaries share.
+//! - [`runtime`]: the worker-thread rule the binaries share;
+//! - [`archive`]: the template archive `coder templates push` uploads.
 
+pub mod archive;
 pub mod coordination;
 mod http;
 pub mod meshnet;

@@ -26,8 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh::{
-    DiscoSecret, MeshConfig, MeshConnection, MeshEndpoint, Node, NodeKey, NodeSecret, PathEvent,
-    QuicSecret,
+    DiscoSecret, MeshConfig, MeshConnection, MeshEndpoint, Node, NodeKey, NodeSecret, QuicSecret,
 };
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
@@ -206,12 +205,15 @@ impl MeshSession {
         // (docs/protocols/relay.md, "Client verification").
         coordinator.update_node(keys_only_node(&cfg));
         let endpoint = Arc::new(MeshEndpoint::bind(cfg).await?);
+        // Subscribed before the first publish, so no change after it is missed.
+        let node_changes = endpoint.node_changes();
         coordinator.update_node(endpoint.node());
         let (peers_tx, peers) = watch::channel(Peers::new());
         let (refusals_tx, refusals) = watch::channel(None);
         let task = tokio::spawn(run(
             endpoint.clone(),
             coordinator.clone(),
+            node_changes,
             updates,
             peers_tx,
             refusals_tx,
@@ -299,25 +301,27 @@ fn upsert(
     }
 }
 
+/// Publishes this node whenever the endpoint yields a new record of it
+/// (endpoints, home relay) and applies the coordinator's peer updates.
 async fn run(
     endpoint: Arc<MeshEndpoint>,
     coordinator: Coordinator,
+    mut node_changes: watch::Receiver<Node>,
     mut updates: PeerUpdates,
     peers: watch::Sender<Peers>,
     refusals: watch::Sender<Option<String>>,
 ) {
-    let mut events = endpoint.path_events();
-    let mut home = endpoint.home_relay_changes();
     // Nodes the endpoint refused because another peer holds one of their keys.
     let mut refused: HashMap<Uuid, Node> = HashMap::new();
     loop {
         tokio::select! {
-            changed = home.changed() => {
+            changed = node_changes.changed() => {
                 if changed.is_err() {
                     // The endpoint is gone.
                     return;
                 }
-                coordinator.update_node(endpoint.node());
+                let node = node_changes.borrow_and_update().clone();
+                coordinator.update_node(node);
             }
             u = updates.recv() => {
                 let Some(u) = u else { return };
@@ -346,12 +350,6 @@ async fn run(
                     PeerUpdate::Lost { .. } | PeerUpdate::CoordinatorUnreachable { .. } => {}
                 }
             }
-            e = events.recv() => match e {
-                Ok(PathEvent::LocalEndpointsChanged { .. }) => coordinator.update_node(endpoint.node()),
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            },
         }
     }
 }

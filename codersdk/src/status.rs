@@ -80,8 +80,11 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// What a workspace build does.
+    /// What a workspace build does. The default is `Start` (a template import
+    /// plans a start).
+    #[derive(Default)]
     pub enum Transition ("transition") {
+        #[default]
         Start = "start",
         Stop = "stop",
         Delete = "delete",

@@ -2,6 +2,7 @@
 //! provisioner jobs, and an embedded relay.
 
 mod api;
+pub mod authz;
 pub mod coordination;
 mod database;
 mod meshpeer;
@@ -18,6 +19,6 @@ pub mod testutil;
 
 pub use api::apps::resolve::PathAppConfig;
 pub use api::apps::subdomain::Wildcard;
-pub use api::{app, ApiConfig, AppState};
+pub use api::{app, route_table, Access, ApiConfig, AppState};
 pub use database::{connect as connect_db, migrate, migrations_fingerprint};
 pub use server::{default_data_dir, run, ServerConfig, ServerError, TlsConfig};

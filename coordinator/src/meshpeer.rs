@@ -128,7 +128,7 @@ impl MeshPeer {
         // that peer id, whatever other peers announce.
         let conn = session.dial_agent(agent, DIAL_TIMEOUT).await.map_err(PeerError::Dial)?;
         if conn.peer().id != codersdk::coordination::node_id(agent) {
-            conn.quic().close(quinn::VarInt::from_u32(1), b"wrong node");
+            conn.quic().close(mesh::close::WRONG_PEER, b"wrong node");
             return Err(PeerError::WrongNode(conn.peer().id));
         }
         if let Ok(mut conns) = self.inner.conns.lock() {

@@ -16,7 +16,7 @@ use url::Url;
 use crate::api::{self, ApiConfig, AppState};
 use crate::database as db;
 use crate::postgres::{self, Cluster, ClusterConfig};
-use crate::provisioner::{
+use crate::provisionerd::{
     find_provider, find_terraform, ExecutorConfig, PgBackend, ProvisionerKey, Provisioners,
     StaleJobDetector,
 };

@@ -237,8 +237,8 @@ pub struct TestServer {
     pub state: AppState,
     /// Keeps the work directory of in-process provisioners alive.
     pub work_dir: Option<tempfile::TempDir>,
-    provisioners: Option<crate::provisioner::Provisioners>,
-    detector: Option<crate::provisioner::StaleJobDetector>,
+    provisioners: Option<crate::provisionerd::Provisioners>,
+    detector: Option<crate::provisionerd::StaleJobDetector>,
     pub relay: crate::relay::EmbeddedRelay,
     _task: tokio_util::task::AbortOnDropHandle<()>,
 }
@@ -255,7 +255,7 @@ impl TestServer {
     /// A server that accepts external provisioners presenting `key` (and
     /// runs no in-process ones until [`Self::start_provisioners`]).
     pub async fn start_with_provisioner_key(key: &str) -> anyhow::Result<TestServer> {
-        let key = crate::provisioner::ProvisionerKey::new(key)?;
+        let key = crate::provisionerd::ProvisionerKey::new(key)?;
         Self::start_inner(|_| {}, Some(key), None).await
     }
 
@@ -266,7 +266,7 @@ impl TestServer {
 
     async fn start_inner(
         tweak: impl FnOnce(&mut ApiConfig),
-        key: Option<crate::provisioner::ProvisionerKey>,
+        key: Option<crate::provisionerd::ProvisionerKey>,
         db: Option<TestDb>,
     ) -> anyhow::Result<TestServer> {
         let db = match db {
@@ -308,23 +308,23 @@ impl TestServer {
     /// when terraform or the provider is missing: the caller skips. Jobs whose
     /// worker is silent for `stale_after` fail; workers heartbeat ten times in it.
     pub fn start_provisioners(&mut self, n: usize, stale_after: std::time::Duration) -> Option<()> {
-        let Some(terraform) = crate::provisioner::find_terraform() else {
+        let Some(terraform) = crate::provisionerd::find_terraform() else {
             skip("terraform is not on PATH");
             return None;
         };
-        let Some(provider) = crate::provisioner::find_provider() else {
+        let Some(provider) = crate::provisionerd::find_provider() else {
             skip("terraform-provider-coder is not built (run with --workspace)");
             return None;
         };
         let dir = tempfile::tempdir().ok()?;
         let exec =
-            crate::provisioner::ExecutorConfig::new(terraform, provider, dir.path().to_path_buf());
+            crate::provisionerd::ExecutorConfig::new(terraform, provider, dir.path().to_path_buf());
         let backend =
-            crate::provisioner::PgBackend::new(self.state.queue.clone(), self.url.to_string());
+            crate::provisionerd::PgBackend::new(self.state.queue.clone(), self.url.to_string());
         // Heartbeats well inside the stale timeout, so a loaded machine's
         // scheduling delays never pass for a dead worker.
         let heartbeat = (stale_after / 10).max(std::time::Duration::from_millis(100));
-        self.provisioners = Some(crate::provisioner::Provisioners::spawn_with_heartbeat(
+        self.provisioners = Some(crate::provisionerd::Provisioners::spawn_with_heartbeat(
             backend, exec, n, heartbeat,
         ));
         self.start_stale_job_detector(stale_after);
@@ -335,7 +335,7 @@ impl TestServer {
     /// Fails jobs whose worker has been silent for `stale_after`, as
     /// `coderd server` does.
     pub fn start_stale_job_detector(&mut self, stale_after: std::time::Duration) {
-        self.detector = Some(crate::provisioner::StaleJobDetector::spawn(
+        self.detector = Some(crate::provisionerd::StaleJobDetector::spawn(
             self.state.queue.clone(),
             stale_after,
             (stale_after / 4).max(std::time::Duration::from_millis(100)),

@@ -77,7 +77,7 @@ async fn server() -> Option<(TestServer, Client)> {
 fn template_tar(main_tf: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("main.tf"), main_tf).unwrap();
-    coordinator::provisionerd::pack_dir(dir.path()).unwrap()
+    codersdk::archive::pack_dir(dir.path()).unwrap()
 }
 
 async fn wait_job(client: &Client, logs_path: &str) -> (ProvisionerJob, Vec<String>) {

@@ -6,26 +6,34 @@
 //! [`Service`] header. Every connection is authenticated both ways by the QUIC
 //! keys in the peers' node records ([`crate::tls`]); a peer presenting any other
 //! key is refused.
+//!
+//! The peers, their paths and their indexes live in one [`crate::peermap`],
+//! whose docs say which locks are taken in which order; `peers.rs` changes
+//! the peer set and answers relay questions, `own.rs` keeps this node's
+//! record and its [`MeshEndpoint::node_changes`].
 
-use std::collections::HashSet;
+mod own;
+mod peers;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicKey, QuicSecret};
+pub use self::peers::PeerPath;
+use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicSecret};
 use crate::magicsock::{self, Inner, MagicSock};
-use crate::node::{mesh_addresses, AddressError, Node, NodeId, RegionId, PROTOCOL_VERSION};
+use crate::node::{mesh_addresses, AddressError, Node, NodeId, PROTOCOL_VERSION};
 use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
-use crate::peermap::{KeyInUse, KeyKind};
+use crate::peermap::KeyInUse;
 use crate::relay::{HomeConfig, RelayRegion, Relays};
 use crate::service::{Service, ServiceParseError};
 use crate::socket;
-use crate::tls::{self, Identity, KnownKeys, TlsError};
-use crate::wg::{self, WgDevice, WgReceiver, WgSender};
+use crate::tls::{self, Identity, TlsError};
+use crate::wg;
 
 /// How to run a [`MeshEndpoint`]. Start from [`MeshConfig::new`].
 #[derive(Debug, Clone)]
@@ -175,7 +183,7 @@ impl IncomingConnection {
                     announced = ?node.as_ref().map(|n| (n.id, n.key)),
                     "refused a mesh connection: its key is not the one announced for its address"
                 );
-                conn.close(quinn::VarInt::from_u32(1), b"identity mismatch");
+                conn.close(crate::close::WRONG_PEER, b"identity mismatch");
                 Err(AcceptError::WrongIdentity(remote))
             }
         }
@@ -208,16 +216,17 @@ pub struct WireGuardStarted;
 
 /// A mesh node's QUIC endpoint over its magic socket.
 pub struct MeshEndpoint {
+    /// The magic socket, whose state lock guards the peer map.
     sock: Arc<Inner>,
     node_secret: NodeSecret,
     wireguard: OnceLock<Arc<wg::Shared>>,
+    /// Taken first by whatever adds or removes peers or starts WireGuard
+    /// (lock order: [`crate::peermap`]).
+    peer_updates: Mutex<()>,
     quic: quinn::Endpoint,
     identity: Identity,
-    known: KnownKeys,
-    node: Node,
+    own: own::OwnNode,
     relays: Option<Arc<Relays>>,
-    /// What [`Self::home_relay_changes`] watches without relays: never changes.
-    no_home: watch::Sender<Option<RegionId>>,
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
@@ -278,8 +287,8 @@ impl MeshEndpoint {
         tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::drive_timers(sock.clone()))));
 
         let identity = Identity::new(&config.quic_secret)?;
-        let known = KnownKeys::default();
-        let server_tls = tls::server_config(&identity, known.clone())?;
+        // The verifier asks the peer map which QUIC keys are known.
+        let server_tls = tls::server_config(&identity, sock.clone())?;
         let server_crypto =
             QuicServerConfig::try_from(server_tls).map_err(|_| TlsError::NoQuicCipherSuite)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
@@ -304,46 +313,19 @@ impl MeshEndpoint {
             addresses,
             version: PROTOCOL_VERSION,
         };
+        let (own, own_task) = own::OwnNode::start(node, sock.clone(), relays.clone());
+        tasks.push(own_task);
         Ok(Self {
             sock,
             node_secret: config.node_secret,
             wireguard: OnceLock::new(),
+            peer_updates: Mutex::new(()),
             quic,
             identity,
-            known,
-            node,
+            own,
             relays,
-            no_home: watch::Sender::new(None),
             _tasks: tasks,
         })
-    }
-
-    /// This node's record, to publish through the coordinator (again
-    /// whenever [`Self::home_relay_changes`] or the local endpoints change).
-    pub fn node(&self) -> Node {
-        let mut node = self.node.clone();
-        if !node.endpoints.is_empty() {
-            node.endpoints = self.sock.state().paths.local_endpoints().to_vec();
-        }
-        if let Some(relays) = &self.relays {
-            node.preferred_relay = relays.home();
-            node.relay_latency_ms = relays.latencies_ms();
-        }
-        node
-    }
-
-    /// The home relay region now.
-    pub fn home_relay(&self) -> Option<RegionId> {
-        self.relays.as_ref().and_then(|r| r.home())
-    }
-
-    /// Fires when the home relay region changes (the node must be published
-    /// again); never fires for an endpoint without relays.
-    pub fn home_relay_changes(&self) -> watch::Receiver<Option<RegionId>> {
-        match &self.relays {
-            Some(relays) => relays.home_changes(),
-            None => self.no_home.subscribe(),
-        }
     }
 
     /// The UDP socket's bound address.
@@ -351,107 +333,20 @@ impl MeshEndpoint {
         self.sock.udp_local_addr()
     }
 
-    /// Adds or updates a peer the coordinator announced.
-    ///
-    /// A peer is its node id: a record for a known node id replaces that
-    /// peer's (new keys mean it restarted). A record announcing a node, disco
-    /// or QUIC key that another node id holds, or that is this node's own, is
-    /// refused and changes nothing ([`crate::peermap`]): keys are never
-    /// capabilities one peer can take from another.
-    pub fn upsert_peer(&self, node: &Node) -> Result<(), UpsertError> {
-        node.check_addresses()?;
-        let own = [
-            (KeyKind::Node, node.key == self.node.key),
-            (KeyKind::Disco, node.disco_key == self.node.disco_key),
-            (KeyKind::Quic, node.quic_key == self.node.quic_key),
-        ];
-        if let Some((kind, _)) = own.into_iter().find(|(_, own)| *own) {
-            return Err(KeyInUse { kind, announced: node.id, holder: self.node.id }.into());
-        }
-        let mut state = self.sock.state();
-        let previous = state.peers.get(&node.key).map(|n| n.quic_key);
-        let replaced = state.peers.insert(node)?;
-        if let Some(old) = &replaced {
-            // The same peer under a new node key: forget the old one everywhere.
-            state.paths.remove_peer(&old.key);
-            if let Some(relays) = &self.relays {
-                relays.remove_peer(&old.key);
-            }
-        }
-        self.known_keys(|k| {
-            for old in replaced.iter().map(|n| n.quic_key).chain(previous) {
-                k.remove(&old);
-            }
-            k.insert(node.quic_key);
-        });
-        // Before the path selector queues anything for it through the relay.
-        if let Some(relays) = &self.relays {
-            relays.set_peer_region(node.key, node.preferred_relay);
-        }
-        state.paths.upsert_peer(node, Instant::now());
-        self.sock.replay_early(&mut state, node.key);
-        self.sock.flush(&mut state);
-        drop(state);
-        if let Some(wg) = self.wireguard.get() {
-            if let Some(old) = &replaced {
-                wg.device().remove_peer(&old.key);
-            }
-            wg.device().upsert_peer(node);
-        }
-        Ok(())
-    }
-
-    /// Forgets a peer; its connections stop getting packets.
-    pub fn remove_peer(&self, key: &NodeKey) {
-        let mut state = self.sock.state();
-        if let Some(old) = state.peers.remove(key) {
-            self.known_keys(|k| k.remove(&old.quic_key));
-        }
-        state.paths.remove_peer(key);
-        drop(state);
-        if let Some(relays) = &self.relays {
-            relays.remove_peer(key);
-        }
-        if let Some(wg) = self.wireguard.get() {
-            wg.device().remove_peer(key);
-        }
-    }
-
-    /// Starts WireGuard on this endpoint (once): IP packets to and from the
-    /// announced peers' mesh addresses, keyed by the node keys, over the same
-    /// paths as QUIC. Dropping the receiver stops it.
-    pub fn wireguard(&self) -> Result<(WgSender, WgReceiver), WireGuardStarted> {
-        if self.wireguard.get().is_some() {
-            return Err(WireGuardStarted);
-        }
-        let mut device = WgDevice::new(&self.node_secret);
-        for node in self.sock.state().peers.values() {
-            device.upsert_peer(node);
-        }
-        let (shared, sender, receiver) = wg::start(self.sock.clone(), device);
-        self.wireguard.set(shared).map_err(|_| WireGuardStarted)?;
-        Ok((sender, receiver))
-    }
-
-    fn known_keys<R>(&self, f: impl FnOnce(&mut HashSet<QuicKey>) -> R) -> R {
-        let mut keys = self.known.write().unwrap_or_else(|p| p.into_inner());
-        f(&mut keys)
-    }
-
     /// Datagrams kept from senders the coordinator has not announced yet (they
     /// are delivered if it does within a few seconds).
     pub fn early_datagrams(&self) -> usize {
-        self.sock.state().early_datagrams()
+        self.sock.state().peers.early_datagrams()
     }
 
     /// Where data for `peer` goes now.
     pub fn destination(&self, peer: &NodeKey) -> Option<Destination> {
-        self.sock.state().paths.destination(peer, Instant::now())
+        self.sock.state().peers.paths().destination(peer, Instant::now())
     }
 
     /// How long the first direct path to `peer` took to find.
     pub fn time_to_direct(&self, peer: &NodeKey) -> Option<Duration> {
-        self.sock.state().paths.time_to_direct(peer)
+        self.sock.state().peers.paths().time_to_direct(peer)
     }
 
     /// Path changes, as they happen.
@@ -513,7 +408,7 @@ impl MeshEndpoint {
 
     /// Closes all connections and waits for the peers to learn of it.
     pub async fn close(&self) {
-        self.quic.close(quinn::VarInt::from_u32(0), b"closing");
+        self.quic.close(crate::close::CLOSING, b"closing");
         self.quic.wait_idle().await;
     }
 }

@@ -9,6 +9,10 @@
 //! - [`MeshEndpoint`]: QUIC to peers over the magic socket (one UDP socket plus
 //!   the relay), authenticated by announced keys ([`tls`]), streams opened with a
 //!   [`Service`] header;
+//!   its peers, their paths and every index to them live in one peer map
+//!   (`peermap.rs`, which writes down the lock order); it yields this node's
+//!   record to publish ([`MeshEndpoint::node_changes`]) and answers relay facts
+//!   (home region, a peer's region, the [`PeerPath`] to it);
 //! - [`wg`]: WireGuard (boringtun) over the same magic socket, for IP packets
 //!   between peers' mesh addresses ([`MeshEndpoint::wireguard`]);
 //! - [`RelayRegion`], [`HomeSelector`]: the relay regions a node uses, and the
@@ -33,7 +37,7 @@ pub mod wire;
 
 pub use endpoint::{
     AcceptError, BindError, DialError, IncomingConnection, MeshConfig, MeshConnection,
-    MeshEndpoint, StreamError, UpsertError, WireGuardStarted,
+    MeshEndpoint, PeerPath, StreamError, UpsertError, WireGuardStarted,
 };
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
 pub use node::{
@@ -47,6 +51,6 @@ pub use peermap::{KeyInUse, KeyKind};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};
 pub use relay::{HomeConfig, HomeSelector, NoRegion, RelayRegion};
-pub use service::{pty_frame, Service, ServiceParseError, COPY_BUFFER};
+pub use service::{close, pty_frame, reset, Service, ServiceParseError, COPY_BUFFER};
 pub use splice::{copy_from_stream, copy_to_stream, fit_loopback_buffer, splice, Spliced};
 pub use wire::{classify, PacketKind};

@@ -11,14 +11,13 @@
 //! datagrams go out through one queue to [`crate::relay`], which picks the
 //! destination's region, and come back through [`Inner::handle_relayed`].
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
@@ -27,7 +26,7 @@ use tokio::io::Interest;
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::key::NodeKey;
-use crate::node::{mesh_addresses, Node};
+use crate::node::{mesh_addresses, Node, RegionId};
 use crate::path::{Destination, PathEvent, PathSelector, Source};
 use crate::peermap::PeerMap;
 use crate::socket;
@@ -36,31 +35,22 @@ use crate::wire::{classify, PacketKind};
 /// Datagrams queued toward or from the relay before new ones are dropped.
 pub(crate) const RELAY_QUEUE: usize = 1024;
 
-/// Relayed QUIC datagrams from a sender the coordinator has not announced yet
-/// (its announcement races its first packets) are kept this long...
-const EARLY_QUIC_TTL: Duration = Duration::from_secs(3);
-/// ...and at most this many of them.
-const MAX_EARLY_QUIC: usize = 64;
+/// A datagram for the relay: the destination, the region it announced as
+/// home (read from its record when queued), the datagram.
+pub(crate) type RelayDatagram = (NodeKey, Option<RegionId>, Bytes);
 
 /// The virtual address quinn uses for the node with these mesh addresses.
 pub(crate) fn virtual_addr(node: &Node) -> SocketAddr {
     SocketAddr::new(IpAddr::V6(mesh_addresses(node.id).ipv6), 1)
 }
 
+/// What [`Inner::state`] guards.
 pub(crate) struct State {
-    pub(crate) paths: PathSelector,
-    /// The announced peers, with their indexes ([`PeerMap`]).
+    /// The announced peers, their paths and indexes: the one owner of
+    /// per-peer state, and its lock order ([`crate::peermap`]).
     pub(crate) peers: PeerMap,
-    /// Relayed QUIC from senders not announced yet, oldest first.
-    early_quic: VecDeque<(Instant, NodeKey, Bytes)>,
     /// The deadline the timer task sleeps until, so it is woken only for earlier ones.
     armed: Option<Instant>,
-}
-
-impl State {
-    pub(crate) fn early_datagrams(&self) -> usize {
-        self.early_quic.len() + self.paths.early_disco()
-    }
 }
 
 /// The shared half of the magic socket.
@@ -70,8 +60,9 @@ pub(crate) struct Inner {
     udp_state: UdpSocketState,
     udp_addr: SocketAddr,
     local_vaddr: SocketAddr,
+    /// The peer map; see [`crate::peermap`] for what else may be locked with it.
     state: Mutex<State>,
-    relay_out: Option<mpsc::Sender<(NodeKey, Bytes)>>,
+    relay_out: Option<mpsc::Sender<RelayDatagram>>,
     relayed_quic: Mutex<mpsc::Receiver<(NodeKey, Bytes)>>,
     relayed_quic_tx: mpsc::Sender<(NodeKey, Bytes)>,
     timer: Notify,
@@ -86,16 +77,22 @@ impl fmt::Debug for Inner {
     }
 }
 
+/// The TLS verifier asks the peer map (under the state lock; see [`crate::peermap`]).
+impl crate::tls::KnownKeys for Inner {
+    fn knows(&self, key: &crate::key::QuicKey) -> bool {
+        self.state().peers.knows_quic(key)
+    }
+}
+
 impl Inner {
     pub(crate) fn new(
         udp: tokio::net::UdpSocket,
         local_vaddr: SocketAddr,
         paths: PathSelector,
-        relay_out: Option<mpsc::Sender<(NodeKey, Bytes)>>,
+        relay_out: Option<mpsc::Sender<RelayDatagram>>,
     ) -> io::Result<Arc<Self>> {
         let (relayed_quic_tx, relayed_quic) = mpsc::channel(RELAY_QUEUE);
-        let state =
-            State { paths, peers: PeerMap::default(), early_quic: VecDeque::new(), armed: None };
+        let state = State { peers: PeerMap::new(paths), armed: None };
         // Enables GRO on the socket, so only after the bind-time STUN probes,
         // which read it plainly.
         let udp_state = UdpSocketState::new((&udp).into())?;
@@ -128,19 +125,22 @@ impl Inner {
 
     /// Sends what the path selector queued and publishes its events.
     pub(crate) fn flush(&self, state: &mut State) {
-        while let Some(t) = state.paths.poll_transmit() {
+        while let Some(t) = state.peers.paths_mut().poll_transmit() {
             match t.dst {
                 // A lost probe is retried by the next probe.
                 Destination::Direct(addr) => drop(self.send_udp(&t.payload, addr)),
-                Destination::Relay(key) => self.send_relay(key, Bytes::from(t.payload)),
+                Destination::Relay(key) => {
+                    let region = state.peers.region(&key);
+                    self.send_relay((key, region, Bytes::from(t.payload)));
+                }
             }
         }
-        while let Some(event) = state.paths.poll_event() {
+        while let Some(event) = state.peers.paths_mut().poll_event() {
             tracing::debug!(?event, "path event");
             // Nobody listening is fine.
             let _ = self.events.send(event);
         }
-        let next = state.paths.poll_timeout();
+        let next = state.peers.paths().poll_timeout();
         if next.is_some_and(|n| state.armed.is_none_or(|armed| n < armed)) {
             self.timer.notify_one();
         }
@@ -150,11 +150,23 @@ impl Inner {
         self.udp.try_send_to(data, socket::send_addr(self.udp_addr, to))
     }
 
-    fn send_relay(&self, key: NodeKey, data: Bytes) {
+    fn send_relay(&self, datagram: RelayDatagram) {
         if let Some(out) = &self.relay_out {
             // Full queue: drop, as a congested link would; QUIC recovers.
-            let _ = out.try_send((key, data));
+            let _ = out.try_send(datagram);
         }
+    }
+
+    /// Where data for `key` goes now (its session counts as active), and
+    /// the peer's home region for the relay.
+    fn route(&self, key: &NodeKey, now: Instant) -> Option<(Destination, Option<RegionId>)> {
+        let mut state = self.state();
+        let paths = state.peers.paths_mut();
+        paths.handle_activity(key, now);
+        let dst = paths.destination(key, now);
+        let region = relay_region(&state.peers, dst);
+        self.flush(&mut state);
+        dst.map(|dst| (dst, region))
     }
 
     /// A datagram the relay delivered from `src`.
@@ -162,8 +174,8 @@ impl Inner {
         match classify(&data) {
             PacketKind::Disco => {
                 let mut state = self.state();
-                if let Err(e) = state.paths.handle_disco(Source::Relay(src), &data, Instant::now())
-                {
+                let paths = state.peers.paths_mut();
+                if let Err(e) = paths.handle_disco(Source::Relay(src), &data, Instant::now()) {
                     tracing::debug!(%e, "dropped relayed disco");
                 }
                 self.flush(&mut state);
@@ -174,17 +186,13 @@ impl Inner {
                     drop(state);
                     let _ = self.relayed_quic_tx.try_send((src, data));
                 } else {
-                    // Probably the peer's first handshake packet, a moment before the
-                    // coordinator's announcement of it: keep it for `replay_early`.
-                    if state.early_quic.len() >= MAX_EARLY_QUIC {
-                        state.early_quic.pop_front();
-                    }
-                    state.early_quic.push_back((Instant::now(), src, data));
+                    // Handed over when (if) the coordinator announces it.
+                    state.peers.keep_early_quic(src, data, Instant::now());
                 }
             }
             PacketKind::WireGuard => {
                 let mut state = self.state();
-                state.paths.handle_activity(&src, Instant::now());
+                state.peers.paths_mut().handle_activity(&src, Instant::now());
                 self.flush(&mut state);
                 self.to_wireguard(Some(src), data);
             }
@@ -216,16 +224,8 @@ impl Inner {
     /// A direct path takes them in one GSO send where the kernel offers it.
     pub(crate) fn send_wireguard_batch(&self, key: &NodeKey, contents: &[u8], segment: usize) {
         let segment = segment.max(1);
-        let now = Instant::now();
-        let dst = {
-            let mut state = self.state();
-            state.paths.handle_activity(key, now);
-            let dst = state.paths.destination(key, now);
-            self.flush(&mut state);
-            dst
-        };
-        match dst {
-            Some(Destination::Direct(addr)) if contents.len() > segment => {
+        match self.route(key, Instant::now()) {
+            Some((Destination::Direct(addr), _)) if contents.len() > segment => {
                 let transmit = Transmit {
                     destination: socket::send_addr(self.udp_addr, addr),
                     ecn: None,
@@ -238,10 +238,10 @@ impl Inner {
                     self.udp_state.send((&self.udp).into(), &transmit)
                 });
             }
-            Some(Destination::Direct(addr)) => drop(self.send_udp(contents, addr)),
-            Some(Destination::Relay(key)) => {
+            Some((Destination::Direct(addr), _)) => drop(self.send_udp(contents, addr)),
+            Some((Destination::Relay(key), region)) => {
                 for datagram in contents.chunks(segment) {
-                    self.send_relay(key, Bytes::copy_from_slice(datagram));
+                    self.send_relay((key, region, Bytes::copy_from_slice(datagram)));
                 }
             }
             None => {}
@@ -253,25 +253,17 @@ impl Inner {
         self.udp_state.max_gso_segments()
     }
 
-    /// Delivers the relayed QUIC kept for `key`, just announced.
-    pub(crate) fn replay_early(&self, state: &mut State, key: NodeKey) {
-        let now = Instant::now();
-        state.early_quic.retain(|(at, _, _)| now.saturating_duration_since(*at) < EARLY_QUIC_TTL);
-        let mut kept = VecDeque::with_capacity(state.early_quic.len());
-        for (at, src, data) in state.early_quic.drain(..) {
-            if src == key {
-                let _ = self.relayed_quic_tx.try_send((src, data));
-            } else {
-                kept.push_back((at, src, data));
-            }
+    /// Delivers relayed QUIC from `key` that came before its announcement.
+    pub(crate) fn deliver_early(&self, key: NodeKey, early: &[Bytes]) {
+        for data in early {
+            let _ = self.relayed_quic_tx.try_send((key, data.clone()));
         }
-        state.early_quic = kept;
     }
 
     /// Runs due timers.
     fn on_timer(&self) {
         let mut state = self.state();
-        state.paths.handle_timeout(Instant::now());
+        state.peers.paths_mut().handle_timeout(Instant::now());
         self.flush(&mut state);
     }
 
@@ -292,8 +284,9 @@ impl Inner {
     }
 
     /// Sorts a batch read from the UDP socket, in place: disco goes to the path
-    /// selector; QUIC from an address a peer proved (`PathSelector::peer_at`, one
-    /// hash lookup per entry) stays, relabelled with that peer's virtual address; everything else is cut out (an entry left with `len` 0). Each
+    /// selector; QUIC from an address a peer proved ([`PeerMap::quic_source`],
+    /// hash lookups once per entry) stays, relabelled with that peer's virtual
+    /// address; everything else is cut out (an entry left with `len` 0). Each
     /// entry may hold several datagrams of `stride` bytes (GRO). Returns how many
     /// entries still carry QUIC.
     fn sort_received(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
@@ -323,8 +316,8 @@ impl Inner {
                     }
                     PacketKind::Disco => {
                         let datagram = &data[at..end];
-                        if let Err(e) = state.paths.handle_disco(Source::Direct(src), datagram, now)
-                        {
+                        let paths = state.peers.paths_mut();
+                        if let Err(e) = paths.handle_disco(Source::Direct(src), datagram, now) {
                             tracing::debug!(%e, %src, "dropped disco");
                         }
                     }
@@ -332,9 +325,10 @@ impl Inner {
                         // An unknown address is fine: the device finds the peer by
                         // its session index or static key, and authenticates it.
                         let from = *wg_from.get_or_insert_with(|| {
-                            let key = state.paths.peer_at(src);
+                            let paths = state.peers.paths_mut();
+                            let key = paths.peer_at(src);
                             if let Some(key) = &key {
-                                state.paths.handle_activity(key, now);
+                                paths.handle_activity(key, now);
                             }
                             key
                         });
@@ -346,10 +340,7 @@ impl Inner {
             }
             let vaddr = match quic {
                 0 => None,
-                _ => state.paths.peer_at(src).and_then(|key| {
-                    state.paths.handle_activity(&key, now);
-                    state.peers.get(&key).map(virtual_addr)
-                }),
+                _ => state.peers.quic_source(src, now),
             };
             match vaddr {
                 Some(vaddr) => {
@@ -363,6 +354,15 @@ impl Inner {
         }
         self.flush(&mut state);
         kept
+    }
+}
+
+/// The home region of the peer `dst` relays to; looked up only for the
+/// relay, so the direct path pays nothing for it.
+fn relay_region(peers: &PeerMap, dst: Option<Destination>) -> Option<RegionId> {
+    match dst {
+        Some(Destination::Relay(key)) => peers.region(&key),
+        _ => None,
     }
 }
 
@@ -382,7 +382,7 @@ pub(crate) async fn drive_timers(inner: Arc<Inner>) {
     loop {
         let deadline = {
             let mut state = inner.state();
-            state.armed = state.paths.poll_timeout();
+            state.armed = state.peers.paths().poll_timeout();
             state.armed
         };
         match deadline {
@@ -420,19 +420,21 @@ impl AsyncUdpSocket for MagicSock {
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         let inner = &self.0;
         let now = Instant::now();
-        let dst = {
+        let route = {
             let mut state = inner.state();
             let Some(key) = state.peers.key_at(&transmit.destination) else {
                 // Not a peer (any more): drop, like an unroutable address.
                 return Ok(());
             };
-            state.paths.handle_activity(&key, now);
-            let dst = state.paths.destination(&key, now);
+            let paths = state.peers.paths_mut();
+            paths.handle_activity(&key, now);
+            let dst = paths.destination(&key, now);
+            let region = relay_region(&state.peers, dst);
             inner.flush(&mut state);
-            dst
+            dst.map(|dst| (dst, region))
         };
-        match dst {
-            Some(Destination::Direct(addr)) => {
+        match route {
+            Some((Destination::Direct(addr), _)) => {
                 let direct = Transmit {
                     destination: socket::send_addr(inner.udp_addr, addr),
                     ecn: transmit.ecn,
@@ -444,11 +446,11 @@ impl AsyncUdpSocket for MagicSock {
                     inner.udp_state.send((&inner.udp).into(), &direct)
                 })
             }
-            Some(Destination::Relay(key)) => {
+            Some((Destination::Relay(key), region)) => {
                 // The relay carries single datagrams: split a GSO batch.
                 let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
                 for datagram in transmit.contents.chunks(size) {
-                    inner.send_relay(key, Bytes::copy_from_slice(datagram));
+                    inner.send_relay((key, region, Bytes::copy_from_slice(datagram)));
                 }
                 Ok(())
             }
@@ -469,7 +471,7 @@ impl AsyncUdpSocket for MagicSock {
             if let Poll::Ready(Some((key, data))) = relayed {
                 let vaddr = {
                     let mut state = inner.state();
-                    state.paths.handle_activity(&key, Instant::now());
+                    state.peers.paths_mut().handle_activity(&key, Instant::now());
                     inner.flush(&mut state);
                     state.peers.get(&key).map(virtual_addr)
                 };

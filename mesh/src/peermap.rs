@@ -1,6 +1,14 @@
-//! The peers a [`crate::MeshEndpoint`] knows: one map of node records with
-//! an index for every way they are looked up, and the rule that binds keys to
-//! identities.
+//! The peers a [`crate::MeshEndpoint`] knows: the one owner of per-peer
+//! state, with an index for every way a peer is looked up.
+//!
+//! [`PeerMap`] holds each peer's node record (by node key) and its paths
+//! ([`PathSelector`]), and indexes them by virtual address (quinn's name
+//! for the peer, derived from the node id), QUIC key (the TLS verifier's
+//! question), disco key (whose probes a sealed datagram carries) and proven
+//! endpoint address (whose UDP datagram this is, on the receive path). It
+//! also keeps the relayed QUIC that beat the coordinator's announcement of
+//! its sender. A peer is added, replaced and removed here in one step, so
+//! the indexes never disagree.
 //!
 //! A peer's identity is its node id (the coordinator derives it from the
 //! authenticated peer id, and the mesh addresses and quinn's virtual address
@@ -11,15 +19,49 @@
 //! record for the same node id replaces the old one, keys and all (the peer
 //! restarted with fresh keys).
 //!
-//! Guarded by the magic socket's state lock (`magicsock::State`), with the
-//! path selector's state; nothing here locks.
+//! # Locking
+//!
+//! All access is done with the magic socket's state lock held
+//! (`magicsock::Inner::state`, which guards the `PeerMap` and nothing else
+//! of note); nothing here locks. Two pieces of per-peer state live apart,
+//! each behind its own lock, and are told of changes by
+//! [`crate::MeshEndpoint::upsert_peer`] / `remove_peer` after the state lock
+//! is released:
+//! - the WireGuard device (`wg::Shared::device`): its per-peer tunnels do
+//!   the crypto, under a lock held while they send, and sending takes the
+//!   state lock to pick the path;
+//! - the relay links (`relay::Relays`): connections, one per region, opened
+//!   early for a peer's home region. Which region a peer's datagrams go
+//!   through is read from its record here, when they are queued.
+//!
+//! Locks are taken in this order, never the other way round:
+//! 1. `MeshEndpoint::peer_updates`: serializes adding and removing peers
+//!    (and starting WireGuard), so the device sees them in the map's order;
+//! 2. the WireGuard device lock;
+//! 3. the magic socket's state lock (this map);
+//!
+//! and the relay's locks (`Relays::links`, `Relays::selector`) and the
+//! relayed-QUIC queue's lock are never held with the state lock. quinn
+//! takes the state lock under its own locks (sending, receiving, and the
+//! TLS verifier asking [`PeerMap::knows_quic`]); nothing calls into quinn
+//! with the state lock held.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use crate::key::{DiscoKey, NodeKey, QuicKey};
+use bytes::Bytes;
+
+use crate::key::{NodeKey, QuicKey};
 use crate::magicsock::virtual_addr;
-use crate::node::{Node, NodeId};
+use crate::node::{Node, NodeId, RegionId};
+use crate::path::PathSelector;
+
+/// Relayed QUIC datagrams from a sender the coordinator has not announced yet
+/// (its announcement races its first packets) are kept this long...
+const EARLY_QUIC_TTL: Duration = Duration::from_secs(3);
+/// ...and at most this many of them.
+const MAX_EARLY_QUIC: usize = 64;
 
 /// Which of a node's keys collided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,17 +98,56 @@ pub struct KeyInUse {
     pub holder: NodeId,
 }
 
-/// Node records by node key, indexed by virtual address (that is, node
-/// id), disco key and QUIC key.
+/// What [`PeerMap::upsert`] changed, for the state kept outside the map.
 #[derive(Debug, Default)]
+pub(crate) struct Upserted {
+    /// The record of the same node id under another node key, now gone
+    /// (the caller forgets that key everywhere else).
+    pub(crate) replaced: Option<Node>,
+    /// Relayed QUIC the peer sent before it was announced, to deliver now.
+    pub(crate) early_quic: Vec<Bytes>,
+}
+
+/// Every peer's record and paths, indexed every way they are looked up.
+/// Guarded by the magic socket's state lock (see the module docs).
 pub(crate) struct PeerMap {
+    /// Node records: the primary map.
     by_key: HashMap<NodeKey, Node>,
+    /// Node key by virtual address (quinn's name for a peer; node id).
     by_vaddr: HashMap<SocketAddr, NodeKey>,
-    by_disco: HashMap<DiscoKey, NodeKey>,
+    /// Node key by QUIC key.
     by_quic: HashMap<QuicKey, NodeKey>,
+    /// Each peer's paths, and the indexes by disco key
+    /// ([`PathSelector::disco_holder`]) and by proven endpoint address
+    /// ([`PathSelector::peer_at`]), kept in step with its probes.
+    paths: PathSelector,
+    /// Relayed QUIC from senders not announced yet, oldest first.
+    early_quic: VecDeque<(Instant, NodeKey, Bytes)>,
 }
 
 impl PeerMap {
+    /// A map with no peers, whose paths `paths` selects.
+    pub(crate) fn new(paths: PathSelector) -> Self {
+        Self {
+            by_key: HashMap::new(),
+            by_vaddr: HashMap::new(),
+            by_quic: HashMap::new(),
+            paths,
+            early_quic: VecDeque::new(),
+        }
+    }
+
+    /// The path selector, to drive (disco, activity, timers, polls). Peers
+    /// are added and removed through the map only.
+    pub(crate) fn paths(&self) -> &PathSelector {
+        &self.paths
+    }
+
+    /// See [`Self::paths`].
+    pub(crate) fn paths_mut(&mut self) -> &mut PathSelector {
+        &mut self.paths
+    }
+
     pub(crate) fn get(&self, key: &NodeKey) -> Option<&Node> {
         self.by_key.get(key)
     }
@@ -85,8 +166,32 @@ impl PeerMap {
         self.by_vaddr.get(vaddr).and_then(|k| self.by_key.get(k))
     }
 
+    /// The peer holding disco key `disco`.
+    #[cfg(test)]
+    fn by_disco(&self, disco: &crate::key::DiscoKey) -> Option<&Node> {
+        self.paths.disco_holder(disco).and_then(|k| self.by_key.get(&k))
+    }
+
+    /// Whether QUIC key `key` belongs to a known peer (the TLS verifier's question).
+    pub(crate) fn knows_quic(&self, key: &QuicKey) -> bool {
+        self.by_quic.contains_key(key)
+    }
+
     pub(crate) fn values(&self) -> impl Iterator<Item = &Node> {
         self.by_key.values()
+    }
+
+    /// The home region `key` announced, if any.
+    pub(crate) fn region(&self, key: &NodeKey) -> Option<RegionId> {
+        self.by_key.get(key).and_then(|n| n.preferred_relay)
+    }
+
+    /// The peer that proved UDP address `src`, on the receive path: its
+    /// session counts as active, and its virtual address is returned.
+    pub(crate) fn quic_source(&mut self, src: SocketAddr, now: Instant) -> Option<SocketAddr> {
+        let key = self.paths.peer_at(src)?;
+        self.paths.handle_activity(&key, now);
+        self.by_key.get(&key).map(virtual_addr)
     }
 
     /// Whether `node` may be stored: none of its keys is held by another node
@@ -95,7 +200,7 @@ impl PeerMap {
         let current = self.at(&virtual_addr(node));
         let holders = [
             (KeyKind::Node, Some(node.key)),
-            (KeyKind::Disco, self.by_disco.get(&node.disco_key).copied()),
+            (KeyKind::Disco, self.paths.disco_holder(&node.disco_key)),
             (KeyKind::Quic, self.by_quic.get(&node.quic_key).copied()),
         ];
         for (kind, key) in holders {
@@ -107,10 +212,10 @@ impl PeerMap {
         Ok(current)
     }
 
-    /// Stores `node` after [`Self::check`] passed; returns the record of the
-    /// same node id it replaced under another node key (the caller forgets
-    /// that key everywhere else).
-    pub(crate) fn insert(&mut self, node: &Node) -> Result<Option<Node>, KeyInUse> {
+    /// Adds or updates the peer `node` (after [`Self::check`] passes) in
+    /// every index and in the path selector, and takes the relayed QUIC it
+    /// sent before it was announced.
+    pub(crate) fn upsert(&mut self, node: &Node, now: Instant) -> Result<Upserted, KeyInUse> {
         let replaced_key = match self.check(node)? {
             Some(current) if current.key != node.key => Some(current.key),
             _ => None,
@@ -120,12 +225,14 @@ impl PeerMap {
             self.unindex(&old);
         }
         self.by_vaddr.insert(virtual_addr(node), node.key);
-        self.by_disco.insert(node.disco_key, node.key);
         self.by_quic.insert(node.quic_key, node.key);
-        Ok(replaced)
+        self.paths.upsert_peer(node, now);
+        Ok(Upserted { replaced, early_quic: self.take_early_quic(node.key, now) })
     }
 
+    /// Forgets the peer with node key `key` everywhere in the map.
     pub(crate) fn remove(&mut self, key: &NodeKey) -> Option<Node> {
+        self.paths.remove_peer(key);
         let old = self.by_key.remove(key)?;
         self.unindex(&old);
         Some(old)
@@ -137,18 +244,36 @@ impl PeerMap {
         if self.by_vaddr.get(&vaddr) == Some(&old.key) {
             self.by_vaddr.remove(&vaddr);
         }
-        if self.by_disco.get(&old.disco_key) == Some(&old.key) {
-            self.by_disco.remove(&old.disco_key);
-        }
         if self.by_quic.get(&old.quic_key) == Some(&old.key) {
             self.by_quic.remove(&old.quic_key);
         }
     }
 
-    /// Whether QUIC key `key` belongs to a known peer (the TLS verifier's question).
-    #[cfg(test)]
-    fn knows_quic(&self, key: &QuicKey) -> bool {
-        self.by_quic.contains_key(key)
+    /// Keeps relayed QUIC from `src`, not announced yet: probably its first
+    /// handshake packet, a moment before the coordinator's announcement.
+    pub(crate) fn keep_early_quic(&mut self, src: NodeKey, data: Bytes, now: Instant) {
+        if self.early_quic.len() >= MAX_EARLY_QUIC {
+            self.early_quic.pop_front();
+        }
+        self.early_quic.push_back((now, src, data));
+    }
+
+    /// The relayed QUIC kept for `key`, just announced; drops expired ones.
+    fn take_early_quic(&mut self, key: NodeKey, now: Instant) -> Vec<Bytes> {
+        self.early_quic.retain(|(at, _, _)| now.saturating_duration_since(*at) < EARLY_QUIC_TTL);
+        if !self.early_quic.iter().any(|(_, src, _)| *src == key) {
+            return Vec::new();
+        }
+        let (mine, kept) = std::mem::take(&mut self.early_quic)
+            .into_iter()
+            .partition::<VecDeque<_>, _>(|(_, src, _)| *src == key);
+        self.early_quic = kept;
+        mine.into_iter().map(|(_, _, data)| data).collect()
+    }
+
+    /// Datagrams kept from senders not announced yet.
+    pub(crate) fn early_datagrams(&self) -> usize {
+        self.early_quic.len() + self.paths.early_disco()
     }
 }
 
@@ -160,6 +285,7 @@ mod tests {
     use super::*;
     use crate::key::{DiscoSecret, NodeSecret, QuicSecret};
     use crate::node::{mesh_addresses, PROTOCOL_VERSION};
+    use crate::path::PathConfig;
 
     fn node(id: u64, seed: u64) -> Node {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -176,11 +302,35 @@ mod tests {
         }
     }
 
+    fn map() -> PeerMap {
+        let own = node(1000, 1000);
+        let config = PathConfig { rng_seed: Some(1), ..PathConfig::default() };
+        PeerMap::new(PathSelector::new(config, own.key, DiscoSecret::from_bytes([5; 32])))
+    }
+
+    /// `node` is found by every key and address it is looked up by.
+    fn assert_indexed(map: &PeerMap, node: &Node) {
+        assert_eq!(map.get(&node.key), Some(node));
+        assert_eq!(map.at(&virtual_addr(node)), Some(node));
+        assert_eq!(map.by_disco(&node.disco_key), Some(node));
+        assert!(map.knows_quic(&node.quic_key));
+        assert!(map.paths().destination(&node.key, Instant::now()).is_some());
+    }
+
+    /// Nothing in any index still names `node`'s keys.
+    fn assert_forgotten(map: &PeerMap, node: &Node) {
+        assert!(map.get(&node.key).is_none());
+        assert!(map.by_disco(&node.disco_key).is_none());
+        assert!(!map.knows_quic(&node.quic_key));
+        assert!(map.paths().destination(&node.key, Instant::now()).is_none());
+    }
+
     #[test]
     fn another_node_id_cannot_take_any_key() {
-        let mut map = PeerMap::default();
+        let mut map = map();
+        let now = Instant::now();
         let victim = node(1, 1);
-        map.insert(&victim).unwrap();
+        map.upsert(&victim, now).unwrap();
         let mut fresh = node(2, 2);
         for kind in [KeyKind::Node, KeyKind::Disco, KeyKind::Quic] {
             let mut spoof = fresh.clone();
@@ -189,38 +339,56 @@ mod tests {
                 KeyKind::Disco => spoof.disco_key = victim.disco_key,
                 KeyKind::Quic => spoof.quic_key = victim.quic_key,
             }
-            let refused = map.insert(&spoof).unwrap_err();
+            let refused = map.upsert(&spoof, now).unwrap_err();
             assert_eq!(refused, KeyInUse { kind, announced: NodeId(2), holder: NodeId(1) });
             // The victim is untouched, in every index.
-            assert_eq!(map.get(&victim.key), Some(&victim));
-            assert_eq!(map.at(&virtual_addr(&victim)), Some(&victim));
-            assert!(map.knows_quic(&victim.quic_key));
+            assert_indexed(&map, &victim);
             assert!(map.at(&virtual_addr(&spoof)).is_none());
         }
         // Keys of its own are fine.
         fresh.endpoints = vec!["192.0.2.1:1".parse().unwrap()];
-        assert_eq!(map.insert(&fresh).unwrap(), None);
+        assert_eq!(map.upsert(&fresh, now).unwrap().replaced, None);
+        assert_indexed(&map, &fresh);
     }
 
     #[test]
     fn same_node_id_with_new_keys_replaces_the_old_record() {
-        let mut map = PeerMap::default();
+        let mut map = map();
+        let now = Instant::now();
         let before = node(1, 1);
-        map.insert(&before).unwrap();
+        map.upsert(&before, now).unwrap();
         let after = node(1, 7);
-        assert_eq!(map.insert(&after).unwrap(), Some(before.clone()));
-        assert!(map.get(&before.key).is_none());
-        assert!(!map.knows_quic(&before.quic_key));
-        assert_eq!(map.at(&virtual_addr(&after)), Some(&after));
+        assert_eq!(map.upsert(&after, now).unwrap().replaced, Some(before.clone()));
+        assert_forgotten(&map, &before);
+        assert_indexed(&map, &after);
         // The old keys are free again, for anyone.
         let mut other = node(2, 2);
         other.key = before.key;
         other.disco_key = before.disco_key;
         other.quic_key = before.quic_key;
-        map.insert(&other).unwrap();
+        map.upsert(&other, now).unwrap();
+        assert_indexed(&map, &other);
         assert_eq!(map.values().count(), 2);
         map.remove(&other.key);
-        assert!(!map.knows_quic(&other.quic_key));
+        assert_forgotten(&map, &other);
         assert_eq!(map.key_at(&virtual_addr(&after)), Some(after.key));
+    }
+
+    #[test]
+    fn early_quic_is_handed_over_once_and_expires() {
+        let mut map = map();
+        let now = Instant::now();
+        let (a, b) = (node(1, 1), node(2, 2));
+        map.keep_early_quic(a.key, Bytes::from_static(b"a1"), now);
+        map.keep_early_quic(b.key, Bytes::from_static(b"b1"), now);
+        map.keep_early_quic(a.key, Bytes::from_static(b"a2"), now);
+        assert_eq!(map.early_datagrams(), 3);
+        let got = map.upsert(&a, now).unwrap().early_quic;
+        assert_eq!(got, [Bytes::from_static(b"a1"), Bytes::from_static(b"a2")]);
+        assert!(map.upsert(&a, now).unwrap().early_quic.is_empty());
+        assert_eq!(map.early_datagrams(), 1);
+        // Too late: dropped, not delivered.
+        assert!(map.upsert(&b, now + EARLY_QUIC_TTL).unwrap().early_quic.is_empty());
+        assert_eq!(map.early_datagrams(), 0);
     }
 }

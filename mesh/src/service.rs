@@ -107,6 +107,34 @@ pub mod pty_frame {
     }
 }
 
+/// Application error codes a service's acceptor resets a stream with
+/// (`RESET_STREAM`), so the peer can tell why the stream ended
+/// (`docs/protocols/mesh.md`, "Streams").
+pub mod reset {
+    use quinn::VarInt;
+
+    /// The service's target could not be reached: nothing listens on a
+    /// `tcp:` forward's port, or the acceptor cannot open a socket for a
+    /// `udp:` forward. (`mesh::splice` resets with the same value when the
+    /// other side of a splice fails.)
+    pub const REFUSED: VarInt = VarInt::from_u32(1);
+    /// The acceptor knows the service but does not serve it.
+    pub const UNSUPPORTED: VarInt = VarInt::from_u32(2);
+}
+
+/// Application error codes a mesh connection is closed with
+/// (`CONNECTION_CLOSE`), with a short reason phrase beside them.
+pub mod close {
+    use quinn::VarInt;
+
+    /// The endpoint is shutting down (`MeshEndpoint::close`).
+    pub const CLOSING: VarInt = VarInt::from_u32(0);
+    /// The peer is not who it should be: its QUIC key is not the one the
+    /// coordinator announced for its address, or the dialled node is not the
+    /// one the connection was authorized for.
+    pub const WRONG_PEER: VarInt = VarInt::from_u32(1);
+}
+
 fn parse_pty(s: &str) -> Option<Service> {
     let mut it = s.strip_prefix("pty:")?.split(':');
     let id = it.next().filter(|h| h.len() == 32)?;
@@ -149,6 +177,15 @@ mod tests {
             hex::encode(Service::ListeningPorts.header()),
             "0f6c697374656e696e672d706f727473"
         );
+    }
+
+    #[test]
+    fn close_and_reset_codes_are_fixed() {
+        // Wire values: a peer of another version reads the same numbers.
+        assert_eq!(reset::REFUSED.into_inner(), 1);
+        assert_eq!(reset::UNSUPPORTED.into_inner(), 2);
+        assert_eq!(close::CLOSING.into_inner(), 0);
+        assert_eq!(close::WRONG_PEER.into_inner(), 1);
     }
 
     #[test]

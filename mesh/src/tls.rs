@@ -184,12 +184,23 @@ impl ServerCertVerifier for ExpectedServer {
     ed25519_signatures!();
 }
 
-/// The QUIC keys of the peers the coordinator announced; shared with the verifier.
-pub type KnownKeys = Arc<RwLock<HashSet<QuicKey>>>;
+/// The QUIC keys of the peers the coordinator announced, as the server's
+/// verifier asks about them (once per handshake). A mesh endpoint answers
+/// from its peer map ([`crate::MeshEndpoint::upsert_peer`]).
+pub trait KnownKeys: fmt::Debug + Send + Sync {
+    /// Whether `key` is a known peer's.
+    fn knows(&self, key: &QuicKey) -> bool;
+}
+
+impl KnownKeys for RwLock<HashSet<QuicKey>> {
+    fn knows(&self, key: &QuicKey) -> bool {
+        self.read().map(|k| k.contains(key)).unwrap_or(false)
+    }
+}
 
 /// Accepts any client whose key is one of the known peers'.
 #[derive(Debug)]
-struct KnownClients(KnownKeys);
+struct KnownClients(Arc<dyn KnownKeys>);
 
 impl ClientCertVerifier for KnownClients {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -204,8 +215,7 @@ impl ClientCertVerifier for KnownClients {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let key =
             certificate_key(end_entity).ok_or(bad_cert(rustls::CertificateError::BadEncoding))?;
-        let known = self.0.read().map(|k| k.contains(&key)).unwrap_or(false);
-        if known {
+        if self.0.knows(&key) {
             Ok(ClientCertVerified::assertion())
         } else {
             Err(bad_cert(rustls::CertificateError::ApplicationVerificationFailure))
@@ -229,7 +239,7 @@ pub fn client_config(identity: &Identity, peer: QuicKey) -> Result<rustls::Clien
 /// TLS for accepting connections from any of the `known` peers.
 pub fn server_config(
     identity: &Identity,
-    known: KnownKeys,
+    known: Arc<dyn KnownKeys>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -252,7 +262,7 @@ mod tests {
         let identity = Identity::new(&secret).unwrap();
         assert_eq!(certificate_key(&identity.cert), Some(secret.public()));
         assert!(client_config(&identity, secret.public()).is_ok());
-        assert!(server_config(&identity, KnownKeys::default()).is_ok());
+        assert!(server_config(&identity, Arc::new(RwLock::new(HashSet::new()))).is_ok());
     }
 
     #[test]

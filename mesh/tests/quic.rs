@@ -34,6 +34,7 @@ async fn direct_udp_carries_64_mib() -> anyhow::Result<()> {
     let b_key = b.node().key;
     let direct_to = b.local_addr()?;
     assert_eq!(a.destination(&b_key), Some(Destination::Direct(direct_to)));
+    assert_eq!(a.path(&b_key), Some(mesh::PeerPath::Direct(direct_to)));
     assert!(a.time_to_direct(&b_key).is_some());
     let went_direct = loop {
         match events.try_recv() {
@@ -57,6 +58,9 @@ async fn relay_only_carries_a_stream() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(20), transfer).await??;
     let key = b.node().key;
     assert_eq!(a.destination(&key), Some(Destination::Relay(key)));
+    assert_eq!((a.home_relay(), a.peer_relay(&key)), (Some(1), Some(1)));
+    assert_eq!(a.path(&key), Some(mesh::PeerPath::Relay(Some(1))));
+    assert_eq!(a.path(&a.node().key), None, "not a peer");
     Ok(())
 }
 

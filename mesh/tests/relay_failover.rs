@@ -1,7 +1,7 @@
 //! Home relay failover, in process: two relay-only nodes stream through
 //! region 1, region 1 goes away, both move to region 2 and the stream
 //! completes byte for byte. A task per node stands in for the coordinator:
-//! it re-announces the node to the other side when its home changes.
+//! it re-announces the node to the other side when its record changes.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::{config, connect};
-use mesh::{MeshEndpoint, RelayRegion, Service};
+use mesh::{MeshEndpoint, PeerPath, RelayRegion, Service};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
@@ -32,15 +32,14 @@ async fn relay() -> anyhow::Result<Relay> {
     Ok(Relay { server, url, serving })
 }
 
-/// Announces `from`'s node to `to` now and whenever `from`'s home changes.
+/// Announces `from`'s node to `to` now and whenever it changes.
 fn announce(from: Arc<MeshEndpoint>, to: Arc<MeshEndpoint>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut home = from.home_relay_changes();
-        loop {
-            to.upsert_peer(&from.node()).unwrap();
-            if home.changed().await.is_err() {
-                return;
-            }
+        let mut changes = from.node_changes();
+        to.upsert_peer(&from.node()).unwrap();
+        while changes.changed().await.is_ok() {
+            let node = changes.borrow_and_update().clone();
+            to.upsert_peer(&node).unwrap();
         }
     })
 }
@@ -75,6 +74,9 @@ async fn relayed_stream_survives_its_relay_and_moves_to_the_second_region() -> a
     // Each node said "home" before its handshake packets, on the same
     // connection, so the relay has seen both by now.
     assert_eq!((r1.server.stats().clients_home, r2.server.stats().clients_home), (2, 0));
+    let b_key = b.node().key;
+    assert_eq!(a.peer_relay(&b_key), Some(1));
+    assert_eq!(a.path(&b_key), Some(PeerPath::Relay(Some(1))));
 
     const TOTAL: usize = 32 << 20;
     const KILL_AT: usize = 6 << 20;
@@ -130,6 +132,10 @@ async fn relayed_stream_survives_its_relay_and_moves_to_the_second_region() -> a
     );
     // The connection from before the move is still the one in use.
     common::transfer_on(&cb, &ca, 1 << 20).await?;
+    // Through region 2 now, where b announced its new home.
+    assert_eq!(a.peer_relay(&b_key), Some(2));
+    assert_eq!(a.path(&b_key), Some(PeerPath::Relay(Some(2))));
+    assert_eq!(a.node_changes().borrow().preferred_relay, Some(2));
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! The CLI commands that work over the mesh, on real processes: `coderd
 //! server`, a workspace from `examples/templates/local` (its agent runs on
 //! this host), then `coder tunnel` (TCP and UDP echo, a refused target),
-//! `coder ping` (direct, and relay with `--relay-only`), `coder speedtest`
-//! and `coder netcheck`. One deployment and one workspace for all of them.
+//! `coder ping` (direct, and relay with `--relay-only`), `coder speedtest`,
+//! `coder netcheck`, and `coder delete` refusing without `--yes` or a
+//! terminal. One deployment and one workspace for all of them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -228,6 +229,15 @@ fn tunnel_ping_speedtest_netcheck_over_the_mesh() {
     let out = coder(&["ping", "nope"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("No workspace named \"nope\""), "{err}");
+
+    // Without --yes and with no terminal to ask on, `coder delete` refuses
+    // and deletes nothing.
+    let out = coder(&["delete", "ws1"]).stdin(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("pass --yes"), "{err}");
+    let shown = json(&run_ok(&mut coder(&["show", "ws1", "--output", "json"])).unwrap());
+    let build = &shown["workspace"]["latest_build"];
+    assert_eq!((&build["transition"], &build["status"]), (&"start".into(), &"running".into()));
 
     run_ok(&mut coder(&["delete", "ws1", "--yes"])).unwrap();
     let status = srv.terminate().unwrap();

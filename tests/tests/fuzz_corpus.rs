@@ -308,7 +308,7 @@ fn template_archives(c: &mut Corpus) -> anyhow::Result<()> {
     std::fs::create_dir(d.join("scripts"))?;
     std::fs::write(d.join("scripts/start.sh"), "#!/bin/sh\necho hi\n")?;
     std::os::unix::fs::symlink("scripts/start.sh", d.join("start"))?;
-    let packed = coordinator::provisionerd::pack_dir(d)?;
+    let packed = codersdk::archive::pack_dir(d)?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&packed)?;
     c.add("coordinator", "tar_extract", "template", packed);

@@ -8,30 +8,13 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit status of a process killed by SIGPIPE, as a shell reports it.
+/// Exit status of a process killed by SIGPIPE, as a shell reports it: what
+/// `coder … | head` ends with once `head` has read enough. Rust ignores
+/// SIGPIPE, so the write fails with `BrokenPipe` instead, and every command
+/// writes through `outln!`, which returns that error up to here.
 const SIGPIPE_STATUS: i32 = 128 + 13;
 
-/// `coder … | head` closes our stdout early. Rust ignores SIGPIPE, so the
-/// next `println!` panics with "Broken pipe": end quietly instead, as a
-/// command killed by SIGPIPE would. Other panics keep the default report.
-fn quiet_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(SIGPIPE_STATUS);
-        }
-        default(info);
-    }));
-}
-
 fn main() {
-    quiet_broken_pipe();
     let cli = client::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("CODER_LOG"))
@@ -52,6 +35,9 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(client::cli::run(cli)) {
+        if client::cli::stdout_closed(&e) {
+            std::process::exit(SIGPIPE_STATUS);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

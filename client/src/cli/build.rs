@@ -3,32 +3,48 @@
 //! live and exits non-zero, naming the failing stage, when the build fails.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
 
-use super::output::{self, OutputArgs, OutputFormat};
+use super::confirm::confirm;
+use super::output::{self, out, outln, OutputArgs, OutputFormat};
 use super::Context_;
 use codersdk::{
     Client, CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJob,
     ProvisionerJobStatus, SdkError, Transition, Workspace, WorkspaceBuildParameter,
 };
 
-/// Prints a job's logs as they arrive; returns the finished job.
+/// Prints a job's logs as they arrive; returns the finished job. Stops as
+/// soon as stdout fails (the reader went away), with that error.
 pub async fn follow_logs(client: &Client, logs_path: &str) -> anyhow::Result<ProvisionerJob> {
     let mut stage = String::new();
     let mut last_stage = String::new();
-    let job = client
-        .follow_job_logs(logs_path, |log| {
+    // The callback cannot fail the follow, so it parks the error and wakes
+    // the select below, which drops the follow.
+    let failed = std::cell::Cell::new(None);
+    let wake = tokio::sync::Notify::new();
+    let follow = client.follow_job_logs(logs_path, |log| {
+        let printed = (|| {
             if log.stage != stage {
                 stage = log.stage.clone();
-                println!("==> {stage}");
+                outln!("==> {stage}")?;
             }
-            last_stage = log.stage.clone();
             let prefix = if log.level == "error" { "error: " } else { "" };
-            println!("    {prefix}{}", log.output);
-        })
-        .await?;
+            outln!("    {prefix}{}", log.output)
+        })();
+        last_stage = log.stage.clone();
+        if let Err(e) = printed {
+            failed.set(Some(e));
+            wake.notify_one();
+        }
+    });
+    let job = tokio::select! {
+        job = follow => job?,
+        () = wake.notified() => {
+            return Err(failed.take().map_or_else(|| anyhow::anyhow!("stdout failed"), Into::into))
+        }
+    };
     if job.status == ProvisionerJobStatus::Failed && !last_stage.is_empty() {
         eprintln!("The build failed during \"{last_stage}\".");
     }
@@ -93,13 +109,12 @@ pub async fn create(ctx: &Context_, args: CreateArgs) -> anyhow::Result<()> {
                 bail!("Parameter {:?} is required; pass --parameter {}=<value>.", p.name, p.name);
             }
             let default = p.default_value.clone().unwrap_or_default();
-            print!(
+            out!(
                 "{} ({}){}: ",
                 if p.display_name.is_empty() { &p.name } else { &p.display_name },
                 p.type_,
                 if default.is_empty() { String::new() } else { format!(" [{default}]") }
-            );
-            std::io::stdout().flush()?;
+            )?;
             let mut line = String::new();
             std::io::stdin().lock().read_line(&mut line)?;
             let v = line.trim();
@@ -119,7 +134,7 @@ pub async fn create(ctx: &Context_, args: CreateArgs) -> anyhow::Result<()> {
         )
         .await
         .map_err(api_message)?;
-    println!("Building workspace {:?} from template {:?}…", ws.name, template.name);
+    outln!("Building workspace {:?} from template {:?}…", ws.name, template.name)?;
     finish_build(&client, ws.latest_build.id, &ws.name, Transition::Start).await
 }
 
@@ -147,7 +162,7 @@ async fn finish_build(
                 Transition::Stop => "is stopped",
                 Transition::Delete => "was deleted",
             };
-            println!("Workspace {name:?} {done}.");
+            outln!("Workspace {name:?} {done}.")?;
             Ok(())
         }
         s => bail!(
@@ -167,6 +182,25 @@ pub async fn transition(
 ) -> anyhow::Result<()> {
     let client = ctx.client()?;
     let ws = resolve(&client, name).await?;
+    build(&client, &ws, t, params).await
+}
+
+/// `coder delete`: asks first unless `yes` (and refuses without a terminal
+/// to ask on), then builds the `delete` transition.
+pub async fn delete(ctx: &Context_, name: &str, yes: bool) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let ws = resolve(&client, name).await?;
+    confirm(&format!("delete workspace {}/{}", ws.owner_name, ws.name), yes)?;
+    build(&client, &ws, Transition::Delete, &[]).await
+}
+
+/// Starts a build of `ws` and follows it to its end.
+async fn build(
+    client: &Client,
+    ws: &Workspace,
+    t: Transition,
+    params: &[String],
+) -> anyhow::Result<()> {
     let b = client
         .create_workspace_build(
             ws.id,
@@ -178,7 +212,7 @@ pub async fn transition(
         )
         .await
         .map_err(api_message)?;
-    println!(
+    outln!(
         "{} workspace {:?} (build #{})…",
         match t {
             Transition::Start => "Starting",
@@ -187,8 +221,8 @@ pub async fn transition(
         },
         ws.name,
         b.build_number
-    );
-    finish_build(&client, b.id, &ws.name, t).await
+    )?;
+    finish_build(client, b.id, &ws.name, t).await
 }
 
 pub async fn list(ctx: &Context_, all: bool, out: OutputArgs) -> anyhow::Result<()> {
@@ -216,13 +250,16 @@ pub async fn show(ctx: &Context_, name: &str, out: OutputArgs) -> anyhow::Result
         let mut v = BTreeMap::new();
         v.insert("workspace", serde_json::to_value(&ws)?);
         v.insert("resources", serde_json::to_value(&resources)?);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{}/{}  template {}  status {}",
-        ws.owner_name, ws.name, ws.template_name, ws.latest_build.status
-    );
+        ws.owner_name,
+        ws.name,
+        ws.template_name,
+        ws.latest_build.status
+    )?;
     let mut rows = Vec::new();
     for r in &resources {
         let kind = format!(
@@ -250,7 +287,7 @@ pub async fn show(ctx: &Context_, name: &str, out: OutputArgs) -> anyhow::Result
             }
         }
     }
-    print!("{}", output::table(&["resource", "kind", "apps"], &rows));
+    out!("{}", output::table(&["resource", "kind", "apps"], &rows))?;
     Ok(())
 }
 
@@ -262,7 +299,7 @@ pub async fn logs(ctx: &Context_, name: &str, follow: bool) -> anyhow::Result<()
         follow_logs(&client, &path).await?;
     } else {
         for log in client.job_logs(&path, 0).await? {
-            println!("{} [{}] {}", log.created_at.format("%H:%M:%S"), log.stage, log.output);
+            outln!("{} [{}] {}", log.created_at.format("%H:%M:%S"), log.stage, log.output)?;
         }
     }
     Ok(())

@@ -10,8 +10,10 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
+use super::confirm::confirm;
+use super::output::outln;
 use super::Context_;
 
 pub const START_MARKER: &str = "# ------------START-CODER-----------";
@@ -135,27 +137,22 @@ pub async fn run(ctx: &Context_, args: ConfigSshArgs) -> anyhow::Result<()> {
     let updated = update_config(&existing, block.as_deref())
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if updated == existing {
-        println!("{} is up to date.", path.display());
+        outln!("{} is up to date.", path.display())?;
         return Ok(());
     }
     if args.dry_run {
-        println!("Would write {}:\n{updated}", path.display());
+        outln!("Would write {}:\n{updated}", path.display())?;
         return Ok(());
     }
-    if !args.yes && std::io::stdin().is_terminal() {
-        print!("Update {}? [y/N] ", path.display());
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("nothing changed");
-        }
+    // Without a terminal (a script, `coder open`) it writes without asking.
+    if std::io::stdin().is_terminal() {
+        confirm(&format!("update {}", path.display()), args.yes)?;
     }
     write_atomically(&path, &updated)?;
     if args.remove {
-        println!("Removed the coder section from {}.", path.display());
+        outln!("Removed the coder section from {}.", path.display())?;
     } else {
-        println!("Updated {}. Connect with: ssh {HOST_PREFIX}<workspace>", path.display());
+        outln!("Updated {}. Connect with: ssh {HOST_PREFIX}<workspace>", path.display())?;
     }
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! `coder login`, `coder logout`, `coder whoami`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
 use url::Url;
 
-use super::output::{self, OutputArgs};
+use super::output::{self, out, outln, OutputArgs};
 use super::Context_;
 use codersdk::{Client, CreateFirstUserRequest, LoginWithPasswordRequest};
 
@@ -40,8 +40,7 @@ fn prompt(question: &str, secret: bool) -> anyhow::Result<String> {
     if secret {
         return rpassword::prompt_password(format!("{question}: ")).context("read password");
     }
-    print!("{question}: ");
-    std::io::stdout().flush()?;
+    out!("{question}: ")?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim().to_owned())
@@ -78,7 +77,7 @@ pub async fn login(ctx: &Context_, args: LoginArgs) -> anyhow::Result<()> {
         })
         .await
         .context("create the first user")?;
-        println!("Created the first user {username:?} (owner).");
+        outln!("Created the first user {username:?} (owner).")?;
         anon.login_with_password(&LoginWithPasswordRequest {
             email,
             password,
@@ -107,7 +106,7 @@ pub async fn login(ctx: &Context_, args: LoginArgs) -> anyhow::Result<()> {
     ctx.config
         .save_login(url.as_str(), &token)
         .with_context(|| format!("save login in {}", ctx.config.path().display()))?;
-    println!("Welcome, {}! You are logged in to {url}.", me.username);
+    outln!("Welcome, {}! You are logged in to {url}.", me.username)?;
     Ok(())
 }
 
@@ -118,7 +117,7 @@ pub async fn logout(ctx: &Context_) -> anyhow::Result<()> {
         }
     }
     ctx.config.clear_session()?;
-    println!("You are logged out.");
+    outln!("You are logged out.")?;
     Ok(())
 }
 

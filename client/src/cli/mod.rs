@@ -3,6 +3,7 @@
 
 mod build;
 mod config_ssh;
+mod confirm;
 mod login;
 mod netcheck;
 mod output;
@@ -24,7 +25,8 @@ use url::Url;
 use crate::config::ConfigDir;
 use codersdk::{Client, Transition};
 
-pub use output::OutputFormat;
+pub(crate) use output::{out, outln};
+pub use output::{stdout_closed, write_stdout, OutputFormat, StdoutError};
 
 #[derive(Parser, Debug)]
 #[command(name = "coder", version, about = "Reach your workspaces over a peer-to-peer mesh")]
@@ -100,6 +102,7 @@ pub enum Command {
     #[command(alias = "rm")]
     Delete {
         workspace: String,
+        /// Don't ask for confirmation (needed when stdin is not a terminal).
         #[arg(short, long)]
         yes: bool,
     },
@@ -190,9 +193,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             build::transition(&ctx, &workspace, Transition::Stop, &[]).await?;
             build::transition(&ctx, &workspace, Transition::Start, &[]).await
         }
-        Command::Delete { workspace, yes: _ } => {
-            build::transition(&ctx, &workspace, Transition::Delete, &[]).await
-        }
+        Command::Delete { workspace, yes } => build::delete(&ctx, &workspace, yes).await,
         Command::Logs { workspace, follow } => build::logs(&ctx, &workspace, follow).await,
         Command::Ssh(args) => ssh::run(&ctx, args).await,
         Command::ConfigSsh(args) => config_ssh::run(&ctx, args).await,
@@ -227,7 +228,7 @@ async fn open_vscode(
     print: bool,
 ) -> anyhow::Result<()> {
     let client = ctx.client()?;
-    let agent = ssh::find_agent(&client, workspace, false, "no").await?;
+    let agent = ssh::find_agent(&client, workspace, false, ssh::Wait::No).await?;
     let host =
         format!("{}{}", config_ssh::HOST_PREFIX, workspace.split('.').next().unwrap_or(workspace));
     let ssh_config = dirs::home_dir().unwrap_or_default().join(".ssh/config");
@@ -247,7 +248,7 @@ async fn open_vscode(
     let dir = if dir.starts_with('/') { dir } else { format!("/{dir}") };
     let uri = format!("vscode://vscode-remote/ssh-remote+{host}{dir}");
     if print {
-        println!("{uri}");
+        outln!("{uri}")?;
         return Ok(());
     }
     let opened = std::process::Command::new("xdg-open")
@@ -256,7 +257,34 @@ async fn open_vscode(
         .map(|s| s.success())
         .unwrap_or(false);
     if !opened {
-        println!("Open this URI in VS Code: {uri}");
+        outln!("Open this URI in VS Code: {uri}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_valued_flag_lists_its_choices_when_given_another() {
+        for (args, choices) in [
+            (
+                &["coder", "templates", "init", "--id", "cloud"][..],
+                "[possible values: local, netns]",
+            ),
+            (&["coder", "list", "--output", "yaml"], "[possible values: table, json]"),
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
+            assert!(e.to_string().contains(choices), "{args:?}: {e}");
+        }
+        let parsed = Cli::try_parse_from(["coder", "templates", "init", "--id", "netns"]).unwrap();
+        let Command::Templates(templates::TemplatesCommand::Init { id, .. }) = parsed.command
+        else {
+            panic!("not templates init: {parsed:?}")
+        };
+        assert_eq!(id, templates::Example::Netns);
+    }
 }

@@ -9,8 +9,10 @@
 //!   servers see different mapped addresses for the same socket; with fewer
 //!   than two answering servers that is reported as unknown.
 //! - Relays: a fresh relay client per region, the best of a few pings; the
-//!   lowest latency is the preferred region. Its key is announced through
-//!   the coordinator first, as relays admit no other.
+//!   preferred region is the one the mesh would make its home from these
+//!   latencies ([`mesh::HomeSelector::first_home`]: the fastest, the lowest
+//!   id among those about as fast). Its key is announced through the
+//!   coordinator first, as relays admit no other.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 
-use super::output::{self, OutputFormat};
+use super::output::{self, out, outln, OutputFormat};
 use super::ping::millis;
 use super::speedtest::parse_duration;
 use super::Context_;
@@ -52,6 +54,9 @@ struct RegionResult {
     name: String,
     latency_ms: Option<f64>,
     error: Option<String>,
+    /// The best round trip, unrounded, for choosing the preferred region.
+    #[serde(skip)]
+    rtt: Option<Duration>,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,7 +160,8 @@ async fn relay_latency(
     key: derp::SecretKey,
     timeout: Duration,
 ) -> RegionResult {
-    let mut result = RegionResult { region_id, code, name, latency_ms: None, error: None };
+    let mut result =
+        RegionResult { region_id, code, name, latency_ms: None, error: None, rtt: None };
     let Some(url) = url else {
         result.error = Some("the region lists no relay".to_owned());
         return result;
@@ -187,6 +193,7 @@ async fn relay_latency(
         result.error = None;
     }
     result.latency_ms = best.map(millis);
+    result.rtt = best;
     client.close().await;
     result
 }
@@ -226,11 +233,10 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
     }))
     .await;
     drop(probe_key);
-    let preferred_region = regions
-        .iter()
-        .filter_map(|r| Some((r.region_id, r.latency_ms?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(id, _)| id);
+    let preferred_region = mesh::HomeSelector::first_home(
+        mesh::HomeConfig::default(),
+        regions.iter().map(|r| (r.region_id, r.rtt)),
+    );
 
     let report = Report {
         udp,
@@ -244,8 +250,8 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
         preferred_region,
     };
     match args.out.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Table => print!("{}", render(&report)),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+        OutputFormat::Table => out!("{}", render(&report))?,
     }
     Ok(())
 }

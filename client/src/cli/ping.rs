@@ -13,12 +13,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mesh::{Destination, MeshConnection, NodeKey, PathEvent, Service};
+use mesh::{MeshConnection, NodeKey, PathEvent, PeerPath, Service};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast;
 
-use super::output::OutputFormat;
+use super::output::{outln, OutputFormat};
 use super::speedtest::parse_duration;
 use super::ssh::find_agent;
 use super::Context_;
@@ -52,7 +52,8 @@ pub struct PingArgs {
 pub enum PathInfo {
     /// Straight over UDP to this address.
     Direct { addr: SocketAddr },
-    /// Through our home relay.
+    /// Through the relay region the peer is homed in (ours when it
+    /// announced none we know), as the mesh reports it.
     Relay { region_id: Option<u16>, region: Option<String> },
 }
 
@@ -93,7 +94,7 @@ impl AgentLink {
         relay_only: bool,
     ) -> anyhow::Result<Self> {
         let client = ctx.client()?;
-        let agent = find_agent(&client, workspace, false, "auto").await?;
+        let agent = find_agent(&client, workspace, false, super::ssh::Wait::Auto).await?;
         let token = ctx.token.clone().context("You are not logged in. Run `coder login <url>`.")?;
         let relay_map = client.relay_map().await.context("fetch the relay map")?;
         let sc = SessionConfig::default().with_relay_only(relay_only);
@@ -124,23 +125,18 @@ impl AgentLink {
 
     /// The path data to the agent takes now.
     pub fn path(&self) -> PathInfo {
-        match self.session.endpoint().destination(&self.peer()) {
-            Some(Destination::Direct(addr)) => PathInfo::Direct { addr },
-            Some(Destination::Relay(_)) | None => {
-                // The session homes on the first region with a node; so do we.
-                let home = self.relay_map.regions.values().find(|r| !r.nodes.is_empty());
-                PathInfo::Relay {
-                    region_id: home.map(|r| r.region_id),
-                    region: home.map(|r| {
-                        if r.region_code.is_empty() {
-                            r.region_id.to_string()
-                        } else {
-                            r.region_code.clone()
-                        }
-                    }),
-                }
-            }
-        }
+        let endpoint = self.session.endpoint();
+        let region_id = match endpoint.path(&self.peer()) {
+            Some(PeerPath::Direct(addr)) => return PathInfo::Direct { addr },
+            Some(PeerPath::Relay(region)) => region,
+            // Not (or no longer) a peer, or a path this CLI does not know.
+            _ => endpoint.home_relay(),
+        };
+        let region = region_id.map(|id| match self.relay_map.regions.get(&id) {
+            Some(r) if !r.region_code.is_empty() => r.region_code.clone(),
+            _ => id.to_string(),
+        });
+        PathInfo::Relay { region_id, region }
     }
 
     /// Closes the connection so the agent learns at once, not at its idle timeout.
@@ -270,7 +266,7 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
         let latency = start.elapsed();
         for change in link.drain_path_changes() {
             if !json {
-                println!("{change}");
+                outln!("{change}")?;
             }
             path_changes.push(change);
         }
@@ -278,7 +274,7 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
         let record = match result {
             Ok(Ok(())) => {
                 if !json {
-                    println!("pong from {ws} via {path} in {}", ms(latency));
+                    outln!("pong from {ws} via {path} in {}", ms(latency))?;
                 }
                 PingRecord { seq, latency_ms: Some(millis(latency)), path, error: None }
             }
@@ -287,14 +283,14 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
                 stream = None;
                 let error = format!("ping stream failed: {e}");
                 if !json {
-                    println!("{error}");
+                    outln!("{error}")?;
                 }
                 PingRecord { seq, latency_ms: None, path, error: Some(error) }
             }
             Err(_) => {
                 let error = format!("no pong within {:?}", args.timeout);
                 if !json {
-                    println!("{error}");
+                    outln!("{error}")?;
                 }
                 PingRecord { seq, latency_ms: None, path, error: Some(error) }
             }
@@ -316,16 +312,16 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
     };
     let answered = report.pings.iter().filter(|r| r.error.is_none()).count();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         match (&path, link.time_to_direct()) {
             (PathInfo::Direct { addr }, Some(t)) => {
-                println!("✔ direct connection to {ws} ({addr}), found {} after connecting", ms(t))
+                outln!("✔ direct connection to {ws} ({addr}), found {} after connecting", ms(t))?
             }
-            (PathInfo::Direct { addr }, None) => println!("✔ direct connection to {ws} ({addr})"),
+            (PathInfo::Direct { addr }, None) => outln!("✔ direct connection to {ws} ({addr})")?,
             (PathInfo::Relay { .. }, _) => {
                 let why = if args.relay_only { "" } else { "no direct path yet; " };
-                println!("{ws} is reached through the {path}: {why}{}", relay_hint(args.relay_only))
+                outln!("{ws} is reached through the {path}: {why}{}", relay_hint(args.relay_only))?
             }
         }
     }

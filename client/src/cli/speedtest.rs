@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::output::OutputFormat;
+use super::output::{outln, OutputFormat, StdoutError};
 use super::ping::{relay_hint, AgentLink, PathInfo};
 use super::Context_;
 
@@ -143,14 +143,15 @@ impl Meter {
         self.total += n as u64;
     }
 
-    fn close_interval(&mut self, now: Instant) {
+    fn close_interval(&mut self, now: Instant) -> Result<(), StdoutError> {
         let interval = Interval::new(self.last - self.start, now - self.start, self.bytes);
         if self.live {
-            println!("{}", interval.line());
+            outln!("{}", interval.line())?;
         }
         self.intervals.push(interval);
         self.last = now;
         self.bytes = 0;
+        Ok(())
     }
 }
 
@@ -168,10 +169,10 @@ async fn download<R: AsyncRead + Unpin>(
         tokio::select! {
             biased;
             () = tokio::time::sleep_until(end) => {
-                meter.close_interval(end);
+                meter.close_interval(end)?;
                 return Ok(());
             }
-            now = tick.tick() => meter.close_interval(now),
+            now = tick.tick() => meter.close_interval(now)?,
             r = recv.read(&mut buf) => match r.context("the agent stopped sending")? {
                 0 => bail!("the agent ended the speed test early"),
                 n => meter.add(n),
@@ -199,10 +200,10 @@ where
         tokio::select! {
             biased;
             () = tokio::time::sleep_until(end) => {
-                meter.close_interval(end);
+                meter.close_interval(end)?;
                 break;
             }
-            now = tick.tick() => meter.close_interval(now),
+            now = tick.tick() => meter.close_interval(now)?,
             r = send.write(&buf) => meter.add(r.context("the agent stopped receiving")?),
         }
     }
@@ -251,8 +252,8 @@ pub async fn run(ctx: &Context_, args: SpeedtestArgs) -> anyhow::Result<()> {
         Direction::Up => "upload",
     };
     if !json {
-        println!("Speed test with {ws} ({way}, {:?}) via {path}", args.time);
-        println!("{:<15}  {:>10}  {:>17}", "interval", "transfer", "bandwidth");
+        outln!("Speed test with {ws} ({way}, {:?}) via {path}", args.time)?;
+        outln!("{:<15}  {:>10}  {:>17}", "interval", "transfer", "bandwidth")?;
     }
     let (mut send, mut recv) =
         link.conn.open(Service::Speedtest).await.context("open the speed test stream")?;
@@ -274,12 +275,12 @@ pub async fn run(ctx: &Context_, args: SpeedtestArgs) -> anyhow::Result<()> {
     drop((send, recv));
     let after = link.path();
     if !json {
-        println!("{}  (total)", total.line());
+        outln!("{}  (total)", total.line())?;
         if after != path {
-            println!("the path changed during the test: now {after}");
+            outln!("the path changed during the test: now {after}")?;
         }
         if !after.is_direct() {
-            println!("measured through the relay: {}", relay_hint(args.relay_only));
+            outln!("measured through the relay: {}", relay_hint(args.relay_only))?;
         }
     } else {
         let report = Report {
@@ -290,7 +291,7 @@ pub async fn run(ctx: &Context_, args: SpeedtestArgs) -> anyhow::Result<()> {
             intervals: meter.intervals,
             total,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     }
     link.close().await;
     Ok(())

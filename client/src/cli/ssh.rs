@@ -17,7 +17,9 @@ use super::build::resolve;
 use super::Context_;
 use codersdk::coordination::PeerKind;
 use codersdk::meshnet::{MeshSession, SessionConfig};
-use codersdk::{Client, Transition, WorkspaceAgent, WorkspaceAgentStatus, WorkspaceStatus};
+use codersdk::{
+    Client, LifecycleState, Transition, WorkspaceAgent, WorkspaceAgentStatus, WorkspaceStatus,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct SshArgs {
@@ -26,9 +28,9 @@ pub struct SshArgs {
     /// Act as an OpenSSH ProxyCommand: the SSH stream on stdin/stdout.
     #[arg(long)]
     pub stdio: bool,
-    /// Wait for the agent's startup script: yes, no, or auto (wait for the agent to connect).
-    #[arg(long, default_value = "auto", value_parser = ["yes", "no", "auto"])]
-    pub wait: String,
+    /// Whether to wait for the agent before connecting.
+    #[arg(long, value_enum, default_value_t = Wait::Auto)]
+    pub wait: Wait,
     /// Start the workspace first if it is stopped.
     #[arg(long)]
     pub start: bool,
@@ -52,12 +54,34 @@ pub struct SshArgs {
     pub command: Vec<String>,
 }
 
+/// How long to wait for a workspace's agent before connecting to it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Until its startup script has finished (or failed).
+    Yes,
+    /// Not at all: connect as soon as the agent is known.
+    No,
+    /// Until the agent is connected to the coordinator.
+    Auto,
+}
+
+impl Wait {
+    /// Whether an agent in this state is ready to connect to.
+    fn ready(self, status: WorkspaceAgentStatus, lifecycle: LifecycleState) -> bool {
+        match self {
+            Wait::Yes => lifecycle.startup_done(),
+            Wait::No => true,
+            Wait::Auto => status == WorkspaceAgentStatus::Connected,
+        }
+    }
+}
+
 /// The agent of a workspace to connect to, waiting for it as asked.
 pub async fn find_agent(
     client: &Client,
     target: &str,
     start: bool,
-    wait: &str,
+    wait: Wait,
 ) -> anyhow::Result<WorkspaceAgent> {
     let (ws_name, agent_name) = match target.rsplit_once('.') {
         Some((w, a)) if !w.is_empty() && !a.is_empty() => (w, Some(a)),
@@ -99,12 +123,7 @@ pub async fn find_agent(
                 }
             }
         };
-        let ready = match wait {
-            "no" => true,
-            "yes" => agent.lifecycle_state.startup_done(),
-            _ => agent.status == WorkspaceAgentStatus::Connected,
-        };
-        if ready {
+        if wait.ready(agent.status, agent.lifecycle_state) {
             return Ok(agent);
         }
         if tokio::time::Instant::now() > deadline {
@@ -138,11 +157,11 @@ pub async fn dial(
 pub async fn run(ctx: &Context_, args: SshArgs) -> anyhow::Result<()> {
     let client = ctx.client()?;
     if args.stdio {
-        let agent = find_agent(&client, &args.workspace, args.start, &args.wait).await?;
+        let agent = find_agent(&client, &args.workspace, args.start, args.wait).await?;
         return stdio(ctx, &client, agent.id, args.relay_only, args.verbose).await;
     }
     // Check the workspace before handing over to ssh, for a clear error.
-    find_agent(&client, &args.workspace, args.start, &args.wait).await?;
+    find_agent(&client, &args.workspace, args.start, args.wait).await?;
     let exe = std::env::current_exe().context("locate the coder binary")?;
     let mut proxy = format!("{} ssh --stdio --wait no", shell_quote(&exe.to_string_lossy()));
     if args.relay_only {
@@ -232,5 +251,39 @@ fn shell_quote(s: &str) -> String {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn wait_decides_readiness() {
+        use LifecycleState::{Ready, Starting};
+        use WorkspaceAgentStatus::{Connected, Connecting};
+        assert!(Wait::No.ready(Connecting, Starting));
+        assert!(!Wait::Auto.ready(Connecting, Ready));
+        assert!(Wait::Auto.ready(Connected, Starting));
+        assert!(!Wait::Yes.ready(Connected, Starting));
+        assert!(Wait::Yes.ready(Connected, Ready));
+    }
+
+    #[test]
+    fn wait_takes_one_of_its_words() {
+        let parsed = Cli::try_parse_from(["coder", "ssh", "ws", "--wait", "yes"]).unwrap();
+        let Command::Ssh(args) = parsed.command else { panic!("not ssh: {parsed:?}") };
+        assert_eq!(args.wait, Wait::Yes);
+        let default = Cli::try_parse_from(["coder", "ssh", "ws"]).unwrap();
+        let Command::Ssh(args) = default.command else { panic!("not ssh") };
+        assert_eq!(args.wait, Wait::Auto);
+        let e = Cli::try_parse_from(["coder", "ssh", "ws", "--wait", "maybe"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let msg = e.to_string();
+        assert!(msg.contains("[possible values: yes, no, auto]"), "{msg}");
     }
 }

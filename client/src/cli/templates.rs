@@ -1,30 +1,41 @@
 //! `coder templates init|push|list|versions`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
 use super::build::follow_logs;
-use super::output::{self, OutputArgs};
+use super::output::{self, outln, OutputArgs};
 use super::Context_;
 use codersdk::{
     CreateTemplateRequest, CreateTemplateVersionRequest, ProvisionerJobStatus, SdkError,
 };
 
 /// The example templates `coder templates init` offers.
-const EXAMPLES: [(&str, &str, &str); 2] = [
-    (
-        "local",
-        "A directory and an agent process on the coderd host (no cloud needed).",
-        include_str!("../../../examples/templates/local/main.tf"),
-    ),
-    (
-        "netns",
-        "The agent in its own network namespace behind a NAT (root; for mesh demos).",
-        include_str!("../../../examples/templates/netns/main.tf"),
-    ),
-];
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Example {
+    /// A directory and an agent process on the coderd host (no cloud needed).
+    Local,
+    /// The agent in its own network namespace behind a NAT (root; for mesh demos).
+    Netns,
+}
+
+impl Example {
+    /// Its name, as `--id` takes it and as the directory it is written to.
+    fn name(self) -> &'static str {
+        match self {
+            Example::Local => "local",
+            Example::Netns => "netns",
+        }
+    }
+
+    fn main_tf(self) -> &'static str {
+        match self {
+            Example::Local => include_str!("../../../examples/templates/local/main.tf"),
+            Example::Netns => include_str!("../../../examples/templates/netns/main.tf"),
+        }
+    }
+}
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TemplatesCommand {
@@ -33,8 +44,8 @@ pub enum TemplatesCommand {
         /// Directory to create (default: ./<example>).
         dir: Option<PathBuf>,
         /// Which example.
-        #[arg(long, default_value = "local")]
-        id: String,
+        #[arg(long, value_enum, default_value_t = Example::Local)]
+        id: Example,
     },
     /// Upload a directory as a new version of a template (creating the template).
     Push {
@@ -66,7 +77,7 @@ pub enum TemplatesCommand {
 
 pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
     match cmd {
-        TemplatesCommand::Init { dir, id } => init(dir, &id),
+        TemplatesCommand::Init { dir, id } => init(dir, id),
         TemplatesCommand::Push { name, directory, version_name, message, yes: _ } => {
             push(ctx, &name, &directory, version_name, message).await
         }
@@ -106,54 +117,32 @@ pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
     }
 }
 
-fn init(dir: Option<PathBuf>, id: &str) -> anyhow::Result<()> {
-    let Some((name, _, main_tf)) = EXAMPLES.iter().find(|(n, _, _)| *n == id) else {
-        let list: Vec<String> = EXAMPLES.iter().map(|(n, d, _)| format!("  {n}: {d}")).collect();
-        bail!("unknown example {id:?}; choose one with --id:\n{}", list.join("\n"));
-    };
+fn init(dir: Option<PathBuf>, example: Example) -> anyhow::Result<()> {
+    let name = example.name();
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
     if dir.join("main.tf").exists() {
         bail!("{} already has a main.tf; choose another directory", dir.display());
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    std::fs::write(dir.join("main.tf"), main_tf)?;
-    println!("Wrote the {name:?} example to {}.", dir.display());
-    println!("Push it with: coder templates push {name} -d {}", dir.display());
+    std::fs::write(dir.join("main.tf"), example.main_tf())?;
+    outln!("Wrote the {name:?} example to {}.", dir.display())?;
+    outln!("Push it with: coder templates push {name} -d {}", dir.display())?;
     Ok(())
 }
 
 /// Packs a template directory as a tar (skipping terraform's own files).
 pub fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            let name_s = name.to_string_lossy();
-            if name_s == ".terraform" || name_s == ".git" || name_s.contains(".tfstate") {
-                continue;
-            }
-            let ty = e.file_type()?;
-            let path = rel.join(&name);
-            if ty.is_dir() {
-                walk(root, &path, out)?;
-            } else if ty.is_file() {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, Path::new(""), &mut files).with_context(|| format!("read {}", dir.display()))?;
-    if !files.iter().any(|f| f.extension().is_some_and(|e| e == "tf")) {
+    let archive = codersdk::archive::pack_dir(dir)?;
+    let has_tf = tar::Archive::new(archive.as_slice()).entries()?.any(|e| {
+        e.is_ok_and(|e| {
+            e.header().entry_type() == tar::EntryType::Regular
+                && e.path().is_ok_and(|p| p.extension().is_some_and(|x| x == "tf"))
+        })
+    });
+    if !has_tf {
         bail!("{} has no .tf files; is it a template directory?", dir.display());
     }
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    for f in files {
-        builder.append_path_with_name(dir.join(&f), &f)?;
-    }
-    Ok(builder.into_inner()?)
+    Ok(archive)
 }
 
 async fn push(
@@ -165,7 +154,7 @@ async fn push(
 ) -> anyhow::Result<()> {
     let client = ctx.client()?;
     let archive = pack(dir)?;
-    println!("Uploading {} ({} KiB)…", dir.display(), archive.len().div_ceil(1024));
+    outln!("Uploading {} ({} KiB)…", dir.display(), archive.len().div_ceil(1024))?;
     let file_id = client.upload("application/x-tar", archive).await?;
     let existing = match client.template(name).await {
         Ok(t) => Some(t),
@@ -180,8 +169,7 @@ async fn push(
             message,
         })
         .await?;
-    println!("Importing version {} (terraform init + plan)…", version.name);
-    std::io::stdout().flush()?;
+    outln!("Importing version {} (terraform init + plan)…", version.name)?;
     let job =
         follow_logs(&client, &format!("/api/v2/templateversions/{}/logs", version.id)).await?;
     if job.status != ProvisionerJobStatus::Succeeded {
@@ -190,7 +178,7 @@ async fn push(
     let resources = client.template_version_resources(version.id).await.unwrap_or_default();
     for r in resources.iter().filter(|r| r.transition == codersdk::Transition::Start) {
         let agents: Vec<&str> = r.agents.iter().map(|a| a.name.as_str()).collect();
-        println!(
+        outln!(
             "  {}.{}{}",
             r.type_,
             r.name,
@@ -199,12 +187,12 @@ async fn push(
             } else {
                 format!(" (agents: {})", agents.join(", "))
             }
-        );
+        )?;
     }
     match existing {
         Some(t) => {
             client.set_active_version(t.id, version.id).await?;
-            println!("Template {name:?} updated; version {} is active.", version.name);
+            outln!("Template {name:?} updated; version {} is active.", version.name)?;
         }
         None => {
             let created = client
@@ -215,9 +203,9 @@ async fn push(
                 })
                 .await;
             match created {
-                Ok(_) => println!(
+                Ok(_) => outln!(
                     "Template {name:?} created. Create a workspace: coder create <name> -t {name}"
-                ),
+                )?,
                 Err(SdkError::Api { body, .. }) => bail!("create template: {}", body.message),
                 Err(e) => return Err(e.into()),
             }

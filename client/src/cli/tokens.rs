@@ -2,7 +2,7 @@
 
 use codersdk::CreateTokenRequest;
 
-use super::output::{self, OutputArgs, OutputFormat};
+use super::output::{self, outln, OutputArgs, OutputFormat};
 use super::Context_;
 
 #[derive(clap::Subcommand, Debug)]
@@ -51,8 +51,8 @@ pub async fn run(ctx: &Context_, cmd: TokensCommand) -> anyhow::Result<()> {
             };
             let resp = client.create_token(&req).await?;
             match out.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&resp)?),
-                OutputFormat::Table => println!("{}", resp.key),
+                OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&resp)?)?,
+                OutputFormat::Table => outln!("{}", resp.key)?,
             }
         }
         TokensCommand::List(out) => {
@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context_, cmd: TokensCommand) -> anyhow::Result<()> {
         }
         TokensCommand::Rm { name_or_id } => {
             client.delete_token(&name_or_id).await?;
-            println!("Token {name_or_id:?} deleted.");
+            outln!("Token {name_or_id:?} deleted.")?;
         }
     }
     Ok(())

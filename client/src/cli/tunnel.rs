@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::output::outln;
 use super::ping::AgentLink;
 use super::speedtest::parse_duration;
 use super::Context_;
@@ -223,14 +224,14 @@ pub async fn run(ctx: &Context_, args: TunnelArgs) -> anyhow::Result<()> {
         Arc::new(Dialer { agent: link.agent, conn: Mutex::new(link.conn), session: link.session });
     let mut forwards = JoinSet::new();
     for (listener, f) in listeners {
-        println!("Forwarding tcp {} → {ws}:{}", f.local, f.remote);
+        outln!("Forwarding tcp {} → {ws}:{}", f.local, f.remote)?;
         forwards.spawn(serve_tcp(listener, f, dialer.clone()));
     }
     for (socket, f) in sockets {
-        println!("Forwarding udp {} → {ws}:{}", f.local, f.remote);
+        outln!("Forwarding udp {} → {ws}:{}", f.local, f.remote)?;
         forwards.spawn(serve_udp(socket, f, dialer.clone(), args.udp_idle_timeout));
     }
-    println!("Ready via {path}; press Ctrl-C to stop.");
+    outln!("Ready via {path}; press Ctrl-C to stop.")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listen for SIGTERM")?;
     tokio::select! {

@@ -2,7 +2,7 @@
 
 use codersdk::{CreateUserRequest, Role};
 
-use super::output::{self, OutputArgs};
+use super::output::{self, outln, OutputArgs};
 use super::Context_;
 
 #[derive(clap::Subcommand, Debug)]
@@ -34,9 +34,9 @@ pub async fn run(ctx: &Context_, cmd: UsersCommand) -> anyhow::Result<()> {
             let user =
                 client.create_user(&CreateUserRequest { email, username, password, roles }).await?;
             if out.output == output::OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&user)?);
+                outln!("{}", serde_json::to_string_pretty(&user)?)?;
             } else {
-                println!("Created user {} ({}).", user.username, user.id);
+                outln!("Created user {} ({}).", user.username, user.id)?;
             }
         }
         UsersCommand::List(out) => {

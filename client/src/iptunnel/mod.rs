@@ -34,6 +34,8 @@ use codersdk::coordination::PeerKind;
 use codersdk::meshnet::{MeshSession, SessionConfig};
 use codersdk::Client;
 
+use crate::cli::{out, outln};
+
 use self::names::{AgentEntry, Names};
 
 /// How packets reach the mesh.
@@ -87,13 +89,13 @@ pub async fn run(
         Mode::Tun { name, fallback } => match tun::create(name, ours) {
             Ok(dev) => {
                 let dev_name = dev.name().unwrap_or_else(|_| name.clone());
-                println!("TUN device {dev_name}: this machine is {} on the mesh", ours.ipv6);
-                println!(
+                outln!("TUN device {dev_name}: this machine is {} on the mesh", ours.ipv6)?;
+                outln!(
                     "Names resolve at {} (e.g. `resolvectl dns {dev_name} {} && resolvectl domain {dev_name} ~{}`)",
                     dns::DNS_ADDR,
                     dns::DNS_ADDR,
                     names::TLD
-                );
+                )?;
                 let names = names_rx.clone();
                 let (tx, rx) = (tx.clone(), rx.take().context("WireGuard receiver taken")?);
                 _tun_task =
@@ -137,9 +139,9 @@ pub async fn run(
             listener, proxy,
         ))));
         _stack = Some(stack);
-        println!("SOCKS5 proxy on {addr} (hostnames resolved by the proxy); this machine is {} on the mesh", ours.ipv6);
+        outln!("SOCKS5 proxy on {addr} (hostnames resolved by the proxy); this machine is {} on the mesh", ours.ipv6)?;
     }
-    println!("Ready; press Ctrl-C to stop.");
+    outln!("Ready; press Ctrl-C to stop.")?;
 
     let watch = watch_workspaces(&client, &session, &me.username, &names_tx, config.refresh);
     tokio::select! {
@@ -182,9 +184,9 @@ async fn watch_workspaces(
         }
         let table = Names::new(&now.values().cloned().collect::<Vec<_>>(), me);
         if !printed || table != *names.borrow() {
-            println!("# coder tunnel --ip: {} agent(s)", now.len());
-            print!("{}", table.hosts());
-            println!("# end");
+            outln!("# coder tunnel --ip: {} agent(s)", now.len())?;
+            out!("{}", table.hosts())?;
+            outln!("# end")?;
             printed = true;
         }
         names.send_replace(table);

@@ -3,7 +3,7 @@
 //! inside the destination: nothing appears beside it, and every symlink it
 //! made resolves (following other links, as the kernel would) inside it.
 //!
-//! The target compiles `coordinator/src/provisionerd/tar.rs` itself rather
+//! The target compiles `coordinator/src/provisioner/terraform/tar.rs` itself rather
 //! than depending on the `coordinator` crate: that file needs only `tar` and
 //! `flate2`, while the crate would pull Postgres, HTTP and terraform support
 //! through the instrumented build and multiply its time.
@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../src/provisionerd/tar.rs"]
+#[path = "../../src/provisioner/terraform/tar.rs"]
 mod template_tar;
 
 use template_tar::{extract, ExtractError, ExtractLimits};

@@ -19,6 +19,7 @@ use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
 use crate::database::agents;
 use crate::database::apps::{self, AppRow};
+use crate::authz::{Action, Object};
 
 /// Largest batch of log lines per request, and stored bytes per agent.
 const MAX_LOG_LINES: usize = 1000;
@@ -109,7 +110,7 @@ pub async fn post_stats(
 pub async fn visible_agent(state: &AppState, session: &Session, id: Uuid) -> ApiResult<Uuid> {
     let owner = agents::workspace_owner(&state.db, id).await?;
     match owner {
-        Some(o) if o == session.user.id || session.user.is_owner() => Ok(id),
+        Some(owner) if session.may(Action::Read, Object::Agent { owner }) => Ok(id),
         _ => Err(ApiError::not_found("Agent")),
     }
 }

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::{ApiConfig, AppState};
+use crate::authz::{self, Action, Object, Subject};
 use crate::database::{api_keys, users};
 use crate::secrets;
 
@@ -37,13 +38,20 @@ pub struct Session {
 }
 
 impl Session {
-    /// 403 unless the caller is an owner.
-    pub fn require_owner(&self) -> Result<(), ApiError> {
-        if self.user.is_owner() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden())
-        }
+    /// The user as [`authz`] sees them.
+    pub fn subject(&self) -> Subject {
+        Subject::User { id: self.user.id, roles: self.user.roles.0.clone() }
+    }
+
+    /// [`authz::authorize`] for this user: a generic 403 when refused (sites
+    /// that hide what the caller may not see map the refusal themselves).
+    pub fn authorize(&self, action: Action, object: Object) -> Result<(), ApiError> {
+        authz::authorize(&self.subject(), action, &object).map_err(|_| ApiError::forbidden())
+    }
+
+    /// Whether [`authz::authorize`] allows `action` on `object`.
+    pub fn may(&self, action: Action, object: Object) -> bool {
+        authz::authorize(&self.subject(), action, &object).is_ok()
     }
 }
 

@@ -22,8 +22,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Extension;
 use codersdk::coordination::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -32,7 +31,9 @@ use uuid::Uuid;
 use super::agent_auth::AgentSession;
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
+use super::routes::{Access, Routes};
 use super::AppState;
+use crate::authz::{Action, Object};
 use crate::coordination::{self, DebugSnapshot, Kind, Principal, Replica};
 
 /// This router's replica, started on first use.
@@ -40,14 +41,14 @@ use crate::coordination::{self, DebugSnapshot, Kind, Principal, Replica};
 struct ReplicaCell(Arc<OnceCell<Replica>>);
 
 /// The coordination routes, merged under `/api/v2`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/workspaceagents/me/coordinate", get(agent_coordinate))
-        .route("/workspaceagents/{id}/coordinate", get(client_coordinate_agent))
-        .route("/tailnet", get(client_tailnet))
-        .route("/coderd/coordinate", get(coderd_coordinate))
-        .route("/debug/coordinator", get(debug_coordinator))
-        .layer(Extension(ReplicaCell::default()))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/workspaceagents/me/coordinate", Access::Agent, agent_coordinate)
+        .get("/workspaceagents/{id}/coordinate", Access::User, client_coordinate_agent)
+        .get("/tailnet", Access::User, client_tailnet)
+        .get("/coderd/coordinate", Access::Coderd, coderd_coordinate)
+        .get("/debug/coordinator", Access::User, debug_coordinator)
+        .map(|r| r.layer(Extension(ReplicaCell::default())))
 }
 
 /// The relay map sent in `hello`; opaque to coordination.
@@ -148,8 +149,7 @@ async fn client_coordinate_agent(
     Path(agent): Path<Uuid>,
     c: Coordinate,
 ) -> ApiResult<Response> {
-    let owner = session.user.is_owner();
-    if !coordination::may_reach(&state.db, session.user.id, owner, agent).await? {
+    if !coordination::may_reach(&state.db, &session.subject(), agent).await? {
         return Err(ApiError::not_found("Agent"));
     }
     client(session, state, c, Some(agent)).await
@@ -209,6 +209,6 @@ async fn debug_coordinator(
     session: Session,
     State(state): State<AppState>,
 ) -> ApiResult<Json<DebugSnapshot>> {
-    session.require_owner()?;
+    session.authorize(Action::Read, Object::Deployment)?;
     Ok(Json(coordination::debug_snapshot(&state.db).await?))
 }

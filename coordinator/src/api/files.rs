@@ -23,6 +23,7 @@ use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
 use crate::database::files;
+use crate::authz::{Action, Object};
 
 const ACCEPTED: [&str; 4] =
     ["application/x-tar", "application/tar", "application/gzip", "application/x-gzip"];
@@ -33,6 +34,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
+    session.authorize(Action::Create, Object::File { created_by: session.user.id })?;
     let limit = state.config.max_file_bytes;
     let too_large = || {
         ApiError::new(
@@ -94,11 +96,6 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(UploadResponse { hash: id })))
 }
 
-/// Whether `session` may read a file uploaded by `created_by`.
-fn may_read(session: &Session, created_by: Uuid) -> bool {
-    session.user.id == created_by || session.user.is_owner()
-}
-
 pub async fn download(
     State(state): State<AppState>,
     session: Session,
@@ -106,7 +103,7 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let row = files::by_id(&state.db, id).await?;
     let (mimetype, data) = row
-        .filter(|f| may_read(&session, f.created_by))
+        .filter(|f| session.may(Action::Read, Object::File { created_by: f.created_by }))
         .map(|f| (f.mimetype, f.data))
         .ok_or_else(|| ApiError::not_found("File"))?;
     Ok(([(header::CONTENT_TYPE, mimetype)], data).into_response())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use codersdk::{ProvisionerJob, ProvisionerJobStatus, WorkspaceResource};
+use codersdk::{ProvisionerJob, WorkspaceResource};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -16,20 +16,12 @@ use uuid::Uuid;
 use super::error::{ApiError, ApiResult, Json};
 use super::AppState;
 use crate::database;
-use crate::provisioner::queue::{JobRow, JobStatus, CHANNEL_JOB_LOGS};
+use crate::provisionerd::queue::{JobRow, CHANNEL_JOB_LOGS};
 
 pub fn job_to_api(row: &JobRow) -> ProvisionerJob {
-    let status = match row.status() {
-        JobStatus::Pending => ProvisionerJobStatus::Pending,
-        JobStatus::Running => ProvisionerJobStatus::Running,
-        JobStatus::Canceling => ProvisionerJobStatus::Canceling,
-        JobStatus::Canceled => ProvisionerJobStatus::Canceled,
-        JobStatus::Succeeded => ProvisionerJobStatus::Succeeded,
-        JobStatus::Failed => ProvisionerJobStatus::Failed,
-    };
     ProvisionerJob {
         id: row.id,
-        status,
+        status: row.status(),
         created_at: row.created_at,
         started_at: row.started_at,
         completed_at: row.completed_at,

@@ -12,6 +12,7 @@ mod jobs;
 mod passwords;
 mod provisionerd;
 mod relay_verify;
+mod routes;
 mod templates;
 mod throttle;
 mod tokens;
@@ -23,21 +24,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use chrono::Duration;
 use sqlx::PgPool;
 use url::Url;
 
 use error::{ApiError, Json};
+pub use routes::Access;
+use routes::Routes;
 
 use codersdk::RelayMap;
 
 use crate::meshpeer::MeshPeer;
 use crate::metrics::Metrics;
-use crate::provisioner::Queue;
+use crate::provisionerd::Queue;
 use crate::pubsub::Pubsub;
 
 /// Settings the API needs.
@@ -139,71 +142,100 @@ impl AppState {
     }
 }
 
-/// The router with every route and middleware.
-pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/buildinfo", get(build_info))
-        .route("/derp-map", get(relay_map))
-        .route("/users/first", get(users::first_user_exists).post(users::create_first_user))
-        .route("/users/login", post(users::login))
-        .route("/users/logout", post(users::logout))
-        .route("/users", get(users::list_users).post(users::create_user))
-        .route("/users/{user}", get(users::user))
-        .route("/users/{user}/keys/tokens", get(tokens::list).post(tokens::create))
-        .route("/users/{user}/keys/{key}", delete(tokens::delete))
-        .route("/users/{user}/workspaces", post(workspaces::create))
-        .route("/users/{user}/workspace/{name}", get(workspaces::by_owner_and_name))
-        .route("/files/{id}", get(files::download))
-        .route("/templateversions", post(templates::create_version))
-        .route("/templateversions/{id}", get(templates::version))
-        .route("/templateversions/{id}/logs", get(templates::version_logs))
-        .route("/templateversions/{id}/cancel", patch(templates::version_cancel))
-        .route("/templateversions/{id}/resources", get(templates::version_resources))
-        .route("/templateversions/{id}/parameters", get(templates::version_parameters))
-        .route("/templates", get(templates::list_templates).post(templates::create_template))
-        .route("/templates/{template}", get(templates::template))
-        .route(
-            "/templates/{template}/versions",
-            get(templates::template_versions).patch(templates::update_active_version),
-        )
-        .route("/workspaceagents/me/manifest", get(agents::manifest))
-        .route("/workspaceagents/me/lifecycle", post(agents::post_lifecycle))
-        .route("/workspaceagents/me/logs", patch(agents::patch_logs))
-        .route("/workspaceagents/me/stats", post(agents::post_stats))
-        .route("/workspaceagents/me/metadata", post(agents::post_metadata))
-        .route("/workspaceagents/me/app-health", patch(agents::patch_app_health))
-        .route("/workspaceagents/{id}/logs", get(agents::agent_logs))
-        .route("/workspaceagents/{id}/metadata", get(agents::metadata))
-        .route("/workspaceagents/{id}/pty", get(web::terminal::pty))
-        .route("/applications/auth-redirect", get(apps::subdomain::auth_redirect))
-        .route("/workspaces", get(workspaces::list))
-        .route("/workspaces/{id}", get(workspaces::get))
-        .route(
-            "/workspaces/{id}/builds",
-            get(workspaces::list_builds).post(workspaces::create_build),
-        )
-        .route("/workspacebuilds/{id}", get(workspaces::build))
-        .route("/workspacebuilds/{id}/logs", get(workspaces::build_logs))
-        .route("/workspacebuilds/{id}/resources", get(workspaces::build_resources))
-        .route("/workspacebuilds/{id}/cancel", patch(workspaces::cancel_build))
+/// Every route, grouped by where it is mounted, before middleware.
+struct Tree {
+    /// At the root: health, the relay, the agent binary.
+    root: Routes,
+    /// Under `/api/v2`.
+    api: Routes,
+    /// Under `/api/v2`, with the larger upload limit.
+    uploads: Routes,
+    /// The dashboard, at the root.
+    web: Routes,
+}
+
+const API: &str = "/api/v2";
+
+fn tree() -> Tree {
+    use Access::{Agent, Public, User};
+    let api = Routes::new()
+        .get("/buildinfo", Public, build_info)
+        .get("/derp-map", Public, relay_map)
+        .get("/users/first", Public, users::first_user_exists)
+        .post("/users/first", Public, users::create_first_user)
+        .post("/users/login", Public, users::login)
+        .post("/users/logout", User, users::logout)
+        .get("/users", User, users::list_users)
+        .post("/users", User, users::create_user)
+        .get("/users/{user}", User, users::user)
+        .get("/users/{user}/keys/tokens", User, tokens::list)
+        .post("/users/{user}/keys/tokens", User, tokens::create)
+        .delete("/users/{user}/keys/{key}", User, tokens::delete)
+        .post("/users/{user}/workspaces", User, workspaces::create)
+        .get("/users/{user}/workspace/{name}", User, workspaces::by_owner_and_name)
+        .get("/files/{id}", User, files::download)
+        .post("/templateversions", User, templates::create_version)
+        .get("/templateversions/{id}", User, templates::version)
+        .get("/templateversions/{id}/logs", User, templates::version_logs)
+        .patch("/templateversions/{id}/cancel", User, templates::version_cancel)
+        .get("/templateversions/{id}/resources", User, templates::version_resources)
+        .get("/templateversions/{id}/parameters", User, templates::version_parameters)
+        .get("/templates", User, templates::list_templates)
+        .post("/templates", User, templates::create_template)
+        .get("/templates/{template}", User, templates::template)
+        .get("/templates/{template}/versions", User, templates::template_versions)
+        .patch("/templates/{template}/versions", User, templates::update_active_version)
+        .get("/workspaceagents/me/manifest", Agent, agents::manifest)
+        .post("/workspaceagents/me/lifecycle", Agent, agents::post_lifecycle)
+        .patch("/workspaceagents/me/logs", Agent, agents::patch_logs)
+        .post("/workspaceagents/me/stats", Agent, agents::post_stats)
+        .post("/workspaceagents/me/metadata", Agent, agents::post_metadata)
+        .patch("/workspaceagents/me/app-health", Agent, agents::patch_app_health)
+        .get("/workspaceagents/{id}/logs", User, agents::agent_logs)
+        .get("/workspaceagents/{id}/metadata", User, agents::metadata)
+        .get("/workspaceagents/{id}/pty", User, web::terminal::pty)
+        .get("/applications/auth-redirect", Access::Dashboard, apps::subdomain::auth_redirect)
+        .get("/workspaces", User, workspaces::list)
+        .get("/workspaces/{id}", User, workspaces::get)
+        .get("/workspaces/{id}/builds", User, workspaces::list_builds)
+        .post("/workspaces/{id}/builds", User, workspaces::create_build)
+        .get("/workspacebuilds/{id}", User, workspaces::build)
+        .get("/workspacebuilds/{id}/logs", User, workspaces::build_logs)
+        .get("/workspacebuilds/{id}/resources", User, workspaces::build_resources)
+        .patch("/workspacebuilds/{id}/cancel", User, workspaces::cancel_build)
         .merge(coordinate::routes())
         .merge(provisionerd::routes())
-        .route("/derp/verify-client", post(relay_verify::verify_client))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .fallback(api_not_found);
+        .post("/derp/verify-client", Access::RelayPsk, relay_verify::verify_client);
+    let uploads = Routes::new().post("/files", User, files::upload);
+    let root = Routes::new()
+        .get("/healthz", Public, || async { "OK" })
+        .any("/derp", Access::RelayNode, relay)
+        .get("/bin/{name}", Public, agents::agent_binary);
+    Tree { root, api, uploads, web: web::routes() }
+}
+
+/// Every route with the access it declares (`ANY`: every method).
+pub fn route_table() -> Vec<(Method, String, Access)> {
+    let t = tree();
+    let routes = t.root.table("").chain(t.api.table(API)).chain(t.uploads.table(API));
+    routes.chain(t.web.table("")).map(|r| (r.method, r.path, r.access)).collect()
+}
+
+/// The router with every route and middleware.
+pub fn app(state: AppState) -> Router {
+    let Tree { root, api, uploads, web } = tree();
+    let observe = || axum::middleware::from_fn_with_state(state.clone(), observe);
+    let api = api.into_router().route_layer(observe()).fallback(api_not_found);
     // Uploads have their own, larger limit.
-    let uploads = Router::new()
-        .route("/files", post(files::upload))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+    let uploads = uploads
+        .into_router()
+        .route_layer(observe())
         .layer(DefaultBodyLimit::max(state.config.max_file_bytes));
-    Router::new()
-        .route("/healthz", get(|| async { "OK" }))
-        .route("/derp", axum::routing::any(relay))
-        .route("/bin/{name}", get(agents::agent_binary))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .nest("/api/v2", api.layer(DefaultBodyLimit::max(state.config.max_body_bytes)))
-        .nest("/api/v2", uploads)
-        .merge(web::routes())
+    root.into_router()
+        .route_layer(observe())
+        .nest(API, api.layer(DefaultBodyLimit::max(state.config.max_body_bytes)))
+        .nest(API, uploads)
+        .merge(web.into_router())
         .fallback(web::fallback)
         // App hosts (subdomain apps) never reach the routes above.
         .layer(axum::middleware::from_fn_with_state(state.clone(), apps::subdomain::layer))

@@ -15,43 +15,40 @@
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, Json, Path};
+use super::routes::{Access, Routes};
 use super::AppState;
-use crate::provisioner::http::{
+use crate::provisionerd::http::{
     AcquireRequest, AcquireResponse, CompleteRequest, FailRequest, HeartbeatRequest,
     HeartbeatResponse, LogsRequest, MAX_ACQUIRE_WAIT, PROVISIONER_KEY_HEADER,
 };
-use crate::provisioner::{BackendError, JobBackend, Lease, PgBackend, ProvisionerKey};
+use crate::provisionerd::{BackendError, JobBackend, Lease, PgBackend, ProvisionerKey};
 
 /// The `complete` and `fail` bodies carry terraform state.
 const MAX_RESULT_BYTES: usize = 32 << 20;
 const MAX_LOG_BYTES: usize = 4 << 20;
 const MAX_WORKER_ID_CHARS: usize = 200;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/provisionerdaemons/check", get(check))
-        .route("/provisionerdaemons/acquire", post(acquire))
-        .route("/provisionerdaemons/jobs/{id}/heartbeat", post(heartbeat))
-        .route(
+pub(super) fn routes() -> Routes {
+    use Access::Provisioner;
+    let results = || DefaultBodyLimit::max(MAX_RESULT_BYTES);
+    Routes::new()
+        .get("/provisionerdaemons/check", Provisioner, check)
+        .post("/provisionerdaemons/acquire", Provisioner, acquire)
+        .post("/provisionerdaemons/jobs/{id}/heartbeat", Provisioner, heartbeat)
+        .post(
             "/provisionerdaemons/jobs/{id}/logs",
-            post(logs).layer(DefaultBodyLimit::max(MAX_LOG_BYTES)),
+            Provisioner,
+            logs.layer(DefaultBodyLimit::max(MAX_LOG_BYTES)),
         )
-        .route(
-            "/provisionerdaemons/jobs/{id}/complete",
-            post(complete).layer(DefaultBodyLimit::max(MAX_RESULT_BYTES)),
-        )
-        .route(
-            "/provisionerdaemons/jobs/{id}/fail",
-            post(fail).layer(DefaultBodyLimit::max(MAX_RESULT_BYTES)),
-        )
+        .post("/provisionerdaemons/jobs/{id}/complete", Provisioner, complete.layer(results()))
+        .post("/provisionerdaemons/jobs/{id}/fail", Provisioner, fail.layer(results()))
 }
 
 /// Proof that the request carries the deployment's provisioner key.

@@ -15,10 +15,11 @@ use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
 use super::AppState;
+use crate::authz::{Action, Object};
 use crate::database;
 use crate::database::template_versions::{self, VersionRow};
 use crate::database::{files, templates};
-use crate::provisioner::queue::{self, JobInput, NewJob, Tags};
+use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
 
 async fn version_row(state: &AppState, id: Uuid) -> ApiResult<VersionRow> {
     template_versions::by_id(&state.db, id)
@@ -43,7 +44,7 @@ pub async fn create_version(
     session: Session,
     Json(req): Json<CreateTemplateVersionRequest>,
 ) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
-    session.require_owner()?;
+    session.authorize(Action::Create, Object::TemplateVersion { active: false })?;
     if !files::exists(&state.db, req.file_id).await? {
         return Err(ApiError::bad_request(
             "No such file; upload it with POST /api/v2/files first.",
@@ -109,10 +110,10 @@ pub async fn version_cancel(
     session: Session,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    session.require_owner()?;
+    session.authorize(Action::Update, Object::TemplateVersion { active: false })?;
     let v = version_row(&state, id).await?;
     match state.queue.cancel(v.job_id).await? {
-        Some(s) if s.is_done() && s != queue::JobStatus::Canceled => {
+        Some(s) if s.is_done() && s != codersdk::ProvisionerJobStatus::Canceled => {
             Err(ApiError::bad_request("The job has already finished."))
         }
         _ => Ok(Json(serde_json::json!({"message": "Job canceled."}))),
@@ -159,7 +160,7 @@ pub async fn template_row(state: &AppState, id_or_name: &str) -> ApiResult<Templ
 async fn require_imported(state: &AppState, version: &VersionRow) -> ApiResult<()> {
     let job = jobs::job(&state.db, version.job_id).await?;
     match job.status() {
-        queue::JobStatus::Succeeded => Ok(()),
+        codersdk::ProvisionerJobStatus::Succeeded => Ok(()),
         s => Err(ApiError::bad_request(format!(
             "Template version {} is not usable: its import is {s:?}.",
             version.name
@@ -173,7 +174,7 @@ pub async fn create_template(
     session: Session,
     Json(req): Json<CreateTemplateRequest>,
 ) -> ApiResult<(StatusCode, Json<Template>)> {
-    session.require_owner()?;
+    session.authorize(Action::Create, Object::Template)?;
     if !valid_name(&req.name) {
         return Err(ApiError::bad_request("Invalid template name.")
             .detail("Use 1-64 letters, digits, '-' or '_', not starting with '-'."));
@@ -244,7 +245,7 @@ pub async fn update_active_version(
     Path(t): Path<String>,
     Json(req): Json<UpdateActiveVersionRequest>,
 ) -> ApiResult<Json<Template>> {
-    session.require_owner()?;
+    session.authorize(Action::Update, Object::Template)?;
     let t = template_row(&state, &t).await?;
     let v = version_row(&state, req.id).await?;
     if v.template_id.is_some_and(|id| id != t.id) {

@@ -11,6 +11,7 @@ use super::error::{ApiError, ApiResult, Json, Path};
 use super::users::resolve_user;
 use super::AppState;
 use crate::database::api_keys;
+use crate::authz::{Action, Object};
 
 pub async fn create(
     State(state): State<AppState>,
@@ -19,10 +20,7 @@ pub async fn create(
     Json(req): Json<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<GenerateApiKeyResponse>)> {
     let user = resolve_user(&state, &session, &user).await?;
-    if user.id != session.user.id {
-        // Tokens are personal: not even an owner mints one for someone else.
-        return Err(ApiError::forbidden());
-    }
+    session.authorize(Action::Create, Object::ApiKey { owner: user.id })?;
     let name = if req.token_name.is_empty() {
         format!("token-{}", crate::secrets::random_string(6).to_lowercase())
     } else {
@@ -59,6 +57,7 @@ pub async fn list(
     Path(user): Path<String>,
 ) -> ApiResult<Json<Vec<ApiKey>>> {
     let user = resolve_user(&state, &session, &user).await?;
+    session.authorize(Action::Read, Object::ApiKey { owner: user.id })?;
     let rows = api_keys::personal_tokens(&state.db, user.id).await?;
     Ok(Json(rows.into_iter().map(api_keys::TokenRow::into_api).collect()))
 }
@@ -70,6 +69,7 @@ pub async fn delete(
     Path((user, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let user = resolve_user(&state, &session, &user).await?;
+    session.authorize(Action::Delete, Object::ApiKey { owner: user.id })?;
     if !api_keys::delete_by_id_or_name(&state.db, user.id, &key).await? {
         return Err(ApiError::not_found("Token"));
     }

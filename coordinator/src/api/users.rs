@@ -19,6 +19,7 @@ use super::error::{ApiError, ApiResult, Json, Path};
 use super::passwords::Passwords;
 use super::throttle::Outcome;
 use super::AppState;
+use crate::authz::{Action, Object};
 use crate::database::{api_keys, users};
 
 const MIN_PASSWORD_LEN: usize = 8;
@@ -174,7 +175,7 @@ pub async fn resolve_user(state: &AppState, session: &Session, user: &str) -> Ap
         Err(_) => users::by_username(&state.db, user).await?,
     };
     match row {
-        Some(r) if r.id == session.user.id || session.user.is_owner() => Ok(r),
+        Some(r) if session.may(Action::Read, Object::User { id: r.id }) => Ok(r),
         // Members learn nothing about other users, not even whether they exist.
         _ => Err(ApiError::not_found("User")),
     }
@@ -192,7 +193,7 @@ pub async fn list_users(
     State(state): State<AppState>,
     session: Session,
 ) -> ApiResult<Json<Vec<User>>> {
-    session.require_owner()?;
+    session.authorize(Action::Read, Object::Users)?;
     let rows = users::list(&state.db).await?;
     Ok(Json(rows.iter().map(UserRow::to_api).collect()))
 }
@@ -202,7 +203,7 @@ pub async fn create_user(
     session: Session,
     Json(req): Json<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    session.require_owner()?;
+    session.authorize(Action::Create, Object::Users)?;
     validate_new_user(&req.email, &req.username, &req.password)?;
     let roles = if req.roles.is_empty() { vec![Role::Member] } else { req.roles.clone() };
     let user =

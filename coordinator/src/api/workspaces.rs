@@ -20,11 +20,12 @@ use super::jobs::{self, job_to_api, LogsQuery};
 use super::templates::{parameters, template_row, TemplateRow};
 use super::users::resolve_user;
 use super::AppState;
+use crate::authz::{Action, Object};
 use crate::database;
 use crate::database::builds::{self, BuildRow};
 use crate::database::template_versions;
 use crate::database::workspaces::{self, Listed, Owners};
-use crate::provisioner::queue::{self, JobInput, NewJob, Tags};
+use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
 
 pub use crate::database::workspaces::WorkspaceRow;
 
@@ -54,7 +55,7 @@ pub async fn resolve_workspace(
 ) -> ApiResult<WorkspaceRow> {
     let row = workspaces::by_id(&state.db, id).await?;
     match row {
-        Some(w) if w.owner_id == session.user.id || session.user.is_owner() => Ok(w),
+        Some(w) if session.may(Action::Read, Object::Workspace { owner: w.owner_id }) => Ok(w),
         _ => Err(ApiError::not_found("Workspace")),
     }
 }
@@ -84,14 +85,15 @@ async fn authorize_version(
     }
     let job = jobs::job(&state.db, job_id).await?;
     let status = job.status();
-    if status != queue::JobStatus::Succeeded {
+    if status != ProvisionerJobStatus::Succeeded {
         return Err(ApiError::bad_request(format!(
             "Template version {name:?} cannot be built: its import is {}.",
             format!("{status:?}").to_lowercase()
         ))
         .detail(job.error.unwrap_or_default()));
     }
-    if version != template.active_version_id && !session.user.is_owner() {
+    let active = version == template.active_version_id;
+    if !session.may(Action::Use, Object::TemplateVersion { active }) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -223,9 +225,7 @@ pub async fn create(
     Json(req): Json<CreateWorkspaceRequest>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
     let owner = resolve_user(&state, &session, &user).await?;
-    if owner.id != session.user.id && !session.user.is_owner() {
-        return Err(ApiError::forbidden());
-    }
+    session.authorize(Action::Create, Object::Workspace { owner: owner.id })?;
     if !valid_workspace_name(&req.name) {
         return Err(ApiError::bad_request("Invalid workspace name.")
             .detail("Use 1-32 letters, digits or '-', not starting or ending with '-'."));
@@ -267,7 +267,7 @@ pub async fn list(
     let Query(q) = q.map_err(|e| ApiError::bad_request("Invalid query.").detail(e.body_text()))?;
     let all = q.owner.as_deref() == Some("all");
     if all {
-        session.require_owner()?;
+        session.authorize(Action::Read, Object::Workspaces)?;
     }
     let owners = if all { Owners::All } else { Owners::Only(session.user.id) };
     let listed = workspaces::list(&state.db, owners).await?;
@@ -360,7 +360,7 @@ async fn build_row(state: &AppState, id: Uuid) -> ApiResult<BuildRow> {
 async fn visible_build(state: &AppState, session: &Session, id: Uuid) -> ApiResult<BuildRow> {
     let b = build_row(state, id).await?;
     let owner = workspaces::owner_of(&state.db, b.workspace_id).await?;
-    if owner != session.user.id && !session.user.is_owner() {
+    if !session.may(Action::Read, Object::WorkspaceBuild { owner }) {
         return Err(ApiError::not_found("Workspace build"));
     }
     Ok(b)
@@ -403,7 +403,7 @@ pub async fn cancel_build(
 ) -> ApiResult<Json<serde_json::Value>> {
     let b = visible_build(&state, &session, id).await?;
     match state.queue.cancel(b.job_id).await? {
-        Some(s) if s.is_done() && s != queue::JobStatus::Canceled => {
+        Some(s) if s.is_done() && s != ProvisionerJobStatus::Canceled => {
             Err(ApiError::bad_request("The build has already finished."))
         }
         _ => Ok(Json(serde_json::json!({"message": "Build canceled."}))),

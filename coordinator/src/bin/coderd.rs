@@ -224,7 +224,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         })?);
     }
     if let Some(path) = &args.provisioner_psk_file {
-        config.provisioner_key = Some(coordinator::provisioner::ProvisionerKey::from_file(path)?);
+        config.provisioner_key = Some(coordinator::provisionerd::ProvisionerKey::from_file(path)?);
     }
     config.path_apps.allow_sharing = args.dangerous_allow_path_app_sharing;
     config.path_apps.allow_site_owner_access = args.dangerous_allow_path_app_site_owner_access;
@@ -245,7 +245,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 fn provisioner_start(args: ProvisionerStartArgs) -> anyhow::Result<()> {
-    use coordinator::provisioner::{self as p, ExecutorConfig, ExternalConfig, ProvisionerKey};
+    use coordinator::provisionerd::{self as p, ExecutorConfig, ExternalConfig, ProvisionerKey};
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
         .with_writer(std::io::stderr)

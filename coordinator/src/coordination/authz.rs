@@ -3,6 +3,8 @@
 //! bulk for all of a replica's connections ([`Sweep`]: two queries, however
 //! many peers) every few seconds and whenever the database announces a
 //! revocation, so a revoked token or a deleted workspace tears tunnels down.
+//! The decision itself is [`crate::authz::authorize`] (`Connect` on the
+//! agent); this module finds the facts it needs, in bulk.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -10,6 +12,7 @@ use codersdk::Role;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::authz::{self, Action, Object, Subject};
 use crate::database::{agents, api_keys};
 
 /// The authenticated party behind a connection.
@@ -34,24 +37,18 @@ impl Principal {
         Principal::User { user_id, key_id }
     }
 
-    /// The user whose reach [`may_reach`] checks, for principals that open
-    /// tunnels; `coderd` reaches as nobody in particular with the owner role.
-    pub(crate) fn reaching_user(&self) -> Option<Uuid> {
-        match self {
-            Principal::Agent { .. } => None,
-            Principal::User { user_id, .. } => Some(*user_id),
-            Principal::Coderd => Some(Uuid::nil()),
-        }
+    /// Whether its tunnels are checked with [`may_reach`]: users' and
+    /// coderd's are; agents open none (the core refuses them).
+    pub(crate) fn opens_tunnels(&self) -> bool {
+        !matches!(self, Principal::Agent { .. })
     }
 }
 
 /// The result of re-checking a principal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Standing {
-    /// Still valid; for users, whether they hold the owner role.
-    Valid {
-        owner: bool,
-    },
+    /// Still valid, as this subject (for users, with their current roles).
+    Valid(Subject),
     Revoked,
 }
 
@@ -65,7 +62,7 @@ pub(crate) async fn standing(db: &PgPool, who: &Principal) -> Result<Standing, s
             Verdicts { keys, asked_keys: [key_id.clone()].into(), ..Verdicts::default() }
                 .standing(who)
         }
-        Principal::Coderd => Some(Standing::Valid { owner: true }),
+        Principal::Coderd => Some(Standing::Valid(Subject::Coderd)),
         Principal::Agent { agent_id } => {
             let agents = agent_owners(db, &[*agent_id]).await?;
             Verdicts { agents, asked_agents: [*agent_id].into(), ..Verdicts::default() }
@@ -76,13 +73,13 @@ pub(crate) async fn standing(db: &PgPool, who: &Principal) -> Result<Standing, s
 }
 
 /// The valid ones among `keys` (unexpired, of an active user): key id →
-/// (user, whether the user holds the owner role).
+/// (user, the user's roles).
 async fn key_standings(
     db: &PgPool,
     keys: &[String],
-) -> Result<HashMap<String, (Uuid, bool)>, sqlx::Error> {
+) -> Result<HashMap<String, (Uuid, Vec<Role>)>, sqlx::Error> {
     let rows = api_keys::valid_holders(db, keys).await?;
-    Ok(rows.into_iter().map(|k| (k.id, (k.user_id, k.roles.contains(Role::Owner)))).collect())
+    Ok(rows.into_iter().map(|k| (k.id, (k.user_id, k.roles.0))).collect())
 }
 
 /// The live ones among `agents` (of the latest build of a workspace that is
@@ -136,7 +133,7 @@ impl Sweep {
 /// connection took on after the sweep started was checked when it did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Verdicts {
-    keys: HashMap<String, (Uuid, bool)>,
+    keys: HashMap<String, (Uuid, Vec<String>)>,
     agents: HashMap<Uuid, Uuid>,
     asked_keys: BTreeSet<String>,
     asked_agents: BTreeSet<Uuid>,
@@ -151,7 +148,9 @@ impl Verdicts {
                     return None;
                 }
                 Some(match self.keys.get(key_id) {
-                    Some((user, owner)) if user == user_id => Standing::Valid { owner: *owner },
+                    Some((user, roles)) if user == user_id => {
+                        Standing::Valid(Subject::User { id: *user, roles: roles.clone() })
+                    }
                     _ => Standing::Revoked,
                 })
             }
@@ -160,35 +159,34 @@ impl Verdicts {
                     return None;
                 }
                 Some(if self.agents.contains_key(agent_id) {
-                    Standing::Valid { owner: false }
+                    Standing::Valid(Subject::Agent { agent_id: *agent_id })
                 } else {
                     Standing::Revoked
                 })
             }
-            Principal::Coderd => Some(Standing::Valid { owner: true }),
+            Principal::Coderd => Some(Standing::Valid(Subject::Coderd)),
         }
     }
 
-    /// Whether `user` may still reach `agent`, or `None` if the agent was
+    /// Whether `subject` may still reach `agent`, or `None` if the agent was
     /// not part of the sweep.
-    pub fn may_reach(&self, user: Uuid, owner_role: bool, agent: Uuid) -> Option<bool> {
+    pub fn may_reach(&self, subject: &Subject, agent: Uuid) -> Option<bool> {
         if !self.asked_agents.contains(&agent) {
             return None;
         }
-        Some(self.agents.get(&agent).is_some_and(|owner| *owner == user || owner_role))
+        Some(self.agents.get(&agent).is_some_and(|owner| may_connect(subject, *owner)))
     }
 }
 
-/// Whether a user may open a tunnel to `agent`: it is an agent of a live
-/// workspace they own, or they are an owner.
-pub async fn may_reach(
-    db: &PgPool,
-    user_id: Uuid,
-    owner_role: bool,
-    agent: Uuid,
-) -> Result<bool, sqlx::Error> {
+fn may_connect(subject: &Subject, owner: Uuid) -> bool {
+    authz::authorize(subject, Action::Connect, &Object::Agent { owner }).is_ok()
+}
+
+/// Whether `subject` may open a tunnel to `agent`, an agent of a live
+/// workspace ([`crate::authz`] decides: its owner, site owners, coderd).
+pub async fn may_reach(db: &PgPool, subject: &Subject, agent: Uuid) -> Result<bool, sqlx::Error> {
     let agents = agent_owners(db, &[agent]).await?;
-    Ok(agents.get(&agent).is_some_and(|owner| *owner == user_id || owner_role))
+    Ok(agents.get(&agent).is_some_and(|owner| may_connect(subject, *owner)))
 }
 
 /// Whether a client may resume peer id `peer`: only its own user's client
@@ -205,6 +203,7 @@ pub async fn may_resume(db: &PgPool, user_id: Uuid, peer: Uuid) -> Result<bool, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codersdk::Role;
 
     fn uuid(n: u128) -> Uuid {
         Uuid::from_u128(n)
@@ -222,22 +221,24 @@ mod tests {
         sweep.add(&Principal::agent(alices_agent), []);
         let v = Verdicts {
             keys: [
-                ("a".to_owned(), (alice, false)),
-                ("b".to_owned(), (bob, true)),
-                ("stolen".to_owned(), (alice, false)),
+                ("a".to_owned(), (alice, vec!["member".to_owned()])),
+                ("b".to_owned(), (bob, vec!["owner".to_owned()])),
+                ("stolen".to_owned(), (alice, vec![])),
             ]
             .into(),
             agents: [(alices_agent, alice), (bobs_agent, bob)].into(),
             asked_keys: sweep.keys,
             asked_agents: sweep.agents,
         };
+        let alice_s = Subject::User { id: alice, roles: vec![Role::Member] };
+        let bob_s = Subject::User { id: bob, roles: vec![Role::Owner] };
         assert_eq!(
             v.standing(&Principal::user(alice, "a".into())),
-            Some(Standing::Valid { owner: false })
+            Some(Standing::Valid(alice_s.clone()))
         );
         assert_eq!(
             v.standing(&Principal::user(bob, "b".into())),
-            Some(Standing::Valid { owner: true })
+            Some(Standing::Valid(bob_s.clone()))
         );
         // A key of another user is no credential of this one.
         assert_eq!(v.standing(&Principal::user(bob, "stolen".into())), Some(Standing::Revoked));
@@ -245,19 +246,22 @@ mod tests {
         assert_eq!(v.standing(&Principal::user(alice, "gone".into())), None);
         assert_eq!(
             v.standing(&Principal::agent(alices_agent)),
-            Some(Standing::Valid { owner: false })
+            Some(Standing::Valid(Subject::Agent { agent_id: alices_agent }))
         );
         assert_eq!(v.standing(&Principal::agent(gone_agent)), Some(Standing::Revoked));
         assert_eq!(v.standing(&Principal::agent(new_agent)), None);
 
-        assert_eq!(v.may_reach(alice, false, alices_agent), Some(true));
-        assert_eq!(v.may_reach(alice, false, bobs_agent), Some(false));
-        assert_eq!(v.may_reach(bob, true, alices_agent), Some(true), "owners reach every agent");
+        assert_eq!(v.may_reach(&alice_s, alices_agent), Some(true));
+        assert_eq!(v.may_reach(&alice_s, bobs_agent), Some(false));
+        assert_eq!(v.may_reach(&bob_s, alices_agent), Some(true), "owners reach every agent");
+        assert_eq!(v.may_reach(&Subject::Coderd, bobs_agent), Some(true));
+        let agent_s = Subject::Agent { agent_id: alices_agent };
+        assert_eq!(v.may_reach(&agent_s, bobs_agent), Some(false), "agents reach no agent");
         assert_eq!(
-            v.may_reach(bob, true, gone_agent),
+            v.may_reach(&bob_s, gone_agent),
             Some(false),
             "not even owners reach a gone one"
         );
-        assert_eq!(v.may_reach(alice, false, new_agent), None);
+        assert_eq!(v.may_reach(&alice_s, new_agent), None);
     }
 }

@@ -178,23 +178,18 @@ impl Connection {
         match msg {
             ClientMessage::Node { node } => self.tell(Inbound::Node(node)).await,
             ClientMessage::AddTunnel { peer } => {
-                let allowed = match self.principal.reaching_user() {
-                    // The core refuses (and closes) for agents.
-                    None => true,
-                    Some(user_id) => {
-                        if self.single_agent.is_some_and(|a| a != peer) {
-                            false
-                        } else {
-                            let owner = match authz::standing(&self.db, &self.principal).await {
-                                Ok(Standing::Valid { owner }) => owner,
-                                Ok(Standing::Revoked) => return Err(revoked()),
-                                Err(e) => return Err(db_error(&e)),
-                            };
-                            authz::may_reach(&self.db, user_id, owner, peer)
-                                .await
-                                .map_err(|e| db_error(&e))?
-                        }
-                    }
+                // The core refuses (and closes) for agents.
+                let allowed = if !self.principal.opens_tunnels() {
+                    true
+                } else if self.single_agent.is_some_and(|a| a != peer) {
+                    false
+                } else {
+                    let subject = match authz::standing(&self.db, &self.principal).await {
+                        Ok(Standing::Valid(subject)) => subject,
+                        Ok(Standing::Revoked) => return Err(revoked()),
+                        Err(e) => return Err(db_error(&e)),
+                    };
+                    authz::may_reach(&self.db, &subject, peer).await.map_err(|e| db_error(&e))?
                 };
                 if !allowed {
                     let message = "No such agent, or you may not reach it.".to_owned();

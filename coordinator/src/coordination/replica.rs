@@ -328,18 +328,20 @@ impl RunLoop {
         let mut closes = Vec::new();
         let mut removed = Vec::new();
         for (&id, c) in &self.conns {
-            let owner = match v.standing(&c.principal) {
+            let subject = match v.standing(&c.principal) {
                 None => continue,
                 Some(Standing::Revoked) => {
                     closes.push((id, conn::revoked()));
                     continue;
                 }
-                Some(Standing::Valid { owner }) => owner,
+                Some(Standing::Valid(subject)) => subject,
             };
-            let Some(user_id) = c.principal.reaching_user() else { continue };
+            if !c.principal.opens_tunnels() {
+                continue;
+            }
             let Some(peer) = self.core.peer(id) else { continue };
             for dst in self.core.tunnels_from(peer) {
-                if v.may_reach(user_id, owner, dst) != Some(false) {
+                if v.may_reach(&subject, dst) != Some(false) {
                     continue;
                 }
                 if c.single_agent == Some(dst) {

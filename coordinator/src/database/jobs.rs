@@ -1,6 +1,6 @@
 //! Provisioner jobs as the API reads them: by id, in batches, and their logs.
 //! The queue's own queries (enqueue, acquire, complete) and the job row live
-//! with the queue in `provisioner::queue`.
+//! with the queue in `provisionerd::queue`.
 
 use std::collections::HashMap;
 
@@ -8,8 +8,8 @@ use codersdk::ProvisionerJobLog;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use crate::provisioner::queue::JobRow;
-use crate::provisioner::queue::JOB_COLUMNS;
+pub use crate::provisionerd::queue::JobRow;
+use crate::provisionerd::queue::JOB_COLUMNS;
 
 /// Largest page of logs one read returns.
 pub const LOG_PAGE: usize = 5000;

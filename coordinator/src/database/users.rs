@@ -40,10 +40,6 @@ pub struct UserRow {
 }
 
 impl UserRow {
-    pub fn is_owner(&self) -> bool {
-        self.roles.contains(Role::Owner)
-    }
-
     pub fn to_api(&self) -> User {
         User {
             id: self.id,

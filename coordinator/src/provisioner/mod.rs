@@ -1,143 +1,82 @@
-//! Provisioning: the job queue in Postgres, the workers that take jobs, and
-//! the executor that runs terraform for template imports and workspace
-//! builds (through [`crate::provisionerd`]).
+//! The provisioner: turns a template and the facts of a build into a workspace's
+//! resources. Its one implementation is [`terraform`]; [`crate::provisionerd`], the
+//! daemon that takes jobs from the queue, drives it.
+//!
+//! What goes in and comes out is plain data shared with the daemon and its wire
+//! protocol (`/api/v2/provisionerdaemons/…`), so nothing is converted on the way:
 //!
 //! ```text
-//!            ┌──────────── coderd ─────────────┐
-//! Postgres ◀─┤ Queue ◀── PgBackend ◀── Worker  │   in-process workers
-//!            │              ▲                  │
-//!            │   /api/v2/provisionerdaemons    │
-//!            └──────────────┬──────────────────┘
-//!                           │ HTTP + pre-shared key
-//!               HttpBackend ◀── Worker             `coderd provisioner start`
+//! BuildEnv ──▶ terraform::Session ──▶ Resource { agents: [Agent { apps: [App] }] }, Parameter
+//!                     └── every output line ──▶ mpsc::Sender<JobLog> ──▶ provisionerd stores it
 //! ```
-//!
-//! A [`Worker`] runs one job at a time through an [`Executor`]
-//! ([`TerraformExecutor`]) against a [`JobBackend`]: the same code inside
-//! coderd and on another machine.
 
-pub mod backend;
-pub mod executor;
-pub mod http;
-pub mod job;
-pub mod pg;
-pub mod queue;
-pub mod worker;
+mod resources;
+pub mod terraform;
 
-pub use backend::{BackendError, JobBackend};
-pub use executor::{find_provider, find_terraform, ExecutorConfig, TerraformExecutor};
-pub use http::{HttpBackend, KeyError, ProvisionerKey};
-pub use job::{
-    AcquiredJob, BuildFacts, Heartbeat, JobFailure, JobLog, JobOutput, Lease, ParameterRecord,
-    ResourceRecord,
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use codersdk::Transition;
+pub use resources::{
+    Agent, AgentMetadata, App, Healthcheck, MetadataItem, Parameter, ParameterOption,
+    ParameterValidation, Resource,
 };
-pub use pg::PgBackend;
-pub use queue::{JobInput, JobRow, JobStatus, NewJob, Queue, QueuedJob, Tags};
-pub use worker::{Executor, JobContext, StaleJobDetector, Worker, WorkerConfig};
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-/// The in-process provisioner daemons of a `coderd`: `n` workers sharing one
-/// executor, taking jobs straight from Postgres.
-pub struct Provisioners {
-    workers: Vec<Worker>,
-}
-
-impl Provisioners {
-    pub fn spawn(backend: PgBackend, config: ExecutorConfig, n: usize) -> Provisioners {
-        Self::spawn_with_heartbeat(backend, config, n, WorkerConfig::new("").heartbeat_interval)
-    }
-
-    /// [`Provisioners::spawn`] with workers heartbeating their jobs every
-    /// `heartbeat` (a stale-job timeout must be several of these).
-    pub fn spawn_with_heartbeat(
-        backend: PgBackend,
-        config: ExecutorConfig,
-        n: usize,
-        heartbeat: std::time::Duration,
-    ) -> Provisioners {
-        let executor = TerraformExecutor::new(config);
-        let backend = Arc::new(backend);
-        let host = hostname();
-        let workers = (0..n)
-            .map(|i| {
-                let mut config = WorkerConfig::new(format!("{host}-{}-{i}", std::process::id()));
-                config.heartbeat_interval = heartbeat;
-                Worker::spawn(backend.clone(), Arc::clone(&executor), config)
-            })
-            .collect();
-        Provisioners { workers }
-    }
-
-    /// Stops the workers (their jobs are abandoned, as if the process died).
-    pub fn stop_workers(&mut self) {
-        self.workers.clear();
-    }
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// What `coderd provisioner start` needs: where coderd is, the key, and
-/// how to run terraform here.
-#[derive(Debug, Clone)]
+/// The facts of a build that the provider reads from the environment: the workspace,
+/// owner, template and parameters.
+///
+/// For a template import most are unknown: they stay at their defaults (nil UUIDs,
+/// empty strings) and the provider uses its own defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
-pub struct ExternalConfig {
-    pub url: url::Url,
-    pub key: ProvisionerKey,
-    /// Jobs whose tags are a subset of these run here.
-    pub tags: Tags,
-    /// Names this daemon in job rows and logs; default: the host name.
-    pub name: Option<String>,
-    pub executor: ExecutorConfig,
+pub struct BuildEnv {
+    /// The deployment's URL that agents dial (`CODER_AGENT_URL`).
+    pub access_url: String,
+    pub workspace_id: Uuid,
+    pub workspace_name: String,
+    pub owner_id: Uuid,
+    pub owner_name: String,
+    pub owner_email: String,
+    /// The build's transition. [`terraform::Session::plan`] and
+    /// [`terraform::Session::apply`] take theirs as an argument (an import plans both
+    /// `start` and `stop`), which wins over this one.
+    pub transition: Transition,
+    pub build_id: Uuid,
+    pub template_id: Uuid,
+    pub template_name: String,
+    pub template_version: String,
+    /// `(name, value)` of each parameter value of the build.
+    pub parameters: Vec<(String, String)>,
 }
 
-impl ExternalConfig {
-    pub fn new(url: url::Url, key: ProvisionerKey, executor: ExecutorConfig) -> Self {
-        ExternalConfig { url, key, tags: Tags::new(), name: None, executor }
+/// How bad a log line is; `info`, `warn` or `error` on the wire and in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// `info`, `warn` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
     }
 }
 
-/// An external provisioner daemon: one worker talking to coderd over HTTP.
-/// Dropping it stops the worker; a job it was running is failed by coderd's
-/// stale-job detector.
-pub struct ExternalProvisioner {
-    _worker: Worker,
-    pub worker_id: String,
-}
-
-impl ExternalProvisioner {
-    /// Starts the worker without checking the key first (see [`Self::start`]).
-    pub fn spawn(config: ExternalConfig) -> Result<Self, BackendError> {
-        let backend = HttpBackend::new(config.url, config.key)?;
-        Ok(Self::spawn_with(backend, config.executor, config.tags, config.name))
-    }
-
-    /// Checks the key with coderd, then starts the worker.
-    pub async fn start(config: ExternalConfig) -> Result<Self, BackendError> {
-        let backend = HttpBackend::new(config.url, config.key)?;
-        backend.check().await?;
-        Ok(Self::spawn_with(backend, config.executor, config.tags, config.name))
-    }
-
-    fn spawn_with(
-        backend: HttpBackend,
-        executor: ExecutorConfig,
-        tags: Tags,
-        name: Option<String>,
-    ) -> Self {
-        let name = name.filter(|n| !n.is_empty()).unwrap_or_else(hostname);
-        let worker_id = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let mut wc = WorkerConfig::new(worker_id.clone());
-        wc.tags = tags;
-        let worker = Worker::spawn(Arc::new(backend), TerraformExecutor::new(executor), wc);
-        ExternalProvisioner { _worker: worker, worker_id }
-    }
-}
-
-/// Default work directory of an external provisioner.
-pub fn default_external_work_dir() -> PathBuf {
-    crate::server::default_data_dir().join("provisioner-external")
+/// One line of a job's output, as the provisioner prints it and the job's log stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLog {
+    /// `extract`, `init`, `plan`, `apply` or `destroy`.
+    pub stage: String,
+    pub level: LogLevel,
+    /// The line without its newline.
+    pub output: String,
 }

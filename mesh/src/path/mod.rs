@@ -460,6 +460,11 @@ impl PathSelector {
         self.by_addr.get(&addr).copied()
     }
 
+    /// The peer holding disco key `disco`.
+    pub(crate) fn disco_holder(&self, disco: &DiscoKey) -> Option<NodeKey> {
+        self.by_disco.get(disco).copied()
+    }
+
     /// How long the first direct path to `peer` took to find, from the start of
     /// the session's discovery to the proving pong.
     pub fn time_to_direct(&self, peer: &NodeKey) -> Option<Duration> {

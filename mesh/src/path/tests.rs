@@ -597,3 +597,34 @@ fn a_disco_key_is_one_peers() {
     let datagram = wire::seal(&alice_disco, our_disco(), [1; 24], &cmm);
     sel.handle_disco(Source::Relay(alice.key), &datagram, now).unwrap();
 }
+
+#[test]
+fn the_address_index_follows_the_latest_proof_and_removal() {
+    let (mut sel, template) = selector_with_peer();
+    let now = std::time::Instant::now();
+    let addr: SocketAddr = "203.0.113.7:41641".parse().unwrap();
+    let (alice, alice_disco) = sealing_peer(&template, 8, vec![addr]);
+    let (bob, bob_disco) = sealing_peer(&template, 9, vec![addr]);
+    sel.upsert_peer(&alice, now);
+    sel.upsert_peer(&bob, now);
+    sel.handle_activity(&alice.key, now);
+    assert!(pong_from(&mut sel, &alice_disco, addr, now));
+    assert_eq!(sel.peer_at(addr), Some(alice.key));
+    // The address moves (a NAT mapping reused for another peer): bob's
+    // later proof wins it.
+    sel.handle_activity(&bob.key, now);
+    assert!(pong_from(&mut sel, &bob_disco, addr, now));
+    assert_eq!(sel.peer_at(addr), Some(bob.key));
+    // ... and back again.
+    let later = now + Duration::from_millis(10);
+    sel.handle_timeout(later + PathConfig::default().probe_interval);
+    assert!(pong_from(&mut sel, &alice_disco, addr, later + PathConfig::default().probe_interval));
+    assert_eq!(sel.peer_at(addr), Some(alice.key));
+    // Removing the peer that lost it leaves it with the one that holds it.
+    sel.remove_peer(&bob.key);
+    assert_eq!(sel.peer_at(addr), Some(alice.key));
+    // Removing that one too leaves it nobody's.
+    sel.remove_peer(&alice.key);
+    assert_eq!(sel.peer_at(addr), None);
+    assert_eq!(sel.destination(&alice.key, now), None);
+}

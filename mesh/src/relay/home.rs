@@ -68,6 +68,22 @@ impl HomeSelector {
         Self { config, latency: BTreeMap::new(), home: None, home_down_since: None }
     }
 
+    /// The home a node with no home yet picks from these measurements (a
+    /// region's round trip, `None` if it did not answer): the rule a mesh
+    /// endpoint applies at bind time, for tools that measure the regions
+    /// themselves (`coder netcheck`) to report the region the mesh would use.
+    pub fn first_home(
+        config: HomeConfig,
+        latencies: impl IntoIterator<Item = (RegionId, Option<Duration>)>,
+    ) -> Option<RegionId> {
+        let mut selector = Self::new(config);
+        for (region, latency) in latencies {
+            selector.handle_latency(region, latency);
+        }
+        // Time matters only once a home has failed; there is none yet.
+        selector.choose(Instant::now())
+    }
+
     /// The current home.
     pub fn home(&self) -> Option<RegionId> {
         self.home
@@ -180,6 +196,17 @@ mod tests {
         s.handle_latency(7, ms(20));
         s.handle_latency(9, None);
         assert_eq!(s.poll_home(now), Some(7), "clearly faster wins over a lower id");
+    }
+
+    #[test]
+    fn first_home_applies_the_same_rule() {
+        let pick = |l: &[(RegionId, Option<Duration>)]| {
+            HomeSelector::first_home(HomeConfig::default(), l.iter().copied())
+        };
+        assert_eq!(pick(&[(999, ms(1)), (2, ms(3)), (1, ms(8)), (3, None)]), Some(1));
+        assert_eq!(pick(&[(1, ms(80)), (7, ms(20)), (9, None)]), Some(7));
+        assert_eq!(pick(&[(1, None)]), None);
+        assert_eq!(pick(&[]), None);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! send to it, and to each region a peer calls home, where it sends to that
 //! peer. Datagrams the magic socket queues for the relay pass through
 //! [`dispatch`], which picks the link by the destination's announced
-//! `preferred_relay` (our own home for peers that announce none, or a region
-//! we do not know); every link delivers what it receives to the magic socket,
+//! `preferred_relay` (read from the peer map when the datagram is queued;
+//! our own home for peers that announce none, or a region we do not know);
+//! every link delivers what it receives to the magic socket,
 //! whichever region it came through.
 //!
 //! Which region is home is [`HomeSelector`]'s decision (sans-IO, `home.rs`);
@@ -34,7 +35,7 @@ use tokio_util::task::AbortOnDropHandle;
 pub use home::{HomeConfig, HomeSelector};
 
 use crate::key::NodeKey;
-use crate::magicsock::{Inner, RELAY_QUEUE};
+use crate::magicsock::{Inner, RelayDatagram, RELAY_QUEUE};
 use crate::node::RegionId;
 
 /// A relay region the node may use: its id in the relay map and the URL of
@@ -77,9 +78,9 @@ pub(crate) struct Relays {
     regions: BTreeMap<RegionId, derp::RelayUrl>,
     config: HomeConfig,
     sock: Arc<Inner>,
+    /// Never held with the magic socket's state lock ([`crate::peermap`]).
     links: Mutex<HashMap<RegionId, Link>>,
-    /// Each peer's announced home region.
-    peer_regions: Mutex<HashMap<NodeKey, RegionId>>,
+    /// Never held with the magic socket's state lock.
     selector: Mutex<HomeSelector>,
     home: watch::Sender<Option<RegionId>>,
 }
@@ -98,7 +99,7 @@ impl Relays {
         secret: derp::SecretKey,
         config: HomeConfig,
         sock: Arc<Inner>,
-        out: mpsc::Receiver<(NodeKey, Bytes)>,
+        out: mpsc::Receiver<RelayDatagram>,
     ) -> Result<(Arc<Relays>, Vec<AbortOnDropHandle<()>>), NoRegion> {
         let relays = Arc::new(Relays {
             secret,
@@ -107,7 +108,6 @@ impl Relays {
             config,
             sock,
             links: Mutex::default(),
-            peer_regions: Mutex::default(),
             home: watch::Sender::new(None),
         });
         let errors = relays.probe_all(Some(BIND_GRACE)).await;
@@ -140,10 +140,6 @@ impl Relays {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn peer_regions(&self) -> MutexGuard<'_, HashMap<NodeKey, RegionId>> {
-        self.peer_regions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The home region now.
     pub(crate) fn home(&self) -> Option<RegionId> {
         *self.home.borrow()
@@ -159,23 +155,23 @@ impl Relays {
         self.selector().latencies().map(|(r, l)| (r, l.as_secs_f64() * 1000.0)).collect()
     }
 
-    /// Remembers where `peer` is reachable (its announced home).
-    pub(crate) fn set_peer_region(&self, peer: NodeKey, region: Option<RegionId>) {
-        let region = region.filter(|r| self.regions.contains_key(r));
-        match region {
-            Some(region) => {
-                self.peer_regions().insert(peer, region);
-                // Connect now, so the first datagrams to it need not wait.
-                self.link(region);
-            }
-            None => {
-                self.peer_regions().remove(&peer);
-            }
-        }
+    /// Whether `region` is in the relay map.
+    pub(crate) fn knows(&self, region: RegionId) -> bool {
+        self.regions.contains_key(&region)
     }
 
-    pub(crate) fn remove_peer(&self, peer: &NodeKey) {
-        self.peer_regions().remove(peer);
+    /// The region datagrams to a peer announcing home `peer_region` go
+    /// through: that one if we know it, else our own home.
+    pub(crate) fn region_for(&self, peer_region: Option<RegionId>) -> Option<RegionId> {
+        peer_region.filter(|r| self.knows(*r)).or_else(|| self.home())
+    }
+
+    /// Connects to a peer's announced home `region` now, so the first
+    /// datagrams to it need not wait.
+    pub(crate) fn prepare(&self, region: Option<RegionId>) {
+        if let Some(region) = region.filter(|r| self.knows(*r)) {
+            self.link(region);
+        }
     }
 
     /// The queue of `region`'s link, connecting it first if there is none.
@@ -316,7 +312,9 @@ impl Relays {
     /// Closes links no one needs: not home, and no peer's home.
     fn drop_unused_links(&self) {
         let home = self.home();
-        let used: Vec<RegionId> = self.peer_regions().values().copied().collect();
+        // The state lock is released before the links' is taken.
+        let used: Vec<RegionId> =
+            self.sock.state().peers.values().filter_map(|n| n.preferred_relay).collect();
         self.links().retain(|region, _| Some(*region) == home || used.contains(region));
     }
 }
@@ -335,10 +333,9 @@ async fn best_ping(client: &derp::Client, wait: Duration) -> Option<Duration> {
 }
 
 /// Routes the magic socket's relay datagrams to the destination's region.
-async fn dispatch(relays: Arc<Relays>, mut out: mpsc::Receiver<(NodeKey, Bytes)>) {
-    while let Some((key, data)) = out.recv().await {
-        let region = relays.peer_regions().get(&key).copied().or_else(|| relays.home());
-        if let Some(tx) = region.and_then(|r| relays.link(r)) {
+async fn dispatch(relays: Arc<Relays>, mut out: mpsc::Receiver<RelayDatagram>) {
+    while let Some((key, peer_region, data)) = out.recv().await {
+        if let Some(tx) = relays.region_for(peer_region).and_then(|r| relays.link(r)) {
             // Full queue: drop, as a congested link would; QUIC recovers.
             let _ = tx.try_send((key, data));
         }

@@ -29,7 +29,8 @@ use mesh::Service;
 use super::auth::{self, Session};
 use super::error::ApiError;
 use super::AppState;
-use resolve::{Access, AccessMethod, ResolveError};
+use crate::authz::{self, Action, Forbidden, Object};
+use resolve::{AccessMethod, ResolveError};
 use target::{AppRef, WorkspaceRef};
 
 /// Where an unauthenticated browser is sent to log in first.
@@ -140,18 +141,12 @@ pub(crate) async fn serve_inner(
     };
     let app = resolve::app(&state.db, agent.agent_id, app_ref).await?.ok_or_else(app_not_found)?;
     let share = app.as_ref().map(|a| a.share).unwrap_or(resolve::Share::Owner);
-    let user = &session.user;
-    match resolve::access(
-        share,
-        method,
-        state.config.path_apps,
-        user.id,
-        user.is_owner(),
-        agent.owner_id,
-    ) {
-        Access::Allowed => {}
-        Access::Hidden => return Err(app_not_found()),
-        Access::PathAppOwnerOnly => return Err(path_app_owner_only(state)),
+    let object =
+        Object::App { owner: agent.owner_id, share, method, path_apps: state.config.path_apps };
+    match authz::authorize(&session.subject(), Action::ApplicationConnect, &object) {
+        Ok(()) => {}
+        Err(Forbidden::PathAppOwnerOnly) => return Err(path_app_owner_only(state)),
+        Err(_) => return Err(app_not_found()),
     }
     let app = app.map_err(|e| {
         ApiError::new(StatusCode::BAD_GATEWAY, "This app cannot be proxied.").detail(e.to_string())

@@ -1,11 +1,13 @@
 //! Finds the agent and app a [`Target`](super::target::Target) names, and
-//! decides whether the requesting user may use it.
+//! describes it for [`crate::authz`], which decides whether the requesting
+//! user may use it.
 
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::target::{AppRef, WorkspaceRef};
 use crate::database::{agents, apps};
+pub use crate::authz::{AccessMethod, PathAppConfig, Share};
 
 /// One agent of a live workspace's latest build.
 pub use crate::database::agents::AgentTarget;
@@ -37,100 +39,6 @@ pub async fn agent(db: &PgPool, ws: &WorkspaceRef) -> Result<AgentTarget, Resolv
                 (Some(_), Some(_)) => Err(ResolveError::Ambiguous),
             }
         }
-    }
-}
-
-/// Who may open an app (`coder_app.share`). `public` is not offered: every
-/// app request needs a session, so it is treated as `authenticated`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Share {
-    Owner,
-    Authenticated,
-}
-
-impl Share {
-    pub fn parse(s: &str) -> Share {
-        match s {
-            "authenticated" | "public" => Share::Authenticated,
-            // Unknown levels fail closed.
-            _ => Share::Owner,
-        }
-    }
-
-    /// Whether `user` (with the site owner role or not) may use an app of a
-    /// workspace owned by `workspace_owner`.
-    pub fn allows(self, user: Uuid, site_owner: bool, workspace_owner: Uuid) -> bool {
-        match self {
-            Share::Owner => user == workspace_owner || site_owner,
-            Share::Authenticated => true,
-        }
-    }
-}
-
-/// How a request reaches an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessMethod {
-    /// On an origin of its own (`--wildcard-access-url`).
-    Subdomain,
-    /// `/@OWNER/WORKSPACE/apps/…`: on the dashboard's origin, where the
-    /// app's scripts act as whoever opened it.
-    Path,
-}
-
-/// The operator's opt-ins for path apps (`coderd server --dangerous-*`).
-/// By default (as in Coder) a path app opens for its workspace's owner only,
-/// whatever its share level, and its responses are sandboxed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PathAppConfig {
-    /// Share levels above `owner` apply to path apps too
-    /// (`--dangerous-allow-path-app-sharing`).
-    pub allow_sharing: bool,
-    /// Site owners may open other users' path apps
-    /// (`--dangerous-allow-path-app-site-owner-access`).
-    pub allow_site_owner_access: bool,
-    /// Proxied path-app responses go without `Content-Security-Policy:
-    /// sandbox …` (`--dangerous-disable-path-app-csp-sandbox`).
-    pub disable_csp_sandbox: bool,
-}
-
-/// Whether a user may open an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Allowed,
-    /// Not this user's to see: answered like a missing app.
-    Hidden,
-    /// The user could open it on its own origin, but a path app runs on the
-    /// dashboard's, which only the workspace's owner may use by default.
-    PathAppOwnerOnly,
-}
-
-/// Coder's rule (`workspaceapps/db.go`): over a path, sharing counts only
-/// when the operator allows it, and a site owner opens another user's app
-/// only when the operator allows that too.
-pub fn access(
-    share: Share,
-    method: AccessMethod,
-    path: PathAppConfig,
-    user: Uuid,
-    site_owner: bool,
-    workspace_owner: Uuid,
-) -> Access {
-    if !share.allows(user, site_owner, workspace_owner) {
-        return Access::Hidden;
-    }
-    if method == AccessMethod::Subdomain || user == workspace_owner {
-        return Access::Allowed;
-    }
-    let effective = if path.allow_sharing { share } else { Share::Owner };
-    let allowed = match effective {
-        Share::Authenticated => true,
-        Share::Owner => site_owner && path.allow_site_owner_access,
-    };
-    if allowed {
-        Access::Allowed
-    } else {
-        Access::PathAppOwnerOnly
     }
 }
 
@@ -225,54 +133,6 @@ pub async fn app(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn share_levels() {
-        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-        assert!(Share::Owner.allows(alice, false, alice));
-        assert!(!Share::Owner.allows(bob, false, alice));
-        assert!(Share::Owner.allows(bob, true, alice));
-        assert!(Share::Authenticated.allows(bob, false, alice));
-        assert_eq!(Share::parse("bogus"), Share::Owner);
-    }
-
-    #[test]
-    fn path_apps_open_for_their_owner_unless_the_operator_opts_in() {
-        use AccessMethod::{Path, Subdomain};
-        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-        let strict = PathAppConfig::default();
-        let sharing = PathAppConfig { allow_sharing: true, ..strict };
-        let site_owners = PathAppConfig { allow_site_owner_access: true, ..strict };
-        let a = |share, method, cfg, user, site_owner| {
-            access(share, method, cfg, user, site_owner, alice)
-        };
-        // The owner's own apps, any way.
-        for cfg in [strict, sharing, site_owners] {
-            for share in [Share::Owner, Share::Authenticated] {
-                assert_eq!(a(share, Path, cfg, alice, false), Access::Allowed);
-            }
-        }
-        // Subdomain apps follow the share level alone.
-        assert_eq!(a(Share::Owner, Subdomain, strict, bob, true), Access::Allowed);
-        assert_eq!(a(Share::Authenticated, Subdomain, strict, bob, false), Access::Allowed);
-        assert_eq!(a(Share::Owner, Subdomain, strict, bob, false), Access::Hidden);
-        // Path apps: refused to others by default, with a reason when the
-        // share level would let them in.
-        assert_eq!(a(Share::Owner, Path, strict, bob, false), Access::Hidden);
-        assert_eq!(a(Share::Owner, Path, sharing, bob, false), Access::Hidden);
-        assert_eq!(a(Share::Owner, Path, strict, bob, true), Access::PathAppOwnerOnly);
-        assert_eq!(a(Share::Authenticated, Path, strict, bob, false), Access::PathAppOwnerOnly);
-        assert_eq!(a(Share::Authenticated, Path, strict, bob, true), Access::PathAppOwnerOnly);
-        assert_eq!(
-            a(Share::Authenticated, Path, site_owners, bob, false),
-            Access::PathAppOwnerOnly
-        );
-        // Each opt-in opens what it names and nothing more.
-        assert_eq!(a(Share::Authenticated, Path, sharing, bob, false), Access::Allowed);
-        assert_eq!(a(Share::Owner, Path, sharing, bob, true), Access::PathAppOwnerOnly);
-        assert_eq!(a(Share::Owner, Path, site_owners, bob, true), Access::Allowed);
-        assert_eq!(a(Share::Authenticated, Path, site_owners, bob, true), Access::Allowed);
-    }
 
     #[test]
     fn app_urls() {

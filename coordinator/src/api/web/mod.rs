@@ -14,14 +14,13 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
 use std::collections::HashMap;
 
 use super::apps::{self, target::Target};
 use super::auth::{authenticate, csrf_token, presented_token, Session};
 use super::error::ApiError;
+use super::routes::{Access, Routes};
 use super::AppState;
 use crate::database;
 
@@ -32,14 +31,15 @@ const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
 
 /// The dashboard's routes (the `/@…` paths are served by [`fallback`]).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/workspaces") }))
-        .route("/login", get(login))
-        .route("/workspaces", get(workspaces))
-        .route("/templates", get(templates))
-        .route("/assets/dashboard.js", get(|| async { asset("text/javascript", SCRIPT) }))
-        .route("/assets/dashboard.css", get(|| async { asset("text/css", STYLE) }))
+pub fn routes() -> Routes {
+    use Access::{Dashboard, Public};
+    Routes::new()
+        .get("/", Public, || async { Redirect::to("/workspaces") })
+        .get("/login", Public, login)
+        .get("/workspaces", Dashboard, workspaces)
+        .get("/templates", Dashboard, templates)
+        .get("/assets/dashboard.js", Public, || async { asset("text/javascript", SCRIPT) })
+        .get("/assets/dashboard.css", Public, || async { asset("text/css", STYLE) })
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

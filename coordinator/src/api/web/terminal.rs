@@ -30,14 +30,7 @@ pub async fn page(state: &AppState, v: Option<Viewer>, ws: &WorkspaceRef) -> Api
         Err(ResolveError::Database(e)) => return Err(e.into()),
         Err(_) => return Err(ApiError::not_found("Agent")),
     };
-    if !coordination::may_reach(
-        &state.db,
-        v.session.user.id,
-        v.session.user.is_owner(),
-        agent.agent_id,
-    )
-    .await?
-    {
+    if !coordination::may_reach(&state.db, &v.session.subject(), agent.agent_id).await? {
         return Err(ApiError::not_found("Agent"));
     }
     let title = format!("{}/{}.{}", ws.owner, ws.workspace, agent.agent_name);
@@ -82,7 +75,7 @@ pub async fn pty(
     // A cookie-authenticated upgrade from another origin was refused by the
     // `Session` extractor (`auth::check_websocket_origin`).
     let ws = ws.map_err(|_| ApiError::bad_request("This endpoint speaks WebSocket only."))?;
-    if !coordination::may_reach(&state.db, session.user.id, session.user.is_owner(), agent).await? {
+    if !coordination::may_reach(&state.db, &session.subject(), agent).await? {
         return Err(ApiError::not_found("Agent"));
     }
     let service = Service::Pty { id: q.reconnect.as_u128(), rows: q.height, cols: q.width };

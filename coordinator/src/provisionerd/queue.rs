@@ -9,6 +9,7 @@
 //! whose job was failed) cannot later overwrite the result.
 
 use chrono::{DateTime, Utc};
+use codersdk::ProvisionerJobStatus;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -50,24 +51,6 @@ pub struct QueuedJob {
     pub initiator_id: Uuid,
 }
 
-/// The status of a job, derived from its timestamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Pending,
-    Running,
-    Canceling,
-    Canceled,
-    Succeeded,
-    Failed,
-}
-
-impl JobStatus {
-    pub fn is_done(self) -> bool {
-        matches!(self, JobStatus::Canceled | JobStatus::Succeeded | JobStatus::Failed)
-    }
-}
-
 /// A job's row as the API shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
@@ -82,14 +65,15 @@ pub struct JobRow {
 }
 
 impl JobRow {
-    pub fn status(&self) -> JobStatus {
+    /// The job's status, derived from its timestamps (the table has no status column).
+    pub fn status(&self) -> ProvisionerJobStatus {
         match (self.started_at, self.canceled_at, self.completed_at, &self.error) {
-            (_, Some(_), Some(_), _) => JobStatus::Canceled,
-            (_, None, Some(_), Some(_)) => JobStatus::Failed,
-            (_, None, Some(_), None) => JobStatus::Succeeded,
-            (_, Some(_), None, _) => JobStatus::Canceling,
-            (Some(_), None, None, _) => JobStatus::Running,
-            (None, None, None, _) => JobStatus::Pending,
+            (_, Some(_), Some(_), _) => ProvisionerJobStatus::Canceled,
+            (_, None, Some(_), Some(_)) => ProvisionerJobStatus::Failed,
+            (_, None, Some(_), None) => ProvisionerJobStatus::Succeeded,
+            (_, Some(_), None, _) => ProvisionerJobStatus::Canceling,
+            (Some(_), None, None, _) => ProvisionerJobStatus::Running,
+            (None, None, None, _) => ProvisionerJobStatus::Pending,
         }
     }
 }
@@ -299,7 +283,7 @@ impl Queue {
 
     /// Cancels a job: a pending one is finished at once; a running one is
     /// flagged, and its worker interrupts terraform and completes it.
-    pub async fn cancel(&self, job_id: Uuid) -> Result<Option<JobStatus>, sqlx::Error> {
+    pub async fn cancel(&self, job_id: Uuid) -> Result<Option<ProvisionerJobStatus>, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM provisioner_jobs WHERE id = $1 FOR UPDATE"
@@ -310,7 +294,7 @@ impl Queue {
         let Some(row) = row else { return Ok(None) };
         let status = row.status();
         match status {
-            JobStatus::Pending => {
+            ProvisionerJobStatus::Pending => {
                 sqlx::query(
                     "UPDATE provisioner_jobs SET canceled_at = now(), completed_at = now(),
                      updated_at = now(), error = 'canceled before it started', error_code = 'canceled'
@@ -320,7 +304,7 @@ impl Queue {
                 .execute(&mut *tx)
                 .await?;
             }
-            JobStatus::Running => {
+            ProvisionerJobStatus::Running => {
                 sqlx::query(
                     "UPDATE provisioner_jobs SET canceled_at = now(), updated_at = now() WHERE id = $1",
                 )
@@ -341,10 +325,10 @@ impl Queue {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(if status == JobStatus::Pending {
-            JobStatus::Canceled
+        Ok(Some(if status == ProvisionerJobStatus::Pending {
+            ProvisionerJobStatus::Canceled
         } else {
-            JobStatus::Canceling
+            ProvisionerJobStatus::Canceling
         }))
     }
 

@@ -1,14 +1,23 @@
 //! The shape of a workspace as a template declares it: resources, the agents that run
 //! on them, the agents' apps and metadata scripts, and template parameters. Built by
-//! [`super::parse`] from terraform's JSON; plain data for the job queue to store.
+//! [`super::terraform::parse`] from terraform's JSON; a job's output carries them as
+//! they are (in process, and as JSON over the provisioner daemon API), and
+//! `provisionerd` stores them.
+//!
+//! On the wire every field is optional (missing reads as empty), so an older or newer
+//! peer's output still reads.
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// A workspace resource (VM, container, volume, …) and what runs on it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Resource {
     pub name: String,
+    #[serde(rename = "type")]
     pub type_: String,
     /// Full address, e.g. `module.vm.docker_container.ws[0]`.
     pub address: String,
@@ -18,10 +27,17 @@ pub struct Resource {
     pub hide: bool,
     pub icon: String,
     pub daily_cost: i64,
+    /// Runs at least one agent.
+    pub computational: bool,
+    /// Also exists when the workspace is stopped. Known from an import (the `stop`
+    /// plan has it too, see [`super::terraform::merge_import`]); a build records every
+    /// resource of its state as persistent.
+    pub persistent: bool,
 }
 
 /// One `item` of a `coder_metadata`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct MetadataItem {
     pub key: String,
@@ -31,7 +47,8 @@ pub struct MetadataItem {
 
 /// A `coder_agent`. In a plan, `id` and `token` are empty: the provider computes them
 /// at apply time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Agent {
     pub id: String,
@@ -55,7 +72,8 @@ pub struct Agent {
 }
 
 /// A `metadata` block of a `coder_agent`: a script the agent runs periodically.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct AgentMetadata {
     pub key: String,
@@ -67,7 +85,8 @@ pub struct AgentMetadata {
 }
 
 /// A `coder_app`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct App {
     pub id: String,
@@ -86,7 +105,8 @@ pub struct App {
 }
 
 /// An app's `healthcheck` block.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Healthcheck {
     pub url: String,
@@ -95,11 +115,13 @@ pub struct Healthcheck {
 }
 
 /// A `coder_parameter` data source.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Parameter {
     pub name: String,
     /// `string`, `number`, `bool` or `list(string)`.
+    #[serde(rename = "type")]
     pub type_: String,
     pub default: Option<String>,
     pub mutable: bool,
@@ -114,7 +136,8 @@ pub struct Parameter {
 }
 
 /// An `option` block of a parameter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct ParameterOption {
     pub name: String,
@@ -124,7 +147,8 @@ pub struct ParameterOption {
 }
 
 /// The `validation` block of a parameter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct ParameterValidation {
     pub min: Option<i64>,

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use coordinator::provisionerd::{
-    extract, pack_dir, ApplyError, BuildEnv, ExtractError, ExtractLimits, LogLevel, LogLine,
-    Session, Terraform, TerraformError, Transition,
+use codersdk::archive::pack_dir;
+use coordinator::provisioner::terraform::{
+    extract, ApplyError, ApplyResult, ExtractError, ExtractLimits, Session, Terraform,
+    TerraformError,
 };
+use coordinator::provisioner::{BuildEnv, JobLog, LogLevel, Transition};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -91,7 +93,7 @@ fn session(h: &Harness, main_tf: &str) -> Session {
 }
 
 /// A log channel whose lines are collected until the sender is dropped.
-fn logs() -> (mpsc::Sender<LogLine>, tokio::task::JoinHandle<Vec<LogLine>>) {
+fn logs() -> (mpsc::Sender<JobLog>, tokio::task::JoinHandle<Vec<JobLog>>) {
     let (tx, mut rx) = mpsc::channel(64);
     let collector = tokio::spawn(async move {
         let mut lines = Vec::new();
@@ -358,7 +360,7 @@ async fn import_finds_agents_apps_parameters_and_flags() {
     let names: Vec<(&str, bool, bool)> = import
         .resources
         .iter()
-        .map(|r| (r.resource.address.as_str(), r.computational, r.persistent))
+        .map(|r| (r.address.as_str(), r.computational, r.persistent))
         .collect();
     assert_eq!(
         names,
@@ -368,12 +370,12 @@ async fn import_finds_agents_apps_parameters_and_flags() {
             ("terraform_data.home", false, true),
         ]
     );
-    let db = &import.resources[0].resource;
+    let db = &import.resources[0];
     assert_eq!(db.agents.len(), 1);
     assert_eq!((db.agents[0].name.as_str(), db.agents[0].arch.as_str()), ("db", "arm64"));
     assert!(db.agents[0].apps.is_empty());
 
-    let dev = &import.resources[1].resource;
+    let dev = &import.resources[1];
     assert_eq!(dev.agents.len(), 1);
     let agent = &dev.agents[0];
     assert_eq!(agent.name, "dev");
@@ -396,7 +398,7 @@ async fn import_finds_agents_apps_parameters_and_flags() {
         ("http://localhost:8080/healthz", 5, 3)
     );
 
-    let home = &import.resources[2].resource;
+    let home = &import.resources[2];
     assert!(home.agents.is_empty());
     assert_eq!(home.daily_cost, 3);
     let items: Vec<_> =
@@ -454,7 +456,7 @@ async fn apply_twice_keeps_agents_then_stop_and_destroy() {
     first.init(&tx, &cancel).await.unwrap();
     let built = first.apply(None, Transition::Start, &tx, &cancel).await.unwrap();
     drop(first);
-    let agents = |r: &coordinator::provisionerd::ApplyResult| -> Vec<(String, String, String)> {
+    let agents = |r: &ApplyResult| -> Vec<(String, String, String)> {
         r.resources
             .resources
             .iter()
@@ -617,7 +619,7 @@ resource "terraform_data" "slow" {
         ),
     );
     let cancel = CancellationToken::new();
-    let (tx, mut rx) = mpsc::channel::<LogLine>(64);
+    let (tx, mut rx) = mpsc::channel::<JobLog>(64);
     s.init(&tx, &cancel).await.unwrap();
     // Cancel as soon as the provisioner says it is sleeping.
     let watcher = {
@@ -658,17 +660,17 @@ async fn example_local_template_imports() {
     let flags: Vec<_> = import
         .resources
         .iter()
-        .map(|r| (r.resource.address.as_str(), r.computational, r.persistent))
+        .map(|r| (r.address.as_str(), r.computational, r.persistent))
         .collect();
     assert_eq!(
         flags,
         [("terraform_data.agent[0]", true, false), ("terraform_data.home", false, true)]
     );
-    let agent = &import.resources[0].resource.agents[0];
+    let agent = &import.resources[0].agents[0];
     assert_eq!(agent.name, "main");
     assert_eq!(agent.apps.len(), 1);
     assert_eq!(agent.metadata.len(), 2);
-    let home = &import.resources[1].resource;
+    let home = &import.resources[1];
     let keys: Vec<_> = home.metadata.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(keys, ["directory", "owner"]);
     assert_eq!(import.parameters.len(), 1);

@@ -1,5 +1,5 @@
 //! Running one terraform command: a child process with a curated environment whose
-//! stdout and stderr lines are forwarded, in the order they are read, as [`LogLine`]s.
+//! stdout and stderr lines are forwarded, in the order they are read, as [`JobLog`]s.
 //!
 //! Cancellation follows what a terminal's Ctrl-C would do to terraform, minus the
 //! collateral: SIGINT goes to terraform alone (it then stops its providers and
@@ -23,35 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How bad a log line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum LogLevel {
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    /// `info`, `warn` or `error`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warn => "warn",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// One line of terraform output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    /// `init`, `plan`, `apply` or `destroy`.
-    pub stage: String,
-    pub level: LogLevel,
-    /// The line without its newline.
-    pub output: String,
-}
+use crate::provisioner::{JobLog, LogLevel};
 
 /// How long to keep reading output after the process exited: a grandchild that
 /// outlived it may hold the pipes open forever.
@@ -152,7 +124,7 @@ impl<R: AsyncRead + Unpin> Pipe<R> {
 pub(crate) async fn run(
     inv: Invocation<'_>,
     capture_stdout: bool,
-    logs: &mpsc::Sender<LogLine>,
+    logs: &mpsc::Sender<JobLog>,
     cancel: &CancellationToken,
     grace: Duration,
 ) -> Result<Captured, ProcessError> {
@@ -239,7 +211,7 @@ fn kill_group(pid: Option<Pid>) {
 
 /// Where the lines of one command go.
 struct LogSink<'a> {
-    logs: &'a mpsc::Sender<LogLine>,
+    logs: &'a mpsc::Sender<JobLog>,
     stage: &'a str,
     cancel: &'a CancellationToken,
     first_error: Option<String>,
@@ -257,7 +229,7 @@ impl LogSink<'_> {
                 self.first_error = Some(text.to_owned());
             }
         }
-        let line = LogLine { stage: self.stage.to_owned(), level, output };
+        let line = JobLog { stage: self.stage.to_owned(), level, output };
         // A receiver that went away only loses the logs; the run goes on.
         if self.cancel.is_cancelled() {
             let _ = tokio::time::timeout(SEND_AFTER_CANCEL, self.logs.send(line)).await;

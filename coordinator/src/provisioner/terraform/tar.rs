@@ -1,6 +1,6 @@
 //! Template archives: [`extract`] unpacks an uploaded tar (plain or gzip) into a job
-//! directory, and [`pack_dir`] builds the deterministic tar that `coder templates push`
-//! uploads.
+//! directory. (`coder templates push` builds them with `codersdk::archive::pack_dir`,
+//! which refuses the links this refuses.)
 //!
 //! Archives come from users, so extraction works in two passes over the in-memory bytes.
 //! The first pass reads every header and checks it against the rules below without
@@ -88,24 +88,6 @@ pub enum ExtractError {
     Conflict { path: PathBuf },
     #[error("cannot write {path:?}")]
     Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// Why [`pack_dir`] failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PackError {
-    #[error("cannot read {path:?}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot add {path:?} to the archive")]
-    Append {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -403,84 +385,11 @@ fn next_data_entry<'a, R: Read>(
     Err(ExtractError::Malformed(io::Error::other("archive changed between passes")))
 }
 
-/// Whether `pack_dir` leaves out `name`: terraform's working files and VCS metadata.
-fn skipped(name: &str, is_dir: bool) -> bool {
-    if is_dir {
-        name == ".terraform" || name == ".git"
-    } else {
-        name.contains(".tfstate")
-    }
-}
-
-/// Packs `dir` into a tar for upload: sorted by name, with zeroed owners and times and
-/// normalized modes so the same tree always gives the same bytes (uploads are
-/// content-addressed). Leaves out `.terraform/`, `.git/` and `*.tfstate*`; symlinks are
-/// stored as links.
-pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, PackError> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    pack_into(&mut builder, dir, Path::new(""))?;
-    builder.into_inner().map_err(|source| PackError::Append { path: dir.to_owned(), source })
-}
-
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h
-}
-
-fn pack_into(
-    builder: &mut tar::Builder<Vec<u8>>,
-    root: &Path,
-    rel: &Path,
-) -> Result<(), PackError> {
-    let dir = root.join(rel);
-    let read_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| PackError::Read { path, source }
-    };
-    let mut children = fs::read_dir(&dir)
-        .map_err(read_err(&dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read_err(&dir))?;
-    children.sort();
-    for name in children {
-        let path = root.join(rel).join(&name);
-        let rel_path = rel.join(&name);
-        let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
-        let name = name.to_string_lossy();
-        if skipped(&name, meta.is_dir()) {
-            continue;
-        }
-        let append_err = |source| PackError::Append { path: path.clone(), source };
-        if meta.is_dir() {
-            let mut h = header(tar::EntryType::Directory, 0o755, 0);
-            builder.append_data(&mut h, &rel_path, io::empty()).map_err(append_err)?;
-            pack_into(builder, root, &rel_path)?;
-        } else if meta.file_type().is_symlink() {
-            let target = fs::read_link(&path).map_err(read_err(&path))?;
-            let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-            builder.append_link(&mut h, &rel_path, &target).map_err(append_err)?;
-        } else if meta.is_file() {
-            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-            let file = fs::File::open(&path).map_err(read_err(&path))?;
-            let mut h = header(tar::EntryType::Regular, mode, meta.len());
-            builder.append_data(&mut h, &rel_path, file).map_err(append_err)?;
-        }
-        // Sockets, fifos and devices are not template content: left out.
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use codersdk::archive::pack_dir;
+
     use super::*;
 
     #[test]
@@ -544,36 +453,98 @@ mod tests {
         assert_eq!(summary, ExtractSummary::default());
     }
 
+    /// What the CLI packs, the extractor unpacks as it was: files, modes, links.
     #[test]
-    fn pack_is_deterministic_and_round_trips() {
+    fn packed_templates_round_trip() {
         let src = tempfile::tempdir().unwrap();
         let p = src.path();
         fs::write(p.join("main.tf"), "# hi\n").unwrap();
         fs::create_dir_all(p.join("sub/.terraform")).unwrap();
-        fs::create_dir_all(p.join(".git")).unwrap();
-        fs::write(p.join(".git/HEAD"), "x").unwrap();
         fs::write(p.join("sub/.terraform/junk"), "x").unwrap();
         fs::write(p.join("terraform.tfstate"), "{}").unwrap();
-        fs::write(p.join("terraform.tfstate.backup"), "{}").unwrap();
         fs::write(p.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
         fs::set_permissions(p.join("sub/run.sh"), fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::symlink("run.sh", p.join("sub/link")).unwrap();
-
-        let a = pack_dir(p).unwrap();
-        let b = pack_dir(p).unwrap();
-        assert_eq!(a, b);
+        std::os::unix::fs::symlink("../main.tf", p.join("sub/main.tf")).unwrap();
 
         let dest = tempfile::tempdir().unwrap();
-        let summary = extract(&a, dest.path(), &ExtractLimits::default()).unwrap();
-        assert_eq!((summary.files, summary.dirs, summary.links), (2, 1, 1));
+        let archive = pack_dir(p).unwrap();
+        let summary = extract(&archive, dest.path(), &ExtractLimits::default()).unwrap();
+        assert_eq!((summary.files, summary.dirs, summary.links), (2, 1, 2));
         let d = dest.path();
         assert_eq!(fs::read_to_string(d.join("main.tf")).unwrap(), "# hi\n");
         assert_eq!(fs::read_link(d.join("sub/link")).unwrap(), PathBuf::from("run.sh"));
+        assert_eq!(fs::read_to_string(d.join("sub/main.tf")).unwrap(), "# hi\n");
         let mode = fs::metadata(d.join("sub/run.sh")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
         assert!(!d.join("terraform.tfstate").exists());
-        assert!(!d.join(".git").exists());
         assert!(!d.join("sub/.terraform").exists());
+    }
+
+    /// An archive built by hand (the packer refuses to make one) with a link to
+    /// `../../etc/passwd`, or one that writes through a link: refused, nothing written.
+    #[test]
+    fn links_out_of_the_template_are_refused() {
+        let link = |path: &str, target: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_link_name(target).unwrap();
+            (h, path.to_owned(), Vec::new())
+        };
+        let file = |path: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(4);
+            h.set_mode(0o644);
+            (h, path.to_owned(), b"root".to_vec())
+        };
+        let cases = [
+            (vec![link("passwd", "../../etc/passwd")], "escape"),
+            (vec![link("sub/passwd", "../../etc/passwd")], "escape"),
+            (vec![link("passwd", "/etc/passwd")], "escape"),
+            // An inside link, then a file written through it.
+            (vec![link("d", "."), file("d/x")], "conflict"),
+        ];
+        for (entries, want) in cases {
+            let mut b = tar::Builder::new(Vec::new());
+            for (mut h, path, data) in entries {
+                b.append_data(&mut h, &path, data.as_slice()).unwrap();
+            }
+            let archive = b.into_inner().unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let dest = tmp.path().join("dest");
+            let err = extract(&archive, &dest, &ExtractLimits::default()).unwrap_err();
+            let ok = match want {
+                "escape" => matches!(err, ExtractError::LinkEscapes { .. }),
+                _ => matches!(err, ExtractError::Conflict { .. }),
+            };
+            assert!(ok, "{want}: {err:?}");
+            assert!(!dest.join("x").exists() && !dest.join("passwd").exists());
+        }
+    }
+
+    /// The packer's link rule and this one agree, so the CLI never packs a link
+    /// coderd would refuse, nor refuses one it would take.
+    #[test]
+    fn packer_and_extractor_agree_on_links() {
+        let parts = ["a", "..", ".", "b"];
+        let mut paths = vec![String::from("x")];
+        for _ in 0..4 {
+            let more: Vec<String> =
+                paths.iter().flat_map(|p| parts.iter().map(move |q| format!("{p}/{q}"))).collect();
+            paths.extend(more);
+        }
+        for link in ["l", "a/l", "a/b/l"] {
+            for target in &paths {
+                let target = Path::new(target.strip_prefix("x/").unwrap_or("."));
+                assert_eq!(
+                    symlink_stays_inside(Path::new(link), target),
+                    codersdk::archive::link_stays_inside(Path::new(link), target),
+                    "{link} -> {target:?}"
+                );
+            }
+        }
     }
 
     /// Seeded mutations of a valid archive (with links and a directory): never a panic,

@@ -19,6 +19,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::backend::{BackendError, JobBackend};
 use super::job::{AcquiredJob, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
 use super::queue::{Queue, Tags};
+use crate::provisioner::LogLevel;
 
 /// What an executor gets besides the job.
 #[derive(Debug, Clone)]
@@ -31,15 +32,9 @@ pub struct JobContext {
 }
 
 impl JobContext {
-    pub async fn log(&self, stage: &str, level: &str, output: impl Into<String>) {
-        let _ = self
-            .logs
-            .send(JobLog {
-                stage: stage.to_owned(),
-                level: level.to_owned(),
-                output: output.into(),
-            })
-            .await;
+    pub async fn log(&self, stage: &str, level: LogLevel, output: impl Into<String>) {
+        let _ =
+            self.logs.send(JobLog { stage: stage.to_owned(), level, output: output.into() }).await;
     }
 }
 

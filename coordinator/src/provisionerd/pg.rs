@@ -16,12 +16,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::backend::{BackendError, JobBackend};
-use super::job::{
-    AcquiredJob, AgentRecord, BuildFacts, Heartbeat, JobFailure, JobLog, JobOutput, Lease,
-    ParameterRecord, ResourceRecord,
-};
+use super::job::{AcquiredJob, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
 use super::queue::{JobInput, Queue, QueuedJob, Tags, CHANNEL_JOB_CANCELED, CHANNEL_JOB_POSTED};
-use crate::provisionerd::Transition;
+use crate::provisioner::{Agent, BuildEnv, Parameter, Resource, Transition};
 use crate::pubsub::Message;
 
 /// The queue in Postgres, as a [`JobBackend`].
@@ -124,7 +121,7 @@ impl PgBackend {
         &self,
         job_id: Uuid,
         version_id: Uuid,
-    ) -> Result<(BuildFacts, Option<Vec<u8>>), sqlx::Error> {
+    ) -> Result<(BuildEnv, Option<Vec<u8>>), sqlx::Error> {
         let (version_name, template_name): (String, Option<String>) = sqlx::query_as(
             "SELECT v.name, t.name FROM template_versions v LEFT JOIN templates t ON t.id = v.template_id
              WHERE v.id = $1",
@@ -132,7 +129,7 @@ impl PgBackend {
         .bind(version_id)
         .fetch_one(&self.queue.db)
         .await?;
-        let facts = BuildFacts {
+        let facts = BuildEnv {
             access_url: self.access_url.clone(),
             workspace_name: "import".into(),
             owner_name: "import".into(),
@@ -148,7 +145,7 @@ impl PgBackend {
     async fn build_facts(
         &self,
         build_id: Uuid,
-    ) -> Result<(BuildFacts, Option<Vec<u8>>), sqlx::Error> {
+    ) -> Result<(BuildEnv, Option<Vec<u8>>), sqlx::Error> {
         #[derive(sqlx::FromRow)]
         struct Facts {
             workspace_id: Uuid,
@@ -159,7 +156,8 @@ impl PgBackend {
             template_id: Uuid,
             template_name: String,
             version_name: String,
-            transition: String,
+            #[sqlx(try_from = "String")]
+            transition: Transition,
             build_number: i32,
         }
         let db = &self.queue.db;
@@ -190,14 +188,14 @@ impl PgBackend {
         .bind(f.build_number)
         .fetch_optional(db)
         .await?;
-        let facts = BuildFacts {
+        let facts = BuildEnv {
             access_url: self.access_url.clone(),
             workspace_id: f.workspace_id,
             workspace_name: f.workspace_name,
             owner_id: f.owner_id,
             owner_name: f.owner_name,
             owner_email: f.owner_email,
-            transition: parse_transition(&f.transition),
+            transition: f.transition,
             build_id,
             template_id: f.template_id,
             template_name: f.template_name,
@@ -222,10 +220,6 @@ impl PgBackend {
         .await?;
         Ok(input.and_then(|j| serde_json::from_value(j.0).ok()))
     }
-}
-
-fn parse_transition(s: &str) -> Transition {
-    s.parse().unwrap_or(Transition::Start)
 }
 
 impl JobBackend for PgBackend {
@@ -266,7 +260,13 @@ impl JobBackend for PgBackend {
                 JobInput::WorkspaceBuild { workspace_build_id },
                 JobOutput::Build { state, resources },
             ) => {
-                let (workspace_id, transition): (Uuid, String) = sqlx::query_as(
+                #[derive(sqlx::FromRow)]
+                struct Build {
+                    workspace_id: Uuid,
+                    #[sqlx(try_from = "String")]
+                    transition: Transition,
+                }
+                let Build { workspace_id, transition } = sqlx::query_as(
                     "UPDATE workspace_builds SET provisioner_state = $2 WHERE id = $1
                      RETURNING workspace_id, transition",
                 )
@@ -274,7 +274,6 @@ impl JobBackend for PgBackend {
                 .bind(state)
                 .fetch_one(&mut *tx)
                 .await?;
-                let transition = parse_transition(&transition);
                 for r in resources {
                     insert_resource(&mut tx, lease.job_id, transition.as_str(), r).await?;
                 }
@@ -353,7 +352,7 @@ async fn insert_parameter(
     conn: &mut PgConnection,
     version_id: Uuid,
     ordinal: usize,
-    p: &ParameterRecord,
+    p: &Parameter,
 ) -> Result<(), sqlx::Error> {
     let options: Vec<serde_json::Value> = p
         .options
@@ -386,7 +385,7 @@ async fn insert_parameter(
     Ok(())
 }
 
-fn token_hash(agent: &AgentRecord) -> Vec<u8> {
+fn token_hash(agent: &Agent) -> Vec<u8> {
     if agent.token.is_empty() {
         // Plans know no token yet: store a hash nothing can match.
         let random: [u8; 32] = rand::random();
@@ -399,7 +398,7 @@ async fn insert_resource(
     conn: &mut PgConnection,
     job_id: Uuid,
     transition: &str,
-    r: &ResourceRecord,
+    r: &Resource,
 ) -> Result<(), sqlx::Error> {
     let resource_id = Uuid::new_v4();
     let metadata: Vec<serde_json::Value> = r

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 pub use super::deps::graph_edges;
 use super::deps::{strip_indices, Config};
-pub use super::resources::{
+use crate::provisioner::{
     Agent, AgentMetadata, App, Healthcheck, MetadataItem, Parameter, ParameterOption,
     ParameterValidation, Resource,
 };
@@ -48,17 +48,6 @@ pub struct StateResources {
     pub resources: Vec<Resource>,
     /// Agents no resource runs.
     pub detached_agents: Vec<Agent>,
-}
-
-/// A resource of a template import.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ImportedResource {
-    pub resource: Resource,
-    /// Runs at least one agent.
-    pub computational: bool,
-    /// Also exists when the workspace is stopped.
-    pub persistent: bool,
 }
 
 /// The bytes were not a JSON object.
@@ -119,13 +108,13 @@ pub fn parse_state(
 /// Merges the plans of a template import: the resources of the `start` plan, each
 /// marked persistent when the `stop` plan has it too, and computational when it runs
 /// an agent.
-pub fn merge_import(start: &[Resource], stop: &[Resource]) -> Vec<ImportedResource> {
+pub fn merge_import(start: &[Resource], stop: &[Resource]) -> Vec<Resource> {
     start
         .iter()
-        .map(|r| ImportedResource {
+        .map(|r| Resource {
             persistent: stop.iter().any(|s| s.address == r.address),
             computational: !r.agents.is_empty(),
-            resource: r.clone(),
+            ..r.clone()
         })
         .collect()
 }
@@ -334,6 +323,7 @@ fn assemble(raws: &[Raw<'_>], config: &Config) -> StateResources {
         resource_ix.iter().filter_map(|i| resources.remove(i)).collect();
     resources.sort_by(|a, b| a.address.cmp(&b.address));
     for r in &mut resources {
+        r.computational = !r.agents.is_empty();
         r.agents.sort_by(|a, b| (a.order, &a.address).cmp(&(b.order, &b.address)));
     }
     StateResources { resources, detached_agents }

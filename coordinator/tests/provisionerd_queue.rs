@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coordinator::provisioner::queue::{self, CHANNEL_JOB_LOGS};
-use coordinator::provisioner::{
-    AcquiredJob, Executor, JobBackend, JobContext, JobFailure, JobInput, JobOutput, JobStatus,
-    Lease, NewJob, PgBackend, Queue, StaleJobDetector, Tags, Worker, WorkerConfig,
+use codersdk::ProvisionerJobStatus;
+use coordinator::provisioner::LogLevel;
+use coordinator::provisionerd::queue::{self, CHANNEL_JOB_LOGS};
+use coordinator::provisionerd::{
+    AcquiredJob, Executor, JobBackend, JobContext, JobFailure, JobInput, JobOutput, Lease, NewJob,
+    PgBackend, Queue, StaleJobDetector, Tags, Worker, WorkerConfig,
 };
 use coordinator::pubsub::Pubsub;
 use coordinator::testutil::TestServer;
@@ -73,7 +75,7 @@ impl Fixture {
     }
 
     /// Waits (on notifications, with a deadline) until the job is done.
-    async fn wait_done(&self, job: Uuid, deadline: Duration) -> coordinator::provisioner::JobRow {
+    async fn wait_done(&self, job: Uuid, deadline: Duration) -> coordinator::provisionerd::JobRow {
         let mut rx = self.queue.pubsub.subscribe(CHANNEL_JOB_LOGS).await;
         tokio::time::timeout(deadline, async {
             loop {
@@ -96,7 +98,7 @@ struct Recorder {
 
 impl Executor for Recorder {
     async fn execute(&self, job: &AcquiredJob, ctx: JobContext) -> Result<JobOutput, JobFailure> {
-        ctx.log("apply", "info", format!("running {}", job.lease.job_id)).await;
+        ctx.log("apply", LogLevel::Info, format!("running {}", job.lease.job_id)).await;
         let _ = self.ran.send((job.lease.job_id, ctx.worker_id.to_string()));
         Ok(JobOutput::Import { parameters: vec![], resources: vec![] })
     }
@@ -137,7 +139,10 @@ async fn two_hundred_jobs_across_four_workers_run_exactly_once() {
     assert!(by_worker.len() >= 2, "one worker took everything: {by_worker:?}");
     // The worker records each result after its executor returns.
     for id in &ids {
-        assert_eq!(f.wait_done(*id, Duration::from_secs(30)).await.status(), JobStatus::Succeeded);
+        assert_eq!(
+            f.wait_done(*id, Duration::from_secs(30)).await.status(),
+            ProvisionerJobStatus::Succeeded
+        );
     }
     let done: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM provisioner_jobs WHERE completed_at IS NOT NULL AND error IS NULL",
@@ -210,7 +215,7 @@ async fn a_dead_worker_fails_its_job_and_the_next_job_runs() {
         Duration::from_millis(100),
     );
     let row = f.wait_done(job, Duration::from_secs(30)).await;
-    assert_eq!(row.status(), JobStatus::Failed);
+    assert_eq!(row.status(), ProvisionerJobStatus::Failed);
     assert_eq!(row.error_code.as_deref(), Some("worker_lost"));
     // The dead worker cannot complete it late.
     let mut conn = f.queue.db.acquire().await.unwrap();
@@ -221,14 +226,17 @@ async fn a_dead_worker_fails_its_job_and_the_next_job_runs() {
     assert!(!f.backend.fail(&lease, &JobFailure::new("late", "late")).await.unwrap());
     assert_eq!(
         f.backend.heartbeat(&lease).await.unwrap(),
-        coordinator::provisioner::Heartbeat::Lost
+        coordinator::provisionerd::Heartbeat::Lost
     );
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let _w = Worker::spawn(f.backend.clone(), Arc::new(Recorder { ran: tx }), fast("healthy"));
     let next = f.enqueue(Tags::new()).await;
     assert_eq!(rx.recv().await.map(|r| r.0), Some(next));
-    assert_eq!(f.wait_done(next, Duration::from_secs(30)).await.status(), JobStatus::Succeeded);
+    assert_eq!(
+        f.wait_done(next, Duration::from_secs(30)).await.status(),
+        ProvisionerJobStatus::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -236,8 +244,11 @@ async fn cancel_pending_and_running_jobs() {
     let f = fixture().await;
     // Pending: canceled at once, never runs.
     let pending = f.enqueue(Tags::new()).await;
-    assert_eq!(f.queue.cancel(pending).await.unwrap(), Some(JobStatus::Canceled));
-    assert_eq!(f.queue.job(pending).await.unwrap().unwrap().status(), JobStatus::Canceled);
+    assert_eq!(f.queue.cancel(pending).await.unwrap(), Some(ProvisionerJobStatus::Canceled));
+    assert_eq!(
+        f.queue.job(pending).await.unwrap().unwrap().status(),
+        ProvisionerJobStatus::Canceled
+    );
     assert!(f.queue.acquire("w", &Tags::new()).await.unwrap().is_none());
 
     // Running: the worker sees the request and stops.
@@ -245,10 +256,10 @@ async fn cancel_pending_and_running_jobs() {
     let _w = Worker::spawn(f.backend.clone(), Arc::new(Blocker { started: tx }), fast("w"));
     let running = f.enqueue(Tags::new()).await;
     assert_eq!(started.recv().await, Some(running));
-    assert_eq!(f.queue.cancel(running).await.unwrap(), Some(JobStatus::Canceling));
+    assert_eq!(f.queue.cancel(running).await.unwrap(), Some(ProvisionerJobStatus::Canceling));
     let row = f.wait_done(running, Duration::from_secs(30)).await;
-    assert_eq!(row.status(), JobStatus::Canceled);
+    assert_eq!(row.status(), ProvisionerJobStatus::Canceled);
     // Canceling a finished job changes nothing.
-    assert_eq!(f.queue.cancel(running).await.unwrap(), Some(JobStatus::Canceled));
+    assert_eq!(f.queue.cancel(running).await.unwrap(), Some(ProvisionerJobStatus::Canceled));
     assert_eq!(f.queue.cancel(Uuid::new_v4()).await.unwrap(), None);
 }

@@ -10,11 +10,11 @@ use codersdk::{
     Client, CreateTemplateRequest, CreateTemplateVersionRequest, CreateWorkspaceBuildRequest,
     CreateWorkspaceRequest, ProvisionerJob, ProvisionerJobStatus, Transition,
 };
-use coordinator::provisioner::queue;
-use coordinator::provisioner::{
+use coordinator::provisioner::LogLevel;
+use coordinator::provisionerd::queue;
+use coordinator::provisionerd::{
     BackendError, ExecutorConfig, ExternalConfig, ExternalProvisioner, Heartbeat, HttpBackend,
-    JobBackend, JobFailure, JobInput, JobLog, JobOutput, JobStatus, Lease, NewJob, ProvisionerKey,
-    Tags,
+    JobBackend, JobFailure, JobInput, JobLog, JobOutput, Lease, NewJob, ProvisionerKey, Tags,
 };
 use coordinator::testutil::TestServer;
 use sha2::{Digest, Sha256};
@@ -67,7 +67,7 @@ async fn wait_job(client: &Client, logs_path: &str) -> (ProvisionerJob, Vec<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_worker_runs_imports_and_builds_over_http() {
     let (Some(terraform), Some(provider)) =
-        (coordinator::provisioner::find_terraform(), coordinator::provisioner::find_provider())
+        (coordinator::provisionerd::find_terraform(), coordinator::provisionerd::find_provider())
     else {
         coordinator::testutil::skip("terraform or terraform-provider-coder is missing");
         return;
@@ -86,7 +86,7 @@ async fn an_external_worker_runs_imports_and_builds_over_http() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("main.tf"), TEMPLATE).unwrap();
-    let tar = coordinator::provisionerd::pack_dir(dir.path()).unwrap();
+    let tar = codersdk::archive::pack_dir(dir.path()).unwrap();
     let file = owner.upload("application/x-tar", tar).await.unwrap();
     let v = owner
         .create_template_version(&CreateTemplateVersionRequest {
@@ -273,7 +273,7 @@ async fn tagged_jobs_go_only_to_matching_workers_and_leases_are_enforced() {
     // Only the lease holder may act on the job.
     let thief = Lease { job_id: job, worker_id: "gpu-2".into() };
     assert_eq!(backend.heartbeat(&thief).await.unwrap(), Heartbeat::Lost);
-    let log = JobLog { stage: "plan".into(), level: "info".into(), output: "hi".into() };
+    let log = JobLog { stage: "plan".into(), level: LogLevel::Info, output: "hi".into() };
     assert!(!backend.append_logs(&thief, std::slice::from_ref(&log)).await.unwrap());
     let output = JobOutput::Import { parameters: vec![], resources: vec![] };
     assert!(!backend.complete(&thief, &output).await.unwrap());
@@ -294,7 +294,10 @@ async fn tagged_jobs_go_only_to_matching_workers_and_leases_are_enforced() {
     let got2 = backend.acquire("plain", &Tags::new()).await.unwrap().unwrap();
     assert_eq!(got2.lease.job_id, other);
     assert!(backend.fail(&got2.lease, &big).await.unwrap());
-    assert_eq!(srv.state.queue.job(other).await.unwrap().unwrap().status(), JobStatus::Failed);
+    assert_eq!(
+        srv.state.queue.job(other).await.unwrap().unwrap().status(),
+        ProvisionerJobStatus::Failed
+    );
 
     // A cancel request reaches the worker through its heartbeat.
     srv.state.queue.cancel(job).await.unwrap();

@@ -1,5 +1,5 @@
 //! The terraform executor: runs template imports and workspace builds with
-//! [`crate::provisionerd`] — extract the archive, `terraform init`, then
+//! [`crate::provisioner::terraform`] — extract the archive, `terraform init`, then
 //! plan (import) or apply/destroy (build), streaming every line and honoring
 //! cancellation — and turns the result into a [`JobOutput`].
 //!
@@ -10,12 +10,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
-use super::job::{AcquiredJob, JobFailure, JobLog, JobOutput, ResourceRecord};
+use super::job::{AcquiredJob, JobFailure, JobOutput};
 use super::queue::JobInput;
 use super::worker::{Executor, JobContext};
-use crate::provisionerd::{ExtractLimits, LogLine, Terraform, Transition};
+use crate::provisioner::terraform::{ExtractLimits, Terraform};
+use crate::provisioner::{LogLevel, Resource, Transition};
 
 /// What the executor needs to run terraform.
 #[derive(Debug, Clone)]
@@ -71,45 +70,16 @@ pub fn find_provider() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Converts the core's log lines into the job's, in order.
-fn log_adapter(out: mpsc::Sender<JobLog>) -> (mpsc::Sender<LogLine>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<LogLine>(1024);
-    let task = tokio::spawn(async move {
-        while let Some(l) = rx.recv().await {
-            let log =
-                JobLog { stage: l.stage, level: l.level.as_str().to_owned(), output: l.output };
-            if out.send(log).await.is_err() {
-                return;
-            }
-        }
-    });
-    (tx, task)
-}
-
 impl Executor for TerraformExecutor {
     async fn execute(&self, job: &AcquiredJob, ctx: JobContext) -> Result<JobOutput, JobFailure> {
-        let (logs, forward) = log_adapter(ctx.logs.clone());
-        let outcome = self.run(job, &ctx, &logs).await;
-        drop(logs);
-        let _ = forward.await;
-        outcome
-    }
-}
-
-impl TerraformExecutor {
-    async fn run(
-        &self,
-        job: &AcquiredJob,
-        ctx: &JobContext,
-        logs: &mpsc::Sender<LogLine>,
-    ) -> Result<JobOutput, JobFailure> {
         let transition = job.facts.transition;
+        let logs = &ctx.logs;
         let session = self
             .terraform
-            .session(job.lease.job_id, job.facts.clone().into())
+            .session(job.lease.job_id, job.facts.clone())
             .map_err(|e| JobFailure::new(e, "setup"))?;
         if let Err(e) = session.extract(&job.archive, &self.config.limits) {
-            ctx.log("extract", "error", e.to_string()).await;
+            ctx.log("extract", LogLevel::Error, e.to_string()).await;
             return Err(JobFailure::new(
                 format!("The template archive was refused: {e}"),
                 "bad_archive",
@@ -124,24 +94,19 @@ impl TerraformExecutor {
                     .import(logs, &ctx.cancel)
                     .await
                     .map_err(|e| terraform_failed("plan", e.is_canceled(), e))?;
-                Ok(JobOutput::Import {
-                    parameters: result.parameters.into_iter().map(Into::into).collect(),
-                    resources: result.resources.into_iter().map(Into::into).collect(),
-                })
+                Ok(JobOutput::Import { parameters: result.parameters, resources: result.resources })
             }
             JobInput::WorkspaceBuild { .. } => {
                 let stage = if transition == Transition::Delete { "destroy" } else { "apply" };
                 match session.apply(job.prior_state.clone(), transition, logs, &ctx.cancel).await {
                     Ok(result) => Ok(JobOutput::Build {
                         state: result.state,
+                        // A build records every resource of its state as persistent.
                         resources: result
                             .resources
                             .resources
                             .into_iter()
-                            .map(|r| {
-                                let computational = !r.agents.is_empty();
-                                ResourceRecord::new(r, computational, true)
-                            })
+                            .map(|r| Resource { persistent: true, ..r })
                             .collect(),
                     }),
                     Err(e) => {

@@ -25,73 +25,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::parse::{self, ImportedResource, Parameter, ParseError, PlanResult, StateResources};
-use super::process::{self, Invocation, LogLine, ProcessError};
+use super::parse::{self, ParseError, PlanResult, StateResources};
+use super::process::{self, Invocation, ProcessError};
 use super::tar::{self as template_tar, ExtractError, ExtractLimits, ExtractSummary};
 use super::template::{sanitize_template, PLAN_FILE, STATE_FILE};
-
-/// What a build does to the workspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Transition {
-    #[default]
-    Start,
-    Stop,
-    Delete,
-}
-
-impl Transition {
-    /// `start`, `stop` or `delete`, as in `CODER_WORKSPACE_TRANSITION`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::Delete => "delete",
-        }
-    }
-}
-
-impl std::str::FromStr for Transition {
-    type Err = UnknownTransition;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "start" => Ok(Self::Start),
-            "stop" => Ok(Self::Stop),
-            "delete" => Ok(Self::Delete),
-            other => Err(UnknownTransition(other.to_owned())),
-        }
-    }
-}
-
-/// A transition name other than `start`, `stop` and `delete`.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown workspace transition {0:?}: expected start, stop or delete")]
-pub struct UnknownTransition(pub String);
-
-/// The facts of a build that the provider reads from the environment.
-///
-/// For a template import most are unknown: leave them at their defaults (nil UUIDs,
-/// empty strings) and the provider uses its own defaults.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct BuildEnv {
-    /// The deployment's URL that agents dial (`CODER_AGENT_URL`).
-    pub access_url: String,
-    pub workspace_id: Uuid,
-    pub workspace_name: String,
-    pub owner_id: Uuid,
-    pub owner_name: String,
-    pub owner_email: String,
-    /// The build's transition. [`Session::plan`] and [`Session::apply`] take theirs as
-    /// an argument (an import plans both `start` and `stop`), which wins over this one.
-    pub transition: Transition,
-    pub build_id: Uuid,
-    pub template_id: Uuid,
-    pub template_name: String,
-    pub template_version: String,
-    /// `(name, value)` of each parameter value of the build.
-    pub parameters: Vec<(String, String)>,
-}
+use crate::provisioner::{BuildEnv, JobLog, Parameter, Resource, Transition};
 
 /// Where terraform and our provider are, and where jobs run.
 #[derive(Debug, Clone)]
@@ -284,10 +222,10 @@ pub struct ApplyResult {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ImportResult {
-    pub resources: Vec<ImportedResource>,
+    pub resources: Vec<Resource>,
     pub parameters: Vec<Parameter>,
     /// Agents of the `start` plan that no resource runs.
-    pub detached_agents: Vec<parse::Agent>,
+    pub detached_agents: Vec<crate::provisioner::Agent>,
 }
 
 /// One job's directory and environment. Dropping it removes the directory.
@@ -361,7 +299,7 @@ impl Session {
         stage: &'static str,
         args: &[&str],
         transition: Transition,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<(), TerraformError> {
         self.exec(stage, args, transition, false, logs, cancel).await.map(drop)
@@ -374,7 +312,7 @@ impl Session {
         args: &[&str],
         transition: Transition,
         capture: bool,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<Vec<u8>, TerraformError> {
         let env = self.env(transition);
@@ -394,7 +332,7 @@ impl Session {
     /// `terraform init`: installs the template's providers (ours from the mirror).
     pub async fn init(
         &self,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<(), TerraformError> {
         let args = ["init", "-no-color", "-input=false"];
@@ -407,7 +345,7 @@ impl Session {
     async fn plan_json(
         &self,
         transition: Transition,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<Vec<u8>, TerraformError> {
         let plan_path = self.dir.join(PLAN_FILE);
@@ -430,7 +368,7 @@ impl Session {
     async fn graph(
         &self,
         stage: &'static str,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<Option<String>, TerraformError> {
         let args = ["graph", "-no-color"];
@@ -445,7 +383,7 @@ impl Session {
     pub async fn plan(
         &self,
         transition: Transition,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<PlanResult, TerraformError> {
         let json = self.plan_json(transition, logs, cancel).await?;
@@ -457,7 +395,7 @@ impl Session {
     /// [`parse::merge_import`]). Call [`Self::init`] first.
     pub async fn import(
         &self,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<ImportResult, TerraformError> {
         let graph = self.graph("plan", logs, cancel).await?;
@@ -481,7 +419,7 @@ impl Session {
         &self,
         prior_state: Option<Vec<u8>>,
         transition: Transition,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<ApplyResult, ApplyError> {
         let state_path = self.dir.join(STATE_FILE);
@@ -510,7 +448,7 @@ impl Session {
     async fn apply_inner(
         &self,
         transition: Transition,
-        logs: &mpsc::Sender<LogLine>,
+        logs: &mpsc::Sender<JobLog>,
         cancel: &CancellationToken,
     ) -> Result<ApplyResult, TerraformError> {
         let (plan, graph) = if transition == Transition::Delete {
@@ -546,14 +484,6 @@ impl Drop for Session {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn transitions_round_trip() {
-        for t in [Transition::Start, Transition::Stop, Transition::Delete] {
-            assert_eq!(t.as_str().parse::<Transition>().unwrap(), t);
-        }
-        assert!("restart".parse::<Transition>().is_err());
-    }
 
     #[test]
     fn session_env_is_curated() {

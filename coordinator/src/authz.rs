@@ -1,0 +1,408 @@
+//! Every permission decision of coderd, in one function:
+//! [`authorize`]`(subject, action, object)`, after Coder's
+//! `rbac.Authorize` (which `dbauthz` calls around every query).
+//!
+//! Handlers authenticate (a [`Subject`] comes from the session, the agent
+//! token, the provisioner key or coderd's own mesh secret), load the row
+//! they act on, describe it as an [`Object`] with the facts a rule needs
+//! (its owner, whether a version is the active one, an app's share level),
+//! and ask. The handler decides only how a refusal looks to the caller
+//! (often a 404, so that another user's things do not even seem to exist);
+//! the rules live here, so new roles (template-admin, user-admin, auditor)
+//! are new arms of [`authorize`], not edits to handlers.
+//!
+//! Which routes need which kind of credential at all is declared beside
+//! each route (`api::Access`); this module decides what an authenticated
+//! party may do with a particular object.
+
+use codersdk::Role;
+use uuid::Uuid;
+
+/// The authenticated party a decision is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subject {
+    /// A user, by session or API token, with the roles they hold.
+    User { id: Uuid, roles: Vec<Role> },
+    /// A workspace agent, by its agent token.
+    Agent { agent_id: Uuid },
+    /// This coderd process itself (its mesh peer: the app proxy and the web
+    /// terminal), which authorizes each user request before it dials.
+    Coderd,
+    /// An external provisioner daemon, by the deployment's pre-shared key.
+    Provisioner,
+}
+
+impl Subject {
+    /// A user with the roles stored for them; role names this build does
+    /// not know grant nothing.
+    pub fn user(id: Uuid, roles: &[String]) -> Subject {
+        Subject::User { id, roles: roles.iter().filter_map(|r| r.parse().ok()).collect() }
+    }
+
+    fn has_role(&self, role: Role) -> bool {
+        matches!(self, Subject::User { roles, .. } if roles.contains(&role))
+    }
+
+    /// Whether this is the user `id`.
+    fn is_user(&self, user: Uuid) -> bool {
+        matches!(self, Subject::User { id, .. } if *id == user)
+    }
+}
+
+/// What the subject wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    Read,
+    Create,
+    Update,
+    Delete,
+    /// Build a workspace from a template version.
+    Use,
+    /// Open a connection to an agent: SSH, tunnels, port forwards, the
+    /// web terminal.
+    Connect,
+    /// Open a workspace app through coderd's proxy.
+    ApplicationConnect,
+}
+
+/// Who may open an app (`coder_app.share`). `public` is not offered: every
+/// app request needs a session, so it is treated as `authenticated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    Owner,
+    Authenticated,
+}
+
+impl Share {
+    pub fn parse(s: &str) -> Share {
+        match s {
+            "authenticated" | "public" => Share::Authenticated,
+            // Unknown levels fail closed.
+            _ => Share::Owner,
+        }
+    }
+}
+
+/// How a request reaches an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMethod {
+    /// On an origin of its own (`--wildcard-access-url`).
+    Subdomain,
+    /// `/@OWNER/WORKSPACE/apps/…`: on the dashboard's origin, where the
+    /// app's scripts act as whoever opened it.
+    Path,
+}
+
+/// The operator's opt-ins for path apps (`coderd server --dangerous-*`).
+/// By default (as in Coder) a path app opens for its workspace's owner only,
+/// whatever its share level, and its responses are sandboxed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PathAppConfig {
+    /// Share levels above `owner` apply to path apps too
+    /// (`--dangerous-allow-path-app-sharing`).
+    pub allow_sharing: bool,
+    /// Site owners may open other users' path apps
+    /// (`--dangerous-allow-path-app-site-owner-access`).
+    pub allow_site_owner_access: bool,
+    /// Proxied path-app responses go without `Content-Security-Policy:
+    /// sandbox …` (`--dangerous-disable-path-app-csp-sandbox`).
+    pub disable_csp_sandbox: bool,
+}
+
+/// What an action is on, with the facts the rules need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Object {
+    /// Deployment-wide state (the coordinator's debug view).
+    Deployment,
+    /// The user directory: listing every user, creating users.
+    Users,
+    /// One user's profile.
+    User {
+        id: Uuid,
+    },
+    /// An API key (session or personal token) of `owner`.
+    ApiKey {
+        owner: Uuid,
+    },
+    /// An uploaded file (template archive).
+    File {
+        created_by: Uuid,
+    },
+    Template,
+    /// A template version; `active` when it is its template's active one.
+    TemplateVersion {
+        active: bool,
+    },
+    /// Every user's workspaces at once (`?owner=all`).
+    Workspaces,
+    Workspace {
+        owner: Uuid,
+    },
+    WorkspaceBuild {
+        owner: Uuid,
+    },
+    /// An agent of a live workspace of `owner`.
+    Agent {
+        owner: Uuid,
+    },
+    /// An app (or a dev-URL port) of an agent of a workspace of `owner`.
+    App {
+        owner: Uuid,
+        share: Share,
+        method: AccessMethod,
+        path_apps: PathAppConfig,
+    },
+    /// The provisioner job queue (acquire, heartbeat, complete).
+    ProvisionerJobs,
+}
+
+/// A refusal. How it looks to the caller (403, or 404 to hide that the
+/// object exists) is the handler's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Forbidden {
+    #[error("not permitted")]
+    Denied,
+    /// The user could open this app on its own origin, but a path app runs
+    /// on the dashboard's, which only the workspace's owner may use unless
+    /// the operator opted in.
+    #[error("path apps open for their workspace's owner only")]
+    PathAppOwnerOnly,
+}
+
+/// The one permission check. Today's roles: `owner` may do everything
+/// (except mint another user's tokens); a `member` reaches their own
+/// workspaces, builds, agents, keys and files, reads templates, and builds
+/// only a template's active version; agents, provisioners and coderd reach
+/// only what their own routes serve (and coderd any live agent).
+pub fn authorize(subject: &Subject, action: Action, object: &Object) -> Result<(), Forbidden> {
+    if allowed(subject, action, object) {
+        return Ok(());
+    }
+    match object {
+        Object::App { owner, share, method: AccessMethod::Path, .. }
+            if action == Action::ApplicationConnect && share_allows(subject, *share, *owner) =>
+        {
+            Err(Forbidden::PathAppOwnerOnly)
+        }
+        _ => Err(Forbidden::Denied),
+    }
+}
+
+fn allowed(subject: &Subject, action: Action, object: &Object) -> bool {
+    use Action::*;
+    let owner_role = subject.has_role(Role::Owner);
+    match (subject, object) {
+        (Subject::Coderd, Object::Agent { .. }) => action == Connect,
+        (Subject::Provisioner, Object::ProvisionerJobs) => matches!(action, Read | Update),
+        (Subject::User { .. }, object) => match *object {
+            Object::Deployment | Object::Users | Object::Workspaces | Object::ProvisionerJobs => {
+                owner_role
+            }
+            Object::User { id } => action == Read && (subject.is_user(id) || owner_role),
+            // Tokens are personal: not even an owner mints one for someone else.
+            Object::ApiKey { owner } if action == Create => subject.is_user(owner),
+            Object::ApiKey { owner } => subject.is_user(owner) || owner_role,
+            Object::File { created_by } => subject.is_user(created_by) || owner_role,
+            Object::Template => action == Read || owner_role,
+            Object::TemplateVersion { active } => match action {
+                Read => true,
+                Use => active || owner_role,
+                _ => owner_role,
+            },
+            Object::Workspace { owner }
+            | Object::WorkspaceBuild { owner }
+            | Object::Agent { owner } => subject.is_user(owner) || owner_role,
+            Object::App { owner, share, method, path_apps } => {
+                action == ApplicationConnect
+                    && app_allowed(subject, owner_role, owner, share, method, path_apps)
+            }
+        },
+        _ => false,
+    }
+}
+
+/// Whether the share level alone lets `subject` use an app of `owner`.
+fn share_allows(subject: &Subject, share: Share, owner: Uuid) -> bool {
+    match share {
+        Share::Owner => subject.is_user(owner) || subject.has_role(Role::Owner),
+        Share::Authenticated => matches!(subject, Subject::User { .. }),
+    }
+}
+
+/// Coder's rule (`workspaceapps/db.go`): over a path, sharing counts only
+/// when the operator allows it, and a site owner opens another user's app
+/// only when the operator allows that too.
+fn app_allowed(
+    subject: &Subject,
+    owner_role: bool,
+    owner: Uuid,
+    share: Share,
+    method: AccessMethod,
+    path: PathAppConfig,
+) -> bool {
+    if !share_allows(subject, share, owner) {
+        return false;
+    }
+    if method == AccessMethod::Subdomain || subject.is_user(owner) {
+        return true;
+    }
+    let effective = if path.allow_sharing { share } else { Share::Owner };
+    match effective {
+        Share::Authenticated => true,
+        Share::Owner => owner_role && path.allow_site_owner_access,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    const ALICE: Uuid = Uuid::from_u128(1);
+    const BOB: Uuid = Uuid::from_u128(2);
+
+    fn member(id: Uuid) -> Subject {
+        Subject::user(id, &["member".to_owned()])
+    }
+
+    fn owner(id: Uuid) -> Subject {
+        Subject::user(id, &["owner".to_owned()])
+    }
+
+    fn agent() -> Subject {
+        Subject::Agent { agent_id: Uuid::from_u128(10) }
+    }
+
+    const DENIED: Result<(), Forbidden> = Err(Forbidden::Denied);
+
+    #[test]
+    fn rules() {
+        let alice = member(ALICE);
+        let bob_owner = owner(BOB);
+        let bob = member(BOB);
+        let unknown_role = Subject::user(ALICE, &["superuser".to_owned()]);
+        let agent = agent();
+        let ws = Object::Workspace { owner: ALICE };
+        let table: Vec<(&Subject, Action, Object, Result<(), Forbidden>)> = vec![
+            // Users.
+            (&alice, Read, Object::User { id: ALICE }, Ok(())),
+            (&alice, Read, Object::User { id: BOB }, DENIED),
+            (&bob_owner, Read, Object::User { id: ALICE }, Ok(())),
+            (&alice, Read, Object::Users, DENIED),
+            (&alice, Create, Object::Users, DENIED),
+            (&bob_owner, Read, Object::Users, Ok(())),
+            (&bob_owner, Create, Object::Users, Ok(())),
+            (&alice, Read, Object::Deployment, DENIED),
+            (&bob_owner, Read, Object::Deployment, Ok(())),
+            (&unknown_role, Read, Object::Users, DENIED),
+            // Keys: personal; owners list and delete them, never mint.
+            (&alice, Create, Object::ApiKey { owner: ALICE }, Ok(())),
+            (&bob_owner, Create, Object::ApiKey { owner: ALICE }, DENIED),
+            (&bob_owner, Read, Object::ApiKey { owner: ALICE }, Ok(())),
+            (&bob_owner, Delete, Object::ApiKey { owner: ALICE }, Ok(())),
+            (&bob, Delete, Object::ApiKey { owner: ALICE }, DENIED),
+            (&bob, Read, Object::ApiKey { owner: ALICE }, DENIED),
+            // Files: the uploader's and owners'.
+            (&alice, Read, Object::File { created_by: ALICE }, Ok(())),
+            (&bob, Read, Object::File { created_by: ALICE }, DENIED),
+            (&bob_owner, Read, Object::File { created_by: ALICE }, Ok(())),
+            // Templates: everyone reads, owners change.
+            (&alice, Read, Object::Template, Ok(())),
+            (&alice, Create, Object::Template, DENIED),
+            (&alice, Update, Object::Template, DENIED),
+            (&bob_owner, Update, Object::Template, Ok(())),
+            (&alice, Read, Object::TemplateVersion { active: false }, Ok(())),
+            (&alice, Create, Object::TemplateVersion { active: false }, DENIED),
+            (&alice, Update, Object::TemplateVersion { active: true }, DENIED),
+            (&bob_owner, Create, Object::TemplateVersion { active: false }, Ok(())),
+            (&alice, Use, Object::TemplateVersion { active: true }, Ok(())),
+            (&alice, Use, Object::TemplateVersion { active: false }, DENIED),
+            (&bob_owner, Use, Object::TemplateVersion { active: false }, Ok(())),
+            // Workspaces and what hangs off them.
+            (&alice, Read, ws, Ok(())),
+            (&alice, Create, ws, Ok(())),
+            (&bob, Read, ws, DENIED),
+            (&bob, Create, ws, DENIED),
+            (&bob_owner, Create, ws, Ok(())),
+            (&alice, Read, Object::Workspaces, DENIED),
+            (&bob_owner, Read, Object::Workspaces, Ok(())),
+            (&alice, Update, Object::WorkspaceBuild { owner: ALICE }, Ok(())),
+            (&bob, Read, Object::WorkspaceBuild { owner: ALICE }, DENIED),
+            (&alice, Connect, Object::Agent { owner: ALICE }, Ok(())),
+            (&bob, Connect, Object::Agent { owner: ALICE }, DENIED),
+            (&bob, Read, Object::Agent { owner: ALICE }, DENIED),
+            (&bob_owner, Connect, Object::Agent { owner: ALICE }, Ok(())),
+            (&Subject::Coderd, Connect, Object::Agent { owner: ALICE }, Ok(())),
+            (&Subject::Coderd, Read, Object::Workspace { owner: ALICE }, DENIED),
+            // Agent and provisioner credentials reach nothing of users'.
+            (&agent, Read, ws, DENIED),
+            (&agent, Connect, Object::Agent { owner: ALICE }, DENIED),
+            (&agent, Read, Object::Template, DENIED),
+            (&agent, Update, Object::ProvisionerJobs, DENIED),
+            (&Subject::Provisioner, Update, Object::ProvisionerJobs, Ok(())),
+            (&Subject::Provisioner, Read, ws, DENIED),
+            (&alice, Update, Object::ProvisionerJobs, DENIED),
+        ];
+        for (subject, action, object, expected) in table {
+            assert_eq!(
+                authorize(subject, action, &object),
+                expected,
+                "{subject:?} {action:?} {object:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn path_apps_open_for_their_owner_unless_the_operator_opts_in() {
+        use AccessMethod::{Path, Subdomain};
+        use Forbidden::{Denied, PathAppOwnerOnly};
+        let strict = PathAppConfig::default();
+        let sharing = PathAppConfig { allow_sharing: true, ..strict };
+        let site_owners = PathAppConfig { allow_site_owner_access: true, ..strict };
+        let a = |share, method, path_apps, subject: &Subject| {
+            let app = Object::App { owner: ALICE, share, method, path_apps };
+            authorize(subject, ApplicationConnect, &app)
+        };
+        let (alice, bob, bob_owner) = (member(ALICE), member(BOB), owner(BOB));
+        // The owner's own apps, any way.
+        for cfg in [strict, sharing, site_owners] {
+            for share in [Share::Owner, Share::Authenticated] {
+                assert_eq!(a(share, Path, cfg, &alice), Ok(()));
+                assert_eq!(a(share, Subdomain, cfg, &alice), Ok(()));
+            }
+        }
+        // Subdomain apps follow the share level alone.
+        assert_eq!(a(Share::Owner, Subdomain, strict, &bob_owner), Ok(()));
+        assert_eq!(a(Share::Authenticated, Subdomain, strict, &bob), Ok(()));
+        assert_eq!(a(Share::Owner, Subdomain, strict, &bob), Err(Denied));
+        // Path apps: refused to others by default, with a reason when the
+        // share level would let them in.
+        assert_eq!(a(Share::Owner, Path, strict, &bob), Err(Denied));
+        assert_eq!(a(Share::Owner, Path, sharing, &bob), Err(Denied));
+        assert_eq!(a(Share::Owner, Path, strict, &bob_owner), Err(PathAppOwnerOnly));
+        assert_eq!(a(Share::Authenticated, Path, strict, &bob), Err(PathAppOwnerOnly));
+        assert_eq!(a(Share::Authenticated, Path, strict, &bob_owner), Err(PathAppOwnerOnly));
+        assert_eq!(a(Share::Authenticated, Path, site_owners, &bob), Err(PathAppOwnerOnly));
+        // Each opt-in opens what it names and nothing more.
+        assert_eq!(a(Share::Authenticated, Path, sharing, &bob), Ok(()));
+        assert_eq!(a(Share::Owner, Path, sharing, &bob_owner), Err(PathAppOwnerOnly));
+        assert_eq!(a(Share::Owner, Path, site_owners, &bob_owner), Ok(()));
+        assert_eq!(a(Share::Authenticated, Path, site_owners, &bob_owner), Ok(()));
+        // Apps are opened, not read or connected to; agents open none.
+        let app = Object::App {
+            owner: ALICE,
+            share: Share::Authenticated,
+            method: Subdomain,
+            path_apps: strict,
+        };
+        assert_eq!(authorize(&alice, Read, &app), Err(Denied));
+        assert_eq!(authorize(&agent(), ApplicationConnect, &app), Err(Denied));
+        assert_eq!(Share::parse("bogus"), Share::Owner);
+        assert_eq!(Share::parse("public"), Share::Authenticated);
+    }
+}
