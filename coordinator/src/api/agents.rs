@@ -17,9 +17,9 @@ use super::agent_auth::AgentSession;
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
+use crate::authz::{Action, Object};
 use crate::database::agents;
 use crate::database::apps::{self, AppRow};
-use crate::authz::{Action, Object};
 
 /// Largest batch of log lines per request, and stored bytes per agent.
 const MAX_LOG_LINES: usize = 1000;

@@ -22,8 +22,8 @@ use uuid::Uuid;
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
-use crate::database::files;
 use crate::authz::{Action, Object};
+use crate::database::files;
 
 const ACCEPTED: [&str; 4] =
     ["application/x-tar", "application/tar", "application/gzip", "application/x-gzip"];

@@ -10,8 +10,8 @@ use super::auth::{issue_token, Session};
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::users::resolve_user;
 use super::AppState;
-use crate::database::api_keys;
 use crate::authz::{Action, Object};
+use crate::database::api_keys;
 
 pub async fn create(
     State(state): State<AppState>,

@@ -8,8 +8,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use codersdk::{
-    CreateWorkspaceBuildRequest, CreateWorkspaceRequest, Transition, Workspace, WorkspaceBuild,
-    WorkspaceBuildParameter, WorkspaceResource,
+    CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJobStatus, Transition,
+    Workspace, WorkspaceBuild, WorkspaceBuildParameter, WorkspaceResource,
 };
 use serde::Deserialize;
 use uuid::Uuid;

@@ -133,7 +133,7 @@ impl Sweep {
 /// connection took on after the sweep started was checked when it did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Verdicts {
-    keys: HashMap<String, (Uuid, Vec<String>)>,
+    keys: HashMap<String, (Uuid, Vec<Role>)>,
     agents: HashMap<Uuid, Uuid>,
     asked_keys: BTreeSet<String>,
     asked_agents: BTreeSet<Uuid>,
@@ -221,8 +221,8 @@ mod tests {
         sweep.add(&Principal::agent(alices_agent), []);
         let v = Verdicts {
             keys: [
-                ("a".to_owned(), (alice, vec!["member".to_owned()])),
-                ("b".to_owned(), (bob, vec!["owner".to_owned()])),
+                ("a".to_owned(), (alice, vec![Role::Member])),
+                ("b".to_owned(), (bob, vec![Role::Owner])),
                 ("stolen".to_owned(), (alice, vec![])),
             ]
             .into(),

@@ -12,12 +12,6 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Roles(pub Vec<Role>);
 
-impl Roles {
-    pub fn contains(&self, role: Role) -> bool {
-        self.0.contains(&role)
-    }
-}
-
 impl TryFrom<Vec<String>> for Roles {
     type Error = UnknownValue;
 

@@ -6,8 +6,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::target::{AppRef, WorkspaceRef};
-use crate::database::{agents, apps};
 pub use crate::authz::{AccessMethod, PathAppConfig, Share};
+use crate::database::{agents, apps};
 
 /// One agent of a live workspace's latest build.
 pub use crate::database::agents::AgentTarget;
