@@ -149,7 +149,7 @@ impl Verdicts {
                 }
                 Some(match self.keys.get(key_id) {
                     Some((user, roles)) if user == user_id => {
-                        Standing::Valid(Subject::user(*user, roles))
+                        Standing::Valid(Subject::User { id: *user, roles: roles.clone() })
                     }
                     _ => Standing::Revoked,
                 })

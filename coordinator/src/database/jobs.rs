@@ -1,6 +1,6 @@
 //! Provisioner jobs as the API reads them: by id, in batches, and their logs.
 //! The queue's own queries (enqueue, acquire, complete) and the job row live
-//! with the queue in `provisioner::queue`.
+//! with the queue in `provisionerd::queue`.
 
 use std::collections::HashMap;
 

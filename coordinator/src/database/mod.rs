@@ -5,7 +5,7 @@
 //! are parsed into the `codersdk` enums when the row is read, so an unknown
 //! value is an error here rather than a silent default later. Queries are
 //! checked at run time (no live database at build time). The provisioner job
-//! queue keeps its own queries in `provisioner::queue`.
+//! queue keeps its own queries in `provisionerd::queue`.
 
 pub mod agents;
 pub mod api_keys;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use codersdk::{ProvisionerJobStatus, Role, Transition, WorkspaceStatus};
+use codersdk::{Role, Transition, WorkspaceStatus};
 use sqlx::PgPool;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -135,10 +135,6 @@ async fn listing_workspaces_runs_a_fixed_number_of_statements() {
         assert_eq!(build.workspace_id, w.id);
         assert_eq!(job.id, build.job_id);
         let status = job.status();
-        assert!(
-            matches!(status, ProvisionerJobStatus::Pending | ProvisionerJobStatus::Succeeded),
-            "unexpected job status {status:?}"
-        );
         let expected = if w.id == seeded[0].workspace {
             assert_eq!((build.build_number, build.transition), (2, Transition::Stop));
             WorkspaceStatus::Pending
@@ -160,7 +156,6 @@ async fn an_unknown_role_is_an_error_not_dropped() {
     let carol = user(db, "carol", &[Role::Member, Role::Owner]).await;
     let row = users::by_id(db, carol).await.unwrap().unwrap();
     assert_eq!(row.roles.0, [Role::Member, Role::Owner]);
-    assert!(row.roles.0.contains(&Role::Owner));
     sqlx::query("UPDATE users SET roles = '{member,wizard}' WHERE id = $1")
         .bind(carol)
         .execute(db)
