@@ -170,8 +170,6 @@ fn same_origin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
         || origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
 }
 
-/// The login type of keys that open one subdomain app and nothing else.
-
 /// What a key may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyScope<'a> {
