@@ -176,7 +176,7 @@ mod tests {
             panic!("not an import")
         };
         assert_eq!((parameters[0].name.as_str(), resources.len()), ("region", 1));
-        let log = r#"{"stage":"plan","level":"debug","output":"x"}"#;
+        let log = r#"{"stage":"plan","level":"verbose","output":"x"}"#;
         assert!(serde_json::from_str::<JobLog>(log).is_err(), "an unknown level is an error");
         let f = JobFailure::new("boom", "terraform");
         let json = serde_json::to_value(&f).unwrap();
