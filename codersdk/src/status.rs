@@ -74,7 +74,15 @@ macro_rules! wire_enum {
 wire_enum! {
     /// A role a user holds across the deployment.
     pub enum Role ("role") {
+        /// Everything.
         Owner = "owner",
+        /// Templates and their versions, and every workspace's builds.
+        TemplateAdmin = "template-admin",
+        /// Users and their roles, except the owner role.
+        UserAdmin = "user-admin",
+        /// Reads the audit log and every resource; changes nothing.
+        Auditor = "auditor",
+        /// Their own workspaces and tokens.
         Member = "member",
     }
 }
