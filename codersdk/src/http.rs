@@ -181,6 +181,11 @@ impl Client {
         }
     }
 
+    /// The login methods the deployment offers.
+    pub async fn auth_methods(&self) -> Result<crate::AuthMethods, SdkError> {
+        self.request::<(), _>(Method::GET, "/api/v2/users/authmethods", None).await
+    }
+
     pub async fn create_first_user(
         &self,
         req: &CreateFirstUserRequest,

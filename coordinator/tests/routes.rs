@@ -28,6 +28,9 @@ GET /api/v2/derp-map Public
 GET /api/v2/users/first Public
 POST /api/v2/users/first Public
 POST /api/v2/users/login Public
+GET /api/v2/users/authmethods Public
+GET /api/v2/users/oidc/start Public
+GET /api/v2/users/oidc/callback Public
 POST /api/v2/users/logout User
 GET /api/v2/users User
 POST /api/v2/users User
@@ -84,6 +87,7 @@ GET / Public
 GET /login Public
 GET /workspaces Dashboard
 GET /templates Dashboard
+GET /cli-auth Dashboard
 GET /assets/dashboard.js Public
 GET /assets/dashboard.css Public
 ";

@@ -18,6 +18,7 @@ pub mod template_versions;
 pub mod templates;
 #[cfg(test)]
 mod tests;
+pub mod user_links;
 pub mod users;
 pub mod workspaces;
 
