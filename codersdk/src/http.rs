@@ -522,6 +522,19 @@ impl Client {
             .await
     }
 
+    /// The agent's log sources (one per script), by creation.
+    pub async fn agent_log_sources(&self, agent: Uuid) -> Result<Vec<AgentLogSource>, SdkError> {
+        let path = format!("/api/v2/workspaceagents/{agent}/log-sources");
+        self.request::<(), _>(Method::GET, &path, None).await
+    }
+
+    /// Long poll (as an agent): answers when coderd asks the agent to shut
+    /// down, or after a while with `shutdown_requested: false`.
+    pub async fn agent_graceful_shutdown(&self) -> Result<GracefulShutdown, SdkError> {
+        self.request::<(), _>(Method::GET, "/api/v2/workspaceagents/me/graceful-shutdown", None)
+            .await
+    }
+
     pub async fn relay_map(&self) -> Result<RelayMap, SdkError> {
         self.request::<(), _>(Method::GET, "/api/v2/derp-map", None).await
     }

@@ -59,7 +59,9 @@ PATCH /api/v2/workspaceagents/me/logs Agent
 POST /api/v2/workspaceagents/me/stats Agent
 POST /api/v2/workspaceagents/me/metadata Agent
 PATCH /api/v2/workspaceagents/me/app-health Agent
+GET /api/v2/workspaceagents/me/graceful-shutdown Agent
 GET /api/v2/workspaceagents/{id}/logs User
+GET /api/v2/workspaceagents/{id}/log-sources User
 GET /api/v2/workspaceagents/{id}/metadata User
 GET /api/v2/workspaceagents/{id}/pty User
 GET /api/v2/applications/auth-redirect Dashboard
@@ -79,6 +81,7 @@ GET /api/v2/debug/coordinator User
 GET /api/v2/provisionerdaemons/check Provisioner
 POST /api/v2/provisionerdaemons/acquire Provisioner
 POST /api/v2/provisionerdaemons/jobs/{id}/heartbeat Provisioner
+POST /api/v2/provisionerdaemons/jobs/{id}/agent-shutdown Provisioner
 POST /api/v2/provisionerdaemons/jobs/{id}/logs Provisioner
 POST /api/v2/provisionerdaemons/jobs/{id}/complete Provisioner
 POST /api/v2/provisionerdaemons/jobs/{id}/fail Provisioner

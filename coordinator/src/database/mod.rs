@@ -7,6 +7,7 @@
 //! checked at run time (no live database at build time). The provisioner job
 //! queue keeps its own queries in `provisionerd::queue`.
 
+pub mod agent_scripts;
 pub mod agents;
 pub mod api_keys;
 pub mod apps;
