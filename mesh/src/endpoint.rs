@@ -10,10 +10,12 @@
 //! The peers, their paths and their indexes live in one [`crate::peermap`],
 //! whose docs say which locks are taken in which order; `peers.rs` changes
 //! the peer set and answers relay questions, `own.rs` keeps this node's
-//! record and its [`MeshEndpoint::node_changes`].
+//! record and its [`MeshEndpoint::node_changes`], `stun.rs` asks the STUN
+//! servers in the background (binding never waits for them).
 
 mod own;
 mod peers;
+mod stun;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,6 +26,7 @@ use tokio::sync::broadcast;
 use tokio_util::task::AbortOnDropHandle;
 
 pub use self::peers::PeerPath;
+pub use self::stun::StunStatus;
 use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicSecret};
 use crate::magicsock::{self, Inner, MagicSock};
 use crate::node::{mesh_addresses, AddressError, Node, NodeId, PROTOCOL_VERSION};
@@ -51,10 +54,12 @@ pub struct MeshConfig {
     pub bind: SocketAddr,
     /// Further endpoint candidates to announce.
     pub endpoints: Vec<SocketAddr>,
-    /// STUN servers asked at bind time which address they see the socket at;
-    /// the answers are announced as endpoints.
+    /// STUN servers asked from bind time on, in the background, which
+    /// address they see the socket at; the answers are announced as
+    /// endpoints when they come ([`MeshEndpoint::stun_status`]).
     pub stun_servers: Vec<SocketAddr>,
-    /// How long to wait for each STUN answer.
+    /// How long each STUN probe asks (a request every 500 ms) before it
+    /// gives up. Nothing waits for it.
     pub stun_timeout: Duration,
     /// Announce the bound address, or for a wildcard bind the default routes'
     /// source addresses, as endpoints.
@@ -227,6 +232,7 @@ pub struct MeshEndpoint {
     identity: Identity,
     own: own::OwnNode,
     relays: Option<Arc<Relays>>,
+    stun: tokio::sync::watch::Sender<StunStatus>,
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
@@ -242,15 +248,6 @@ impl MeshEndpoint {
         for &extra in &config.endpoints {
             if !endpoints.contains(&extra) {
                 endpoints.push(extra);
-            }
-        }
-        // Nothing else reads the socket yet, so the probe sees its own answers.
-        for &server in &config.stun_servers {
-            let to = socket::send_addr(bound, server);
-            match derp::stun::probe(&udp, to, config.stun_timeout).await {
-                Ok(mapped) if !endpoints.contains(&mapped) => endpoints.push(mapped),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%e, %server, "STUN probe failed"),
             }
         }
         if config.relay_only {
@@ -273,6 +270,14 @@ impl MeshEndpoint {
         let addresses = mesh_addresses(config.node_id);
         let local_vaddr = SocketAddr::new(addresses.ipv6.into(), 1);
         let sock = Inner::new(udp, local_vaddr, paths, relay_out)?;
+        // STUN races the relay connection below and everything after it:
+        // its answers become endpoints whenever they come.
+        let stun_servers = match config.relay_only {
+            true => Vec::new(),
+            false => config.stun_servers.clone(),
+        };
+        let (stun, stun_task) = stun::start(sock.clone(), stun_servers, config.stun_timeout);
+        tasks.extend(stun_task);
         let relays = match relay_rx {
             Some(rx) => {
                 let secret = config.node_secret.to_relay_key();
@@ -313,7 +318,8 @@ impl MeshEndpoint {
             addresses,
             version: PROTOCOL_VERSION,
         };
-        let (own, own_task) = own::OwnNode::start(node, sock.clone(), relays.clone());
+        let (own, own_task) =
+            own::OwnNode::start(node, config.relay_only, sock.clone(), relays.clone());
         tasks.push(own_task);
         Ok(Self {
             sock,
@@ -324,6 +330,7 @@ impl MeshEndpoint {
             identity,
             own,
             relays,
+            stun,
             _tasks: tasks,
         })
     }

@@ -37,7 +37,7 @@ pub mod wire;
 
 pub use endpoint::{
     AcceptError, BindError, DialError, IncomingConnection, MeshConfig, MeshConnection,
-    MeshEndpoint, PeerPath, StreamError, UpsertError, WireGuardStarted,
+    MeshEndpoint, PeerPath, StreamError, StunStatus, UpsertError, WireGuardStarted,
 };
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
 pub use node::{

@@ -10,20 +10,25 @@
 //! sends through [`Inner::send_wireguard`], on the same paths as QUIC). Timers run in [`drive_timers`]; relayed
 //! datagrams go out through one queue to [`crate::relay`], which picks the
 //! destination's region, and come back through [`Inner::handle_relayed`].
+//! STUN answers to the node's own endpoint probes ([`crate::endpoint`]'s
+//! background STUN) are matched to their waiting probe by transaction id
+//! ([`Inner::stun_probe`]).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use derp::stun::{self, TransactionId};
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use crate::key::NodeKey;
 use crate::node::{mesh_addresses, Node, RegionId};
@@ -69,6 +74,10 @@ pub(crate) struct Inner {
     events: broadcast::Sender<PathEvent>,
     /// Where WireGuard datagrams go (with the sender, when known): [`crate::wg`].
     wireguard: OnceLock<mpsc::Sender<(Option<NodeKey>, Bytes)>>,
+    /// STUN probes waiting for their answer: the server asked and where the
+    /// mapped address goes. A leaf lock: taken under the state lock (on
+    /// receive), never the other way round.
+    stun: Mutex<HashMap<TransactionId, (SocketAddr, oneshot::Sender<SocketAddr>)>>,
 }
 
 impl fmt::Debug for Inner {
@@ -93,8 +102,6 @@ impl Inner {
     ) -> io::Result<Arc<Self>> {
         let (relayed_quic_tx, relayed_quic) = mpsc::channel(RELAY_QUEUE);
         let state = State { peers: PeerMap::new(paths), armed: None };
-        // Enables GRO on the socket, so only after the bind-time STUN probes,
-        // which read it plainly.
         let udp_state = UdpSocketState::new((&udp).into())?;
         Ok(Arc::new(Self {
             udp_addr: udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -108,7 +115,61 @@ impl Inner {
             timer: Notify::new(),
             events: broadcast::channel(256).0,
             wireguard: OnceLock::new(),
+            stun: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Asks `server` which address it sees the socket at: a binding request
+    /// every `retry` until an answer or `timeout`. The socket keeps carrying
+    /// traffic meanwhile; the answer is picked out by [`Self::sort_received`].
+    pub(crate) async fn stun_probe(
+        &self,
+        server: SocketAddr,
+        retry: Duration,
+        timeout: Duration,
+    ) -> Result<SocketAddr, stun::ProbeError> {
+        let txid = TransactionId::random();
+        let (tx, mut rx) = oneshot::channel();
+        self.stun_waiters().insert(txid, (server, tx));
+        let request = stun::binding_request(txid);
+        let asking = async {
+            let mut every = tokio::time::interval(retry.max(Duration::from_millis(10)));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        if let Err(e) = self.send_udp(&request, server) {
+                            // No route (yet): the next retry may have one.
+                            tracing::debug!(%e, %server, "STUN request not sent");
+                        }
+                    }
+                    answer = &mut rx => return answer.ok(),
+                }
+            }
+        };
+        let answer = tokio::time::timeout(timeout, asking).await;
+        self.stun_waiters().remove(&txid);
+        match answer {
+            Ok(Some(mapped)) => Ok(mapped),
+            _ => Err(stun::ProbeError::Timeout(server)),
+        }
+    }
+
+    fn stun_waiters(
+        &self,
+    ) -> MutexGuard<'_, HashMap<TransactionId, (SocketAddr, oneshot::Sender<SocketAddr>)>> {
+        self.stun.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A STUN datagram from `src`: the answer to a waiting probe, if its
+    /// transaction id and server match; anything else is dropped.
+    fn handle_stun(&self, src: SocketAddr, datagram: &[u8]) {
+        let Ok((txid, mapped)) = stun::parse_binding_response(datagram) else { return };
+        let mut waiters = self.stun_waiters();
+        if waiters.get(&txid).is_some_and(|(server, _)| canonical(*server) == src) {
+            if let Some((_, tx)) = waiters.remove(&txid) {
+                let _ = tx.send(canonical(mapped));
+            }
+        }
     }
 
     pub(crate) fn udp_local_addr(&self) -> io::Result<SocketAddr> {
@@ -196,7 +257,8 @@ impl Inner {
                 self.flush(&mut state);
                 self.to_wireguard(Some(src), data);
             }
-            PacketKind::Unknown => {}
+            // STUN answers come straight from the server, never relayed.
+            PacketKind::Stun | PacketKind::Unknown => {}
         }
     }
 
@@ -334,6 +396,7 @@ impl Inner {
                         });
                         self.to_wireguard(from, Bytes::copy_from_slice(&data[at..end]));
                     }
+                    PacketKind::Stun => self.handle_stun(src, &data[at..end]),
                     PacketKind::Unknown => {}
                 }
                 at = end;

@@ -9,8 +9,13 @@
 //!    header (`0x40` fixed bit set; the magic socket turns off fixed-bit greasing,
 //!    RFC 9287), and it is not a WireGuard type (1..=4).
 //! 2. **WireGuard**: a type byte 1..=4 followed by three zero bytes.
-//! 3. **QUIC**: the first byte has `0x80` (long header) or `0x40` (fixed bit) set.
-//! 4. Anything else is **Unknown** and dropped.
+//! 3. **STUN**: the two top bits of the first byte clear, at least 20 bytes, and
+//!    the RFC 5389 magic cookie `21 12 a4 42` at offset 4 (the answers to the
+//!    node's own STUN probes, which run while the socket carries traffic). A
+//!    binding response (`01 01 …`) never looks like WireGuard (second byte 1),
+//!    and WireGuard is tested first anyway.
+//! 4. **QUIC**: the first byte has `0x80` (long header) or `0x40` (fixed bit) set.
+//! 5. Anything else is **Unknown** and dropped.
 //!
 //! A disco datagram is:
 //!
@@ -35,6 +40,9 @@ const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = DISCO_MAGIC.len() + KEY_LEN + NONCE_LEN;
 
+/// A STUN header's length: type, length, cookie, transaction id.
+const STUN_HEADER_LEN: usize = 20;
+
 /// The shortest valid disco datagram: header plus an empty sealed payload.
 pub const MIN_DISCO_LEN: usize = HEADER_LEN + TAG_LEN;
 
@@ -47,6 +55,8 @@ pub enum PacketKind {
     Quic,
     /// WireGuard, for the tunnel.
     WireGuard,
+    /// STUN, the answer to one of our endpoint probes.
+    Stun,
     /// None of these; drop it.
     Unknown,
 }
@@ -58,6 +68,13 @@ pub fn classify(datagram: &[u8]) -> PacketKind {
     }
     match datagram {
         [1..=4, 0, 0, 0, ..] => PacketKind::WireGuard,
+        [first, _, _, _, c0, c1, c2, c3, ..]
+            if first & 0xc0 == 0
+                && datagram.len() >= STUN_HEADER_LEN
+                && u32::from_be_bytes([*c0, *c1, *c2, *c3]) == derp::stun::MAGIC_COOKIE =>
+        {
+            PacketKind::Stun
+        }
         [first, ..] if first & 0xc0 != 0 => PacketKind::Quic,
         _ => PacketKind::Unknown,
     }
@@ -178,6 +195,11 @@ mod tests {
         assert_eq!(classify(&[1, 0, 0, 0, 9, 9]), PacketKind::WireGuard);
         assert_eq!(classify(&[4, 0, 0, 0]), PacketKind::WireGuard);
         assert_eq!(classify(&[5, 0, 0, 0]), PacketKind::Unknown);
+        let txid = derp::stun::TransactionId([7; 12]);
+        let answer = derp::stun::binding_response(txid, "192.0.2.1:41641".parse().unwrap());
+        assert_eq!(classify(&answer), PacketKind::Stun);
+        assert_eq!(classify(&derp::stun::binding_request(txid)), PacketKind::Stun);
+        assert_eq!(classify(&answer[..19]), PacketKind::Unknown);
         assert_eq!(classify(&[0xc3, 0, 0, 0, 1]), PacketKind::Quic);
         assert_eq!(classify(&[0x41, 0xde, 0xad]), PacketKind::Quic);
         assert_eq!(classify(&[0x80, 0, 0, 0, 0]), PacketKind::Quic);

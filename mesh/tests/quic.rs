@@ -133,7 +133,49 @@ async fn stun_answer_becomes_an_endpoint() -> anyhow::Result<()> {
     config.stun_servers = vec![stun.local_addr()];
     let node = MeshEndpoint::bind(config).await?;
     let port = node.local_addr()?.port();
-    assert_eq!(node.node().endpoints, vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))]);
+    let mapped = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Binding does not wait for STUN: the answer comes in the background and
+    // the record is yielded again with it.
+    let mut changes = node.node_changes();
+    let found = async {
+        while !changes.borrow_and_update().endpoints.contains(&mapped) {
+            changes.changed().await?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), found).await??;
+    assert_eq!(node.node().endpoints, vec![mapped]);
+    let mut status = node.stun_status();
+    let done = status.wait_for(|s| matches!(s, mesh::StunStatus::Done { .. }));
+    let status = tokio::time::timeout(Duration::from_secs(5), done).await??.clone();
+    assert_eq!(status, mesh::StunStatus::Done { mapped: vec![mapped] });
+    Ok(())
+}
+
+#[tokio::test]
+async fn unanswered_stun_does_not_hold_up_bind_or_connect() -> anyhow::Result<()> {
+    let (_server, url) = relay().await?;
+    // A STUN "server" that never answers, asked for a minute.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let node = |id| {
+        let mut c = config(id, Some(&url), false);
+        c.stun_servers = vec![silent.local_addr().unwrap()];
+        c.stun_timeout = Duration::from_secs(60);
+        c
+    };
+    let bound = async {
+        let a = MeshEndpoint::bind(node(1)).await?;
+        let b = MeshEndpoint::bind(node(2)).await?;
+        anyhow::Ok((a, b))
+    };
+    let (a, b) = tokio::time::timeout(Duration::from_secs(10), bound).await??;
+    a.upsert_peer(&b.node())?;
+    b.upsert_peer(&a.node())?;
+    let (ca, cb) = tokio::time::timeout(Duration::from_secs(10), connect(&a, &b)).await??;
+    tokio::time::timeout(Duration::from_secs(10), transfer_on(&ca, &cb, 64 << 10)).await??;
+    // Connected and moved data while both probes were still waiting.
+    assert_eq!(*a.stun_status().borrow(), mesh::StunStatus::Pending);
+    assert_eq!(*b.stun_status().borrow(), mesh::StunStatus::Pending);
     Ok(())
 }
 
@@ -150,6 +192,11 @@ async fn wildcard_dual_stack_nodes_go_direct() -> anyhow::Result<()> {
     let a = MeshEndpoint::bind(node(1)).await?;
     let b = MeshEndpoint::bind(node(2)).await?;
     let b_port = b.local_addr()?.port();
+    for node in [&a, &b] {
+        let mut status = node.stun_status();
+        let done = status.wait_for(|s| matches!(s, mesh::StunStatus::Done { .. }));
+        tokio::time::timeout(Duration::from_secs(5), done).await??;
+    }
     assert!(b.node().endpoints.contains(&std::net::SocketAddr::from(([127, 0, 0, 1], b_port))));
     a.upsert_peer(&b.node())?;
     b.upsert_peer(&a.node())?;

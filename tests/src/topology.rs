@@ -25,7 +25,8 @@
 //! removes namespaces of the same `<name>` whose process is gone (a crashed
 //! run), killing whatever still runs in them; dropping the `Topology` kills
 //! every process left in its namespaces and deletes them, which takes the
-//! veths and iptables rules with them.
+//! veths and iptables rules with them. [`mesh`] puts in-process relays, STUN
+//! servers and mesh nodes into a topology's namespaces.
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
@@ -41,6 +42,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::Coderd;
+
+pub mod mesh;
 
 /// Where every topology's namespaces start; used to find stale ones.
 const PREFIX: &str = "ctopo-";

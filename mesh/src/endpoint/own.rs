@@ -25,6 +25,8 @@ pub(super) struct OwnNode {
 struct Parts {
     /// The fixed fields (id, keys, addresses) and the configured endpoints.
     base: Node,
+    /// Announce no endpoint, whatever the path selector knows.
+    relay_only: bool,
     sock: Arc<Inner>,
     relays: Option<Arc<Relays>>,
 }
@@ -32,7 +34,7 @@ struct Parts {
 impl Parts {
     fn current(&self) -> Node {
         let mut node = self.base.clone();
-        if !node.endpoints.is_empty() {
+        if !self.relay_only {
             node.endpoints = self.sock.state().peers.paths().local_endpoints().to_vec();
         }
         if let Some(relays) = &self.relays {
@@ -53,13 +55,14 @@ impl OwnNode {
     /// endpoint to own) that follows its changes.
     pub(super) fn start(
         base: Node,
+        relay_only: bool,
         sock: Arc<Inner>,
         relays: Option<Arc<Relays>>,
     ) -> (Self, AbortOnDropHandle<()>) {
         // Subscribed before the first record is taken, so no change is missed.
         let events = sock.subscribe();
         let home = relays.as_ref().map(|r| r.home_changes());
-        let parts = Arc::new(Parts { base, sock, relays });
+        let parts = Arc::new(Parts { base, relay_only, sock, relays });
         let changes = watch::Sender::new(parts.current());
         let task = tokio::spawn(follow(parts.clone(), events, home, changes.clone()));
         let own = Self { parts, changes, no_home: watch::Sender::new(None) };
@@ -67,8 +70,8 @@ impl OwnNode {
     }
 }
 
-/// Publishes the record again whenever the home region changes or a pong
-/// reveals a new endpoint of ours, until the endpoint is dropped.
+/// Publishes the record again whenever the home region changes or a pong or
+/// a STUN answer reveals a new endpoint of ours, until the endpoint is dropped.
 async fn follow(
     parts: Arc<Parts>,
     mut events: broadcast::Receiver<PathEvent>,

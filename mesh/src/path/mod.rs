@@ -167,7 +167,8 @@ pub enum PathEvent {
         /// The full new candidate list.
         endpoints: Vec<SocketAddr>,
     },
-    /// A pong revealed an address of ours we did not know (free STUN): republish.
+    /// A pong or a late STUN answer revealed an address of ours we did not
+    /// know: republish.
     LocalEndpointsChanged {
         /// Our full endpoint list.
         endpoints: Vec<SocketAddr>,
@@ -272,6 +273,24 @@ impl PathSelector {
         self.out.configured_local = endpoints;
         self.out.learned_local.retain(|a| !self.out.configured_local.contains(a));
         self.refresh_local_endpoints();
+    }
+
+    /// Adds one of our endpoints found after start (a STUN answer that came
+    /// while traffic already flowed); returns whether it was new, and if so
+    /// emits [`PathEvent::LocalEndpointsChanged`] so the node is republished.
+    pub fn add_local_endpoint(&mut self, addr: SocketAddr) -> bool {
+        if self.out.configured_local.contains(&addr) {
+            return false;
+        }
+        let known = self.out.local_endpoints.contains(&addr);
+        self.out.configured_local.push(addr);
+        self.out.learned_local.retain(|a| *a != addr);
+        self.refresh_local_endpoints();
+        if !known {
+            let endpoints = self.out.local_endpoints.clone();
+            self.out.events.push_back(PathEvent::LocalEndpointsChanged { endpoints });
+        }
+        !known
     }
 
     fn refresh_local_endpoints(&mut self) {

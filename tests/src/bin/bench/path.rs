@@ -5,6 +5,9 @@
 //! - In milliseconds, on a network-namespace topology (two hosts on one
 //!   "internet" bridge, the relay in the internet namespace), from the
 //!   coordinator's announcement to the dialer's first direct datagram.
+//! - Time to first byte of a fresh node (bind, publish, dial, one echoed
+//!   byte) behind a router that drops UDP beside one behind an easy NAT,
+//!   with a STUN server that the blocked one never hears from.
 //! - A throughput curve of one QUIC stream that starts on the relay because
 //!   direct UDP is blocked, and moves to the direct path once it is unblocked.
 
@@ -14,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mesh::{MeshEndpoint, PathEvent, SimScenario};
-use tests::topology::{Host, Nat, Topology, INTERNET_ADDR};
+use tests::topology::mesh::{relay_in, stun_in};
+use tests::topology::{Host, Nat, Topology};
 
 use crate::net;
 use crate::plot::{self, Series};
@@ -36,7 +40,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              bridge in network namespaces, the relay in a third; median of {reps} fresh \
              node pairs, from the announcement to the dialer's `RelayToDirect` event \
              (wall clock) and the selector's own time to direct (first probe to proving \
-             pong). *Curve*: one QUIC stream sending as fast as it can, bytes counted \
+             pong). *First byte*: a fresh node behind a router that drops UDP, and one \
+             behind an easy NAT, each dial a public node: median time from binding \
+             (STUN asked in the background, 2 s timeout) to the first echoed byte; \
+             before STUN moved off the critical path the blocked one paid the whole \
+             timeout. *Curve*: one QUIC stream sending as fast as it can, bytes counted \
              per 100 ms at the receiver; direct UDP between the hosts is dropped by \
              iptables for the first 1.5 s, so the stream starts on the relay and moves \
              to the direct path when probing finds it.",
@@ -106,6 +114,26 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         Better::Lower,
     ));
 
+    let stun = stun_in(&inet, 3478)?;
+    let blocked = topo.host("blocked", Nat::UdpBlocked)?;
+    let easy = topo.host("easy", Nat::Easy)?;
+    for (host, name) in [(&blocked, "UDP blocked"), (&easy, "easy NAT")] {
+        let mut times = Vec::new();
+        for rep in 0..reps as u64 {
+            times.push(ms(first_byte(host, &b, &url, stun.local_addr(), 300 + 2 * rep).await?));
+        }
+        section.rows.push(
+            Row::new(
+                format!("time to first byte, namespaces, {name}"),
+                median(&times),
+                "ms",
+                Better::Lower,
+            )
+            .note("bind → echoed byte, via the relay until direct; STUN timeout 2 s"),
+        );
+    }
+    stun.shutdown().await;
+
     let span = if ctx.quick { Duration::from_secs(2) } else { Duration::from_secs(9) };
     let (points, switched) = relay_to_direct_curve(&a, &b, &url, span).await?;
     if let Some(at) = switched {
@@ -135,21 +163,6 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     Ok(section)
 }
 
-/// A relay serving on the internet namespace's address.
-async fn relay_in(inet: &Host) -> anyhow::Result<(derp::Server, derp::RelayUrl)> {
-    let server = derp::Server::spawn(derp::ServerConfig::default())?;
-    let listener = inet.in_netns(|| {
-        let l = std::net::TcpListener::bind((INTERNET_ADDR, 0))?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    })?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let url = format!("http://{}/derp", listener.local_addr()?).parse()?;
-    let serving = server.clone();
-    tokio::spawn(async move { serving.serve(listener).await });
-    Ok((server, url))
-}
-
 /// Nodes `id` in `a` and `id + 1` in `b`, bound inside their namespaces.
 fn bound_pair(
     a: &Host,
@@ -163,6 +176,42 @@ fn bound_pair(
         net::bind_in(Some(host), config)
     };
     Ok((bind(a, id)?, bind(b, id + 1)?))
+}
+
+/// A fresh node in `host` (STUN asked in the background, default 2 s
+/// timeout) dials a fresh node in `peer` and reads back the first byte of an
+/// echo: the time from its bind.
+async fn first_byte(
+    host: &Host,
+    peer: &Host,
+    url: &derp::RelayUrl,
+    stun: std::net::SocketAddr,
+    id: u64,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut config = net::config(id, Some(url), false);
+    config.bind = std::net::SocketAddr::from((host.addr, 0));
+    config.stun_servers = vec![stun];
+    let a = net::bind_in(Some(host), config)?;
+    let mut config = net::config(id + 1, Some(url), false);
+    config.bind = std::net::SocketAddr::from((peer.addr, 0));
+    let b = net::bind_in(Some(peer), config)?;
+    net::introduce(&a, &b, &a.node(), &b.node())?;
+    let (ca, cb) = net::connect(&a, &b).await.context("connect")?;
+    let echo = tokio::spawn(async move {
+        let (_service, mut send, mut recv) = cb.accept().await?;
+        tokio::io::copy(&mut recv, &mut send).await?;
+        anyhow::Ok(())
+    });
+    let (mut send, mut recv) = ca.open(mesh::Service::Speedtest).await?;
+    send.write_all(b"x").await?;
+    let mut byte = [0u8; 1];
+    recv.read_exact(&mut byte).await?;
+    let took = start.elapsed();
+    echo.abort();
+    a.close().await;
+    b.close().await;
+    Ok(took)
 }
 
 /// Waits for the first `RelayToDirect`.
