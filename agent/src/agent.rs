@@ -2,8 +2,10 @@
 //! accept mesh connections and dispatch each stream by its service header
 //! (SSH and the web terminal to [`crate::ssh`], the others to
 //! [`crate::services`]), serve IP packets at the agent's mesh address
-//! ([`crate::ip`]), run the startup script, and report liveness until told
-//! to stop.
+//! ([`crate::ip`]), run the scripts ([`crate::scripts`]), and report
+//! liveness until told to stop. A stop or delete build asks the agent to run
+//! its stop scripts first (a long poll); SIGTERM runs them too if that did
+//! not happen, within [`AgentConfig::shutdown_timeout`].
 //!
 //! The coordinator may come and go: the mesh session reconnects on its own
 //! and established mesh connections (and SSH sessions on them) keep running.
@@ -21,9 +23,10 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use crate::environ::{Account, Inherited, WorkspaceVars};
+use crate::scripts::Scripts;
 use crate::services;
 use crate::ssh::{Peer, SshConfig, SshServer};
-use crate::startup::{self, StartupScript};
+use crate::startup;
 
 /// What the agent needs to start.
 #[derive(Debug, Clone)]
@@ -190,35 +193,91 @@ pub async fn run(
     let metadata =
         crate::metadata::spawn(client.clone(), manifest.metadata.clone(), dir.clone(), env.clone());
     let app_health = crate::apphealth::spawn(client.clone(), &manifest.apps);
-    let script = StartupScript {
-        script: manifest.startup_script.clone(),
+    let scripts = Scripts {
+        client: client.clone(),
+        scripts: crate::scripts::from_manifest(&manifest),
         dir,
         env,
-        timeout: Duration::ZERO,
     };
-    let startup_client = client.clone();
-    tasks.spawn(async move {
-        let outcome = startup::run(&startup_client, script).await;
-        tracing::info!(?outcome, "startup script finished");
+    // The start phase and the cron scripts stop when shutdown begins.
+    let mut running = JoinSet::new();
+    let starting = scripts.clone();
+    running.spawn(async move {
+        let state = starting.start().await;
+        tracing::info!(state = state.as_str(), "start scripts finished");
     });
+    scripts.spawn_cron(&mut running);
 
-    shutdown.await;
+    // A stop or delete build asks first (graceful: the stop scripts run
+    // with their own timeouts, and the agent serves on until it is killed);
+    // SIGTERM may come without that, or after it.
+    let mut stopped = false;
+    tokio::select! {
+        biased;
+        () = &mut shutdown => {}
+        () = graceful_shutdown_requested(&client) => {
+            tracing::info!("coderd asked for a graceful shutdown");
+            running.shutdown().await;
+            stopped = true;
+            tokio::select! {
+                state = scripts.stop(None) => {
+                    tracing::info!(state = state.as_str(), "stop scripts finished");
+                    shutdown.await;
+                }
+                // SIGTERM while the stop scripts run: they are killed (the
+                // dropped runs kill their process groups), and the lifecycle
+                // says they did not finish.
+                () = &mut shutdown => {
+                    let deadline = tokio::time::Instant::now() + config.shutdown_timeout / 2;
+                    let state = LifecycleState::ShutdownTimeout;
+                    startup::report_lifecycle_by(&client, state, None, deadline).await;
+                }
+            }
+        }
+    }
     tracing::info!("shutting down");
     // Every step has a deadline: a coordinator that is gone, or a network
     // that swallows packets, must not keep the agent (and the build that
     // stops the workspace) waiting.
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
-    // Half the time for the first report, so the last one gets a chance too.
-    let first = tokio::time::Instant::now() + config.shutdown_timeout / 2;
-    startup::report_lifecycle_by(&client, LifecycleState::ShuttingDown, None, first).await;
+    running.shutdown().await;
+    if !stopped {
+        // Reports shutting_down, runs the stop scripts and reports how they
+        // ended, all by the deadline.
+        let state = scripts.stop(Some(deadline)).await;
+        tracing::info!(state = state.as_str(), "stop scripts finished");
+    }
     ssh.shutdown();
     tasks.shutdown().await;
     drop((metadata, app_health, ip_stack));
     if tokio::time::timeout_at(deadline, session.endpoint().close()).await.is_err() {
         tracing::debug!("mesh connections did not close in time");
     }
-    startup::report_lifecycle_by(&client, LifecycleState::Off, None, deadline).await;
     Ok(())
+}
+
+/// Resolves when coderd asks the agent to shut down (a stop or delete build
+/// began), by long poll; never, if this coderd does not know the route.
+async fn graceful_shutdown_requested(client: &Client) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), client.agent_graceful_shutdown()).await
+        {
+            Ok(Ok(answer)) if answer.shutdown_requested => return,
+            Ok(Ok(_)) => {
+                delay = Duration::from_secs(1);
+                continue;
+            }
+            Ok(Err(e)) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
+                tracing::debug!("coderd has no graceful shutdown; relying on SIGTERM");
+                std::future::pending::<()>().await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "graceful shutdown poll failed"),
+            Err(_) => tracing::debug!("graceful shutdown poll unanswered"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
 }
 
 async fn accept_loop(session: Arc<MeshSession>, ssh: SshServer) {

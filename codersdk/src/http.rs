@@ -181,6 +181,11 @@ impl Client {
         }
     }
 
+    /// The login methods the deployment offers.
+    pub async fn auth_methods(&self) -> Result<crate::AuthMethods, SdkError> {
+        self.request::<(), _>(Method::GET, "/api/v2/users/authmethods", None).await
+    }
+
     pub async fn create_first_user(
         &self,
         req: &CreateFirstUserRequest,
@@ -514,6 +519,19 @@ impl Client {
 
     pub async fn agent_logs(&self, agent: Uuid) -> Result<Vec<WorkspaceAgentLog>, SdkError> {
         self.request::<(), _>(Method::GET, &format!("/api/v2/workspaceagents/{agent}/logs"), None)
+            .await
+    }
+
+    /// The agent's log sources (one per script), by creation.
+    pub async fn agent_log_sources(&self, agent: Uuid) -> Result<Vec<AgentLogSource>, SdkError> {
+        let path = format!("/api/v2/workspaceagents/{agent}/log-sources");
+        self.request::<(), _>(Method::GET, &path, None).await
+    }
+
+    /// Long poll (as an agent): answers when coderd asks the agent to shut
+    /// down, or after a while with `shutdown_requested: false`.
+    pub async fn agent_graceful_shutdown(&self) -> Result<GracefulShutdown, SdkError> {
+        self.request::<(), _>(Method::GET, "/api/v2/workspaceagents/me/graceful-shutdown", None)
             .await
     }
 

@@ -15,6 +15,7 @@ pub mod archive;
 pub mod coordination;
 mod http;
 pub mod meshnet;
+mod oidc;
 pub mod runtime;
 mod status;
 pub mod types;
@@ -22,4 +23,5 @@ pub mod types;
 pub use http::{
     Client, SdkError, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
 };
+pub use oidc::{AuthMethod, AuthMethods, OidcAuthMethod};
 pub use types::*;

@@ -142,6 +142,9 @@ wire_enum! {
         Token = "token",
         /// A key that only opens subdomain apps.
         AppConnect = "app_connect",
+        /// A session from an OpenID Connect login; as a user's login type,
+        /// an account that has no password.
+        Oidc = "oidc",
     }
 }
 

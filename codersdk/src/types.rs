@@ -296,6 +296,11 @@ pub struct WorkspaceAgent {
     pub first_connected_at: Option<DateTime<Utc>>,
     pub last_connected_at: Option<DateTime<Utc>>,
     pub apps: Vec<WorkspaceApp>,
+    /// `blocking` when a script keeps logins waiting until it ends
+    /// (`start_blocks_login`, or the agent's own `startup_script_behavior`),
+    /// else `non-blocking`: what `coder ssh --wait auto` follows.
+    #[serde(default)]
+    pub startup_script_behavior: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -360,6 +365,49 @@ pub struct AgentManifest {
     pub metadata: Vec<AgentMetadataDescription>,
     pub apps: Vec<WorkspaceApp>,
     pub relay_map: RelayMap,
+    /// Every script the agent runs (`coder_script`s, and the agent's own
+    /// `startup_script` and `shutdown_script`), each with its log source.
+    #[serde(default)]
+    pub scripts: Vec<AgentScript>,
+}
+
+/// A script an agent runs: at start, at stop, or on a `cron` schedule
+/// (Coder's `WorkspaceAgentScript`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct AgentScript {
+    /// The log source its output is attributed to.
+    pub log_source_id: Uuid,
+    pub display_name: String,
+    pub script: String,
+    /// Six fields with seconds first (`*/5 * * * * *`); empty: not periodic.
+    pub cron: String,
+    /// A file inside the workspace that also receives the output; empty: none.
+    pub log_path: String,
+    pub run_on_start: bool,
+    pub run_on_stop: bool,
+    /// The agent is not `ready` (so `coder ssh --wait auto` waits) until it ends.
+    pub start_blocks_login: bool,
+    /// Seconds before the script is killed; 0: no limit.
+    pub timeout_seconds: i64,
+}
+
+/// Where an agent's log lines come from (Coder's `WorkspaceAgentLogSource`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentLogSource {
+    pub id: Uuid,
+    pub workspace_agent_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub display_name: String,
+    #[serde(default)]
+    pub icon: String,
+}
+
+/// `GET /api/v2/workspaceagents/me/graceful-shutdown`: whether coderd asked
+/// the agent to run its shutdown scripts (a stop or delete build began).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GracefulShutdown {
+    pub shutdown_requested: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -393,6 +441,10 @@ pub struct AgentLog {
 pub struct PatchAgentLogsRequest {
     #[serde(default)]
     pub source: String,
+    /// One of the agent's log sources ([`AgentScript::log_source_id`]);
+    /// `None`: the agent's own, older-style `source` name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_source_id: Option<Uuid>,
     pub logs: Vec<AgentLog>,
 }
 
@@ -401,7 +453,11 @@ pub struct PatchAgentLogsRequest {
 pub struct WorkspaceAgentLog {
     pub id: i64,
     pub created_at: DateTime<Utc>,
+    /// The log source's display name (e.g. `Startup Script`), or the
+    /// agent's source name for lines sent without a log source.
     pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<Uuid>,
     pub level: LogLevel,
     pub output: String,
 }

@@ -7,6 +7,7 @@ pub mod coordination;
 mod database;
 mod meshpeer;
 mod metrics;
+pub mod oidc;
 pub mod postgres;
 pub mod provisioner;
 pub mod provisionerd;

@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// The secret `derper --verify-clients` presents to
     /// `POST /api/v2/derp/verify-client`; `None`: that route is absent.
     pub derp_verify_key: Option<crate::relay::RelayVerifyKey>,
+    /// OpenID Connect login (`--oidc-*`); discovered at start.
+    pub oidc: Option<crate::oidc::OidcConfig>,
+    /// Refuse password logins except the owners' (`--disable-password-auth`).
+    pub disable_password_auth: bool,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +91,8 @@ impl Default for ServerConfig {
             tls: None,
             prometheus_address: None,
             derp_verify_key: None,
+            oidc: None,
+            disable_password_auth: false,
         }
     }
 }
@@ -214,7 +220,15 @@ async fn serve(
     api_config.internal_url = Some(internal_url(internal_local)?);
     api_config.wildcard = config.wildcard.clone();
     api_config.path_apps = config.path_apps;
-    let state = AppState::new(pool.clone(), api_config);
+    api_config.disable_password_auth = config.disable_password_auth;
+    let mut state = AppState::new(pool.clone(), api_config);
+    if let Some(oidc) = &config.oidc {
+        let provider = crate::oidc::Provider::discover(oidc.clone())
+            .await
+            .map_err(|e| ServerError::Other(format!("OpenID Connect (--oidc-issuer-url): {e}")))?;
+        tracing::info!(issuer = %provider.metadata.issuer, "OpenID Connect login enabled");
+        state = state.with_oidc(provider);
+    }
     let embedded = if config.relay_enabled {
         // Only keys of connected coordination peers may use it.
         let verifier = PeerKeys::verifier(state.db.clone(), state.pubsub.clone());

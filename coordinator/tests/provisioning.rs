@@ -239,6 +239,7 @@ async fn push_create_stop_start_delete_round_trip() {
     agent
         .patch_agent_logs(&codersdk::PatchAgentLogsRequest {
             source: String::new(),
+            log_source_id: None,
             logs: vec![codersdk::AgentLog {
                 level: codersdk::LogLevel::Info,
                 output: "hello".into(),

@@ -28,6 +28,9 @@ GET /api/v2/derp-map Public
 GET /api/v2/users/first Public
 POST /api/v2/users/first Public
 POST /api/v2/users/login Public
+GET /api/v2/users/authmethods Public
+GET /api/v2/users/oidc/start Public
+GET /api/v2/users/oidc/callback Public
 POST /api/v2/users/logout User
 GET /api/v2/users User
 POST /api/v2/users User
@@ -56,7 +59,9 @@ PATCH /api/v2/workspaceagents/me/logs Agent
 POST /api/v2/workspaceagents/me/stats Agent
 POST /api/v2/workspaceagents/me/metadata Agent
 PATCH /api/v2/workspaceagents/me/app-health Agent
+GET /api/v2/workspaceagents/me/graceful-shutdown Agent
 GET /api/v2/workspaceagents/{id}/logs User
+GET /api/v2/workspaceagents/{id}/log-sources User
 GET /api/v2/workspaceagents/{id}/metadata User
 GET /api/v2/workspaceagents/{id}/pty User
 GET /api/v2/applications/auth-redirect Dashboard
@@ -76,6 +81,7 @@ GET /api/v2/debug/coordinator User
 GET /api/v2/provisionerdaemons/check Provisioner
 POST /api/v2/provisionerdaemons/acquire Provisioner
 POST /api/v2/provisionerdaemons/jobs/{id}/heartbeat Provisioner
+POST /api/v2/provisionerdaemons/jobs/{id}/agent-shutdown Provisioner
 POST /api/v2/provisionerdaemons/jobs/{id}/logs Provisioner
 POST /api/v2/provisionerdaemons/jobs/{id}/complete Provisioner
 POST /api/v2/provisionerdaemons/jobs/{id}/fail Provisioner
@@ -84,6 +90,7 @@ GET / Public
 GET /login Public
 GET /workspaces Dashboard
 GET /templates Dashboard
+GET /cli-auth Dashboard
 GET /assets/dashboard.js Public
 GET /assets/dashboard.css Public
 ";

@@ -2,7 +2,7 @@
 //! declare agents, apps, parameters and metadata, served over Terraform's plugin
 //! protocol v6 (via the `tf-provider` crate) under the address `coder/coder`.
 //!
-//! Resources `coder_agent`, `coder_app`, `coder_metadata`; data sources
+//! Resources `coder_agent`, `coder_app`, `coder_metadata`, `coder_script`, `coder_env`; data sources
 //! `coder_workspace`, `coder_workspace_owner`, `coder_parameter`. The schema follows
 //! Coder's provider (v2), so templates carry over. Build facts reach the provider as
 //! environment variables set by the provisioner worker (see `README.md`).
@@ -19,6 +19,7 @@ mod metadata;
 mod parameter;
 mod provider;
 mod schema_util;
+mod script;
 mod workspace;
 
 pub use cli_config::{

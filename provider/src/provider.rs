@@ -21,6 +21,7 @@ use crate::managed::Managed;
 use crate::metadata::MetadataResource;
 use crate::parameter::ParameterDataSource;
 use crate::schema_util::{block, optional, Str};
+use crate::script::{EnvResource, ScriptResource};
 use crate::workspace::{WorkspaceDataSource, WorkspaceOwnerDataSource};
 
 /// Environment variable holding the deployment's access URL.
@@ -159,6 +160,8 @@ impl Provider for CoderProvider {
             "agent" => Managed(AgentResource::new(self.access_url.clone())),
             "app" => Managed(AppResource),
             "metadata" => Managed(MetadataResource),
+            "script" => Managed(ScriptResource),
+            "env" => Managed(EnvResource),
         })
     }
 

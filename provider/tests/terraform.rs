@@ -440,6 +440,79 @@ resource "coder_metadata" "dev" {
 }
 
 #[test]
+fn scripts_and_env_apply_with_defaults_and_refuse_bad_cron() -> Result<()> {
+    let w = workdir_or_skip!(&template(
+        r#"
+resource "coder_agent" "dev" {
+  os   = "linux"
+  arch = "amd64"
+}
+resource "coder_script" "dotfiles" {
+  agent_id     = coder_agent.dev.id
+  display_name = "Dotfiles"
+  script       = "echo hi"
+  run_on_start = true
+  timeout      = 30
+}
+resource "coder_script" "tick" {
+  agent_id     = coder_agent.dev.id
+  display_name = "Tick"
+  script       = "date"
+  cron         = "*/10 * * * * *"
+  log_path     = "tick.log"
+}
+resource "coder_env" "editor" {
+  agent_id = coder_agent.dev.id
+  name     = "EDITOR"
+  value    = "vi"
+}
+"#
+    ));
+    w.init()?;
+    w.apply()?;
+    let state = w.show_json(None)?;
+    let all = resources(&state["values"]);
+    let dev = resource(&all, "coder_agent.dev");
+    let dotfiles = resource(&all, "coder_script.dotfiles");
+    assert_eq!(dotfiles["values"]["agent_id"], dev["values"]["id"]);
+    assert!(is_uuid(&dotfiles["values"]["id"]));
+    assert_eq!(dotfiles["values"]["run_on_stop"], false);
+    assert_eq!(dotfiles["values"]["start_blocks_login"], false);
+    assert_eq!(dotfiles["values"]["timeout"], 30);
+    let tick = resource(&all, "coder_script.tick");
+    assert_eq!(tick["values"]["cron"], "*/10 * * * * *");
+    assert_eq!(tick["values"]["timeout"], 0);
+    let env = resource(&all, "coder_env.editor");
+    assert_eq!((&env["values"]["name"], &env["values"]["value"]), (&"EDITOR".into(), &"vi".into()));
+    assert!(!w.plan_has_changes()?);
+    w.destroy()?;
+
+    let w = workdir_or_skip!(&template(
+        r#"
+resource "coder_script" "bad" {
+  agent_id     = "6b1d1fd4-3f43-4f7b-9a7c-8d5e2f0a1b2c"
+  display_name = "Bad"
+  script       = "true"
+  cron         = "*/5 * * * *"
+}
+resource "coder_env" "bad" {
+  agent_id = "6b1d1fd4-3f43-4f7b-9a7c-8d5e2f0a1b2c"
+  name     = "1-BAD"
+}
+"#
+    ));
+    w.init()?;
+    let run = w.run(&["plan", "-input=false", "-no-color"])?;
+    assert!(!run.success);
+    for message in ["Invalid coder_script cron \"*/5 * * * *\"", "Invalid coder_env name \"1-BAD\""]
+    {
+        assert!(run.stderr.contains(message), "missing {message:?} in:\n{}", run.stderr);
+    }
+    assert_no_crash(&run);
+    Ok(())
+}
+
+#[test]
 fn provider_binary_refuses_to_run_outside_terraform() -> Result<()> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_terraform-provider-coder"))
         .env_remove("TF_PLUGIN_MAGIC_COOKIE")

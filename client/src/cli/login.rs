@@ -28,9 +28,13 @@ pub struct LoginArgs {
     /// Log in with this password.
     #[arg(long, env = "CODER_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Log in with an existing session or API token.
+    /// Log in with an existing session or API token (e.g. the one /cli-auth shows).
     #[arg(long = "use-token", env = "CODER_LOGIN_TOKEN", hide_env_values = true)]
     pub use_token: Option<String>,
+    /// Log in through the browser (OpenID Connect): open /cli-auth, paste the token it shows.
+    /// The default when the deployment offers it and no --username/--password is given.
+    #[arg(long)]
+    pub oidc: bool,
 }
 
 fn prompt(question: &str, secret: bool) -> anyhow::Result<String> {
@@ -85,6 +89,8 @@ pub async fn login(ctx: &Context_, args: LoginArgs) -> anyhow::Result<()> {
         })
         .await?
         .session_token
+    } else if args.oidc || (no_password_given(&args) && offers_browser_login(&anon).await) {
+        browser_login(&url)?
     } else {
         let login = match args.username.clone().or(args.first_user_email.clone()) {
             Some(u) => u,
@@ -108,6 +114,56 @@ pub async fn login(ctx: &Context_, args: LoginArgs) -> anyhow::Result<()> {
         .with_context(|| format!("save login in {}", ctx.config.path().display()))?;
     outln!("Welcome, {}! You are logged in to {url}.", me.username)?;
     Ok(())
+}
+
+fn no_password_given(args: &LoginArgs) -> bool {
+    args.username.is_none() && args.password.is_none() && args.first_user_password.is_none()
+}
+
+/// Whether the deployment logs users in through the browser (OpenID
+/// Connect); an older one without `authmethods` does not.
+async fn offers_browser_login(anon: &Client) -> bool {
+    anon.auth_methods().await.is_ok_and(|m| m.oidc.enabled)
+}
+
+/// Coder's browser login: the user logs in on `/cli-auth`, which shows a
+/// session token, and pastes it here (or pipes it to stdin).
+fn browser_login(url: &Url) -> anyhow::Result<String> {
+    let page = url.join("/cli-auth").context("the deployment URL cannot be a base")?;
+    outln!("Open {page} in your browser to log in, then paste the session token it shows.")?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        open_browser(page.as_str());
+        return Ok(rpassword::prompt_password("Paste your token here: ")
+            .context("read the token")?
+            .trim()
+            .to_owned());
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("read the token from stdin")?;
+    let token = line.trim().to_owned();
+    if token.is_empty() {
+        bail!("no token on stdin: paste the one {page} shows (or pass --use-token)");
+    }
+    Ok(token)
+}
+
+/// Tries `xdg-open` on a desktop; never fails (the URL is printed anyway).
+fn open_browser(url: &str) {
+    let desktop =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if !desktop {
+        return;
+    }
+    let opened = std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if opened.is_err() {
+        tracing::debug!("xdg-open is not available");
+    }
 }
 
 pub async fn logout(ctx: &Context_) -> anyhow::Result<()> {

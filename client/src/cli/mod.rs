@@ -272,7 +272,7 @@ mod tests {
         for (args, choices) in [
             (
                 &["coder", "templates", "init", "--id", "cloud"][..],
-                "[possible values: local, netns]",
+                "[possible values: local, netns, docker]",
             ),
             (&["coder", "list", "--output", "yaml"], "[possible values: table, json]"),
         ] {

@@ -61,17 +61,27 @@ pub enum Wait {
     Yes,
     /// Not at all: connect as soon as the agent is known.
     No,
-    /// Until the agent is connected to the coordinator.
+    /// Until the agent is connected to the coordinator, and, when a script
+    /// blocks logins (`start_blocks_login`, `startup_script_behavior =
+    /// "blocking"`), until its start scripts have finished.
     Auto,
 }
 
 impl Wait {
-    /// Whether an agent in this state is ready to connect to.
-    fn ready(self, status: WorkspaceAgentStatus, lifecycle: LifecycleState) -> bool {
+    /// Whether an agent in this state is ready to connect to; `blocking`:
+    /// its start scripts block logins.
+    fn ready(
+        self,
+        status: WorkspaceAgentStatus,
+        lifecycle: LifecycleState,
+        blocking: bool,
+    ) -> bool {
         match self {
             Wait::Yes => lifecycle.startup_done(),
             Wait::No => true,
-            Wait::Auto => status == WorkspaceAgentStatus::Connected,
+            Wait::Auto => {
+                status == WorkspaceAgentStatus::Connected && (!blocking || lifecycle.startup_done())
+            }
         }
     }
 }
@@ -123,7 +133,8 @@ pub async fn find_agent(
                 }
             }
         };
-        if wait.ready(agent.status, agent.lifecycle_state) {
+        let blocking = agent.startup_script_behavior == "blocking";
+        if wait.ready(agent.status, agent.lifecycle_state, blocking) {
             return Ok(agent);
         }
         if tokio::time::Instant::now() > deadline {
@@ -266,11 +277,13 @@ mod tests {
     fn wait_decides_readiness() {
         use LifecycleState::{Ready, Starting};
         use WorkspaceAgentStatus::{Connected, Connecting};
-        assert!(Wait::No.ready(Connecting, Starting));
-        assert!(!Wait::Auto.ready(Connecting, Ready));
-        assert!(Wait::Auto.ready(Connected, Starting));
-        assert!(!Wait::Yes.ready(Connected, Starting));
-        assert!(Wait::Yes.ready(Connected, Ready));
+        assert!(Wait::No.ready(Connecting, Starting, true));
+        assert!(!Wait::Auto.ready(Connecting, Ready, false));
+        assert!(Wait::Auto.ready(Connected, Starting, false));
+        assert!(!Wait::Auto.ready(Connected, Starting, true), "a blocking script holds auto");
+        assert!(Wait::Auto.ready(Connected, Ready, true));
+        assert!(!Wait::Yes.ready(Connected, Starting, false));
+        assert!(Wait::Yes.ready(Connected, Ready, false));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum Example {
     Local,
     /// The agent in its own network namespace behind a NAT (root; for mesh demos).
     Netns,
+    /// A Docker container per workspace, from a locally built image (build-image.sh).
+    Docker,
 }
 
 impl Example {
@@ -26,13 +28,27 @@ impl Example {
         match self {
             Example::Local => "local",
             Example::Netns => "netns",
+            Example::Docker => "docker",
         }
     }
 
-    fn main_tf(self) -> &'static str {
+    /// Its files: (name, contents, executable).
+    fn files(self) -> &'static [(&'static str, &'static str, bool)] {
         match self {
-            Example::Local => include_str!("../../../examples/templates/local/main.tf"),
-            Example::Netns => include_str!("../../../examples/templates/netns/main.tf"),
+            Example::Local => {
+                &[("main.tf", include_str!("../../../examples/templates/local/main.tf"), false)]
+            }
+            Example::Netns => {
+                &[("main.tf", include_str!("../../../examples/templates/netns/main.tf"), false)]
+            }
+            Example::Docker => &[
+                ("main.tf", include_str!("../../../examples/templates/docker/main.tf"), false),
+                (
+                    "build-image.sh",
+                    include_str!("../../../examples/templates/docker/build-image.sh"),
+                    true,
+                ),
+            ],
         }
     }
 }
@@ -124,8 +140,18 @@ fn init(dir: Option<PathBuf>, example: Example) -> anyhow::Result<()> {
         bail!("{} already has a main.tf; choose another directory", dir.display());
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    std::fs::write(dir.join("main.tf"), example.main_tf())?;
+    for &(file, contents, executable) in example.files() {
+        let path = dir.join(file);
+        std::fs::write(&path, contents).with_context(|| format!("write {}", path.display()))?;
+        if executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
     outln!("Wrote the {name:?} example to {}.", dir.display())?;
+    if example == Example::Docker {
+        outln!("Build its image first (root, dockerd running): {}/build-image.sh", dir.display())?;
+    }
     outln!("Push it with: coder templates push {name} -d {}", dir.display())?;
     Ok(())
 }

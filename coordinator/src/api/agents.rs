@@ -1,5 +1,6 @@
 //! The agent API: what an agent (authenticated by its token) fetches and
-//! reports — manifest, lifecycle, startup logs, liveness and stats — and the
+//! reports — manifest (with its scripts), lifecycle, script logs by log
+//! source, liveness and stats, and the graceful-shutdown long poll — and the
 //! user-facing views of an agent. Also serves the agent binary that the
 //! provider's `init_script` downloads.
 
@@ -8,8 +9,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use codersdk::{
-    AgentManifest, AgentMetadataResult, AgentStats, AppHealth, PatchAgentLogsRequest,
-    PatchAppHealthRequest, PostLifecycleRequest, WorkspaceAgentLog,
+    AgentLogSource, AgentManifest, AgentMetadataResult, AgentStats, AppHealth, GracefulShutdown,
+    PatchAgentLogsRequest, PatchAppHealthRequest, PostLifecycleRequest, WorkspaceAgentLog,
 };
 use uuid::Uuid;
 
@@ -18,8 +19,8 @@ use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
 use crate::authz::{Action, Object};
-use crate::database::agents;
 use crate::database::apps::{self, AppRow};
+use crate::database::{agent_scripts, agents};
 
 /// Largest batch of log lines per request, and stored bytes per agent.
 const MAX_LOG_LINES: usize = 1000;
@@ -33,6 +34,7 @@ pub async fn manifest(
 ) -> ApiResult<Json<AgentManifest>> {
     let row = agents::manifest(&state.db, agent.agent_id).await?;
     let apps = apps::of_agents(&state.db, &[agent.agent_id]).await?;
+    let scripts = agent_scripts::of_agent(&state.db, agent.agent_id).await?;
     Ok(Json(AgentManifest {
         agent_id: agent.agent_id,
         agent_name: agent.agent_name,
@@ -45,7 +47,46 @@ pub async fn manifest(
         metadata: row.metadata.0,
         apps: apps.iter().map(AppRow::to_api).collect(),
         relay_map: state.relay_map.as_ref().clone(),
+        scripts,
     }))
+}
+
+/// The longest a graceful-shutdown poll is held open.
+const SHUTDOWN_POLL: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// `GET /workspaceagents/me/graceful-shutdown`: answers as soon as a stop or
+/// delete build asks this agent to shut down (at once if one already has),
+/// else `shutdown_requested: false` after [`SHUTDOWN_POLL`]; the agent asks
+/// again. Any replica answers: the request travels by pubsub.
+pub async fn graceful_shutdown(
+    State(state): State<AppState>,
+    agent: AgentSession,
+) -> ApiResult<Json<GracefulShutdown>> {
+    // Subscribe before looking, so a request made in between still wakes us.
+    let mut notices = state.pubsub.subscribe(agent_scripts::CHANNEL_AGENT_SHUTDOWN).await;
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_POLL;
+    let id = agent.agent_id.to_string();
+    loop {
+        if agent_scripts::shutdown_requested(&state.db, agent.agent_id).await? {
+            return Ok(Json(GracefulShutdown { shutdown_requested: true }));
+        }
+        // Wait for a notice about this agent (or a resync), then look again.
+        loop {
+            let notice = tokio::select! {
+                m = notices.recv() => m,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Ok(Json(GracefulShutdown { shutdown_requested: false }));
+                }
+            };
+            match notice {
+                Ok(crate::pubsub::Message::Payload(p)) if p != id => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Ok(Json(GracefulShutdown { shutdown_requested: false }));
+                }
+                _ => break,
+            }
+        }
+    }
 }
 
 pub async fn post_lifecycle(
@@ -89,11 +130,17 @@ pub async fn patch_logs(
         )
         .detail(format!("Agents may store {} MiB of logs.", MAX_LOG_BYTES_PER_AGENT >> 20)));
     }
+    if let Some(id) = req.log_source_id {
+        if !agent_scripts::is_log_source_of(&state.db, agent.agent_id, id).await? {
+            return Err(ApiError::bad_request(format!("Log source {id} is not this agent's.")));
+        }
+    }
     let source =
         if req.source.is_empty() { "startup_script".to_owned() } else { req.source.clone() };
     let levels: Vec<&str> = req.logs.iter().map(|l| l.level.as_str()).collect();
     let outputs: Vec<&str> = req.logs.iter().map(|l| l.output.as_str()).collect();
-    agents::insert_logs(&state.db, agent.agent_id, &source, &levels, &outputs).await?;
+    agents::insert_logs(&state.db, agent.agent_id, &source, req.log_source_id, &levels, &outputs)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,6 +169,17 @@ pub async fn agent_logs(
 ) -> ApiResult<Json<Vec<WorkspaceAgentLog>>> {
     let id = visible_agent(&state, &session, id).await?;
     Ok(Json(agents::logs(&state.db, id).await?))
+}
+
+/// `GET /workspaceagents/{id}/log-sources`: where the agent's log lines come
+/// from (one per script), so a client can group its logs.
+pub async fn log_sources(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<AgentLogSource>>> {
+    let id = visible_agent(&state, &session, id).await?;
+    Ok(Json(agent_scripts::log_sources(&state.db, id).await?))
 }
 
 /// `GET /bin/coder-agent-<os>-<arch>`: the agent binary built with this

@@ -223,7 +223,7 @@ pub async fn authenticate_for(
         return Ok(None);
     };
     let lifetime = Duration::seconds(key.lifetime_seconds);
-    let extend = key.login_type == LoginType::Password
+    let extend = matches!(key.login_type, LoginType::Password | LoginType::Oidc)
         && now + lifetime - key.expires_at > Duration::hours(1);
     if extend || now - key.last_used > Duration::minutes(1) {
         let expires_at = if extend { now + lifetime } else { key.expires_at };

@@ -9,6 +9,7 @@ mod coordinate;
 mod error;
 mod files;
 mod jobs;
+pub mod oidc;
 mod passwords;
 mod provisionerd;
 mod relay_verify;
@@ -67,6 +68,8 @@ pub struct ApiConfig {
     /// The agent binary `GET /bin/coder-agent-<os>-<arch>` serves
     /// (`None`: `coder-agent` beside this executable).
     pub agent_binary: Option<std::path::PathBuf>,
+    /// Refuse password logins except the owners' (`--disable-password-auth`).
+    pub disable_password_auth: bool,
 }
 
 impl ApiConfig {
@@ -89,6 +92,7 @@ impl Default for ApiConfig {
             coordination: crate::coordination::Config::default(),
             path_apps: apps::resolve::PathAppConfig::default(),
             agent_binary: None,
+            disable_password_auth: false,
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct AppState {
     /// Login throttling and the bound on concurrent password hashing; in
     /// memory, per replica.
     passwords: Arc<passwords::Passwords>,
+    /// The OpenID provider logins go through (`--oidc-issuer-url`).
+    pub oidc: Option<Arc<crate::oidc::Provider>>,
 }
 
 impl AppState {
@@ -126,12 +132,19 @@ impl AppState {
             relay_map: Arc::default(),
             mesh: MeshPeer::new(),
             passwords: Arc::default(),
+            oidc: None,
         }
     }
 
     /// The URL this process's mesh peer coordinates through.
     pub fn internal_url(&self) -> &Url {
         self.config.internal_url.as_ref().unwrap_or(&self.config.access_url)
+    }
+
+    /// Logs users in through `provider` too.
+    pub fn with_oidc(mut self, provider: crate::oidc::Provider) -> Self {
+        self.oidc = Some(Arc::new(provider));
+        self
     }
 
     /// Serves `relay` at `/derp` and hands out `map`.
@@ -164,6 +177,9 @@ fn tree() -> Tree {
         .get("/users/first", Public, users::first_user_exists)
         .post("/users/first", Public, users::create_first_user)
         .post("/users/login", Public, users::login)
+        .get("/users/authmethods", Public, oidc::auth_methods)
+        .get("/users/oidc/start", Public, oidc::start)
+        .get("/users/oidc/callback", Public, oidc::callback)
         .post("/users/logout", User, users::logout)
         .get("/users", User, users::list_users)
         .post("/users", User, users::create_user)
@@ -191,7 +207,9 @@ fn tree() -> Tree {
         .post("/workspaceagents/me/stats", Agent, agents::post_stats)
         .post("/workspaceagents/me/metadata", Agent, agents::post_metadata)
         .patch("/workspaceagents/me/app-health", Agent, agents::patch_app_health)
+        .get("/workspaceagents/me/graceful-shutdown", Agent, agents::graceful_shutdown)
         .get("/workspaceagents/{id}/logs", User, agents::agent_logs)
+        .get("/workspaceagents/{id}/log-sources", User, agents::log_sources)
         .get("/workspaceagents/{id}/metadata", User, agents::metadata)
         .get("/workspaceagents/{id}/pty", User, web::terminal::pty)
         .get("/applications/auth-redirect", Access::Dashboard, apps::subdomain::auth_redirect)

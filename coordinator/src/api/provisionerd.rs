@@ -25,8 +25,8 @@ use super::error::{ApiError, ApiResult, Json, Path};
 use super::routes::{Access, Routes};
 use super::AppState;
 use crate::provisionerd::http::{
-    AcquireRequest, AcquireResponse, CompleteRequest, FailRequest, HeartbeatRequest,
-    HeartbeatResponse, LogsRequest, MAX_ACQUIRE_WAIT, PROVISIONER_KEY_HEADER,
+    AcquireRequest, AcquireResponse, AgentShutdownResponse, CompleteRequest, FailRequest,
+    HeartbeatRequest, HeartbeatResponse, LogsRequest, MAX_ACQUIRE_WAIT, PROVISIONER_KEY_HEADER,
 };
 use crate::provisionerd::{BackendError, JobBackend, Lease, PgBackend, ProvisionerKey};
 
@@ -42,6 +42,7 @@ pub(super) fn routes() -> Routes {
         .get("/provisionerdaemons/check", Provisioner, check)
         .post("/provisionerdaemons/acquire", Provisioner, acquire)
         .post("/provisionerdaemons/jobs/{id}/heartbeat", Provisioner, heartbeat)
+        .post("/provisionerdaemons/jobs/{id}/agent-shutdown", Provisioner, agent_shutdown)
         .post(
             "/provisionerdaemons/jobs/{id}/logs",
             Provisioner,
@@ -143,6 +144,19 @@ async fn heartbeat(
     let lease = lease(id, &req.worker_id)?;
     let hb = backend(&state).heartbeat(&lease).await.map_err(backend_error)?;
     Ok(Json(HeartbeatResponse { state: hb }))
+}
+
+async fn agent_shutdown(
+    _: ExternalProvisioner,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(req): Json<HeartbeatRequest>,
+) -> ApiResult<Response> {
+    let lease = lease(id, &req.worker_id)?;
+    match backend(&state).shutdown_agents(&lease).await.map_err(backend_error)? {
+        Some(agents) => Ok(Json(AgentShutdownResponse { agents }).into_response()),
+        None => Ok(recorded(false)),
+    }
 }
 
 async fn logs(

@@ -144,6 +144,17 @@ pub async fn login(
         }
     };
     attempt.finish(Outcome::Success);
+    if state.config.disable_password_auth {
+        // Owners keep a way in when the identity provider is down (as Coder).
+        let owner = users::by_id(&state.db, user.id).await?;
+        if !owner.is_some_and(|u| u.roles.0.contains(&Role::Owner)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Password authentication is disabled on this deployment.",
+            )
+            .detail("Log in with OpenID Connect (`coder login` opens it); only owners may use a password."));
+        }
+    }
     let token = issue_token(
         &state.db,
         user.id,

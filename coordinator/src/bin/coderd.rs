@@ -156,6 +156,105 @@ struct ServerArgs {
     /// POST /api/v2/derp/verify-client; without it that route does not exist.
     #[arg(long, env = "CODER_DERP_VERIFY_CLIENTS_PSK_FILE")]
     derp_verify_clients_psk_file: Option<PathBuf>,
+    #[command(flatten)]
+    oidc: OidcArgs,
+    /// Refuse password logins (owners excepted, so a deployment whose
+    /// identity provider is down can still be administered).
+    #[arg(long, env = "CODER_DISABLE_PASSWORD_AUTH")]
+    disable_password_auth: bool,
+}
+
+/// OpenID Connect login. The client secret comes from
+/// --oidc-client-secret-file or from CODER_OIDC_CLIENT_SECRET (the secret
+/// itself; never a command-line flag, which `ps` would show).
+#[derive(clap::Args)]
+struct OidcArgs {
+    /// Issuer URL of the OpenID provider; turns on "Log in with OpenID Connect".
+    #[arg(long, env = "CODER_OIDC_ISSUER_URL")]
+    oidc_issuer_url: Option<url::Url>,
+    /// Client id registered at the provider.
+    #[arg(long, env = "CODER_OIDC_CLIENT_ID")]
+    oidc_client_id: Option<String>,
+    /// File holding the client secret (else CODER_OIDC_CLIENT_SECRET).
+    #[arg(long, env = "CODER_OIDC_CLIENT_SECRET_FILE")]
+    oidc_client_secret_file: Option<PathBuf>,
+    /// Only these email domains may log in or sign up (repeatable or comma-separated; default: any).
+    #[arg(long = "oidc-email-domain", env = "CODER_OIDC_EMAIL_DOMAIN", value_delimiter = ',')]
+    oidc_email_domains: Vec<String>,
+    /// Whether a first OpenID Connect login creates an account.
+    #[arg(long, env = "CODER_OIDC_ALLOW_SIGNUPS", default_value_t = true, action = clap::ArgAction::Set)]
+    oidc_allow_signups: bool,
+    /// Claim that names the username (else the email's local part).
+    #[arg(long, env = "CODER_OIDC_USERNAME_FIELD", default_value = "preferred_username")]
+    oidc_username_field: String,
+    /// Claim that lists the user's groups (for --oidc-user-role-mapping).
+    #[arg(long, env = "CODER_OIDC_GROUP_FIELD")]
+    oidc_group_field: Option<String>,
+    /// JSON: group → roles, e.g. '{"admins":["template-admin"]}'; roles then follow groups on every login.
+    #[arg(long, env = "CODER_OIDC_USER_ROLE_MAPPING")]
+    oidc_user_role_mapping: Option<String>,
+    /// Scopes asked for (comma-separated).
+    #[arg(
+        long,
+        env = "CODER_OIDC_SCOPES",
+        value_delimiter = ',',
+        default_value = "openid,email,profile"
+    )]
+    oidc_scopes: Vec<String>,
+    /// Text of the login button (default: "OpenID Connect").
+    #[arg(long, env = "CODER_OIDC_SIGN_IN_TEXT")]
+    oidc_sign_in_text: Option<String>,
+}
+
+/// The OpenID Connect settings the flags ask for, `None` when off.
+fn oidc_config(args: &OidcArgs) -> anyhow::Result<Option<coordinator::oidc::OidcConfig>> {
+    let Some(issuer) = args.oidc_issuer_url.clone() else {
+        anyhow::ensure!(
+            args.oidc_client_id.is_none() && args.oidc_user_role_mapping.is_none(),
+            "--oidc-* flags given without --oidc-issuer-url"
+        );
+        return Ok(None);
+    };
+    let client_id =
+        args.oidc_client_id.clone().context("--oidc-issuer-url needs --oidc-client-id")?;
+    let secret = match (&args.oidc_client_secret_file, std::env::var("CODER_OIDC_CLIENT_SECRET")) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("read --oidc-client-secret-file {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, Ok(secret)) => secret.trim().to_owned(),
+        (None, Err(_)) => anyhow::bail!(
+            "--oidc-issuer-url needs the client secret: --oidc-client-secret-file or CODER_OIDC_CLIENT_SECRET"
+        ),
+    };
+    anyhow::ensure!(!secret.is_empty(), "the OpenID client secret is empty");
+    let mut config = coordinator::oidc::OidcConfig::new(issuer, client_id, secret);
+    config.email_domains = args
+        .oidc_email_domains
+        .iter()
+        .map(|d| d.trim().trim_start_matches('@').to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
+    config.allow_signups = args.oidc_allow_signups;
+    config.username_field = args.oidc_username_field.clone();
+    config.group_field = args.oidc_group_field.clone().filter(|f| !f.is_empty());
+    if let Some(json) = &args.oidc_user_role_mapping {
+        let mapping = coordinator::oidc::claims::parse_role_mapping(json)
+            .map_err(|e| anyhow::anyhow!("--oidc-user-role-mapping: {e}"))?;
+        anyhow::ensure!(
+            config.group_field.is_some(),
+            "--oidc-user-role-mapping needs --oidc-group-field (the claim that lists groups)"
+        );
+        config.role_mapping = Some(mapping);
+    }
+    config.scopes =
+        args.oidc_scopes.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    anyhow::ensure!(
+        config.scopes.iter().any(|s| s == "openid"),
+        "--oidc-scopes must include openid"
+    );
+    config.sign_in_text = args.oidc_sign_in_text.clone().unwrap_or_default();
+    Ok(Some(config))
 }
 
 /// The HTTPS settings the flags ask for, `None` when TLS is off.
@@ -238,6 +337,8 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.derp_verify_clients_psk_file {
         config.derp_verify_key = Some(coordinator::relay::RelayVerifyKey::from_file(path)?);
     }
+    config.oidc = oidc_config(&args.oidc)?;
+    config.disable_password_auth = args.disable_password_auth;
     let rt = tokio::runtime::Runtime::new().context("start tokio runtime")?;
     rt.block_on(async move {
         coordinator::run(config, shutdown_signal()).await.context("coderd server")
@@ -322,6 +423,66 @@ mod tests {
         assert_eq!(stun_address(&given).unwrap(), Some("0.0.0.0:3479".parse().unwrap()));
         let off = server_args(&["--stun-address", ""]);
         assert_eq!(stun_address(&off).unwrap(), None);
+    }
+
+    #[test]
+    fn oidc_flags_make_a_config() {
+        for var in ["CODER_OIDC_ISSUER_URL", "CODER_OIDC_CLIENT_ID", "CODER_OIDC_EMAIL_DOMAIN"] {
+            std::env::remove_var(var);
+        }
+        assert!(oidc_config(&server_args(&[]).oidc).unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let args = server_args(&[
+            "--oidc-issuer-url",
+            "https://idp.example.com",
+            "--oidc-client-id",
+            "coder",
+            "--oidc-client-secret-file",
+            secret.to_str().unwrap(),
+            "--oidc-email-domain",
+            "example.com,@corp.example",
+            "--oidc-email-domain",
+            "third.example",
+            "--oidc-allow-signups",
+            "false",
+            "--oidc-group-field",
+            "groups",
+            "--oidc-user-role-mapping",
+            r#"{"admins":["template-admin"]}"#,
+        ]);
+        let c = oidc_config(&args.oidc).unwrap().unwrap();
+        assert_eq!(c.client_secret, "s3cret");
+        assert_eq!(c.email_domains, ["example.com", "corp.example", "third.example"]);
+        assert!(!c.allow_signups);
+        assert_eq!(c.username_field, "preferred_username");
+        assert_eq!(c.role_mapping.unwrap()["admins"], [codersdk::Role::TemplateAdmin]);
+        // A role mapping with no group claim, or an unknown role, stops the start.
+        let bad = server_args(&[
+            "--oidc-issuer-url",
+            "https://idp.example.com",
+            "--oidc-client-id",
+            "coder",
+            "--oidc-client-secret-file",
+            secret.to_str().unwrap(),
+            "--oidc-user-role-mapping",
+            r#"{"admins":["template-admin"]}"#,
+        ]);
+        assert!(oidc_config(&bad.oidc).is_err());
+        let bad = server_args(&[
+            "--oidc-issuer-url",
+            "https://idp.example.com",
+            "--oidc-client-id",
+            "coder",
+            "--oidc-client-secret-file",
+            secret.to_str().unwrap(),
+            "--oidc-group-field",
+            "groups",
+            "--oidc-user-role-mapping",
+            r#"{"admins":["root"]}"#,
+        ]);
+        assert!(oidc_config(&bad.oidc).is_err());
     }
 
     #[test]

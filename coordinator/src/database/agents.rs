@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::apps::AppRow;
 
-#[derive(sqlx::FromRow)]
+#[derive(Debug, sqlx::FromRow)]
 pub struct AgentRow {
     pub id: Uuid,
     pub resource_id: Uuid,
@@ -27,6 +27,8 @@ pub struct AgentRow {
     pub last_connected_at: Option<DateTime<Utc>>,
     pub disconnected_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// A start script keeps logins waiting (`start_blocks_login`).
+    pub blocks_login: bool,
 }
 
 /// How long an agent may go without a heartbeat before it counts as gone.
@@ -69,12 +71,26 @@ impl AgentRow {
             first_connected_at: self.first_connected_at,
             last_connected_at: self.last_connected_at,
             apps: apps.iter().filter(|p| p.agent_id == self.id).map(AppRow::to_api).collect(),
+            startup_script_behavior: if self.blocks_login { "blocking" } else { "non-blocking" }
+                .to_owned(),
         }
     }
 }
 
 const COLUMNS: &str = "id, resource_id, name, os, arch, directory, lifecycle_state, \
-    connection_timeout_seconds, first_connected_at, last_connected_at, disconnected_at, created_at";
+    connection_timeout_seconds, first_connected_at, last_connected_at, disconnected_at, created_at, \
+    EXISTS (SELECT 1 FROM workspace_agent_scripts s WHERE s.agent_id = workspace_agents.id \
+            AND s.run_on_start AND s.start_blocks_login) AS blocks_login";
+
+/// These agents (those that exist), by name.
+pub async fn by_ids(db: &PgPool, ids: &[Uuid]) -> Result<Vec<AgentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM workspace_agents WHERE id = ANY($1) ORDER BY name"
+    ))
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
 
 /// The agents of these resources, by name.
 pub async fn of_resources(db: &PgPool, resources: &[Uuid]) -> Result<Vec<AgentRow>, sqlx::Error> {
@@ -101,7 +117,9 @@ pub struct AgentIdentity {
 }
 
 /// The current agent with this token hash: of a workspace that is not
-/// deleted, and of its latest build.
+/// deleted, and of its latest build — or of the build before it while that
+/// latest build is a stop or delete still running, so the agent it is about
+/// to destroy can run its shutdown scripts and report them.
 pub async fn by_token_hash(db: &PgPool, hash: &[u8]) -> Result<Option<AgentIdentity>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.id AS agent_id, a.name AS agent_name, a.resource_id, w.id AS workspace_id,
@@ -112,7 +130,13 @@ pub async fn by_token_hash(db: &PgPool, hash: &[u8]) -> Result<Option<AgentIdent
          JOIN workspaces w ON w.id = b.workspace_id
          JOIN users u ON u.id = w.owner_id
          WHERE a.auth_token_hash = $1 AND NOT w.deleted
-           AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)
+           AND (b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)
+                OR EXISTS (
+                    SELECT 1 FROM workspace_builds nb JOIN provisioner_jobs j ON j.id = nb.job_id
+                    WHERE nb.workspace_id = w.id AND nb.build_number = b.build_number + 1
+                      AND nb.transition IN ('stop', 'delete') AND j.completed_at IS NULL
+                      AND nb.build_number = (SELECT max(build_number) FROM workspace_builds
+                                             WHERE workspace_id = w.id)))
          LIMIT 1",
     )
     .bind(hash)
@@ -204,22 +228,25 @@ pub async fn log_bytes(db: &PgPool, agent: Uuid) -> Result<i64, sqlx::Error> {
     .await
 }
 
-/// Appends log lines (`levels` and `outputs` pairwise), in order.
+/// Appends log lines (`levels` and `outputs` pairwise), in order, from
+/// `source` (a name) or the log source `source_id` (one of the agent's).
 pub async fn insert_logs(
     db: &PgPool,
     agent: Uuid,
     source: &str,
+    source_id: Option<Uuid>,
     levels: &[&str],
     outputs: &[&str],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO workspace_agent_logs (agent_id, source, level, output)
-         SELECT $1, $2, l, o FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(l, o, n) ORDER BY n",
+        "INSERT INTO workspace_agent_logs (agent_id, source, log_source_id, level, output)
+         SELECT $1, $2, $5, l, o FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(l, o, n) ORDER BY n",
     )
     .bind(agent)
     .bind(source)
     .bind(levels)
     .bind(outputs)
+    .bind(source_id)
     .execute(db)
     .await
     .map(drop)
@@ -230,6 +257,7 @@ struct LogRow {
     id: i64,
     created_at: DateTime<Utc>,
     source: String,
+    source_id: Option<Uuid>,
     #[sqlx(try_from = "String")]
     level: codersdk::LogLevel,
     output: String,
@@ -238,7 +266,11 @@ struct LogRow {
 /// An agent's startup logs, oldest first.
 pub async fn logs(db: &PgPool, agent: Uuid) -> Result<Vec<WorkspaceAgentLog>, sqlx::Error> {
     let rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT id, created_at, source, level, output FROM workspace_agent_logs WHERE agent_id = $1 ORDER BY id",
+        "SELECT g.id, g.created_at, COALESCE(s.display_name, g.source) AS source,
+                g.log_source_id AS source_id, g.level, g.output
+         FROM workspace_agent_logs g
+         LEFT JOIN workspace_agent_log_sources s ON s.id = g.log_source_id
+         WHERE g.agent_id = $1 ORDER BY g.id",
     )
     .bind(agent)
     .fetch_all(db)
@@ -249,6 +281,7 @@ pub async fn logs(db: &PgPool, agent: Uuid) -> Result<Vec<WorkspaceAgentLog>, sq
             id: r.id,
             created_at: r.created_at,
             source: r.source,
+            source_id: r.source_id,
             level: r.level,
             output: r.output,
         })

@@ -7,6 +7,7 @@
 //! checked at run time (no live database at build time). The provisioner job
 //! queue keeps its own queries in `provisionerd::queue`.
 
+pub mod agent_scripts;
 pub mod agents;
 pub mod api_keys;
 pub mod apps;
@@ -18,6 +19,7 @@ pub mod template_versions;
 pub mod templates;
 #[cfg(test)]
 mod tests;
+pub mod user_links;
 pub mod users;
 pub mod workspaces;
 

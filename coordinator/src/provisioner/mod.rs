@@ -19,7 +19,7 @@ use uuid::Uuid;
 pub use codersdk::Transition;
 pub use resources::{
     Agent, AgentMetadata, App, Healthcheck, MetadataItem, Parameter, ParameterOption,
-    ParameterValidation, Resource,
+    ParameterValidation, Resource, Script,
 };
 
 /// The facts of a build that the provider reads from the environment: the workspace,

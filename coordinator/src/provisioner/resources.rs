@@ -69,6 +69,27 @@ pub struct Agent {
     pub order: i64,
     pub metadata: Vec<AgentMetadata>,
     pub apps: Vec<App>,
+    /// `coder_script`s, then the agent's own `startup_script` ("Startup Script") and
+    /// `shutdown_script` ("Shutdown Script") as Coder turns them into scripts.
+    pub scripts: Vec<Script>,
+    /// `coder_env`s, as `(name, value)` in address order.
+    pub extra_envs: Vec<(String, String)>,
+}
+
+/// A `coder_script` (or the agent's startup or shutdown script as one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Script {
+    pub display_name: String,
+    pub icon: String,
+    pub script: String,
+    pub cron: String,
+    pub log_path: String,
+    pub run_on_start: bool,
+    pub run_on_stop: bool,
+    pub start_blocks_login: bool,
+    pub timeout_seconds: i64,
 }
 
 /// A `metadata` block of a `coder_agent`: a script the agent runs periodically.

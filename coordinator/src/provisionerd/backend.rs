@@ -10,7 +10,7 @@ use std::future::Future;
 use futures::stream::BoxStream;
 use uuid::Uuid;
 
-use super::job::{AcquiredJob, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
+use super::job::{AcquiredJob, AgentShutdown, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
 use super::queue::Tags;
 
 /// Where jobs come from and where their results go.
@@ -53,6 +53,14 @@ pub trait JobBackend: Send + Sync + 'static {
         lease: &Lease,
         failure: &JobFailure,
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// For a stop or delete build: asks the agents of the build it replaces
+    /// to shut down (once; later calls only look) and returns their state.
+    /// `None`: the job is no longer this worker's.
+    fn shutdown_agents(
+        &self,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<Option<Vec<AgentShutdown>>, BackendError>> + Send;
 
     /// Yields whenever a cancel request for `job_id` may have arrived, so
     /// the worker heartbeats at once instead of at its next tick. Backends

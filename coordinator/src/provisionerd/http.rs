@@ -5,7 +5,7 @@
 //! ```text
 //! worker ── POST acquire (long poll ≤ 25 s) ───────────▶ coderd ── PgBackend ──▶ Postgres
 //!        ◀─ {job: AcquiredJob | null} ──────────────────
-//!        ── POST jobs/{id}/heartbeat | logs | complete | fail (lease in body)
+//!        ── POST jobs/{id}/heartbeat | agent-shutdown | logs | complete | fail (lease in body)
 //! ```
 
 use std::sync::Arc;
@@ -18,7 +18,9 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use super::backend::{BackendError, JobBackend};
-use super::job::{AcquiredJob, Heartbeat, JobFailure, JobLog, JobOutput, Lease, WorkerIdentity};
+use super::job::{
+    AcquiredJob, AgentShutdown, Heartbeat, JobFailure, JobLog, JobOutput, Lease, WorkerIdentity,
+};
 use super::queue::Tags;
 
 /// The header that carries the pre-shared key.
@@ -101,6 +103,12 @@ pub struct AcquireResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatRequest {
     pub worker_id: String,
+}
+
+/// Answer to `agent-shutdown` (its body is a [`HeartbeatRequest`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentShutdownResponse {
+    pub agents: Vec<AgentShutdown>,
 }
 
 /// Answer to `heartbeat`.
@@ -257,6 +265,16 @@ impl JobBackend for HttpBackend {
         let path = format!("jobs/{}/heartbeat", lease.job_id);
         let resp: Option<HeartbeatResponse> = self.post(&path, &req, CALL_TIMEOUT).await?;
         Ok(resp.map_or(Heartbeat::Lost, |r| r.state))
+    }
+
+    async fn shutdown_agents(
+        &self,
+        lease: &Lease,
+    ) -> Result<Option<Vec<AgentShutdown>>, BackendError> {
+        let req = HeartbeatRequest { worker_id: lease.worker_id.clone() };
+        let path = format!("jobs/{}/agent-shutdown", lease.job_id);
+        let resp: Option<AgentShutdownResponse> = self.post(&path, &req, CALL_TIMEOUT).await?;
+        Ok(resp.map(|r| r.agents))
     }
 
     async fn append_logs(&self, lease: &Lease, logs: &[JobLog]) -> Result<bool, BackendError> {

@@ -82,6 +82,24 @@ impl JobFailure {
     }
 }
 
+/// An agent that a stop or delete build asked to shut down (it runs its
+/// shutdown scripts before terraform destroys it), as the worker polls it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentShutdown {
+    pub agent_id: Uuid,
+    pub name: String,
+    pub lifecycle: codersdk::LifecycleState,
+    /// Heartbeating now; an agent that is not is not waited for.
+    pub connected: bool,
+    /// Has `run_on_stop` scripts (or a `shutdown_script`); an agent without
+    /// any is asked to shut down but not waited for.
+    #[serde(default)]
+    pub has_stop_scripts: bool,
+    /// How long its shutdown may take: its longest stop script's timeout
+    /// plus a margin.
+    pub wait_seconds: u64,
+}
+
 /// What a worker announces when it asks for a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerIdentity {

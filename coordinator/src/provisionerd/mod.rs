@@ -13,6 +13,10 @@
 //!               HttpBackend ◀── Worker             `coderd provisioner start`
 //! ```
 //!
+//! Before a stop or delete build runs terraform, the worker asks the agents
+//! it will destroy to run their shutdown scripts and waits for them
+//! ([`shutdown`]).
+//!
 //! A [`Worker`] runs one job at a time through an [`Executor`]
 //! ([`TerraformExecutor`]) against a [`JobBackend`]: the same code inside
 //! coderd and on another machine.
@@ -23,12 +27,13 @@ pub mod http;
 pub mod job;
 pub mod pg;
 pub mod queue;
+pub mod shutdown;
 pub mod worker;
 
 pub use backend::{BackendError, JobBackend};
 pub use executor::{find_provider, find_terraform, ExecutorConfig, TerraformExecutor};
 pub use http::{HttpBackend, KeyError, ProvisionerKey};
-pub use job::{AcquiredJob, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
+pub use job::{AcquiredJob, AgentShutdown, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
 pub use pg::PgBackend;
 pub use queue::{JobInput, JobRow, NewJob, Queue, QueuedJob, Tags};
 pub use worker::{Executor, JobContext, StaleJobDetector, Worker, WorkerConfig};

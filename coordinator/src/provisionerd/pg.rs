@@ -16,10 +16,14 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::backend::{BackendError, JobBackend};
-use super::job::{AcquiredJob, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
+use super::job::{AcquiredJob, AgentShutdown, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
 use super::queue::{JobInput, Queue, QueuedJob, Tags, CHANNEL_JOB_CANCELED, CHANNEL_JOB_POSTED};
 use crate::provisioner::{Agent, BuildEnv, Parameter, Resource, Transition};
 use crate::pubsub::Message;
+
+/// Added to an agent's longest stop script timeout: time to hear of the
+/// request, start the scripts and report.
+pub const SHUTDOWN_MARGIN_SECONDS: u64 = 15;
 
 /// The queue in Postgres, as a [`JobBackend`].
 #[derive(Debug, Clone)]
@@ -322,6 +326,41 @@ impl JobBackend for PgBackend {
         Ok(done)
     }
 
+    async fn shutdown_agents(
+        &self,
+        lease: &Lease,
+    ) -> Result<Option<Vec<AgentShutdown>>, BackendError> {
+        use crate::database::agent_scripts;
+        let mut conn = self.queue.db.acquire().await?;
+        if Self::lock_running(&mut conn, lease).await?.is_none() {
+            return Ok(None);
+        }
+        drop(conn);
+        let (targets, newly) =
+            agent_scripts::request_shutdown(&self.queue.db, lease.job_id).await?;
+        for id in newly {
+            self.queue
+                .pubsub
+                .publish(agent_scripts::CHANNEL_AGENT_SHUTDOWN, &id.to_string())
+                .await?;
+        }
+        let now = chrono::Utc::now();
+        Ok(Some(
+            targets
+                .into_iter()
+                .map(|t| AgentShutdown {
+                    agent_id: t.agent.id,
+                    name: t.agent.name.clone(),
+                    lifecycle: t.agent.lifecycle_state,
+                    connected: t.agent.status(now) == codersdk::WorkspaceAgentStatus::Connected,
+                    has_stop_scripts: t.stop_script_seconds > 0,
+                    wait_seconds: u64::try_from(t.stop_script_seconds).unwrap_or(0)
+                        + SHUTDOWN_MARGIN_SECONDS,
+                })
+                .collect(),
+        ))
+    }
+
     async fn cancel_notices(&self, job_id: Uuid) -> BoxStream<'static, ()> {
         let rx = self.queue.pubsub.subscribe(CHANNEL_JOB_CANCELED).await;
         let id = job_id.to_string();
@@ -383,6 +422,14 @@ async fn insert_parameter(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The agent's `env` with its `coder_env`s set over it (a later `coder_env` of
+/// the same name wins, by address order).
+fn agent_env(agent: &Agent) -> std::collections::BTreeMap<String, String> {
+    let mut env = agent.env.clone();
+    env.extend(agent.extra_envs.iter().cloned());
+    env
 }
 
 fn token_hash(agent: &Agent) -> Vec<u8> {
@@ -451,12 +498,13 @@ async fn insert_resource(
         .bind(&a.os)
         .bind(&a.arch)
         .bind(&a.dir)
-        .bind(sqlx::types::Json(&a.env))
+        .bind(sqlx::types::Json(agent_env(a)))
         .bind(&a.startup_script)
         .bind(i32::try_from(a.connection_timeout_seconds).unwrap_or(120))
         .bind(sqlx::types::Json(metadata))
         .execute(&mut *conn)
         .await?;
+        crate::database::agent_scripts::insert(&mut *conn, agent_id, &a.scripts).await?;
         for app in &a.apps {
             let healthcheck = app.healthcheck.as_ref().map(|h| {
                 sqlx::types::Json(serde_json::json!({"url": h.url, "interval": h.interval, "threshold": h.threshold}))

@@ -18,8 +18,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::backend::{BackendError, JobBackend};
 use super::job::{AcquiredJob, Heartbeat, JobFailure, JobLog, JobOutput, Lease};
-use super::queue::{Queue, Tags};
-use crate::provisioner::LogLevel;
+use super::queue::{JobInput, Queue, Tags};
+use crate::provisioner::{LogLevel, Transition};
 
 /// What an executor gets besides the job.
 #[derive(Debug, Clone)]
@@ -135,6 +135,11 @@ async fn run_job_inner<B: JobBackend, E: Executor>(
         cancel.clone(),
     )));
     let ctx = JobContext { worker_id, logs: log_tx, cancel };
+    let destroys = matches!(job.input, JobInput::WorkspaceBuild { .. })
+        && matches!(job.facts.transition, Transition::Stop | Transition::Delete);
+    if destroys {
+        super::shutdown::run(backend.as_ref(), &lease, &ctx).await;
+    }
     let outcome = executor.execute(&job, ctx).await;
     drop(job);
     // All senders are gone once the executor returns: the logger drains and ends.

@@ -26,6 +26,12 @@ variable "workspaces_root" {
   description = "Directory holding one directory per workspace. Empty means ~/coder-workspaces of the user running the provisioner."
 }
 
+variable "dotfiles_dir" {
+  type        = string
+  default     = ""
+  description = "A directory (or git checkout) on the coderd host whose dotfiles are linked into each workspace at start; its install.sh, if executable, runs after. Empty: none."
+}
+
 variable "agent_arch" {
   type        = string
   default     = "amd64"
@@ -71,8 +77,16 @@ resource "coder_agent" "main" {
     echo "workspace ${data.coder_workspace.me.name} of ${data.coder_workspace_owner.me.name} is up"
     if command -v python3 >/dev/null 2>&1; then
       nohup python3 -m http.server ${local.http_port} --bind 127.0.0.1 --directory "${local.dir}" >"${local.state_dir}/files.log" 2>&1 &
+      echo $! >"${local.state_dir}/files.pid"
     else
       echo "python3 not found: the file server app will be unavailable"
+    fi
+  EOT
+  # Runs when a stop or delete build begins, before terraform removes anything.
+  shutdown_script = <<-EOT
+    if [ -s "${local.state_dir}/files.pid" ]; then
+      kill "$(cat "${local.state_dir}/files.pid")" 2>/dev/null && echo "file server stopped"
+      rm -f "${local.state_dir}/files.pid"
     fi
   EOT
 
@@ -90,6 +104,48 @@ resource "coder_agent" "main" {
     interval     = 60
     timeout      = 10
   }
+}
+
+# Set in every session: SSH, `coder ssh WS -- cmd`, the web terminal, apps' commands.
+resource "coder_env" "editor" {
+  agent_id = coder_agent.main.id
+  name     = "EDITOR"
+  value    = "vi"
+}
+
+resource "coder_env" "project_dir" {
+  agent_id = coder_agent.main.id
+  name     = "PROJECT_DIR"
+  value    = local.dir
+}
+
+# Its own log source ("Dotfiles") in the agent's logs.
+resource "coder_script" "dotfiles" {
+  agent_id     = coder_agent.main.id
+  display_name = "Dotfiles"
+  icon         = "/icon/dotfiles.svg"
+  run_on_start = true
+  timeout      = 300
+  script       = <<-EOT
+    src=${jsonencode(var.dotfiles_dir)}
+    if [ -z "$src" ]; then
+      echo "no dotfiles directory configured (template variable dotfiles_dir)"
+      exit 0
+    fi
+    if [ ! -d "$src" ]; then
+      echo "dotfiles directory $src does not exist; skipping"
+      exit 0
+    fi
+    for f in "$src"/.[!.]*; do
+      [ -e "$f" ] || continue
+      case "$(basename "$f")" in .git) continue ;; esac
+      ln -sfn "$f" "$HOME/$(basename "$f")" && echo "linked $(basename "$f")"
+    done
+    if [ -x "$src/install.sh" ]; then
+      echo "running $src/install.sh"
+      "$src/install.sh"
+    fi
+  EOT
 }
 
 resource "coder_app" "files" {

@@ -156,6 +156,33 @@ resource "coder_agent" "main" {
   }
 }
 
+# Set in every session of the agent.
+resource "coder_env" "editor" {
+  agent_id = coder_agent.main.id
+  name     = "EDITOR"
+  value    = "vi"
+}
+
+# Its own log source in the agent's logs: what the namespace can reach.
+resource "coder_script" "network" {
+  agent_id     = coder_agent.main.id
+  display_name = "Network"
+  run_on_start = true
+  timeout      = 30
+  script       = <<-EOT
+    echo "workspace address ${local.ns_ip}"
+    ip -brief route 2>/dev/null || true
+  EOT
+}
+
+resource "coder_script" "goodbye" {
+  agent_id     = coder_agent.main.id
+  display_name = "Goodbye"
+  run_on_stop  = true
+  timeout      = 10
+  script       = "echo \"workspace ${data.coder_workspace.me.name} is stopping\""
+}
+
 resource "coder_app" "shell" {
   agent_id     = coder_agent.main.id
   slug         = "top"

@@ -38,6 +38,7 @@ pub fn routes() -> Routes {
         .get("/login", Public, login)
         .get("/workspaces", Dashboard, workspaces)
         .get("/templates", Dashboard, templates)
+        .get("/cli-auth", Dashboard, cli_auth)
         .get("/assets/dashboard.js", Public, || async { asset("text/javascript", SCRIPT) })
         .get("/assets/dashboard.css", Public, || async { asset("text/css", STYLE) })
 }
@@ -97,7 +98,7 @@ struct LoginQuery {
 /// `/<TAB>/evil.example` or `/\evil.example` would be `//evil.example`, another
 /// site: any control character or backslash refuses it, and so does
 /// whatever a URL parser resolves to another origin.
-fn safe_redirect(to: &str) -> &str {
+pub(crate) fn safe_redirect(to: &str) -> &str {
     let plain = to.starts_with('/')
         && !to.starts_with("//")
         && !to.chars().any(|c| c.is_control() || c == '\\');
@@ -122,7 +123,8 @@ async fn login(
     if viewer(&state, &headers).await?.is_some() {
         return Ok(Redirect::to(to).into_response());
     }
-    Ok(page(pages::login(to)))
+    let super::error::Json(methods) = super::oidc::auth_methods(State(state.clone())).await;
+    Ok(page(pages::login(to, &methods)))
 }
 
 async fn workspaces(
@@ -176,6 +178,26 @@ async fn templates(
         rows.push((t, versions));
     }
     Ok(page(pages::templates(&v, &rows)))
+}
+
+/// `/cli-auth`: after a (browser) login, a new session token for the CLI,
+/// as Coder's page of that name. A GET that mints a token: another site can
+/// make a browser load it but never read it (the page cannot be framed and
+/// is not readable cross-origin), so the worst is an unused session.
+async fn cli_auth(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let Some(v) = viewer(&state, &headers).await? else {
+        return Ok(apps::login_redirect("/cli-auth"));
+    };
+    let login_type = database::user_links::login_type(&state.db, v.session.user.id).await?;
+    let token = super::auth::issue_token(
+        &state.db,
+        v.session.user.id,
+        login_type,
+        None,
+        state.config.session_lifetime,
+    )
+    .await?;
+    Ok(page(pages::cli_auth(&v, &token)))
 }
 
 /// Everything under `/@`; anything else is a 404.

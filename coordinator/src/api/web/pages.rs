@@ -48,10 +48,26 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> String {
     )
 }
 
-pub fn login(redirect: &str) -> String {
-    let body = format!(
-        r#"<h1>Log in</h1>
-<form id="login" data-redirect="{}">
+/// The login page: the OpenID Connect button when a provider is configured,
+/// and the password form (folded away, for owners, when password login is
+/// disabled).
+pub fn login(redirect: &str, methods: &codersdk::AuthMethods) -> String {
+    let mut body = String::from("<h1>Log in</h1>");
+    if methods.oidc.enabled {
+        let text = match methods.oidc.sign_in_text.trim() {
+            "" => "OpenID Connect",
+            t => t,
+        };
+        let to: String = url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect();
+        let _ = write!(
+            body,
+            r#"<p><a class="button" id="login-oidc" href="/api/v2/users/oidc/start?redirect={}">Log in with {}</a></p>"#,
+            esc(&to),
+            esc(text)
+        );
+    }
+    let form = format!(
+        r#"<form id="login" data-redirect="{}">
 <label>Email or username <input name="login" id="login-name" autocomplete="username" required></label>
 <label>Password <input name="password" id="login-password" type="password" autocomplete="current-password" required></label>
 <button type="submit" id="login-submit">Log in</button>
@@ -59,7 +75,26 @@ pub fn login(redirect: &str) -> String {
 </form>"#,
         esc(redirect)
     );
+    if methods.password.enabled {
+        body.push_str(&form);
+    } else {
+        let _ = write!(
+            body,
+            "<details><summary>Password login is disabled; owners may still use one</summary>{form}</details>"
+        );
+    }
     layout("Log in", None, &body)
+}
+
+/// `/cli-auth`: a fresh session token for `coder login` to paste.
+pub fn cli_auth(viewer: &Viewer, token: &str) -> String {
+    let body = format!(
+        r#"<h1>Session token</h1>
+<p>Copy this token and paste it into <code>coder login</code>. It is shown once and acts as you; keep it secret.</p>
+<pre id="cli-token">{}</pre>"#,
+        esc(token)
+    );
+    layout("Session token", Some(viewer), &body)
 }
 
 /// The CSS class of a state's badge: settled well, settled badly, or on

@@ -13,7 +13,9 @@
 //!   qualify, the closest wins: one that does not itself depend on another candidate,
 //!   then the lowest address;
 //! - an app belongs to the agent whose `id` equals its `agent_id`, else the agent its
-//!   `agent_id` expression references; `coder_metadata` likewise by `resource_id`.
+//!   `agent_id` expression references; `coder_script` and `coder_env` likewise, and
+//!   `coder_metadata` by `resource_id`. The agent's own startup and shutdown scripts
+//!   become two more scripts, as Coder makes them.
 //!
 //! A resource with agents is *computational*, the others *peripheral*. Resources are
 //! the managed resources whose type does not start with `coder_`; `coder_parameter`
@@ -28,7 +30,7 @@ pub use super::deps::graph_edges;
 use super::deps::{strip_indices, Config};
 use crate::provisioner::{
     Agent, AgentMetadata, App, Healthcheck, MetadataItem, Parameter, ParameterOption,
-    ParameterValidation, Resource,
+    ParameterValidation, Resource, Script,
 };
 
 /// What a plan says the workspace will look like.
@@ -291,8 +293,29 @@ fn assemble(raws: &[Raw<'_>], config: &Config) -> StateResources {
             }
         }
     }
+    let mut envs: Vec<&Raw<'_>> =
+        raws.iter().filter(|r| r.mode == "managed" && r.type_ == "coder_env").collect();
+    envs.sort_by(|a, b| a.address.cmp(&b.address));
+    for raw in envs {
+        if let Some(i) = target_of(raws, raw, "agent_id", is_agent, config) {
+            if let Some(agent) = agents.get_mut(&i) {
+                agent.extra_envs.push((string(raw.values, "name"), string(raw.values, "value")));
+            }
+        }
+    }
+    let mut scripts: Vec<&Raw<'_>> =
+        raws.iter().filter(|r| r.mode == "managed" && r.type_ == "coder_script").collect();
+    scripts.sort_by(|a, b| a.address.cmp(&b.address));
+    for raw in scripts {
+        if let Some(i) = target_of(raws, raw, "agent_id", is_agent, config) {
+            if let Some(agent) = agents.get_mut(&i) {
+                agent.scripts.push(script(raw.values));
+            }
+        }
+    }
     for a in agents.values_mut() {
         a.apps.sort_by_key(|app| app.order);
+        a.scripts.extend(own_scripts(a));
     }
 
     let mut resources: HashMap<usize, Resource> =
@@ -393,7 +416,50 @@ fn agent(raw: &Raw<'_>) -> Agent {
         order: num(v, "order"),
         metadata,
         apps: Vec::new(),
+        scripts: Vec::new(),
+        extra_envs: Vec::new(),
     }
+}
+
+fn script(v: &Value) -> Script {
+    Script {
+        display_name: string(v, "display_name"),
+        icon: string(v, "icon"),
+        script: string(v, "script"),
+        cron: string(v, "cron"),
+        log_path: string(v, "log_path"),
+        run_on_start: boolean(v, "run_on_start"),
+        run_on_stop: boolean(v, "run_on_stop"),
+        start_blocks_login: boolean(v, "start_blocks_login"),
+        timeout_seconds: num(v, "timeout"),
+    }
+}
+
+/// The agent's `startup_script` and `shutdown_script` as the scripts Coder makes of
+/// them: "Startup Script" runs on start and blocks logins when
+/// `startup_script_behavior = "blocking"`; "Shutdown Script" runs on stop.
+fn own_scripts(a: &Agent) -> Vec<Script> {
+    let mut out = Vec::new();
+    if !a.startup_script.trim().is_empty() {
+        out.push(Script {
+            display_name: "Startup Script".to_owned(),
+            icon: "/emojis/25b6-fe0f.png".to_owned(),
+            script: a.startup_script.clone(),
+            run_on_start: true,
+            start_blocks_login: a.startup_script_behavior == "blocking",
+            ..Script::default()
+        });
+    }
+    if !a.shutdown_script.trim().is_empty() {
+        out.push(Script {
+            display_name: "Shutdown Script".to_owned(),
+            icon: "/emojis/25c0.png".to_owned(),
+            script: a.shutdown_script.clone(),
+            run_on_stop: true,
+            ..Script::default()
+        });
+    }
+    out
 }
 
 fn app(v: &Value) -> App {
@@ -517,6 +583,39 @@ mod tests {
         assert!(disk.hide);
         assert_eq!(disk.metadata, [MetadataItem { key: "k".into(), ..Default::default() }]);
         assert!(parsed.detached_agents.is_empty());
+    }
+
+    #[test]
+    fn scripts_and_envs_attach_to_their_agent() {
+        let state = json!({"values": {"root_module": {"resources": [
+            managed("coder_agent.main", json!({"id": "A", "startup_script": "echo up",
+                "startup_script_behavior": "blocking", "shutdown_script": "echo down",
+                "env": {"EDITOR": "nano"}}), &[]),
+            managed("coder_agent.other", json!({"id": "B"}), &[]),
+            managed("vm.box", json!({}), &["coder_agent.main", "coder_agent.other"]),
+            managed("coder_script.z", json!({"agent_id": "A", "display_name": "Z",
+                "script": "z", "run_on_stop": true, "timeout": 5}), &["coder_agent.main"]),
+            managed("coder_script.a", json!({"agent_id": "A", "display_name": "A",
+                "script": "a", "cron": "0 * * * * *", "log_path": "a.log"}), &["coder_agent.main"]),
+            managed("coder_env.e", json!({"agent_id": "A", "name": "EDITOR", "value": "vi"}), &[]),
+            managed("coder_env.p", json!({"agent_id": "B", "name": "P", "value": "1"}), &[]),
+        ]}}});
+        let parsed = parse_state(&serde_json::to_vec(&state).unwrap(), None, None).unwrap();
+        let agents = &parsed.resources[0].agents;
+        let main = agents.iter().find(|a| a.name == "main").unwrap();
+        let names: Vec<_> = main.scripts.iter().map(|s| s.display_name.as_str()).collect();
+        assert_eq!(names, ["A", "Z", "Startup Script", "Shutdown Script"]);
+        assert_eq!(
+            (main.scripts[0].cron.as_str(), main.scripts[0].log_path.as_str()),
+            ("0 * * * * *", "a.log")
+        );
+        assert!(main.scripts[1].run_on_stop && main.scripts[1].timeout_seconds == 5);
+        assert!(main.scripts[2].run_on_start && main.scripts[2].start_blocks_login);
+        assert!(main.scripts[3].run_on_stop && !main.scripts[3].run_on_start);
+        assert_eq!(main.extra_envs, [("EDITOR".to_owned(), "vi".to_owned())]);
+        let other = agents.iter().find(|a| a.name == "other").unwrap();
+        assert!(other.scripts.is_empty());
+        assert_eq!(other.extra_envs, [("P".to_owned(), "1".to_owned())]);
     }
 
     #[test]
