@@ -67,6 +67,13 @@ pub enum Nat {
     /// (conntrack admits only replies from the exact address:port the host
     /// sent to). What most Linux-based home routers do.
     Easy,
+    /// [`Nat::Easy`] on a router that does not firewall itself: its INPUT
+    /// chain accepts what arrives on `wan` (the default of a Linux box doing
+    /// NAT: a Docker or VM host, a small cloud gateway). A peer's probe that
+    /// arrives before the host has sent to that peer is answered with
+    /// port-unreachable, and the conntrack entry it leaves clashes with the
+    /// host's own punch (see [`Nat::rules`] and `docs/reliability.md`).
+    EasyAnswering,
     /// Endpoint-independent mapping *and* filtering ("full cone"):
     /// `MASQUERADE` plus a `DNAT` of all inbound UDP to the one host, as a
     /// router with a port forward (or UPnP/NAT-PMP) would behave.
@@ -86,13 +93,15 @@ pub enum Nat {
 impl Nat {
     /// Every kind through which traffic flows without a proxy, in the order
     /// the matrix test walks them.
-    pub const ALL: [Nat; 5] = [Nat::None, Nat::Easy, Nat::FullCone, Nat::Hard, Nat::UdpBlocked];
+    pub const ALL: [Nat; 6] =
+        [Nat::None, Nat::Easy, Nat::EasyAnswering, Nat::FullCone, Nat::Hard, Nat::UdpBlocked];
 
     /// A short name for test output and namespace names.
     pub fn name(self) -> &'static str {
         match self {
             Nat::None => "none",
             Nat::Easy => "easy",
+            Nat::EasyAnswering => "answering",
             Nat::FullCone => "fullcone",
             Nat::Hard => "hard",
             Nat::UdpBlocked => "udpblocked",
@@ -102,7 +111,8 @@ impl Nat {
 
     /// The router's `iptables` rules, one command line each.
     ///
-    /// Every router also firewalls itself, as real ones do: on `wan`, only
+    /// Every router but [`Nat::EasyAnswering`]'s also firewalls itself, as
+    /// home routers do: on `wan`, only
     /// replies reach its own stack. That matters for hole punching: without
     /// it, a peer's probe that arrives before the host has sent anything to
     /// that peer is accepted by the router's INPUT chain (then answered
@@ -116,18 +126,20 @@ impl Nat {
             Nat::Hard => "-t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully",
             _ => "-t nat -A POSTROUTING -o wan -j MASQUERADE",
         };
-        let mut rules = vec![
-            masquerade.to_owned(),
-            "-A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT".to_owned(),
-            "-A INPUT -i wan -j DROP".to_owned(),
-        ];
+        let mut rules = vec![masquerade.to_owned()];
+        if self != Nat::EasyAnswering {
+            rules.push(
+                "-A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT".to_owned(),
+            );
+            rules.push("-A INPUT -i wan -j DROP".to_owned());
+        }
         match self {
             Nat::FullCone => rules.push(format!(
                 "-t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination {host}"
             )),
             Nat::UdpBlocked => rules.push("-A FORWARD -p udp -j DROP".to_owned()),
             Nat::HttpProxyOnly => rules.push("-P FORWARD DROP".to_owned()),
-            Nat::None | Nat::Easy | Nat::Hard => {}
+            Nat::None | Nat::Easy | Nat::EasyAnswering | Nat::Hard => {}
         }
         rules
     }
@@ -344,6 +356,19 @@ impl Topology {
             None
         };
         Ok(Host { netns, addr, public_addr: public, nat, router_netns: Some(router), http_proxy })
+    }
+
+    /// The UDP entries of a host's router's conntrack table (`conntrack -L
+    /// -p udp`), for explaining a failure; says so if `conntrack` is missing.
+    pub fn router_conntrack(&self, host: &Host) -> String {
+        let Some(router) = &host.router_netns else { return String::from("(no router)") };
+        match Command::new("ip")
+            .args(["netns", "exec", router, "conntrack", "-L", "-p", "udp"])
+            .output()
+        {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Err(e) => format!("(conntrack: {e})"),
+        }
     }
 
     /// The `iptables` packet counters of a host's router (`-L -v -n -x` of

@@ -69,7 +69,7 @@ fn topology_nat_kinds_map_and_filter_as_documented() {
             Nat::None => {
                 seen.iter().all(|s| *s == Some(local)) && stranger_reached && reply_reached
             }
-            Nat::Easy => {
+            Nat::Easy | Nat::EasyAnswering => {
                 seen.iter().all(public) && seen[0] == seen[1] && !stranger_reached && reply_reached
             }
             Nat::FullCone => {
@@ -136,4 +136,71 @@ fn topology_nat_kinds_map_and_filter_as_documented() {
         failures.push(format!("httpproxy: direct {direct}, via proxy {answer:?}"));
     }
     assert!(failures.is_empty(), "NAT kinds misbehave:\n{}", failures.join("\n"));
+}
+
+/// One punch between a host behind `first` and one behind `second`, in the
+/// mesh's order: `first`'s probe leaves before `second` has sent anything,
+/// then `second` probes, then `first` again. Whether both later probes got
+/// through from the STUN-seen ports, and the routers' conntrack tables.
+fn punch(
+    topo: &mut Topology,
+    tag: &str,
+    first: Nat,
+    second: Nat,
+    stun: &UdpSocket,
+) -> (bool, String) {
+    let h1 = topo.host(&format!("{tag}f"), first).unwrap();
+    let h2 = topo.host(&format!("{tag}s"), second).unwrap();
+    let (s1, s2) = (h1.bind_udp(0).unwrap(), h2.bind_udp(0).unwrap());
+    let server = stun.local_addr().unwrap();
+    s1.send_to(b"stun", server).unwrap();
+    let m1 = recv_from(stun, Duration::from_secs(2)).unwrap();
+    s2.send_to(b"stun", server).unwrap();
+    let m2 = recv_from(stun, Duration::from_secs(2)).unwrap();
+    s1.send_to(b"early", m2).unwrap();
+    let early = recv_from(&s2, SILENCE);
+    s2.send_to(b"punch", m1).unwrap();
+    let punched = recv_from(&s1, SILENCE);
+    s1.send_to(b"through", m2).unwrap();
+    let through = recv_from(&s2, SILENCE);
+    let ok = early.is_none() && punched == Some(m2) && through == Some(m1);
+    let trace = format!(
+        "{first} first ({m1}) × {second} ({m2}): punched {punched:?}, through {through:?}\n\
+         {first} router:\n{}{second} router:\n{}",
+        topo.router_conntrack(&h1),
+        topo.router_conntrack(&h2),
+    );
+    (ok, trace)
+}
+
+/// Finding 1 of `docs/reliability.md`, pinned: a router whose INPUT chain
+/// accepts unsolicited packets (`EasyAnswering`) breaks the punch when the
+/// *other* side's probe reaches it first (its conntrack entry for that
+/// address pair clashes with its host's own probe, which `MASQUERADE` moves
+/// to another port), and survives it when its own host sends first. Two
+/// answering routers fail in either order.
+#[test]
+fn topology_nat_answering_router_needs_its_host_to_send_first() {
+    if let Some(reason) = Topology::unavailable() {
+        coordinator::testutil::skip(&reason);
+        return;
+    }
+    let mut topo = Topology::new("answering").unwrap();
+    let inet = topo.internet().clone();
+    let stun = inet.bind_udp(4000).unwrap();
+    let cases = [
+        ("ee", Nat::Easy, Nat::Easy, true),
+        ("ae", Nat::EasyAnswering, Nat::Easy, true),
+        ("ea", Nat::Easy, Nat::EasyAnswering, false),
+        ("aa", Nat::EasyAnswering, Nat::EasyAnswering, false),
+    ];
+    let mut failures = Vec::new();
+    for (tag, first, second, expected) in cases {
+        let (ok, trace) = punch(&mut topo, tag, first, second, &stun);
+        eprintln!("{trace}");
+        if ok != expected {
+            failures.push(format!("expected punched={expected}, got {ok}: {trace}"));
+        }
+    }
+    assert!(failures.is_empty(), "answering routers misbehave:\n{}", failures.join("\n"));
 }

@@ -6,6 +6,11 @@
 //! forwards between node keys with a fixed latency and never loses packets; direct
 //! UDP has latency, jitter and loss from a seeded RNG, or is blocked outright.
 //! The STUN result a host advertises is its NAT mapping toward a STUN server.
+//! A NAT may *answer* unsolicited packets (a Linux router whose INPUT chain
+//! accepts): each one it does not let through leaves a conntrack entry for
+//! that (public port, remote) pair, and a later outbound flow of its own host
+//! to that remote clashes with it and is moved to a fresh port, as
+//! `MASQUERADE` does (`docs/reliability.md`, finding 1).
 //!
 //! Tests drive it directly; with the `sim` feature, [`time_to_direct`] is
 //! public for the benchmarks.
@@ -54,6 +59,8 @@ pub(super) struct HostSpec {
     pub filtering: Filtering,
     /// Further addresses that reach this (NAT-less) host.
     pub aliases: Vec<SocketAddr>,
+    /// The NAT answers unsolicited packets, leaving clashing conntrack entries.
+    pub answers: bool,
 }
 
 impl HostSpec {
@@ -64,6 +71,7 @@ impl HostSpec {
             nat: None,
             filtering: Filtering::AddressAndPortDependent,
             aliases: Vec::new(),
+            answers: false,
         }
     }
 
@@ -74,6 +82,7 @@ impl HostSpec {
             nat: Some((public_ip.parse().unwrap(), mapping)),
             filtering: Filtering::AddressAndPortDependent,
             aliases: Vec::new(),
+            answers: false,
         }
     }
 }
@@ -85,6 +94,10 @@ struct Nat {
     ports: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
     inbound: HashMap<u16, (SocketAddr, HashSet<SocketAddr>)>,
     next_port: u16,
+    /// Answers unsolicited packets ([`HostSpec::answers`])...
+    answers: bool,
+    /// ...leaving these (public port, remote) pairs taken.
+    taken: HashSet<(u16, SocketAddr)>,
 }
 
 impl Nat {
@@ -93,22 +106,39 @@ impl Nat {
             Mapping::EndpointIndependent => (local, None),
             Mapping::EndpointDependent => (local, Some(dst)),
         };
-        let port = *self.ports.entry(key).or_insert_with(|| {
+        let mut next = || {
             self.next_port += 1;
             self.next_port
-        });
+        };
+        let mut port = match self.ports.get(&(local, Some(dst))) {
+            // A flow moved off its port by a clash keeps its new one.
+            Some(&moved) => moved,
+            None => *self.ports.entry(key).or_insert_with(&mut next),
+        };
+        let open = self.inbound.get(&port).is_some_and(|(_, allowed)| allowed.contains(&dst));
+        if !open && self.taken.contains(&(port, dst)) {
+            port = next();
+            self.ports.insert((local, Some(dst)), port);
+        }
         let (_, allowed) = self.inbound.entry(port).or_insert_with(|| (local, HashSet::new()));
         allowed.insert(dst);
         SocketAddr::new(self.ip, port)
     }
 
-    fn inbound(&self, port: u16, from: SocketAddr) -> Option<SocketAddr> {
-        let (local, allowed) = self.inbound.get(&port)?;
-        let pass = match self.filtering {
-            Filtering::AddressDependent => allowed.iter().any(|a| a.ip() == from.ip()),
-            Filtering::AddressAndPortDependent => allowed.contains(&from),
-        };
-        pass.then_some(*local)
+    fn inbound(&mut self, port: u16, from: SocketAddr) -> Option<SocketAddr> {
+        let pass = self.inbound.get(&port).and_then(|(local, allowed)| {
+            let pass = match self.filtering {
+                Filtering::AddressDependent => allowed.iter().any(|a| a.ip() == from.ip()),
+                Filtering::AddressAndPortDependent => allowed.contains(&from),
+            };
+            pass.then_some(*local)
+        });
+        if pass.is_none() && self.answers {
+            // Accepted by the router itself (answered port-unreachable):
+            // its conntrack entry now holds this pair.
+            self.taken.insert((port, from));
+        }
+        pass
     }
 }
 
@@ -202,6 +232,8 @@ impl Sim {
             ports: HashMap::new(),
             inbound: HashMap::new(),
             next_port: 40000,
+            answers: spec.answers,
+            taken: HashSet::new(),
         });
         let mut endpoints = vec![spec.lan];
         endpoints.extend(&spec.aliases);
@@ -367,7 +399,7 @@ impl Sim {
         if self.rng.gen::<f64>() < self.loss {
             return;
         }
-        let to = self.hosts.iter().enumerate().find_map(|(j, h)| match &h.nat {
+        let to = self.hosts.iter_mut().enumerate().find_map(|(j, h)| match &mut h.nat {
             None if h.spec.lan == dst || h.spec.aliases.contains(&dst) => Some(j),
             Some(nat) if nat.ip == dst.ip() => nat.inbound(dst.port(), src).map(|_| j),
             _ => None,

@@ -628,3 +628,34 @@ fn the_address_index_follows_the_latest_proof_and_removal() {
     assert_eq!(sel.peer_at(addr), None);
     assert_eq!(sel.destination(&alice.key, now), None);
 }
+
+/// An easy NAT whose router answers unsolicited packets (finding 1 of
+/// `docs/reliability.md`).
+fn answering(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
+    let mut spec = easy(lan, lan_id, ip);
+    spec.answers = true;
+    spec
+}
+
+/// The dialer's probes go first. Where they reach an answering router
+/// before its host has sent anything, the router's conntrack entry clashes
+/// with its host's own probes, which leave from another port the dialer's
+/// NAT filters out: the pair stays on the relay, as in the namespaces
+/// (`topology_nat_answering_router_needs_its_host_to_send_first`). Where the
+/// answering router is the dialer's own, its host sent first and the pair
+/// goes direct.
+#[test]
+fn answering_router_goes_direct_only_where_its_host_sends_first() {
+    let (a, b) = (("10.0.0.2:41641", 1, "192.0.2.1"), ("10.1.0.2:41641", 2, "198.51.100.1"));
+    let run = |seed, dialer: HostSpec, callee: HostSpec| {
+        let mut sim = pair(seed, dialer, callee);
+        sim.start_traffic(0, 1);
+        sim.run_for(secs(30));
+        count(&sim, 0, is_direct) > 0 && count(&sim, 1, is_direct) > 0
+    };
+    assert!(run(20, answering(a.0, a.1, a.2), easy(b.0, b.1, b.2)), "answering dialer");
+    assert!(!run(21, easy(a.0, a.1, a.2), answering(b.0, b.1, b.2)), "answering callee");
+    assert!(!run(22, answering(a.0, a.1, a.2), answering(b.0, b.1, b.2)), "both answering");
+    // A public dialer hears the callee's moved probe and answers it there.
+    assert!(run(23, HostSpec::public("203.0.113.5:41641"), answering(b.0, b.1, b.2)));
+}
