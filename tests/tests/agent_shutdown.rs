@@ -124,8 +124,8 @@ fn sigterm_while_the_coordinator_is_a_black_hole_exits_promptly() {
         }
     });
     let mut log = Vec::new();
-    // Up: the (empty) startup script ran and `ready` was reported.
-    wait_for_line(&lines, &mut log, "startup script finished");
+    // Up: the (no) start scripts ran and `ready` was reported.
+    wait_for_line(&lines, &mut log, "start scripts finished");
 
     proxy.swallow_everything();
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
