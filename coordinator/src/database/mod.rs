@@ -10,6 +10,7 @@
 pub mod agents;
 pub mod api_keys;
 pub mod apps;
+pub mod audit;
 pub mod builds;
 pub mod files;
 pub mod jobs;
