@@ -90,6 +90,8 @@ GET / Public
 GET /login Public
 GET /workspaces Dashboard
 GET /templates Dashboard
+GET /users Dashboard
+GET /audit Dashboard
 GET /assets/dashboard.js Public
 GET /assets/dashboard.css Public
 ";

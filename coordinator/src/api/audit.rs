@@ -158,7 +158,7 @@ pub fn created(fields: &[(&str, Value)]) -> Value {
 #[derive(Debug, Deserialize, Default)]
 pub struct AuditQuery {
     #[serde(default)]
-    q: String,
+    pub q: String,
     #[serde(default)]
     limit: Option<i64>,
     #[serde(default)]

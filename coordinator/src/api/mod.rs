@@ -4,7 +4,7 @@
 mod agent_auth;
 mod agents;
 pub mod apps;
-mod audit;
+pub mod audit;
 mod auth;
 mod coordinate;
 mod error;

@@ -18,7 +18,10 @@ use super::super::AppState;
 use super::pages::{esc, layout};
 use super::{page, viewer, Viewer};
 
-pub async fn users(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Some(v) = viewer(&state, &headers).await? else {
         return Ok(super::super::apps::login_redirect("/users"));
     };
