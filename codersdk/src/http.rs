@@ -65,11 +65,15 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
+/// What the SDK's requests say they are (the audit log records it).
+const USER_AGENT: &str = concat!("coder/", env!("CARGO_PKG_VERSION"));
+
 /// The client of last resort when TLS could not be set up: it only ever
 /// speaks plain HTTP ([`Client::http_for`] refuses HTTPS URLs).
 fn plain_http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(same_origin_redirects())
+        .user_agent(USER_AGENT)
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
@@ -102,6 +106,7 @@ impl Client {
     pub fn with_tls_config(base: Url, tls: &Arc<rustls::ClientConfig>) -> Self {
         let built = reqwest::Client::builder()
             .redirect(same_origin_redirects())
+            .user_agent(USER_AGENT)
             .use_preconfigured_tls(rustls::ClientConfig::clone(tls))
             .build();
         match built {

@@ -3,7 +3,8 @@
 //! (Coder's `codersdk`, with its `workspacesdk`).
 //!
 //! - the `/api/v2` types ([`types`], re-exported at the root) and the HTTP
-//!   [`Client`], with the session header and cookie names;
+//!   [`Client`], with the session header and cookie names; user lifecycle
+//!   and the audit log have modules of their own;
 //! - [`coordination`]: the coordination protocol's messages, its version,
 //!   [`coordination::node_id`], and the WebSocket client that speaks it;
 //! - [`meshnet`]: a mesh session to workspaces (coordination plus a
@@ -12,6 +13,7 @@
 //! - [`archive`]: the template archive `coder templates push` uploads.
 
 pub mod archive;
+mod audit;
 pub mod coordination;
 mod http;
 pub mod meshnet;
@@ -19,9 +21,12 @@ mod oidc;
 pub mod runtime;
 mod status;
 pub mod types;
+mod users;
 
+pub use audit::{AuditLog, AuditLogsResponse};
 pub use http::{
     Client, SdkError, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
 };
 pub use oidc::{AuthMethod, AuthMethods, OidcAuthMethod};
 pub use types::*;
+pub use users::{UpdatePasswordRequest, UpdateRolesRequest};

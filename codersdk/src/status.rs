@@ -159,6 +159,37 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// What an audited request did (Coder's `AuditAction`).
+    pub enum AuditAction ("audit action") {
+        Create = "create",
+        /// A change to an existing resource: roles, status, password,
+        /// a template's active version.
+        Write = "write",
+        Delete = "delete",
+        /// A start build (also `coder update`, with the version in the diff).
+        Start = "start",
+        Stop = "stop",
+        /// A password login, successful or not (the status code says).
+        Login = "login",
+        Logout = "logout",
+        /// A build or version import canceled.
+        Cancel = "cancel",
+    }
+}
+
+wire_enum! {
+    /// What kind of resource an audit row is about (Coder's `ResourceType`).
+    pub enum ResourceType ("resource type") {
+        User = "user",
+        ApiKey = "api_key",
+        Template = "template",
+        TemplateVersion = "template_version",
+        Workspace = "workspace",
+        WorkspaceBuild = "workspace_build",
+    }
+}
+
+wire_enum! {
     /// The state a workspace's latest build leaves it in (Coder's
     /// `WorkspaceStatus`), from the build's transition and its job's status.
     pub enum WorkspaceStatus ("workspace status") {

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use crate::status::{
-    AppHealth, LifecycleState, LogLevel, LoginType, ProvisionerJobStatus, Role, Transition,
-    UnknownValue, UserStatus, WorkspaceAgentStatus, WorkspaceStatus,
+    AppHealth, AuditAction, LifecycleState, LogLevel, LoginType, ProvisionerJobStatus,
+    ResourceType, Role, Transition, UnknownValue, UserStatus, WorkspaceAgentStatus,
+    WorkspaceStatus,
 };
 
 /// The body of every error response: what went wrong and what to do.
@@ -33,7 +34,14 @@ pub struct User {
     pub email: String,
     pub roles: Vec<Role>,
     pub status: UserStatus,
+    /// How the account logs in (`password`, or `oidc`).
+    #[serde(default = "password_login")]
+    pub login_type: LoginType,
     pub created_at: DateTime<Utc>,
+}
+
+fn password_login() -> LoginType {
+    LoginType::Password
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

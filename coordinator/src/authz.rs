@@ -123,6 +123,19 @@ pub enum Object {
     User {
         id: Uuid,
     },
+    /// One user's account: suspend, activate, reset the password (`Update`),
+    /// delete; `owner` when the user holds the owner role, which only
+    /// owners may touch.
+    UserAccount {
+        id: Uuid,
+        owner: bool,
+    },
+    /// Holding `role`: granting it (`Create`) or taking it away (`Delete`).
+    RoleAssignment {
+        role: Role,
+    },
+    /// The audit log.
+    AuditLog,
     /// An API key (session or personal token) of `owner`.
     ApiKey {
         owner: Uuid,
@@ -173,11 +186,24 @@ pub enum Forbidden {
     PathAppOwnerOnly,
 }
 
-/// The one permission check. Today's roles: `owner` may do everything
-/// (except mint another user's tokens); a `member` reaches their own
-/// workspaces, builds, agents, keys and files, reads templates, and builds
-/// only a template's active version; agents, provisioners and coderd reach
-/// only what their own routes serve (and coderd any live agent).
+/// The one permission check, after Coder's built-in roles (roles add up;
+/// every user is also a member):
+///
+/// - `owner`: everything, except minting another user's tokens.
+/// - `template-admin`: templates, their versions and files; reads every
+///   workspace and user; builds (starts, stops, deletes, cancels) any
+///   workspace. As in Coder, it may not connect to (SSH, tunnels, apps)
+///   or create workspaces for others.
+/// - `user-admin`: reads and creates users; suspends, activates, deletes and
+///   resets the password of any user who is not an owner; grants and
+///   removes every role but `owner`.
+/// - `auditor`: reads the audit log and every resource (not apps or
+///   connections, which are not reads); changes nothing.
+/// - `member`: their own workspaces, builds, agents, keys and files; reads
+///   templates, and builds only a template's active version.
+///
+/// Agents, provisioners and coderd reach only what their own routes serve
+/// (and coderd any live agent).
 pub fn authorize(subject: &Subject, action: Action, object: &Object) -> Result<(), Forbidden> {
     if allowed(subject, action, object) {
         return Ok(());
@@ -192,36 +218,92 @@ pub fn authorize(subject: &Subject, action: Action, object: &Object) -> Result<(
     }
 }
 
+/// What a subject's roles grant it, besides what it owns.
+#[derive(Debug, Clone, Copy)]
+struct Grants {
+    owner: bool,
+    template_admin: bool,
+    user_admin: bool,
+    /// Reads everything but apps and connections.
+    reads_all: bool,
+}
+
+impl Grants {
+    fn of(subject: &Subject) -> Grants {
+        let owner = subject.has_role(Role::Owner);
+        let template_admin = owner || subject.has_role(Role::TemplateAdmin);
+        let user_admin = owner || subject.has_role(Role::UserAdmin);
+        Grants {
+            owner,
+            template_admin,
+            user_admin,
+            reads_all: owner || subject.has_role(Role::Auditor),
+        }
+    }
+}
+
 fn allowed(subject: &Subject, action: Action, object: &Object) -> bool {
-    use Action::*;
-    let owner_role = subject.has_role(Role::Owner);
+    use Action::{Connect, Read, Update};
     match (subject, object) {
         (Subject::Coderd, Object::Agent { .. }) => action == Connect,
         (Subject::Provisioner, Object::ProvisionerJobs) => matches!(action, Read | Update),
-        (Subject::User { .. }, object) => match *object {
-            Object::Deployment | Object::Users | Object::Workspaces | Object::ProvisionerJobs => {
-                owner_role
-            }
-            Object::User { id } => action == Read && (subject.is_user(id) || owner_role),
-            // Tokens are personal: not even an owner mints one for someone else.
-            Object::ApiKey { owner } if action == Create => subject.is_user(owner),
-            Object::ApiKey { owner } => subject.is_user(owner) || owner_role,
-            Object::File { created_by } => subject.is_user(created_by) || owner_role,
-            Object::Template => action == Read || owner_role,
-            Object::TemplateVersion { active } => match action {
-                Read => true,
-                Use => active || owner_role,
-                _ => owner_role,
-            },
-            Object::Workspace { owner }
-            | Object::WorkspaceBuild { owner }
-            | Object::Agent { owner } => subject.is_user(owner) || owner_role,
-            Object::App { owner, share, method, path_apps } => {
-                action == ApplicationConnect
-                    && app_allowed(subject, owner_role, owner, share, method, path_apps)
-            }
-        },
+        (Subject::User { .. }, object) => {
+            user_allowed(subject, Grants::of(subject), action, *object)
+        }
         _ => false,
+    }
+}
+
+fn user_allowed(subject: &Subject, g: Grants, action: Action, object: Object) -> bool {
+    use Action::*;
+    let read = action == Read;
+    match object {
+        Object::Deployment => g.owner || (read && g.reads_all),
+        Object::ProvisionerJobs => g.owner,
+        Object::AuditLog => read && g.reads_all,
+        Object::Users => match action {
+            Read => g.reads_all || g.user_admin || g.template_admin,
+            Create => g.user_admin,
+            _ => g.owner,
+        },
+        Object::User { id } => {
+            read && (subject.is_user(id) || g.reads_all || g.user_admin || g.template_admin)
+        }
+        // Nobody suspends, deletes or resets themselves this way (the
+        // handler refuses it with a reason); owners' accounts are owners'.
+        Object::UserAccount { id: _, owner: true } => g.owner || (read && g.reads_all),
+        Object::UserAccount { .. } => g.user_admin || (read && g.reads_all),
+        Object::RoleAssignment { role: Role::Owner } => g.owner,
+        Object::RoleAssignment { .. } => g.user_admin,
+        // Tokens are personal: not even an owner mints one for someone else.
+        Object::ApiKey { owner } if action == Create => subject.is_user(owner),
+        Object::ApiKey { owner } => subject.is_user(owner) || g.owner || (read && g.reads_all),
+        Object::File { created_by } => {
+            subject.is_user(created_by) || g.template_admin || (read && g.reads_all)
+        }
+        Object::Template => read || g.template_admin,
+        Object::TemplateVersion { active } => match action {
+            Read => true,
+            Use => active || g.template_admin,
+            _ => g.template_admin,
+        },
+        Object::Workspaces => read && (g.reads_all || g.template_admin),
+        Object::Workspace { owner } => {
+            subject.is_user(owner)
+                || g.owner
+                || (read && (g.reads_all || g.template_admin))
+                || (g.template_admin && matches!(action, Update | Delete))
+        }
+        Object::WorkspaceBuild { owner } => {
+            subject.is_user(owner) || g.template_admin || (read && g.reads_all)
+        }
+        Object::Agent { owner } => {
+            subject.is_user(owner) || g.owner || (read && (g.reads_all || g.template_admin))
+        }
+        Object::App { owner, share, method, path_apps } => {
+            action == ApplicationConnect
+                && app_allowed(subject, g.owner, owner, share, method, path_apps)
+        }
     }
 }
 
@@ -348,6 +430,110 @@ mod tests {
             (&alice, Update, Object::ProvisionerJobs, DENIED),
         ];
         for (subject, action, object, expected) in table {
+            assert_eq!(
+                authorize(subject, action, &object),
+                expected,
+                "{subject:?} {action:?} {object:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn team_roles() {
+        let ta = Subject::user(BOB, &[Role::TemplateAdmin]);
+        let ua = Subject::user(BOB, &[Role::UserAdmin]);
+        let auditor = Subject::user(BOB, &[Role::Auditor]);
+        let both = Subject::user(BOB, &[Role::Auditor, Role::TemplateAdmin]);
+        let alice = member(ALICE);
+        let (bob, bob_owner) = (member(BOB), owner(BOB));
+        let ws = Object::Workspace { owner: ALICE };
+        let build = Object::WorkspaceBuild { owner: ALICE };
+        let agent = Object::Agent { owner: ALICE };
+        let member_account = Object::UserAccount { id: ALICE, owner: false };
+        let owner_account = Object::UserAccount { id: ALICE, owner: true };
+        let owner_role = Object::RoleAssignment { role: Role::Owner };
+        let auditor_role = Object::RoleAssignment { role: Role::Auditor };
+        let table: Vec<(&Subject, Action, Object, bool)> = vec![
+            // template-admin: templates and every workspace's builds; no
+            // connections to others' workspaces, no user administration.
+            (&ta, Create, Object::Template, true),
+            (&ta, Update, Object::Template, true),
+            (&ta, Delete, Object::Template, true),
+            (&ta, Create, Object::TemplateVersion { active: false }, true),
+            (&ta, Use, Object::TemplateVersion { active: false }, true),
+            (&ta, Read, Object::File { created_by: ALICE }, true),
+            (&ta, Read, Object::Workspaces, true),
+            (&ta, Read, ws, true),
+            (&ta, Update, ws, true),
+            (&ta, Delete, ws, true),
+            (&ta, Create, ws, false),
+            (&ta, Create, build, true),
+            (&ta, Update, build, true),
+            (&ta, Read, agent, true),
+            (&ta, Connect, agent, false),
+            (&ta, Read, Object::Users, true),
+            (&ta, Create, Object::Users, false),
+            (&ta, Update, member_account, false),
+            (&ta, Create, auditor_role, false),
+            (&ta, Read, Object::AuditLog, false),
+            (&ta, Read, Object::Deployment, false),
+            (&ta, Delete, Object::ApiKey { owner: ALICE }, false),
+            // user-admin: users and roles, never the owner's.
+            (&ua, Read, Object::Users, true),
+            (&ua, Create, Object::Users, true),
+            (&ua, Read, Object::User { id: ALICE }, true),
+            (&ua, Update, member_account, true),
+            (&ua, Delete, member_account, true),
+            (&ua, Update, owner_account, false),
+            (&ua, Delete, owner_account, false),
+            (&ua, Create, auditor_role, true),
+            (&ua, Delete, auditor_role, true),
+            (&ua, Create, owner_role, false),
+            (&ua, Delete, owner_role, false),
+            (&ua, Read, ws, false),
+            (&ua, Create, Object::Template, false),
+            (&ua, Read, Object::AuditLog, false),
+            // auditor: reads everything, changes nothing, connects nowhere.
+            (&auditor, Read, Object::AuditLog, true),
+            (&auditor, Read, Object::Users, true),
+            (&auditor, Read, Object::User { id: ALICE }, true),
+            (&auditor, Read, Object::Deployment, true),
+            (&auditor, Read, Object::Workspaces, true),
+            (&auditor, Read, ws, true),
+            (&auditor, Read, build, true),
+            (&auditor, Read, agent, true),
+            (&auditor, Read, Object::ApiKey { owner: ALICE }, true),
+            (&auditor, Read, Object::File { created_by: ALICE }, true),
+            (&auditor, Create, Object::Users, false),
+            (&auditor, Update, member_account, false),
+            (&auditor, Create, auditor_role, false),
+            (&auditor, Update, ws, false),
+            (&auditor, Delete, ws, false),
+            (&auditor, Create, build, false),
+            (&auditor, Update, build, false),
+            (&auditor, Connect, agent, false),
+            (&auditor, Create, Object::Template, false),
+            (&auditor, Create, Object::TemplateVersion { active: false }, false),
+            (&auditor, Use, Object::TemplateVersion { active: false }, false),
+            (&auditor, Delete, Object::ApiKey { owner: ALICE }, false),
+            (&auditor, Update, Object::ProvisionerJobs, false),
+            // Roles add up.
+            (&both, Create, Object::Template, true),
+            (&both, Read, Object::AuditLog, true),
+            (&both, Connect, agent, false),
+            // Owners: everything; members: none of it.
+            (&bob_owner, Delete, owner_account, true),
+            (&bob_owner, Create, owner_role, true),
+            (&bob_owner, Read, Object::AuditLog, true),
+            (&alice, Read, Object::AuditLog, false),
+            (&alice, Update, Object::UserAccount { id: ALICE, owner: false }, false),
+            (&alice, Create, auditor_role, false),
+            (&alice, Delete, ws, true),
+            (&bob, Delete, ws, false),
+            (&bob, Create, build, false),
+        ];
+        for (subject, action, object, expected) in table {
+            let expected = if expected { Ok(()) } else { DENIED };
             assert_eq!(
                 authorize(subject, action, &object),
                 expected,

@@ -1,6 +1,7 @@
 //! The `coder` command line. Each subcommand lives in its own module; this
 //! one parses global flags and resolves the deployment URL and token.
 
+mod audit;
 mod build;
 mod config_ssh;
 mod confirm;
@@ -52,9 +53,11 @@ pub enum Command {
     Logout,
     /// Show who you are logged in as.
     Whoami(output::OutputArgs),
-    /// Manage users (owners only).
+    /// Manage users (owners and user admins; list: also auditors).
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Show the audit log (owners and auditors).
+    Audit(audit::AuditArgs),
     /// Manage personal API tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -178,6 +181,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout => login::logout(&ctx).await,
         Command::Whoami(out) => login::whoami(&ctx, out).await,
         Command::Users(cmd) => users::run(&ctx, cmd).await,
+        Command::Audit(args) => audit::run(&ctx, args).await,
         Command::Tokens(cmd) => tokens::run(&ctx, cmd).await,
         Command::Templates(cmd) => templates::run(&ctx, cmd).await,
         Command::Create(args) => build::create(&ctx, args).await,

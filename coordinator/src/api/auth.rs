@@ -11,7 +11,8 @@
 //! Lookup is by the token's id; the secret is compared with the stored SHA-256
 //! in constant time. Password sessions slide: each use more than an hour after
 //! the last extension pushes expiry out by the session lifetime. Personal API
-//! tokens keep the expiry they were created with.
+//! tokens keep the expiry they were created with. A suspended user's
+//! sessions and tokens are refused with a 401 that says so.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -219,9 +220,10 @@ pub async fn authenticate_for(
         return Ok(None);
     }
     let user = users::by_api_key(db, id).await?;
-    let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
-        return Ok(None);
-    };
+    let Some(user) = user else { return Ok(None) };
+    if user.status != UserStatus::Active {
+        return Err(suspended());
+    }
     let lifetime = Duration::seconds(key.lifetime_seconds);
     let extend = matches!(key.login_type, LoginType::Password | LoginType::Oidc)
         && now + lifetime - key.expires_at > Duration::hours(1);
@@ -230,6 +232,12 @@ pub async fn authenticate_for(
         api_keys::touch(db, id, now, expires_at).await?;
     }
     Ok(Some(Session { user, key_id: id.to_owned() }))
+}
+
+/// The answer to a suspended user's credentials, however valid.
+pub fn suspended() -> ApiError {
+    ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "Your account is suspended.")
+        .detail("Ask an owner or user admin to activate it.")
 }
 
 impl FromRequestParts<AppState> for Session {
@@ -258,9 +266,10 @@ pub async fn issue_app_key(
     insert_key(db, t, user_id, LoginType::AppConnect, Some(&name), lifetime).await
 }
 
-/// Stores a new token for `user_id` and returns the string to hand out once.
+/// Stores a new token for `user_id` and returns the string to hand out once
+/// (on a transaction, to commit with its audit row).
 pub async fn issue_token(
-    db: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     user_id: Uuid,
     login_type: LoginType,
     token_name: Option<&str>,
@@ -270,7 +279,7 @@ pub async fn issue_token(
 }
 
 async fn insert_key(
-    db: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     t: secrets::NewToken,
     user_id: Uuid,
     login_type: LoginType,

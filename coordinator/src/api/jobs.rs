@@ -138,3 +138,21 @@ pub fn last_event_id(headers: &axum::http::HeaderMap) -> Option<i64> {
 pub async fn resources(db: &PgPool, job_id: Uuid) -> ApiResult<Vec<WorkspaceResource>> {
     Ok(database::resources::of_job(db, job_id).await?)
 }
+
+/// Cancels a job and, when that changed it, records `entry` in the same
+/// transaction; the job's status before (`None`: no such job).
+pub async fn cancel(
+    state: &AppState,
+    job_id: Uuid,
+    origin: &super::audit::Origin,
+    session: &super::auth::Session,
+    entry: super::audit::Entry<'_>,
+) -> ApiResult<Option<codersdk::ProvisionerJobStatus>> {
+    let mut tx = state.db.begin().await?;
+    let canceled = crate::provisionerd::queue::Queue::cancel_in(&mut tx, job_id).await?;
+    if let Some((true, _)) = canceled {
+        origin.record(&mut *tx, session.into(), entry).await?;
+    }
+    tx.commit().await?;
+    Ok(canceled.map(|(_, s)| s))
+}

@@ -4,12 +4,14 @@
 mod agent_auth;
 mod agents;
 pub mod apps;
+pub mod audit;
 mod auth;
 mod coordinate;
 mod error;
 mod files;
 mod jobs;
 pub mod oidc;
+mod lifecycle;
 mod passwords;
 mod provisionerd;
 mod relay_verify;
@@ -184,6 +186,12 @@ fn tree() -> Tree {
         .get("/users", User, users::list_users)
         .post("/users", User, users::create_user)
         .get("/users/{user}", User, users::user)
+        .delete("/users/{user}", User, lifecycle::delete)
+        .put("/users/{user}/status/suspend", User, lifecycle::suspend)
+        .put("/users/{user}/status/activate", User, lifecycle::activate)
+        .put("/users/{user}/roles", User, lifecycle::update_roles)
+        .put("/users/{user}/password", User, lifecycle::update_password)
+        .get("/audit", User, audit::list)
         .get("/users/{user}/keys/tokens", User, tokens::list)
         .post("/users/{user}/keys/tokens", User, tokens::create)
         .delete("/users/{user}/keys/{key}", User, tokens::delete)

@@ -108,6 +108,15 @@ impl Routes {
         self.on(Method::PATCH, path, access, routing::on(MethodFilter::PATCH, h))
     }
 
+    pub fn put<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        access: Access,
+        h: H,
+    ) -> Self {
+        self.on(Method::PUT, path, access, routing::on(MethodFilter::PUT, h))
+    }
+
     pub fn delete<H: Handler<T, AppState>, T: 'static>(
         self,
         path: &'static str,

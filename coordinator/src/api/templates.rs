@@ -6,11 +6,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use codersdk::{
-    CreateTemplateRequest, CreateTemplateVersionRequest, Template, TemplateVersion,
-    TemplateVersionParameter, UpdateActiveVersionRequest, WorkspaceResource,
+    AuditAction, CreateTemplateRequest, CreateTemplateVersionRequest, ResourceType, Template,
+    TemplateVersion, TemplateVersionParameter, UpdateActiveVersionRequest, WorkspaceResource,
 };
+use serde_json::json;
 use uuid::Uuid;
 
+use super::audit::{changes, created, Entry, Origin};
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
@@ -42,6 +44,7 @@ fn valid_name(name: &str) -> bool {
 pub async fn create_version(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Json(req): Json<CreateTemplateVersionRequest>,
 ) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
     session.authorize(Action::Create, Object::TemplateVersion { active: false })?;
@@ -79,6 +82,16 @@ pub async fn create_version(
         created_by: session.user.id,
     };
     template_versions::insert(&mut *tx, version).await?;
+    let diff = created(&[
+        ("name", json!(name)),
+        ("template_id", json!(req.template_id)),
+        ("file_id", json!(req.file_id)),
+        ("message", json!(req.message)),
+    ]);
+    let entry = Entry::new(AuditAction::Create, ResourceType::TemplateVersion, id, &name)
+        .diff(diff)
+        .status(StatusCode::CREATED);
+    origin.record(&mut *tx, (&session).into(), entry).await?;
     tx.commit().await?;
     let v = version_row(&state, id).await?;
     Ok((StatusCode::CREATED, Json(version_to_api(&state, v).await?)))
@@ -110,11 +123,13 @@ pub async fn version_logs(
 pub async fn version_cancel(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
     session.authorize(Action::Update, Object::TemplateVersion { active: false })?;
     let v = version_row(&state, id).await?;
-    match state.queue.cancel(v.job_id).await? {
+    let entry = Entry::new(AuditAction::Cancel, ResourceType::TemplateVersion, v.id, &v.name);
+    match jobs::cancel(&state, v.job_id, &origin, &session, entry).await? {
         Some(s) if s.is_done() && s != codersdk::ProvisionerJobStatus::Canceled => {
             Err(ApiError::bad_request("The job has already finished."))
         }
@@ -176,6 +191,7 @@ async fn require_imported(state: &AppState, version: &VersionRow) -> ApiResult<(
 pub async fn create_template(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Json(req): Json<CreateTemplateRequest>,
 ) -> ApiResult<(StatusCode, Json<Template>)> {
     session.authorize(Action::Create, Object::Template)?;
@@ -211,6 +227,16 @@ pub async fn create_template(
         }
     }
     template_versions::set_template(&mut *tx, v.id, id).await?;
+    let diff = created(&[
+        ("name", json!(req.name)),
+        ("display_name", json!(req.display_name)),
+        ("description", json!(req.description)),
+        ("active_version_id", json!(v.id)),
+    ]);
+    let entry = Entry::new(AuditAction::Create, ResourceType::Template, id, &req.name)
+        .diff(diff)
+        .status(StatusCode::CREATED);
+    origin.record(&mut *tx, (&session).into(), entry).await?;
     tx.commit().await?;
     let t = template_row(&state, &id.to_string()).await?;
     Ok((StatusCode::CREATED, Json(t.to_api())))
@@ -249,6 +275,7 @@ pub async fn template_versions(
 pub async fn update_active_version(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Path(t): Path<String>,
     Json(req): Json<UpdateActiveVersionRequest>,
 ) -> ApiResult<Json<Template>> {
@@ -259,7 +286,12 @@ pub async fn update_active_version(
         return Err(ApiError::bad_request("That version belongs to another template."));
     }
     require_imported(&state, &v).await?;
-    template_versions::set_template(&state.db, v.id, t.id).await?;
-    templates::set_active_version(&state.db, t.id, v.id).await?;
+    let mut tx = state.db.begin().await?;
+    template_versions::set_template(&mut *tx, v.id, t.id).await?;
+    templates::set_active_version(&mut *tx, t.id, v.id).await?;
+    let diff = changes(&[("active_version_id", json!(t.active_version_id), json!(v.id))]);
+    let entry = Entry::new(AuditAction::Write, ResourceType::Template, t.id, &t.name).diff(diff);
+    origin.record(&mut *tx, (&session).into(), entry).await?;
+    tx.commit().await?;
     Ok(Json(template_row(&state, &t.id.to_string()).await?.to_api()))
 }

@@ -4,8 +4,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Duration;
-use codersdk::{ApiKey, CreateTokenRequest, GenerateApiKeyResponse};
+use codersdk::{ApiKey, AuditAction, CreateTokenRequest, GenerateApiKeyResponse, ResourceType};
+use serde_json::json;
 
+use super::audit::{created, Entry, Origin};
 use super::auth::{issue_token, Session};
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::users::resolve_user;
@@ -16,6 +18,7 @@ use crate::database::api_keys;
 pub async fn create(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Path(user): Path<String>,
     Json(req): Json<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<GenerateApiKeyResponse>)> {
@@ -42,13 +45,30 @@ pub async fn create(
         }
         s => Duration::seconds(s),
     };
-    match issue_token(&state.db, user.id, codersdk::LoginType::Token, Some(&name), lifetime).await {
-        Ok(key) => Ok((StatusCode::CREATED, Json(GenerateApiKeyResponse { key }))),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(ApiError::conflict(format!("A token named {name:?} already exists.")))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let mut tx = state.db.begin().await?;
+    let key =
+        match issue_token(&mut *tx, user.id, codersdk::LoginType::Token, Some(&name), lifetime)
+            .await
+        {
+            Ok(key) => key,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(ApiError::conflict(format!("A token named {name:?} already exists.")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let diff = created(&[
+        ("token_name", json!(name)),
+        ("owner", json!(user.username)),
+        ("lifetime_seconds", json!(lifetime.num_seconds())),
+    ]);
+    let mut entry = Entry::new(AuditAction::Create, ResourceType::ApiKey, user.id, &name)
+        .diff(diff)
+        .status(StatusCode::CREATED);
+    // Api keys are named by text ids, not UUIDs: the row names the token.
+    entry.resource_id = None;
+    origin.record(&mut *tx, (&session).into(), entry).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(GenerateApiKeyResponse { key })))
 }
 
 pub async fn list(
@@ -66,12 +86,20 @@ pub async fn list(
 pub async fn delete(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Path((user, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let user = resolve_user(&state, &session, &user).await?;
     session.authorize(Action::Delete, Object::ApiKey { owner: user.id })?;
-    if !api_keys::delete_by_id_or_name(&state.db, user.id, &key).await? {
-        return Err(ApiError::not_found("Token"));
-    }
+    let mut tx = state.db.begin().await?;
+    let deleted = api_keys::delete_by_id_or_name(&mut *tx, user.id, &key).await?;
+    let Some((id, token_name)) = deleted else { return Err(ApiError::not_found("Token")) };
+    let name = token_name.unwrap_or_else(|| id.clone());
+    let mut entry = Entry::new(AuditAction::Delete, ResourceType::ApiKey, user.id, &name)
+        .diff(json!({"key_id": {"old": id, "new": null}, "owner": {"old": user.username, "new": null}}))
+        .status(StatusCode::NO_CONTENT);
+    entry.resource_id = None;
+    origin.record(&mut *tx, (&session).into(), entry).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,19 +1,22 @@
-//! Users: first-user setup, password login and logout, `me`, and the
-//! owner-only user directory.
+//! Users: first-user setup, password login and logout (each audited), `me`,
+//! and the user directory (owners, user admins, template admins and
+//! auditors read it; owners and user admins add to it). The account
+//! lifecycle is [`super::lifecycle`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use chrono::Duration;
 use codersdk::{
-    CreateFirstUserRequest, CreateFirstUserResponse, CreateUserRequest, LoginWithPasswordRequest,
-    LoginWithPasswordResponse, Role, User, UserStatus,
+    AuditAction, CreateFirstUserRequest, CreateFirstUserResponse, CreateUserRequest,
+    LoginWithPasswordRequest, LoginWithPasswordResponse, ResourceType, Role, User, UserStatus,
 };
+use serde_json::json;
 use uuid::Uuid;
 
+use super::audit::{created, Actor, Entry, Origin};
 use super::auth::{issue_token, Session, UserRow};
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::passwords::Passwords;
@@ -41,6 +44,10 @@ fn validate_new_user(email: &str, username: &str, password: &str) -> ApiResult<(
     if !valid_email {
         return Err(ApiError::bad_request("Invalid email address."));
     }
+    validate_password(password)
+}
+
+pub fn validate_password(password: &str) -> ApiResult<()> {
     if password.chars().count() < MIN_PASSWORD_LEN {
         return Err(ApiError::bad_request(format!(
             "Password must be at least {MIN_PASSWORD_LEN} characters."
@@ -84,6 +91,7 @@ pub async fn first_user_exists(State(state): State<AppState>) -> ApiResult<Respo
 
 pub async fn create_first_user(
     State(state): State<AppState>,
+    origin: Origin,
     Json(req): Json<CreateFirstUserRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateFirstUserResponse>)> {
     validate_new_user(&req.email, &req.username, &req.password)?;
@@ -104,6 +112,11 @@ pub async fn create_first_user(
         &[Role::Owner],
     )
     .await?;
+    let actor = Actor { id: Some(user.id), username: &user.username };
+    let entry = Entry::new(AuditAction::Create, ResourceType::User, user.id, &user.username)
+        .diff(user_fields(&user))
+        .status(StatusCode::CREATED);
+    origin.record(&mut *tx, actor, entry).await?;
     tx.commit().await?;
     tracing::info!(user = %user.username, "first user created");
     Ok((StatusCode::CREATED, Json(CreateFirstUserResponse { user_id: user.id })))
@@ -114,12 +127,12 @@ pub async fn create_first_user(
 /// before the database or argon2 is touched, even with the right password.
 pub async fn login(
     State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    origin: Origin,
     Json(req): Json<LoginWithPasswordRequest>,
 ) -> ApiResult<Response> {
     // Served without connect info (only in-process tests do), every client
     // shares one address budget.
-    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| a.ip());
+    let ip = origin.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let mut attempt = match state.passwords.begin_login(&[&req.email, &req.username], ip) {
         Ok(a) => a,
         Err(refusal) => return Ok(refusal.into_response()),
@@ -136,13 +149,31 @@ pub async fn login(
         Ok(ok) => ok,
         Err(resp) => return Ok(resp),
     };
-    let user = match row {
-        Some(r) if ok && r.status == UserStatus::Active => r,
-        _ => {
-            attempt.finish(Outcome::Failure);
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect login or password."));
+    let attempted = if req.username.is_empty() { &req.email } else { &req.username };
+    let (user, err) = match row {
+        Some(r) if ok && r.status == UserStatus::Active => (r, None),
+        // The right password of a suspended account: say why (a wrong one
+        // learns nothing about the account).
+        Some(r) if ok => (r, Some(super::auth::suspended())),
+        r => {
+            let err = ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect login or password.");
+            let Some(r) = r else {
+                attempt.finish(Outcome::Failure);
+                let actor = Actor { id: None, username: attempted };
+                let entry = login_entry(None, attempted, StatusCode::UNAUTHORIZED);
+                origin.record(&state.db, actor, entry).await?;
+                return Err(err);
+            };
+            (r, Some(err))
         }
     };
+    let actor = Actor { id: Some(user.id), username: &user.username };
+    if let Some(err) = err {
+        attempt.finish(Outcome::Failure);
+        let entry = login_entry(Some(user.id), &user.username, StatusCode::UNAUTHORIZED);
+        origin.record(&state.db, actor, entry).await?;
+        return Err(err);
+    }
     attempt.finish(Outcome::Success);
     if state.config.disable_password_auth {
         // Owners keep a way in when the identity provider is down (as Coder).
@@ -155,14 +186,18 @@ pub async fn login(
             .detail("Log in with OpenID Connect (`coder login` opens it); only owners may use a password."));
         }
     }
+    let mut tx = state.db.begin().await?;
     let token = issue_token(
-        &state.db,
+        &mut *tx,
         user.id,
         codersdk::LoginType::Password,
         None,
         state.config.session_lifetime,
     )
     .await?;
+    let entry = login_entry(Some(user.id), &user.username, StatusCode::CREATED);
+    origin.record(&mut *tx, actor, entry).await?;
+    tx.commit().await?;
     let cookie = super::auth::session_cookie(&state.config, &token, false);
     Ok((
         StatusCode::CREATED,
@@ -172,8 +207,42 @@ pub async fn login(
         .into_response())
 }
 
-pub async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
-    api_keys::delete(&state.db, &session.key_id).await?;
+fn login_entry(id: Option<Uuid>, name: &str, status: StatusCode) -> Entry<'_> {
+    Entry {
+        action: AuditAction::Login,
+        resource_type: ResourceType::User,
+        resource_id: id,
+        resource_name: name,
+        diff: json!({}),
+        status,
+    }
+}
+
+fn user_fields(u: &UserRow) -> serde_json::Value {
+    created(&[
+        ("username", json!(u.username)),
+        ("email", json!(u.email)),
+        ("roles", json!(u.roles.0)),
+        ("status", json!(u.status)),
+        ("login_type", json!(u.login_type)),
+    ])
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    origin: Origin,
+) -> ApiResult<Response> {
+    let mut tx = state.db.begin().await?;
+    api_keys::delete(&mut *tx, &session.key_id).await?;
+    let entry = Entry::new(
+        AuditAction::Logout,
+        ResourceType::User,
+        session.user.id,
+        &session.user.username,
+    );
+    origin.record(&mut *tx, (&session).into(), entry).await?;
+    tx.commit().await?;
     let cookie = super::auth::session_cookie(&state.config, "", true);
     Ok((
         [(header::SET_COOKIE, cookie)],
@@ -218,14 +287,29 @@ pub async fn list_users(
 pub async fn create_user(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Json(req): Json<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     session.authorize(Action::Create, Object::Users)?;
     validate_new_user(&req.email, &req.username, &req.password)?;
     let roles = if req.roles.is_empty() { vec![Role::Member] } else { req.roles.clone() };
+    for role in roles.iter().copied().filter(|r| *r != Role::Member) {
+        if !session.may(Action::Create, Object::RoleAssignment { role }) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("You may not grant the {role} role."),
+            ));
+        }
+    }
+    let mut tx = state.db.begin().await?;
     let user =
-        insert_user(&state.db, &state.passwords, &req.email, &req.username, &req.password, &roles)
+        insert_user(&mut *tx, &state.passwords, &req.email, &req.username, &req.password, &roles)
             .await?;
+    let entry = Entry::new(AuditAction::Create, ResourceType::User, user.id, &user.username)
+        .diff(user_fields(&user))
+        .status(StatusCode::CREATED);
+    origin.record(&mut *tx, (&session).into(), entry).await?;
+    tx.commit().await?;
     tracing::info!(user = %user.username, by = %session.user.username, "user created");
     Ok((StatusCode::CREATED, Json(user.to_api())))
 }

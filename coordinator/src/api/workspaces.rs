@@ -8,12 +8,15 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use codersdk::{
-    CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJobStatus, Transition,
-    Workspace, WorkspaceBuild, WorkspaceBuildParameter, WorkspaceResource,
+    AuditAction, CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJobStatus,
+    ResourceType, Transition, Workspace, WorkspaceBuild, WorkspaceBuildParameter,
+    WorkspaceResource,
 };
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 
+use super::audit::{changes, created, Entry, Origin};
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
@@ -221,6 +224,7 @@ fn valid_workspace_name(name: &str) -> bool {
 pub async fn create(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Path(user): Path<String>,
     Json(req): Json<CreateWorkspaceRequest>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
@@ -247,6 +251,16 @@ pub async fn create(
     }
     inserted?;
     insert_build(&mut tx, id, version, 1, Transition::Start, session.user.id, &params).await?;
+    let diff = created(&[
+        ("name", json!(req.name)),
+        ("owner", json!(owner.username)),
+        ("template", json!(template.name)),
+        ("template_version_id", json!(version)),
+    ]);
+    let entry = Entry::new(AuditAction::Create, ResourceType::Workspace, id, &req.name)
+        .diff(diff)
+        .status(StatusCode::CREATED);
+    origin.record(&mut *tx, (&session).into(), entry).await?;
     tx.commit().await?;
     let w = resolve_workspace(&state, &session, id).await?;
     Ok((StatusCode::CREATED, Json(workspace_to_api(&state, &w).await?)))
@@ -286,7 +300,10 @@ pub async fn by_owner_and_name(
 ) -> ApiResult<Json<Workspace>> {
     let owner = resolve_user(&state, &session, &user).await?;
     let row = workspaces::by_owner_and_name(&state.db, owner.id, &name).await?;
-    let w = row.ok_or_else(|| ApiError::not_found("Workspace"))?;
+    // Seeing the user (user admins do) is not seeing their workspaces.
+    let w = row
+        .filter(|w| session.may(Action::Read, Object::Workspace { owner: w.owner_id }))
+        .ok_or_else(|| ApiError::not_found("Workspace"))?;
     Ok(Json(workspace_to_api(&state, &w).await?))
 }
 
@@ -302,10 +319,15 @@ pub async fn get(
 pub async fn create_build(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Path(id): Path<Uuid>,
     Json(req): Json<CreateWorkspaceBuildRequest>,
 ) -> ApiResult<(StatusCode, Json<WorkspaceBuild>)> {
     let w = resolve_workspace(&state, &session, id).await?;
+    // Seeing a workspace (auditors, template admins) is not building it.
+    let action = if req.transition == Transition::Delete { Action::Delete } else { Action::Update };
+    session.authorize(action, Object::Workspace { owner: w.owner_id })?;
+    session.authorize(Action::Create, Object::WorkspaceBuild { owner: w.owner_id })?;
     let prev = latest_build(&state, w.id).await?;
     let prev_job = jobs::job(&state.db, prev.job_id).await?;
     if !prev_job.status().is_done() {
@@ -336,6 +358,20 @@ pub async fn create_build(
     )
     .await?;
     workspaces::touch(&mut *tx, w.id).await?;
+    let action = match req.transition {
+        Transition::Start => AuditAction::Start,
+        Transition::Stop => AuditAction::Stop,
+        Transition::Delete => AuditAction::Delete,
+    };
+    let diff = changes(&[
+        ("transition", json!(prev.transition), json!(req.transition)),
+        ("template_version_id", json!(prev.template_version_id), json!(version)),
+        ("build_number", json!(prev.build_number), json!(prev.build_number + 1)),
+    ]);
+    let entry = Entry::new(action, ResourceType::WorkspaceBuild, build, &w.name)
+        .diff(diff)
+        .status(StatusCode::CREATED);
+    origin.record(&mut *tx, (&session).into(), entry).await?;
     tx.commit().await?;
     let b = build_row(&state, build).await?;
     Ok((StatusCode::CREATED, Json(build_to_api(&state, &b).await?)))
@@ -399,10 +435,15 @@ pub async fn build_resources(
 pub async fn cancel_build(
     State(state): State<AppState>,
     session: Session,
+    origin: Origin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let b = visible_build(&state, &session, id).await?;
-    match state.queue.cancel(b.job_id).await? {
+    let owner = workspaces::owner_of(&state.db, b.workspace_id).await?;
+    session.authorize(Action::Update, Object::WorkspaceBuild { owner })?;
+    let name = format!("#{}", b.build_number);
+    let entry = Entry::new(AuditAction::Cancel, ResourceType::WorkspaceBuild, b.id, &name);
+    match jobs::cancel(&state, b.job_id, &origin, &session, entry).await? {
         Some(s) if s.is_done() && s != ProvisionerJobStatus::Canceled => {
             Err(ApiError::bad_request("The build has already finished."))
         }

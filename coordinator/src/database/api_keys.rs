@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use codersdk::LoginType;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// What authentication checks about a key.
@@ -56,7 +56,7 @@ pub struct NewKey<'a> {
 }
 
 /// Inserts a key; a taken token name is a unique violation.
-pub async fn insert(db: &PgPool, k: NewKey<'_>) -> Result<(), sqlx::Error> {
+pub async fn insert(db: impl PgExecutor<'_>, k: NewKey<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, hashed_secret, user_id, login_type, token_name, lifetime_seconds, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -74,19 +74,42 @@ pub async fn insert(db: &PgPool, k: NewKey<'_>) -> Result<(), sqlx::Error> {
 }
 
 /// Deletes one key by id (logout).
-pub async fn delete(db: &PgPool, id: &str) -> Result<(), sqlx::Error> {
+pub async fn delete(db: impl PgExecutor<'_>, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM api_keys WHERE id = $1").bind(id).execute(db).await.map(drop)
 }
 
-/// Deletes a user's key by id or token name; whether one was deleted.
-pub async fn delete_by_id_or_name(db: &PgPool, user: Uuid, key: &str) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query("DELETE FROM api_keys WHERE user_id = $1 AND (id = $2 OR token_name = $2)")
-        .bind(user)
-        .bind(key)
-        .execute(db)
-        .await?
-        .rows_affected();
-    Ok(n > 0)
+/// Deletes a user's key by id or token name; the deleted key's id and
+/// name, if there was one.
+pub async fn delete_by_id_or_name(
+    db: impl PgExecutor<'_>,
+    user: Uuid,
+    key: &str,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "DELETE FROM api_keys WHERE user_id = $1 AND (id = $2 OR token_name = $2)
+         RETURNING id, token_name",
+    )
+    .bind(user)
+    .bind(key)
+    .fetch_optional(db)
+    .await
+}
+
+/// Ends a user's password sessions, except `keep` (the caller's own).
+pub async fn delete_password_sessions(
+    db: impl PgExecutor<'_>,
+    user: Uuid,
+    keep: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM api_keys WHERE user_id = $1 AND login_type = 'password'
+         AND id IS DISTINCT FROM $2",
+    )
+    .bind(user)
+    .bind(keep)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// A personal token as listed (never its secret).

@@ -11,6 +11,7 @@ pub mod agent_scripts;
 pub mod agents;
 pub mod api_keys;
 pub mod apps;
+pub mod audit;
 pub mod builds;
 pub mod files;
 pub mod jobs;

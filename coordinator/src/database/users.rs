@@ -1,9 +1,10 @@
 //! Users: the typed row (roles parsed once, into [`Role`]s) and the queries
-//! for sign-up, login, lookup and the directory. Soft-deleted users are
+//! for sign-up, login, lookup, the directory and the account lifecycle
+//! (status, roles, password, deletion). Soft-deleted users are
 //! invisible to every query here.
 
 use chrono::{DateTime, Utc};
-use codersdk::{Role, UnknownValue, User, UserStatus};
+use codersdk::{LoginType, Role, UnknownValue, User, UserStatus};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
@@ -30,6 +31,8 @@ pub struct UserRow {
     pub roles: Roles,
     #[sqlx(try_from = "String")]
     pub status: UserStatus,
+    #[sqlx(try_from = "String")]
+    pub login_type: LoginType,
     pub created_at: DateTime<Utc>,
 }
 
@@ -41,12 +44,13 @@ impl UserRow {
             email: self.email.clone(),
             roles: self.roles.0.clone(),
             status: self.status,
+            login_type: self.login_type,
             created_at: self.created_at,
         }
     }
 }
 
-const COLUMNS: &str = "id, email, username, roles, status, created_at";
+const COLUMNS: &str = "id, email, username, roles, status, login_type, created_at";
 
 /// A new user; the password is already hashed.
 pub struct NewUser<'a> {
@@ -121,6 +125,7 @@ pub async fn list(db: &PgPool) -> Result<Vec<UserRow>, sqlx::Error> {
 #[derive(sqlx::FromRow)]
 pub struct LoginRow {
     pub id: Uuid,
+    pub username: String,
     pub hashed_password: Option<String>,
     #[sqlx(try_from = "String")]
     pub status: UserStatus,
@@ -133,12 +138,100 @@ pub async fn for_login(
     username: &str,
 ) -> Result<Option<LoginRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, hashed_password, status FROM users
+        "SELECT id, username, hashed_password, status FROM users
          WHERE NOT deleted AND (lower(email) = lower($1) OR lower(username) = lower($2))
          LIMIT 1",
     )
     .bind(email)
     .bind(username)
     .fetch_optional(db)
+    .await
+}
+
+/// The user `id`, locked until the transaction ends (a lifecycle change
+/// reads the old values for the audit diff and writes in one step).
+pub async fn lock(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1 AND NOT deleted FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    status: UserStatus,
+) -> Result<UserRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE users SET status = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(status.as_str())
+    .fetch_one(db)
+    .await
+}
+
+pub async fn set_roles(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    roles: &[Role],
+) -> Result<UserRow, sqlx::Error> {
+    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    sqlx::query_as(&format!(
+        "UPDATE users SET roles = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&roles)
+    .fetch_one(db)
+    .await
+}
+
+/// The stored password hash (`None`: the account has no password).
+pub async fn hashed_password(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    let h: Option<Option<String>> =
+        sqlx::query_scalar("SELECT hashed_password FROM users WHERE id = $1 AND NOT deleted")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(h.flatten())
+}
+
+pub async fn set_password(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    hashed: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET hashed_password = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(hashed)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Soft-deletes a user (the row stays for the audit log's sake; the name
+/// and email are free again). Their keys go with them.
+pub async fn soft_delete(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM api_keys WHERE user_id = $1").bind(id).execute(&mut *conn).await?;
+    sqlx::query("UPDATE users SET deleted = true, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+}
+
+/// The names of the user's workspaces that are not deleted.
+pub async fn workspace_names(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT name FROM workspaces WHERE owner_id = $1 AND NOT deleted ORDER BY name",
+    )
+    .bind(id)
+    .fetch_all(db)
     .await
 }

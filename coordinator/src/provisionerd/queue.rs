@@ -285,6 +285,18 @@ impl Queue {
     /// flagged, and its worker interrupts terraform and completes it.
     pub async fn cancel(&self, job_id: Uuid) -> Result<Option<ProvisionerJobStatus>, sqlx::Error> {
         let mut tx = self.db.begin().await?;
+        let status = Self::cancel_in(&mut tx, job_id).await?;
+        tx.commit().await?;
+        Ok(status.map(|(_, s)| s))
+    }
+
+    /// [`Queue::cancel`] on the caller's transaction (which commits it,
+    /// with its audit row): whether this call canceled the job, and its
+    /// status, if the job exists.
+    pub async fn cancel_in(
+        tx: &mut sqlx::PgConnection,
+        job_id: Uuid,
+    ) -> Result<Option<(bool, ProvisionerJobStatus)>, sqlx::Error> {
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM provisioner_jobs WHERE id = $1 FOR UPDATE"
         ))
@@ -312,7 +324,7 @@ impl Queue {
                 .execute(&mut *tx)
                 .await?;
             }
-            _ => return Ok(Some(status)),
+            _ => return Ok(Some((false, status))),
         }
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL_JOB_CANCELED)
@@ -324,12 +336,14 @@ impl Queue {
             .bind(job_id.to_string())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(Some(if status == ProvisionerJobStatus::Pending {
-            ProvisionerJobStatus::Canceled
-        } else {
-            ProvisionerJobStatus::Canceling
-        }))
+        Ok(Some((
+            true,
+            if status == ProvisionerJobStatus::Pending {
+                ProvisionerJobStatus::Canceled
+            } else {
+                ProvisionerJobStatus::Canceling
+            },
+        )))
     }
 
     /// Fails running jobs whose worker has not heartbeated within `timeout`.

@@ -7,6 +7,7 @@
 //! Paths under `/@OWNER/WORKSPACE…` are the workspace page, the terminal
 //! page, and the app proxy (`super::apps`).
 
+mod admin;
 mod pages;
 pub mod terminal;
 
@@ -39,6 +40,8 @@ pub fn routes() -> Routes {
         .get("/workspaces", Dashboard, workspaces)
         .get("/templates", Dashboard, templates)
         .get("/cli-auth", Dashboard, cli_auth)
+        .get("/users", Dashboard, admin::users)
+        .get("/audit", Dashboard, admin::audit)
         .get("/assets/dashboard.js", Public, || async { asset("text/javascript", SCRIPT) })
         .get("/assets/dashboard.css", Public, || async { asset("text/css", STYLE) })
 }

@@ -28,12 +28,12 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> String {
+pub(super) fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> String {
     let (meta, nav) = match viewer {
         Some(v) => (
             format!(r#"<meta name="csrf-token" content="{}">"#, esc(&v.csrf)),
             format!(
-                r#"<nav><a href="/workspaces">Workspaces</a><a href="/templates">Templates</a><span class="who">{}</span><button id="logout" type="button">Log out</button></nav>"#,
+                r#"<nav><a href="/workspaces">Workspaces</a><a href="/templates">Templates</a><a href="/users">Users</a><a href="/audit">Audit</a><span class="who">{}</span><button id="logout" type="button">Log out</button></nav>"#,
                 esc(&v.session.user.username)
             ),
         ),

@@ -1,0 +1,91 @@
+//! The administration pages: `/users` (the directory with status, login
+//! type and roles) and `/audit` (the audit log, filtered by a search query
+//! in a plain GET form). Both read through the API handlers, so they show
+//! exactly what the viewer's roles allow (a 403 page otherwise); neither
+//! changes state, so neither needs a CSRF token (changes go through the
+//! API: `coder users …`).
+
+use std::fmt::Write as _;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use codersdk::{AuditLog, User};
+
+use super::super::audit::AuditQuery;
+use super::super::error::ApiError;
+use super::super::AppState;
+use super::pages::{esc, layout};
+use super::{page, viewer, Viewer};
+
+pub async fn users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(v) = viewer(&state, &headers).await? else {
+        return Ok(super::super::apps::login_redirect("/users"));
+    };
+    let super::super::error::Json(list) =
+        super::super::users::list_users(State(state.clone()), v.session.clone()).await?;
+    Ok(page(users_page(&v, &list)))
+}
+
+fn users_page(v: &Viewer, users: &[User]) -> String {
+    let mut body = String::from(
+        r#"<h1>Users</h1><table id="users"><thead><tr><th>Username</th><th>Email</th><th>Status</th><th>Login type</th><th>Roles</th><th>Created</th></tr></thead><tbody>"#,
+    );
+    for u in users {
+        let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+        let _ = write!(
+            body,
+            r#"<tr data-user="{name}"><td>{name}</td><td>{email}</td><td><span class="badge" data-status="{st}">{st}</span></td><td>{lt}</td><td>{roles}</td><td>{created}</td></tr>"#,
+            name = esc(&u.username),
+            email = esc(&u.email),
+            st = u.status,
+            lt = u.login_type,
+            roles = esc(&roles.join(", ")),
+            created = u.created_at.format("%Y-%m-%d"),
+        );
+    }
+    body.push_str("</tbody></table><p>Manage users with <code>coder users suspend|activate|delete|edit-roles</code>.</p>");
+    layout("Users", Some(v), &body)
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Some(v) = viewer(&state, &headers).await? else {
+        return Ok(super::super::apps::login_redirect("/audit"));
+    };
+    let text = q.as_ref().map(|Query(q)| q.q.clone()).unwrap_or_default();
+    let super::super::error::Json(logs) =
+        super::super::audit::list(State(state.clone()), v.session.clone(), q).await?;
+    Ok(page(audit_page(&v, &text, &logs.audit_logs, logs.count)))
+}
+
+fn audit_page(v: &Viewer, q: &str, logs: &[AuditLog], count: i64) -> String {
+    let mut body = format!(
+        r#"<h1>Audit log</h1><form method="get" action="/audit" class="inline"><label>Search <input id="audit-q" name="q" value="{q}" placeholder="username:alice action:login resource_type:user time_after:2026-01-01"></label><button type="submit">Filter</button></form><p>{count} matching</p>"#,
+        q = esc(q)
+    );
+    body.push_str(r#"<table id="audit"><thead><tr><th>Time</th><th>User</th><th>Action</th><th>Resource</th><th>Diff</th><th>Status</th><th>Address</th><th>User agent</th></tr></thead><tbody>"#);
+    for l in logs {
+        let _ = write!(
+            body,
+            r#"<tr data-action="{action}"><td>{time}</td><td>{user}</td><td>{action}</td><td>{rt} {name}</td><td><code>{diff}</code></td><td>{status}</td><td>{ip}</td><td>{ua}</td></tr>"#,
+            time = l.time.format("%Y-%m-%d %H:%M:%S"),
+            user = esc(&l.username),
+            action = l.action,
+            rt = l.resource_type,
+            name = esc(&l.resource_name),
+            diff = esc(&l.diff.to_string()),
+            status = l.status_code,
+            ip = esc(l.ip.as_deref().unwrap_or_default()),
+            ua = esc(&l.user_agent),
+        );
+    }
+    body.push_str("</tbody></table>");
+    layout("Audit", Some(v), &body)
+}
