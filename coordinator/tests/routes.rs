@@ -282,6 +282,7 @@ GET /api/v2/templates/{template} any
 GET /api/v2/templates/{template}/versions any
 PATCH /api/v2/templates/{template}/versions o,t
 GET /api/v2/workspaceagents/{id}/logs o,t,a
+GET /api/v2/workspaceagents/{id}/log-sources o,t,a
 GET /api/v2/workspaceagents/{id}/metadata o,t,a
 GET /api/v2/workspaceagents/{id}/pty o
 GET /api/v2/workspaces o,t,a

@@ -16,13 +16,16 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use chrono::Utc;
-use codersdk::{AuthMethod, AuthMethods, LoginType, OidcAuthMethod, Role, UserStatus};
+use codersdk::{
+    AuditAction, AuthMethod, AuthMethods, LoginType, OidcAuthMethod, ResourceType, Role, UserStatus,
+};
 use serde::Deserialize;
 use url::Url;
 use uuid::Uuid;
 
 use super::auth::{issue_token, presented_token, secure_cookies, session_cookie};
 use super::error::{ApiError, ApiResult, Json};
+use super::audit::{Actor, Entry, Origin};
 use super::AppState;
 use crate::database::user_links::{self, LoginState, NewOidcUser};
 use crate::database::users;
@@ -115,12 +118,39 @@ pub struct CallbackQuery {
 pub async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
+    origin: Origin,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     let clear = [(header::SET_COOKIE, state_cookie(&state, "", 0))];
-    // Login success and failure both end here: the audit row of an OIDC
-    // login belongs at this match.
-    match finish_login(&state, &headers, q).await {
+    // Login success and failure both end here, and each writes its audit
+    // row. The session was issued inside `finish_login`, so the row follows
+    // it rather than sharing its transaction; a failed write refuses the
+    // login, and the session's token, never handed out, is unusable.
+    let result = finish_login(&state, &headers, q).await;
+    let (actor, entry) = match &result {
+        Ok(done) => (
+            Actor { id: Some(done.user_id), username: &done.username },
+            Entry::new(AuditAction::Login, ResourceType::User, done.user_id, &done.username)
+                .diff(serde_json::json!({ "login_type": LoginType::Oidc }))
+                .status(StatusCode::CREATED),
+        ),
+        Err(e) => (
+            Actor { id: None, username: "" },
+            Entry {
+                action: AuditAction::Login,
+                resource_type: ResourceType::User,
+                resource_id: None,
+                resource_name: "",
+                diff: serde_json::json!({ "login_type": LoginType::Oidc }),
+                status: e.status,
+            },
+        ),
+    };
+    if let Err(e) = origin.record(&state.db, actor, entry).await {
+        tracing::warn!(error = %e, "could not write the audit row of an OpenID Connect login");
+        return (clear, ApiError::from(e)).into_response();
+    }
+    match result {
         Ok(done) => {
             tracing::info!(user = %done.username, "OpenID Connect login");
             let session = session_cookie(&state.config, &done.token, false);
@@ -136,6 +166,7 @@ pub async fn callback(
 }
 
 struct LoggedIn {
+    user_id: Uuid,
     username: String,
     token: String,
     redirect: String,
@@ -197,7 +228,7 @@ async fn finish_login(
     let token =
         issue_token(&state.db, user.id, LoginType::Oidc, None, state.config.session_lifetime)
             .await?;
-    Ok(LoggedIn { username: user.username, token, redirect: started.redirect })
+    Ok(LoggedIn { user_id: user.id, username: user.username, token, redirect: started.redirect })
 }
 
 /// Only cookies count for the state: a header named like the session's
