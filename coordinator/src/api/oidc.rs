@@ -23,9 +23,9 @@ use serde::Deserialize;
 use url::Url;
 use uuid::Uuid;
 
+use super::audit::{Actor, Entry, Origin};
 use super::auth::{issue_token, presented_token, secure_cookies, session_cookie};
 use super::error::{ApiError, ApiResult, Json};
-use super::audit::{Actor, Entry, Origin};
 use super::AppState;
 use crate::database::user_links::{self, LoginState, NewOidcUser};
 use crate::database::users;
