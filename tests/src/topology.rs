@@ -49,6 +49,8 @@ pub mod mesh;
 const PREFIX: &str = "ctopo-";
 /// The internet's own address: the bridge in the internet namespace.
 pub const INTERNET_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+/// The internet bridge's MAC, fixed (locally administered, from its address).
+const BRIDGE_MAC: &str = "02:00:0a:63:00:01";
 /// Hosts (or their routers) get public addresses from this `/24` upward.
 const FIRST_PUBLIC_HOST: u8 = 10;
 /// Where an [`Nat::HttpProxyOnly`] router's proxy listens, on its LAN address.
@@ -281,7 +283,11 @@ impl Topology {
             proxies: Vec::new(),
         };
         topo.add_netns(&netns)?;
-        ip(&["-n", &netns, "link", "add", "br0", "type", "bridge"])?;
+        // A bridge without an address of its own takes the lowest MAC of its
+        // ports, so it changes whenever a host joins; hosts that cached the
+        // old one in ARP then send to a MAC nobody has, for as long as the
+        // entry lives (a relay connection once timed out this way).
+        ip(&["-n", &netns, "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge"])?;
         ip(&["-n", &netns, "addr", "add", &format!("{INTERNET_ADDR}/24"), "dev", "br0"])?;
         ip(&["-n", &netns, "link", "set", "br0", "up"])?;
         Ok(topo)

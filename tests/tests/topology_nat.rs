@@ -204,3 +204,46 @@ fn topology_nat_answering_router_needs_its_host_to_send_first() {
     }
     assert!(failures.is_empty(), "answering routers misbehave:\n{}", failures.join("\n"));
 }
+
+/// The internet bridge keeps its MAC while hosts join: a host that cached
+/// it in ARP before the others were added keeps reaching the internet (a
+/// bridge takes the lowest MAC of its ports unless given one, and a relay
+/// connection from a host added earlier once timed out against the stale
+/// entry).
+#[test]
+fn topology_internet_keeps_its_mac_as_hosts_join() {
+    if let Some(reason) = Topology::unavailable() {
+        coordinator::testutil::skip(&reason);
+        return;
+    }
+    let mut topo = Topology::new("bridgemac").unwrap();
+    let inet = topo.internet().clone();
+    let listener = inet.in_netns(|| Ok(TcpListener::bind((INTERNET_ADDR, 0))?)).unwrap();
+    let target = listener.local_addr().unwrap();
+    let first = topo.host("first", Nat::None).unwrap();
+    let connect = |host: &tests::topology::Host| {
+        host.in_netns(|| Ok(TcpStream::connect_timeout(&target, Duration::from_secs(5))?)).unwrap();
+        listener.accept().unwrap();
+    };
+    connect(&first);
+    let mac = |host: &tests::topology::Host, args: &[&str]| {
+        let out = host.command("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr" && *w != "link/ether")
+            .nth(1)
+            .map(str::to_owned)
+    };
+    let bridge = mac(&inet, &["link", "show", "br0"]).expect("the bridge has a MAC");
+    let cached = INTERNET_ADDR.to_string();
+    assert_eq!(mac(&first, &["neigh", "show", &cached]).as_deref(), Some(bridge.as_str()));
+    // Hosts with and without routers join; some of their veths get lower MACs.
+    for i in 0..6 {
+        let nat = if i % 2 == 0 { Nat::None } else { Nat::Easy };
+        topo.host(&format!("late{i}"), nat).unwrap();
+    }
+    assert_eq!(mac(&inet, &["link", "show", "br0"]).as_deref(), Some(bridge.as_str()));
+    assert_eq!(mac(&first, &["neigh", "show", &cached]).as_deref(), Some(bridge.as_str()));
+    connect(&first);
+}
