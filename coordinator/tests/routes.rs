@@ -70,9 +70,12 @@ GET /api/v2/workspaceagents/{id}/logs User
 GET /api/v2/workspaceagents/{id}/log-sources User
 GET /api/v2/workspaceagents/{id}/metadata User
 GET /api/v2/workspaceagents/{id}/pty User
+GET /api/v2/workspaceagents/{id}/listening-ports User
 GET /api/v2/applications/auth-redirect Dashboard
 GET /api/v2/workspaces User
 GET /api/v2/workspaces/{id} User
+GET /api/v2/workspaces/watch User
+GET /api/v2/workspaces/{id}/watch User
 GET /api/v2/workspaces/{id}/builds User
 POST /api/v2/workspaces/{id}/builds User
 GET /api/v2/workspacebuilds/{id} User
@@ -101,6 +104,7 @@ GET /users Dashboard
 GET /audit Dashboard
 GET /assets/dashboard.js Public
 GET /assets/dashboard.css Public
+GET /assets/xterm/{file} Public
 ";
 
 fn table() -> Vec<(Method, String, Access)> {
@@ -285,8 +289,11 @@ GET /api/v2/workspaceagents/{id}/logs o,t,a
 GET /api/v2/workspaceagents/{id}/log-sources o,t,a
 GET /api/v2/workspaceagents/{id}/metadata o,t,a
 GET /api/v2/workspaceagents/{id}/pty o
+GET /api/v2/workspaceagents/{id}/listening-ports o
 GET /api/v2/workspaces o,t,a
 GET /api/v2/workspaces/{id} o,t,a
+GET /api/v2/workspaces/watch o,t,a
+GET /api/v2/workspaces/{id}/watch o,t,a
 GET /api/v2/workspaces/{id}/builds o,t,a
 POST /api/v2/workspaces/{id}/builds o,t
 GET /api/v2/workspacebuilds/{id} o,t,a
@@ -492,8 +499,9 @@ async fn each_role_gets_exactly_its_permissions() {
             let may = allowed == "any" || allowed.split(',').any(|r| r.starts_with(*role));
             let s = role_request(&srv, &victim, &method, path, token, n).await;
             let refused = matches!(s.as_u16(), 401 | 403 | 404);
-            // The terminal dials the (absent) agent once allowed: 502.
-            let unreachable = s == StatusCode::BAD_GATEWAY && path.ends_with("/pty");
+            // The terminal and the ports panel dial the (absent) agent once allowed: 502.
+            let unreachable = s == StatusCode::BAD_GATEWAY
+                && (path.ends_with("/pty") || path.ends_with("/listening-ports"));
             assert!(!s.is_server_error() || unreachable, "{role} {method} {path}: {s}");
             if may {
                 assert!(!refused, "{role} may {method} {path}, but got {s}");

@@ -155,6 +155,13 @@ impl Browser {
         }
     }
 
+    /// Resizes the browser window (CSS pixels).
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.call("POST", "/window/rect", json!({ "width": width, "height": height }))
+            .await
+            .map(drop)
+    }
+
     /// Closes the browser, then stops chromedriver.
     pub async fn quit(self) {
         let _ = self.call("DELETE", "", Value::Null).await;
@@ -189,8 +196,12 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `target/screenshots`, beside the binaries of this test run.
+/// `$CODER_SCREENSHOT_DIR`, else `target/screenshots` beside the binaries
+/// of this test run.
 pub fn screenshot_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("CODER_SCREENSHOT_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
     let bin = crate::binary("coderd")?;
     let profile = bin.parent().context("no profile dir")?;
     Ok(profile.parent().context("no target dir")?.join("screenshots"))

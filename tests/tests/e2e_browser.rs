@@ -1,8 +1,13 @@
 //! The dashboard in a real browser: headless Debian `chromium` driven by
 //! `chromedriver` (W3C WebDriver). Log in, create a workspace from the
-//! `local` template and watch its build logs, open the web terminal and run
-//! a command, reload and find the same shell, open an app. Screenshots go to
-//! `target/screenshots/`. Skips (saying why) without chromium.
+//! `local` template and watch its build logs and agent live; stop it from
+//! the page and start it from the CLI while the list page watches (no
+//! reloads); open a listening port from the ports panel; in the web terminal
+//! (xterm.js) run a command and `vim`, resize the window and read the PTY's
+//! size back, cut the WebSocket and reconnect with the output intact, reload
+//! and find the same shell; open an app. Screenshots of each page go to
+//! `$CODER_SCREENSHOT_DIR` or `target/screenshots/`. Skips (saying why)
+//! without chromium.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -48,6 +53,7 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
             // Logged out: the dashboard sends us to the login page.
             b.goto(&format!("{base}/workspaces")).await?;
             b.wait_for("the login form", "document.getElementById('login')", "location.href", SHORT).await?;
+            b.screenshot(&shots.join("dashboard-0-login.png")).await?;
             b.fill("#login-name", "dev@example.com").await?;
             b.fill("#login-password", "wrong-password").await?;
             b.click("#login-submit").await?;
@@ -77,19 +83,80 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
                 LONG,
             )
             .await?;
+            // The page follows the build and the agent live, without a reload.
+            b.eval("window.notReloaded = true", json!([])).await?;
             b.wait_for(
                 "the agent to be ready",
-                "document.querySelector('[data-lifecycle=\"ready\"]') && document.getElementById('ws-status').dataset.status === 'running' && document.getElementById('build-logs').dataset.done === 'succeeded' && document.getElementById('build-logs').textContent.includes('Apply complete')",
-                "document.querySelector('main').innerText",
+                "window.notReloaded && document.querySelector('[data-lifecycle=\"ready\"]') && document.getElementById('ws-status').dataset.status === 'running' && document.getElementById('build-logs').dataset.done === 'succeeded' && document.getElementById('build-logs').textContent.includes('Apply complete')",
+                "[window.notReloaded, document.querySelector('main').innerText]",
+                LONG,
+            )
+            .await?;
+            let app_href = b
+                .wait_for("the app link", "document.querySelector('a.app')", "document.querySelector('a.app').href", SHORT)
+                .await?;
+            // VS Code Desktop opens Remote-SSH through `coder config-ssh`'s host.
+            let vscode = b.eval("return document.querySelector('a.vscode').getAttribute('href')", json!([])).await?;
+            let vscode = vscode.as_str().unwrap_or_default();
+            anyhow::ensure!(vscode.starts_with("vscode://vscode-remote/ssh-remote+coder.web1/"), "{vscode}");
+
+            // Stop from the page: it turns stopped live.
+            b.click("#btn-stop").await?;
+            b.wait_for(
+                "the workspace to stop without a reload",
+                "window.notReloaded && document.getElementById('ws-status').dataset.status === 'stopped' && !document.querySelector('section[data-agent]') && document.getElementById('btn-start')",
+                "[window.notReloaded, document.querySelector('main').innerText]",
+                LONG,
+            )
+            .await?;
+            b.screenshot(&shots.join("dashboard-2-workspace-stopped.png")).await?;
+
+            // Start from the CLI while the list page watches: stopped → running.
+            b.goto(&format!("{base}/workspaces")).await?;
+            let row = "document.querySelector('tr[data-workspace=\"web1\"]')";
+            b.wait_for(
+                "the list to show web1 stopped",
+                &format!("{row}.querySelector('[data-status]').dataset.status === 'stopped'"),
+                &format!("{row}.innerText"),
+                SHORT,
+            )
+            .await?;
+            b.eval("window.notReloaded = true", json!([])).await?;
+            coder(&["start", "web1", "--yes"]);
+            b.wait_for(
+                "the list to show web1 running and its agent ready, without a reload",
+                &format!("window.notReloaded && {row}.querySelector('[data-status]').dataset.status === 'running' && {row}.innerText.includes('connected / ready')"),
+                &format!("[window.notReloaded, {row}.innerText]"),
+                LONG,
+            )
+            .await?;
+            b.screenshot(&shots.join("dashboard-1-workspaces-live.png")).await?;
+
+            // The ports panel lists the file server's port; one click opens it as a dev URL.
+            b.click("tr[data-workspace=\"web1\"] a").await?;
+            let open = format!("a.port-open[data-port=\"{port}\"]");
+            b.wait_for(
+                "the ports panel to list the app's port",
+                &format!("document.querySelector('[data-lifecycle=\"ready\"]') && document.querySelector('{open}')"),
+                "document.querySelector('.ports') && document.querySelector('.ports').innerText",
                 LONG,
             )
             .await?;
             b.screenshot(&shots.join("dashboard-2-workspace.png")).await?;
-            let app_href = b
-                .wait_for("the app link", "document.querySelector('a.app')", "document.querySelector('a.app').href", SHORT)
-                .await?;
+            let workspace_url = b.url().await?;
+            // In the browser it opens a new tab; here, the same one.
+            b.eval(&format!("document.querySelector('{open}').removeAttribute('target')"), json!([])).await?;
+            b.click(&open).await?;
+            b.wait_for(
+                "the port's dev URL",
+                &format!("location.pathname.endsWith('/apps/{port}/') && document.body && document.body.innerText.includes('Directory listing')"),
+                "[location.href, document.body && document.body.innerText]",
+                LONG,
+            )
+            .await?;
+            b.goto(&workspace_url).await?;
 
-            // The web terminal: run a command.
+            // The web terminal (xterm.js): run a command.
             b.click("a.terminal").await?;
             b.wait_for(
                 "the terminal to connect",
@@ -100,14 +167,72 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
             .await?;
             b.click("#terminal").await?;
             b.type_keys("echo from-the-browser-$((6*7))\n").await?;
+            b.wait_for("the command's output", "terminalText().includes('from-the-browser-42')", "terminalText()", SHORT)
+                .await?;
+
+            // A full-screen program: vim draws on the alternate screen, its
+            // status line (reverse video) on the second row from the bottom.
+            b.type_keys("vim -u NONE -c 'set laststatus=2' dash-vim.txt\n").await?;
             b.wait_for(
-                "the command's output",
-                "document.getElementById('terminal').textContent.includes('from-the-browser-42')",
-                "document.getElementById('terminal').textContent",
+                "vim's status line",
+                "(() => { const buf = terminal.buffer.active; const l = buf.getLine(buf.viewportY + terminal.rows - 2); \
+                 return buf.type === 'alternate' && l.translateToString(true).includes('dash-vim.txt') && l.getCell(0).isInverse() !== 0; })()",
+                "terminalText()",
                 SHORT,
             )
             .await?;
-            b.screenshot(&shots.join("dashboard-3-terminal.png")).await?;
+            b.type_keys("ihello from vim").await?;
+            b.wait_for(
+                "vim to show the typed text, modified",
+                "terminalText().startsWith('hello from vim') && terminalText().includes('dash-vim.txt [+]')",
+                "terminalText()",
+                SHORT,
+            )
+            .await?;
+            b.screenshot(&shots.join("dashboard-3-terminal-vim.png")).await?;
+            b.type_keys("\u{E00C}:q!\n").await?;
+            b.wait_for("vim to exit", "terminal.buffer.active.type === 'normal'", "terminalText()", SHORT).await?;
+
+            // Resizing the window resizes the PTY.
+            let before = b.eval("return [terminal.rows, terminal.cols]", json!([])).await?;
+            b.set_window_size(900, 600).await?;
+            b.wait_for(
+                "the terminal to refit",
+                &format!("JSON.stringify([terminal.rows, terminal.cols]) !== '{before}'"),
+                "[terminal.rows, terminal.cols]",
+                SHORT,
+            )
+            .await?;
+            b.type_keys("echo size=$(stty size)=\n").await?;
+            let size = b
+                .wait_for(
+                    "stty to report the new size",
+                    "terminalText().includes('size=' + terminal.rows + ' ' + terminal.cols + '=')",
+                    "terminalText()",
+                    SHORT,
+                )
+                .await?;
+            eprintln!("terminal resized from {before}; stty: {}", size.as_str().unwrap_or_default().lines().filter(|l| l.starts_with("size=")).collect::<Vec<_>>().join(" "));
+
+            // The WebSocket drops: the page reconnects to the same shell and
+            // the agent's replay brings the earlier output back.
+            b.type_keys("echo before-the-cut-$((5*5))\n").await?;
+            b.wait_for("output before the cut", "terminalText().includes('before-the-cut-25')", "terminalText()", SHORT).await?;
+            let connects = b.eval("return document.getElementById('terminal').dataset.connects", json!([])).await?;
+            b.eval("coderPtySocket.close()", json!([])).await?;
+            b.wait_for(
+                "the terminal to reconnect after the cut",
+                &format!("document.getElementById('terminal').dataset.connects !== {connects} && document.getElementById('term-status').dataset.state === 'connected' && terminalText().includes('before-the-cut-25') && terminalText().includes('from-the-browser-42')"),
+                "[document.getElementById('terminal').dataset.connects, terminalText()]",
+                SHORT,
+            )
+            .await?;
+            b.click("#terminal").await?;
+            b.type_keys("echo after-the-cut-$((4*4))\n").await?;
+            b.wait_for("input after the cut", "terminalText().includes('after-the-cut-16')", "terminalText()", SHORT).await?;
+            b.set_window_size(1280, 900).await?;
+            b.screenshot(&shots.join("dashboard-4-terminal.png")).await?;
+
             // A reload re-attaches to the same shell (the id is in the URL).
             let term_url = b.url().await?;
             anyhow::ensure!(term_url.contains("reconnect="), "{term_url}");
@@ -115,20 +240,15 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
             b.refresh().await?;
             b.wait_for(
                 "the terminal to reconnect",
-                "document.getElementById('term-status').dataset.state === 'connected' && document.getElementById('terminal').textContent.includes('from-the-browser-42')",
-                "document.getElementById('terminal').textContent",
+                "document.getElementById('term-status').dataset.state === 'connected' && terminalText().includes('from-the-browser-42')",
+                "terminalText()",
                 SHORT,
             )
             .await?;
             b.click("#terminal").await?;
             b.type_keys("echo \"$MARK-here\"\n").await?;
-            b.wait_for(
-                "the same shell after a reload",
-                "document.getElementById('terminal').textContent.includes('still-42-here')",
-                "document.getElementById('terminal').textContent",
-                SHORT,
-            )
-            .await?;
+            b.wait_for("the same shell after a reload", "terminalText().includes('still-42-here')", "terminalText()", SHORT)
+                .await?;
 
             // The app, proxied through coderd over the mesh.
             b.goto(app_href.as_str().unwrap_or_default()).await?;
@@ -139,7 +259,15 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
                 LONG,
             )
             .await?;
-            b.screenshot(&shots.join("dashboard-4-app.png")).await?;
+            b.screenshot(&shots.join("dashboard-5-app.png")).await?;
+
+            // The other pages, for the record.
+            for (page, sel) in [("templates", "[data-template]"), ("users", "#users"), ("audit", "#audit")] {
+                b.goto(&format!("{base}/{page}")).await?;
+                b.wait_for(&format!("the {page} page"), &format!("document.querySelector('{sel}')"), "location.href", SHORT)
+                    .await?;
+                b.screenshot(&shots.join(format!("dashboard-6-{page}.png"))).await?;
+            }
             anyhow::Ok(())
         };
         let result = run.await;

@@ -108,6 +108,11 @@ pub async fn post_lifecycle(
     )
     .await?;
     tracing::info!(agent = %agent.agent_id, state = req.state.as_str(), "agent lifecycle");
+    // The dashboard's live pages (`web::live`); a lost notice is resynced there.
+    let _ = state
+        .pubsub
+        .publish(super::web::live::CHANNEL_AGENT_UPDATES, &agent.agent_id.to_string())
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,7 +8,9 @@
 //! page, and the app proxy (`super::apps`).
 
 mod admin;
+pub mod live;
 mod pages;
+pub mod ports;
 pub mod terminal;
 
 use axum::body::Body;
@@ -30,6 +32,11 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
+/// xterm.js and its fit addon, vendored by `scripts/update-xterm` (licenses
+/// beside them in `assets/xterm/`).
+const XTERM_JS: &str = include_str!("assets/xterm/xterm.js");
+const XTERM_CSS: &str = include_str!("assets/xterm/xterm.css");
+const XTERM_FIT_JS: &str = include_str!("assets/xterm/addon-fit.js");
 
 /// The dashboard's routes (the `/@…` paths are served by [`fallback`]).
 pub fn routes() -> Routes {
@@ -42,8 +49,25 @@ pub fn routes() -> Routes {
         .get("/cli-auth", Dashboard, cli_auth)
         .get("/users", Dashboard, admin::users)
         .get("/audit", Dashboard, admin::audit)
-        .get("/assets/dashboard.js", Public, || async { asset("text/javascript", SCRIPT) })
+        .get("/assets/dashboard.js", Public, || async { asset(JS, SCRIPT) })
         .get("/assets/dashboard.css", Public, || async { asset("text/css", STYLE) })
+        .get("/assets/xterm/{file}", Public, xterm_asset)
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// `/assets/xterm/{xterm.js, xterm.css, addon-fit.js}`; any other name is a 404.
+async fn xterm_asset(
+    axum::extract::Path(file): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (content_type, body) = match file.as_str() {
+        "xterm.js" => (JS, XTERM_JS),
+        "xterm.css" => ("text/css; charset=utf-8", XTERM_CSS),
+        "addon-fit.js" => (JS, XTERM_FIT_JS),
+        _ => return ApiError::not_found("Asset").into_response(),
+    };
+    cached_asset(content_type, body, &headers)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -58,17 +82,52 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// An embedded asset with a strong `ETag` (a hash of its bytes): browsers
+/// keep it and revalidate with `If-None-Match`, so an upgraded coderd's new
+/// file is picked up at once and an unchanged one costs a 304.
+fn cached_asset(content_type: &'static str, body: &'static str, headers: &HeaderMap) -> Response {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    let etag = format!("\"{:016x}\"", h.finish());
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let common = [
+        (header::CONTENT_TYPE, content_type.to_owned()),
+        (header::CACHE_CONTROL, "public, no-cache".to_owned()),
+        (header::ETAG, etag),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+    ];
+    if fresh {
+        return (axum::http::StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (common, body).into_response()
+}
+
 /// A page with the headers every dashboard page carries: no inline script
 /// may run, no other site may frame it.
 fn page(html: String) -> Response {
+    page_with_csp(
+        html,
+        "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    )
+}
+
+/// The terminal page: xterm.js creates `<style>` elements for its grid and
+/// colors, so that page allows inline styles (never inline scripts).
+fn terminal_page(html: String) -> Response {
+    page_with_csp(
+        html,
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    )
+}
+
+fn page_with_csp(html: String, csp: &'static str) -> Response {
     let mut r = Html(html).into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

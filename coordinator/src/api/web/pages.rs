@@ -29,6 +29,11 @@ pub fn esc(s: &str) -> String {
 }
 
 pub(super) fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> String {
+    layout_with_head(title, viewer, "", body)
+}
+
+/// [`layout`] with more `<head>` content (a page's own stylesheets).
+fn layout_with_head(title: &str, viewer: Option<&Viewer>, head: &str, body: &str) -> String {
     let (meta, nav) = match viewer {
         Some(v) => (
             format!(r#"<meta name="csrf-token" content="{}">"#, esc(&v.csrf)),
@@ -42,7 +47,7 @@ pub(super) fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> String
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-{meta}<title>{} · Coder</title><link rel="stylesheet" href="/assets/dashboard.css"></head>
+{meta}<title>{} · Coder</title><link rel="stylesheet" href="/assets/dashboard.css">{head}</head>
 <body>{nav}<main>{body}</main><script src="/assets/dashboard.js"></script></body></html>"#,
         esc(title)
     )
@@ -195,18 +200,19 @@ pub fn workspaces(
         );
     } else {
         body.push_str(
-            r#"<table id="workspaces"><thead><tr><th>Name</th><th>Template</th><th>Status</th><th>Agents</th></tr></thead><tbody>"#,
+            r#"<table id="workspaces" data-live="list"><thead><tr><th>Name</th><th>Template</th><th>Status</th><th>Agents</th></tr></thead><tbody>"#,
         );
         for (w, agents) in rows {
             let _ = write!(
                 body,
-                r#"<tr data-workspace="{name}"><td><a href="/@{owner}/{name}">{owner}/{name}</a></td><td>{tpl}</td><td><span class="badge {cls}" data-status="{st}">{st}</span></td><td>{agents}</td></tr>"#,
+                r#"<tr data-workspace="{name}" data-workspace-id="{id}"><td><a href="/@{owner}/{name}">{owner}/{name}</a></td><td>{tpl}</td><td><span class="badge {cls}" data-status="{st}">{st}</span></td><td>{agents}</td></tr>"#,
                 owner = esc(&w.owner_name),
                 name = esc(&w.name),
                 tpl = esc(&w.template_name),
                 cls = w.latest_build.status.class(),
                 st = w.latest_build.status,
                 agents = agents_summary(agents),
+                id = w.id,
             );
         }
         body.push_str("</tbody></table>");
@@ -222,6 +228,15 @@ fn path_text(path: Option<(bool, Duration)>) -> String {
     }
 }
 
+/// The `vscode://` URI for VS Code Desktop's Remote-SSH into the
+/// workspace, as `coder open vscode --print` builds it: through the
+/// `coder.WORKSPACE` host that `coder config-ssh` writes.
+fn vscode_uri(workspace: &str, directory: &str) -> String {
+    let dir =
+        if directory.starts_with('/') { directory.to_owned() } else { format!("/{directory}") };
+    format!("vscode://vscode-remote/ssh-remote+coder.{workspace}{dir}")
+}
+
 pub fn workspace(
     viewer: &Viewer,
     w: &Workspace,
@@ -233,7 +248,7 @@ pub fn workspace(
     let mut body = format!(
         r#"<h1>{owner}/{name}</h1>
 <p>Template <b>{tpl}</b> · build #{num} ({transition}) · <span class="badge {cls}" id="ws-status" data-status="{st}">{st}</span></p>
-<div class="actions" data-workspace-id="{id}">"#,
+<div class="actions" id="ws-actions" data-workspace-id="{id}" data-build-id="{build}">"#,
         owner = esc(&w.owner_name),
         name = esc(&w.name),
         tpl = esc(&w.template_name),
@@ -242,6 +257,7 @@ pub fn workspace(
         cls = status.class(),
         st = status,
         id = w.id,
+        build = b.id,
     );
     let done = !status.is_transitioning();
     for (t, label, show) in [
@@ -264,8 +280,8 @@ pub fn workspace(
         let base = format!("/@{}/{}.{}", esc(&w.owner_name), esc(&w.name), esc(&a.name));
         let _ = write!(
             body,
-            r#"<section class="agent" data-agent="{name}"><h3>{name} <span class="badge {cls}" data-lifecycle="{lc}">{st} / {lc}</span></h3>
-<p>{os}/{arch} · {dir} · mesh path from coderd: {path}</p><p><a class="terminal" href="{base}/terminal">Terminal</a></p><ul class="apps">"#,
+            r#"<section class="agent" data-agent="{name}" data-status="{st}"><h3>{name} <span class="badge {cls}" data-lifecycle="{lc}">{st} / {lc}</span></h3>
+<p>{os}/{arch} · {dir} · mesh path from coderd: {path}</p><p class="open-in"><a class="button terminal" href="{base}/terminal">Terminal</a> <a class="button vscode" href="{vscode}" title="Opens VS Code Desktop with Remote-SSH; run coder config-ssh once first">VS Code Desktop</a></p><ul class="apps">"#,
             name = esc(&a.name),
             cls = a.lifecycle_state.class(),
             st = a.status,
@@ -274,6 +290,7 @@ pub fn workspace(
             arch = esc(&a.architecture),
             dir = esc(&a.directory),
             path = esc(&path_text(*path)),
+            vscode = esc(&vscode_uri(&w.name, &a.directory)),
         );
         for app in &a.apps {
             let label = if app.display_name.is_empty() { &app.slug } else { &app.display_name };
@@ -286,18 +303,18 @@ pub fn workspace(
                 health = health_badge(app.health),
             );
         }
-        body.push_str("</ul></section>");
+        body.push_str("</ul>");
+        if a.status == codersdk::WorkspaceAgentStatus::Connected {
+            let _ = write!(
+                body,
+                r#"<div class="ports" data-agent-id="{id}" data-base="{base}"><h4>Listening ports <button type="button" class="ports-refresh">Refresh</button></h4><table><thead><tr><th>Port</th><th>Process</th><th>Address</th><th></th></tr></thead><tbody></tbody></table><p class="ports-empty" hidden>Nothing is listening on a TCP port yet.</p><p class="error" hidden></p></div>"#,
+                id = a.id,
+            );
+        }
+        body.push_str("</section>");
     }
-    let settling = status == WorkspaceStatus::Running
-        && agents.iter().any(|a| a.lifecycle_state.is_starting());
-    if settling {
-        body.push_str(r#"<span data-settling="true" hidden></span>"#);
-    }
-    let _ = write!(
-        body,
-        r#"<h2>Build logs</h2><pre id="build-logs" data-build-id="{}" data-active="{}"></pre>"#,
-        b.id, !done
-    );
+    let _ =
+        write!(body, r#"<h2>Build logs</h2><pre id="build-logs" data-build-id="{}"></pre>"#, b.id);
     layout(&w.name, Some(viewer), &body)
 }
 
@@ -332,15 +349,19 @@ pub fn templates(viewer: &Viewer, rows: &[(Template, Vec<TemplateVersion>)]) -> 
     layout("Templates", Some(viewer), &body)
 }
 
+/// The web terminal: xterm.js (loaded before the dashboard script, which
+/// starts it) in `#terminal`.
 pub fn terminal(viewer: &Viewer, title: &str, agent: uuid::Uuid) -> String {
     let body = format!(
         r#"<h1>Terminal · {}</h1>
 <p class="term-status" id="term-status">connecting…</p>
-<pre id="terminal" tabindex="0" data-agent-id="{agent}"></pre>
-<p><small>Click the terminal and type. Reloading the page reconnects to the same shell.</small></p>"#,
+<div id="terminal" data-agent-id="{agent}"></div>
+<p><small>Reloading the page, or a dropped connection, reconnects to the same shell with its recent output.</small></p>
+<script src="/assets/xterm/xterm.js"></script><script src="/assets/xterm/addon-fit.js"></script>"#,
         esc(title)
     );
-    layout(title, Some(viewer), &body)
+    let head = r#"<link rel="stylesheet" href="/assets/xterm/xterm.css">"#;
+    layout_with_head(title, Some(viewer), head, &body)
 }
 
 #[cfg(test)]

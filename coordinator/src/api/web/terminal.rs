@@ -3,9 +3,14 @@
 //! mesh (`mesh::Service::Pty`).
 //!
 //! Browser → coderd: text messages, JSON `{"data": "...", "height": H,
-//! "width": W}` (any field optional). coderd → browser: binary messages of
-//! raw terminal output. `reconnect=<uuid>` names the shell: the page keeps
-//! it in its URL, so a reload re-attaches to the same shell.
+//! "width": W}` (Coder's `ReconnectingPTYRequest`; any field optional, a
+//! resize needs both `height` and `width`, each 1..=[`MAX_DIMENSION`];
+//! unknown fields or anything else refuse the message, which is dropped).
+//! coderd → browser: binary messages of raw terminal output; on every attach
+//! the agent first replays the shell's recent output, so a page (xterm.js in
+//! `assets/dashboard.js`) that clears its screen on reconnect gets its
+//! scrollback back. `reconnect=<uuid>` names the shell: the page keeps it in
+//! its URL, so a reload re-attaches to the same shell.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -19,7 +24,7 @@ use super::super::apps::target::WorkspaceRef;
 use super::super::auth::Session;
 use super::super::error::{ApiError, ApiResult, Path};
 use super::super::AppState;
-use super::{page as html_page, pages, Viewer};
+use super::{pages, terminal_page as html_page, Viewer};
 use crate::coordination;
 
 /// The terminal page of one agent.
@@ -56,12 +61,43 @@ fn default_cols() -> u16 {
     80
 }
 
+/// Largest number of rows or columns a resize may ask for.
+pub const MAX_DIMENSION: u16 = 1000;
+
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ClientMessage {
     #[serde(default)]
     data: String,
     height: Option<u16>,
     width: Option<u16>,
+}
+
+/// Why a browser's message was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum MessageError {
+    #[error("not a terminal message: {0}")]
+    Json(String),
+    #[error("a resize needs both height and width, each 1..={MAX_DIMENSION}")]
+    Size,
+}
+
+/// The agent's PTY frames for one browser message: a resize (if any)
+/// first, then the input in frames of at most `MAX_PAYLOAD` bytes.
+fn frames(text: &str) -> Result<Vec<u8>, MessageError> {
+    let m: ClientMessage =
+        serde_json::from_str(text).map_err(|e| MessageError::Json(e.to_string()))?;
+    let dim = |d: u16| (1..=MAX_DIMENSION).contains(&d);
+    let mut out = Vec::new();
+    match (m.height, m.width) {
+        (None, None) => {}
+        (Some(h), Some(w)) if dim(h) && dim(w) => out.extend(pty_frame::resize(h, w)),
+        _ => return Err(MessageError::Size),
+    }
+    for chunk in m.data.as_bytes().chunks(pty_frame::MAX_PAYLOAD) {
+        out.extend(pty_frame::encode(pty_frame::INPUT, chunk));
+    }
+    Ok(out)
 }
 
 pub async fn pty(
@@ -120,14 +156,13 @@ async fn bridge(socket: WebSocket, mut send: quinn::SendStream, mut recv: quinn:
                 Message::Close(_) => break,
                 _ => continue,
             };
-            let Ok(m) = serde_json::from_str::<ClientMessage>(text.as_str()) else { continue };
-            let mut out = Vec::new();
-            if let (Some(h), Some(w)) = (m.height, m.width) {
-                out.extend(pty_frame::resize(h, w));
-            }
-            for chunk in m.data.as_bytes().chunks(pty_frame::MAX_PAYLOAD) {
-                out.extend(pty_frame::encode(pty_frame::INPUT, chunk));
-            }
+            let out = match frames(text.as_str()) {
+                Ok(out) => out,
+                Err(e) => {
+                    tracing::debug!(error = %e, "terminal: dropped a browser message");
+                    continue;
+                }
+            };
             if send.write_all(&out).await.is_err() {
                 break;
             }
@@ -138,5 +173,46 @@ async fn bridge(socket: WebSocket, mut send: quinn::SendStream, mut recv: quinn:
     tokio::select! {
         _ = down => {}
         _ = up => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn input_and_resize_become_pty_frames() {
+        assert_eq!(frames(r#"{"data":"ls\r"}"#).unwrap(), pty_frame::encode(0, b"ls\r"));
+        let mut both = pty_frame::resize(40, 120);
+        both.extend(pty_frame::encode(pty_frame::INPUT, b"x"));
+        assert_eq!(frames(r#"{"height":40,"width":120,"data":"x"}"#).unwrap(), both);
+        assert_eq!(frames(r#"{"height":1,"width":1000}"#).unwrap(), pty_frame::resize(1, 1000));
+        assert!(frames("{}").unwrap().is_empty());
+        // A big paste is split into frames the agent accepts.
+        let big = "a".repeat(pty_frame::MAX_PAYLOAD + 1);
+        let out = frames(&serde_json::json!({ "data": big }).to_string()).unwrap();
+        assert_eq!(out.len(), 2 * 3 + pty_frame::MAX_PAYLOAD + 1);
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        for bad in [
+            "",
+            "not json",
+            "[]",
+            r#"{"data": 5}"#,
+            r#"{"height": 24}"#,
+            r#"{"width": 80}"#,
+            r#"{"height": 0, "width": 80}"#,
+            r#"{"height": 24, "width": 0}"#,
+            r#"{"height": 24, "width": 1001}"#,
+            r#"{"height": -1, "width": 80}"#,
+            r#"{"height": 70000, "width": 80}"#,
+            r#"{"height": 24.5, "width": 80}"#,
+            r#"{"data": "x", "exec": "rm -rf /"}"#,
+        ] {
+            assert!(frames(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
-// The dashboard's only script (the CSP forbids inline ones): login, logout,
-// workspace transitions, live build logs, and the web terminal.
+// The dashboard's script (the CSP forbids inline ones): login, logout,
+// workspace transitions, live build logs, and the web terminal (on
+// xterm.js, vendored in assets/xterm/ and loaded by the terminal page).
 "use strict";
 
 function csrf() {
@@ -80,7 +81,8 @@ function setupActions() {
         const logs = document.getElementById("build-logs");
         logs.textContent = "";
         logs.dataset.buildId = build.id;
-        followLogs(logs, () => location.reload());
+        delete logs.dataset.done;
+        followLogs(logs);
       } catch (e) {
         alert(e.message);
         for (const x of box.querySelectorAll("button")) x.disabled = false;
@@ -89,9 +91,14 @@ function setupActions() {
   }
 }
 
-// Streams a build's logs (server-sent events); `done` runs after the end event.
-function followLogs(pre, done) {
-  const es = new EventSource("/api/v2/workspacebuilds/" + pre.dataset.buildId + "/logs?follow=true");
+// Streams a build's logs (server-sent events) into `pre`, once per build.
+function followLogs(pre) {
+  const build = pre.dataset.buildId;
+  if (pre.stream && pre.stream.build === build) return;
+  if (pre.stream) pre.stream.close();
+  const es = new EventSource("/api/v2/workspacebuilds/" + build + "/logs?follow=true");
+  es.build = build;
+  pre.stream = es;
   es.addEventListener("log", (ev) => {
     const l = JSON.parse(ev.data);
     pre.textContent += (l.stage ? "[" + l.stage + "] " : "") + l.output + "\n";
@@ -99,50 +106,167 @@ function followLogs(pre, done) {
   });
   es.addEventListener("end", (ev) => {
     es.close();
-    const job = JSON.parse(ev.data);
-    pre.dataset.done = job.status;
-    if (done) done();
+    pre.dataset.done = JSON.parse(ev.data).status;
   });
 }
 
-// A build in progress reloads the page when it ends; agents still starting
-// reload it every two seconds, so status and lifecycle stay current.
 function setupLogs() {
   const pre = document.getElementById("build-logs");
-  if (!pre) return;
-  const active = pre.dataset.active === "true";
-  followLogs(pre, active ? () => location.reload() : null);
-  if (!active && document.querySelector("[data-settling]")) setTimeout(() => location.reload(), 2000);
+  if (pre) followLogs(pre);
 }
 
-// Terminal output is rendered as text: escape sequences are dropped, carriage
-// returns and backspaces are applied to the current line.
-const ANSI = /\x1b(\[[0-9;?]*[ -\/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78DEHMc])/g;
+// Live state (server-sent events from /api/v2/workspaces/…/watch): the list
+// updates its rows in place; the workspace page re-renders its content when
+// the workspace changes (keeping the build log that is streaming).
+function badge(el, cls, text, attr) {
+  el.className = "badge " + cls;
+  el.textContent = text;
+  if (attr) el.dataset[attr] = text;
+}
 
-const screen = { lines: [""], col: 0 };
+function statusClass(s) {
+  return s === "running" ? "ok" : s === "failed" ? "bad" : "busy";
+}
 
-function render(term, text) {
-  const L = screen.lines;
-  for (const ch of text.replace(ANSI, "")) {
-    const row = L.length - 1;
-    if (ch === "\n") { L.push(""); screen.col = 0; }
-    else if (ch === "\r") { screen.col = 0; }
-    else if (ch === "\b") { screen.col = Math.max(0, screen.col - 1); }
-    else if (ch < " " && ch !== "\t") { /* other controls: ignored */ }
-    else {
-      const line = L[row].padEnd(screen.col, " ");
-      L[row] = line.slice(0, screen.col) + ch + line.slice(screen.col + 1);
-      screen.col += 1;
+function lifecycleClass(s) {
+  return s === "ready" ? "ok" : s === "start_error" ? "bad" : "busy";
+}
+
+function setupLiveList() {
+  const table = document.querySelector("table[data-live=list]");
+  if (!table) return;
+  const es = new EventSource("/api/v2/workspaces/watch");
+  es.addEventListener("workspace", (ev) => {
+    const w = JSON.parse(ev.data);
+    const row = table.querySelector('tr[data-workspace-id="' + w.id + '"]');
+    if (!row) { refreshMain(); return; }
+    badge(row.querySelector("[data-status]"), statusClass(w.status), w.status, "status");
+    const cell = row.lastElementChild;
+    cell.textContent = "";
+    for (const a of w.agents) {
+      const s = document.createElement("span");
+      badge(s, lifecycleClass(a.lifecycle_state), a.name + ": " + a.status + " / " + a.lifecycle_state);
+      cell.append(s, " ");
     }
+  });
+  es.addEventListener("gone", (ev) => {
+    const row = table.querySelector('tr[data-workspace-id="' + ev.data + '"]');
+    if (row) row.remove();
+  });
+}
+
+function setupLiveWorkspace() {
+  const box = document.getElementById("ws-actions");
+  if (!box) return;
+  const es = new EventSource("/api/v2/workspaces/" + box.dataset.workspaceId + "/watch");
+  let last = null;
+  // Whether the page shows `w` (the first event may be newer than the page).
+  const shown = (w) => {
+    const status = document.getElementById("ws-status");
+    const box = document.getElementById("ws-actions");
+    const agents = document.querySelectorAll("section[data-agent]");
+    return status && box && status.dataset.status === w.status && box.dataset.buildId === w.build.id &&
+      agents.length === w.agents.length &&
+      w.agents.every((a) => {
+        const s = document.querySelector('section[data-agent="' + CSS.escape(a.name) + '"]');
+        return s && s.dataset.status === a.status && s.querySelector("[data-lifecycle]").dataset.lifecycle === a.lifecycle_state;
+      });
+  };
+  es.addEventListener("workspace", (ev) => {
+    if (last === null ? !shown(JSON.parse(ev.data)) : last !== ev.data) refreshMain();
+    last = ev.data;
+  });
+  es.addEventListener("gone", () => { es.close(); location.assign("/workspaces"); });
+}
+
+// Replaces <main> with a fresh render of this page, without reloading it.
+let refreshing = null;
+let refreshAgain = false;
+async function refreshMain() {
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = (async () => {
+    try {
+      const r = await fetch(location.href, { credentials: "same-origin" });
+      if (!r.ok) return;
+      const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      const fresh = doc.querySelector("main");
+      const main = document.querySelector("main");
+      if (!fresh || !main) return;
+      const oldLogs = document.getElementById("build-logs");
+      const newLogs = fresh.querySelector("#build-logs");
+      if (oldLogs && newLogs && oldLogs.dataset.buildId === newLogs.dataset.buildId) newLogs.replaceWith(oldLogs);
+      main.replaceChildren(...fresh.childNodes);
+      main.dataset.refreshed = String(Number(main.dataset.refreshed || 0) + 1);
+      setupActions();
+      setupCreate();
+      setupLogs();
+      setupPorts();
+    } catch (_) { /* the next event tries again */ }
+  })();
+  await refreshing;
+  refreshing = null;
+  if (refreshAgain) { refreshAgain = false; refreshMain(); }
+}
+
+// The ports panel: the agent's listening ports, each one click from its dev URL.
+function setupPorts() {
+  for (const panel of document.querySelectorAll(".ports[data-agent-id]")) {
+    const load = async () => {
+      const err = panel.querySelector(".error");
+      try {
+        const r = await api("GET", "/api/v2/workspaceagents/" + panel.dataset.agentId + "/listening-ports");
+        const body = panel.querySelector("tbody");
+        body.textContent = "";
+        for (const p of r.ports) {
+          const tr = document.createElement("tr");
+          const a = document.createElement("a");
+          a.className = "port-open button";
+          a.dataset.port = String(p.port);
+          a.href = panel.dataset.base + "/apps/" + p.port + "/";
+          a.target = "_blank";
+          a.rel = "noopener";
+          a.textContent = "Open";
+          for (const text of [String(p.port), p.process_name || "", (p.addresses || []).join(", ")]) {
+            const td = document.createElement("td");
+            td.textContent = text;
+            tr.append(td);
+          }
+          const td = document.createElement("td");
+          td.append(a);
+          tr.append(td);
+          body.append(tr);
+        }
+        panel.querySelector(".ports-empty").hidden = r.ports.length > 0;
+        panel.dataset.loaded = "true";
+        err.hidden = true;
+      } catch (e) {
+        err.textContent = e.message;
+        err.hidden = false;
+      }
+    };
+    panel.querySelector(".ports-refresh").addEventListener("click", load);
+    load();
   }
-  if (L.length > 2000) L.splice(0, L.length - 2000);
-  term.textContent = L.join("\n");
-  term.scrollTop = term.scrollHeight;
+}
+
+// The web terminal: xterm.js on the agent's reconnecting PTY. Keystrokes,
+// pastes and the terminal's size go up as JSON; output comes down as bytes.
+// On every (re)connect the agent replays the shell's recent output first, so
+// the screen is cleared then and the scrollback comes back intact.
+let terminal = null;
+
+// The terminal's buffer as text, one line per row (the tests read it).
+function terminalText() {
+  if (!terminal) return "";
+  const buf = terminal.buffer.active;
+  const lines = [];
+  for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i).translateToString(true));
+  return lines.join("\n");
 }
 
 function setupTerminal() {
-  const term = document.getElementById("terminal");
-  if (!term) return;
+  const el = document.getElementById("terminal");
+  if (!el || !window.Terminal || !window.FitAddon) return;
   const status = document.getElementById("term-status");
   const url = new URL(location.href);
   let id = url.searchParams.get("reconnect");
@@ -151,38 +275,52 @@ function setupTerminal() {
     url.searchParams.set("reconnect", id);
     history.replaceState(null, "", url);
   }
-  const decoder = new TextDecoder();
+  terminal = new Terminal({
+    cursorBlink: true, scrollback: 10000, convertEol: false,
+    fontFamily: "ui-monospace, 'DejaVu Sans Mono', Menlo, monospace", fontSize: 14,
+    theme: { background: "#11151c", foreground: "#d7dde8" },
+  });
+  const fit = new FitAddon.FitAddon();
+  terminal.loadAddon(fit);
+  terminal.open(el);
+  fit.fit();
   let ws = null;
   let backoff = 250;
+  let connects = 0;
+  function send(msg) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  }
   function connect() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    ws = new WebSocket(proto + "//" + location.host + "/api/v2/workspaceagents/" + term.dataset.agentId +
-      "/pty?reconnect=" + id + "&height=24&width=100");
-    ws.binaryType = "arraybuffer";
-    ws.onopen = () => { status.textContent = "connected"; status.dataset.state = "connected"; backoff = 250; screen.lines = [""]; screen.col = 0; term.textContent = ""; };
-    ws.onmessage = (ev) => render(term, typeof ev.data === "string" ? ev.data : decoder.decode(ev.data, { stream: true }));
-    ws.onclose = () => {
+    const sock = new WebSocket(proto + "//" + location.host + "/api/v2/workspaceagents/" +
+      el.dataset.agentId + "/pty?reconnect=" + id + "&height=" + terminal.rows + "&width=" + terminal.cols);
+    sock.binaryType = "arraybuffer";
+    sock.onopen = () => {
+      connects += 1;
+      el.dataset.connects = String(connects);
+      status.textContent = "connected";
+      status.dataset.state = "connected";
+      backoff = 250;
+      terminal.reset();
+      // The shell may have been started at another size (another tab).
+      send({ height: terminal.rows, width: terminal.cols });
+    };
+    sock.onmessage = (ev) => terminal.write(typeof ev.data === "string" ? ev.data : new Uint8Array(ev.data));
+    sock.onclose = () => {
+      if (ws !== sock) return;
       status.textContent = "disconnected; reconnecting…";
       status.dataset.state = "disconnected";
       setTimeout(connect, backoff);
       backoff = Math.min(backoff * 2, 5000);
     };
+    ws = sock;
+    window.coderPtySocket = sock;
   }
-  function send(data) {
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ data }));
-  }
-  const keys = { Enter: "\r", Backspace: "\x7f", Tab: "\t", Escape: "\x1b",
-    ArrowUp: "\x1b[A", ArrowDown: "\x1b[B", ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D" };
-  term.addEventListener("keydown", (ev) => {
-    let data = null;
-    if (ev.ctrlKey && ev.key.length === 1) data = String.fromCharCode(ev.key.toUpperCase().charCodeAt(0) & 31);
-    else if (keys[ev.key]) data = keys[ev.key];
-    else if (ev.key.length === 1 && !ev.metaKey) data = ev.key;
-    if (data !== null) { ev.preventDefault(); send(data); }
-  });
-  term.addEventListener("paste", (ev) => { ev.preventDefault(); send(ev.clipboardData.getData("text")); });
+  terminal.onData((data) => send({ data }));
+  terminal.onResize(({ rows, cols }) => send({ height: rows, width: cols }));
+  window.addEventListener("resize", () => fit.fit());
   connect();
-  term.focus();
+  terminal.focus();
 }
 
 setupLogin();
@@ -190,4 +328,7 @@ setupCreate();
 setupLogout();
 setupActions();
 setupLogs();
+setupLiveList();
+setupLiveWorkspace();
+setupPorts();
 setupTerminal();
