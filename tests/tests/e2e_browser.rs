@@ -42,7 +42,16 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
         .unwrap()
         .replace(r#"default      = "8000""#, &format!(r#"default      = "{port}""#));
     std::fs::write(tpl.join("main.tf"), main_tf).unwrap();
-    coder(&["templates", "push", "local", "-d", tpl.to_str().unwrap(), "--yes"]);
+    coder(&[
+        "templates",
+        "push",
+        "local",
+        "-d",
+        tpl.to_str().unwrap(),
+        "--version-name",
+        "v1",
+        "--yes",
+    ]);
     let shots = screenshot_dir().unwrap();
     let base = srv.url.as_str().trim_end_matches('/').to_owned();
 
@@ -260,6 +269,21 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
             )
             .await?;
             b.screenshot(&shots.join("dashboard-5-app.png")).await?;
+
+            // Templates: a new push becomes active; promote the first version back.
+            coder(&["templates", "push", "local", "-d", tpl.to_str().unwrap(), "--version-name", "v2", "--yes"]);
+            b.goto(&format!("{base}/templates")).await?;
+            let v1 = "document.querySelector('tr[data-version=\"v1\"]')";
+            b.wait_for("v2 to be active", &format!("{v1}.dataset.active === 'false' && {v1}.querySelector('button.promote')"), "document.querySelector('main').innerText", SHORT)
+                .await?;
+            b.click("tr[data-version=\"v1\"] button.promote").await?;
+            b.wait_for(
+                "v1 to be active again",
+                &format!("{v1}.dataset.active === 'true' && document.querySelector('tr[data-version=\"v2\"]').dataset.active === 'false'"),
+                "document.querySelector('main').innerText",
+                SHORT,
+            )
+            .await?;
 
             // The other pages, for the record.
             for (page, sel) in [("templates", "[data-template]"), ("users", "#users"), ("audit", "#audit")] {

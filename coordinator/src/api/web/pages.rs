@@ -327,17 +327,28 @@ pub fn templates(viewer: &Viewer, rows: &[(Template, Vec<TemplateVersion>)]) -> 
         let title = if t.display_name.is_empty() { &t.name } else { &t.display_name };
         let _ = write!(
             body,
-            r#"<section class="agent" data-template="{name}"><h3>{title}</h3><p>{desc}</p><table><thead><tr><th>Version</th><th>Created</th><th>Import</th><th>Message</th></tr></thead><tbody>"#,
+            r#"<section class="agent" data-template="{name}"><h3>{title}</h3><p>{desc}</p><table><thead><tr><th>Version</th><th>Created</th><th>Import</th><th>Message</th><th></th></tr></thead><tbody>"#,
             name = esc(&t.name),
             title = esc(title),
             desc = esc(&t.description),
         );
         for v in versions.iter().rev() {
             let status = v.job.status;
-            let active = if v.id == t.active_version_id { " <b>(active)</b>" } else { "" };
+            let is_active = v.id == t.active_version_id;
+            let active = if is_active { " <b>(active)</b>" } else { "" };
+            // Promoting needs a template admin; the API refuses anyone else
+            // and the page shows its message.
+            let promote = if !is_active && status == ProvisionerJobStatus::Succeeded {
+                format!(
+                    r#"<button type="button" class="promote" data-template-id="{}" data-version-id="{}">Promote</button>"#,
+                    t.id, v.id
+                )
+            } else {
+                String::new()
+            };
             let _ = write!(
                 body,
-                r#"<tr><td>{name}{active}</td><td>{created}</td><td><span class="badge {cls}">{status}</span></td><td>{msg}</td></tr>"#,
+                r#"<tr data-version="{name}" data-active="{is_active}"><td>{name}{active}</td><td>{created}</td><td><span class="badge {cls}">{status}</span></td><td>{msg}</td><td>{promote}</td></tr>"#,
                 name = esc(&v.name),
                 created = v.created_at.format("%Y-%m-%d %H:%M UTC"),
                 cls = status.class(),
@@ -346,6 +357,7 @@ pub fn templates(viewer: &Viewer, rows: &[(Template, Vec<TemplateVersion>)]) -> 
         }
         body.push_str("</tbody></table></section>");
     }
+    body.push_str(r#"<p class="error" id="templates-error" hidden></p>"#);
     layout("Templates", Some(viewer), &body)
 }
 

@@ -201,11 +201,30 @@ async function refreshMain() {
       setupCreate();
       setupLogs();
       setupPorts();
+      setupPromote();
     } catch (_) { /* the next event tries again */ }
   })();
   await refreshing;
   refreshing = null;
   if (refreshAgain) { refreshAgain = false; refreshMain(); }
+}
+
+// Templates: promote a version to active (template admins; the API decides).
+function setupPromote() {
+  for (const b of document.querySelectorAll("button.promote")) {
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      try {
+        await api("PATCH", "/api/v2/templates/" + b.dataset.templateId + "/versions", { id: b.dataset.versionId });
+        await refreshMain();
+      } catch (e) {
+        const err = document.getElementById("templates-error");
+        err.textContent = e.message;
+        err.hidden = false;
+        b.disabled = false;
+      }
+    });
+  }
 }
 
 // The ports panel: the agent's listening ports, each one click from its dev URL.
@@ -331,4 +350,5 @@ setupLogs();
 setupLiveList();
 setupLiveWorkspace();
 setupPorts();
+setupPromote();
 setupTerminal();
