@@ -9,7 +9,9 @@
 //! transfer cross the mesh. Then the balancer rotates again and the client's
 //! replica is killed with `kill -9`: the session must move to the survivor
 //! within 10 s and finish intact, and `GET /api/v2/replicas` must show one.
-//! Root only; `topology` group.
+//! The killed replica is started again and meshes; then the agent's replica
+//! (by then the client's too) is killed: the session moves within 10 s
+//! again and ends SHA-256 equal. Root only; `topology` group.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -208,6 +210,24 @@ fn run() -> anyhow::Result<()> {
     let one = wait_replicas(&inet, survivor, &token, "one replica", |r| r.len() == 1)?;
     assert_eq!(one[0].relay_url, format!("http://{survivor}/derp"), "{one:?}");
     session.wait_progress("on the surviving replica")?;
+
+    // The killed replica comes back and meshes again; then the agent's
+    // replica (by now the client's too) dies: both move to the other.
+    let port = replicas[client_on].http.port();
+    let dir = tmp.path().join(["a", "b"][client_on]);
+    replicas[client_on] = Replica::spawn(&inet, &dir, port, &pg_url, &lb_url)?;
+    wait_replicas(&inet, survivor, &token, "the replica back and meshed", |r| {
+        r.len() == 2 && r.iter().all(|r| r.healthy)
+    })?;
+    let killed = Instant::now();
+    replicas[agent_on].coderd.take().context("replica already gone")?.kill9()?;
+    session.wait_progress("after the agent's replica was killed")?;
+    let moved = killed.elapsed();
+    eprintln!("the session moved on after {moved:?} (agent's replica killed)");
+    assert!(moved < Duration::from_secs(10), "the session took {moved:?} to move");
+    let back = replicas[client_on].http;
+    wait_replicas(&inet, back, &token, "one replica", |r| r.len() == 1)?;
+    session.wait_progress("on the restarted replica")?;
     let bytes = session.finish().context("the relayed stream")?;
     eprintln!("SHA-256 equal over {bytes} bytes; test took {:?}", start.elapsed());
     drop(replicas);
