@@ -13,6 +13,7 @@ pub mod provisioner;
 pub mod provisionerd;
 pub mod pubsub;
 pub mod relay;
+pub mod replicas;
 mod secrets;
 mod server;
 #[cfg(feature = "testutil")]
