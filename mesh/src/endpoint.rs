@@ -31,7 +31,7 @@ use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicSecret};
 use crate::magicsock::{self, Inner, MagicSock};
 use crate::node::{mesh_addresses, AddressError, Node, NodeId, PROTOCOL_VERSION};
 use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
-use crate::peermap::KeyInUse;
+use crate::peermap::{KeyInUse, Presence};
 use crate::relay::{HomeConfig, RelayRegion, Relays};
 use crate::service::{Service, ServiceParseError};
 use crate::socket;
@@ -173,16 +173,21 @@ impl IncomingConnection {
     pub async fn finish(self) -> Result<MeshConnection, AcceptError> {
         let conn = self.incoming.await?;
         let remote = conn.remote_address();
-        let node = { self.sock.state().peers.at(&remote).cloned() };
+        let (node, presence) = {
+            let state = self.sock.state();
+            let node = state.peers.at(&remote).cloned();
+            let presence = node.as_ref().and_then(|n| state.peers.presence(&n.key));
+            (node, presence)
+        };
         let presented = conn
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
             .and_then(|certs| certs.first().and_then(|c| tls::certificate_key(c)));
-        match node {
-            Some(node) if presented == Some(node.quic_key) => {
-                Ok(MeshConnection { peer: node, conn })
+        match (node, presence) {
+            (Some(node), Some(presence)) if presented == Some(node.quic_key) => {
+                Ok(MeshConnection::watched(node, conn, presence))
             }
-            node => {
+            (node, _) => {
                 tracing::warn!(
                     %remote,
                     announced = ?node.as_ref().map(|n| (n.id, n.key)),
@@ -387,6 +392,10 @@ impl MeshEndpoint {
     }
 
     async fn connect(&self, node: Node) -> Result<MeshConnection, DialError> {
+        // Taken before the handshake: a withdrawal during it closes the
+        // connection as soon as it exists.
+        let presence =
+            self.sock.state().peers.presence(&node.key).ok_or(DialError::UnknownPeer(node.key))?;
         let tls = tls::client_config(&self.identity, node.quic_key)?;
         let crypto = QuicClientConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -395,7 +404,7 @@ impl MeshEndpoint {
             .quic
             .connect_with(config, magicsock::virtual_addr(&node), tls::SERVER_NAME)?
             .await?;
-        Ok(MeshConnection { peer: node, conn })
+        Ok(MeshConnection::watched(node, conn, presence))
     }
 
     /// The next peer connection, handshake done; its key is checked against
@@ -430,13 +439,43 @@ fn transport() -> Arc<quinn::TransportConfig> {
 }
 
 /// An authenticated QUIC connection to a mesh peer.
+///
+/// It lasts while the coordinator keeps announcing the peer: when the peer
+/// is withdrawn ([`MeshEndpoint::remove_peer`], or a record of the same node
+/// id with new keys), the connection is closed at once with
+/// [`close::WITHDRAWN`](crate::close::WITHDRAWN) and [`WITHDRAWN_REASON`],
+/// which the peer's streams fail with. A task owned by the connection's
+/// handles (dropping the last clone stops it) waits for that: quinn has no
+/// weak handle that could be kept in the peer map instead.
 #[derive(Debug, Clone)]
 pub struct MeshConnection {
     peer: Node,
     conn: quinn::Connection,
+    _withdrawal: Arc<AbortOnDropHandle<()>>,
 }
 
+/// The reason phrase a connection to a withdrawn peer is closed with.
+pub const WITHDRAWN_REASON: &str =
+    "the coordinator withdrew the tunnel (user suspended or deleted, token revoked, or workspace stopped)";
+
 impl MeshConnection {
+    /// `conn` to `peer`, closed when `presence` says the peer was withdrawn.
+    fn watched(peer: Node, conn: quinn::Connection, presence: Presence) -> Self {
+        let watched = conn.clone();
+        let key = peer.key;
+        let watcher = tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = presence.withdrawn() => {
+                    tracing::info!(peer = %key, "peer withdrawn: closing its connection");
+                    watched.close(crate::close::WITHDRAWN, WITHDRAWN_REASON.as_bytes());
+                }
+                _ = watched.closed() => {}
+            }
+        });
+        Self { peer, conn, _withdrawal: Arc::new(AbortOnDropHandle::new(watcher)) }
+    }
+
     /// The peer's node record.
     pub fn peer(&self) -> &Node {
         &self.peer
@@ -445,6 +484,19 @@ impl MeshConnection {
     /// The underlying QUIC connection.
     pub fn quic(&self) -> &quinn::Connection {
         &self.conn
+    }
+
+    /// The reason phrase, if the peer closed this connection because the
+    /// coordinator withdrew us from it ([`crate::close::WITHDRAWN`]).
+    pub fn withdrawn_reason(&self) -> Option<String> {
+        match self.conn.close_reason()? {
+            quinn::ConnectionError::ApplicationClosed(c)
+                if c.error_code == crate::close::WITHDRAWN =>
+            {
+                Some(String::from_utf8_lossy(&c.reason).into_owned())
+            }
+            _ => None,
+        }
     }
 
     /// Opens a stream to `service` on the peer.

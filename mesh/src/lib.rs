@@ -38,6 +38,7 @@ pub mod wire;
 pub use endpoint::{
     AcceptError, BindError, DialError, IncomingConnection, MeshConfig, MeshConnection,
     MeshEndpoint, PeerPath, StreamError, StunStatus, UpsertError, WireGuardStarted,
+    WITHDRAWN_REASON,
 };
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
 pub use node::{

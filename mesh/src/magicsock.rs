@@ -440,6 +440,37 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+impl Inner {
+    /// Sends quinn's `transmit` the way `route` says.
+    fn send_routed(
+        &self,
+        transmit: &Transmit,
+        route: (Destination, Option<RegionId>),
+    ) -> io::Result<()> {
+        match route {
+            (Destination::Direct(addr), _) => {
+                let direct = Transmit {
+                    destination: socket::send_addr(self.udp_addr, addr),
+                    ecn: transmit.ecn,
+                    contents: transmit.contents,
+                    segment_size: transmit.segment_size,
+                    src_ip: None,
+                };
+                self.udp
+                    .try_io(Interest::WRITABLE, || self.udp_state.send((&self.udp).into(), &direct))
+            }
+            (Destination::Relay(key), region) => {
+                // The relay carries single datagrams: split a GSO batch.
+                let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
+                for datagram in transmit.contents.chunks(size) {
+                    self.send_relay((key, region, Bytes::copy_from_slice(datagram)));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Runs the path selector's timers until the socket is dropped.
 pub(crate) async fn drive_timers(inner: Arc<Inner>) {
     loop {
@@ -486,8 +517,14 @@ impl AsyncUdpSocket for MagicSock {
         let route = {
             let mut state = inner.state();
             let Some(key) = state.peers.key_at(&transmit.destination) else {
-                // Not a peer (any more): drop, like an unroutable address.
-                return Ok(());
+                // Not a peer (any more): drop, like an unroutable address,
+                // unless it was just withdrawn and this is the close.
+                let route = state.peers.withdrawn_route(&transmit.destination, now);
+                drop(state);
+                return match route {
+                    Some(route) => inner.send_routed(transmit, route),
+                    None => Ok(()),
+                };
             };
             let paths = state.peers.paths_mut();
             paths.handle_activity(&key, now);
@@ -497,26 +534,7 @@ impl AsyncUdpSocket for MagicSock {
             dst.map(|dst| (dst, region))
         };
         match route {
-            Some((Destination::Direct(addr), _)) => {
-                let direct = Transmit {
-                    destination: socket::send_addr(inner.udp_addr, addr),
-                    ecn: transmit.ecn,
-                    contents: transmit.contents,
-                    segment_size: transmit.segment_size,
-                    src_ip: None,
-                };
-                inner.udp.try_io(Interest::WRITABLE, || {
-                    inner.udp_state.send((&inner.udp).into(), &direct)
-                })
-            }
-            Some((Destination::Relay(key), region)) => {
-                // The relay carries single datagrams: split a GSO batch.
-                let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
-                for datagram in transmit.contents.chunks(size) {
-                    inner.send_relay((key, region, Bytes::copy_from_slice(datagram)));
-                }
-                Ok(())
-            }
+            Some(route) => inner.send_routed(transmit, route),
             None => Ok(()),
         }
     }
