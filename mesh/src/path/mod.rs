@@ -277,8 +277,13 @@ impl PathSelector {
 
     /// Adds one of our endpoints found after start (a STUN answer that came
     /// while traffic already flowed); returns whether it was new, and if so
-    /// emits [`PathEvent::LocalEndpointsChanged`] so the node is republished.
-    pub fn add_local_endpoint(&mut self, addr: SocketAddr) -> bool {
+    /// emits [`PathEvent::LocalEndpointsChanged`] so the node is republished,
+    /// and sends a call-me-maybe with the new list to every active peer that
+    /// has no direct path yet: the call-me-maybe sent when its session began
+    /// lacked this endpoint, and waiting for the coordinator's
+    /// re-announcement or the next probe round leaves the pair on the relay
+    /// for seconds.
+    pub fn add_local_endpoint(&mut self, addr: SocketAddr, now: Instant) -> bool {
         if self.out.configured_local.contains(&addr) {
             return false;
         }
@@ -289,6 +294,11 @@ impl PathSelector {
         if !known {
             let endpoints = self.out.local_endpoints.clone();
             self.out.events.push_back(PathEvent::LocalEndpointsChanged { endpoints });
+            if !self.config.relay_only {
+                for peer in self.peers.values_mut() {
+                    peer.local_endpoints_changed(now, &mut self.out);
+                }
+            }
         }
         !known
     }

@@ -129,6 +129,20 @@ impl Peer {
         }
     }
 
+    /// Asks the peer (through the relay) to ping our current endpoints.
+    fn call_me_maybe(&self, out: &mut Outbox) {
+        let cmm = Message::CallMeMaybe(CallMeMaybe { endpoints: out.local_endpoints.clone() });
+        out.send(self.disco, Destination::Relay(self.key), &cmm);
+    }
+
+    /// We learned an endpoint of ours (STUN): a peer still on the relay in
+    /// an active session hears of it now.
+    pub(super) fn local_endpoints_changed(&mut self, now: Instant, out: &mut Outbox) {
+        if self.active(now) && self.best.is_none() && !out.local_endpoints.is_empty() {
+            self.call_me_maybe(out);
+        }
+    }
+
     /// Pings every candidate; asks the peer to ping us too while not direct.
     fn probe(&mut self, now: Instant, config: &PathConfig, out: &mut Outbox) {
         if self.endpoints.expire_learned(now, self.best_addr()) {
@@ -141,8 +155,7 @@ impl Peer {
             ep.ping_backs = 0;
         }
         if self.best.is_none() && !out.local_endpoints.is_empty() {
-            let cmm = Message::CallMeMaybe(CallMeMaybe { endpoints: out.local_endpoints.clone() });
-            out.send(self.disco, Destination::Relay(self.key), &cmm);
+            self.call_me_maybe(out);
         }
         self.next_probe = Some(now + config.probe_interval);
     }

@@ -61,6 +61,9 @@ pub(super) struct HostSpec {
     pub aliases: Vec<SocketAddr>,
     /// The NAT answers unsolicited packets, leaving clashing conntrack entries.
     pub answers: bool,
+    /// The STUN answer comes late: the host starts (and is announced)
+    /// without its NAT mapping until [`Sim::stun_answers`].
+    pub stun_late: bool,
 }
 
 impl HostSpec {
@@ -72,6 +75,7 @@ impl HostSpec {
             filtering: Filtering::AddressAndPortDependent,
             aliases: Vec::new(),
             answers: false,
+            stun_late: false,
         }
     }
 
@@ -83,6 +87,7 @@ impl HostSpec {
             filtering: Filtering::AddressAndPortDependent,
             aliases: Vec::new(),
             answers: false,
+            stun_late: false,
         }
     }
 }
@@ -238,7 +243,10 @@ impl Sim {
         let mut endpoints = vec![spec.lan];
         endpoints.extend(&spec.aliases);
         if let Some(nat) = &mut nat {
-            endpoints.push(nat.outbound(spec.lan, STUN_SERVER.parse().unwrap()));
+            let mapped = nat.outbound(spec.lan, STUN_SERVER.parse().unwrap());
+            if !spec.stun_late {
+                endpoints.push(mapped);
+            }
         }
         let config = PathConfig { rng_seed: Some(self.rng.gen()), ..PathConfig::default() };
         let mut sel = PathSelector::new(config, node_secret.public(), disco.clone());
@@ -265,6 +273,20 @@ impl Sim {
             reply_from: HashMap::new(),
         });
         self.hosts.len() - 1
+    }
+
+    /// Host `i`'s late STUN answer arrives ([`HostSpec::stun_late`]): its
+    /// NAT mapping toward the STUN server becomes one of its endpoints.
+    /// The coordinator's record of it is left as it was.
+    pub fn stun_answers(&mut self, i: usize) -> SocketAddr {
+        let host = &mut self.hosts[i];
+        let lan = host.spec.lan;
+        // STUN maps only behind a NAT.
+        let nat = host.nat.as_mut().unwrap();
+        let mapped = nat.outbound(lan, STUN_SERVER.parse().unwrap());
+        host.sel.add_local_endpoint(mapped, self.now);
+        self.flush();
+        mapped
     }
 
     /// The coordinator tells `a` and `b` about each other.

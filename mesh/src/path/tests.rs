@@ -659,3 +659,38 @@ fn answering_router_goes_direct_only_where_its_host_sends_first() {
     // A public dialer hears the callee's moved probe and answers it there.
     assert!(run(23, HostSpec::public("203.0.113.5:41641"), answering(b.0, b.1, b.2)));
 }
+
+/// STUN answers after the session began (it runs in the background): the
+/// call-me-maybe sent at the start listed no public endpoint, so the peer
+/// could not ping us. The late answer goes to the peer at once, through the
+/// relay, and the pair goes direct well before the next probe round or the
+/// coordinator's re-announcement.
+#[test]
+fn a_late_stun_answer_reaches_a_relayed_peer_and_the_path_goes_direct() {
+    let mut late = easy("10.0.0.2:41641", 1, "192.0.2.1");
+    late.stun_late = true;
+    let mut sim = pair(30, late, easy("10.1.0.2:41641", 2, "198.51.100.1"));
+    sim.start_traffic(0, 1);
+    sim.run_for(ms(500));
+    assert_relay(&sim, 0, 1);
+    assert_relay(&sim, 1, 0);
+    let answered = sim.elapsed();
+    let mapped = sim.stun_answers(0);
+    sim.run_for(ms(300));
+    let heard = sim.hosts[1].events.iter().find_map(|(at, e)| match e {
+        PathEvent::PeerEndpointsChanged { endpoints, .. } if endpoints.contains(&mapped) => {
+            Some(*at)
+        }
+        _ => None,
+    });
+    assert_eq!(heard, Some(answered + sim.relay_latency), "the new endpoint reached the peer");
+    assert_direct(&sim, 0, 1);
+    assert_direct(&sim, 1, 0);
+    // A peer already direct is not told again.
+    let sent = sim.hosts[0].sent;
+    sim.hosts[0].sel.add_local_endpoint("192.0.2.1:5000".parse().unwrap(), sim.now);
+    let relayed = std::iter::from_fn(|| sim.hosts[0].sel.poll_transmit())
+        .filter(|t| matches!(t.dst, Destination::Relay(_)))
+        .count();
+    assert_eq!((relayed, sim.hosts[0].sent), (0, sent));
+}
