@@ -261,6 +261,7 @@ impl MeshEndpoint {
         let node_key = config.node_secret.public();
         let mut path_config = config.path.clone();
         path_config.relay_only |= config.relay_only;
+        let path_wait = path_config.opening_wait;
         let mut paths = PathSelector::new(path_config, node_key, config.disco_secret.clone());
         paths.set_local_endpoints(endpoints.clone());
 
@@ -295,6 +296,9 @@ impl MeshEndpoint {
             None => None,
         };
         tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::drive_timers(sock.clone()))));
+        if !path_wait.is_zero() {
+            tasks.push(sock.start_openings(path_wait));
+        }
 
         let identity = Identity::new(&config.quic_secret)?;
         // The verifier asks the peer map which QUIC keys are known.

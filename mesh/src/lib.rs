@@ -25,6 +25,7 @@ pub mod key;
 mod magicsock;
 pub mod netstack;
 mod node;
+mod opening;
 mod path;
 mod peermap;
 mod relay;

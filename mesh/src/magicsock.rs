@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     events: broadcast::Sender<PathEvent>,
     /// Where WireGuard datagrams go (with the sender, when known): [`crate::wg`].
     wireguard: OnceLock<mpsc::Sender<(Option<NodeKey>, Bytes)>>,
+    /// Where the path selector's opening probes go ([`crate::opening`]);
+    /// unset, they are dropped and their endpoints count as silent.
+    openings: OnceLock<mpsc::UnboundedSender<SocketAddr>>,
     /// STUN probes waiting for their answer: the server asked and where the
     /// mapped address goes. A leaf lock: taken under the state lock (on
     /// receive), never the other way round.
@@ -115,6 +118,7 @@ impl Inner {
             timer: Notify::new(),
             events: broadcast::channel(256).0,
             wireguard: OnceLock::new(),
+            openings: OnceLock::new(),
             stun: Mutex::new(HashMap::new()),
         }))
     }
@@ -194,6 +198,12 @@ impl Inner {
                     let region = state.peers.region(&key);
                     self.send_relay((key, region, Bytes::from(t.payload)));
                 }
+            }
+        }
+        while let Some(addr) = state.peers.paths_mut().poll_opening_probe() {
+            if let Some(openings) = self.openings.get() {
+                // The receiver lives as long as the socket's tasks.
+                let _ = openings.send(addr);
             }
         }
         while let Some(event) = state.peers.paths_mut().poll_event() {
@@ -441,6 +451,25 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Inner {
+    /// Starts sending the path selector's opening probes; the task runs
+    /// until the returned handle is dropped.
+    pub(crate) fn start_openings(
+        self: &Arc<Self>,
+        wait: Duration,
+    ) -> tokio_util::task::AbortOnDropHandle<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.openings.set(tx);
+        let task = tokio::spawn(crate::opening::run(self.clone(), rx, wait));
+        tokio_util::task::AbortOnDropHandle::new(task)
+    }
+
+    /// An opening probe to `addr` was refused.
+    pub(crate) fn handle_unreachable(&self, addr: SocketAddr, now: Instant) {
+        let mut state = self.state();
+        state.peers.paths_mut().handle_unreachable(addr, now);
+        self.flush(&mut state);
+    }
+
     /// Sends quinn's `transmit` the way `route` says.
     fn send_routed(
         &self,

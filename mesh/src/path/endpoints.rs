@@ -27,6 +27,29 @@ pub(super) enum Origin {
     Ping,
 }
 
+/// Whether the router in front of an endpoint answers unsolicited UDP
+/// (`docs/reliability.md`, finding 1), which decides when we may ping it
+/// first. Learned from an opening probe: one datagram from a throwaway
+/// socket, whose port-unreachable (if the router answers) poisons no pair
+/// that matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opening {
+    /// No opening probe sent yet.
+    Unprobed,
+    /// Probe sent: pings wait until `until` or the port-unreachable.
+    Pending {
+        /// When silence counts as "does not answer".
+        until: Instant,
+    },
+    /// No port-unreachable came back: ping it freely.
+    Silent,
+    /// Its router answered: a ping of ours arriving before the peer's host
+    /// has sent to us would claim the conntrack tuple its host needs, so
+    /// it is pinged only once the peer says it has pinged us
+    /// (call-me-maybe) or its ping arrives.
+    Answers,
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Endpoint {
     origin: Origin,
@@ -36,6 +59,8 @@ pub(super) struct Endpoint {
     pub(super) rtt: Option<Duration>,
     /// Pings sent in answer to the peer's pings since the last probe round.
     pub(super) ping_backs: u8,
+    /// What the opening probe found.
+    pub(super) opening: Opening,
 }
 
 impl Endpoint {
@@ -130,6 +155,10 @@ impl Endpoints {
             last_pong: None,
             rtt: None,
             ping_backs: 0,
+            opening: match config.opening_wait.is_zero() {
+                true => Opening::Silent,
+                false => Opening::Unprobed,
+            },
         };
         self.map.insert(addr, ep);
         true
@@ -151,6 +180,30 @@ impl Endpoints {
             changed |= self.add(addr, origin, now, config, keep);
         }
         changed
+    }
+
+    /// The earliest deadline of a pending opening probe.
+    pub(super) fn opening_deadline(&self) -> Option<Instant> {
+        self.map
+            .values()
+            .filter_map(|e| match e.opening {
+                Opening::Pending { until } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Endpoints whose opening probe stayed silent until now: they become
+    /// [`Opening::Silent`] and are returned.
+    pub(super) fn silent_openings(&mut self, now: Instant) -> Vec<SocketAddr> {
+        let mut silent = Vec::new();
+        for (addr, ep) in &mut self.map {
+            if matches!(ep.opening, Opening::Pending { until } if until <= now) {
+                ep.opening = Opening::Silent;
+                silent.push(*addr);
+            }
+        }
+        silent
     }
 
     /// Forgets ping-learned endpoints that stopped answering; true if any went.

@@ -86,6 +86,12 @@ pub struct PathConfig {
     /// Never use a direct path: probe no peer endpoint and ignore peers'
     /// pings, pongs and call-me-maybes, so neither side proves one.
     pub relay_only: bool,
+    /// How long an opening probe waits for a port-unreachable before its
+    /// endpoint counts as not answering and is pinged
+    /// ([`PathSelector::poll_opening_probe`]); zero pings every endpoint at
+    /// once, as if no router answered. A router farther away than this (in
+    /// round trip) is taken for a silent one.
+    pub opening_wait: Duration,
 }
 
 impl Default for PathConfig {
@@ -100,6 +106,7 @@ impl Default for PathConfig {
             max_endpoints: 32,
             rng_seed: None,
             relay_only: false,
+            opening_wait: Duration::from_millis(200),
         }
     }
 }
@@ -206,6 +213,8 @@ pub(crate) struct Outbox {
     learned_local: VecDeque<SocketAddr>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<PathEvent>,
+    /// Endpoints to send an opening probe to.
+    openings: VecDeque<SocketAddr>,
 }
 
 impl Outbox {
@@ -260,6 +269,7 @@ impl PathSelector {
                 learned_local: VecDeque::new(),
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
+                openings: VecDeque::new(),
             },
             peers: HashMap::new(),
             by_disco: HashMap::new(),
@@ -470,6 +480,24 @@ impl PathSelector {
     /// The next path event.
     pub fn poll_event(&mut self) -> Option<PathEvent> {
         self.out.events.pop_front()
+    }
+
+    /// The next endpoint to send an opening probe to: one datagram from a
+    /// fresh socket (never the node's own), whose ICMP port-unreachable, if
+    /// one comes back within [`PathConfig::opening_wait`], the shell reports
+    /// with [`Self::handle_unreachable`]. Pings to that endpoint wait for
+    /// the answer. Polled with the transmits.
+    pub fn poll_opening_probe(&mut self) -> Option<SocketAddr> {
+        self.out.openings.pop_front()
+    }
+
+    /// The opening probe to `addr` was refused (port-unreachable): the
+    /// router there answers unsolicited UDP, so we ping it only after its
+    /// peer has pinged us.
+    pub fn handle_unreachable(&mut self, addr: SocketAddr, now: Instant) {
+        for peer in self.peers.values_mut() {
+            peer.opening_refused(addr, now);
+        }
     }
 
     /// When [`PathSelector::handle_timeout`] should run next.
