@@ -365,6 +365,11 @@ impl MeshEndpoint {
         self.sock.state().peers.paths().time_to_direct(peer)
     }
 
+    /// How the first direct path to `peer` was found (STUN, peer-reflexive, LAN).
+    pub fn direct_mechanism(&self, peer: &NodeKey) -> Option<crate::DirectMechanism> {
+        self.sock.state().peers.paths().direct_mechanism(peer)
+    }
+
     /// Path changes, as they happen.
     pub fn path_events(&self) -> broadcast::Receiver<PathEvent> {
         self.sock.subscribe()

@@ -48,7 +48,9 @@ pub use node::{
 };
 #[cfg(feature = "sim")]
 pub use path::{simulated_time_to_direct, SimScenario};
-pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
+pub use path::{
+    Destination, DirectMechanism, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit,
+};
 pub use peermap::{KeyInUse, KeyKind};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::PathConfig;
+use super::{DirectMechanism, PathConfig};
 
 /// A ping-learned endpoint without a pong for this long is forgotten.
 const LEARNED_TTL: Duration = Duration::from_secs(60);
@@ -68,6 +68,17 @@ impl Endpoint {
         self.last_pong.is_some_and(|t| now.saturating_duration_since(t) < config.trust_timeout)
     }
 
+    /// How the direct path through this endpoint was found.
+    pub(super) fn mechanism(&self, addr: SocketAddr) -> DirectMechanism {
+        if is_lan(addr.ip()) {
+            DirectMechanism::Lan
+        } else if self.origin == Origin::Ping {
+            DirectMechanism::PeerReflexive
+        } else {
+            DirectMechanism::Stun
+        }
+    }
+
     /// When the endpoint last showed it was alive (or was added).
     fn freshness(&self) -> Instant {
         self.last_pong.map_or(self.added, |pong| pong.max(self.added))
@@ -77,21 +88,25 @@ impl Endpoint {
 /// A path's latency weighted by preference: LAN beats WAN, IPv6 beats IPv4.
 pub(super) fn score(addr: SocketAddr, rtt: Duration) -> f64 {
     let mut s = rtt.as_secs_f64();
-    let lan = match addr.ip() {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            let first = v6.segments().first().copied().unwrap_or(0);
-            // fc00::/7 unique local and fe80::/10 link local.
-            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 || v6.is_loopback()
-        }
-    };
-    if lan {
+    if is_lan(addr.ip()) {
         s *= 0.8;
     }
     if addr.is_ipv6() {
         s *= 0.9;
     }
     s
+}
+
+/// RFC 1918, link-local, ULA or loopback.
+fn is_lan(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments().first().copied().unwrap_or(0);
+            // fc00::/7 unique local and fe80::/10 link local.
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 || v6.is_loopback()
+        }
+    }
 }
 
 #[derive(Debug, Default)]

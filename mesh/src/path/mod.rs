@@ -120,6 +120,30 @@ pub enum Destination {
     Relay(NodeKey),
 }
 
+/// How the first direct path to a peer was found (`coder ping` says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DirectMechanism {
+    /// An endpoint the peer announced, on the Internet: its STUN-mapped (or
+    /// public interface) address.
+    Stun,
+    /// An address the peer's ping came from, which it never announced (a
+    /// NAT mapping no STUN server saw).
+    PeerReflexive,
+    /// A private, link-local or loopback address: the same network.
+    Lan,
+}
+
+impl std::fmt::Display for DirectMechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DirectMechanism::Stun => "STUN",
+            DirectMechanism::PeerReflexive => "peer-reflexive",
+            DirectMechanism::Lan => "LAN",
+        })
+    }
+}
+
 /// Where a datagram came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -526,6 +550,11 @@ impl PathSelector {
     /// the session's discovery to the proving pong.
     pub fn time_to_direct(&self, peer: &NodeKey) -> Option<Duration> {
         self.peers.get(peer).and_then(|p| p.time_to_direct())
+    }
+
+    /// How the first direct path to `peer` was found.
+    pub fn direct_mechanism(&self, peer: &NodeKey) -> Option<DirectMechanism> {
+        self.peers.get(peer).and_then(|p| p.found_by())
     }
 }
 

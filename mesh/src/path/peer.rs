@@ -11,7 +11,7 @@ use crate::disco::{CallMeMaybe, Message, Pong, TxId};
 use crate::key::{DiscoKey, NodeKey};
 
 use super::endpoints::{score, Endpoint, Endpoints, Opening, Origin};
-use super::{Destination, Outbox, PathConfig, PathEvent};
+use super::{Destination, DirectMechanism, Outbox, PathConfig, PathEvent};
 
 #[derive(Debug, Clone, Copy)]
 struct Best {
@@ -46,6 +46,8 @@ pub(super) struct Peer {
     next_heartbeat: Option<Instant>,
     discovery_started: Option<Instant>,
     time_to_direct: Option<Duration>,
+    /// How the first direct path was found.
+    found_by: Option<DirectMechanism>,
 }
 
 impl Peer {
@@ -62,6 +64,7 @@ impl Peer {
             next_heartbeat: None,
             discovery_started: None,
             time_to_direct: None,
+            found_by: None,
         }
     }
 
@@ -71,6 +74,10 @@ impl Peer {
 
     pub(super) fn time_to_direct(&self) -> Option<Duration> {
         self.time_to_direct
+    }
+
+    pub(super) fn found_by(&self) -> Option<DirectMechanism> {
+        self.found_by
     }
 
     pub(super) fn destination(&self, now: Instant) -> Destination {
@@ -307,6 +314,7 @@ impl Peer {
             None => {
                 self.best = Some(Best { addr, rtt, trusted_until });
                 if self.time_to_direct.is_none() {
+                    self.found_by = self.endpoints.get(addr).map(|ep| ep.mechanism(addr));
                     self.time_to_direct =
                         self.discovery_started.map(|t| now.saturating_duration_since(t));
                 }

@@ -739,3 +739,24 @@ fn a_late_stun_answer_reaches_a_relayed_peer_and_the_path_goes_direct() {
         .count();
     assert_eq!((relayed, sim.hosts[0].sent), (0, sent));
 }
+
+/// `coder ping` says how the direct path was found.
+#[test]
+fn the_mechanism_that_found_the_direct_path_is_reported() {
+    let mechanism = |mut sim: Sim| {
+        sim.start_traffic(0, 1);
+        sim.run_for(secs(10));
+        sim.hosts[0].sel.direct_mechanism(&sim.hosts[1].key())
+    };
+    let easy_pair =
+        pair(40, easy("10.0.0.2:41641", 1, "192.0.2.1"), easy("10.1.0.2:41641", 2, "198.51.100.1"));
+    assert_eq!(mechanism(easy_pair), Some(DirectMechanism::Stun));
+    let lan =
+        pair(41, easy("10.0.0.2:41641", 1, "192.0.2.1"), easy("10.0.0.3:41641", 1, "192.0.2.1"));
+    assert_eq!(mechanism(lan), Some(DirectMechanism::Lan));
+    // The hard side's mapping toward the easy side was never announced.
+    let mut easy_side = easy("10.1.0.2:41641", 2, "198.51.100.1");
+    easy_side.filtering = Filtering::AddressDependent;
+    let hard_pair = pair(42, easy_side, hard("10.0.0.2:41641", 1, "192.0.2.1"));
+    assert_eq!(mechanism(hard_pair), Some(DirectMechanism::PeerReflexive));
+}
