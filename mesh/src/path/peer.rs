@@ -149,6 +149,12 @@ impl Peer {
         out: &mut Outbox,
     ) {
         let Some(ep) = self.endpoints.get_mut(addr) else { return };
+        if ep.opening == Opening::Unprobed
+            && out.local_endpoints.iter().any(|l| l.ip() == addr.ip())
+        {
+            // A peer on one of our own addresses: no router between us.
+            ep.opening = Opening::Silent;
+        }
         match ep.opening {
             Opening::Silent => self.ping(addr, now, out),
             Opening::Answers if prompted => self.ping(addr, now, out),

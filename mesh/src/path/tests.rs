@@ -760,3 +760,26 @@ fn the_mechanism_that_found_the_direct_path_is_reported() {
     let hard_pair = pair(42, easy_side, hard("10.0.0.2:41641", 1, "192.0.2.1"));
     assert_eq!(mechanism(hard_pair), Some(DirectMechanism::PeerReflexive));
 }
+
+/// A peer on one of our own addresses (two nodes on one host) is pinged at
+/// once: there is no router between us to ask.
+#[test]
+fn a_peer_on_our_own_address_gets_no_opening_probe() {
+    let mut sim = Sim::new(50);
+    sim.opening_wait = PathConfig::default().opening_wait;
+    let a = sim.add_host(HostSpec::public("192.0.2.1:1"));
+    let b = sim.add_host(HostSpec::public("198.51.100.1:1"));
+    let mut same_host = sim.hosts[b].node.clone();
+    same_host.endpoints = vec!["192.0.2.1:2".parse().unwrap(), "198.51.100.1:1".parse().unwrap()];
+    sim.hosts[a].sel.upsert_peer(&same_host, sim.now);
+    sim.hosts[a].sel.handle_activity(&same_host.key, sim.now);
+    let probed: Vec<_> = std::iter::from_fn(|| sim.hosts[a].sel.poll_opening_probe()).collect();
+    assert_eq!(probed, vec!["198.51.100.1:1".parse().unwrap()]);
+    let pinged: Vec<_> = std::iter::from_fn(|| sim.hosts[a].sel.poll_transmit())
+        .filter_map(|t| match t.dst {
+            Destination::Direct(addr) => Some(addr),
+            Destination::Relay(_) => None,
+        })
+        .collect();
+    assert_eq!(pinged, vec!["192.0.2.1:2".parse().unwrap()]);
+}
