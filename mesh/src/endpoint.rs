@@ -31,7 +31,7 @@ use crate::key::{DiscoSecret, NodeKey, NodeSecret, QuicSecret};
 use crate::magicsock::{self, Inner, MagicSock};
 use crate::node::{mesh_addresses, AddressError, Node, NodeId, PROTOCOL_VERSION};
 use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
-use crate::peermap::KeyInUse;
+use crate::peermap::{KeyInUse, Presence};
 use crate::relay::{HomeConfig, RelayRegion, Relays};
 use crate::service::{Service, ServiceParseError};
 use crate::socket;
@@ -173,16 +173,21 @@ impl IncomingConnection {
     pub async fn finish(self) -> Result<MeshConnection, AcceptError> {
         let conn = self.incoming.await?;
         let remote = conn.remote_address();
-        let node = { self.sock.state().peers.at(&remote).cloned() };
+        let (node, presence) = {
+            let state = self.sock.state();
+            let node = state.peers.at(&remote).cloned();
+            let presence = node.as_ref().and_then(|n| state.peers.presence(&n.key));
+            (node, presence)
+        };
         let presented = conn
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
             .and_then(|certs| certs.first().and_then(|c| tls::certificate_key(c)));
-        match node {
-            Some(node) if presented == Some(node.quic_key) => {
-                Ok(MeshConnection { peer: node, conn })
+        match (node, presence) {
+            (Some(node), Some(presence)) if presented == Some(node.quic_key) => {
+                Ok(MeshConnection::watched(node, conn, presence))
             }
-            node => {
+            (node, _) => {
                 tracing::warn!(
                     %remote,
                     announced = ?node.as_ref().map(|n| (n.id, n.key)),
@@ -256,6 +261,7 @@ impl MeshEndpoint {
         let node_key = config.node_secret.public();
         let mut path_config = config.path.clone();
         path_config.relay_only |= config.relay_only;
+        let path_wait = path_config.opening_wait;
         let mut paths = PathSelector::new(path_config, node_key, config.disco_secret.clone());
         paths.set_local_endpoints(endpoints.clone());
 
@@ -290,6 +296,9 @@ impl MeshEndpoint {
             None => None,
         };
         tasks.push(AbortOnDropHandle::new(tokio::spawn(magicsock::drive_timers(sock.clone()))));
+        if !path_wait.is_zero() {
+            tasks.push(sock.start_openings(path_wait));
+        }
 
         let identity = Identity::new(&config.quic_secret)?;
         // The verifier asks the peer map which QUIC keys are known.
@@ -356,6 +365,11 @@ impl MeshEndpoint {
         self.sock.state().peers.paths().time_to_direct(peer)
     }
 
+    /// How the first direct path to `peer` was found (STUN, peer-reflexive, LAN).
+    pub fn direct_mechanism(&self, peer: &NodeKey) -> Option<crate::DirectMechanism> {
+        self.sock.state().peers.paths().direct_mechanism(peer)
+    }
+
     /// Path changes, as they happen.
     pub fn path_events(&self) -> broadcast::Receiver<PathEvent> {
         self.sock.subscribe()
@@ -387,6 +401,10 @@ impl MeshEndpoint {
     }
 
     async fn connect(&self, node: Node) -> Result<MeshConnection, DialError> {
+        // Taken before the handshake: a withdrawal during it closes the
+        // connection as soon as it exists.
+        let presence =
+            self.sock.state().peers.presence(&node.key).ok_or(DialError::UnknownPeer(node.key))?;
         let tls = tls::client_config(&self.identity, node.quic_key)?;
         let crypto = QuicClientConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -395,7 +413,7 @@ impl MeshEndpoint {
             .quic
             .connect_with(config, magicsock::virtual_addr(&node), tls::SERVER_NAME)?
             .await?;
-        Ok(MeshConnection { peer: node, conn })
+        Ok(MeshConnection::watched(node, conn, presence))
     }
 
     /// The next peer connection, handshake done; its key is checked against
@@ -430,13 +448,43 @@ fn transport() -> Arc<quinn::TransportConfig> {
 }
 
 /// An authenticated QUIC connection to a mesh peer.
+///
+/// It lasts while the coordinator keeps announcing the peer: when the peer
+/// is withdrawn ([`MeshEndpoint::remove_peer`], or a record of the same node
+/// id with new keys), the connection is closed at once with
+/// [`close::WITHDRAWN`](crate::close::WITHDRAWN) and [`WITHDRAWN_REASON`],
+/// which the peer's streams fail with. A task owned by the connection's
+/// handles (dropping the last clone stops it) waits for that: quinn has no
+/// weak handle that could be kept in the peer map instead.
 #[derive(Debug, Clone)]
 pub struct MeshConnection {
     peer: Node,
     conn: quinn::Connection,
+    _withdrawal: Arc<AbortOnDropHandle<()>>,
 }
 
+/// The reason phrase a connection to a withdrawn peer is closed with.
+pub const WITHDRAWN_REASON: &str =
+    "the coordinator withdrew the tunnel (user suspended or deleted, token revoked, or workspace stopped)";
+
 impl MeshConnection {
+    /// `conn` to `peer`, closed when `presence` says the peer was withdrawn.
+    fn watched(peer: Node, conn: quinn::Connection, presence: Presence) -> Self {
+        let watched = conn.clone();
+        let key = peer.key;
+        let watcher = tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = presence.withdrawn() => {
+                    tracing::info!(peer = %key, "peer withdrawn: closing its connection");
+                    watched.close(crate::close::WITHDRAWN, WITHDRAWN_REASON.as_bytes());
+                }
+                _ = watched.closed() => {}
+            }
+        });
+        Self { peer, conn, _withdrawal: Arc::new(AbortOnDropHandle::new(watcher)) }
+    }
+
     /// The peer's node record.
     pub fn peer(&self) -> &Node {
         &self.peer
@@ -445,6 +493,19 @@ impl MeshConnection {
     /// The underlying QUIC connection.
     pub fn quic(&self) -> &quinn::Connection {
         &self.conn
+    }
+
+    /// The reason phrase, if the peer closed this connection because the
+    /// coordinator withdrew us from it ([`crate::close::WITHDRAWN`]).
+    pub fn withdrawn_reason(&self) -> Option<String> {
+        match self.conn.close_reason()? {
+            quinn::ConnectionError::ApplicationClosed(c)
+                if c.error_code == crate::close::WITHDRAWN =>
+            {
+                Some(String::from_utf8_lossy(&c.reason).into_owned())
+            }
+            _ => None,
+        }
     }
 
     /// Opens a stream to `service` on the peer.

@@ -25,6 +25,7 @@ pub mod key;
 mod magicsock;
 pub mod netstack;
 mod node;
+mod opening;
 mod path;
 mod peermap;
 mod relay;
@@ -38,6 +39,7 @@ pub mod wire;
 pub use endpoint::{
     AcceptError, BindError, DialError, IncomingConnection, MeshConfig, MeshConnection,
     MeshEndpoint, PeerPath, StreamError, StunStatus, UpsertError, WireGuardStarted,
+    WITHDRAWN_REASON,
 };
 pub use key::{DiscoKey, DiscoSecret, KeyParseError, NodeKey, NodeSecret, QuicKey, QuicSecret};
 pub use node::{
@@ -46,7 +48,9 @@ pub use node::{
 };
 #[cfg(feature = "sim")]
 pub use path::{simulated_time_to_direct, SimScenario};
-pub use path::{Destination, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit};
+pub use path::{
+    Destination, DirectMechanism, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit,
+};
 pub use peermap::{KeyInUse, KeyKind};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};

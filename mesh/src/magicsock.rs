@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     events: broadcast::Sender<PathEvent>,
     /// Where WireGuard datagrams go (with the sender, when known): [`crate::wg`].
     wireguard: OnceLock<mpsc::Sender<(Option<NodeKey>, Bytes)>>,
+    /// Where the path selector's opening probes go ([`crate::opening`]);
+    /// unset, they are dropped and their endpoints count as silent.
+    openings: OnceLock<mpsc::UnboundedSender<SocketAddr>>,
     /// STUN probes waiting for their answer: the server asked and where the
     /// mapped address goes. A leaf lock: taken under the state lock (on
     /// receive), never the other way round.
@@ -115,6 +118,7 @@ impl Inner {
             timer: Notify::new(),
             events: broadcast::channel(256).0,
             wireguard: OnceLock::new(),
+            openings: OnceLock::new(),
             stun: Mutex::new(HashMap::new()),
         }))
     }
@@ -194,6 +198,12 @@ impl Inner {
                     let region = state.peers.region(&key);
                     self.send_relay((key, region, Bytes::from(t.payload)));
                 }
+            }
+        }
+        while let Some(addr) = state.peers.paths_mut().poll_opening_probe() {
+            if let Some(openings) = self.openings.get() {
+                // The receiver lives as long as the socket's tasks.
+                let _ = openings.send(addr);
             }
         }
         while let Some(event) = state.peers.paths_mut().poll_event() {
@@ -440,6 +450,56 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+impl Inner {
+    /// Starts sending the path selector's opening probes; the task runs
+    /// until the returned handle is dropped.
+    pub(crate) fn start_openings(
+        self: &Arc<Self>,
+        wait: Duration,
+    ) -> tokio_util::task::AbortOnDropHandle<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.openings.set(tx);
+        let task = tokio::spawn(crate::opening::run(self.clone(), rx, wait));
+        tokio_util::task::AbortOnDropHandle::new(task)
+    }
+
+    /// An opening probe to `addr` was refused.
+    pub(crate) fn handle_unreachable(&self, addr: SocketAddr, now: Instant) {
+        let mut state = self.state();
+        state.peers.paths_mut().handle_unreachable(addr, now);
+        self.flush(&mut state);
+    }
+
+    /// Sends quinn's `transmit` the way `route` says.
+    fn send_routed(
+        &self,
+        transmit: &Transmit,
+        route: (Destination, Option<RegionId>),
+    ) -> io::Result<()> {
+        match route {
+            (Destination::Direct(addr), _) => {
+                let direct = Transmit {
+                    destination: socket::send_addr(self.udp_addr, addr),
+                    ecn: transmit.ecn,
+                    contents: transmit.contents,
+                    segment_size: transmit.segment_size,
+                    src_ip: None,
+                };
+                self.udp
+                    .try_io(Interest::WRITABLE, || self.udp_state.send((&self.udp).into(), &direct))
+            }
+            (Destination::Relay(key), region) => {
+                // The relay carries single datagrams: split a GSO batch.
+                let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
+                for datagram in transmit.contents.chunks(size) {
+                    self.send_relay((key, region, Bytes::copy_from_slice(datagram)));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Runs the path selector's timers until the socket is dropped.
 pub(crate) async fn drive_timers(inner: Arc<Inner>) {
     loop {
@@ -486,8 +546,14 @@ impl AsyncUdpSocket for MagicSock {
         let route = {
             let mut state = inner.state();
             let Some(key) = state.peers.key_at(&transmit.destination) else {
-                // Not a peer (any more): drop, like an unroutable address.
-                return Ok(());
+                // Not a peer (any more): drop, like an unroutable address,
+                // unless it was just withdrawn and this is the close.
+                let route = state.peers.withdrawn_route(&transmit.destination, now);
+                drop(state);
+                return match route {
+                    Some(route) => inner.send_routed(transmit, route),
+                    None => Ok(()),
+                };
             };
             let paths = state.peers.paths_mut();
             paths.handle_activity(&key, now);
@@ -497,26 +563,7 @@ impl AsyncUdpSocket for MagicSock {
             dst.map(|dst| (dst, region))
         };
         match route {
-            Some((Destination::Direct(addr), _)) => {
-                let direct = Transmit {
-                    destination: socket::send_addr(inner.udp_addr, addr),
-                    ecn: transmit.ecn,
-                    contents: transmit.contents,
-                    segment_size: transmit.segment_size,
-                    src_ip: None,
-                };
-                inner.udp.try_io(Interest::WRITABLE, || {
-                    inner.udp_state.send((&inner.udp).into(), &direct)
-                })
-            }
-            Some((Destination::Relay(key), region)) => {
-                // The relay carries single datagrams: split a GSO batch.
-                let size = transmit.segment_size.unwrap_or(transmit.contents.len()).max(1);
-                for datagram in transmit.contents.chunks(size) {
-                    inner.send_relay((key, region, Bytes::copy_from_slice(datagram)));
-                }
-                Ok(())
-            }
+            Some(route) => inner.send_routed(transmit, route),
             None => Ok(()),
         }
     }

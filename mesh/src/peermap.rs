@@ -51,17 +51,22 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::key::{NodeKey, QuicKey};
 use crate::magicsock::virtual_addr;
 use crate::node::{Node, NodeId, RegionId};
-use crate::path::PathSelector;
+use crate::path::{Destination, PathSelector};
 
 /// Relayed QUIC datagrams from a sender the coordinator has not announced yet
 /// (its announcement races its first packets) are kept this long...
 const EARLY_QUIC_TTL: Duration = Duration::from_secs(3);
 /// ...and at most this many of them.
 const MAX_EARLY_QUIC: usize = 64;
+
+/// A withdrawn peer's last route is kept this long, for the connection
+/// close that tells it so ([`PeerMap::withdraw`]).
+const WITHDRAWN_ROUTE_TTL: Duration = Duration::from_secs(2);
 
 /// Which of a node's keys collided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +113,33 @@ pub(crate) struct Upserted {
     pub(crate) early_quic: Vec<Bytes>,
 }
 
+/// One peer's record, and the signal its connections wait on.
+struct Entry {
+    node: Node,
+    /// Dropped when the peer leaves the map (removed, or replaced by a
+    /// record with other keys): every [`Presence`] of it then resolves, and
+    /// the connections watching it close ([`crate::MeshConnection`]).
+    present: watch::Sender<()>,
+}
+
+/// Resolves once its peer has left the map ([`PeerMap::presence`]).
+#[derive(Debug)]
+pub(crate) struct Presence(watch::Receiver<()>);
+
+impl Presence {
+    /// Waits until the peer is withdrawn (at once if it already is).
+    pub(crate) async fn withdrawn(mut self) {
+        // Nothing is ever sent: `changed` fails exactly when the sender,
+        // held by the peer's entry, is dropped.
+        while self.0.changed().await.is_ok() {}
+    }
+}
+
 /// Every peer's record and paths, indexed every way they are looked up.
 /// Guarded by the magic socket's state lock (see the module docs).
 pub(crate) struct PeerMap {
     /// Node records: the primary map.
-    by_key: HashMap<NodeKey, Node>,
+    by_key: HashMap<NodeKey, Entry>,
     /// Node key by virtual address (quinn's name for a peer; node id).
     by_vaddr: HashMap<SocketAddr, NodeKey>,
     /// Node key by QUIC key.
@@ -123,6 +150,10 @@ pub(crate) struct PeerMap {
     paths: PathSelector,
     /// Relayed QUIC from senders not announced yet, oldest first.
     early_quic: VecDeque<(Instant, NodeKey, Bytes)>,
+    /// Withdrawn peers by virtual address: where their data went when they
+    /// were withdrawn, and until when quinn may still send there (the
+    /// `CONNECTION_CLOSE` that tells them). Nothing is received from them.
+    withdrawn: HashMap<SocketAddr, (Instant, Destination, Option<RegionId>)>,
 }
 
 impl PeerMap {
@@ -134,6 +165,7 @@ impl PeerMap {
             by_quic: HashMap::new(),
             paths,
             early_quic: VecDeque::new(),
+            withdrawn: HashMap::new(),
         }
     }
 
@@ -149,7 +181,13 @@ impl PeerMap {
     }
 
     pub(crate) fn get(&self, key: &NodeKey) -> Option<&Node> {
-        self.by_key.get(key)
+        self.by_key.get(key).map(|e| &e.node)
+    }
+
+    /// The signal that `key` left the map, for a connection to watch;
+    /// `None` if it is not a peer now.
+    pub(crate) fn presence(&self, key: &NodeKey) -> Option<Presence> {
+        self.by_key.get(key).map(|e| Presence(e.present.subscribe()))
     }
 
     pub(crate) fn contains_key(&self, key: &NodeKey) -> bool {
@@ -163,13 +201,13 @@ impl PeerMap {
 
     /// The peer quinn knows by virtual address `vaddr`.
     pub(crate) fn at(&self, vaddr: &SocketAddr) -> Option<&Node> {
-        self.by_vaddr.get(vaddr).and_then(|k| self.by_key.get(k))
+        self.by_vaddr.get(vaddr).and_then(|k| self.get(k))
     }
 
     /// The peer holding disco key `disco`.
     #[cfg(test)]
     fn by_disco(&self, disco: &crate::key::DiscoKey) -> Option<&Node> {
-        self.paths.disco_holder(disco).and_then(|k| self.by_key.get(&k))
+        self.paths.disco_holder(disco).and_then(|k| self.get(&k))
     }
 
     /// Whether QUIC key `key` belongs to a known peer (the TLS verifier's question).
@@ -178,12 +216,12 @@ impl PeerMap {
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &Node> {
-        self.by_key.values()
+        self.by_key.values().map(|e| &e.node)
     }
 
     /// The home region `key` announced, if any.
     pub(crate) fn region(&self, key: &NodeKey) -> Option<RegionId> {
-        self.by_key.get(key).and_then(|n| n.preferred_relay)
+        self.get(key).and_then(|n| n.preferred_relay)
     }
 
     /// The peer that proved UDP address `src`, on the receive path: its
@@ -191,7 +229,7 @@ impl PeerMap {
     pub(crate) fn quic_source(&mut self, src: SocketAddr, now: Instant) -> Option<SocketAddr> {
         let key = self.paths.peer_at(src)?;
         self.paths.handle_activity(&key, now);
-        self.by_key.get(&key).map(virtual_addr)
+        self.get(&key).map(virtual_addr)
     }
 
     /// Whether `node` may be stored: none of its keys is held by another node
@@ -204,7 +242,7 @@ impl PeerMap {
             (KeyKind::Quic, self.by_quic.get(&node.quic_key).copied()),
         ];
         for (kind, key) in holders {
-            let Some(holder) = key.and_then(|k| self.by_key.get(&k)) else { continue };
+            let Some(holder) = key.and_then(|k| self.get(&k)) else { continue };
             if holder.id != node.id {
                 return Err(KeyInUse { kind, announced: node.id, holder: holder.id });
             }
@@ -221,19 +259,53 @@ impl PeerMap {
             _ => None,
         };
         let replaced = replaced_key.and_then(|k| self.remove(&k));
-        if let Some(old) = self.by_key.insert(node.key, node.clone()) {
-            self.unindex(&old);
+        // The same key keeps its entry, so its connections stay up.
+        match self.by_key.get_mut(&node.key) {
+            Some(entry) => {
+                let old = std::mem::replace(&mut entry.node, node.clone());
+                self.unindex(&old);
+            }
+            None => {
+                let entry = Entry { node: node.clone(), present: watch::Sender::new(()) };
+                self.by_key.insert(node.key, entry);
+            }
         }
+        self.withdrawn.remove(&virtual_addr(node));
         self.by_vaddr.insert(virtual_addr(node), node.key);
         self.by_quic.insert(node.quic_key, node.key);
         self.paths.upsert_peer(node, now);
         Ok(Upserted { replaced, early_quic: self.take_early_quic(node.key, now) })
     }
 
-    /// Forgets the peer with node key `key` everywhere in the map.
+    /// The coordinator withdrew `key`: forgets it ([`Self::remove`]), but
+    /// keeps its route for [`WITHDRAWN_ROUTE_TTL`] so that the close of its
+    /// connections, which their watchers send right after, still reaches it.
+    pub(crate) fn withdraw(&mut self, key: &NodeKey, now: Instant) -> Option<Node> {
+        let dst = self.paths.destination(key, now);
+        let region = self.region(key);
+        let old = self.remove(key)?;
+        self.withdrawn.retain(|_, (until, ..)| *until > now);
+        if let Some(dst) = dst {
+            self.withdrawn.insert(virtual_addr(&old), (now + WITHDRAWN_ROUTE_TTL, dst, region));
+        }
+        Some(old)
+    }
+
+    /// Where to send quinn's last packets to the withdrawn peer at `vaddr`.
+    pub(crate) fn withdrawn_route(
+        &self,
+        vaddr: &SocketAddr,
+        now: Instant,
+    ) -> Option<(Destination, Option<RegionId>)> {
+        let (until, dst, region) = self.withdrawn.get(vaddr)?;
+        (*until > now).then_some((*dst, *region))
+    }
+
+    /// Forgets the peer with node key `key` everywhere in the map; its
+    /// [`Presence`] resolves, which closes its connections.
     pub(crate) fn remove(&mut self, key: &NodeKey) -> Option<Node> {
         self.paths.remove_peer(key);
-        let old = self.by_key.remove(key)?;
+        let old = self.by_key.remove(key)?.node;
         self.unindex(&old);
         Some(old)
     }

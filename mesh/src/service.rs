@@ -133,6 +133,10 @@ pub mod close {
     /// coordinator announced for its address, or the dialled node is not the
     /// one the connection was authorized for.
     pub const WRONG_PEER: VarInt = VarInt::from_u32(1);
+    /// The coordinator withdrew the peer (its tunnel was revoked: user
+    /// suspended or deleted, token revoked, workspace stopped); the reason
+    /// phrase is [`crate::WITHDRAWN_REASON`].
+    pub const WITHDRAWN: VarInt = VarInt::from_u32(2);
 }
 
 fn parse_pty(s: &str) -> Option<Service> {
@@ -186,6 +190,7 @@ mod tests {
         assert_eq!(reset::UNSUPPORTED.into_inner(), 2);
         assert_eq!(close::CLOSING.into_inner(), 0);
         assert_eq!(close::WRONG_PEER.into_inner(), 1);
+        assert_eq!(close::WITHDRAWN.into_inner(), 2);
     }
 
     #[test]

@@ -41,12 +41,11 @@ fn deployment(tmp: &Path) -> Coderd {
     srv
 }
 
-/// Known gap: the coordination sweep revokes alice's tunnel at once (the
-/// stream stalls), but `coder ssh` keeps its QUIC connection until the
-/// mesh idle timeout (~30 s): the client does not yet close connections to
-/// a peer whose tunnel was revoked (`codersdk::meshnet`).
+/// The coordination sweep withdraws alice's tunnel; the agent's endpoint
+/// then closes her QUIC connection at once with the withdrawn close code
+/// (`mesh::close::WITHDRAWN`), so `coder ssh` ends and says why, instead of
+/// lingering until the mesh idle timeout (~30 s).
 #[test]
-#[ignore = "coder ssh outlives a revoked tunnel by the mesh idle timeout (~30 s)"]
 fn suspension_cuts_an_open_ssh_session_within_five_seconds() {
     if !require_programs(&["terraform", "sha256sum"]) {
         return;
@@ -69,6 +68,10 @@ fn suspension_cuts_an_open_ssh_session_within_five_seconds() {
         }
     };
     assert!(cut < Duration::from_secs(5), "the session was cut only after {cut:?}");
+    // The proxy (`coder ssh --stdio`) says why, on ssh's stderr.
+    let why = std::iter::from_fn(|| session.stderr_line(Duration::from_secs(5)))
+        .find(|l| l.contains("withdrew the tunnel"));
+    assert!(why.is_some(), "coder ssh did not print the withdrawal reason");
     let e = session.finish().expect_err("a cut session never reports a digest");
     let msg = format!("{e:#}");
     assert!(!msg.contains("the workspace read"), "the stream was corrupted, not cut: {msg}");

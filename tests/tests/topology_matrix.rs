@@ -55,12 +55,12 @@ fn expected_path(client: Nat, agent: Nat) -> PathKind {
         }
         (Nat::Hard, Nat::Hard | Nat::Easy | Nat::EasyAnswering)
         | (Nat::Easy | Nat::EasyAnswering, Nat::Hard) => PathKind::Relay,
-        // The client's first probe reaches the agent's answering router
-        // before the agent has sent to the client: the conntrack clash of
-        // finding 1 (`topology_nat_answering_router_needs_its_host_to_send_first`).
-        // A client without a filtering router (none, full cone) still gets
-        // the agent's probe from the port the clash moved it to, and answers there.
-        (Nat::Easy | Nat::EasyAnswering, Nat::EasyAnswering) => PathKind::Relay,
+        // An answering router in either role goes direct: opening probes
+        // tell each side whether the peer's router answers, and a side
+        // holds its pings to one that does until the peer's host has sent
+        // (finding 1). Two answering routers still clash: each host would
+        // have to send before the other's probe arrives.
+        (Nat::EasyAnswering, Nat::EasyAnswering) => PathKind::Relay,
         _ => PathKind::Direct,
     }
 }

@@ -145,6 +145,11 @@ impl AgentLink {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.session.endpoint().close()).await;
     }
 
+    /// How the first direct path was found, if one was.
+    pub fn direct_mechanism(&self) -> Option<mesh::DirectMechanism> {
+        self.session.endpoint().direct_mechanism(&self.peer())
+    }
+
     /// How long the first direct path took to find, if one was found.
     pub fn time_to_direct(&self) -> Option<Duration> {
         self.session.endpoint().time_to_direct(&self.peer())
@@ -215,6 +220,8 @@ struct PingReport {
     path: PathInfo,
     direct: bool,
     time_to_direct_ms: Option<f64>,
+    /// How the direct path was found: `STUN`, `peer-reflexive` or `LAN`.
+    direct_via: Option<String>,
     /// Path changes seen while pinging, in order.
     path_changes: Vec<String>,
 }
@@ -306,6 +313,7 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
         workspace: ws.clone(),
         direct: path.is_direct(),
         time_to_direct_ms: link.time_to_direct().map(millis),
+        direct_via: link.direct_mechanism().map(|m| m.to_string()),
         path: path.clone(),
         pings: records,
         path_changes,
@@ -316,7 +324,11 @@ pub async fn run(ctx: &Context_, args: PingArgs) -> anyhow::Result<()> {
     } else {
         match (&path, link.time_to_direct()) {
             (PathInfo::Direct { addr }, Some(t)) => {
-                outln!("✔ direct connection to {ws} ({addr}), found {} after connecting", ms(t))?
+                let via = link.direct_mechanism().map(|m| format!(" via {m}")).unwrap_or_default();
+                outln!(
+                    "✔ direct connection to {ws} ({addr}), found{via} {} after connecting",
+                    ms(t)
+                )?
             }
             (PathInfo::Direct { addr }, None) => outln!("✔ direct connection to {ws} ({addr})")?,
             (PathInfo::Relay { .. }, _) => {

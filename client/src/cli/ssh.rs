@@ -240,12 +240,17 @@ async fn stdio(
         let _ = mesh::copy_from_stream(&mut recv, &mut stdout).await;
         let _ = stdout.flush().await;
     };
-    // The session ends when the agent closes its side.
+    // The session ends when the agent closes its side, or when the
+    // connection goes (a withdrawn peer is closed at once, with a reason).
     tokio::select! {
         _ = async { tokio::join!(up, down) } => {}
+        _ = conn.quic().closed() => {}
     }
     drop(session);
-    Ok(())
+    match conn.withdrawn_reason() {
+        Some(reason) => bail!("The workspace closed the connection: {reason}."),
+        None => Ok(()),
+    }
 }
 
 pub fn report_path(session: &MeshSession, conn: &mesh::MeshConnection) {

@@ -75,10 +75,14 @@ impl MeshEndpoint {
         Ok(())
     }
 
-    /// Forgets a peer; its connections stop getting packets.
+    /// Forgets a peer (the coordinator withdrew it): its connections are
+    /// closed at once with [`crate::close::WITHDRAWN`], its WireGuard
+    /// session is dropped (no packet to or from it is sealed or opened any
+    /// more), and nothing more goes to it.
     pub fn remove_peer(&self, key: &NodeKey) {
         let _updates = self.peer_updates();
-        self.sock.state().peers.remove(key);
+        // Its route outlives it for a moment: the close goes out by it.
+        self.sock.state().peers.withdraw(key, Instant::now());
         if let Some(wg) = self.wireguard.get() {
             wg.device().remove_peer(key);
         }

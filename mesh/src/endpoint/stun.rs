@@ -5,7 +5,9 @@
 //! local endpoints and its relay home, so a first connection starts on the
 //! relay whatever STUN does; each STUN answer adds a server-reflexive
 //! endpoint as it comes ([`PathSelector::add_local_endpoint`](crate::PathSelector::add_local_endpoint)),
-//! and the record is published again ([`MeshEndpoint::node_changes`]). On a
+//! the record is published again ([`MeshEndpoint::node_changes`]), and
+//! peers still on the relay get a call-me-maybe listing it at once (the one
+//! sent when their session began could not). On a
 //! network that drops UDP no answer ever comes, and nothing waits for the
 //! timeout ([`StunStatus`] says when the probes are over).
 
@@ -73,8 +75,9 @@ async fn run(
                     mapped.push(addr);
                 }
                 let mut state = sock.state();
-                state.peers.paths_mut().add_local_endpoint(addr);
-                // Publishes LocalEndpointsChanged: the node's record follows it.
+                state.peers.paths_mut().add_local_endpoint(addr, std::time::Instant::now());
+                // Publishes LocalEndpointsChanged (the node's record follows
+                // it), and tells peers still on the relay at once.
                 sock.flush(&mut state);
             }
             Err(e) => tracing::warn!(%e, %server, "STUN probe failed"),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::PathConfig;
+use super::{DirectMechanism, PathConfig};
 
 /// A ping-learned endpoint without a pong for this long is forgotten.
 const LEARNED_TTL: Duration = Duration::from_secs(60);
@@ -27,6 +27,29 @@ pub(super) enum Origin {
     Ping,
 }
 
+/// Whether the router in front of an endpoint answers unsolicited UDP
+/// (`docs/reliability.md`, finding 1), which decides when we may ping it
+/// first. Learned from an opening probe: one datagram from a throwaway
+/// socket, whose port-unreachable (if the router answers) poisons no pair
+/// that matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opening {
+    /// No opening probe sent yet.
+    Unprobed,
+    /// Probe sent: pings wait until `until` or the port-unreachable.
+    Pending {
+        /// When silence counts as "does not answer".
+        until: Instant,
+    },
+    /// No port-unreachable came back: ping it freely.
+    Silent,
+    /// Its router answered: a ping of ours arriving before the peer's host
+    /// has sent to us would claim the conntrack tuple its host needs, so
+    /// it is pinged only once the peer says it has pinged us
+    /// (call-me-maybe) or its ping arrives.
+    Answers,
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Endpoint {
     origin: Origin,
@@ -36,11 +59,24 @@ pub(super) struct Endpoint {
     pub(super) rtt: Option<Duration>,
     /// Pings sent in answer to the peer's pings since the last probe round.
     pub(super) ping_backs: u8,
+    /// What the opening probe found.
+    pub(super) opening: Opening,
 }
 
 impl Endpoint {
     pub(super) fn trusted(&self, now: Instant, config: &PathConfig) -> bool {
         self.last_pong.is_some_and(|t| now.saturating_duration_since(t) < config.trust_timeout)
+    }
+
+    /// How the direct path through this endpoint was found.
+    pub(super) fn mechanism(&self, addr: SocketAddr) -> DirectMechanism {
+        if is_lan(addr.ip()) {
+            DirectMechanism::Lan
+        } else if self.origin == Origin::Ping {
+            DirectMechanism::PeerReflexive
+        } else {
+            DirectMechanism::Stun
+        }
     }
 
     /// When the endpoint last showed it was alive (or was added).
@@ -52,21 +88,25 @@ impl Endpoint {
 /// A path's latency weighted by preference: LAN beats WAN, IPv6 beats IPv4.
 pub(super) fn score(addr: SocketAddr, rtt: Duration) -> f64 {
     let mut s = rtt.as_secs_f64();
-    let lan = match addr.ip() {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            let first = v6.segments().first().copied().unwrap_or(0);
-            // fc00::/7 unique local and fe80::/10 link local.
-            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 || v6.is_loopback()
-        }
-    };
-    if lan {
+    if is_lan(addr.ip()) {
         s *= 0.8;
     }
     if addr.is_ipv6() {
         s *= 0.9;
     }
     s
+}
+
+/// RFC 1918, link-local, ULA or loopback.
+fn is_lan(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments().first().copied().unwrap_or(0);
+            // fc00::/7 unique local and fe80::/10 link local.
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 || v6.is_loopback()
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +170,10 @@ impl Endpoints {
             last_pong: None,
             rtt: None,
             ping_backs: 0,
+            opening: match config.opening_wait.is_zero() {
+                true => Opening::Silent,
+                false => Opening::Unprobed,
+            },
         };
         self.map.insert(addr, ep);
         true
@@ -151,6 +195,30 @@ impl Endpoints {
             changed |= self.add(addr, origin, now, config, keep);
         }
         changed
+    }
+
+    /// The earliest deadline of a pending opening probe.
+    pub(super) fn opening_deadline(&self) -> Option<Instant> {
+        self.map
+            .values()
+            .filter_map(|e| match e.opening {
+                Opening::Pending { until } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Endpoints whose opening probe stayed silent until now: they become
+    /// [`Opening::Silent`] and are returned.
+    pub(super) fn silent_openings(&mut self, now: Instant) -> Vec<SocketAddr> {
+        let mut silent = Vec::new();
+        for (addr, ep) in &mut self.map {
+            if matches!(ep.opening, Opening::Pending { until } if until <= now) {
+                ep.opening = Opening::Silent;
+                silent.push(*addr);
+            }
+        }
+        silent
     }
 
     /// Forgets ping-learned endpoints that stopped answering; true if any went.

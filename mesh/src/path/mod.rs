@@ -86,6 +86,12 @@ pub struct PathConfig {
     /// Never use a direct path: probe no peer endpoint and ignore peers'
     /// pings, pongs and call-me-maybes, so neither side proves one.
     pub relay_only: bool,
+    /// How long an opening probe waits for a port-unreachable before its
+    /// endpoint counts as not answering and is pinged
+    /// ([`PathSelector::poll_opening_probe`]); zero pings every endpoint at
+    /// once, as if no router answered. A router farther away than this (in
+    /// round trip) is taken for a silent one.
+    pub opening_wait: Duration,
 }
 
 impl Default for PathConfig {
@@ -100,6 +106,7 @@ impl Default for PathConfig {
             max_endpoints: 32,
             rng_seed: None,
             relay_only: false,
+            opening_wait: Duration::from_millis(200),
         }
     }
 }
@@ -111,6 +118,30 @@ pub enum Destination {
     Direct(SocketAddr),
     /// Through the relay, to this node.
     Relay(NodeKey),
+}
+
+/// How the first direct path to a peer was found (`coder ping` says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DirectMechanism {
+    /// An endpoint the peer announced, on the Internet: its STUN-mapped (or
+    /// public interface) address.
+    Stun,
+    /// An address the peer's ping came from, which it never announced (a
+    /// NAT mapping no STUN server saw).
+    PeerReflexive,
+    /// A private, link-local or loopback address: the same network.
+    Lan,
+}
+
+impl std::fmt::Display for DirectMechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DirectMechanism::Stun => "STUN",
+            DirectMechanism::PeerReflexive => "peer-reflexive",
+            DirectMechanism::Lan => "LAN",
+        })
+    }
 }
 
 /// Where a datagram came from.
@@ -206,6 +237,8 @@ pub(crate) struct Outbox {
     learned_local: VecDeque<SocketAddr>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<PathEvent>,
+    /// Endpoints to send an opening probe to.
+    openings: VecDeque<SocketAddr>,
 }
 
 impl Outbox {
@@ -260,6 +293,7 @@ impl PathSelector {
                 learned_local: VecDeque::new(),
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
+                openings: VecDeque::new(),
             },
             peers: HashMap::new(),
             by_disco: HashMap::new(),
@@ -277,8 +311,13 @@ impl PathSelector {
 
     /// Adds one of our endpoints found after start (a STUN answer that came
     /// while traffic already flowed); returns whether it was new, and if so
-    /// emits [`PathEvent::LocalEndpointsChanged`] so the node is republished.
-    pub fn add_local_endpoint(&mut self, addr: SocketAddr) -> bool {
+    /// emits [`PathEvent::LocalEndpointsChanged`] so the node is republished,
+    /// and sends a call-me-maybe with the new list to every active peer that
+    /// has no direct path yet: the call-me-maybe sent when its session began
+    /// lacked this endpoint, and waiting for the coordinator's
+    /// re-announcement or the next probe round leaves the pair on the relay
+    /// for seconds.
+    pub fn add_local_endpoint(&mut self, addr: SocketAddr, now: Instant) -> bool {
         if self.out.configured_local.contains(&addr) {
             return false;
         }
@@ -289,6 +328,11 @@ impl PathSelector {
         if !known {
             let endpoints = self.out.local_endpoints.clone();
             self.out.events.push_back(PathEvent::LocalEndpointsChanged { endpoints });
+            if !self.config.relay_only {
+                for peer in self.peers.values_mut() {
+                    peer.local_endpoints_changed(now, &mut self.out);
+                }
+            }
         }
         !known
     }
@@ -462,6 +506,24 @@ impl PathSelector {
         self.out.events.pop_front()
     }
 
+    /// The next endpoint to send an opening probe to: one datagram from a
+    /// fresh socket (never the node's own), whose ICMP port-unreachable, if
+    /// one comes back within [`PathConfig::opening_wait`], the shell reports
+    /// with [`Self::handle_unreachable`]. Pings to that endpoint wait for
+    /// the answer. Polled with the transmits.
+    pub fn poll_opening_probe(&mut self) -> Option<SocketAddr> {
+        self.out.openings.pop_front()
+    }
+
+    /// The opening probe to `addr` was refused (port-unreachable): the
+    /// router there answers unsolicited UDP, so we ping it only after its
+    /// peer has pinged us.
+    pub fn handle_unreachable(&mut self, addr: SocketAddr, now: Instant) {
+        for peer in self.peers.values_mut() {
+            peer.opening_refused(addr, now);
+        }
+    }
+
     /// When [`PathSelector::handle_timeout`] should run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.peers.values().filter_map(|p| p.next_timeout(&self.config)).min()
@@ -488,6 +550,11 @@ impl PathSelector {
     /// the session's discovery to the proving pong.
     pub fn time_to_direct(&self, peer: &NodeKey) -> Option<Duration> {
         self.peers.get(peer).and_then(|p| p.time_to_direct())
+    }
+
+    /// How the first direct path to `peer` was found.
+    pub fn direct_mechanism(&self, peer: &NodeKey) -> Option<DirectMechanism> {
+        self.peers.get(peer).and_then(|p| p.found_by())
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crate::disco::{CallMeMaybe, Message, Pong, TxId};
 use crate::key::{DiscoKey, NodeKey};
 
-use super::endpoints::{score, Endpoint, Endpoints, Origin};
-use super::{Destination, Outbox, PathConfig, PathEvent};
+use super::endpoints::{score, Endpoint, Endpoints, Opening, Origin};
+use super::{Destination, DirectMechanism, Outbox, PathConfig, PathEvent};
 
 #[derive(Debug, Clone, Copy)]
 struct Best {
@@ -46,6 +46,8 @@ pub(super) struct Peer {
     next_heartbeat: Option<Instant>,
     discovery_started: Option<Instant>,
     time_to_direct: Option<Duration>,
+    /// How the first direct path was found.
+    found_by: Option<DirectMechanism>,
 }
 
 impl Peer {
@@ -62,6 +64,7 @@ impl Peer {
             next_heartbeat: None,
             discovery_started: None,
             time_to_direct: None,
+            found_by: None,
         }
     }
 
@@ -71,6 +74,10 @@ impl Peer {
 
     pub(super) fn time_to_direct(&self) -> Option<Duration> {
         self.time_to_direct
+    }
+
+    pub(super) fn found_by(&self) -> Option<DirectMechanism> {
+        self.found_by
     }
 
     pub(super) fn destination(&self, now: Instant) -> Destination {
@@ -129,20 +136,87 @@ impl Peer {
         }
     }
 
+    /// Pings `addr` unprompted (a probe round, or the peer's call-me-maybe
+    /// when `prompted`), unless that could break the punch: an endpoint
+    /// first gets an opening probe, and one whose router answers is pinged
+    /// only when the peer prompts it (`docs/reliability.md`, finding 1).
+    fn open_or_ping(
+        &mut self,
+        addr: SocketAddr,
+        prompted: bool,
+        now: Instant,
+        config: &PathConfig,
+        out: &mut Outbox,
+    ) {
+        let Some(ep) = self.endpoints.get_mut(addr) else { return };
+        if ep.opening == Opening::Unprobed
+            && out.local_endpoints.iter().any(|l| l.ip() == addr.ip())
+        {
+            // A peer on one of our own addresses: no router between us.
+            ep.opening = Opening::Silent;
+        }
+        match ep.opening {
+            Opening::Silent => self.ping(addr, now, out),
+            Opening::Answers if prompted => self.ping(addr, now, out),
+            Opening::Answers | Opening::Pending { .. } => {}
+            Opening::Unprobed => {
+                ep.opening = Opening::Pending { until: now + config.opening_wait };
+                out.openings.push_back(addr);
+            }
+        }
+    }
+
+    /// The opening probe to `addr` came back refused: its router answers.
+    pub(super) fn opening_refused(&mut self, addr: SocketAddr, _now: Instant) {
+        if let Some(ep) = self.endpoints.get_mut(addr) {
+            if matches!(ep.opening, Opening::Pending { .. }) {
+                ep.opening = Opening::Answers;
+            }
+        }
+    }
+
+    /// Pings the endpoints whose opening probes stayed silent, then tells
+    /// the peer (which may be holding its pings for us) that we did.
+    fn release_silent(&mut self, now: Instant, out: &mut Outbox) {
+        let silent = self.endpoints.silent_openings(now);
+        if silent.is_empty() || !self.active(now) {
+            return;
+        }
+        for addr in silent {
+            self.ping(addr, now, out);
+        }
+        if self.best.is_none() && !out.local_endpoints.is_empty() {
+            self.call_me_maybe(out);
+        }
+    }
+
+    /// Asks the peer (through the relay) to ping our current endpoints.
+    fn call_me_maybe(&self, out: &mut Outbox) {
+        let cmm = Message::CallMeMaybe(CallMeMaybe { endpoints: out.local_endpoints.clone() });
+        out.send(self.disco, Destination::Relay(self.key), &cmm);
+    }
+
+    /// We learned an endpoint of ours (STUN): a peer still on the relay in
+    /// an active session hears of it now.
+    pub(super) fn local_endpoints_changed(&mut self, now: Instant, out: &mut Outbox) {
+        if self.active(now) && self.best.is_none() && !out.local_endpoints.is_empty() {
+            self.call_me_maybe(out);
+        }
+    }
+
     /// Pings every candidate; asks the peer to ping us too while not direct.
     fn probe(&mut self, now: Instant, config: &PathConfig, out: &mut Outbox) {
         if self.endpoints.expire_learned(now, self.best_addr()) {
             self.endpoints_changed(out);
         }
         for addr in self.endpoints.addrs() {
-            self.ping(addr, now, out);
+            self.open_or_ping(addr, false, now, config, out);
         }
         for ep in self.endpoints.iter_mut() {
             ep.ping_backs = 0;
         }
         if self.best.is_none() && !out.local_endpoints.is_empty() {
-            let cmm = Message::CallMeMaybe(CallMeMaybe { endpoints: out.local_endpoints.clone() });
-            out.send(self.disco, Destination::Relay(self.key), &cmm);
+            self.call_me_maybe(out);
         }
         self.next_probe = Some(now + config.probe_interval);
     }
@@ -154,6 +228,7 @@ impl Peer {
                 self.fall_back(best.addr, now, config, out);
             }
         }
+        self.release_silent(now, out);
         if !self.active(now) {
             // Idle: no probing until the next activity restarts the timers.
             self.next_probe = None;
@@ -245,6 +320,7 @@ impl Peer {
             None => {
                 self.best = Some(Best { addr, rtt, trusted_until });
                 if self.time_to_direct.is_none() {
+                    self.found_by = self.endpoints.get(addr).map(|ep| ep.mechanism(addr));
                     self.time_to_direct =
                         self.discovery_started.map(|t| now.saturating_duration_since(t));
                 }
@@ -299,7 +375,7 @@ impl Peer {
         };
         for &addr in endpoints {
             if self.endpoints.get(addr).is_some_and(|ep| !recently(ep)) {
-                self.ping(addr, now, out);
+                self.open_or_ping(addr, true, now, config, out);
             }
         }
         if self.next_probe.is_none_or(|t| t <= now) {
@@ -310,7 +386,8 @@ impl Peer {
     pub(super) fn next_timeout(&self, config: &PathConfig) -> Option<Instant> {
         let expiry = self.best.map(|b| b.trusted_until);
         let ping_expiry = self.pings.values().map(|p| p.at + config.ping_timeout).min();
-        let mut next = [expiry, ping_expiry].into_iter().flatten().min();
+        let opening = self.endpoints.opening_deadline();
+        let mut next = [expiry, ping_expiry, opening].into_iter().flatten().min();
         if let Some(active_until) = self.active_until {
             let timers = [self.next_probe, self.next_heartbeat.filter(|_| self.best.is_some())];
             let due = timers.into_iter().flatten().filter(|t| *t < active_until).min();

@@ -10,7 +10,9 @@
 //! accepts): each one it does not let through leaves a conntrack entry for
 //! that (public port, remote) pair, and a later outbound flow of its own host
 //! to that remote clashes with it and is moved to a fresh port, as
-//! `MASQUERADE` does (`docs/reliability.md`, finding 1).
+//! `MASQUERADE` does (`docs/reliability.md`, finding 1). Such a router
+//! answers an opening probe ([`PathSelector::poll_opening_probe`]) with a
+//! port-unreachable a round trip later.
 //!
 //! Tests drive it directly; with the `sim` feature, [`time_to_direct`] is
 //! public for the benchmarks.
@@ -61,6 +63,9 @@ pub(super) struct HostSpec {
     pub aliases: Vec<SocketAddr>,
     /// The NAT answers unsolicited packets, leaving clashing conntrack entries.
     pub answers: bool,
+    /// The STUN answer comes late: the host starts (and is announced)
+    /// without its NAT mapping until [`Sim::stun_answers`].
+    pub stun_late: bool,
 }
 
 impl HostSpec {
@@ -72,6 +77,7 @@ impl HostSpec {
             filtering: Filtering::AddressAndPortDependent,
             aliases: Vec::new(),
             answers: false,
+            stun_late: false,
         }
     }
 
@@ -83,6 +89,7 @@ impl HostSpec {
             filtering: Filtering::AddressAndPortDependent,
             aliases: Vec::new(),
             answers: false,
+            stun_late: false,
         }
     }
 }
@@ -194,6 +201,12 @@ pub(super) struct Sim {
     /// Pairs of hosts exchanging data (each marks activity once a second).
     traffic: Vec<(usize, usize)>,
     next_tick: Option<Instant>,
+    /// Port-unreachable answers to opening probes: when, to which host,
+    /// for which probed address.
+    unreachable: Vec<(Instant, usize, SocketAddr)>,
+    /// [`PathConfig::opening_wait`] of hosts added from now on: none by
+    /// default, so the timings of the other scenarios stay exact.
+    pub opening_wait: Duration,
 }
 
 impl Sim {
@@ -213,6 +226,8 @@ impl Sim {
             loss: 0.0,
             traffic: Vec::new(),
             next_tick: None,
+            unreachable: Vec::new(),
+            opening_wait: Duration::ZERO,
         }
     }
 
@@ -238,9 +253,16 @@ impl Sim {
         let mut endpoints = vec![spec.lan];
         endpoints.extend(&spec.aliases);
         if let Some(nat) = &mut nat {
-            endpoints.push(nat.outbound(spec.lan, STUN_SERVER.parse().unwrap()));
+            let mapped = nat.outbound(spec.lan, STUN_SERVER.parse().unwrap());
+            if !spec.stun_late {
+                endpoints.push(mapped);
+            }
         }
-        let config = PathConfig { rng_seed: Some(self.rng.gen()), ..PathConfig::default() };
+        let config = PathConfig {
+            rng_seed: Some(self.rng.gen()),
+            opening_wait: self.opening_wait,
+            ..PathConfig::default()
+        };
         let mut sel = PathSelector::new(config, node_secret.public(), disco.clone());
         sel.set_local_endpoints(endpoints.clone());
         let node = Node {
@@ -265,6 +287,20 @@ impl Sim {
             reply_from: HashMap::new(),
         });
         self.hosts.len() - 1
+    }
+
+    /// Host `i`'s late STUN answer arrives ([`HostSpec::stun_late`]): its
+    /// NAT mapping toward the STUN server becomes one of its endpoints.
+    /// The coordinator's record of it is left as it was.
+    pub fn stun_answers(&mut self, i: usize) -> SocketAddr {
+        let host = &mut self.hosts[i];
+        let lan = host.spec.lan;
+        // STUN maps only behind a NAT.
+        let nat = host.nat.as_mut().unwrap();
+        let mapped = nat.outbound(lan, STUN_SERVER.parse().unwrap());
+        host.sel.add_local_endpoint(mapped, self.now);
+        self.flush();
+        mapped
     }
 
     /// The coordinator tells `a` and `b` about each other.
@@ -304,7 +340,8 @@ impl Sim {
         for _ in 0..10_000_000 {
             let next_packet = self.queue.keys().next().map(|k| k.0);
             let next_timer = self.hosts.iter().filter_map(|h| h.sel.poll_timeout()).min();
-            let Some(next) = [next_packet, next_timer, self.next_tick]
+            let next_icmp = self.unreachable.iter().map(|u| u.0).min();
+            let Some(next) = [next_packet, next_timer, self.next_tick, next_icmp]
                 .into_iter()
                 .flatten()
                 .min()
@@ -332,6 +369,12 @@ impl Sim {
             }
             // Errors (unknown sender, …) are dropped datagrams, as in the real shell.
             let _ = host.sel.handle_disco(packet.src, &packet.payload, now);
+        }
+        let (due, later) =
+            std::mem::take(&mut self.unreachable).into_iter().partition(|u| u.0 <= now);
+        self.unreachable = later;
+        for (_, host, addr) in due {
+            self.hosts[host].sel.handle_unreachable(addr, now);
         }
         if self.next_tick.is_some_and(|t| t <= now) {
             for (a, b) in self.traffic.clone() {
@@ -369,6 +412,36 @@ impl Sim {
                     Destination::Direct(addr) => self.route(i, addr, t.payload),
                 }
             }
+            while let Some(addr) = self.hosts[i].sel.poll_opening_probe() {
+                self.opening_probe(i, addr);
+            }
+        }
+    }
+
+    /// An opening probe from a fresh port of host `from` to `dst`: an
+    /// answering router takes the pair (harmless: nobody uses that port
+    /// again) and its port-unreachable comes back a round trip later;
+    /// anything else (a host's socket, a silent drop) sends nothing back.
+    fn opening_probe(&mut self, from: usize, dst: SocketAddr) {
+        if self.hosts[from].udp_blocked {
+            return;
+        }
+        self.seq += 1;
+        let host = &mut self.hosts[from];
+        let fresh = SocketAddr::new(host.spec.lan.ip(), 20000 + (self.seq % 10000) as u16);
+        let src = match &mut host.nat {
+            Some(nat) => nat.outbound(fresh, dst),
+            None => fresh,
+        };
+        let refused = self.hosts.iter_mut().any(|h| match &mut h.nat {
+            Some(nat) if nat.ip == dst.ip() => {
+                nat.inbound(dst.port(), src).is_none() && nat.answers
+            }
+            _ => false,
+        });
+        if refused {
+            let latency = self.latency_to.get(&dst).copied().unwrap_or(self.direct_latency);
+            self.unreachable.push((self.now + latency * 2, from, dst));
         }
     }
 

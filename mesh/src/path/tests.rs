@@ -325,7 +325,9 @@ fn selector_with_peer() -> (PathSelector, Node) {
     let mut sim = Sim::new(20);
     let a = sim.add_host(HostSpec::public("192.0.2.1:1"));
     let b = sim.add_host(HostSpec::public("198.51.100.1:1"));
-    let config = PathConfig { rng_seed: Some(1), ..PathConfig::default() };
+    // Pings at once: these tests are about what pings and pongs do.
+    let config =
+        PathConfig { rng_seed: Some(1), opening_wait: Duration::ZERO, ..PathConfig::default() };
     let me = DiscoSecret::from_bytes([5; 32]);
     let mut sel = PathSelector::new(config, sim.hosts[a].key(), me);
     sel.set_local_endpoints(vec!["192.0.2.1:1".parse().unwrap()]);
@@ -443,7 +445,12 @@ fn one_side_announces_nothing(relay_only: bool) -> Sim {
     let a = sim.add_host(HostSpec::public("192.0.2.1:1"));
     let b = sim.add_host(HostSpec::public("198.51.100.1:1"));
     let disco = DiscoSecret::from_bytes([9; 32]);
-    let config = PathConfig { relay_only, rng_seed: Some(3), ..PathConfig::default() };
+    let config = PathConfig {
+        relay_only,
+        rng_seed: Some(3),
+        opening_wait: Duration::ZERO,
+        ..PathConfig::default()
+    };
     sim.hosts[a].sel = PathSelector::new(config, sim.hosts[a].key(), disco.clone());
     sim.hosts[a].node.disco_key = disco.public();
     sim.hosts[a].node.endpoints.clear();
@@ -637,25 +644,142 @@ fn answering(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
     spec
 }
 
-/// The dialer's probes go first. Where they reach an answering router
-/// before its host has sent anything, the router's conntrack entry clashes
-/// with its host's own probes, which leave from another port the dialer's
-/// NAT filters out: the pair stays on the relay, as in the namespaces
-/// (`topology_nat_answering_router_needs_its_host_to_send_first`). Where the
-/// answering router is the dialer's own, its host sent first and the pair
-/// goes direct.
+/// Runs `dialer` × `callee` for 30 s with opening probes waiting `wait`
+/// (zero: none); whether both ended direct, and the dialer's time to direct.
+fn answering_run(
+    seed: u64,
+    wait: Duration,
+    dialer: HostSpec,
+    callee: HostSpec,
+) -> Option<Duration> {
+    let mut sim = Sim::new(seed);
+    sim.opening_wait = wait;
+    let (a, b) = (sim.add_host(dialer), sim.add_host(callee));
+    sim.introduce(a, b);
+    sim.start_traffic(a, b);
+    sim.run_for(secs(30));
+    let both = count(&sim, 0, is_direct) > 0 && count(&sim, 1, is_direct) > 0;
+    both.then(|| sim.hosts[0].sel.time_to_direct(&sim.hosts[1].key())).flatten()
+}
+
+/// Without opening probes the dialer's probes go first. Where they reach an
+/// answering router before its host has sent anything, the router's
+/// conntrack entry clashes with its host's own probes, which leave from
+/// another port the dialer's NAT filters out: the pair stays on the relay,
+/// as in the namespaces (`topology_nat_answering_router_needs_its_host_to_send_first`).
+/// Where the answering router is the dialer's own, its host sent first and
+/// the pair goes direct.
 #[test]
-fn answering_router_goes_direct_only_where_its_host_sends_first() {
+fn without_opening_probes_an_answering_router_goes_direct_only_where_its_host_sends_first() {
     let (a, b) = (("10.0.0.2:41641", 1, "192.0.2.1"), ("10.1.0.2:41641", 2, "198.51.100.1"));
-    let run = |seed, dialer: HostSpec, callee: HostSpec| {
-        let mut sim = pair(seed, dialer, callee);
-        sim.start_traffic(0, 1);
-        sim.run_for(secs(30));
-        count(&sim, 0, is_direct) > 0 && count(&sim, 1, is_direct) > 0
-    };
+    let run = |seed, dialer, callee| answering_run(seed, Duration::ZERO, dialer, callee).is_some();
     assert!(run(20, answering(a.0, a.1, a.2), easy(b.0, b.1, b.2)), "answering dialer");
     assert!(!run(21, easy(a.0, a.1, a.2), answering(b.0, b.1, b.2)), "answering callee");
     assert!(!run(22, answering(a.0, a.1, a.2), answering(b.0, b.1, b.2)), "both answering");
     // A public dialer hears the callee's moved probe and answers it there.
     assert!(run(23, HostSpec::public("203.0.113.5:41641"), answering(b.0, b.1, b.2)));
+}
+
+/// With opening probes (the default), each side learns whether the peer's
+/// router answers before it pings it, and holds its pings to one that does
+/// until the peer's call-me-maybe says the peer has pinged us: the
+/// answering side's host always sends first, so an answering router goes
+/// direct in either role, within a second. Two answering routers still
+/// clash: each host would have to send before the other's probe arrives,
+/// within one one-way delay (`docs/reliability.md`, finding 1).
+#[test]
+fn opening_probes_let_an_answering_router_go_direct_in_either_role() {
+    let (a, b) = (("10.0.0.2:41641", 1, "192.0.2.1"), ("10.1.0.2:41641", 2, "198.51.100.1"));
+    let wait = PathConfig::default().opening_wait;
+    let run = |seed, dialer, callee| answering_run(seed, wait, dialer, callee);
+    for (seed, dialer, callee) in [
+        (30, answering(a.0, a.1, a.2), easy(b.0, b.1, b.2)),
+        (31, easy(a.0, a.1, a.2), answering(b.0, b.1, b.2)),
+        (32, easy(a.0, a.1, a.2), easy(b.0, b.1, b.2)),
+        (33, HostSpec::public("203.0.113.5:41641"), answering(b.0, b.1, b.2)),
+    ] {
+        let took = run(seed, dialer.clone(), callee.clone());
+        let took = took.unwrap_or_else(|| panic!("{dialer:?} × {callee:?} stayed on the relay"));
+        assert!(took < secs(1), "{dialer:?} × {callee:?} took {took:?}");
+    }
+    assert_eq!(run(34, answering(a.0, a.1, a.2), answering(b.0, b.1, b.2)), None);
+}
+
+/// STUN answers after the session began (it runs in the background): the
+/// call-me-maybe sent at the start listed no public endpoint, so the peer
+/// could not ping us. The late answer goes to the peer at once, through the
+/// relay, and the pair goes direct well before the next probe round or the
+/// coordinator's re-announcement.
+#[test]
+fn a_late_stun_answer_reaches_a_relayed_peer_and_the_path_goes_direct() {
+    let mut late = easy("10.0.0.2:41641", 1, "192.0.2.1");
+    late.stun_late = true;
+    let mut sim = pair(30, late, easy("10.1.0.2:41641", 2, "198.51.100.1"));
+    sim.start_traffic(0, 1);
+    sim.run_for(ms(500));
+    assert_relay(&sim, 0, 1);
+    assert_relay(&sim, 1, 0);
+    let answered = sim.elapsed();
+    let mapped = sim.stun_answers(0);
+    sim.run_for(ms(300));
+    let heard = sim.hosts[1].events.iter().find_map(|(at, e)| match e {
+        PathEvent::PeerEndpointsChanged { endpoints, .. } if endpoints.contains(&mapped) => {
+            Some(*at)
+        }
+        _ => None,
+    });
+    assert_eq!(heard, Some(answered + sim.relay_latency), "the new endpoint reached the peer");
+    assert_direct(&sim, 0, 1);
+    assert_direct(&sim, 1, 0);
+    // A peer already direct is not told again.
+    let sent = sim.hosts[0].sent;
+    sim.hosts[0].sel.add_local_endpoint("192.0.2.1:5000".parse().unwrap(), sim.now);
+    let relayed = std::iter::from_fn(|| sim.hosts[0].sel.poll_transmit())
+        .filter(|t| matches!(t.dst, Destination::Relay(_)))
+        .count();
+    assert_eq!((relayed, sim.hosts[0].sent), (0, sent));
+}
+
+/// `coder ping` says how the direct path was found.
+#[test]
+fn the_mechanism_that_found_the_direct_path_is_reported() {
+    let mechanism = |mut sim: Sim| {
+        sim.start_traffic(0, 1);
+        sim.run_for(secs(10));
+        sim.hosts[0].sel.direct_mechanism(&sim.hosts[1].key())
+    };
+    let easy_pair =
+        pair(40, easy("10.0.0.2:41641", 1, "192.0.2.1"), easy("10.1.0.2:41641", 2, "198.51.100.1"));
+    assert_eq!(mechanism(easy_pair), Some(DirectMechanism::Stun));
+    let lan =
+        pair(41, easy("10.0.0.2:41641", 1, "192.0.2.1"), easy("10.0.0.3:41641", 1, "192.0.2.1"));
+    assert_eq!(mechanism(lan), Some(DirectMechanism::Lan));
+    // The hard side's mapping toward the easy side was never announced.
+    let mut easy_side = easy("10.1.0.2:41641", 2, "198.51.100.1");
+    easy_side.filtering = Filtering::AddressDependent;
+    let hard_pair = pair(42, easy_side, hard("10.0.0.2:41641", 1, "192.0.2.1"));
+    assert_eq!(mechanism(hard_pair), Some(DirectMechanism::PeerReflexive));
+}
+
+/// A peer on one of our own addresses (two nodes on one host) is pinged at
+/// once: there is no router between us to ask.
+#[test]
+fn a_peer_on_our_own_address_gets_no_opening_probe() {
+    let mut sim = Sim::new(50);
+    sim.opening_wait = PathConfig::default().opening_wait;
+    let a = sim.add_host(HostSpec::public("192.0.2.1:1"));
+    let b = sim.add_host(HostSpec::public("198.51.100.1:1"));
+    let mut same_host = sim.hosts[b].node.clone();
+    same_host.endpoints = vec!["192.0.2.1:2".parse().unwrap(), "198.51.100.1:1".parse().unwrap()];
+    sim.hosts[a].sel.upsert_peer(&same_host, sim.now);
+    sim.hosts[a].sel.handle_activity(&same_host.key, sim.now);
+    let probed: Vec<_> = std::iter::from_fn(|| sim.hosts[a].sel.poll_opening_probe()).collect();
+    assert_eq!(probed, vec!["198.51.100.1:1".parse().unwrap()]);
+    let pinged: Vec<_> = std::iter::from_fn(|| sim.hosts[a].sel.poll_transmit())
+        .filter_map(|t| match t.dst {
+            Destination::Direct(addr) => Some(addr),
+            Destination::Relay(_) => None,
+        })
+        .collect();
+    assert_eq!(pinged, vec!["192.0.2.1:2".parse().unwrap()]);
 }

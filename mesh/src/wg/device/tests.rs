@@ -141,6 +141,35 @@ fn unannounced_peer_handshake_is_refused_silently() {
 }
 
 #[test]
+fn a_withdrawn_peer_loses_its_session_at_once() {
+    // What `MeshEndpoint::remove_peer` does to the WireGuard side: the
+    // session goes with the peer, so a live tunnel stops both ways with the
+    // next packet, as the peer's QUIC connections are closed.
+    let (mut a, mut b) = pair();
+    let (ia, ib) = (a.node.addresses.ipv6, b.node.addresses.ipv6);
+    let mut out = Out::default();
+    a.dev.handle_packet(&ipv6_udp(ia, ib, b"hello"), Instant::now(), &mut out.sink()).unwrap();
+    let (_, up_b) = run(&mut a, &mut b, out.network);
+    assert_eq!(up_b.tunnel.len(), 1, "the session works before the withdrawal");
+    // A data packet sealed in the established session, in flight as b
+    // withdraws a.
+    let mut out = Out::default();
+    a.dev.handle_packet(&ipv6_udp(ia, ib, b"late"), Instant::now(), &mut out.sink()).unwrap();
+    let (_, data) = out.network.pop().unwrap();
+    b.dev.remove_peer(&a.node.key);
+    assert!(!b.dev.has_peer(&a.node.key));
+    let mut got = Out::default();
+    let err = b.dev.handle_datagram(Some(a.node.key), &data, Instant::now(), &mut got.sink());
+    assert!(matches!(err, Err(WgError::UnknownIndex(_))), "{err:?}");
+    assert!(got.tunnel.is_empty() && got.network.is_empty(), "nothing opened or answered");
+    // And nothing is sealed toward it any more.
+    let mut out = Out::default();
+    let err = b.dev.handle_packet(&ipv6_udp(ib, ia, b"reply"), Instant::now(), &mut out.sink());
+    assert_eq!(err, Err(WgError::NoRoute(ia.into())));
+    assert!(out.network.is_empty());
+}
+
+#[test]
 fn spoofed_source_and_wrong_sender_are_dropped() {
     let (mut a, mut b) = pair();
     let ib = b.node.addresses.ipv6;
