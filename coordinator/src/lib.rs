@@ -13,6 +13,7 @@ pub mod provisioner;
 pub mod provisionerd;
 pub mod pubsub;
 pub mod relay;
+pub mod scheduler;
 mod secrets;
 mod server;
 #[cfg(feature = "testutil")]

@@ -16,6 +16,7 @@ pub mod builds;
 pub mod files;
 pub mod jobs;
 pub mod resources;
+pub mod schedules;
 pub mod template_versions;
 pub mod templates;
 #[cfg(test)]
