@@ -392,6 +392,30 @@ pub struct RelayNode {
     pub stun: Option<String>,
 }
 
+/// One `coderd` replica of the deployment (`GET /api/v2/replicas`), as the
+/// replica that answered sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Replica {
+    pub id: Uuid,
+    pub hostname: String,
+    /// Where the other replicas reach its relay (`--derp-server-relay-url`);
+    /// empty when it runs no relay.
+    pub relay_url: String,
+    pub region_id: u16,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// Heartbeating in time and, for another replica, reachable by the
+    /// answering replica's relay mesh.
+    pub healthy: bool,
+    /// Why it is not healthy; empty when it is.
+    #[serde(default)]
+    pub error: String,
+    /// The replica that answered this request.
+    #[serde(default)]
+    pub current: bool,
+}
+
 /// What an agent learns about itself at start (`GET /api/v2/workspaceagents/me/manifest`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentManifest {

@@ -117,6 +117,9 @@ pub struct PathAppConfig {
 pub enum Object {
     /// Deployment-wide state (the coordinator's debug view).
     Deployment,
+    /// The replica registry (`GET /api/v2/replicas`): internal addresses
+    /// and health of every coderd; owners only, like Coder's.
+    Replicas,
     /// The user directory: listing every user, creating users.
     Users,
     /// One user's profile.
@@ -259,6 +262,7 @@ fn user_allowed(subject: &Subject, g: Grants, action: Action, object: Object) ->
     let read = action == Read;
     match object {
         Object::Deployment => g.owner || (read && g.reads_all),
+        Object::Replicas => g.owner,
         Object::ProvisionerJobs => g.owner,
         Object::AuditLog => read && g.reads_all,
         Object::Users => match action {
@@ -380,6 +384,8 @@ mod tests {
             (&bob_owner, Create, Object::Users, Ok(())),
             (&alice, Read, Object::Deployment, DENIED),
             (&bob_owner, Read, Object::Deployment, Ok(())),
+            (&bob_owner, Read, Object::Replicas, Ok(())),
+            (&alice, Read, Object::Replicas, DENIED),
             (&unknown_role, Read, Object::Users, DENIED),
             // Keys: personal; owners list and delete them, never mint.
             (&alice, Create, Object::ApiKey { owner: ALICE }, Ok(())),
@@ -498,6 +504,9 @@ mod tests {
             (&auditor, Read, Object::Users, true),
             (&auditor, Read, Object::User { id: ALICE }, true),
             (&auditor, Read, Object::Deployment, true),
+            (&auditor, Read, Object::Replicas, false),
+            (&ta, Read, Object::Replicas, false),
+            (&ua, Read, Object::Replicas, false),
             (&auditor, Read, Object::Workspaces, true),
             (&auditor, Read, ws, true),
             (&auditor, Read, build, true),

@@ -13,6 +13,7 @@ pub mod provisioner;
 pub mod provisionerd;
 pub mod pubsub;
 pub mod relay;
+pub mod replicas;
 pub mod scheduler;
 mod secrets;
 mod server;

@@ -66,8 +66,20 @@ impl EmbeddedRelay {
         stun_address: Option<SocketAddr>,
         verifier: Option<ClientVerifier>,
     ) -> Result<EmbeddedRelay, RelayError> {
+        Self::spawn_meshed(stun_address, verifier, None).await
+    }
+
+    /// As [`EmbeddedRelay::spawn`], accepting mesh links from the other
+    /// replicas' relays that present `mesh_key` (and able to dial them:
+    /// `crate::replicas::RelayMesh`).
+    pub async fn spawn_meshed(
+        stun_address: Option<SocketAddr>,
+        verifier: Option<ClientVerifier>,
+        mesh_key: Option<derp::MeshKey>,
+    ) -> Result<EmbeddedRelay, RelayError> {
         let mut config = derp::ServerConfig::default();
         config.verify_clients = verifier;
+        config.mesh_key = mesh_key;
         let server = derp::Server::spawn(config)?;
         let stun = match stun_address {
             Some(addr) => Some(

@@ -21,6 +21,7 @@ use crate::provisionerd::{
     StaleJobDetector,
 };
 use crate::relay::{relay_map, EmbeddedRelay, PeerKeys};
+use crate::replicas;
 
 /// What `coderd server` needs to run.
 #[derive(Debug, Clone)]
@@ -68,6 +69,10 @@ pub struct ServerConfig {
     pub oidc: Option<crate::oidc::OidcConfig>,
     /// Refuse password logins except the owners' (`--disable-password-auth`).
     pub disable_password_auth: bool,
+    /// Where the other replicas reach this one's relay
+    /// (`--derp-server-relay-url`); default: the HTTP listener, when it is
+    /// a concrete address serving plain HTTP.
+    pub derp_server_relay_url: Option<Url>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +101,7 @@ impl Default for ServerConfig {
             derp_verify_key: None,
             oidc: None,
             disable_password_auth: false,
+            derp_server_relay_url: None,
         }
     }
 }
@@ -233,12 +239,23 @@ async fn serve(
         state = state.with_oidc(provider);
     }
     let embedded = if config.relay_enabled {
-        // Only keys of connected coordination peers may use it.
+        // Only keys of connected coordination peers may use it; the other
+        // replicas' relays mesh with it using the deployment's key.
         let verifier = PeerKeys::verifier(state.db.clone(), state.pubsub.clone());
-        Some(EmbeddedRelay::spawn(config.stun_address, Some(verifier)).await?)
+        let mesh_key =
+            replicas::relay_mesh_key(&pool).await.map_err(|e| ServerError::Other(e.to_string()))?;
+        Some(
+            EmbeddedRelay::spawn_meshed(config.stun_address, Some(verifier), Some(mesh_key))
+                .await?,
+        )
     } else {
         None
     };
+    let registry =
+        register_replica(config, &state, embedded.is_some(), local, https.is_some()).await?;
+    let _relay_mesh = embedded
+        .as_ref()
+        .map(|r| replicas::RelayMesh::spawn(r.server.clone(), registry.id(), registry.live()));
     let map = relay_map(&access_url, embedded.as_ref(), config.derp_config_path.as_deref())?;
     if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
         tracing::info!(%stun, "STUN listening");
@@ -269,7 +286,7 @@ async fn serve(
     );
     let _scheduler =
         crate::scheduler::Scheduler::spawn(state.clone(), config.autobuild_poll_interval);
-    let mut app = api::app(state);
+    let mut app = api::app(state).layer(axum::Extension(registry.clone()));
     if let Some(key) = &config.provisioner_key {
         tracing::info!("external provisioners may connect (pre-shared key configured)");
         app = app.layer(axum::Extension(key.clone()));
@@ -287,12 +304,38 @@ async fn serve(
     println!("Log in with: coder login {access_url}");
     let listeners = Listeners { http: listener, https, internal };
     serve_all(listeners, app, &access_url, config, shutdown).await?;
+    registry.shutdown().await;
     if let Some(relay) = &embedded {
         // Tell relay clients to reconnect elsewhere (or to us, after a restart).
         relay.server.shutdown().await;
     }
     pool.close().await;
     Ok(())
+}
+
+/// Records this process in the replica registry. Its relay URL is
+/// `--derp-server-relay-url`, else the plain HTTP listener when that is a
+/// concrete address (a wildcard one names no host the others can dial).
+async fn register_replica(
+    config: &ServerConfig,
+    state: &AppState,
+    relay: bool,
+    local: SocketAddr,
+    https: bool,
+) -> Result<replicas::ReplicaRegistry, ServerError> {
+    let relay_url = match (&config.derp_server_relay_url, relay) {
+        (_, false) => None,
+        (Some(url), true) => Some(replicas::relay_endpoint(url.clone())),
+        (None, true) if local.ip().is_unspecified() || https => {
+            tracing::warn!("no --derp-server-relay-url: other replicas cannot mesh with this relay (peers homed on different replicas then meet only directly)");
+            None
+        }
+        (None, true) => Url::parse(&format!("http://{local}/derp")).ok(),
+    };
+    let replica = replicas::ReplicaConfig { relay_url, ..replicas::ReplicaConfig::default() };
+    replicas::ReplicaRegistry::spawn(state.db.clone(), state.pubsub.clone(), replica)
+        .await
+        .map_err(ServerError::Connect)
 }
 
 /// The HTTPS listener and what its responses carry.

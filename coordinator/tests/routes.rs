@@ -25,6 +25,7 @@ ANY /derp RelayNode
 GET /bin/{name} Public
 GET /api/v2/buildinfo Public
 GET /api/v2/derp-map Public
+GET /api/v2/replicas User
 GET /api/v2/users/first Public
 POST /api/v2/users/first Public
 POST /api/v2/users/login Public
@@ -304,6 +305,7 @@ PATCH /api/v2/workspacebuilds/{id}/cancel o,t
 GET /api/v2/workspaceagents/{id}/coordinate o
 GET /api/v2/tailnet any
 GET /api/v2/debug/coordinator o,a
+GET /api/v2/replicas o
 ";
 
 /// The victim's things the role table's requests name.

@@ -1,38 +1,75 @@
-//! A TCP load balancer on loopback with one switchable backend, standing in
-//! for the one in front of several `coderd` replicas: connections keep the
-//! backend they were made to; new ones go to the current backend.
+//! A TCP load balancer standing in for the one in front of several
+//! `coderd` replicas: connections keep the backend they were made to. With
+//! one switchable backend ([`Balancer::start`]) new connections go to the
+//! current one; in round-robin mode ([`Balancer::round_robin`]) each new
+//! connection goes to the next backend, skipping one that refuses (a dead
+//! replica), as a balancer with health checks does.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where new connections go.
+#[derive(Debug)]
+struct Backends {
+    all: Vec<SocketAddr>,
+    next: usize,
+    /// Overrides the rotation while set.
+    pinned: Option<SocketAddr>,
+}
+
+impl Backends {
+    /// The order to try backends in for the next connection.
+    fn next_order(&mut self) -> Vec<SocketAddr> {
+        if let Some(p) = self.pinned {
+            return vec![p];
+        }
+        let n = self.all.len().max(1);
+        let start = self.next % n;
+        self.next = self.next.wrapping_add(1);
+        self.all.iter().cycle().skip(start).take(self.all.len()).copied().collect()
+    }
+}
 
 /// The balancer; stops accepting when dropped.
 pub struct Balancer {
     pub addr: SocketAddr,
-    backend: Arc<Mutex<SocketAddr>>,
+    backends: Arc<Mutex<Backends>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Balancer {
     /// Listens on `127.0.0.1:0` and forwards to `backend`.
     pub fn start(backend: SocketAddr) -> std::io::Result<Balancer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::serve(SocketAddr::from(([127, 0, 0, 1], 0)), vec![backend])
+    }
+
+    /// Listens on `bind` and sends each new connection to the next of
+    /// `backends`. Call it inside a namespace (`Host::in_netns`) to balance
+    /// there: its threads stay in the namespace they were started in.
+    pub fn round_robin(bind: SocketAddr, backends: Vec<SocketAddr>) -> std::io::Result<Balancer> {
+        Self::serve(bind, backends)
+    }
+
+    fn serve(bind: SocketAddr, all: Vec<SocketAddr>) -> std::io::Result<Balancer> {
+        let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
-        let backend = Arc::new(Mutex::new(backend));
+        let backends = Arc::new(Mutex::new(Backends { all, next: 0, pinned: None }));
         let stop = Arc::new(AtomicBool::new(false));
-        let (to, stopped) = (backend.clone(), stop.clone());
+        let (to, stopped) = (backends.clone(), stop.clone());
         std::thread::spawn(move || {
             for inbound in listener.incoming() {
                 if stopped.load(Ordering::Relaxed) {
                     return;
                 }
                 let Ok(inbound) = inbound else { continue };
-                let target = *to.lock().unwrap_or_else(|p| p.into_inner());
-                std::thread::spawn(move || splice(inbound, target));
+                let order = to.lock().unwrap_or_else(|p| p.into_inner()).next_order();
+                std::thread::spawn(move || splice(inbound, &order));
             }
         });
-        Ok(Balancer { addr, backend, stop })
+        Ok(Balancer { addr, backends, stop })
     }
 
     /// The balancer's URL.
@@ -42,7 +79,12 @@ impl Balancer {
 
     /// New connections go to `backend` from now on.
     pub fn switch(&self, backend: SocketAddr) {
-        *self.backend.lock().unwrap_or_else(|p| p.into_inner()) = backend;
+        self.backends.lock().unwrap_or_else(|p| p.into_inner()).all = vec![backend];
+    }
+
+    /// New connections go to `backend` until `pin(None)` resumes the rotation.
+    pub fn pin(&self, backend: Option<SocketAddr>) {
+        self.backends.lock().unwrap_or_else(|p| p.into_inner()).pinned = backend;
     }
 }
 
@@ -54,8 +96,9 @@ impl Drop for Balancer {
     }
 }
 
-fn splice(inbound: TcpStream, target: SocketAddr) {
-    let Ok(outbound) = TcpStream::connect(target) else { return };
+fn splice(inbound: TcpStream, order: &[SocketAddr]) {
+    let connect = |a| TcpStream::connect_timeout(a, Duration::from_secs(2)).ok();
+    let Some(outbound) = order.iter().find_map(connect) else { return };
     let (Ok(in2), Ok(out2)) = (inbound.try_clone(), outbound.try_clone()) else { return };
     let up = std::thread::spawn(move || pipe(inbound, outbound));
     pipe(out2, in2);

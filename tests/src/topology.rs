@@ -44,6 +44,9 @@ use anyhow::{bail, Context};
 use crate::Coderd;
 
 pub mod mesh;
+mod procs;
+
+pub use procs::{coder, start_agent, AgentProcess};
 
 /// Where every topology's namespaces start; used to find stale ones.
 const PREFIX: &str = "ctopo-";
@@ -465,8 +468,9 @@ pub fn push_token_template(
 
 /// Starts `coderd server` inside `host` (normally [`Topology::internet`]):
 /// HTTP on `0.0.0.0:port`, access URL and STUN (port 3478) on the host's
-/// public address, embedded Postgres under `data_dir`. Waits up to 90 s for
-/// it to listen. The returned [`Coderd`]'s `url` is the access URL.
+/// public address (unless `extra` names `--access-url` or
+/// `--stun-address`), embedded Postgres under `data_dir`. Waits up to 90 s
+/// for it to listen. The returned [`Coderd`]'s `url` is the access URL.
 pub fn spawn_coderd(
     host: &Host,
     data_dir: &Path,
@@ -476,13 +480,23 @@ pub fn spawn_coderd(
     let log = data_dir.join(format!("coderd-{}.log", std::process::id()));
     std::fs::create_dir_all(data_dir)?;
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-    let access_url = format!("http://{}:{port}", host.public_addr);
+    let given = |flag: &str| extra.iter().position(|a| *a == flag).and_then(|i| extra.get(i + 1));
+    let access_url = match given("--access-url") {
+        Some(url) => url.to_string(),
+        None => format!("http://{}:{port}", host.public_addr),
+    };
+    let mut defaults = vec!["--access-url".to_owned(), access_url.clone()];
+    if given("--stun-address").is_none() {
+        defaults.extend(["--stun-address".to_owned(), format!("{}:3478", host.public_addr)]);
+    }
+    if given("--access-url").is_some() {
+        defaults.drain(..2);
+    }
     let mut child = host
         .command(crate::binary("coderd")?)
         .arg("server")
         .args(["--http-address", &format!("0.0.0.0:{port}")])
-        .args(["--access-url", &access_url])
-        .args(["--stun-address", &format!("{}:3478", host.public_addr)])
+        .args(&defaults)
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)

@@ -18,50 +18,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tests::topology::{
-    push_token_template, spawn_coderd, spawn_derper, Derper, Host, Nat, Topology,
+    push_token_template, spawn_coderd, spawn_derper, AgentProcess, Derper, Host, Nat, Topology,
 };
-use tests::{binary, has_program, run_ok, tempdir, HashedSession, FIRST_USER};
-
-/// Kills the agent when the test ends, however it ends.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::{has_program, run_ok, tempdir, HashedSession, FIRST_USER};
 
 fn coder(host: &Host, cfg: &Path) -> Command {
-    let mut c = host.command(binary("coder").unwrap());
-    c.env("CODER_CONFIG_DIR", cfg).env_remove("CODER_URL").env_remove("CODER_SESSION_TOKEN");
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
-        c.env_remove(var).env_remove(var.to_lowercase());
-    }
-    c
+    tests::topology::coder(host, cfg).unwrap()
 }
 
 fn start_agent(host: &Host, url: &str, token_file: &Path, home: &Path) -> AgentProcess {
-    let token = std::fs::read_to_string(token_file).unwrap();
-    std::fs::create_dir_all(home).unwrap();
-    let log = std::fs::File::create(home.with_extension("log")).unwrap();
-    let child = host
-        .command(binary("coder-agent").unwrap())
-        .env("CODER_AGENT_URL", url)
-        .env("CODER_AGENT_TOKEN", token.trim())
-        .env("HOME", home)
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    AgentProcess(child)
+    tests::topology::start_agent(host, url, token_file, home).unwrap()
 }
 
 /// `coder ping WS -o json` from `client` until it reports a direct path.

@@ -15,6 +15,7 @@ pub mod oidc;
 mod passwords;
 mod provisionerd;
 mod relay_verify;
+mod replicas;
 mod routes;
 mod schedule;
 mod templates;
@@ -178,6 +179,7 @@ fn tree() -> Tree {
     let api = Routes::new()
         .get("/buildinfo", Public, build_info)
         .get("/derp-map", Public, relay_map)
+        .get("/replicas", User, replicas::list)
         .get("/users/first", Public, users::first_user_exists)
         .post("/users/first", Public, users::create_first_user)
         .post("/users/login", Public, users::login)

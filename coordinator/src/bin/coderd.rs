@@ -107,6 +107,11 @@ struct ServerArgs {
     /// --http-address host); empty disables it.
     #[arg(long, env = "CODER_DERP_SERVER_STUN_ADDRESSES")]
     stun_address: Option<String>,
+    /// An HTTP URL of this replica that the other replicas reach, for their
+    /// relays to mesh with this one's (default: the --http-address, when it
+    /// is not a wildcard address).
+    #[arg(long, env = "CODER_DERP_SERVER_RELAY_URL")]
+    derp_server_relay_url: Option<url::Url>,
     /// JSON file with extra relay regions (self-hosted derpers), in the format of GET /api/v2/derp-map.
     #[arg(long, env = "CODER_DERP_CONFIG_PATH")]
     derp_config_path: Option<PathBuf>,
@@ -322,6 +327,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         std::time::Duration::from_millis(args.autobuild_poll_interval_ms.max(100));
     config.relay_enabled = args.derp_server_enable;
     config.derp_config_path = args.derp_config_path;
+    config.derp_server_relay_url = args.derp_server_relay_url;
     if let Some(w) = &args.wildcard_access_url {
         config.wildcard = Some(coordinator::Wildcard::parse(w).with_context(|| {
             format!("--wildcard-access-url {w:?} must look like *.apps.example.com")

@@ -40,6 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use mesh::MeshLinkStatus;
 pub use registry::{PeerLocation, REPLACED_PROBLEM};
 pub use stats::StatsSnapshot;
 pub use tls::{tls_acceptor_from_pem_files, TlsConfigError};
@@ -120,6 +121,27 @@ pub enum ServerError {
     MeshWithoutKey,
 }
 
+/// Parses mesh peer URLs, keeping each as written.
+fn parse_mesh_urls(
+    urls: &[String],
+    have_key: bool,
+) -> Result<Vec<(String, RelayUrl)>, ServerError> {
+    let parsed = urls
+        .iter()
+        .map(|url| {
+            let relay = url.parse::<RelayUrl>().map_err(|err| ServerError::InvalidMeshUrl {
+                url: url.clone(),
+                reason: err.to_string(),
+            })?;
+            Ok((url.clone(), relay))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !parsed.is_empty() && !have_key {
+        return Err(ServerError::MeshWithoutKey);
+    }
+    Ok(parsed)
+}
+
 /// State every connection and mesh task shares.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
@@ -146,6 +168,8 @@ struct ServerInner {
     shared: Arc<Shared>,
     /// Connection and mesh tasks; dropped (so aborted) with the last handle.
     tasks: Mutex<JoinSet<()>>,
+    /// The outgoing mesh links. Lock order: `mesh_links`, then `tasks`.
+    mesh_links: Mutex<mesh::MeshLinks>,
 }
 
 impl std::fmt::Debug for Server {
@@ -157,19 +181,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Starts a relay (and its mesh links). Call inside a tokio runtime.
     pub fn spawn(config: ServerConfig) -> Result<Self, ServerError> {
-        let mesh_urls = config
-            .mesh_with
-            .iter()
-            .map(|url| {
-                url.parse::<RelayUrl>().map_err(|err| ServerError::InvalidMeshUrl {
-                    url: url.clone(),
-                    reason: err.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if !mesh_urls.is_empty() && config.mesh_key.is_none() {
-            return Err(ServerError::MeshWithoutKey);
-        }
+        let mesh_urls = parse_mesh_urls(&config.mesh_with, config.mesh_key.is_some())?;
         let secret_key = config.secret_key.clone().unwrap_or_else(SecretKey::generate);
         let shared = Arc::new(Shared {
             public_key: secret_key.public(),
@@ -179,12 +191,37 @@ impl Server {
             shutdown: CancellationToken::new(),
             next_conn_id: AtomicU64::new(1),
         });
-        let server =
-            Self { inner: Arc::new(ServerInner { shared, tasks: Mutex::new(JoinSet::new()) }) };
-        for (neighbour, url) in mesh_urls.into_iter().enumerate() {
-            server.spawn_task(mesh::run_link(server.shared().clone(), url, neighbour as u64));
-        }
+        let server = Self {
+            inner: Arc::new(ServerInner {
+                shared,
+                tasks: Mutex::new(JoinSet::new()),
+                mesh_links: Mutex::default(),
+            }),
+        };
+        server.replace_mesh_links(mesh_urls);
         Ok(server)
+    }
+
+    /// Meshes with exactly these relays from now on (the region's other
+    /// relays; listing this relay itself is harmless): links to new URLs
+    /// start, links to URLs no longer listed stop and forget their routes,
+    /// the others carry on. Needs the mesh key the relay started with.
+    pub fn set_mesh_peers(&self, urls: &[String]) -> Result<(), ServerError> {
+        let parsed = parse_mesh_urls(urls, self.shared().config.mesh_key.is_some())?;
+        self.replace_mesh_links(parsed);
+        Ok(())
+    }
+
+    fn replace_mesh_links(&self, urls: Vec<(String, RelayUrl)>) {
+        let mut links = self.inner.mesh_links.lock().unwrap_or_else(|p| p.into_inner());
+        for link in links.set(urls, &self.shared().shutdown) {
+            self.spawn_task(mesh::run_link(self.shared().clone(), link));
+        }
+    }
+
+    /// The outgoing mesh links and whether each is up, by URL.
+    pub fn mesh_links(&self) -> Vec<MeshLinkStatus> {
+        self.inner.mesh_links.lock().unwrap_or_else(|p| p.into_inner()).status()
     }
 
     fn shared(&self) -> &Arc<Shared> {

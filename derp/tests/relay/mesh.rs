@@ -50,3 +50,54 @@ async fn clients_on_two_meshed_relays_exchange_packets() {
     })
     .await;
 }
+
+/// Mesh neighbours given at run time (as coderd's replica registry does):
+/// links come up, and a neighbour removed from the list loses its routes.
+#[tokio::test]
+async fn mesh_peers_follow_the_list_at_run_time() {
+    let mesh_key = MeshKey::generate();
+    let config = || {
+        let mut config = ServerConfig::default();
+        config.mesh_key = Some(mesh_key.clone());
+        config
+    };
+    let r1 = Relay::start(config()).await;
+    let r2 = Relay::start(config()).await;
+    let (u1, u2) = (r1.url().to_string(), r2.url().to_string());
+    let b = r2.client().await;
+    assert_eq!(r1.server.peer_location(&b.public_key()), None);
+
+    // Both relays list both (themselves included), as every replica does.
+    r1.server.set_mesh_peers(&[u1.clone(), u2.clone()]).unwrap();
+    r2.server.set_mesh_peers(&[u1.clone(), u2.clone()]).unwrap();
+    r1.wait_for_peer(b.public_key()).await;
+    let a = r1.client().await;
+    r2.wait_for_peer(a.public_key()).await;
+    a.send(b.public_key(), Bytes::from_static(b"late mesh")).await.unwrap();
+    assert_eq!(
+        within("b to receive", b.recv()).await.unwrap().data,
+        Bytes::from_static(b"late mesh")
+    );
+    let links = r1.server.mesh_links();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert!(links.iter().any(|l| l.url == u2 && l.up), "{links:?}");
+    assert!(links.iter().any(|l| l.url == u1 && !l.up), "a link to itself is never up: {links:?}");
+
+    // r2 leaves r1's list: r1 forgets the routes through it.
+    r1.server.set_mesh_peers(std::slice::from_ref(&u1)).unwrap();
+    let mut changes = r1.server.membership_changes();
+    within("route to go", async {
+        while r1.server.peer_location(&b.public_key()).is_some() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(r1.server.mesh_links().iter().all(|l| l.url != u2));
+
+    // Without a mesh key there is nothing to mesh with.
+    let lone = Relay::start(ServerConfig::default()).await;
+    assert!(matches!(
+        lone.server.set_mesh_peers(&[u2]),
+        Err(derp::server::ServerError::MeshWithoutKey)
+    ));
+}
