@@ -178,7 +178,8 @@ pub async fn run(
     };
     tracing::info!(node = ?session.endpoint().node().id, "joined the mesh");
     let mut tasks = JoinSet::new();
-    tasks.spawn(accept_loop(session.clone(), ssh.clone()));
+    let forwards = services::tunnel::OpenForwards::default();
+    tasks.spawn(accept_loop(session.clone(), ssh.clone(), forwards.clone()));
     let ip_stack = match crate::ip::start(session.endpoint()) {
         Ok((stack, incoming)) => {
             tasks.spawn(crate::ip::serve(incoming));
@@ -189,7 +190,7 @@ pub async fn run(
             None
         }
     };
-    tasks.spawn(report_stats(client.clone(), ssh.clone(), config.stats_interval));
+    tasks.spawn(report_stats(client.clone(), ssh.clone(), forwards, config.stats_interval));
     let metadata =
         crate::metadata::spawn(client.clone(), manifest.metadata.clone(), dir.clone(), env.clone());
     let app_health = crate::apphealth::spawn(client.clone(), &manifest.apps);
@@ -280,7 +281,11 @@ async fn graceful_shutdown_requested(client: &Client) {
     }
 }
 
-async fn accept_loop(session: Arc<MeshSession>, ssh: SshServer) {
+async fn accept_loop(
+    session: Arc<MeshSession>,
+    ssh: SshServer,
+    forwards: services::tunnel::OpenForwards,
+) {
     let local = session.endpoint().node().addresses;
     let mut conns = JoinSet::new();
     loop {
@@ -290,11 +295,12 @@ async fn accept_loop(session: Arc<MeshSession>, ssh: SshServer) {
                 // its handshake holds up nobody else.
                 Ok(incoming) => {
                     let ssh = ssh.clone();
+                    let forwards = forwards.clone();
                     conns.spawn(async move {
                         match incoming.finish().await {
                             Ok(conn) => {
                                 tracing::debug!(peer = %conn.peer().key, "mesh connection");
-                                serve_connection(conn, local, ssh).await;
+                                serve_connection(conn, local, ssh, forwards).await;
                             }
                             Err(e) => tracing::info!(error = %e, "mesh handshake failed"),
                         }
@@ -324,7 +330,12 @@ fn ssh_addrs(peer: mesh::MeshAddresses, local: mesh::MeshAddresses) -> (SocketAd
 }
 
 /// Serves every stream a peer opens on one mesh connection.
-async fn serve_connection(conn: MeshConnection, local: mesh::MeshAddresses, ssh: SshServer) {
+async fn serve_connection(
+    conn: MeshConnection,
+    local: mesh::MeshAddresses,
+    ssh: SshServer,
+    forwards: services::tunnel::OpenForwards,
+) {
     let peer = Peer {
         name: conn.peer().key.to_string(),
         addrs: Some(ssh_addrs(conn.peer().addresses, local)),
@@ -336,6 +347,7 @@ async fn serve_connection(conn: MeshConnection, local: mesh::MeshAddresses, ssh:
                 Ok((service, send, recv)) => {
                     let ssh = ssh.clone();
                     let peer = peer.clone();
+                    let forwards = forwards.clone();
                     streams.spawn(async move {
                         match service {
                             Service::Ssh => {
@@ -344,8 +356,14 @@ async fn serve_connection(conn: MeshConnection, local: mesh::MeshAddresses, ssh:
                                     tracing::debug!(error = %e, "ssh connection ended");
                                 }
                             }
-                            Service::Tcp(port) => services::tunnel::tcp(port, send, recv).await,
-                            Service::Udp(port) => services::tunnel::udp(port, send, recv).await,
+                            Service::Tcp(port) => {
+                                let _open = forwards.open();
+                                services::tunnel::tcp(port, send, recv).await
+                            }
+                            Service::Udp(port) => {
+                                let _open = forwards.open();
+                                services::tunnel::udp(port, send, recv).await
+                            }
                             Service::Speedtest => services::speedtest::serve(send, recv).await,
                             Service::ListeningPorts => services::listening_ports::serve(send).await,
                             Service::Pty { id, rows, cols } => ssh.serve_pty(id, rows, cols, recv, send).await,
@@ -367,7 +385,12 @@ async fn serve_connection(conn: MeshConnection, local: mesh::MeshAddresses, ssh:
     }
 }
 
-async fn report_stats(client: Client, ssh: SshServer, every: Duration) {
+async fn report_stats(
+    client: Client,
+    ssh: SshServer,
+    forwards: services::tunnel::OpenForwards,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -377,6 +400,8 @@ async fn report_stats(client: Client, ssh: SshServer, every: Duration) {
         stats.rx_bytes = s.bytes_in;
         stats.tx_bytes = s.bytes_out;
         stats.session_count = s.connections_active;
+        stats.session_count_port_forward = forwards.count();
+        // The web terminal's sessions are PTY shells (`ssh_shell` below).
         let a = &s.sessions_active;
         for (kind, n) in [
             ("ssh_exec", a.exec),

@@ -4,7 +4,7 @@
 //!
 //! - the `/api/v2` types ([`types`], re-exported at the root) and the HTTP
 //!   [`Client`], with the session header and cookie names; user lifecycle
-//!   and the audit log have modules of their own;
+//!   and the audit log have modules of their own, as do schedules;
 //! - [`coordination`]: the coordination protocol's messages, its version,
 //!   [`coordination::node_id`], and the WebSocket client that speaks it;
 //! - [`meshnet`]: a mesh session to workspaces (coordination plus a
@@ -19,6 +19,7 @@ mod http;
 pub mod meshnet;
 mod oidc;
 pub mod runtime;
+mod schedule;
 mod status;
 pub mod types;
 mod users;
@@ -28,5 +29,9 @@ pub use http::{
     Client, SdkError, SECURE_SESSION_TOKEN_COOKIE, SESSION_TOKEN_COOKIE, SESSION_TOKEN_HEADER,
 };
 pub use oidc::{AuthMethod, AuthMethods, OidcAuthMethod};
+pub use schedule::{
+    PutExtendWorkspaceRequest, UpdateTemplateMeta, UpdateWorkspaceAutostartRequest,
+    UpdateWorkspaceTtlRequest,
+};
 pub use types::*;
 pub use users::{UpdatePasswordRequest, UpdateRolesRequest};

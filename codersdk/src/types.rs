@@ -201,6 +201,13 @@ pub struct Template {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub created_by: Uuid,
+    /// The autostop TTL a new workspace gets (0: none).
+    #[serde(default)]
+    pub default_ttl_ms: i64,
+    /// The longest TTL a workspace may have, and how long a start may run
+    /// however busy it is (0: no maximum).
+    #[serde(default)]
+    pub max_ttl_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,6 +252,20 @@ pub struct WorkspaceBuild {
     pub job: ProvisionerJob,
     /// The workspace's state as this build leaves it.
     pub status: WorkspaceStatus,
+    /// When the scheduler stops the workspace (a running start build with a
+    /// TTL); activity pushes it forward.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    /// The latest `deadline` may move to (the template's max TTL).
+    #[serde(default)]
+    pub max_deadline: Option<DateTime<Utc>>,
+    /// Who started it: `initiator` (a user), `autostart` or `autostop`.
+    #[serde(default = "initiator")]
+    pub reason: String,
+}
+
+fn initiator() -> String {
+    "initiator".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,6 +279,18 @@ pub struct Workspace {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub latest_build: WorkspaceBuild,
+    /// Autostop after this long running (`None`: manual).
+    #[serde(default)]
+    pub ttl_ms: Option<i64>,
+    /// Autostart schedule, e.g. `9:30 Mon-Fri Europe/Dublin` (`None`: manual).
+    #[serde(default)]
+    pub autostart_schedule: Option<String>,
+    /// The schedule's next start.
+    #[serde(default)]
+    pub next_start_at: Option<DateTime<Utc>>,
+    /// The last time an agent reported activity.
+    #[serde(default)]
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -503,10 +536,26 @@ pub struct AgentStats {
     pub rx_bytes: u64,
     #[serde(default)]
     pub tx_bytes: u64,
+    /// SSH connections open now (`coder ssh`, VS Code, scp).
     #[serde(default)]
     pub session_count: u64,
+    /// TCP and UDP forwards open now: `coder tunnel`, and apps proxied
+    /// through coderd.
+    #[serde(default)]
+    pub session_count_port_forward: u64,
     #[serde(default)]
     pub version: String,
+}
+
+impl AgentStats {
+    /// Whether someone uses the workspace now: an SSH connection, a channel
+    /// of any kind (the web terminal's PTYs count as `ssh_shell`) or a
+    /// forward is open. Activity pushes the autostop deadline forward.
+    pub fn is_active(&self) -> bool {
+        self.session_count > 0
+            || self.session_count_port_forward > 0
+            || self.connections_by_kind.values().any(|n| *n > 0)
+    }
 }
 
 /// One metadata script result, as the agent reports it.

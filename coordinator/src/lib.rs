@@ -14,6 +14,7 @@ pub mod provisionerd;
 pub mod pubsub;
 pub mod relay;
 pub mod replicas;
+pub mod scheduler;
 mod secrets;
 mod server;
 #[cfg(feature = "testutil")]

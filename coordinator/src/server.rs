@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// The pre-shared key external provisioners (`coderd provisioner start`)
     /// authenticate with; `None` refuses them.
     pub provisioner_key: Option<ProvisionerKey>,
+    /// How often the autostart/autostop scheduler runs (`crate::scheduler`).
+    pub autobuild_poll_interval: std::time::Duration,
     /// Run the embedded relay at `/derp`.
     pub relay_enabled: bool,
     /// The embedded STUN listener; `None` disables it.
@@ -85,6 +87,7 @@ impl Default for ServerConfig {
             provider_path: None,
             job_stale_after: std::time::Duration::from_secs(90),
             provisioner_key: None,
+            autobuild_poll_interval: std::time::Duration::from_secs(2),
             relay_enabled: true,
             stun_address: Some(ServerConfig::default_stun_address(SocketAddr::from((
                 [127, 0, 0, 1],
@@ -281,6 +284,8 @@ async fn serve(
         stale,
         (stale / 4).max(std::time::Duration::from_millis(100)),
     );
+    let _scheduler =
+        crate::scheduler::Scheduler::spawn(state.clone(), config.autobuild_poll_interval);
     let mut app = api::app(state).layer(axum::Extension(registry.clone()));
     if let Some(key) = &config.provisioner_key {
         tracing::info!("external provisioners may connect (pre-shared key configured)");

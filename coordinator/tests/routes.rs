@@ -60,6 +60,7 @@ POST /api/v2/templates User
 GET /api/v2/templates/{template} User
 GET /api/v2/templates/{template}/versions User
 PATCH /api/v2/templates/{template}/versions User
+PATCH /api/v2/templates/{template} User
 GET /api/v2/workspaceagents/me/manifest Agent
 POST /api/v2/workspaceagents/me/lifecycle Agent
 PATCH /api/v2/workspaceagents/me/logs Agent
@@ -79,6 +80,9 @@ GET /api/v2/workspaces/watch User
 GET /api/v2/workspaces/{id}/watch User
 GET /api/v2/workspaces/{id}/builds User
 POST /api/v2/workspaces/{id}/builds User
+PUT /api/v2/workspaces/{id}/ttl User
+PUT /api/v2/workspaces/{id}/autostart User
+PUT /api/v2/workspaces/{id}/extend User
 GET /api/v2/workspacebuilds/{id} User
 GET /api/v2/workspacebuilds/{id}/logs User
 GET /api/v2/workspacebuilds/{id}/resources User
@@ -286,6 +290,7 @@ POST /api/v2/templates o,t
 GET /api/v2/templates/{template} any
 GET /api/v2/templates/{template}/versions any
 PATCH /api/v2/templates/{template}/versions o,t
+PATCH /api/v2/templates/{template} o,t
 GET /api/v2/workspaceagents/{id}/logs o,t,a
 GET /api/v2/workspaceagents/{id}/log-sources o,t,a
 GET /api/v2/workspaceagents/{id}/metadata o,t,a
@@ -297,6 +302,9 @@ GET /api/v2/workspaces/watch o,t,a
 GET /api/v2/workspaces/{id}/watch o,t,a
 GET /api/v2/workspaces/{id}/builds o,t,a
 POST /api/v2/workspaces/{id}/builds o,t
+PUT /api/v2/workspaces/{id}/ttl o,t
+PUT /api/v2/workspaces/{id}/autostart o,t
+PUT /api/v2/workspaces/{id}/extend o,t
 GET /api/v2/workspacebuilds/{id} o,t,a
 GET /api/v2/workspacebuilds/{id}/logs o,t,a
 GET /api/v2/workspacebuilds/{id}/resources o,t,a
@@ -360,6 +368,12 @@ impl Victim {
             }
             ("PATCH", "/api/v2/templates/{template}/versions") => json!({"id": self.version}),
             ("POST", "/api/v2/workspaces/{id}/builds") => json!({"transition": "stop"}),
+            ("PUT", "/api/v2/workspaces/{id}/ttl") => json!({"ttl_ms": 3_600_000}),
+            ("PUT", "/api/v2/workspaces/{id}/autostart") => json!({"schedule": "9:30 Mon-Fri UTC"}),
+            ("PUT", "/api/v2/workspaces/{id}/extend") => {
+                json!({"deadline": chrono::Utc::now() + chrono::Duration::hours(1)})
+            }
+            ("PATCH", "/api/v2/templates/{template}") => json!({"max_ttl_ms": 86_400_000}),
             _ => json!({}),
         }
     }

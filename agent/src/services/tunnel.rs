@@ -116,3 +116,30 @@ async fn write_datagram(
     frame.extend_from_slice(payload.get(..usize::from(len)).unwrap_or(payload));
     send.write_all(&frame).await
 }
+
+/// How many `tcp:`/`udp:` forwards are open now (`coder tunnel`, and apps
+/// coderd proxies); the stats report it, and coderd counts it as activity
+/// that keeps the workspace from its autostop. Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OpenForwards(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl OpenForwards {
+    pub(crate) fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one forward as open until the guard drops.
+    pub(crate) fn open(&self) -> OpenForward {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenForward(self.clone())
+    }
+}
+
+/// One open forward (see [`OpenForwards::open`]).
+pub(crate) struct OpenForward(OpenForwards);
+
+impl Drop for OpenForward {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

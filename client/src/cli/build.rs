@@ -228,6 +228,7 @@ async fn build(
 pub async fn list(ctx: &Context_, all: bool, out: OutputArgs) -> anyhow::Result<()> {
     let client = ctx.client()?;
     let list = client.workspaces(all).await?;
+    let now = chrono::Utc::now();
     let rows = list
         .iter()
         .map(|w| {
@@ -236,10 +237,13 @@ pub async fn list(ctx: &Context_, all: bool, out: OutputArgs) -> anyhow::Result<
                 w.template_name.clone(),
                 w.latest_build.status.to_string(),
                 w.latest_build.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                super::schedule::deadline(w)
+                    .map_or_else(|| "-".to_owned(), |d| super::schedule::format_deadline(d, now)),
             ]
         })
         .collect();
-    output::print(out.output, &list, &["workspace", "template", "status", "last built"], rows)
+    let headers = ["workspace", "template", "status", "last built", "stops at"];
+    output::print(out.output, &list, &headers, rows)
 }
 
 pub async fn show(ctx: &Context_, name: &str, out: OutputArgs) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ mod netcheck;
 mod output;
 mod ping;
 mod ports;
+mod schedule;
 mod speedtest;
 mod ssh;
 mod templates;
@@ -109,6 +110,9 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Show or set a workspace's autostart schedule and autostop TTL.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// SSH into a workspace over the mesh.
     Ssh(ssh::SshArgs),
     /// Add your workspaces to ~/.ssh/config (OpenSSH, VS Code Remote-SSH).
@@ -198,6 +202,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             build::transition(&ctx, &workspace, Transition::Start, &[]).await
         }
         Command::Delete { workspace, yes } => build::delete(&ctx, &workspace, yes).await,
+        Command::Schedule(cmd) => schedule::run(&ctx, cmd).await,
         Command::Logs { workspace, follow } => build::logs(&ctx, &workspace, follow).await,
         Command::Ssh(args) => ssh::run(&ctx, args).await,
         Command::ConfigSsh(args) => config_ssh::run(&ctx, args).await,

@@ -240,12 +240,25 @@ async fn stdio(
         let _ = mesh::copy_from_stream(&mut recv, &mut stdout).await;
         let _ = stdout.flush().await;
     };
-    // The session ends when the agent closes its side, or when the
-    // connection goes (a withdrawn peer is closed at once, with a reason).
+    // OpenSSH ends its ProxyCommand with SIGHUP as it exits, often before
+    // this process has seen stdin close.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    // The session ends when the agent closes its side, when OpenSSH is done,
+    // or when the connection goes (a withdrawn peer is closed at once, with
+    // a reason).
     tokio::select! {
         _ = async { tokio::join!(up, down) } => {}
         _ = conn.quic().closed() => {}
+        _ = hangup.recv() => {}
+        _ = term.recv() => {}
     }
+    // Close the connection so the agent learns at once that this session
+    // ended (an idle timeout would take 30 s, and the session would count
+    // as activity that holds off the workspace's autostop meanwhile).
+    let closed = session.endpoint().close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
     drop(session);
     match conn.withdrawn_reason() {
         Some(reason) => bail!("The workspace closed the connection: {reason}."),

@@ -80,6 +80,17 @@ pub enum TemplatesCommand {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Change a template's autostop defaults (template admins).
+    Edit {
+        name: String,
+        /// The TTL new workspaces get (`8h`; `0s`: none).
+        #[arg(long)]
+        default_ttl: Option<String>,
+        /// The longest TTL a workspace may set, and how long a start may
+        /// run however busy (`24h`; `0s`: no maximum).
+        #[arg(long)]
+        max_ttl: Option<String>,
+    },
     /// List templates.
     #[command(alias = "ls")]
     List(OutputArgs),
@@ -96,6 +107,24 @@ pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
         TemplatesCommand::Init { dir, id } => init(dir, id),
         TemplatesCommand::Push { name, directory, version_name, message, yes: _ } => {
             push(ctx, &name, &directory, version_name, message).await
+        }
+        TemplatesCommand::Edit { name, default_ttl, max_ttl } => {
+            use super::schedule::{format_ms, parse_duration_ms};
+            let client = ctx.client()?;
+            let t = client.template(&name).await?;
+            let req = codersdk::UpdateTemplateMeta {
+                default_ttl_ms: default_ttl.as_deref().map(parse_duration_ms).transpose()?,
+                max_ttl_ms: max_ttl.as_deref().map(parse_duration_ms).transpose()?,
+            };
+            let t = client.update_template_meta(t.id, &req).await?;
+            let show = |ms: i64| if ms == 0 { "none".to_owned() } else { format_ms(ms) };
+            outln!(
+                "Template {:?}: default TTL {}, max TTL {}.",
+                t.name,
+                show(t.default_ttl_ms),
+                show(t.max_ttl_ms)
+            )?;
+            Ok(())
         }
         TemplatesCommand::List(out) => {
             let client = ctx.client()?;

@@ -155,6 +155,10 @@ pub async fn post_stats(
     Json(stats): Json<AgentStats>,
 ) -> ApiResult<Json<serde_json::Value>> {
     agents::record_stats(&state.db, agent.agent_id, &stats).await?;
+    if stats.is_active() {
+        // Someone uses the workspace: push its autostop deadline forward.
+        crate::database::schedules::bump(&state.db, agent.agent_id).await?;
+    }
     Ok(Json(serde_json::json!({ "report_interval_seconds": STATS_INTERVAL_SECONDS })))
 }
 

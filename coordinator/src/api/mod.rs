@@ -17,12 +17,13 @@ mod provisionerd;
 mod relay_verify;
 mod replicas;
 mod routes;
+mod schedule;
 mod templates;
 mod throttle;
 mod tokens;
 mod users;
 pub mod web;
-mod workspaces;
+pub(crate) mod workspaces;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +37,8 @@ use chrono::Duration;
 use sqlx::PgPool;
 use url::Url;
 
-use error::{ApiError, Json};
+pub(crate) use error::ApiError;
+use error::Json;
 pub use routes::Access;
 use routes::Routes;
 
@@ -211,6 +213,7 @@ fn tree() -> Tree {
         .get("/templates/{template}", User, templates::template)
         .get("/templates/{template}/versions", User, templates::template_versions)
         .patch("/templates/{template}/versions", User, templates::update_active_version)
+        .patch("/templates/{template}", User, schedule::update_template)
         .get("/workspaceagents/me/manifest", Agent, agents::manifest)
         .post("/workspaceagents/me/lifecycle", Agent, agents::post_lifecycle)
         .patch("/workspaceagents/me/logs", Agent, agents::patch_logs)
@@ -230,6 +233,9 @@ fn tree() -> Tree {
         .get("/workspaces/{id}/watch", User, web::live::watch_one)
         .get("/workspaces/{id}/builds", User, workspaces::list_builds)
         .post("/workspaces/{id}/builds", User, workspaces::create_build)
+        .put("/workspaces/{id}/ttl", User, schedule::update_ttl)
+        .put("/workspaces/{id}/autostart", User, schedule::update_autostart)
+        .put("/workspaces/{id}/extend", User, schedule::extend)
         .get("/workspacebuilds/{id}", User, workspaces::build)
         .get("/workspacebuilds/{id}/logs", User, workspaces::build_logs)
         .get("/workspacebuilds/{id}/resources", User, workspaces::build_resources)

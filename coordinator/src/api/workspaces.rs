@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::audit::{changes, created, Entry, Origin};
+use super::audit::{changes, created, Actor, Entry, Origin};
 use super::auth::Session;
 use super::error::{ApiError, ApiResult, Json, Path};
 use super::jobs::{self, job_to_api, LogsQuery};
@@ -26,6 +26,7 @@ use super::AppState;
 use crate::authz::{Action, Object};
 use crate::database;
 use crate::database::builds::{self, BuildRow};
+use crate::database::schedules;
 use crate::database::template_versions;
 use crate::database::workspaces::{self, Listed, Owners};
 use crate::provisionerd::queue::{self, JobInput, NewJob, Tags};
@@ -45,7 +46,7 @@ fn no_build(workspace: Uuid) -> ApiError {
     ApiError::internal(format!("workspace {workspace} has no build"))
 }
 
-async fn workspace_to_api(state: &AppState, w: &WorkspaceRow) -> ApiResult<Workspace> {
+pub(crate) async fn workspace_to_api(state: &AppState, w: &WorkspaceRow) -> ApiResult<Workspace> {
     let b = latest_build(state, w.id).await?;
     Ok(w.to_api(build_to_api(state, &b).await?))
 }
@@ -171,16 +172,20 @@ async fn build_parameters(
     Ok(builds::parameters(&state.db, build).await?)
 }
 
-/// Inserts a build and its job in one transaction.
-async fn insert_build(
-    tx: &mut sqlx::PgConnection,
+/// A build to insert (its id and job are made here).
+struct BuildSpec<'a> {
     workspace: Uuid,
     version: Uuid,
     number: i32,
     transition: Transition,
     initiator: Uuid,
-    params: &[WorkspaceBuildParameter],
-) -> ApiResult<Uuid> {
+    params: &'a [WorkspaceBuildParameter],
+    reason: BuildReason,
+}
+
+/// Inserts a build and its job in one transaction.
+async fn insert_build(tx: &mut sqlx::PgConnection, spec: BuildSpec<'_>) -> ApiResult<Uuid> {
+    let BuildSpec { workspace, version, number, transition, initiator, params, reason } = spec;
     let file_id = template_versions::file_id(&mut *tx, version).await?;
     let build_id = Uuid::new_v4();
     let job_id = queue::enqueue(
@@ -202,6 +207,7 @@ async fn insert_build(
         initiator_id: initiator,
         job_id,
         parameters: params,
+        reason: reason.as_str(),
     };
     let inserted = builds::insert(tx, build).await;
     if let Err(sqlx::Error::Database(e)) = &inserted {
@@ -210,6 +216,7 @@ async fn insert_build(
         }
     }
     inserted?;
+    schedules::clear_old_deadlines(&mut *tx, workspace, number).await?;
     Ok(build_id)
 }
 
@@ -250,7 +257,16 @@ pub async fn create(
         }
     }
     inserted?;
-    insert_build(&mut tx, id, version, 1, Transition::Start, session.user.id, &params).await?;
+    let spec = BuildSpec {
+        workspace: id,
+        version,
+        number: 1,
+        transition: Transition::Start,
+        initiator: session.user.id,
+        params: &params,
+        reason: BuildReason::Initiator,
+    };
+    insert_build(&mut tx, spec).await?;
     let diff = created(&[
         ("name", json!(req.name)),
         ("owner", json!(owner.username)),
@@ -329,52 +345,107 @@ pub async fn create_build(
     session.authorize(action, Object::Workspace { owner: w.owner_id })?;
     session.authorize(Action::Create, Object::WorkspaceBuild { owner: w.owner_id })?;
     let prev = latest_build(&state, w.id).await?;
-    let prev_job = jobs::job(&state.db, prev.job_id).await?;
-    if !prev_job.status().is_done() {
-        return Err(ApiError::conflict("A build of this workspace is already in progress.")
-            .detail("Wait for it (`coder logs -f`) or cancel it."));
-    }
     let version = req.template_version_id.unwrap_or(prev.template_version_id);
     // Staying on the version the workspace runs needs no new permission.
     if version != prev.template_version_id {
         let template = template_row(&state, &w.template_id.to_string()).await?;
         authorize_version(&state, &session, &template, version).await?;
     }
-    let previous = build_parameters(&state, prev.id).await?;
-    let params = if req.transition == Transition::Start || req.template_version_id.is_some() {
-        resolve_parameters(&state, version, &previous, &req.rich_parameter_values).await?
+    let mut tx = state.db.begin().await?;
+    let next = NextBuild {
+        transition: req.transition,
+        version: req.template_version_id,
+        parameters: &req.rich_parameter_values,
+        reason: BuildReason::Initiator,
+    };
+    let build =
+        insert_next_build(&state, &mut tx, &w, &prev, next, (&session).into(), &origin).await?;
+    tx.commit().await?;
+    let b = build_row(&state, build).await?;
+    Ok((StatusCode::CREATED, Json(build_to_api(&state, &b).await?)))
+}
+
+/// Why a build started (`workspace_builds.reason`, Coder's `BuildReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildReason {
+    /// A user asked for it.
+    Initiator,
+    Autostart,
+    Autostop,
+}
+
+impl BuildReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildReason::Initiator => "initiator",
+            BuildReason::Autostart => "autostart",
+            BuildReason::Autostop => "autostop",
+        }
+    }
+}
+
+/// The build to insert after a workspace's latest one.
+pub struct NextBuild<'a> {
+    pub transition: Transition,
+    /// `None`: the version the workspace runs.
+    pub version: Option<Uuid>,
+    pub parameters: &'a [WorkspaceBuildParameter],
+    pub reason: BuildReason,
+}
+
+/// Inserts the build after `prev` with its job and its audit row, in `tx`:
+/// the one path of a user's build and the scheduler's, once the caller has
+/// authorized it. Refuses while `prev` is still in progress.
+pub async fn insert_next_build(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    w: &WorkspaceRow,
+    prev: &BuildRow,
+    next: NextBuild<'_>,
+    actor: Actor<'_>,
+    origin: &Origin,
+) -> ApiResult<Uuid> {
+    let prev_job = jobs::job(&state.db, prev.job_id).await?;
+    if !prev_job.status().is_done() {
+        return Err(ApiError::conflict("A build of this workspace is already in progress.")
+            .detail("Wait for it (`coder logs -f`) or cancel it."));
+    }
+    let version = next.version.unwrap_or(prev.template_version_id);
+    let previous = build_parameters(state, prev.id).await?;
+    let params = if next.transition == Transition::Start || next.version.is_some() {
+        resolve_parameters(state, version, &previous, next.parameters).await?
     } else {
         previous
     };
-    let mut tx = state.db.begin().await?;
-    let build = insert_build(
-        &mut tx,
-        w.id,
+    let initiator = actor.id.unwrap_or(w.owner_id);
+    let number = prev.build_number + 1;
+    let spec = BuildSpec {
+        workspace: w.id,
         version,
-        prev.build_number + 1,
-        req.transition,
-        session.user.id,
-        &params,
-    )
-    .await?;
+        number,
+        transition: next.transition,
+        initiator,
+        params: &params,
+        reason: next.reason,
+    };
+    let build = insert_build(tx, spec).await?;
     workspaces::touch(&mut *tx, w.id).await?;
-    let action = match req.transition {
+    let action = match next.transition {
         Transition::Start => AuditAction::Start,
         Transition::Stop => AuditAction::Stop,
         Transition::Delete => AuditAction::Delete,
     };
     let diff = changes(&[
-        ("transition", json!(prev.transition), json!(req.transition)),
+        ("transition", json!(prev.transition), json!(next.transition)),
         ("template_version_id", json!(prev.template_version_id), json!(version)),
-        ("build_number", json!(prev.build_number), json!(prev.build_number + 1)),
+        ("build_number", json!(prev.build_number), json!(number)),
+        ("reason", json!(prev.reason), json!(next.reason.as_str())),
     ]);
     let entry = Entry::new(action, ResourceType::WorkspaceBuild, build, &w.name)
         .diff(diff)
         .status(StatusCode::CREATED);
-    origin.record(&mut *tx, (&session).into(), entry).await?;
-    tx.commit().await?;
-    let b = build_row(&state, build).await?;
-    Ok((StatusCode::CREATED, Json(build_to_api(&state, &b).await?)))
+    origin.record(&mut *tx, actor, entry).await?;
+    Ok(build)
 }
 
 pub async fn list_builds(

@@ -94,6 +94,9 @@ struct ServerArgs {
     /// Path to terraform-provider-coder (default: beside coderd).
     #[arg(long, env = "CODER_PROVIDER_PATH")]
     provider_path: Option<PathBuf>,
+    /// How often the autostart/autostop scheduler looks for due workspaces, in milliseconds.
+    #[arg(long, env = "CODER_AUTOBUILD_POLL_INTERVAL_MS", default_value_t = 2000)]
+    autobuild_poll_interval_ms: u64,
     /// Fail a running job whose provisioner has not heartbeated for this many seconds.
     #[arg(long, env = "CODER_JOB_STALE_AFTER_SECONDS", default_value_t = 90)]
     job_stale_after_seconds: u64,
@@ -320,6 +323,8 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.terraform_path = args.terraform_path;
     config.provider_path = args.provider_path;
     config.job_stale_after = std::time::Duration::from_secs(args.job_stale_after_seconds.max(1));
+    config.autobuild_poll_interval =
+        std::time::Duration::from_millis(args.autobuild_poll_interval_ms.max(100));
     config.relay_enabled = args.derp_server_enable;
     config.derp_config_path = args.derp_config_path;
     config.derp_server_relay_url = args.derp_server_relay_url;

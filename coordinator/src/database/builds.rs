@@ -21,6 +21,9 @@ pub struct BuildRow {
     pub initiator_id: Uuid,
     pub job_id: Uuid,
     pub created_at: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub max_deadline: Option<DateTime<Utc>>,
+    pub reason: String,
 }
 
 impl BuildRow {
@@ -36,6 +39,9 @@ impl BuildRow {
             created_at: self.created_at,
             status: workspace_status(self.transition, job.status),
             job,
+            deadline: self.deadline,
+            max_deadline: self.max_deadline,
+            reason: self.reason.clone(),
         }
     }
 }
@@ -58,8 +64,8 @@ pub fn workspace_status(transition: Transition, job: ProvisionerJobStatus) -> Wo
     }
 }
 
-const COLUMNS: &str =
-    "id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id, created_at";
+const COLUMNS: &str = "id, workspace_id, template_version_id, build_number, transition,
+    initiator_id, job_id, created_at, deadline, max_deadline, reason";
 
 pub async fn by_id(db: &PgPool, id: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM workspace_builds WHERE id = $1"))
@@ -69,7 +75,10 @@ pub async fn by_id(db: &PgPool, id: Uuid) -> Result<Option<BuildRow>, sqlx::Erro
 }
 
 /// A workspace's latest build.
-pub async fn latest(db: &PgPool, workspace: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
+pub async fn latest(
+    db: impl PgExecutor<'_>,
+    workspace: Uuid,
+) -> Result<Option<BuildRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM workspace_builds WHERE workspace_id = $1
          ORDER BY build_number DESC LIMIT 1"
@@ -110,14 +119,16 @@ pub struct NewBuild<'a> {
     pub initiator_id: Uuid,
     pub job_id: Uuid,
     pub parameters: &'a [WorkspaceBuildParameter],
+    /// `initiator`, `autostart` or `autostop`.
+    pub reason: &'a str,
 }
 
 /// Inserts a build and its parameter values. A build number already taken
 /// (a concurrent build of the same workspace) is a unique violation.
 pub async fn insert(tx: &mut sqlx::PgConnection, b: NewBuild<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO workspace_builds (id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO workspace_builds (id, workspace_id, template_version_id, build_number, transition, initiator_id, job_id, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(b.id)
     .bind(b.workspace_id)
@@ -126,6 +137,7 @@ pub async fn insert(tx: &mut sqlx::PgConnection, b: NewBuild<'_>) -> Result<(), 
     .bind(b.transition.as_str())
     .bind(b.initiator_id)
     .bind(b.job_id)
+    .bind(b.reason)
     .execute(&mut *tx)
     .await?;
     for p in b.parameters {

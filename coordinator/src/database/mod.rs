@@ -17,6 +17,7 @@ pub mod files;
 pub mod jobs;
 pub mod replicas;
 pub mod resources;
+pub mod schedules;
 pub mod template_versions;
 pub mod templates;
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub struct TemplateRow {
     pub created_by: Uuid,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub default_ttl_ms: i64,
+    pub max_ttl_ms: i64,
 }
 
 impl TemplateRow {
@@ -29,12 +31,14 @@ impl TemplateRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             created_by: self.created_by,
+            default_ttl_ms: self.default_ttl_ms,
+            max_ttl_ms: self.max_ttl_ms,
         }
     }
 }
 
-const COLUMNS: &str =
-    "id, name, display_name, description, active_version_id, created_by, created_at, updated_at";
+const COLUMNS: &str = "id, name, display_name, description, active_version_id, created_by,
+    created_at, updated_at, default_ttl_ms, max_ttl_ms";
 
 pub async fn by_id(db: &PgPool, id: Uuid) -> Result<Option<TemplateRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM templates WHERE id = $1 AND NOT deleted"))

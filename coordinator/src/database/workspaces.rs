@@ -22,6 +22,10 @@ pub struct WorkspaceRow {
     pub template_name: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub ttl_ms: Option<i64>,
+    pub autostart_schedule: Option<String>,
+    pub next_start_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 impl WorkspaceRow {
@@ -37,16 +41,21 @@ impl WorkspaceRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             latest_build,
+            ttl_ms: self.ttl_ms,
+            autostart_schedule: self.autostart_schedule.clone(),
+            next_start_at: self.next_start_at,
+            last_used_at: self.last_used_at,
         }
     }
 }
 
 const SELECT: &str = "SELECT w.id, w.name, w.owner_id, u.username AS owner_name, w.template_id,
-    t.name AS template_name, w.created_at, w.updated_at
+    t.name AS template_name, w.created_at, w.updated_at, w.ttl_ms, w.autostart_schedule,
+    w.next_start_at, w.last_used_at
     FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN templates t ON t.id = w.template_id";
 
 /// A workspace that is not deleted, by id.
-pub async fn by_id(db: &PgPool, id: Uuid) -> Result<Option<WorkspaceRow>, sqlx::Error> {
+pub async fn by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<WorkspaceRow>, sqlx::Error> {
     sqlx::query_as(&format!("{SELECT} WHERE w.id = $1 AND NOT w.deleted"))
         .bind(id)
         .fetch_optional(db)
@@ -111,7 +120,8 @@ pub async fn list(db: &PgPool, owners: Owners) -> Result<Vec<Listed>, sqlx::Erro
     Ok(rows.into_iter().map(|w| Listed { latest: latest.remove(&w.id), workspace: w }).collect())
 }
 
-/// Inserts a workspace; a name the owner already uses is a unique violation.
+/// Inserts a workspace, with its template's default TTL (if any); a name
+/// the owner already uses is a unique violation.
 pub async fn insert(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -119,14 +129,17 @@ pub async fn insert(
     template: Uuid,
     name: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO workspaces (id, owner_id, template_id, name) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(owner)
-        .bind(template)
-        .bind(name)
-        .execute(db)
-        .await
-        .map(drop)
+    sqlx::query(
+        "INSERT INTO workspaces (id, owner_id, template_id, name, ttl_ms)
+         SELECT $1, $2, $3, $4, NULLIF(default_ttl_ms, 0) FROM templates WHERE id = $3",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(template)
+    .bind(name)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// Marks a workspace as changed now.

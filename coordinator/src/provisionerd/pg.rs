@@ -281,6 +281,9 @@ impl JobBackend for PgBackend {
                 for r in resources {
                     insert_resource(&mut tx, lease.job_id, transition.as_str(), r).await?;
                 }
+                if transition == Transition::Start {
+                    crate::database::schedules::start_deadline(&mut tx, workspace_build_id).await?;
+                }
                 if transition == Transition::Delete {
                     sqlx::query(
                         "UPDATE workspaces SET deleted = true, updated_at = now() WHERE id = $1",
