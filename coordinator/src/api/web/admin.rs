@@ -137,3 +137,53 @@ fn audit_page(v: &Viewer, q: &str, logs: &[AuditLog], count: i64) -> String {
     body.push_str("</tbody></table>");
     layout("Audit", Some(v), &body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::database::users::{Roles, UserRow};
+    use codersdk::LoginType;
+
+    fn row(name: &str, roles: &[Role]) -> UserRow {
+        UserRow {
+            id: uuid::Uuid::new_v4(),
+            email: format!("{name}@example.com"),
+            username: name.to_owned(),
+            roles: Roles(roles.to_vec()),
+            status: UserStatus::Active,
+            login_type: LoginType::Password,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn viewer(u: &UserRow) -> Viewer {
+        let session = super::super::super::auth::Session { user: u.clone(), key_id: "k".into() };
+        Viewer { session, csrf: "c".into() }
+    }
+
+    /// The page hides what the roles refuse: members get no controls, user
+    /// admins cannot touch owners or the owner role, nobody changes themself.
+    #[test]
+    fn controls_follow_the_viewers_roles() {
+        let owner = row("olive", &[Role::Owner, Role::Member]);
+        let admin = row("ursula", &[Role::UserAdmin, Role::Member]);
+        let member = row("mel", &[Role::Member]);
+        let all: Vec<User> = [&owner, &admin, &member].iter().map(|u| u.to_api()).collect();
+
+        let page = users_page(&viewer(&member), &all);
+        assert!(!page.contains("user-create") && !page.contains("user-status"), "{page}");
+
+        let by_admin = |u: &UserRow| user_actions(&viewer(&admin), &u.to_api());
+        assert_eq!(by_admin(&owner), "", "a user admin may not change an owner");
+        assert_eq!(by_admin(&admin), "", "nobody changes themself");
+        let m = by_admin(&member);
+        assert!(m.contains(r#"data-action="suspend""#), "{m}");
+        assert!(m.contains(r#"value="owner" disabled"#), "{m}");
+        assert!(m.contains(r#"value="template-admin">"#), "{m}");
+        assert!(users_page(&viewer(&admin), &all).contains(r#"id="user-create""#));
+
+        let m = user_actions(&viewer(&owner), &member.to_api());
+        assert!(m.contains(r#"value="owner">"#), "owners grant owner: {m}");
+        assert!(user_actions(&viewer(&owner), &admin.to_api()).contains("user-status"));
+    }
+}
