@@ -5,7 +5,9 @@
 //! reloads); open a listening port from the ports panel; in the web terminal
 //! (xterm.js) run a command and `vim`, resize the window and read the PTY's
 //! size back, cut the WebSocket and reconnect with the output intact, reload
-//! and find the same shell; open an app. Screenshots of each page go to
+//! and find the same shell; open an app; as the owner, create a user on
+//! `/users`, grant it a role and suspend it, and find all three in the
+//! audit log. Screenshots of each page go to
 //! `$CODER_SCREENSHOT_DIR` or `target/screenshots/`. Skips (saying why)
 //! without chromium.
 
@@ -284,6 +286,67 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
                 SHORT,
             )
             .await?;
+
+            // Users, as the owner: create one through the form (a duplicate
+            // shows the API's refusal), grant template-admin, suspend.
+            b.goto(&format!("{base}/users")).await?;
+            b.wait_for("the create-user form", "document.getElementById('user-create')", "location.href", SHORT).await?;
+            let create_user = async |name: &str| {
+                for (field, value) in [("name", name.to_owned()), ("email", format!("{name}@example.com")), ("password", "carol-password".to_owned())] {
+                    b.eval(&format!("document.getElementById('user-create-{field}').value = ''"), json!([])).await?;
+                    b.fill(&format!("#user-create-{field}"), &value).await?;
+                }
+                b.click("#user-create-submit").await
+            };
+            create_user("carol").await?;
+            let carol = "document.querySelector('tr[data-user=\"carol\"]')";
+            b.wait_for("carol in the list", &format!("{carol} && {carol}.querySelector('button.user-status')"), "document.querySelector('main').innerText", SHORT)
+                .await?;
+            create_user("carol").await?;
+            b.wait_for(
+                "the API's refusal of a duplicate",
+                "!document.getElementById('users-error').hidden && document.getElementById('users-error').textContent.includes('already exists')",
+                "document.querySelector('main').innerText",
+                SHORT,
+            )
+            .await?;
+            b.click("tr[data-user=\"carol\"] details.roles-edit summary").await?;
+            b.click("tr[data-user=\"carol\"] input[value=\"template-admin\"]").await?;
+            b.click("tr[data-user=\"carol\"] button.roles-save").await?;
+            b.wait_for(
+                "carol to hold template-admin",
+                &format!("{carol}.querySelector('td.roles').textContent.includes('template-admin') && document.getElementById('users-error').hidden"),
+                "document.querySelector('main').innerText",
+                SHORT,
+            )
+            .await?;
+            b.click("tr[data-user=\"carol\"] button.user-status[data-action=\"suspend\"]").await?;
+            b.wait_for(
+                "carol to be suspended",
+                &format!("{carol}.querySelector('[data-status]').dataset.status === 'suspended' && {carol}.querySelector('button.user-status[data-action=\"activate\"]')"),
+                "document.querySelector('main').innerText",
+                SHORT,
+            )
+            .await?;
+            b.screenshot(&shots.join("dashboard-6-users-admin.png")).await?;
+            // The audit page's filter finds the three changes to carol.
+            b.goto(&format!("{base}/audit?q=resource_type:user")).await?;
+            let rows = b
+                .wait_for(
+                    "the audit rows for carol",
+                    "document.querySelector('#audit')",
+                    "[...document.querySelectorAll('#audit tbody tr')].filter((r) => r.children[3].textContent.includes('carol')).map((r) => [r.dataset.action, r.children[4].textContent])",
+                    SHORT,
+                )
+                .await?;
+            let rows = rows.to_string();
+            for (what, needle) in [("create", r#"["create","#), ("role change", "template-admin"), ("suspension", "suspended")] {
+                anyhow::ensure!(rows.contains(needle), "no audit row for the {what} of carol: {rows}");
+            }
+            let users: serde_json::Value = serde_json::from_str(&coder(&["users", "list", "--output", "json"]))?;
+            let carol = users.as_array().and_then(|a| a.iter().find(|u| u["username"] == "carol")).cloned().unwrap_or_default();
+            anyhow::ensure!(carol["status"] == "suspended", "{carol}");
+            anyhow::ensure!(carol["roles"].as_array().is_some_and(|r| r.contains(&json!("template-admin"))), "{carol}");
 
             // The other pages, for the record.
             for (page, sel) in [("templates", "[data-template]"), ("users", "#users"), ("audit", "#audit")] {

@@ -1,6 +1,7 @@
 // The dashboard's script (the CSP forbids inline ones): login, logout,
-// workspace transitions, live build logs, and the web terminal (on
-// xterm.js, vendored in assets/xterm/ and loaded by the terminal page).
+// workspace transitions, live build logs, user administration, and the web
+// terminal (on xterm.js, vendored in assets/xterm/ and loaded by the
+// terminal page).
 "use strict";
 
 function csrf() {
@@ -202,6 +203,7 @@ async function refreshMain() {
       setupLogs();
       setupPorts();
       setupPromote();
+      setupUsers();
     } catch (_) { /* the next event tries again */ }
   })();
   await refreshing;
@@ -223,6 +225,55 @@ function setupPromote() {
         err.hidden = false;
         b.disabled = false;
       }
+    });
+  }
+}
+
+// Users (owners and user admins; the API decides): create, suspend or
+// activate, edit roles. Each change re-renders the page; refusals show.
+function usersError(e) {
+  const err = document.getElementById("users-error");
+  err.textContent = e.message;
+  err.hidden = false;
+}
+
+async function userChange(method, path, body, controls) {
+  for (const c of controls) c.disabled = true;
+  try {
+    await api(method, path, body);
+    document.getElementById("users-error").hidden = true;
+    await refreshMain();
+    return true;
+  } catch (e) {
+    usersError(e);
+    for (const c of controls) c.disabled = false;
+    return false;
+  }
+}
+
+function setupUsers() {
+  const form = document.getElementById("user-create");
+  if (form) {
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = {
+        username: document.getElementById("user-create-name").value,
+        email: document.getElementById("user-create-email").value,
+        password: document.getElementById("user-create-password").value,
+      };
+      await userChange("POST", "/api/v2/users", body, [document.getElementById("user-create-submit")]);
+    });
+  }
+  const user = (name) => "/api/v2/users/" + encodeURIComponent(name);
+  for (const b of document.querySelectorAll("button.user-status")) {
+    b.addEventListener("click", () =>
+      userChange("PUT", user(b.dataset.user) + "/status/" + b.dataset.action, undefined, [b]));
+  }
+  for (const f of document.querySelectorAll("form.roles-form")) {
+    f.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const roles = [...f.querySelectorAll("input[name=role]:checked")].map((i) => i.value);
+      userChange("PUT", user(f.dataset.user) + "/roles", { roles }, f.querySelectorAll("button"));
     });
   }
 }
@@ -351,4 +402,5 @@ setupLiveList();
 setupLiveWorkspace();
 setupPorts();
 setupPromote();
+setupUsers();
 setupTerminal();
