@@ -460,6 +460,9 @@ fn transport() -> Arc<quinn::TransportConfig> {
 pub struct MeshConnection {
     peer: Node,
     conn: quinn::Connection,
+    /// Set by the watcher before it closes the connection: our side saw the
+    /// peer withdrawn (quinn then reports only "locally closed").
+    withdrawn_here: Arc<std::sync::atomic::AtomicBool>,
     _withdrawal: Arc<AbortOnDropHandle<()>>,
 }
 
@@ -472,17 +475,20 @@ impl MeshConnection {
     fn watched(peer: Node, conn: quinn::Connection, presence: Presence) -> Self {
         let watched = conn.clone();
         let key = peer.key;
+        let withdrawn_here = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = withdrawn_here.clone();
         let watcher = tokio::spawn(async move {
             tokio::select! {
                 biased;
                 () = presence.withdrawn() => {
                     tracing::info!(peer = %key, "peer withdrawn: closing its connection");
+                    flag.store(true, std::sync::atomic::Ordering::Release);
                     watched.close(crate::close::WITHDRAWN, WITHDRAWN_REASON.as_bytes());
                 }
                 _ = watched.closed() => {}
             }
         });
-        Self { peer, conn, _withdrawal: Arc::new(AbortOnDropHandle::new(watcher)) }
+        Self { peer, conn, withdrawn_here, _withdrawal: Arc::new(AbortOnDropHandle::new(watcher)) }
     }
 
     /// The peer's node record.
@@ -495,14 +501,21 @@ impl MeshConnection {
         &self.conn
     }
 
-    /// The reason phrase, if the peer closed this connection because the
-    /// coordinator withdrew us from it ([`crate::close::WITHDRAWN`]).
+    /// The reason phrase, if this connection closed because the coordinator
+    /// withdrew one side from the other ([`crate::close::WITHDRAWN`]):
+    /// the peer closed it so, or our side did (whichever side heard of the
+    /// withdrawal first; both are told).
     pub fn withdrawn_reason(&self) -> Option<String> {
         match self.conn.close_reason()? {
             quinn::ConnectionError::ApplicationClosed(c)
                 if c.error_code == crate::close::WITHDRAWN =>
             {
                 Some(String::from_utf8_lossy(&c.reason).into_owned())
+            }
+            quinn::ConnectionError::LocallyClosed
+                if self.withdrawn_here.load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                Some(WITHDRAWN_REASON.to_owned())
             }
             _ => None,
         }

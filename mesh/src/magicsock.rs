@@ -459,7 +459,9 @@ impl Inner {
     ) -> tokio_util::task::AbortOnDropHandle<()> {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = self.openings.set(tx);
-        let task = tokio::spawn(crate::opening::run(self.clone(), rx, wait));
+        // Made here, in the caller's network namespace (see `opening`).
+        let sockets = crate::opening::Sockets::spawn();
+        let task = tokio::spawn(crate::opening::run(self.clone(), rx, sockets, wait));
         tokio_util::task::AbortOnDropHandle::new(task)
     }
 

@@ -261,7 +261,7 @@ async fn stdio(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
     drop(session);
     match conn.withdrawn_reason() {
-        Some(reason) => bail!("The workspace closed the connection: {reason}."),
+        Some(reason) => bail!("The connection to the workspace was closed: {reason}."),
         None => Ok(()),
     }
 }

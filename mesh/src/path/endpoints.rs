@@ -46,8 +46,14 @@ pub(super) enum Opening {
     /// Its router answered: a ping of ours arriving before the peer's host
     /// has sent to us would claim the conntrack tuple its host needs, so
     /// it is pinged only once the peer says it has pinged us
-    /// (call-me-maybe) or its ping arrives.
-    Answers,
+    /// (call-me-maybe) or its ping arrives, or once a probe interval has
+    /// passed since `since` without either: a peer that cannot prompt us
+    /// (no relay between us) or a firewall that rejects probes on their way
+    /// must not keep us from pinging for good.
+    Answers {
+        /// When the port-unreachable came back.
+        since: Instant,
+    },
 }
 
 #[derive(Debug, Clone)]

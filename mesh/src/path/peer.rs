@@ -157,8 +157,12 @@ impl Peer {
         }
         match ep.opening {
             Opening::Silent => self.ping(addr, now, out),
-            Opening::Answers if prompted => self.ping(addr, now, out),
-            Opening::Answers | Opening::Pending { .. } => {}
+            Opening::Answers { since }
+                if prompted || now.saturating_duration_since(since) >= config.probe_interval =>
+            {
+                self.ping(addr, now, out)
+            }
+            Opening::Answers { .. } | Opening::Pending { .. } => {}
             Opening::Unprobed => {
                 ep.opening = Opening::Pending { until: now + config.opening_wait };
                 out.openings.push_back(addr);
@@ -167,10 +171,10 @@ impl Peer {
     }
 
     /// The opening probe to `addr` came back refused: its router answers.
-    pub(super) fn opening_refused(&mut self, addr: SocketAddr, _now: Instant) {
+    pub(super) fn opening_refused(&mut self, addr: SocketAddr, now: Instant) {
         if let Some(ep) = self.endpoints.get_mut(addr) {
             if matches!(ep.opening, Opening::Pending { .. }) {
-                ep.opening = Opening::Answers;
+                ep.opening = Opening::Answers { since: now };
             }
         }
     }

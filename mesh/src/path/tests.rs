@@ -783,3 +783,48 @@ fn a_peer_on_our_own_address_gets_no_opening_probe() {
         .collect();
     assert_eq!(pinged, vec!["192.0.2.1:2".parse().unwrap()]);
 }
+
+/// An endpoint whose opening probe was refused is held for the peer's
+/// prompt, but not for good: a peer that never prompts us (no relay between
+/// us, or a firewall on our side that rejects the probe, which looks the
+/// same) is pinged at the first probe round a probe interval later.
+#[test]
+fn a_refused_endpoint_is_pinged_after_a_probe_interval_without_a_prompt() {
+    let config = PathConfig::default();
+    let mut sim = Sim::new(51);
+    sim.opening_wait = config.opening_wait;
+    let a = sim.add_host(HostSpec::public("192.0.2.1:1"));
+    let b = sim.add_host(HostSpec::public("198.51.100.1:1"));
+    let peer = sim.hosts[b].node.clone();
+    let target: SocketAddr = "198.51.100.1:1".parse().unwrap();
+    let start = sim.now;
+    sim.hosts[a].sel.upsert_peer(&peer, start);
+    sim.hosts[a].sel.handle_activity(&peer.key, start);
+    let probed: Vec<_> = std::iter::from_fn(|| sim.hosts[a].sel.poll_opening_probe()).collect();
+    assert_eq!(probed, vec![target]);
+    sim.hosts[a].sel.handle_unreachable(target, start);
+    let pings_to_target = |sim: &mut Sim| {
+        std::iter::from_fn(|| sim.hosts[a].sel.poll_transmit())
+            .filter(|t| t.dst == Destination::Direct(target))
+            .count()
+    };
+    // Held through every timer before the hold ends.
+    let mut now = start;
+    while let Some(at) = sim.hosts[a].sel.poll_timeout() {
+        if at >= start + config.probe_interval {
+            break;
+        }
+        now = at.max(now + ms(1));
+        sim.hosts[a].sel.handle_timeout(now);
+        assert_eq!(pings_to_target(&mut sim), 0, "pinged at {:?}", now - start);
+    }
+    // The next probe round after it pings.
+    let mut pinged = 0;
+    for _ in 0..3 {
+        now += config.probe_interval;
+        sim.hosts[a].sel.handle_activity(&peer.key, now);
+        sim.hosts[a].sel.handle_timeout(now);
+        pinged += pings_to_target(&mut sim);
+    }
+    assert!(pinged > 0, "never pinged the refused endpoint");
+}
