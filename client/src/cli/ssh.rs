@@ -254,13 +254,18 @@ async fn stdio(
         _ = hangup.recv() => {}
         _ = term.recv() => {}
     }
-    // Close the connection so the agent learns at once that this session
-    // ended (an idle timeout would take 30 s, and the session would count
-    // as activity that holds off the workspace's autostop meanwhile).
-    let closed = session.endpoint().close();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
+    // A withdrawn connection is closed already: say why at once (OpenSSH may
+    // end this process any moment now). Otherwise close the connection so
+    // the agent learns at once that this session ended (an idle timeout
+    // would take 30 s, and the session would count as activity that holds
+    // off the workspace's autostop meanwhile).
+    let withdrawn = conn.withdrawn_reason();
+    if withdrawn.is_none() {
+        let closed = session.endpoint().close();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
+    }
     drop(session);
-    match conn.withdrawn_reason() {
+    match withdrawn {
         Some(reason) => bail!("The connection to the workspace was closed: {reason}."),
         None => Ok(()),
     }
