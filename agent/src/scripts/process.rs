@@ -142,6 +142,11 @@ async fn forward(
         if let Some(f) = &file {
             let mut f = f.lock().await;
             let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+            // tokio's file hands the write to a blocking thread and returns;
+            // the flush waits until it is in the file, so the log holds
+            // every line once the script's run has returned (a test read
+            // it a moment too early once).
+            let _ = f.flush().await;
         }
         if logs.send(AgentLog { level, output: line }).await.is_err() {
             return;
