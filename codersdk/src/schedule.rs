@@ -35,6 +35,10 @@ pub struct UpdateTemplateMeta {
     pub default_ttl_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttl_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl Client {

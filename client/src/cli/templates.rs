@@ -115,6 +115,7 @@ pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
             let req = codersdk::UpdateTemplateMeta {
                 default_ttl_ms: default_ttl.as_deref().map(parse_duration_ms).transpose()?,
                 max_ttl_ms: max_ttl.as_deref().map(parse_duration_ms).transpose()?,
+                ..Default::default()
             };
             let t = client.update_template_meta(t.id, &req).await?;
             let show = |ms: i64| if ms == 0 { "none".to_owned() } else { format_ms(ms) };

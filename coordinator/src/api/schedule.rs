@@ -144,7 +144,8 @@ pub async fn extend(
     commit_change(&state, &session, &origin, tx, &w, diff).await
 }
 
-/// `PATCH /api/v2/templates/{template}`: default and maximum TTL.
+/// `PATCH /api/v2/templates/{template}`: default and maximum TTL, display
+/// name and description.
 pub async fn update_template(
     State(state): State<AppState>,
     session: Session,
@@ -166,11 +167,21 @@ pub async fn update_template(
             human(max)
         )));
     }
+    let display_name = req.display_name.unwrap_or_else(|| t.display_name.clone());
+    let description = req.description.unwrap_or_else(|| t.description.clone());
+    if display_name.chars().count() > 64 || description.chars().count() > 128 {
+        return Err(ApiError::bad_request(
+            "A display name has at most 64 characters, a description at most 128.",
+        ));
+    }
     let mut tx = state.db.begin().await?;
     schedules::set_template_ttls(&mut *tx, t.id, default, max).await?;
+    crate::database::templates::set_names(&mut *tx, t.id, &display_name, &description).await?;
     let diff = changes(&[
         ("default_ttl_ms", json!(t.default_ttl_ms), json!(default)),
         ("max_ttl_ms", json!(t.max_ttl_ms), json!(max)),
+        ("display_name", json!(t.display_name), json!(display_name)),
+        ("description", json!(t.description), json!(description)),
     ]);
     let entry = Entry::new(AuditAction::Write, ResourceType::Template, t.id, &t.name).diff(diff);
     origin.record(&mut *tx, (&session).into(), entry).await?;

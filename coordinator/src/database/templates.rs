@@ -103,3 +103,21 @@ pub async fn set_active_version(
         .await
         .map(drop)
 }
+
+/// Sets a template's display name and description.
+pub async fn set_names(
+    db: impl PgExecutor<'_>,
+    template: Uuid,
+    display_name: &str,
+    description: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE templates SET display_name = $2, description = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(template)
+    .bind(display_name)
+    .bind(description)
+    .execute(db)
+    .await
+    .map(drop)
+}
