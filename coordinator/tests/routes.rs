@@ -104,6 +104,8 @@ GET / Public
 GET /login Public
 GET /workspaces Dashboard
 GET /templates Dashboard
+GET /templates/{template} Dashboard
+GET /templates/{template}/workspace Dashboard
 GET /cli-auth Dashboard
 GET /users Dashboard
 GET /audit Dashboard

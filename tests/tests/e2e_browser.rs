@@ -2,10 +2,14 @@
 //! `chromedriver` (W3C WebDriver). Log in, create a workspace from the
 //! `local` template and watch its build logs and agent live; stop it from
 //! the page and start it from the CLI while the list page watches (no
-//! reloads); open a listening port from the ports panel; in the web terminal
+//! reloads); read agent metadata as it changes and the startup script's
+//! log; open a listening port from the ports panel; in the web terminal
 //! (xterm.js) run a command and `vim`, resize the window and read the PTY's
 //! size back, cut the WebSocket and reconnect with the output intact, reload
-//! and find the same shell; open an app; as the owner, create a user on
+//! and find the same shell; run a terminal app; create a workspace through
+//! the parameter form; open an app; update an outdated workspace, promote a
+//! version, read its import logs and edit the template's settings; as the
+//! owner, create a user on
 //! `/users`, grant it a role and suspend it, and find all three in the
 //! audit log. Screenshots of each page go to
 //! `$CODER_SCREENSHOT_DIR` or `target/screenshots/`. Skips (saying why)
@@ -40,9 +44,17 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
     coder(&["templates", "init", tpl.to_str().unwrap(), "--id", "local"]);
     // A free port for the template's file server, so parallel tests don't meet.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Also: a metadata item that changes every second, and a terminal app.
     let main_tf = std::fs::read_to_string(tpl.join("main.tf"))
         .unwrap()
-        .replace(r#"default      = "8000""#, &format!(r#"default      = "{port}""#));
+        .replace(r#"default      = "8000""#, &format!(r#"default      = "{port}""#))
+        .replacen(
+            "  metadata {\n",
+            "  metadata {\n    key          = \"tick\"\n    display_name = \"Clock\"\n    script       = \"date +%s\"\n    interval     = 1\n    timeout      = 1\n  }\n  metadata {\n",
+            1,
+        )
+        + "\nresource \"coder_app\" \"hello\" {\n  agent_id     = coder_agent.main.id\n  slug         = \"hello\"\n  display_name = \"Hello\"\n  command      = \"echo hello-from-the-app-$((3*4))\"\n}\n";
+    assert!(main_tf.contains(r#"key          = "tick""#), "the template's metadata block moved");
     std::fs::write(tpl.join("main.tf"), main_tf).unwrap();
     coder(&[
         "templates",
@@ -104,8 +116,37 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
             )
             .await?;
             let app_href = b
-                .wait_for("the app link", "document.querySelector('a.app')", "document.querySelector('a.app').href", SHORT)
+                .wait_for("the app link", "document.querySelector('a.app[data-slug=\"files\"]')", "document.querySelector('a.app[data-slug=\"files\"]').href", SHORT)
                 .await?;
+            // Agent detail: metadata values as the agent reports them, live;
+            // the startup script's log under its source; the mesh path.
+            let tick = "document.querySelector('tr[data-key=\"tick\"] td.value')";
+            let first = b
+                .wait_for(
+                    "the Clock metadata value",
+                    &format!("{tick} && /^[0-9]+$/.test({tick}.dataset.value)"),
+                    &format!("{tick} && {tick}.dataset.value"),
+                    SHORT,
+                )
+                .await?;
+            b.wait_for(
+                "the Clock metadata value to change without a reload",
+                &format!("window.notReloaded && /^[0-9]+$/.test({tick}.dataset.value) && {tick}.dataset.value !== {first}"),
+                &format!("[window.notReloaded, {tick} && {tick}.dataset.value]"),
+                SHORT,
+            )
+            .await?;
+            let load = b.eval("return document.querySelector('tr[data-key=\"load\"] td.value').dataset.value", json!([])).await?;
+            anyhow::ensure!(load.as_str().is_some_and(|l| l.split(' ').count() == 3), "load average: {load}");
+            b.wait_for(
+                "the startup script's log under its source",
+                "[...document.querySelectorAll('details.log-source')].some((d) => d.dataset.source.includes('Startup') && d.textContent.includes('workspace web1 of'))",
+                "document.querySelector('.agent-logs') && document.querySelector('.agent-logs').innerText",
+                SHORT,
+            )
+            .await?;
+            let path = b.eval("return document.querySelector('.mesh-path').textContent", json!([])).await?;
+            eprintln!("mesh path from coderd: {path}");
             // VS Code Desktop opens Remote-SSH through `coder config-ssh`'s host.
             let vscode = b.eval("return document.querySelector('a.vscode').getAttribute('href')", json!([])).await?;
             let vscode = vscode.as_str().unwrap_or_default();
@@ -153,6 +194,7 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
                 LONG,
             )
             .await?;
+            b.eval("for (const d of document.querySelectorAll('details.log-source')) d.open = true", json!([])).await?;
             b.screenshot(&shots.join("dashboard-2-workspace.png")).await?;
             let workspace_url = b.url().await?;
             // In the browser it opens a new tab; here, the same one.
@@ -261,6 +303,43 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
             b.wait_for("the same shell after a reload", "terminalText().includes('still-42-here')", "terminalText()", SHORT)
                 .await?;
 
+            // A terminal app runs its command in the web terminal.
+            b.goto(&workspace_url).await?;
+            b.click("a.terminal-app[data-slug=\"hello\"]").await?;
+            b.wait_for(
+                "the terminal app's command",
+                "document.getElementById('term-status').dataset.state === 'connected' && terminalText().includes('hello-from-the-app-12')",
+                "terminalText()",
+                SHORT,
+            )
+            .await?;
+
+            // Create a workspace through the parameter form: the browser
+            // refuses a port below the parameter's minimum; a valid one
+            // reaches the workspace (its file server listens there).
+            let port2 = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            b.goto(&format!("{base}/templates")).await?;
+            b.click("tr[data-template=\"local\"] a.create-ws").await?;
+            b.wait_for("the parameter form", "document.getElementById('param-http_port')", "location.href", SHORT).await?;
+            let form = b.eval("return [document.getElementById('param-http_port').type, document.getElementById('param-http_port').min, document.getElementById('param-http_port').max, document.getElementById('param-http_port').value]", json!([])).await?;
+            anyhow::ensure!(form == json!(["number", "1024", "65535", port.to_string()]), "{form}");
+            b.fill("#create-ws-name", "web2").await?;
+            b.eval("document.getElementById('param-http_port').value = '80'", json!([])).await?;
+            b.click("#create-ws-submit").await?;
+            let invalid = b.eval("return [location.pathname, document.getElementById('param-http_port').checkValidity()]", json!([])).await?;
+            anyhow::ensure!(invalid == json!(["/templates/local/workspace", false]), "{invalid}");
+            b.eval(&format!("document.getElementById('param-http_port').value = '{port2}'"), json!([])).await?;
+            b.screenshot(&shots.join("dashboard-7-create-form.png")).await?;
+            b.click("#create-ws-submit").await?;
+            b.wait_for(
+                "web2's file server on the port from the form",
+                &format!("location.pathname.endsWith('/web2') && document.querySelector('[data-lifecycle=\"ready\"]') && document.querySelector('a.port-open[data-port=\"{port2}\"]')"),
+                "[location.href, document.querySelector('main').innerText]",
+                LONG,
+            )
+            .await?;
+            let web2_url = b.url().await?;
+
             // The app, proxied through coderd over the mesh.
             b.goto(app_href.as_str().unwrap_or_default()).await?;
             b.wait_for(
@@ -274,7 +353,26 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
 
             // Templates: a new push becomes active; promote the first version back.
             coder(&["templates", "push", "local", "-d", tpl.to_str().unwrap(), "--version-name", "v2", "--yes"]);
-            b.goto(&format!("{base}/templates")).await?;
+            // Both workspaces run v1: outdated. Update web2 from its page.
+            b.goto(&format!("{base}/workspaces")).await?;
+            b.wait_for(
+                "both workspaces to be outdated",
+                "document.querySelectorAll('tr[data-outdated=\"true\"] .outdated').length === 2",
+                "document.querySelector('main').innerHTML",
+                SHORT,
+            )
+            .await?;
+            b.goto(&web2_url).await?;
+            b.eval("window.notReloaded = true", json!([])).await?;
+            b.click("button.update").await?;
+            b.wait_for(
+                "web2 to be updated and running, without a reload",
+                "window.notReloaded && !document.querySelector('main .outdated') && document.getElementById('ws-status').dataset.status === 'running' && document.getElementById('build-logs').dataset.done === 'succeeded'",
+                "[window.notReloaded, document.querySelector('main').innerText]",
+                LONG,
+            )
+            .await?;
+            b.goto(&format!("{base}/templates/local")).await?;
             let v1 = "document.querySelector('tr[data-version=\"v1\"]')";
             b.wait_for("v2 to be active", &format!("{v1}.dataset.active === 'false' && {v1}.querySelector('button.promote')"), "document.querySelector('main').innerText", SHORT)
                 .await?;
@@ -286,6 +384,31 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
                 SHORT,
             )
             .await?;
+            // A version's import logs, and the template's settings.
+            b.click("details[id^=\"vlogs-\"] summary").await?;
+            b.wait_for(
+                "a version's import logs",
+                "(() => { const p = document.querySelector('details[id^=\"vlogs-\"] pre'); return p.dataset.done === 'succeeded' && p.textContent.length > 0; })()",
+                "document.querySelector('details[id^=\"vlogs-\"] pre').textContent",
+                SHORT,
+            )
+            .await?;
+            b.click("#template-settings summary").await?;
+            b.eval("document.getElementById('tpl-display-name').value = ''; document.getElementById('tpl-default-ttl').value = ''", json!([])).await?;
+            b.fill("#tpl-display-name", "Local dev").await?;
+            b.fill("#tpl-default-ttl", "8h").await?;
+            b.click("#tpl-save").await?;
+            b.wait_for(
+                "the template's new settings",
+                "document.querySelector('h1').textContent === 'Local dev' && !document.getElementById('tpl-saved').hidden && document.getElementById('tpl-default-ttl').value === '8h'",
+                "document.querySelector('main').innerText",
+                SHORT,
+            )
+            .await?;
+            b.screenshot(&shots.join("dashboard-6-template.png")).await?;
+            let t: serde_json::Value = serde_json::from_str(&coder(&["templates", "list", "--output", "json"]))?;
+            let local = t.as_array().and_then(|a| a.iter().find(|t| t["name"] == "local")).cloned().unwrap_or_default();
+            anyhow::ensure!(local["display_name"] == "Local dev" && local["default_ttl_ms"] == 8 * 3_600_000, "{local}");
 
             // Users, as the owner: create one through the form (a duplicate
             // shows the API's refusal), grant template-admin, suspend.

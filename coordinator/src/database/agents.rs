@@ -288,6 +288,15 @@ pub async fn logs(db: &PgPool, agent: Uuid) -> Result<Vec<WorkspaceAgentLog>, sq
         .collect())
 }
 
+/// The id of an agent's newest log line (`None`: no lines yet); the
+/// dashboard re-reads the logs when it changes.
+pub async fn latest_log_id(db: &PgPool, agent: Uuid) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(id) FROM workspace_agent_logs WHERE agent_id = $1")
+        .bind(agent)
+        .fetch_one(db)
+        .await
+}
+
 /// The metadata keys the template declared for an agent.
 pub async fn declared_metadata(
     db: &PgPool,

@@ -33,6 +33,14 @@ pub async fn users(
     Ok(page(users_page(&v, &list)))
 }
 
+/// A user's status badge: active is well, suspended is off.
+fn status_class(s: UserStatus) -> &'static str {
+    match s {
+        UserStatus::Active => "ok",
+        UserStatus::Suspended => "off",
+    }
+}
+
 fn users_page(v: &Viewer, users: &[User]) -> String {
     let s = &v.session;
     let mut body = String::from(r#"<h1>Users</h1><p id="users-error" class="error" hidden></p>"#);
@@ -48,10 +56,11 @@ fn users_page(v: &Viewer, users: &[User]) -> String {
         let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
         let _ = write!(
             body,
-            r#"<tr data-user="{name}"><td>{name}</td><td>{email}</td><td><span class="badge" data-status="{st}">{st}</span></td><td>{lt}</td><td class="roles">{roles}</td><td>{created}</td><td>{actions}</td></tr>"#,
+            r#"<tr data-user="{name}"><td>{name}</td><td>{email}</td><td><span class="badge {cls}" data-status="{st}">{st}</span></td><td>{lt}</td><td class="roles">{roles}</td><td>{created}</td><td>{actions}</td></tr>"#,
             name = esc(&u.username),
             email = esc(&u.email),
             st = u.status,
+            cls = status_class(u.status),
             lt = u.login_type,
             roles = esc(&roles.join(", ")),
             created = u.created_at.format("%Y-%m-%d"),

@@ -12,6 +12,10 @@
 //! change it: provisioner job progress (`CHANNEL_JOB_LOGS`) and agent
 //! lifecycle reports ([`CHANNEL_AGENT_UPDATES`]). Changes nothing notifies
 //! (an agent's connection, app health) are picked up by a slow resync tick.
+//! The single-workspace stream also carries each agent's `detail`
+//! (`super::agent_detail::live`): metadata values, the mesh path, and the id
+//! of the newest log line; metadata reports are not notified either (an
+//! agent sends one per item per interval), so they arrive with the resync.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -91,18 +95,33 @@ async fn snapshot(
             vec![w]
         }
     };
+    // Outdated: the latest build is not on the template's active version.
+    let active: HashMap<Uuid, Uuid> = database::templates::list(&state.db)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.active_version_id))
+        .collect();
     let jobs: Vec<Uuid> = list.iter().map(|w| w.latest_build.job.id).collect();
     let mut agents: HashMap<Uuid, Vec<WorkspaceAgent>> = HashMap::new();
     for r in database::resources::of_jobs(&state.db, &jobs).await? {
         agents.entry(r.job_id).or_default().extend(r.agents);
     }
-    Ok(list
-        .iter()
-        .map(|w| {
-            let a = agents.remove(&w.latest_build.job.id).unwrap_or_default();
-            (w.id, workspace_state(w, &a))
-        })
-        .collect())
+    let mut out = HashMap::with_capacity(list.len());
+    for w in &list {
+        let a = agents.remove(&w.latest_build.job.id).unwrap_or_default();
+        let mut v = workspace_state(w, &a);
+        v["outdated"] = json!(active
+            .get(&w.template_id)
+            .is_some_and(|a| *a != w.latest_build.template_version_id));
+        // The workspace page also shows each agent's metadata, path and logs.
+        if let (Scope::One(_), Some(shown)) = (scope, v["agents"].as_array_mut()) {
+            for (json, agent) in shown.iter_mut().zip(&a) {
+                json["detail"] = super::agent_detail::live(state, agent.id).await?;
+            }
+        }
+        out.insert(w.id, v);
+    }
+    Ok(out)
 }
 
 /// One workspace as the dashboard shows it live.

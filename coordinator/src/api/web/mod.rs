@@ -8,9 +8,12 @@
 //! page, and the app proxy (`super::apps`).
 
 mod admin;
+mod agent_detail;
+mod create;
 pub mod live;
 mod pages;
 pub mod ports;
+mod template_page;
 pub mod terminal;
 
 use axum::body::Body;
@@ -45,7 +48,9 @@ pub fn routes() -> Routes {
         .get("/", Public, || async { Redirect::to("/workspaces") })
         .get("/login", Public, login)
         .get("/workspaces", Dashboard, workspaces)
-        .get("/templates", Dashboard, templates)
+        .get("/templates", Dashboard, template_page::list)
+        .get("/templates/{template}", Dashboard, template_page::detail)
+        .get("/templates/{template}/workspace", Dashboard, create::page_for)
         .get("/cli-auth", Dashboard, cli_auth)
         .get("/users", Dashboard, admin::users)
         .get("/audit", Dashboard, admin::audit)
@@ -220,28 +225,6 @@ async fn workspaces(
     Ok(page(pages::workspaces(&v, &rows, &templates)))
 }
 
-async fn templates(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Some(v) = viewer(&state, &headers).await? else {
-        return Ok(apps::login_redirect("/templates"));
-    };
-    let super::error::Json(list) =
-        super::templates::list_templates(State(state.clone()), v.session.clone()).await?;
-    let mut rows = Vec::with_capacity(list.len());
-    for t in list {
-        let super::error::Json(versions) = super::templates::template_versions(
-            State(state.clone()),
-            v.session.clone(),
-            super::error::Path(t.id.to_string()),
-        )
-        .await?;
-        rows.push((t, versions));
-    }
-    Ok(page(pages::templates(&v, &rows)))
-}
-
 /// `/cli-auth`: after a (browser) login, a new session token for the CLI,
 /// as Coder's page of that name. A GET that mints a token: another site can
 /// make a browser load it but never read it (the page cannot be framed and
@@ -283,7 +266,7 @@ pub async fn fallback(State(state): State<AppState>, req: Request<Body>) -> Resp
             Ok(r) => r,
             Err(e) => e.into_response(),
         },
-        Target::Terminal(ws) => match terminal::page(&state, v, &ws).await {
+        Target::Terminal(ws) => match terminal::page(&state, v, &ws, req.uri().query()).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         },
@@ -303,10 +286,22 @@ async fn workspace_page(
         super::error::Path((owner.to_owned(), name.to_owned())),
     )
     .await?;
+    // Whether it is outdated; a template the viewer may not read shows none.
+    let template = super::templates::template(
+        State(state.clone()),
+        v.session.clone(),
+        super::error::Path(w.template_id.to_string()),
+    )
+    .await
+    .ok()
+    .map(|super::error::Json(t)| t);
     let resources = super::jobs::resources(&state.db, w.latest_build.job.id).await?;
     let agents: Vec<_> = resources.into_iter().flat_map(|r| r.agents).collect();
-    let paths: Vec<_> = agents.iter().map(|a| state.mesh.path(a.id)).collect();
-    Ok(page(pages::workspace(&v, &w, &agents, &paths)))
+    let mut details = Vec::with_capacity(agents.len());
+    for a in &agents {
+        details.push(agent_detail::load(state, a.id).await?);
+    }
+    Ok(page(pages::workspace(&v, &w, template.as_ref(), &agents, &details)))
 }
 
 #[cfg(test)]

@@ -3,13 +3,13 @@
 //! forbids inline ones) and read their inputs from `data-` attributes.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use codersdk::{
-    AppHealth, LifecycleState, ProvisionerJobStatus, Template, TemplateVersion, Workspace,
-    WorkspaceAgent, WorkspaceStatus,
+    AppHealth, LifecycleState, ProvisionerJobStatus, Template, Workspace, WorkspaceAgent,
+    WorkspaceStatus,
 };
 
+use super::agent_detail::{self, AgentDetail};
 use super::Viewer;
 
 /// Escapes text for HTML content and quoted attribute values.
@@ -104,7 +104,7 @@ pub fn cli_auth(viewer: &Viewer, token: &str) -> String {
 
 /// The CSS class of a state's badge: settled well, settled badly, or on
 /// its way.
-trait Badge: Copy {
+pub(super) trait Badge: Copy {
     fn class(self) -> &'static str;
 }
 
@@ -113,6 +113,9 @@ impl Badge for WorkspaceStatus {
         match self {
             WorkspaceStatus::Running => "ok",
             WorkspaceStatus::Failed => "bad",
+            WorkspaceStatus::Stopped | WorkspaceStatus::Canceled | WorkspaceStatus::Deleted => {
+                "off"
+            }
             _ => "busy",
         }
     }
@@ -122,7 +125,9 @@ impl Badge for LifecycleState {
     fn class(self) -> &'static str {
         match self {
             LifecycleState::Ready => "ok",
-            LifecycleState::StartError => "bad",
+            LifecycleState::StartError | LifecycleState::ShutdownError => "bad",
+            LifecycleState::StartTimeout | LifecycleState::ShutdownTimeout => "warn",
+            LifecycleState::Off => "off",
             _ => "busy",
         }
     }
@@ -187,6 +192,33 @@ fn create_form(templates: &[Template]) -> String {
     )
 }
 
+/// The template's active version when the workspace's latest build is on
+/// another one (the workspace is outdated), else `None`.
+pub fn active_version(w: &Workspace, templates: &[Template]) -> Option<uuid::Uuid> {
+    templates
+        .iter()
+        .find(|t| t.id == w.template_id)
+        .map(|t| t.active_version_id)
+        .filter(|v| *v != w.latest_build.template_version_id)
+}
+
+/// The "outdated" badge and its Update button (a start build on the
+/// template's active version; the API carries the parameter values over).
+fn outdated_badge(w: &Workspace, active: Option<uuid::Uuid>) -> String {
+    let Some(version) = active else { return String::new() };
+    let update = if w.latest_build.status.is_transitioning() {
+        String::new()
+    } else {
+        format!(
+            r#" <button type="button" class="update" data-workspace-id="{}" data-version-id="{version}" title="Start a build on the template's active version">Update</button>"#,
+            w.id
+        )
+    };
+    format!(
+        r#" <span class="badge warn outdated" title="The template's active version is newer than this workspace's">outdated</span>{update}"#
+    )
+}
+
 pub fn workspaces(
     viewer: &Viewer,
     rows: &[(Workspace, Vec<WorkspaceAgent>)],
@@ -203,9 +235,12 @@ pub fn workspaces(
             r#"<table id="workspaces" data-live="list"><thead><tr><th>Name</th><th>Template</th><th>Status</th><th>Agents</th></tr></thead><tbody>"#,
         );
         for (w, agents) in rows {
+            let active = active_version(w, templates);
             let _ = write!(
                 body,
-                r#"<tr data-workspace="{name}" data-workspace-id="{id}"><td><a href="/@{owner}/{name}">{owner}/{name}</a></td><td>{tpl}</td><td><span class="badge {cls}" data-status="{st}">{st}</span></td><td>{agents}</td></tr>"#,
+                r#"<tr data-workspace="{name}" data-workspace-id="{id}" data-outdated="{outdated}"><td><a href="/@{owner}/{name}">{owner}/{name}</a></td><td>{tpl}{badge}</td><td><span class="badge {cls}" data-status="{st}">{st}</span></td><td>{agents}</td></tr>"#,
+                outdated = active.is_some(),
+                badge = outdated_badge(w, active),
                 owner = esc(&w.owner_name),
                 name = esc(&w.name),
                 tpl = esc(&w.template_name),
@@ -220,14 +255,6 @@ pub fn workspaces(
     layout("Workspaces", Some(viewer), &body)
 }
 
-fn path_text(path: Option<(bool, Duration)>) -> String {
-    match path {
-        Some((true, rtt)) => format!("direct, {} ms", rtt.as_millis()),
-        Some((false, rtt)) => format!("relay, {} ms", rtt.as_millis()),
-        None => "no connection from the dashboard yet".to_owned(),
-    }
-}
-
 /// The `vscode://` URI for VS Code Desktop's Remote-SSH into the
 /// workspace, as `coder open vscode --print` builds it: through the
 /// `coder.WORKSPACE` host that `coder config-ssh` writes.
@@ -240,15 +267,18 @@ fn vscode_uri(workspace: &str, directory: &str) -> String {
 pub fn workspace(
     viewer: &Viewer,
     w: &Workspace,
+    template: Option<&Template>,
     agents: &[WorkspaceAgent],
-    paths: &[Option<(bool, Duration)>],
+    details: &[AgentDetail],
 ) -> String {
     let b = &w.latest_build;
     let status = b.status;
     let mut body = format!(
         r#"<h1>{owner}/{name}</h1>
-<p>Template <b>{tpl}</b> · build #{num} ({transition}) · <span class="badge {cls}" id="ws-status" data-status="{st}">{st}</span></p>
+<p>Template <b>{tpl}</b> · build #{num} ({transition}) · <span class="badge {cls}" id="ws-status" data-status="{st}">{st}</span>{outdated}</p>
 <div class="actions" id="ws-actions" data-workspace-id="{id}" data-build-id="{build}">"#,
+        outdated =
+            outdated_badge(w, template.and_then(|t| active_version(w, std::slice::from_ref(t)))),
         owner = esc(&w.owner_name),
         name = esc(&w.name),
         tpl = esc(&w.template_name),
@@ -276,12 +306,12 @@ pub fn workspace(
     if agents.is_empty() {
         body.push_str("<p>No agents (the workspace is stopped).</p>");
     }
-    for (a, path) in agents.iter().zip(paths) {
+    for (a, detail) in agents.iter().zip(details) {
         let base = format!("/@{}/{}.{}", esc(&w.owner_name), esc(&w.name), esc(&a.name));
         let _ = write!(
             body,
             r#"<section class="agent" data-agent="{name}" data-status="{st}"><h3>{name} <span class="badge {cls}" data-lifecycle="{lc}">{st} / {lc}</span></h3>
-<p>{os}/{arch} · {dir} · mesh path from coderd: {path}</p><p class="open-in"><a class="button terminal" href="{base}/terminal">Terminal</a> <a class="button vscode" href="{vscode}" title="Opens VS Code Desktop with Remote-SSH; run coder config-ssh once first">VS Code Desktop</a></p><ul class="apps">"#,
+<p>{os}/{arch} · {dir} · mesh path from coderd: <span class="mesh-path" data-agent-id="{id}">{path}</span></p><p class="open-in"><a class="button terminal" href="{base}/terminal">Terminal</a> <a class="button vscode" href="{vscode}" title="Opens VS Code Desktop with Remote-SSH; run coder config-ssh once first">VS Code Desktop</a></p><ul class="apps">"#,
             name = esc(&a.name),
             cls = a.lifecycle_state.class(),
             st = a.status,
@@ -289,11 +319,23 @@ pub fn workspace(
             os = esc(&a.os),
             arch = esc(&a.architecture),
             dir = esc(&a.directory),
-            path = esc(&path_text(*path)),
+            path = esc(&agent_detail::path_text(detail.path)),
+            id = a.id,
             vscode = esc(&vscode_uri(&w.name, &a.directory)),
         );
         for app in &a.apps {
             let label = if app.display_name.is_empty() { &app.slug } else { &app.display_name };
+            if app.url.is_empty() && !app.command.is_empty() {
+                // A terminal app: its command in the web terminal.
+                let _ = write!(
+                    body,
+                    r#"<li><a class="app terminal-app" data-slug="{slug}" href="{base}/terminal?app={slug}" title="{cmd}">{label}</a> <small>terminal</small></li>"#,
+                    slug = esc(&app.slug),
+                    label = esc(label),
+                    cmd = esc(&app.command),
+                );
+                continue;
+            }
             let _ = write!(
                 body,
                 r#"<li><a class="app" data-slug="{slug}" href="{base}/apps/{slug}/" target="_blank" rel="noopener">{label}</a>{health} <small>share: {share}</small></li>"#,
@@ -304,6 +346,7 @@ pub fn workspace(
             );
         }
         body.push_str("</ul>");
+        body.push_str(&agent_detail::metadata_html(&detail.metadata));
         if a.status == codersdk::WorkspaceAgentStatus::Connected {
             let _ = write!(
                 body,
@@ -311,6 +354,7 @@ pub fn workspace(
                 id = a.id,
             );
         }
+        body.push_str(&agent_detail::logs_html(a.id, &detail.sources, &detail.logs));
         body.push_str("</section>");
     }
     let _ =
@@ -318,56 +362,14 @@ pub fn workspace(
     layout(&w.name, Some(viewer), &body)
 }
 
-pub fn templates(viewer: &Viewer, rows: &[(Template, Vec<TemplateVersion>)]) -> String {
-    let mut body = String::from("<h1>Templates</h1>");
-    if rows.is_empty() {
-        body.push_str("<p>No templates yet: push one with <code>coder templates push</code>.</p>");
-    }
-    for (t, versions) in rows {
-        let title = if t.display_name.is_empty() { &t.name } else { &t.display_name };
-        let _ = write!(
-            body,
-            r#"<section class="agent" data-template="{name}"><h3>{title}</h3><p>{desc}</p><table><thead><tr><th>Version</th><th>Created</th><th>Import</th><th>Message</th><th></th></tr></thead><tbody>"#,
-            name = esc(&t.name),
-            title = esc(title),
-            desc = esc(&t.description),
-        );
-        for v in versions.iter().rev() {
-            let status = v.job.status;
-            let is_active = v.id == t.active_version_id;
-            let active = if is_active { " <b>(active)</b>" } else { "" };
-            // Promoting needs a template admin; the API refuses anyone else
-            // and the page shows its message.
-            let promote = if !is_active && status == ProvisionerJobStatus::Succeeded {
-                format!(
-                    r#"<button type="button" class="promote" data-template-id="{}" data-version-id="{}">Promote</button>"#,
-                    t.id, v.id
-                )
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                body,
-                r#"<tr data-version="{name}" data-active="{is_active}"><td>{name}{active}</td><td>{created}</td><td><span class="badge {cls}">{status}</span></td><td>{msg}</td><td>{promote}</td></tr>"#,
-                name = esc(&v.name),
-                created = v.created_at.format("%Y-%m-%d %H:%M UTC"),
-                cls = status.class(),
-                msg = esc(&v.message),
-            );
-        }
-        body.push_str("</tbody></table></section>");
-    }
-    body.push_str(r#"<p class="error" id="templates-error" hidden></p>"#);
-    layout("Templates", Some(viewer), &body)
-}
-
 /// The web terminal: xterm.js (loaded before the dashboard script, which
 /// starts it) in `#terminal`.
-pub fn terminal(viewer: &Viewer, title: &str, agent: uuid::Uuid) -> String {
+pub fn terminal(viewer: &Viewer, title: &str, agent: uuid::Uuid, command: Option<&str>) -> String {
+    let command = command.map(|c| format!(r#" data-command="{}""#, esc(c))).unwrap_or_default();
     let body = format!(
         r#"<h1>Terminal · {}</h1>
 <p class="term-status" id="term-status">connecting…</p>
-<div id="terminal" data-agent-id="{agent}"></div>
+<div id="terminal" data-agent-id="{agent}"{command}></div>
 <p><small>Reloading the page, or a dropped connection, reconnects to the same shell with its recent output.</small></p>
 <script src="/assets/xterm/xterm.js"></script><script src="/assets/xterm/addon-fit.js"></script>"#,
         esc(title)

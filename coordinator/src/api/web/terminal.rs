@@ -27,8 +27,16 @@ use super::super::AppState;
 use super::{pages, terminal_page as html_page, Viewer};
 use crate::coordination;
 
-/// The terminal page of one agent.
-pub async fn page(state: &AppState, v: Option<Viewer>, ws: &WorkspaceRef) -> ApiResult<Response> {
+/// The terminal page of one agent. `?app=SLUG` names a terminal-kind
+/// `coder_app` (one with a `command`): the page types that command into the
+/// new shell it opens. Only a command the template declared runs, never one
+/// from the URL.
+pub async fn page(
+    state: &AppState,
+    v: Option<Viewer>,
+    ws: &WorkspaceRef,
+    query: Option<&str>,
+) -> ApiResult<Response> {
     let Some(v) = v else { return Err(ApiError::unauthorized()) };
     let agent = match resolve::agent(&state.db, ws).await {
         Ok(a) => a,
@@ -38,8 +46,19 @@ pub async fn page(state: &AppState, v: Option<Viewer>, ws: &WorkspaceRef) -> Api
     if !coordination::may_reach(&state.db, &v.session.subject(), agent.agent_id).await? {
         return Err(ApiError::not_found("Agent"));
     }
+    let slug = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "app")
+        .map(|(_, v)| v.into_owned());
+    let command = match slug {
+        Some(slug) => {
+            let apps = crate::database::apps::of_agents(&state.db, &[agent.agent_id]).await?;
+            let app = apps.into_iter().find(|a| a.slug == slug && !a.command.is_empty());
+            Some(app.ok_or_else(|| ApiError::not_found("Terminal app"))?.command)
+        }
+        None => None,
+    };
     let title = format!("{}/{}.{}", ws.owner, ws.workspace, agent.agent_name);
-    Ok(html_page(pages::terminal(&v, &title, agent.agent_id)))
+    Ok(html_page(pages::terminal(&v, &title, agent.agent_id, command.as_deref())))
 }
 
 /// Largest message a browser may send (a big paste still fits).

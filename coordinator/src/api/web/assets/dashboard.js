@@ -61,6 +61,36 @@ function setupCreate() {
   });
 }
 
+// Runs `handler(form)` on the form's submit instead of a navigation.
+function onSubmit(id, handler) {
+  const form = document.getElementById(id);
+  if (form) form.addEventListener("submit", (ev) => { ev.preventDefault(); handler(form); });
+}
+
+// The parameter form (/templates/T/workspace): every [data-param] input's
+// value goes to the create-workspace API; coderd validates them again.
+function setupCreateWithParameters() {
+  onSubmit("create-ws", async (form) => {
+    const err = document.getElementById("create-ws-error");
+    const submit = document.getElementById("create-ws-submit");
+    const rich_parameter_values = [...form.querySelectorAll("[data-param]")]
+      .map((el) => ({ name: el.dataset.param, value: el.value }));
+    submit.disabled = true;
+    try {
+      const ws = await api("POST", "/api/v2/users/me/workspaces", {
+        name: document.getElementById("create-ws-name").value,
+        template_id: form.dataset.templateId,
+        rich_parameter_values,
+      });
+      location.assign("/@" + encodeURIComponent(ws.owner_name) + "/" + encodeURIComponent(ws.name));
+    } catch (e) {
+      err.textContent = e.message;
+      err.hidden = false;
+      submit.disabled = false;
+    }
+  });
+}
+
 function setupLogout() {
   const b = document.getElementById("logout");
   if (!b) return;
@@ -79,11 +109,7 @@ function setupActions() {
       for (const x of box.querySelectorAll("button")) x.disabled = true;
       try {
         const build = await api("POST", "/api/v2/workspaces/" + box.dataset.workspaceId + "/builds", { transition: t });
-        const logs = document.getElementById("build-logs");
-        logs.textContent = "";
-        logs.dataset.buildId = build.id;
-        delete logs.dataset.done;
-        followLogs(logs);
+        showBuildLogs(build.id);
       } catch (e) {
         alert(e.message);
         for (const x of box.querySelectorAll("button")) x.disabled = false;
@@ -92,14 +118,29 @@ function setupActions() {
   }
 }
 
-// Streams a build's logs (server-sent events) into `pre`, once per build.
-function followLogs(pre) {
-  const build = pre.dataset.buildId;
-  if (pre.stream && pre.stream.build === build) return;
-  if (pre.stream) pre.stream.close();
-  const es = new EventSource("/api/v2/workspacebuilds/" + build + "/logs?follow=true");
-  es.build = build;
-  pre.stream = es;
+// "Update": a start build on the template's active version (the API
+// carries the workspace's parameter values over). On the workspace page
+// its logs stream below; on the list the live state shows its progress.
+function setupUpdate() {
+  for (const b of document.querySelectorAll("button.update")) {
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      try {
+        const build = await api("POST", "/api/v2/workspaces/" + b.dataset.workspaceId + "/builds",
+          { transition: "start", template_version_id: b.dataset.versionId });
+        showBuildLogs(build.id);
+      } catch (e) {
+        alert(e.message);
+        b.disabled = false;
+      }
+    });
+  }
+}
+
+// A provisioner job's logs (server-sent events from `url`) appended to
+// `pre`; `data-done` gets the job's final status.
+function streamLogs(pre, url) {
+  const es = new EventSource(url);
   es.addEventListener("log", (ev) => {
     const l = JSON.parse(ev.data);
     pre.textContent += (l.stage ? "[" + l.stage + "] " : "") + l.output + "\n";
@@ -109,6 +150,27 @@ function followLogs(pre) {
     es.close();
     pre.dataset.done = JSON.parse(ev.data).status;
   });
+  return es;
+}
+
+// Streams a build's logs into `pre`, once per build.
+function followLogs(pre) {
+  const build = pre.dataset.buildId;
+  if (pre.stream && pre.stream.build === build) return;
+  if (pre.stream) pre.stream.close();
+  const es = streamLogs(pre, "/api/v2/workspacebuilds/" + build + "/logs?follow=true");
+  es.build = build;
+  pre.stream = es;
+}
+
+// The workspace page's build log, switched to a new build.
+function showBuildLogs(build) {
+  const logs = document.getElementById("build-logs");
+  if (!logs) return;
+  logs.textContent = "";
+  logs.dataset.buildId = build;
+  delete logs.dataset.done;
+  followLogs(logs);
 }
 
 function setupLogs() {
@@ -125,12 +187,15 @@ function badge(el, cls, text, attr) {
   if (attr) el.dataset[attr] = text;
 }
 
+// As the server's badges (pages.rs, `Badge`).
 function statusClass(s) {
-  return s === "running" ? "ok" : s === "failed" ? "bad" : "busy";
+  return s === "running" ? "ok" : s === "failed" ? "bad" :
+    ["stopped", "canceled", "deleted"].includes(s) ? "off" : "busy";
 }
 
 function lifecycleClass(s) {
-  return s === "ready" ? "ok" : s === "start_error" ? "bad" : "busy";
+  return s === "ready" ? "ok" : ["start_error", "shutdown_error"].includes(s) ? "bad" :
+    ["start_timeout", "shutdown_timeout"].includes(s) ? "warn" : s === "off" ? "off" : "busy";
 }
 
 function setupLiveList() {
@@ -140,7 +205,7 @@ function setupLiveList() {
   es.addEventListener("workspace", (ev) => {
     const w = JSON.parse(ev.data);
     const row = table.querySelector('tr[data-workspace-id="' + w.id + '"]');
-    if (!row) { refreshMain(); return; }
+    if (!row || row.dataset.outdated !== String(w.outdated)) { refreshMain(); return; }
     badge(row.querySelector("[data-status]"), statusClass(w.status), w.status, "status");
     const cell = row.lastElementChild;
     cell.textContent = "";
@@ -156,6 +221,33 @@ function setupLiveList() {
   });
 }
 
+// The part of a workspace event that changes the page's shape (everything
+// but the agents' metadata values and mesh paths, which change in place).
+function workspaceShape(w) {
+  return JSON.stringify(w, (k, v) => (k === "metadata" || k === "path") ? undefined : v);
+}
+
+// Metadata values and the mesh path, updated in place.
+function applyAgentDetail(w) {
+  for (const a of w.agents) {
+    const d = a.detail;
+    if (!d) continue;
+    const path = document.querySelector('.mesh-path[data-agent-id="' + a.id + '"]');
+    if (path && path.textContent !== d.path) path.textContent = d.path;
+    const section = document.querySelector('section[data-agent="' + CSS.escape(a.name) + '"]');
+    if (!section) continue;
+    for (const m of d.metadata) {
+      const cell = section.querySelector('tr[data-key="' + CSS.escape(m.key) + '"] td.value');
+      if (!cell) continue;
+      const bad = m.error !== "";
+      const text = bad ? m.error : m.value === null ? "waiting for the agent's first report" : m.value;
+      cell.className = "value" + (bad ? " error" : m.value === null ? " pending" : "");
+      cell.textContent = text;
+      cell.dataset.value = text;
+    }
+  }
+}
+
 function setupLiveWorkspace() {
   const box = document.getElementById("ws-actions");
   if (!box) return;
@@ -167,15 +259,21 @@ function setupLiveWorkspace() {
     const box = document.getElementById("ws-actions");
     const agents = document.querySelectorAll("section[data-agent]");
     return status && box && status.dataset.status === w.status && box.dataset.buildId === w.build.id &&
+      !!document.querySelector("main .outdated") === w.outdated &&
       agents.length === w.agents.length &&
       w.agents.every((a) => {
         const s = document.querySelector('section[data-agent="' + CSS.escape(a.name) + '"]');
-        return s && s.dataset.status === a.status && s.querySelector("[data-lifecycle]").dataset.lifecycle === a.lifecycle_state;
+        const logs = s && s.querySelector(".agent-logs");
+        return s && s.dataset.status === a.status && s.querySelector("[data-lifecycle]").dataset.lifecycle === a.lifecycle_state &&
+          (!a.detail || (logs && logs.dataset.logId === String(a.detail.log_id)));
       });
   };
-  es.addEventListener("workspace", (ev) => {
-    if (last === null ? !shown(JSON.parse(ev.data)) : last !== ev.data) refreshMain();
-    last = ev.data;
+  es.addEventListener("workspace", async (ev) => {
+    const w = JSON.parse(ev.data);
+    const shape = workspaceShape(w);
+    if (last === null ? !shown(w) : last !== shape) await refreshMain();
+    last = shape;
+    applyAgentDetail(w);
   });
   es.addEventListener("gone", () => { es.close(); location.assign("/workspaces"); });
 }
@@ -196,13 +294,22 @@ async function refreshMain() {
       const oldLogs = document.getElementById("build-logs");
       const newLogs = fresh.querySelector("#build-logs");
       if (oldLogs && newLogs && oldLogs.dataset.buildId === newLogs.dataset.buildId) newLogs.replaceWith(oldLogs);
+      // Folded blocks the viewer opened stay open.
+      for (const d of main.querySelectorAll("details[id][open]")) {
+        const f = fresh.querySelector("#" + CSS.escape(d.id));
+        if (f) f.open = true;
+      }
       main.replaceChildren(...fresh.childNodes);
       main.dataset.refreshed = String(Number(main.dataset.refreshed || 0) + 1);
       setupActions();
+      setupUpdate();
       setupCreate();
       setupLogs();
       setupPorts();
       setupPromote();
+      setupVersionLogs();
+      setupTemplateEdit();
+      setupCreateWithParameters();
       setupUsers();
     } catch (_) { /* the next event tries again */ }
   })();
@@ -227,6 +334,61 @@ function setupPromote() {
       }
     });
   }
+}
+
+// A template version's import logs, streamed when its block is unfolded.
+function setupVersionLogs() {
+  for (const d of document.querySelectorAll("details[data-version-id]")) {
+    const load = () => {
+      const pre = d.querySelector("pre");
+      if (!d.open || pre.dataset.streaming) return;
+      pre.dataset.streaming = "true";
+      const es = streamLogs(pre, "/api/v2/templateversions/" + d.dataset.versionId + "/logs?follow=true");
+      es.onerror = () => { es.close(); delete pre.dataset.streaming; };
+    };
+    d.addEventListener("toggle", load);
+    load();
+  }
+}
+
+// "0", "8h", "1h30m", "45s" in milliseconds; null if it is none of those.
+function durationMs(text) {
+  const t = text.trim();
+  if (t === "0") return 0;
+  const m = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(t);
+  if (!m || t === "") return null;
+  return ((Number(m[1] || 0) * 60 + Number(m[2] || 0)) * 60 + Number(m[3] || 0)) * 1000;
+}
+
+// The template's settings (template admins; the API decides and says why not).
+function setupTemplateEdit() {
+  onSubmit("template-edit", async (form) => {
+    const err = document.getElementById("templates-error");
+    const saved = document.getElementById("tpl-saved");
+    saved.hidden = true;
+    const def = durationMs(document.getElementById("tpl-default-ttl").value);
+    const max = durationMs(document.getElementById("tpl-max-ttl").value);
+    if (def === null || max === null) {
+      err.textContent = "Durations look like 8h, 1h30m or 45m (0 for none).";
+      err.hidden = false;
+      return;
+    }
+    try {
+      await api("PATCH", "/api/v2/templates/" + form.dataset.templateId, {
+        display_name: document.getElementById("tpl-display-name").value,
+        description: document.getElementById("tpl-description").value,
+        default_ttl_ms: def,
+        max_ttl_ms: max,
+      });
+      err.hidden = true;
+      await refreshMain();
+      const s = document.getElementById("tpl-saved");
+      if (s) s.hidden = false;
+    } catch (e) {
+      err.textContent = e.message;
+      err.hidden = false;
+    }
+  });
 }
 
 // Users (owners and user admins; the API decides): create, suspend or
@@ -340,6 +502,9 @@ function setupTerminal() {
   const status = document.getElementById("term-status");
   const url = new URL(location.href);
   let id = url.searchParams.get("reconnect");
+  // A terminal app's command runs in a new shell, once (a reload or a
+  // reconnect re-attaches to that shell instead).
+  let command = id ? null : el.dataset.command || null;
   if (!id) {
     id = crypto.randomUUID();
     url.searchParams.set("reconnect", id);
@@ -374,6 +539,7 @@ function setupTerminal() {
       terminal.reset();
       // The shell may have been started at another size (another tab).
       send({ height: terminal.rows, width: terminal.cols });
+      if (command) { send({ data: command + "\r" }); command = null; }
     };
     sock.onmessage = (ev) => terminal.write(typeof ev.data === "string" ? ev.data : new Uint8Array(ev.data));
     sock.onclose = () => {
@@ -395,12 +561,16 @@ function setupTerminal() {
 
 setupLogin();
 setupCreate();
+setupCreateWithParameters();
 setupLogout();
 setupActions();
+setupUpdate();
 setupLogs();
 setupLiveList();
 setupLiveWorkspace();
 setupPorts();
 setupPromote();
+setupVersionLogs();
+setupTemplateEdit();
 setupUsers();
 setupTerminal();
