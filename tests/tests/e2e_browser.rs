@@ -478,6 +478,19 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
                     .await?;
                 b.screenshot(&shots.join(format!("dashboard-6-{page}.png"))).await?;
             }
+            // A narrow window: the layout wraps, tables scroll on their own.
+            b.set_window_size(420, 860).await?;
+            b.goto(&web2_url).await?;
+            let overflow = b
+                .wait_for(
+                    "the workspace page in a narrow window",
+                    "document.getElementById('ws-status')",
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                    SHORT,
+                )
+                .await?;
+            anyhow::ensure!(overflow.as_i64().is_some_and(|o| o <= 0), "the page scrolls sideways by {overflow}px");
+            b.screenshot(&shots.join("dashboard-8-narrow.png")).await?;
             anyhow::Ok(())
         };
         let result = run.await;
