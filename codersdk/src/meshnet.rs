@@ -197,6 +197,8 @@ impl MeshSession {
         cfg.relays = regions;
         cfg.stun_servers = stun;
         cfg.relay_only = config.relay_only;
+        // Off unless CODER_PORT_MAPPING asks (mesh::PortMapConfig::from_env).
+        cfg.port_mapping = mesh::PortMapConfig::from_env();
         if let Some(bind) = config.bind {
             cfg.bind = bind;
         }

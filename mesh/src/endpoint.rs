@@ -32,6 +32,7 @@ use crate::magicsock::{self, Inner, MagicSock};
 use crate::node::{mesh_addresses, AddressError, Node, NodeId, PROTOCOL_VERSION};
 use crate::path::{Destination, PathConfig, PathEvent, PathSelector};
 use crate::peermap::{KeyInUse, Presence};
+use crate::portmap::{PortMapConfig, PortMapStatus, PortMapper};
 use crate::relay::{HomeConfig, RelayRegion, Relays};
 use crate::service::{Service, ServiceParseError};
 use crate::socket;
@@ -74,6 +75,9 @@ pub struct MeshConfig {
     pub home: HomeConfig,
     /// Path selection timers.
     pub path: PathConfig,
+    /// Asking the gateway to forward a port to the socket (off by default;
+    /// [`crate::portmap`]). Its public address becomes an endpoint.
+    pub port_mapping: PortMapConfig,
 }
 
 impl MeshConfig {
@@ -93,6 +97,7 @@ impl MeshConfig {
             relays: Vec::new(),
             home: HomeConfig::default(),
             path: PathConfig::default(),
+            port_mapping: PortMapConfig::default(),
         }
     }
 }
@@ -238,6 +243,7 @@ pub struct MeshEndpoint {
     own: own::OwnNode,
     relays: Option<Arc<Relays>>,
     stun: tokio::sync::watch::Sender<StunStatus>,
+    portmap: PortMapper,
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
@@ -284,6 +290,11 @@ impl MeshEndpoint {
         };
         let (stun, stun_task) = stun::start(sock.clone(), stun_servers, config.stun_timeout);
         tasks.extend(stun_task);
+        let mut port_mapping = config.port_mapping.clone();
+        if config.relay_only {
+            port_mapping.protocols.clear();
+        }
+        let portmap = PortMapper::start(sock.clone(), bound.port(), port_mapping);
         let relays = match relay_rx {
             Some(rx) => {
                 let secret = config.node_secret.to_relay_key();
@@ -340,6 +351,7 @@ impl MeshEndpoint {
             own,
             relays,
             stun,
+            portmap,
             _tasks: tasks,
         })
     }
@@ -431,10 +443,17 @@ impl MeshEndpoint {
         Ok(IncomingConnection { incoming, sock: self.sock.clone() })
     }
 
-    /// Closes all connections and waits for the peers to learn of it.
+    /// Closes all connections and waits for the peers to learn of it, and
+    /// deletes the port mapping.
     pub async fn close(&self) {
         self.quic.close(crate::close::CLOSING, b"closing");
         self.quic.wait_idle().await;
+        self.portmap.release().await;
+    }
+
+    /// The port mapping's state ([`MeshConfig::port_mapping`]).
+    pub fn port_mapping(&self) -> tokio::sync::watch::Receiver<PortMapStatus> {
+        self.portmap.status()
     }
 }
 

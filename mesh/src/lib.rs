@@ -17,6 +17,8 @@
 //!   between peers' mesh addresses ([`MeshEndpoint::wireguard`]);
 //! - [`RelayRegion`], [`HomeSelector`]: the relay regions a node uses, and the
 //!   sans-IO choice of its home region (failover, hysteresis);
+//! - [`portmap`]: NAT-PMP, PCP and UPnP IGD port mapping, whose public
+//!   address becomes an endpoint ([`MeshConfig::port_mapping`]);
 //! - [`netstack`]: a userspace TCP/IP stack (smoltcp) on a node's mesh addresses.
 
 pub mod disco;
@@ -28,6 +30,7 @@ mod node;
 mod opening;
 mod path;
 mod peermap;
+pub mod portmap;
 mod relay;
 mod service;
 mod socket;
@@ -52,6 +55,7 @@ pub use path::{
     Destination, DirectMechanism, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit,
 };
 pub use peermap::{KeyInUse, KeyKind};
+pub use portmap::{PortMapConfig, PortMapStatus};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};
 pub use relay::{HomeConfig, HomeSelector, NoRegion, RelayRegion};

@@ -44,8 +44,10 @@ use anyhow::{bail, Context};
 use crate::Coderd;
 
 pub mod mesh;
+mod miniupnpd;
 mod procs;
 
+pub use miniupnpd::{Miniupnpd, PortMapping};
 pub use procs::{coder, start_agent, AgentProcess};
 
 /// Where every topology's namespaces start; used to find stale ones.

@@ -23,7 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tests::topology::{push_token_template, spawn_coderd, Host, Nat, Topology};
+use tests::topology::{
+    push_token_template, spawn_coderd, Host, Miniupnpd, Nat, PortMapping, Topology,
+};
 use tests::{binary, run_ok, tempdir, FIRST_USER};
 
 const DIRECT_DEADLINE: Duration = Duration::from_secs(30);
@@ -128,6 +130,14 @@ fn coder(client: &Host, cfg: &Path) -> Command {
     c
 }
 
+/// [`coder`] asking its gateway for a port mapping in `protocols`
+/// (`CODER_PORT_MAPPING`), if any.
+fn coder_mapping(client: &Host, cfg: &Path, protocols: Option<&str>) -> Command {
+    let mut c = coder(client, cfg);
+    c.envs(protocols.map(|p| ("CODER_PORT_MAPPING", p)));
+    c
+}
+
 /// Points a command at the host's HTTP proxy, if it has one, and clears any
 /// proxy settings inherited from the test's environment.
 fn proxy_env(cmd: &mut Command, host: &Host) {
@@ -141,8 +151,14 @@ fn proxy_env(cmd: &mut Command, host: &Host) {
 
 /// One `coder ping WS -o json`: the path after the last ping. `num: None`
 /// pings until the path is direct (at most 10 times, 1 s apart).
-fn ping_path(client: &Host, cfg: &Path, ws: &str, num: Option<u32>) -> anyhow::Result<PathKind> {
-    let mut cmd = coder(client, cfg);
+fn ping_path(
+    client: &Host,
+    cfg: &Path,
+    ws: &str,
+    num: Option<u32>,
+    mapping: Option<&str>,
+) -> anyhow::Result<PathKind> {
+    let mut cmd = coder_mapping(client, cfg, mapping);
     cmd.args(["ping", ws, "-o", "json"]);
     if let Some(n) = num {
         cmd.args(["-n", &n.to_string()]);
@@ -163,8 +179,9 @@ fn ssh_transfer(
     ws: &str,
     payload: &[u8],
     want: &str,
+    mapping: Option<&str>,
 ) -> anyhow::Result<(Option<PathKind>, bool)> {
-    let mut child = coder(client, cfg)
+    let mut child = coder_mapping(client, cfg, mapping)
         .args(["ssh", "-v", ws, "--", "sha256sum"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -195,15 +212,15 @@ fn ssh_transfer(
 /// Pings until the expected path shows (direct: until [`DIRECT_DEADLINE`];
 /// relay: one run of [`RELAY_PINGS`], longer than a probe interval), then
 /// transfers the payload.
-fn run_pair(
-    client: &Host,
-    agent: &Host,
-    cfg: &Path,
-    ws: &str,
-    payload: &[u8],
-    want: &str,
-) -> Outcome {
-    let expected = expected_path(client.nat, agent.nat);
+fn run_pair(d: &Deployment, client: &Host, agent: &Host, ws: &str) -> Outcome {
+    let (cfg, payload, want) = (d.cfg.as_path(), d.payload.as_slice(), d.want.as_str());
+    let mapping = d.port_mapping(client);
+    let expected = match (mapping, d.port_mapping(agent)) {
+        // Either side's gateway forwards a port: the other side's probes
+        // reach it, whatever its NAT (docs/reliability.md, port mapping).
+        (Some(_), _) | (_, Some(_)) => PathKind::Direct,
+        (None, None) => expected_path(client.nat, agent.nat),
+    };
     let start = Instant::now();
     let mut outcome = Outcome {
         client: client.nat,
@@ -218,7 +235,7 @@ fn run_pair(
     let result = (|| -> anyhow::Result<()> {
         loop {
             let num = (expected == PathKind::Relay).then_some(RELAY_PINGS);
-            let path = ping_path(client, cfg, ws, num)?;
+            let path = ping_path(client, cfg, ws, num, mapping)?;
             outcome.pings.push(path);
             if path == PathKind::Direct
                 || expected == PathKind::Relay
@@ -227,7 +244,7 @@ fn run_pair(
                 break;
             }
         }
-        let (path, ok) = ssh_transfer(client, cfg, ws, payload, want)?;
+        let (path, ok) = ssh_transfer(client, cfg, ws, payload, want, mapping)?;
         outcome.ssh_path = path;
         outcome.transfer_ok = ok;
         Ok(())
@@ -252,12 +269,20 @@ struct Deployment {
     /// the provisioner's plugin cache, which terraform does not make safe for
     /// concurrent use ("Failed to install provider", docs/reliability.md).
     create_lock: std::sync::Mutex<()>,
+    /// `CODER_PORT_MAPPING` of the processes in a namespace, by its name.
+    port_mapping: Vec<(String, &'static str)>,
 }
 
-/// One column: creates the workspace `ws-<nat>`, starts its agent in
+impl Deployment {
+    fn port_mapping(&self, host: &Host) -> Option<&'static str> {
+        self.port_mapping.iter().find(|(netns, _)| *netns == host.netns).map(|(_, p)| *p)
+    }
+}
+
+/// One column: creates the workspace `ws-<agent host>`, starts its agent in
 /// `agent`'s namespace, and connects from every client in turn.
 fn run_column(d: &Deployment, agent: &Host, clients: &[Host]) -> Vec<Outcome> {
-    let ws = format!("ws-{}", agent.nat);
+    let ws = format!("ws-{}", agent.netns.rsplit('-').next().unwrap_or("agent"));
     {
         let _one_build = d.create_lock.lock().unwrap();
         run_ok(coder(agent, &d.cfg).args(["create", &ws, "-t", "topo", "--yes"])).unwrap();
@@ -268,6 +293,7 @@ fn run_column(d: &Deployment, agent: &Host, clients: &[Host]) -> Vec<Outcome> {
     let log = std::fs::File::create(d.dir.join(format!("agent-{ws}.log"))).unwrap();
     let mut cmd = agent.command(binary("coder-agent").unwrap());
     proxy_env(&mut cmd, agent);
+    cmd.envs(d.port_mapping(agent).map(|p| ("CODER_PORT_MAPPING", p)));
     let child = cmd
         .env("CODER_AGENT_URL", &d.url)
         .env("CODER_AGENT_TOKEN", token.trim())
@@ -281,7 +307,7 @@ fn run_column(d: &Deployment, agent: &Host, clients: &[Host]) -> Vec<Outcome> {
     let _agent = AgentProcess(child);
     let mut outcomes = Vec::new();
     for client in clients {
-        let o = run_pair(client, agent, &d.cfg, &ws, &d.payload, &d.want);
+        let o = run_pair(d, client, agent, &ws);
         eprintln!(
             "client {:>10} → agent {:>10}: expected {:?}, pings {:?}, ssh -v {:?}, transfer ok {}, {:.1?}{}",
             o.client,
@@ -311,40 +337,128 @@ fn topology_http_proxy_only_client_reaches_agent() {
     run_matrix("proxy", &[Nat::HttpProxyOnly], &[Nat::None, Nat::Easy]);
 }
 
-/// Builds a topology with a client host per `client_kinds` and an agent
-/// host per `agent_kinds`, one coderd, and checks every pair.
-fn run_matrix(name: &str, client_kinds: &[Nat], agent_kinds: &[Nat]) {
-    if let Some(reason) = Topology::unavailable() {
+/// Hard × hard goes direct when either side's router runs miniupnpd, with
+/// any of the three protocols: the agent's gateway speaks NAT-PMP/PCP and
+/// the agent asks in PCP (column 1) or NAT-PMP (column 2); the client's
+/// gateway speaks UPnP only (column 3). Only these pairs run: hard × hard
+/// without port mapping is the main matrix's.
+#[test]
+fn topology_port_mapping_hard_pairs_go_direct() {
+    if let Some(reason) = Miniupnpd::unavailable() {
         coordinator::testutil::skip(&reason);
         return;
+    }
+    let Some(mut topo) = topology("portmap") else { return };
+    let plain = topo.host("c0", Nat::Hard).unwrap();
+    let mapped = topo.host("c1", Nat::Hard).unwrap();
+    let pcp = topo.host("a0", Nat::Hard).unwrap();
+    let pmp = topo.host("a1", Nat::Hard).unwrap();
+    let hard = topo.host("a2", Nat::Hard).unwrap();
+    let port_mapping = vec![
+        (mapped.netns.clone(), "upnp"),
+        (pcp.netns.clone(), "pcp"),
+        (pmp.netns.clone(), "nat-pmp"),
+    ];
+    let columns = vec![
+        (pcp.clone(), vec![plain.clone()]),
+        (pmp.clone(), vec![plain]),
+        (hard.clone(), vec![mapped.clone()]),
+    ];
+    let mut daemons = Vec::new();
+    let outcomes = run_columns(&topo, &columns, port_mapping, |stun| {
+        for (host, protocols) in [
+            (&mapped, PortMapping::UPNP),
+            (&pcp, PortMapping::NAT_PMP_PCP),
+            (&pmp, PortMapping::NAT_PMP_PCP),
+        ] {
+            daemons.push(Miniupnpd::start(host, protocols, stun).unwrap());
+        }
+    });
+    for (o, protocol) in outcomes.iter().zip(["PCP (agent)", "NAT-PMP (agent)", "UPnP (client)"]) {
+        println!("| hard × hard, {protocol} | {:?} {} ({:.1?}) |", o.expected, mark(o), o.elapsed);
+    }
+    drop(daemons);
+}
+
+/// A topology named `name`, or `None` (the test skips) without root or tools.
+fn topology(name: &str) -> Option<Topology> {
+    if let Some(reason) = Topology::unavailable() {
+        coordinator::testutil::skip(&reason);
+        return None;
     }
     for tool in ["terraform", "ssh"] {
         if !has(tool) {
             coordinator::testutil::skip(&format!("{tool} is not installed"));
-            return;
+            return None;
         }
     }
+    Some(Topology::new(name).unwrap())
+}
+
+fn mark(o: &Outcome) -> &'static str {
+    if o.passed() {
+        "ok"
+    } else {
+        "FAIL"
+    }
+}
+
+/// Builds a topology with a client host per `client_kinds` and an agent
+/// host per `agent_kinds`, one coderd, and checks every pair.
+fn run_matrix(name: &str, client_kinds: &[Nat], agent_kinds: &[Nat]) {
     let test_start = Instant::now();
-    let tmp = tempdir().unwrap();
-    let mut topo = Topology::new(name).unwrap();
+    let Some(mut topo) = topology(name) else { return };
     let clients: Vec<Host> = client_kinds
         .iter()
         .enumerate()
         .map(|(i, k)| topo.host(&format!("c{i}"), *k).unwrap())
         .collect();
-    let agents: Vec<Host> = agent_kinds
+    let columns: Vec<(Host, Vec<Host>)> = agent_kinds
         .iter()
         .enumerate()
-        .map(|(i, k)| topo.host(&format!("a{i}"), *k).unwrap())
+        .map(|(i, k)| (topo.host(&format!("a{i}"), *k).unwrap(), clients.clone()))
         .collect();
+    let outcomes = run_columns(&topo, &columns, Vec::new(), |_| {});
+
+    // The table docs/reliability.md quotes.
+    println!(
+        "| client \\ agent | {} |",
+        agent_kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(agent_kinds.len()));
+    for client in client_kinds {
+        let cells: Vec<String> = agent_kinds
+            .iter()
+            .map(|agent| {
+                let o = outcomes.iter().find(|o| o.client == *client && o.agent == *agent).unwrap();
+                format!("{:?} {} ({:.1?})", o.expected, mark(o), o.elapsed)
+            })
+            .collect();
+        println!("| {client} | {} |", cells.join(" | "));
+    }
+    println!("matrix took {:?}", test_start.elapsed());
+}
+
+/// Starts coderd on `topo`'s internet, calls `ready` with its STUN address,
+/// and checks each column (an agent and its clients) on a thread of its
+/// own; panics with every failed pair after all ran.
+fn run_columns(
+    topo: &Topology,
+    columns: &[(Host, Vec<Host>)],
+    port_mapping: Vec<(String, &'static str)>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Vec<Outcome> {
+    let test_start = Instant::now();
+    let tmp = tempdir().unwrap();
     let srv = spawn_coderd(topo.internet(), &tmp.path().join("data"), 3000, &[]).unwrap();
     eprintln!("coderd up at {} after {:?}", srv.url, test_start.elapsed());
+    ready(std::net::SocketAddr::from((topo.internet().addr, 3478)));
 
     // Setup talks to coderd from the first agent's namespace, so a client
     // that cannot reach coderd fails its own pairs only.
     let cfg = tmp.path().join("config");
     let coder = |args: &[&str]| {
-        let mut c = coder(&agents[0], &cfg);
+        let mut c = coder(&columns[0].0, &cfg);
         c.args(args);
         c
     };
@@ -362,38 +476,20 @@ fn run_matrix(name: &str, client_kinds: &[Nat], agent_kinds: &[Nat]) {
         payload,
         want,
         create_lock: std::sync::Mutex::new(()),
+        port_mapping,
     };
     // One thread per agent: namespaces are separate, so the columns of the
     // matrix do not disturb each other, and most of the time is waiting.
     let outcomes: Vec<Outcome> = std::thread::scope(|s| {
-        let columns: Vec<_> = agents
+        let columns: Vec<_> = columns
             .iter()
-            .map(|agent| {
-                let (deployment, clients) = (&deployment, &clients);
+            .map(|(agent, clients)| {
+                let deployment = &deployment;
                 s.spawn(move || run_column(deployment, agent, clients))
             })
             .collect();
         columns.into_iter().flat_map(|c| c.join().unwrap()).collect()
     });
-
-    // The table docs/reliability.md quotes.
-    println!(
-        "| client \\ agent | {} |",
-        agent_kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(" | ")
-    );
-    println!("|---|{}", "---|".repeat(agent_kinds.len()));
-    for client in client_kinds {
-        let cells: Vec<String> = agent_kinds
-            .iter()
-            .map(|agent| {
-                let o = outcomes.iter().find(|o| o.client == *client && o.agent == *agent).unwrap();
-                let mark = if o.passed() { "ok" } else { "FAIL" };
-                format!("{:?} {mark} ({:.1?})", o.expected, o.elapsed)
-            })
-            .collect();
-        println!("| {client} | {} |", cells.join(" | "));
-    }
-    println!("matrix took {:?}", test_start.elapsed());
 
     let failed: Vec<String> = outcomes
         .iter()
@@ -424,4 +520,5 @@ fn run_matrix(name: &str, client_kinds: &[Nat], agent_kinds: &[Nat]) {
         );
     }
     drop(srv);
+    outcomes
 }

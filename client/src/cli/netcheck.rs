@@ -13,6 +13,9 @@
 //!   latencies ([`mesh::HomeSelector::first_home`]: the fastest, the lowest
 //!   id among those about as fast). Its key is announced through the
 //!   coordinator first, as relays admit no other.
+//! - Port mapping: which of PCP, NAT-PMP and UPnP IGD the default gateway
+//!   answers ([`mesh::portmap::probe`]), asked only with `--port-mapping`
+//!   or `CODER_PORT_MAPPING` set (the mesh maps ports only then too).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -32,6 +35,10 @@ pub struct NetcheckArgs {
     /// How long to wait for each STUN answer and relay ping.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Ask the default gateway which port-mapping protocols it speaks
+    /// (also on when `CODER_PORT_MAPPING` names any).
+    #[arg(long)]
+    pub port_mapping: bool,
     #[command(flatten)]
     pub out: output::OutputArgs,
 }
@@ -76,6 +83,8 @@ struct Report {
     stun: Vec<StunResult>,
     regions: Vec<RegionResult>,
     preferred_region: Option<u16>,
+    /// `null` when not asked (see `--port-mapping`).
+    port_mapping: Option<mesh::portmap::Probe>,
 }
 
 /// Every STUN server in the map, in region order, without duplicates.
@@ -238,6 +247,18 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
         regions.iter().map(|r| (r.region_id, r.rtt)),
     );
 
+    let asked = args.port_mapping || !mesh::PortMapConfig::from_env().protocols.is_empty();
+    let port_mapping = match asked {
+        true => Some(match mesh::portmap::gateway().await {
+            Some(gw) => {
+                let deadline = tokio::time::Instant::now() + args.timeout;
+                mesh::portmap::probe(&gw, deadline).await
+            }
+            None => mesh::portmap::Probe::default(),
+        }),
+        false => None,
+    };
+
     let report = Report {
         udp,
         local_port,
@@ -248,6 +269,7 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
         stun,
         regions,
         preferred_region,
+        port_mapping,
     };
     match args.out.output {
         OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?)?,
@@ -289,7 +311,11 @@ fn render(r: &Report) -> String {
         .and_then(|id| r.regions.iter().find(|g| g.region_id == id))
         .map(|g| format!("{} ({})", g.region_id, g.code))
         .unwrap_or_else(|| "none: no relay answered".to_owned());
-    s += &format!("Preferred relay region:        {preferred}\n\n");
+    s += &format!("Preferred relay region:        {preferred}\n");
+    s += &format!(
+        "Port mapping:                  {}\n\n",
+        port_mapping_line(r.port_mapping.as_ref())
+    );
     let ms = |v: Option<f64>| v.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "-".to_owned());
     let rows: Vec<Vec<String>> = r
         .stun
@@ -326,6 +352,24 @@ fn render(r: &Report) -> String {
     s
 }
 
+/// The gateway's protocols, e.g. `PCP, NAT-PMP (gateway 10.0.0.1)`.
+fn port_mapping_line(probe: Option<&mesh::portmap::Probe>) -> String {
+    let Some(probe) = probe else {
+        return "not checked (--port-mapping)".to_owned();
+    };
+    let Some(gateway) = probe.gateway else {
+        return "no default IPv4 gateway".to_owned();
+    };
+    let spoken: Vec<&str> = [(probe.pcp, "PCP"), (probe.nat_pmp, "NAT-PMP"), (probe.upnp, "UPnP")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    match spoken.as_slice() {
+        [] => format!("none (gateway {gateway} answers no PCP, NAT-PMP or UPnP)"),
+        names => format!("{} (gateway {gateway})", names.join(", ")),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -340,6 +384,18 @@ mod tests {
             latency_ms: Some(1.0),
             error: None,
         }
+    }
+
+    #[test]
+    fn port_mapping_line_names_what_the_gateway_speaks() {
+        assert_eq!(port_mapping_line(None), "not checked (--port-mapping)");
+        let mut probe = mesh::portmap::Probe::default();
+        assert_eq!(port_mapping_line(Some(&probe)), "no default IPv4 gateway");
+        probe.gateway = Some(Ipv4Addr::new(10, 0, 0, 1));
+        assert!(port_mapping_line(Some(&probe)).starts_with("none (gateway 10.0.0.1"));
+        probe.pcp = true;
+        probe.upnp = true;
+        assert_eq!(port_mapping_line(Some(&probe)), "PCP, UPnP (gateway 10.0.0.1)");
     }
 
     #[test]
