@@ -35,6 +35,8 @@ pub struct UpdateTemplateMeta {
     pub default_ttl_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttl_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_active_version: Option<bool>,
 }
 
 impl Client {

@@ -307,12 +307,14 @@ async fn a_ttl_above_the_templates_max_is_refused() {
     let req = codersdk::UpdateTemplateMeta {
         default_ttl_ms: Some(48 * hour),
         max_ttl_ms: Some(24 * hour),
+        ..Default::default()
     };
     let e = client.update_template_meta(w.template_id, &req).await.unwrap_err();
     assert_eq!(e.status(), Some(reqwest::StatusCode::BAD_REQUEST));
     let req = codersdk::UpdateTemplateMeta {
         default_ttl_ms: Some(8 * hour),
         max_ttl_ms: Some(24 * hour),
+        ..Default::default()
     };
     let t = client.update_template_meta(w.template_id, &req).await.unwrap();
     assert_eq!((t.default_ttl_ms, t.max_ttl_ms), (8 * hour, 24 * hour));

@@ -213,7 +213,11 @@ async fn build(
         .ok_or_else(|| FireError::Build("workspace is gone".into()))?;
     let prev =
         builds::latest(&mut *tx, id).await?.ok_or_else(|| FireError::Build("no build".into()))?;
-    let next = NextBuild { transition, version: None, parameters: &[], reason };
+    // As in Coder, an autostart of a template that requires its active
+    // version builds that version.
+    let version = (transition == Transition::Start && w.template_require_active_version)
+        .then_some(w.template_active_version_id);
+    let next = NextBuild { transition, version, parameters: &[], reason };
     let actor = Actor { id: Some(w.owner_id), username: &w.owner_name };
     let origin = Origin { ip: None, user_agent: format!("coderd scheduler ({})", reason.as_str()) };
     insert_next_build(state, tx, &w, &prev, next, actor, &origin).await?;
