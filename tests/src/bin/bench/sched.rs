@@ -38,8 +38,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              Lag = from the deadline until the workspace's stop build and its job are \
              committed, as this process sees them polling Postgres every {} ms; it includes \
              up to one tick of waiting (the scheduler looks every 2 s) and firing the \
-             builds in batches of 100, each through the same code as a user's build (job, \
-             `NOTIFY`, audit row).",
+             builds in batches of 100, up to 8 transactions at once, each build through \
+             the same code as a user's build (job, `NOTIFY`, audit row). History: one \
+             transaction at a time gave p50 10.4 s, p99 19.1 s on this machine under the \
+             same load; 4 at once, p99 8.1 s; 8 at once, the figures below.",
             LEAD.as_secs(),
             POLL.as_millis()
         ),
