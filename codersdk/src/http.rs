@@ -384,6 +384,19 @@ impl Client {
         self.request::<(), _>(Method::GET, &format!("/api/v2/workspacebuilds/{id}"), None).await
     }
 
+    /// The parameter values a build ran with.
+    pub async fn workspace_build_parameters(
+        &self,
+        build: Uuid,
+    ) -> Result<Vec<WorkspaceBuildParameter>, SdkError> {
+        self.request::<(), _>(
+            Method::GET,
+            &format!("/api/v2/workspacebuilds/{build}/parameters"),
+            None,
+        )
+        .await
+    }
+
     pub async fn workspace_build_resources(
         &self,
         id: Uuid,

@@ -39,6 +39,8 @@ pub struct UpdateTemplateMeta {
     pub display_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_active_version: Option<bool>,
 }
 
 impl Client {

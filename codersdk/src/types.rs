@@ -208,6 +208,10 @@ pub struct Template {
     /// however busy it is (0: no maximum).
     #[serde(default)]
     pub max_ttl_ms: i64,
+    /// Starts by users who are not template admins, and autostarts, build
+    /// the active version (`coder templates edit --require-active-version`).
+    #[serde(default)]
+    pub require_active_version: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +295,10 @@ pub struct Workspace {
     /// The last time an agent reported activity.
     #[serde(default)]
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The latest build's version is not the template's active version:
+    /// `coder update` moves it there.
+    #[serde(default)]
+    pub outdated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -243,3 +243,155 @@ async fn a_new_build_cannot_switch_to_another_templates_or_an_unusable_version()
     let b = f.member.create_workspace_build(ws.id, &start(Some(f.active))).await.unwrap();
     assert_eq!(b.template_version_id, f.active);
 }
+
+/// Declares a parameter of `version` (`mutable`; `default`: `None` = required).
+async fn seed_param(db: &PgPool, version: Uuid, name: &str, mutable: bool, default: Option<&str>) {
+    sqlx::query(
+        "INSERT INTO template_version_parameters
+           (template_version_id, name, type, mutable, default_value, required, ordinal)
+         VALUES ($1, $2, 'string', $3, $4, $5,
+           (SELECT count(*) FROM template_version_parameters WHERE template_version_id = $1))",
+    )
+    .bind(version)
+    .bind(name)
+    .bind(mutable)
+    .bind(default)
+    .bind(default.is_none())
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+fn values(pairs: &[(&str, &str)]) -> Vec<codersdk::WorkspaceBuildParameter> {
+    pairs
+        .iter()
+        .map(|(n, v)| codersdk::WorkspaceBuildParameter { name: (*n).into(), value: (*v).into() })
+        .collect()
+}
+
+async fn build_count(db: &PgPool, workspace: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM workspace_builds WHERE workspace_id = $1")
+        .bind(workspace)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_update_keeps_values_asks_for_new_ones_and_never_changes_an_immutable_one() {
+    let f = fixture().await;
+    let db = &f.srv.db.pool;
+    seed_param(db, f.active, "region", true, Some("eu")).await;
+    seed_param(db, f.active, "disk", false, None).await;
+    let mut req = create("ws", f.template, None);
+    req.rich_parameter_values = values(&[("region", "us"), ("disk", "10")]);
+    let ws = f.member.create_workspace("me", &req).await.unwrap();
+    assert!(!ws.outdated, "a new workspace runs the active version");
+    finish_builds(db, ws.id).await;
+
+    // Version 2 adds a required parameter and becomes active.
+    for (name, mutable) in [("region", true), ("disk", false)] {
+        seed_param(db, f.draft, name, mutable, Some("default")).await;
+    }
+    seed_param(db, f.draft, "flavor", true, None).await;
+    f.owner.set_active_version(f.template, f.draft).await.unwrap();
+    let listed = f.member.workspaces(false).await.unwrap();
+    assert!(listed.iter().all(|w| w.outdated), "the old version is outdated now");
+    assert!(f.member.workspace(ws.id).await.unwrap().outdated);
+
+    let update = |params: &[(&str, &str)]| CreateWorkspaceBuildRequest {
+        transition: Transition::Start,
+        template_version_id: Some(f.draft),
+        rich_parameter_values: values(params),
+    };
+    // Refused, and nothing is built: the new required value missing; an
+    // immutable value changed (also on a stop); an unknown parameter.
+    let refused: [(&str, CreateWorkspaceBuildRequest, &str); 4] = [
+        ("no flavor", update(&[]), "\"flavor\" is required"),
+        ("disk changed", update(&[("flavor", "big"), ("disk", "20")]), "\"disk\" is immutable"),
+        (
+            "disk changed on a stop",
+            CreateWorkspaceBuildRequest {
+                transition: Transition::Stop,
+                template_version_id: None,
+                rich_parameter_values: values(&[("disk", "20")]),
+            },
+            "\"disk\" is immutable",
+        ),
+        ("unknown", update(&[("flavor", "big"), ("colour", "red")]), "no parameter \"colour\""),
+    ];
+    for (case, req, says) in refused {
+        let (got, msg) =
+            status(f.member.create_workspace_build(ws.id, &req).await.expect_err(case));
+        assert_eq!(got, StatusCode::BAD_REQUEST, "{case}: {msg}");
+        assert!(msg.contains(says), "{case}: {msg}");
+    }
+    assert_eq!(build_count(db, ws.id).await, 1, "a refused update built nothing");
+
+    // The update: old values kept, the new one given, the same immutable value accepted.
+    let b = f
+        .member
+        .create_workspace_build(ws.id, &update(&[("flavor", "big"), ("disk", "10")]))
+        .await
+        .unwrap();
+    assert_eq!(b.template_version_id, f.draft);
+    let mut got = f.member.workspace_build_parameters(b.id).await.unwrap();
+    got.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(got, values(&[("disk", "10"), ("flavor", "big"), ("region", "us")]));
+    assert!(!f.member.workspace(ws.id).await.unwrap().outdated);
+    // Someone else's build's values are not the member's to read.
+    let mut req = create("mine", f.template, None);
+    req.rich_parameter_values = values(&[("flavor", "small")]);
+    let other = f.owner.create_workspace("me", &req).await.unwrap();
+    let e = f.member.workspace_build_parameters(other.latest_build.id).await.unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::NOT_FOUND));
+}
+
+#[tokio::test]
+async fn a_template_that_requires_its_active_version_moves_a_members_start_there() {
+    let f = fixture().await;
+    let db = &f.srv.db.pool;
+    let ws = f.member.create_workspace("me", &create("ws", f.template, None)).await.unwrap();
+    finish_builds(db, ws.id).await;
+    // An owner moves the member's workspace to the draft: outdated.
+    f.owner.create_workspace_build(ws.id, &start(Some(f.draft))).await.unwrap();
+    finish_builds(db, ws.id).await;
+    assert!(f.member.workspace(ws.id).await.unwrap().outdated);
+
+    // Not required: the member's start stays on the draft.
+    let b = f.member.create_workspace_build(ws.id, &start(None)).await.unwrap();
+    assert_eq!(b.template_version_id, f.draft);
+    finish_builds(db, ws.id).await;
+
+    let req =
+        codersdk::UpdateTemplateMeta { require_active_version: Some(true), ..Default::default() };
+    let e = f.member.update_template_meta(f.template, &req).await.unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::FORBIDDEN), "members cannot set it");
+    let t = f.owner.update_template_meta(f.template, &req).await.unwrap();
+    assert!(t.require_active_version);
+    // An unrelated edit leaves it on.
+    let ttl = codersdk::UpdateTemplateMeta { default_ttl_ms: Some(0), ..Default::default() };
+    assert!(f.owner.update_template_meta(f.template, &ttl).await.unwrap().require_active_version);
+
+    // The owner may still start the draft ...
+    let b = f.owner.create_workspace_build(ws.id, &start(None)).await.unwrap();
+    assert_eq!(b.template_version_id, f.draft);
+    finish_builds(db, ws.id).await;
+    // ... the member may not name it, and a plain start moves to the active version;
+    let (got, msg) = status(
+        f.member.create_workspace_build(ws.id, &start(Some(f.draft))).await.expect_err("named"),
+    );
+    assert_eq!(got, StatusCode::FORBIDDEN, "{msg}");
+    assert!(msg.contains("requires its active version"), "{msg}");
+    let stop = CreateWorkspaceBuildRequest { transition: Transition::Stop, ..start(None) };
+    let b = f.member.create_workspace_build(ws.id, &stop).await.unwrap();
+    assert_eq!(b.template_version_id, f.draft, "a stop stays where it runs");
+    finish_builds(db, ws.id).await;
+    let b = f.member.create_workspace_build(ws.id, &start(None)).await.unwrap();
+    assert_eq!(b.template_version_id, f.active);
+    assert!(!f.member.workspace(ws.id).await.unwrap().outdated);
+
+    let req =
+        codersdk::UpdateTemplateMeta { require_active_version: Some(false), ..Default::default() };
+    assert!(!f.owner.update_template_meta(f.template, &req).await.unwrap().require_active_version);
+}

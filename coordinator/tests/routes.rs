@@ -86,6 +86,7 @@ PUT /api/v2/workspaces/{id}/extend User
 GET /api/v2/workspacebuilds/{id} User
 GET /api/v2/workspacebuilds/{id}/logs User
 GET /api/v2/workspacebuilds/{id}/resources User
+GET /api/v2/workspacebuilds/{id}/parameters User
 PATCH /api/v2/workspacebuilds/{id}/cancel User
 GET /api/v2/workspaceagents/me/coordinate Agent
 GET /api/v2/workspaceagents/{id}/coordinate User
@@ -310,6 +311,7 @@ PUT /api/v2/workspaces/{id}/extend o,t
 GET /api/v2/workspacebuilds/{id} o,t,a
 GET /api/v2/workspacebuilds/{id}/logs o,t,a
 GET /api/v2/workspacebuilds/{id}/resources o,t,a
+GET /api/v2/workspacebuilds/{id}/parameters o,t,a
 PATCH /api/v2/workspacebuilds/{id}/cancel o,t
 GET /api/v2/workspaceagents/{id}/coordinate o
 GET /api/v2/tailnet any

@@ -43,6 +43,7 @@ fn bench_all_quick_writes_a_report() {
         "## Provisioner jobs",
         "## Agent",
         "## Coordinator",
+        "## Scheduler lag",
     ] {
         assert!(report.contains(heading), "no {heading:?} in the report:\n{report}");
     }

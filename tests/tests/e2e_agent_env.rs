@@ -4,6 +4,13 @@
 //! environment; neither `env` in an SSH session nor the startup script's
 //! output (stored as agent logs) shows any of it, and both show the variables
 //! Coder documents for workspaces.
+//!
+//! The same deployment then runs `coder update` (issue 23): version 2 of the
+//! template adds a required parameter and `coder_env`s from it and from the
+//! old values; the workspace shows as outdated until `coder update` rebuilds
+//! it, after which the agent's sessions see the new variables with the old
+//! values kept, and changing an immutable parameter is refused (by the CLI
+//! and by the API) without building anything.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,8 +54,114 @@ fn assert_no_leak(what: &str, output: &str, agent_env: &[(String, String)]) {
     assert!(output.lines().any(|l| l.starts_with("PATH=/")), "{what} has no PATH:\n{output}");
 }
 
+/// Version 1 adds an immutable parameter to the `local` template (which has
+/// a mutable one, `http_port`).
+const IMMUTABLE_PARAMETER: &str = r#"
+data "coder_parameter" "disk" {
+  name    = "disk"
+  type    = "number"
+  default = "10"
+  mutable = false
+}
+"#;
+
+/// Version 2: a required parameter without a default, and `coder_env`s
+/// from it and from version 1's values.
+const VERSION_2: &str = r#"
+data "coder_parameter" "flavor" {
+  name    = "flavor"
+  type    = "string"
+  mutable = true
+}
+
+resource "coder_env" "flavor" {
+  agent_id = coder_agent.main.id
+  name     = "FLAVOR"
+  value    = data.coder_parameter.flavor.value
+}
+
+resource "coder_env" "kept" {
+  agent_id = coder_agent.main.id
+  name     = "KEPT"
+  value    = "${data.coder_parameter.http_port.value}-${data.coder_parameter.disk.value}"
+}
+"#;
+
+/// `coder list --output json`'s entry for `ws`.
+fn listed(coder: &dyn Fn(&[&str]) -> Command) -> serde_json::Value {
+    let out = run_ok(&mut coder(&["list", "--output", "json"])).unwrap();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    list.into_iter().find(|w| w["name"] == "ws").expect("ws is listed")
+}
+
+/// What a refused command said; asserts that it failed.
+fn refused(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{cmd:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn update_keeps_values_and_refuses_immutable_changes(
+    coder: &dyn Fn(&[&str]) -> Command,
+    url: &url::Url,
+    token: &str,
+    workspace_id: &str,
+) {
+    // Outdated: in the list's column, its JSON, and `coder show`.
+    let table = run_ok(&mut coder(&["list"])).unwrap();
+    let header = table.lines().next().unwrap();
+    assert!(header.trim_end().ends_with("OUTDATED"), "{table}");
+    let row = table.lines().find(|l| l.contains("/ws ")).unwrap();
+    assert!(row.trim_end().ends_with("true"), "{table}");
+    assert_eq!(listed(coder)["outdated"], true);
+    let show = run_ok(&mut coder(&["show", "ws"])).unwrap();
+    assert!(show.contains("outdated"), "{show}");
+    let built = listed(coder)["latest_build"]["build_number"].clone();
+
+    // Without a terminal, the new required parameter must be given.
+    let said = refused(coder(&["update", "ws"]));
+    assert!(said.contains("\"flavor\" is required"), "{said}");
+    assert_eq!(listed(coder)["latest_build"]["build_number"], built, "a refused update built");
+
+    // The update: stop, then start on version 2.
+    let out = run_ok(&mut coder(&["update", "ws", "--parameter", "flavor=large"])).unwrap();
+    assert!(out.contains("is running"), "{out}");
+    let w = listed(coder);
+    assert_eq!(w["outdated"], false, "{w}");
+    assert_eq!(w["latest_build"]["status"], "running", "{w}");
+    let printenv = |name: &str| run_ok(&mut coder(&["ssh", "ws", "--", "printenv", name])).unwrap();
+    assert_eq!(printenv("FLAVOR").trim(), "large", "the new version's variable");
+    assert_eq!(printenv("KEPT").trim(), "8123-20", "the old values, kept");
+    let up_to_date = run_ok(&mut coder(&["update", "ws"])).unwrap();
+    assert!(up_to_date.contains("up to date"), "{up_to_date}");
+
+    // An immutable parameter cannot change: refused by the CLI before it
+    // stops anything, and by the API itself; nothing is built.
+    let built = listed(coder)["latest_build"]["build_number"].clone();
+    let said = refused(coder(&["update", "ws", "--parameter", "disk=30"]));
+    assert!(said.contains("\"disk\" is immutable"), "{said}");
+    let body = r#"{"transition":"start","rich_parameter_values":[{"name":"disk","value":"30"}]}"#;
+    let builds = url.join(&format!("api/v2/workspaces/{workspace_id}/builds")).unwrap();
+    let answer = run_ok(
+        Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "-X", "POST", "-d", body])
+            .args(["-H", "Content-Type: application/json"])
+            .args(["-H", &format!("Coder-Session-Token: {token}")])
+            .arg(builds.as_str()),
+    )
+    .unwrap();
+    let (json, code) = answer.trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(code, "400", "{answer}");
+    let message = serde_json::from_str::<serde_json::Value>(json).unwrap()["message"].clone();
+    assert!(message.as_str().unwrap().contains("\"disk\" is immutable"), "{answer}");
+    let w = listed(coder);
+    assert_eq!(w["latest_build"]["build_number"], built, "a refused change built: {w}");
+    assert_eq!(w["latest_build"]["status"], "running", "{w}");
+    assert_eq!(printenv("KEPT").trim(), "8123-20");
+}
+
 #[test]
-fn token_and_provisioner_environment_stay_out_of_the_workspace() {
+fn token_and_provisioner_environment_stay_out_of_the_workspace_and_update_moves_it() {
     if !require_programs(&["terraform", "curl"]) {
         return;
     }
@@ -70,10 +183,12 @@ fn token_and_provisioner_environment_stay_out_of_the_workspace() {
     let source = std::fs::read_to_string(&main_tf).unwrap();
     let printing = source.replacen("set -e", "set -e\n    env", 1);
     assert_ne!(printing, source, "the template's startup script changed shape");
-    std::fs::write(&main_tf, printing).unwrap();
+    let v1 = format!("{printing}{IMMUTABLE_PARAMETER}");
+    std::fs::write(&main_tf, &v1).unwrap();
     run_ok(&mut coder(&["templates", "push", "env", "-d", tpl.to_str().unwrap(), "--yes"]))
         .unwrap();
-    run_ok(&mut coder(&["create", "ws", "-t", "env", "--yes"])).unwrap();
+    let values = ["--parameter", "http_port=8123", "--parameter", "disk=20"];
+    run_ok(coder(&["create", "ws", "-t", "env", "--yes"]).args(values)).unwrap();
 
     // Ready: the startup script has run.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -125,6 +240,17 @@ fn token_and_provisioner_environment_stay_out_of_the_workspace() {
     let script: String =
         logs.iter().filter_map(|l| l["output"].as_str()).map(|l| format!("{l}\n")).collect();
     assert_no_leak("the startup script", &script, &agent_env);
+
+    // Version 2: a new required parameter, and variables from it and the old values.
+    std::fs::write(&main_tf, format!("{v1}{VERSION_2}")).unwrap();
+    run_ok(&mut coder(&["templates", "push", "env", "-d", tpl.to_str().unwrap(), "--yes"]))
+        .unwrap();
+    update_keeps_values_and_refuses_immutable_changes(
+        &coder,
+        &srv.url,
+        token.trim(),
+        &workspace_id,
+    );
 
     run_ok(&mut coder(&["delete", "ws", "--yes"])).unwrap();
     let status = srv.terminate().unwrap();

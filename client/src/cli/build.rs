@@ -1,5 +1,5 @@
 //! Workspace lifecycle commands: `create`, `list`, `show`, `start`, `stop`,
-//! `restart`, `delete`, `logs`. Each build command streams the build's logs
+//! `restart`, `delete`, `logs` (`update` is in `super::update`). Each build command streams the build's logs
 //! live and exits non-zero, naming the failing stage, when the build fails.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,8 @@ use super::output::{self, out, outln, OutputArgs, OutputFormat};
 use super::Context_;
 use codersdk::{
     Client, CreateWorkspaceBuildRequest, CreateWorkspaceRequest, ProvisionerJob,
-    ProvisionerJobStatus, SdkError, Transition, Workspace, WorkspaceBuildParameter,
+    ProvisionerJobStatus, SdkError, TemplateVersionParameter, Transition, Workspace,
+    WorkspaceBuildParameter,
 };
 
 /// Prints a job's logs as they arrive; returns the finished job. Stops as
@@ -63,7 +64,7 @@ pub async fn resolve(client: &Client, name: &str) -> anyhow::Result<Workspace> {
     }
 }
 
-fn parse_params(raw: &[String]) -> anyhow::Result<Vec<WorkspaceBuildParameter>> {
+pub(super) fn parse_params(raw: &[String]) -> anyhow::Result<Vec<WorkspaceBuildParameter>> {
     raw.iter()
         .map(|p| {
             let (k, v) = p
@@ -72,6 +73,45 @@ fn parse_params(raw: &[String]) -> anyhow::Result<Vec<WorkspaceBuildParameter>> 
             Ok(WorkspaceBuildParameter { name: k.to_owned(), value: v.to_owned() })
         })
         .collect()
+}
+
+/// Asks on the terminal for each declared parameter that neither `given`
+/// nor `carried` (a previous build's values) has: every one without a
+/// default, and with `ask_defaults` also those with one (Enter keeps the
+/// default). Without a terminal, a parameter without a default is an error
+/// that says how to pass it; the others take their defaults.
+pub(super) fn ask_missing(
+    declared: &[TemplateVersionParameter],
+    given: &mut Vec<WorkspaceBuildParameter>,
+    carried: &[WorkspaceBuildParameter],
+    ask_defaults: bool,
+) -> anyhow::Result<()> {
+    let terminal = std::io::stdin().is_terminal();
+    for p in declared {
+        let known = |v: &[WorkspaceBuildParameter]| v.iter().any(|g| g.name == p.name);
+        if known(given) || known(carried) || (p.default_value.is_some() && !ask_defaults) {
+            continue;
+        }
+        if !terminal {
+            if p.default_value.is_none() {
+                bail!("Parameter {:?} is required; pass --parameter {}=<value>.", p.name, p.name);
+            }
+            continue;
+        }
+        let default = p.default_value.clone().unwrap_or_default();
+        out!(
+            "{} ({}){}: ",
+            if p.display_name.is_empty() { &p.name } else { &p.display_name },
+            p.type_,
+            if default.is_empty() { String::new() } else { format!(" [{default}]") }
+        )?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let v = line.trim();
+        let v = if v.is_empty() { default } else { v.to_owned() };
+        given.push(WorkspaceBuildParameter { name: p.name.clone(), value: v });
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -100,28 +140,7 @@ pub async fn create(ctx: &Context_, args: CreateArgs) -> anyhow::Result<()> {
     };
     let mut params = parse_params(&args.parameters)?;
     let declared = client.template_version_parameters(template.active_version_id).await?;
-    for p in &declared {
-        if params.iter().any(|g| g.name == p.name) || (p.default_value.is_some() && args.yes) {
-            continue;
-        }
-        if p.default_value.is_none() || std::io::stdin().is_terminal() {
-            if !std::io::stdin().is_terminal() {
-                bail!("Parameter {:?} is required; pass --parameter {}=<value>.", p.name, p.name);
-            }
-            let default = p.default_value.clone().unwrap_or_default();
-            out!(
-                "{} ({}){}: ",
-                if p.display_name.is_empty() { &p.name } else { &p.display_name },
-                p.type_,
-                if default.is_empty() { String::new() } else { format!(" [{default}]") }
-            )?;
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            let v = line.trim();
-            let v = if v.is_empty() { default } else { v.to_owned() };
-            params.push(WorkspaceBuildParameter { name: p.name.clone(), value: v });
-        }
-    }
+    ask_missing(&declared, &mut params, &[], !args.yes)?;
     let ws = client
         .create_workspace(
             "me",
@@ -138,7 +157,7 @@ pub async fn create(ctx: &Context_, args: CreateArgs) -> anyhow::Result<()> {
     finish_build(&client, ws.latest_build.id, &ws.name, Transition::Start).await
 }
 
-fn api_message(e: SdkError) -> anyhow::Error {
+pub(super) fn api_message(e: SdkError) -> anyhow::Error {
     match e {
         SdkError::Api { body, .. } if !body.detail.is_empty() => {
             anyhow::anyhow!("{} {}", body.message, body.detail)
@@ -148,7 +167,7 @@ fn api_message(e: SdkError) -> anyhow::Error {
     }
 }
 
-async fn finish_build(
+pub(super) async fn finish_build(
     client: &Client,
     build: uuid::Uuid,
     name: &str,
@@ -195,7 +214,7 @@ pub async fn delete(ctx: &Context_, name: &str, yes: bool) -> anyhow::Result<()>
 }
 
 /// Starts a build of `ws` and follows it to its end.
-async fn build(
+pub(super) async fn build(
     client: &Client,
     ws: &Workspace,
     t: Transition,
@@ -239,10 +258,11 @@ pub async fn list(ctx: &Context_, all: bool, out: OutputArgs) -> anyhow::Result<
                 w.latest_build.created_at.format("%Y-%m-%d %H:%M").to_string(),
                 super::schedule::deadline(w)
                     .map_or_else(|| "-".to_owned(), |d| super::schedule::format_deadline(d, now)),
+                w.outdated.to_string(),
             ]
         })
         .collect();
-    let headers = ["workspace", "template", "status", "last built", "stops at"];
+    let headers = ["workspace", "template", "status", "last built", "stops at", "outdated"];
     output::print(out.output, &list, &headers, rows)
 }
 
@@ -258,11 +278,16 @@ pub async fn show(ctx: &Context_, name: &str, out: OutputArgs) -> anyhow::Result
         return Ok(());
     }
     outln!(
-        "{}/{}  template {}  status {}",
+        "{}/{}  template {}  status {}{}",
         ws.owner_name,
         ws.name,
         ws.template_name,
-        ws.latest_build.status
+        ws.latest_build.status,
+        if ws.outdated {
+            "  (outdated: `coder update` moves it to the active version)"
+        } else {
+            ""
+        }
     )?;
     let mut rows = Vec::new();
     for r in &resources {

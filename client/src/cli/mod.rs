@@ -16,6 +16,7 @@ mod ssh;
 mod templates;
 mod tokens;
 mod tunnel;
+mod update;
 mod users;
 
 use std::path::PathBuf;
@@ -102,6 +103,9 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Rebuild a workspace on its template's active version, keeping its
+    /// parameter values.
+    Update(update::UpdateArgs),
     /// Delete a workspace (terraform destroy).
     #[command(alias = "rm")]
     Delete {
@@ -202,6 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             build::transition(&ctx, &workspace, Transition::Start, &[]).await
         }
         Command::Delete { workspace, yes } => build::delete(&ctx, &workspace, yes).await,
+        Command::Update(args) => update::run(&ctx, args).await,
         Command::Schedule(cmd) => schedule::run(&ctx, cmd).await,
         Command::Logs { workspace, follow } => build::logs(&ctx, &workspace, follow).await,
         Command::Ssh(args) => ssh::run(&ctx, args).await,

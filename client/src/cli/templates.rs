@@ -90,6 +90,11 @@ pub enum TemplatesCommand {
         /// run however busy (`24h`; `0s`: no maximum).
         #[arg(long)]
         max_ttl: Option<String>,
+        /// Starts by users who are not template admins, and autostarts,
+        /// build the active version (`--require-active-version=false` to
+        /// turn it off).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+        require_active_version: Option<bool>,
     },
     /// List templates.
     #[command(alias = "ls")]
@@ -108,22 +113,24 @@ pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
         TemplatesCommand::Push { name, directory, version_name, message, yes: _ } => {
             push(ctx, &name, &directory, version_name, message).await
         }
-        TemplatesCommand::Edit { name, default_ttl, max_ttl } => {
+        TemplatesCommand::Edit { name, default_ttl, max_ttl, require_active_version } => {
             use super::schedule::{format_ms, parse_duration_ms};
             let client = ctx.client()?;
             let t = client.template(&name).await?;
             let req = codersdk::UpdateTemplateMeta {
                 default_ttl_ms: default_ttl.as_deref().map(parse_duration_ms).transpose()?,
                 max_ttl_ms: max_ttl.as_deref().map(parse_duration_ms).transpose()?,
+                require_active_version,
                 ..Default::default()
             };
             let t = client.update_template_meta(t.id, &req).await?;
             let show = |ms: i64| if ms == 0 { "none".to_owned() } else { format_ms(ms) };
             outln!(
-                "Template {:?}: default TTL {}, max TTL {}.",
+                "Template {:?}: default TTL {}, max TTL {}, require active version {}.",
                 t.name,
                 show(t.default_ttl_ms),
-                show(t.max_ttl_ms)
+                show(t.max_ttl_ms),
+                t.require_active_version
             )?;
             Ok(())
         }

@@ -239,6 +239,7 @@ fn tree() -> Tree {
         .get("/workspacebuilds/{id}", User, workspaces::build)
         .get("/workspacebuilds/{id}/logs", User, workspaces::build_logs)
         .get("/workspacebuilds/{id}/resources", User, workspaces::build_resources)
+        .get("/workspacebuilds/{id}/parameters", User, workspaces::build_parameter_values)
         .patch("/workspacebuilds/{id}/cancel", User, workspaces::cancel_build)
         .merge(coordinate::routes())
         .merge(provisionerd::routes())

@@ -1,7 +1,8 @@
 //! Autostart and autostop settings: a workspace's TTL
 //! (`PUT /workspaces/{id}/ttl`), its autostart schedule (`…/autostart`),
 //! its running build's deadline (`…/extend`), and a template's default and
-//! maximum TTL (`PATCH /templates/{template}`). Changing a workspace's
+//! maximum TTL and whether it requires its active version
+//! (`PATCH /templates/{template}`). Changing a workspace's
 //! schedule is updating the workspace; each change writes an audit row in
 //! its transaction. The scheduler that acts on them is `crate::scheduler`.
 
@@ -21,7 +22,7 @@ use super::templates::template_row;
 use super::workspaces::{resolve_workspace, workspace_to_api, WorkspaceRow};
 use super::AppState;
 use crate::authz::{Action, Object};
-use crate::database::schedules;
+use crate::database::{schedules, templates};
 use crate::scheduler::cron::Schedule;
 
 /// The shortest TTL: the scheduler's tick makes anything shorter a lie.
@@ -145,7 +146,7 @@ pub async fn extend(
 }
 
 /// `PATCH /api/v2/templates/{template}`: default and maximum TTL, display
-/// name and description.
+/// name and description, and `require_active_version`.
 pub async fn update_template(
     State(state): State<AppState>,
     session: Session,
@@ -176,12 +177,15 @@ pub async fn update_template(
     }
     let mut tx = state.db.begin().await?;
     schedules::set_template_ttls(&mut *tx, t.id, default, max).await?;
-    crate::database::templates::set_names(&mut *tx, t.id, &display_name, &description).await?;
+    templates::set_names(&mut *tx, t.id, &display_name, &description).await?;
+    let require = req.require_active_version.unwrap_or(t.require_active_version);
+    templates::set_require_active_version(&mut *tx, t.id, require).await?;
     let diff = changes(&[
         ("default_ttl_ms", json!(t.default_ttl_ms), json!(default)),
         ("max_ttl_ms", json!(t.max_ttl_ms), json!(max)),
         ("display_name", json!(t.display_name), json!(display_name)),
         ("description", json!(t.description), json!(description)),
+        ("require_active_version", json!(t.require_active_version), json!(require)),
     ]);
     let entry = Entry::new(AuditAction::Write, ResourceType::Template, t.id, &t.name).diff(diff);
     origin.record(&mut *tx, (&session).into(), entry).await?;

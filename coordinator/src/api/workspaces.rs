@@ -345,7 +345,8 @@ pub async fn create_build(
     session.authorize(action, Object::Workspace { owner: w.owner_id })?;
     session.authorize(Action::Create, Object::WorkspaceBuild { owner: w.owner_id })?;
     let prev = latest_build(&state, w.id).await?;
-    let version = req.template_version_id.unwrap_or(prev.template_version_id);
+    let requested = start_version(&session, &w, &req)?;
+    let version = requested.unwrap_or(prev.template_version_id);
     // Staying on the version the workspace runs needs no new permission.
     if version != prev.template_version_id {
         let template = template_row(&state, &w.template_id.to_string()).await?;
@@ -354,7 +355,7 @@ pub async fn create_build(
     let mut tx = state.db.begin().await?;
     let next = NextBuild {
         transition: req.transition,
-        version: req.template_version_id,
+        version: requested,
         parameters: &req.rich_parameter_values,
         reason: BuildReason::Initiator,
     };
@@ -363,6 +364,34 @@ pub async fn create_build(
     tx.commit().await?;
     let b = build_row(&state, build).await?;
     Ok((StatusCode::CREATED, Json(build_to_api(&state, &b).await?)))
+}
+
+/// The version a build asks for (`None`: the one the workspace runs). On a
+/// template that requires its active version, a start by a user who is not
+/// a template admin builds the active version, as Coder's does: asked for
+/// implicitly, it is moved there; a named other version is refused (403).
+fn start_version(
+    session: &Session,
+    w: &WorkspaceRow,
+    req: &CreateWorkspaceBuildRequest,
+) -> ApiResult<Option<Uuid>> {
+    let bound = req.transition == Transition::Start
+        && w.template_require_active_version
+        && !session.may(Action::Update, Object::Template);
+    if !bound {
+        return Ok(req.template_version_id);
+    }
+    match req.template_version_id {
+        Some(v) if v != w.template_active_version_id => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("Template {:?} requires its active version.", w.template_name),
+        )
+        .detail(format!(
+            "Start it without naming a version, or name {}.",
+            w.template_active_version_id
+        ))),
+        _ => Ok(Some(w.template_active_version_id)),
+    }
 }
 
 /// Why a build started (`workspace_builds.reason`, Coder's `BuildReason`).
@@ -412,7 +441,10 @@ pub async fn insert_next_build(
     }
     let version = next.version.unwrap_or(prev.template_version_id);
     let previous = build_parameters(state, prev.id).await?;
-    let params = if next.transition == Transition::Start || next.version.is_some() {
+    let resolve = next.transition == Transition::Start
+        || next.version.is_some()
+        || !next.parameters.is_empty();
+    let params = if resolve {
         resolve_parameters(state, version, &previous, next.parameters).await?
     } else {
         previous
@@ -501,6 +533,17 @@ pub async fn build_resources(
 ) -> ApiResult<Json<Vec<WorkspaceResource>>> {
     let b = visible_build(&state, &session, id).await?;
     Ok(Json(jobs::resources(&state.db, b.job_id).await?))
+}
+
+/// `GET /api/v2/workspacebuilds/{id}/parameters`: the values it ran with
+/// (what `coder update` carries over).
+pub async fn build_parameter_values(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<WorkspaceBuildParameter>>> {
+    let b = visible_build(&state, &session, id).await?;
+    Ok(Json(build_parameters(&state, b.id).await?))
 }
 
 pub async fn cancel_build(

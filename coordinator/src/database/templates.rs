@@ -18,6 +18,7 @@ pub struct TemplateRow {
     pub updated_at: DateTime<Utc>,
     pub default_ttl_ms: i64,
     pub max_ttl_ms: i64,
+    pub require_active_version: bool,
 }
 
 impl TemplateRow {
@@ -33,12 +34,13 @@ impl TemplateRow {
             created_by: self.created_by,
             default_ttl_ms: self.default_ttl_ms,
             max_ttl_ms: self.max_ttl_ms,
+            require_active_version: self.require_active_version,
         }
     }
 }
 
 const COLUMNS: &str = "id, name, display_name, description, active_version_id, created_by,
-    created_at, updated_at, default_ttl_ms, max_ttl_ms";
+    created_at, updated_at, default_ttl_ms, max_ttl_ms, require_active_version";
 
 pub async fn by_id(db: &PgPool, id: Uuid) -> Result<Option<TemplateRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM templates WHERE id = $1 AND NOT deleted"))
@@ -117,6 +119,22 @@ pub async fn set_names(
     .bind(template)
     .bind(display_name)
     .bind(description)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Whether starts by non-admins (and autostarts) must use the active version.
+pub async fn set_require_active_version(
+    db: impl PgExecutor<'_>,
+    template: Uuid,
+    require: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE templates SET require_active_version = $1, updated_at = now() WHERE id = $2",
+    )
+    .bind(require)
+    .bind(template)
     .execute(db)
     .await
     .map(drop)

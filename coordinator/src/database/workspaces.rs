@@ -26,6 +26,8 @@ pub struct WorkspaceRow {
     pub autostart_schedule: Option<String>,
     pub next_start_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub template_active_version_id: Uuid,
+    pub template_require_active_version: bool,
 }
 
 impl WorkspaceRow {
@@ -40,18 +42,20 @@ impl WorkspaceRow {
             template_name: self.template_name.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
-            latest_build,
             ttl_ms: self.ttl_ms,
             autostart_schedule: self.autostart_schedule.clone(),
             next_start_at: self.next_start_at,
             last_used_at: self.last_used_at,
+            outdated: latest_build.template_version_id != self.template_active_version_id,
+            latest_build,
         }
     }
 }
 
 const SELECT: &str = "SELECT w.id, w.name, w.owner_id, u.username AS owner_name, w.template_id,
     t.name AS template_name, w.created_at, w.updated_at, w.ttl_ms, w.autostart_schedule,
-    w.next_start_at, w.last_used_at
+    w.next_start_at, w.last_used_at, t.active_version_id AS template_active_version_id,
+    t.require_active_version AS template_require_active_version
     FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN templates t ON t.id = w.template_id";
 
 /// A workspace that is not deleted, by id.

@@ -17,6 +17,9 @@
 //! re-checks under the lock (and the build-number constraint would refuse a
 //! second build anyway).
 //!
+//! When more than one batch is due, [`LANES`] transactions fire batches at
+//! once (each skips the rows the others hold).
+//!
 //! Each workspace is fired inside a savepoint, so one that cannot be built
 //! (a template version that no longer imports) is logged and left for the
 //! next tick without holding up the others.
@@ -100,52 +103,74 @@ async fn run(state: AppState, interval: Duration, cancel: CancellationToken) {
     }
 }
 
-/// Fires every transition due at `now`, in batches of [`BATCH`].
+/// Transactions that fire batches at once when more than one batch is due:
+/// each takes the next due rows the others have not locked (`SKIP LOCKED`),
+/// so they split the work, and firing a build is mostly waiting for
+/// Postgres round trips, which overlap.
+const LANES: usize = 8;
+
+/// Fires every transition due at `now`, in batches of [`BATCH`]: one batch,
+/// and when that one was full, [`LANES`] transactions at once until none
+/// comes back full.
 pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<Fired, TickError> {
     let mut fired = Fired::default();
-    loop {
-        let mut tx = state.db.begin().await?;
-        let stops = schedules::lock_due_stops(&mut tx, now, BATCH).await?;
-        let starts = schedules::lock_due_starts(&mut tx, now, BATCH).await?;
-        let full = stops.len() as i64 == BATCH || starts.len() as i64 == BATCH;
-        let mut progressed = false;
-        for id in stops {
-            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            match fire_stop(state, &mut sp, id, now).await {
-                Ok(true) => {
-                    sp.commit().await?;
-                    fired.stopped.push(id);
-                    progressed = true;
-                }
-                Ok(false) => sp.commit().await?,
-                Err(e) => {
-                    tracing::warn!(workspace = %id, error = %e, "autostop failed; retrying next tick");
-                    sp.rollback().await?;
-                }
+    if !batch(state, now, &mut fired).await? {
+        return Ok(fired);
+    }
+    let lanes = (0..LANES).map(|_| async {
+        let mut f = Fired::default();
+        while batch(state, now, &mut f).await? {}
+        Ok::<_, TickError>(f)
+    });
+    for lane in futures::future::join_all(lanes).await {
+        let f = lane?;
+        fired.stopped.extend(f.stopped);
+        fired.started.extend(f.started);
+    }
+    Ok(fired)
+}
+
+/// Fires one batch in one transaction; whether another may be due (the
+/// batch was full and fired something: a batch of only failures would loop).
+async fn batch(state: &AppState, now: DateTime<Utc>, fired: &mut Fired) -> Result<bool, TickError> {
+    let mut tx = state.db.begin().await?;
+    let stops = schedules::lock_due_stops(&mut tx, now, BATCH).await?;
+    let starts = schedules::lock_due_starts(&mut tx, now, BATCH).await?;
+    let full = stops.len() as i64 == BATCH || starts.len() as i64 == BATCH;
+    let mut progressed = false;
+    for id in stops {
+        let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+        match fire_stop(state, &mut sp, id, now).await {
+            Ok(true) => {
+                sp.commit().await?;
+                fired.stopped.push(id);
+                progressed = true;
             }
-        }
-        for (id, schedule) in starts {
-            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            match fire_start(state, &mut sp, id, &schedule, now).await {
-                Ok(started) => {
-                    sp.commit().await?;
-                    progressed = true;
-                    if started {
-                        fired.started.push(id);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(workspace = %id, error = %e, "autostart failed; retrying next tick");
-                    sp.rollback().await?;
-                }
+            Ok(false) => sp.commit().await?,
+            Err(e) => {
+                tracing::warn!(workspace = %id, error = %e, "autostop failed; retrying next tick");
+                sp.rollback().await?;
             }
-        }
-        tx.commit().await?;
-        // A full batch may hide more; a batch of only failures would loop.
-        if !full || !progressed {
-            return Ok(fired);
         }
     }
+    for (id, schedule) in starts {
+        let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+        match fire_start(state, &mut sp, id, &schedule, now).await {
+            Ok(started) => {
+                sp.commit().await?;
+                progressed = true;
+                if started {
+                    fired.started.push(id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(workspace = %id, error = %e, "autostart failed; retrying next tick");
+                sp.rollback().await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(full && progressed)
 }
 
 /// A failure to fire one workspace (its savepoint is rolled back).
@@ -213,7 +238,11 @@ async fn build(
         .ok_or_else(|| FireError::Build("workspace is gone".into()))?;
     let prev =
         builds::latest(&mut *tx, id).await?.ok_or_else(|| FireError::Build("no build".into()))?;
-    let next = NextBuild { transition, version: None, parameters: &[], reason };
+    // As in Coder, an autostart of a template that requires its active
+    // version builds that version.
+    let version = (transition == Transition::Start && w.template_require_active_version)
+        .then_some(w.template_active_version_id);
+    let next = NextBuild { transition, version, parameters: &[], reason };
     let actor = Actor { id: Some(w.owner_id), username: &w.owner_name };
     let origin = Origin { ip: None, user_agent: format!("coderd scheduler ({})", reason.as_str()) };
     insert_next_build(state, tx, &w, &prev, next, actor, &origin).await?;

@@ -192,13 +192,9 @@ async fn measure(n: usize, samples: usize, purge: PurgeDelay) -> anyhow::Result<
     result
 }
 
-async fn measure_on(
-    srv: &tests::Coderd,
-    data: &std::path::Path,
-    pairs: usize,
-    samples: Option<usize>,
-) -> anyhow::Result<Figures> {
-    let url = srv.url.clone();
+/// Creates the first user of a fresh `coderd` and logs in as it: its
+/// session token and id.
+pub async fn first_owner(url: &Url) -> anyhow::Result<(String, uuid::Uuid)> {
     let api = Client::new(url.clone());
     api.create_first_user(&CreateFirstUserRequest {
         email: "bench@example.com".into(),
@@ -213,13 +209,30 @@ async fn measure_on(
             ..Default::default()
         })
         .await?;
-    let api = api.with_token(login.session_token.clone());
-    let owner = api.me().await?.id;
+    let owner = api.with_token(login.session_token.clone()).me().await?.id;
+    Ok((login.session_token, owner))
+}
 
-    // Agents go straight into coderd's embedded database.
+/// A connection pool to the embedded Postgres of the `coderd` whose data
+/// directory is `data` (the cluster handle keeps it reachable).
+pub async fn embedded_db(data: &std::path::Path) -> anyhow::Result<(Cluster, sqlx::PgPool)> {
     let config = ClusterConfig { dir: data.join("postgres"), unsafe_no_fsync: false };
     let cluster = tokio::task::spawn_blocking(move || Cluster::start(&config)).await??;
     let db = coordinator::connect_db(cluster.connect_options(DATABASE), 2).await?;
+    Ok((cluster, db))
+}
+
+async fn measure_on(
+    srv: &tests::Coderd,
+    data: &std::path::Path,
+    pairs: usize,
+    samples: Option<usize>,
+) -> anyhow::Result<Figures> {
+    let url = srv.url.clone();
+    let (session_token, owner) = first_owner(&url).await?;
+
+    // Agents go straight into coderd's embedded database.
+    let (_cluster, db) = embedded_db(data).await?;
     let agents = seed_agents(&db, owner, pairs).await?;
     db.close().await;
 
@@ -233,7 +246,7 @@ async fn measure_on(
     let start = Instant::now();
     let mut batch = futures::stream::iter(agents.iter().enumerate())
         .map(|(i, agent)| {
-            let (url, token) = (url.clone(), login.session_token.clone());
+            let (url, token) = (url.clone(), session_token.clone());
             async move { pair(&url, &token, i, agent).await }
         })
         .buffered(CONNECT_CONCURRENCY);

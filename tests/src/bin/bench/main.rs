@@ -12,7 +12,8 @@
 //! Group `wireguard` runs in this process too, in network namespaces (root).
 //! Groups `quic` and `relay` run in this process (mesh endpoints and a relay
 //! on loopback); `coord` starts its own `coderd` and opens thousands of
-//! coordination WebSockets against it. Groups `ssh`, `jobs` and `agent` need a real deployment: the
+//! coordination WebSockets against it; `sched` starts its own `coderd` and
+//! seeds a thousand workspaces due for autostop at once. Groups `ssh`, `jobs` and `agent` need a real deployment: the
 //! bench first builds the workspace's binaries with the profile it was built
 //! with (`--no-build` skips that), then starts `coderd` from its own target
 //! directory and creates a workspace from `examples/templates/local`.
@@ -33,6 +34,7 @@ mod plot;
 mod quic;
 mod relay;
 mod report;
+mod sched;
 mod ssh;
 mod stats;
 mod summary;
@@ -59,6 +61,7 @@ enum Group {
     Agent,
     Wireguard,
     Coord,
+    Sched,
 }
 
 #[derive(Debug, Parser)]
@@ -188,12 +191,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    if wants(Group::Sched) {
+        eprintln!("bench: sched");
+        let title = "Scheduler lag (`bench sched`)";
+        if !args.no_build && !wants(Group::Coord) {
+            build_binaries()?;
+        }
+        if bins_dir()?.join("coderd").is_file() {
+            results.record(Group::Sched, title, sched::run(&ctx).await);
+        } else {
+            let mut s = Section::new(title, "");
+            s.notes.push("Skipped: coderd is not built (run without `--no-build`).".into());
+            results.sections.push((Group::Sched, s));
+        }
+    }
+
     let needs_deployment =
         wants(Group::Ssh) || wants(Group::Cli) || wants(Group::Jobs) || wants(Group::Agent);
     let mut dep = None;
     let mut skipped_note = None;
     if needs_deployment {
-        if !args.no_build && !wants(Group::Coord) {
+        if !args.no_build && !wants(Group::Coord) && !wants(Group::Sched) {
             build_binaries()?;
         }
         let bins = bins_dir()?;

@@ -262,7 +262,7 @@ impl Report {
             "How to run: `./scripts/bench` (installs the baselines' packages, builds in \
              release, runs every group: under 20 minutes on 2 cores from a cold target \
              directory), or name groups, `./scripts/bench quic relay`: `quic`, \
-             `relay`, `path`, `ssh`, `cli`, `jobs`, `agent`, `wireguard`, `coord` (a run of \
+             `relay`, `path`, `ssh`, `cli`, `jobs`, `agent`, `wireguard`, `coord`, `sched` (a run of \
              some groups replaces only their sections). `path` and `wireguard` need root \
              for their network-namespace figures; `wireguard`'s baselines are \
              `boringtun-cli`, installed with cargo into `target/bench-tools` (or set \
