@@ -5,7 +5,15 @@
 //! the same frames. Both sides split the connection into a [`FrameReader`]
 //! and a [`FrameWriter`] so reading never waits on a stalled write.
 //! WebSocket message boundaries carry no meaning: received bytes go through
-//! the same stream decoder; each sent frame is one message.
+//! the same stream decoder.
+//!
+//! Both directions batch: a read takes whatever the socket holds (up to
+//! [`READ_CHUNK`] bytes, many frames), and a writer encodes every frame fed
+//! to it into one buffer that [`FrameWriter::flush`] writes at once. On a
+//! WebSocket the buffered frames go out as few binary messages, each at
+//! most one largest frame long ([`WS_MESSAGE_MAX`]), so a peer that still
+//! caps messages at one frame reads them. Received payloads are slices of
+//! the read buffer (`Bytes`), never copied.
 
 use std::io;
 
@@ -44,19 +52,25 @@ pub enum ConnError {
     WebSocket(#[from] tungstenite::Error),
 }
 
+/// Bytes a read may take at once: room for dozens of full-size packets.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// The largest WebSocket message either side sends or accepts: one largest
+/// frame. Smaller frames share messages up to this size.
+pub(crate) const WS_MESSAGE_MAX: usize = HEADER_LEN + MAX_FRAME_LEN;
+
 pub(crate) fn ws_config() -> WebSocketConfig {
-    // One frame per message: anything larger than a frame is hostile.
+    // Anything larger than the largest frame is hostile.
     WebSocketConfig::default()
-        .max_message_size(Some(HEADER_LEN + MAX_FRAME_LEN))
-        .max_frame_size(Some(HEADER_LEN + MAX_FRAME_LEN))
+        .max_message_size(Some(WS_MESSAGE_MAX))
+        .max_frame_size(Some(WS_MESSAGE_MAX))
 }
 
 /// Splits an upgraded byte stream into frame halves.
 pub(crate) fn split_raw(io: BoxedIo) -> (FrameReader, FrameWriter) {
     let (r, w) = tokio::io::split(io);
     (
-        FrameReader { source: Source::Raw(r), buf: BytesMut::with_capacity(8 * 1024) },
-        FrameWriter { sink: Sink::Raw(w), buf: BytesMut::with_capacity(8 * 1024) },
+        FrameReader { source: Source::Raw(r), buf: BytesMut::with_capacity(READ_CHUNK) },
+        FrameWriter { sink: Sink::Raw(w), buf: BytesMut::with_capacity(READ_CHUNK) },
     )
 }
 
@@ -89,6 +103,11 @@ impl FrameReader {
             }
             match &mut self.source {
                 Source::Raw(r) => {
+                    // Frames already decoded are slices of this buffer, so
+                    // this allocates afresh once the old block is spent.
+                    if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                        self.buf.reserve(READ_CHUNK);
+                    }
                     if r.read_buf(&mut self.buf).await? == 0 {
                         return Err(ConnError::Closed);
                     }
@@ -118,10 +137,12 @@ pub(crate) struct FrameWriter {
 
 impl FrameWriter {
     pub(crate) async fn feed(&mut self, frame: &Frame) -> Result<(), ConnError> {
-        match &mut self.sink {
-            Sink::Raw(_) => frame.encode(&mut self.buf)?,
-            Sink::Ws(w) => w.feed(Message::Binary(frame.to_bytes()?)).await?,
+        if let Sink::Ws(w) = &mut self.sink {
+            if !self.buf.is_empty() && self.buf.len() + frame.encoded_len() > WS_MESSAGE_MAX {
+                w.feed(Message::Binary(self.buf.split().freeze())).await?;
+            }
         }
+        frame.encode(&mut self.buf)?;
         Ok(())
     }
 
@@ -132,7 +153,12 @@ impl FrameWriter {
                 self.buf.clear();
                 w.flush().await?;
             }
-            Sink::Ws(w) => w.flush().await?,
+            Sink::Ws(w) => {
+                if !self.buf.is_empty() {
+                    w.feed(Message::Binary(self.buf.split().freeze())).await?;
+                }
+                w.flush().await?;
+            }
         }
         Ok(())
     }

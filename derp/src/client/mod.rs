@@ -5,7 +5,8 @@
 //! and then owns one background task that reads frames, answers pings,
 //! sends keepalives and, when the connection breaks, redials with backoff
 //! (honouring the relay's `Restarting` hint). Sending writes straight to the
-//! connection under a lock; received packets and events wait in a bounded
+//! connection under a lock, and [`Client::send_many`] writes a whole batch
+//! of packets with one write; received packets and events wait in a bounded
 //! queue for [`Client::recv`] / [`Client::recv_event`] (full queue: dropped
 //! and counted, like UDP). While disconnected, [`Client::send`] fails fast
 //! with [`SendError::NotConnected`]: callers treat it as packet loss.
@@ -151,9 +152,23 @@ struct Shared {
 
 impl Shared {
     async fn write(&self, frame: &Frame) -> Result<(), SendError> {
+        self.write_all(std::iter::once(frame)).await
+    }
+
+    /// Writes `frames` with one flush.
+    async fn write_all<'a>(
+        &self,
+        frames: impl IntoIterator<Item = &'a Frame>,
+    ) -> Result<(), SendError> {
         let mut guard = self.writer.lock().await;
         let writer = guard.as_mut().ok_or(SendError::NotConnected)?;
-        let result = match timeout(self.config.write_timeout, writer.send(frame)).await {
+        let write = async {
+            for frame in frames {
+                writer.feed(frame).await?;
+            }
+            writer.flush().await
+        };
+        let result = match timeout(self.config.write_timeout, write).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => SendError::Conn(err),
             Err(_) => SendError::Timeout,
@@ -237,6 +252,28 @@ impl Client {
             return Err(SendError::TooLarge { len: data.len() });
         }
         self.shared.write(&Frame::SendPacket { dst, data }).await
+    }
+
+    /// Sends each `(dst, data)` via the relay with one write: what a busy
+    /// link should use. All or nothing: a packet over the limit fails the
+    /// batch before anything is sent.
+    pub async fn send_many(
+        &self,
+        packets: impl IntoIterator<Item = (PublicKey, Bytes)>,
+    ) -> Result<(), SendError> {
+        let frames = packets
+            .into_iter()
+            .map(|(dst, data)| {
+                if data.len() > MAX_PACKET_SIZE {
+                    return Err(SendError::TooLarge { len: data.len() });
+                }
+                Ok(Frame::SendPacket { dst, data })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.shared.write_all(&frames).await
     }
 
     /// The next packet relayed to us; other events are skipped.

@@ -25,6 +25,7 @@
 mod client_conn;
 mod http;
 mod mesh;
+mod queue;
 mod ratelimit;
 mod registry;
 mod stats;

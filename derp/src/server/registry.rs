@@ -1,7 +1,8 @@
 //! Who is connected where: local clients, mesh watchers, and peers homed on
 //! mesh neighbours. Connection tasks look destinations up here and hand
-//! frames to the receiver's queue with `try_send`, so a full queue drops
-//! the packet (and counts it) instead of slowing the sender.
+//! frames to the receiver's queue without waiting ([`PacketQueue::push`],
+//! fair between senders), so a full queue drops the packet (and counts it)
+//! instead of slowing the sender.
 //!
 //! Everything here is synchronous and short; the lock is never held across
 //! an `.await`.
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::queue::PacketQueue;
 use super::stats::{bump, Stats, StatsSnapshot};
 use crate::key::PublicKey;
 use crate::proto::{Frame, PeerGoneReason};
@@ -31,7 +33,7 @@ pub(crate) type NeighbourId = u64;
 /// apart so a flood of packets never crowds out `PeerGone` or `Pong`.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    pub(crate) packets: mpsc::Sender<Frame>,
+    pub(crate) packets: Arc<PacketQueue>,
     pub(crate) control: mpsc::Sender<Frame>,
     /// Cancelled to make the connection close (after draining control).
     pub(crate) close: CancellationToken,
@@ -145,7 +147,7 @@ impl Registry {
             if !from_mesh && !entry.senders.contains(&src) {
                 entry.senders.insert(src);
             }
-            match entry.outbox.packets.try_send(Frame::RecvPacket { src, data }) {
+            match entry.outbox.packets.push(src, Frame::RecvPacket { src, data }) {
                 Ok(()) => {
                     bump(&self.stats.packets_forwarded);
                     self.stats.bytes_forwarded.fetch_add(len, Ordering::Relaxed);
@@ -260,19 +262,25 @@ mod tests {
     struct Peer {
         key: PublicKey,
         outbox: Outbox,
-        packets: mpsc::Receiver<Frame>,
+        packets: Arc<PacketQueue>,
         control: mpsc::Receiver<Frame>,
     }
 
     fn peer(queue: usize) -> Peer {
-        let (packets, packets_rx) = mpsc::channel(queue);
+        let packets = Arc::new(PacketQueue::new(queue));
         let (control, control_rx) = mpsc::channel(16);
         Peer {
             key: SecretKey::generate().public(),
-            outbox: Outbox { packets, control, close: CancellationToken::new() },
-            packets: packets_rx,
+            outbox: Outbox { packets: packets.clone(), control, close: CancellationToken::new() },
+            packets,
             control: control_rx,
         }
+    }
+
+    fn pop(queue: &PacketQueue) -> Option<Frame> {
+        let mut out = Vec::new();
+        queue.pop_batch(1, &mut out);
+        out.pop()
     }
 
     fn data() -> Bytes {
@@ -282,7 +290,7 @@ mod tests {
     #[test]
     fn full_queue_drops_and_counts() {
         let reg = Registry::new();
-        let mut b = peer(2);
+        let b = peer(2);
         let a = peer(2);
         reg.register(b.key, 1, b.outbox.clone());
         for _ in 0..5 {
@@ -290,7 +298,7 @@ mod tests {
         }
         let snap = reg.snapshot();
         assert_eq!((snap.packets_forwarded, snap.packets_dropped_queue_full), (2, 3));
-        assert_eq!(b.packets.try_recv().unwrap(), Frame::RecvPacket { src: a.key, data: data() });
+        assert_eq!(pop(&b.packets).unwrap(), Frame::RecvPacket { src: a.key, data: data() });
     }
 
     #[test]
@@ -310,7 +318,7 @@ mod tests {
         reg.unregister(old.key, 1);
         assert_eq!(reg.location(&new.key), Some(PeerLocation::Local));
         reg.send_packet(SecretKey::generate().public(), new.key, data(), false);
-        assert!(new.packets.try_recv().is_ok());
+        assert!(pop(&new.packets).is_some());
     }
 
     #[test]

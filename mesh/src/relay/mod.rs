@@ -436,14 +436,20 @@ fn home_connection(relays: &Relays) -> Option<watch::Receiver<bool>> {
     Some(rx)
 }
 
-/// Writes a link's queued datagrams to its relay.
+/// Writes a link's queued datagrams to its relay, all that are waiting
+/// (up to [`SEND_BATCH`]) in one write.
 async fn relay_send(client: Arc<derp::Client>, mut rx: mpsc::Receiver<(NodeKey, Bytes)>) {
-    while let Some((key, data)) = rx.recv().await {
-        if let Err(e) = client.send(key.into(), data).await {
+    let mut batch = Vec::with_capacity(SEND_BATCH);
+    while rx.recv_many(&mut batch, SEND_BATCH).await > 0 {
+        let packets = batch.drain(..).map(|(key, data)| (key.into(), data));
+        if let Err(e) = client.send_many(packets).await {
             tracing::trace!(%e, "relay send failed");
         }
     }
 }
+
+/// Datagrams written to a relay per write at most.
+const SEND_BATCH: usize = 64;
 
 /// Delivers what a link receives until it closes for good.
 async fn relay_recv(client: Arc<derp::Client>, sock: Arc<Inner>) {

@@ -17,8 +17,16 @@ pub const CHUNK: usize = 256 * 1024;
 
 /// A relay on 127.0.0.1 and its URL; dropping the server stops it.
 pub async fn relay() -> anyhow::Result<(derp::Server, derp::RelayUrl)> {
-    let server = derp::Server::spawn(derp::ServerConfig::default())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    relay_on(listener, derp::ServerConfig::default())
+}
+
+/// A relay with `config` serving on `listener`, and its URL.
+pub fn relay_on(
+    listener: tokio::net::TcpListener,
+    config: derp::ServerConfig,
+) -> anyhow::Result<(derp::Server, derp::RelayUrl)> {
+    let server = derp::Server::spawn(config)?;
     let url = format!("http://{}/derp", listener.local_addr()?).parse()?;
     let serving = server.clone();
     tokio::spawn(async move { serving.serve(listener).await });
