@@ -19,6 +19,7 @@
 //!   sans-IO choice of its home region (failover, hysteresis);
 //! - [`netstack`]: a userspace TCP/IP stack (smoltcp) on a node's mesh addresses.
 
+mod birthday;
 pub mod disco;
 mod endpoint;
 pub mod key;
@@ -49,7 +50,8 @@ pub use node::{
 #[cfg(feature = "sim")]
 pub use path::{simulated_time_to_direct, SimScenario};
 pub use path::{
-    Destination, DirectMechanism, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit,
+    Destination, DirectMechanism, DiscoError, PathConfig, PathEvent, PathSelector, SocketCommand,
+    Source, Transmit,
 };
 pub use peermap::{KeyInUse, KeyKind};
 /// The stream halves a [`MeshConnection`] opens and accepts.
