@@ -78,10 +78,10 @@ impl Endpoint {
 
     /// How the direct path through this endpoint was found.
     pub(super) fn mechanism(&self, addr: SocketAddr) -> DirectMechanism {
-        if is_lan(addr.ip()) {
-            DirectMechanism::Lan
-        } else if self.origin == Origin::Birthday {
+        if self.origin == Origin::Birthday {
             DirectMechanism::Birthday
+        } else if is_lan(addr.ip()) {
+            DirectMechanism::Lan
         } else if self.origin == Origin::Ping {
             DirectMechanism::PeerReflexive
         } else {

@@ -276,7 +276,12 @@ pub(crate) struct Outbox {
     sockets: VecDeque<SocketCommand>,
     /// The id of the next extra socket.
     next_socket: u32,
+    /// Sealers by recipient, so a burst of probes does one key exchange.
+    sealers: HashMap<DiscoKey, wire::Sealer>,
 }
+
+/// At most this many sealers are kept; then they are all dropped.
+const MAX_SEALERS: usize = 1024;
 
 impl Outbox {
     fn send(&mut self, to: DiscoKey, dst: Destination, msg: &Message) {
@@ -286,7 +291,12 @@ impl Outbox {
     fn send_via(&mut self, to: DiscoKey, dst: Destination, via: Option<u32>, msg: &Message) {
         let mut nonce = [0u8; 24];
         self.rng.fill_bytes(&mut nonce);
-        let payload = wire::seal(&self.disco, to, nonce, msg);
+        if self.sealers.len() >= MAX_SEALERS && !self.sealers.contains_key(&to) {
+            self.sealers.clear();
+        }
+        let disco = &self.disco;
+        let sealer = self.sealers.entry(to).or_insert_with(|| wire::Sealer::new(disco, to));
+        let payload = sealer.seal(nonce, msg);
         self.transmits.push_back(Transmit { dst, payload, via });
     }
 
@@ -337,6 +347,7 @@ impl PathSelector {
                 openings: VecDeque::new(),
                 sockets: VecDeque::new(),
                 next_socket: 0,
+                sealers: HashMap::new(),
             },
             peers: HashMap::new(),
             by_disco: HashMap::new(),
