@@ -122,10 +122,18 @@ impl Peer {
             return;
         }
         if self.birthday_at.is_some_and(|t| t <= now) {
-            self.birthday_at = None;
             let answering = self.endpoints.answering();
             let addrs = self.endpoints.addrs();
             self.birthday = Birthday::start(&addrs, &answering, now, config, out);
+            // Not (yet) a hard × easy pair as far as we know: a STUN answer
+            // or the peer's record may still come, so look again later in
+            // this discovery.
+            let retry = now + config.birthday_delay;
+            let until = self.discovery_started.map(|t| t + config.birthday_deadline);
+            self.birthday_at = match &self.birthday {
+                None if until.is_some_and(|u| retry < u) => Some(retry),
+                _ => None,
+            };
         }
         let Some(b) = self.birthday.as_mut() else { return };
         if b.expired(now) {

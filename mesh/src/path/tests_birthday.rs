@@ -181,3 +181,23 @@ fn without_the_hold_an_answering_easy_router_clashes() {
     sim.run_for(secs(4));
     assert_relay(&sim, h, e);
 }
+
+#[test]
+fn a_hard_side_whose_stun_answer_comes_late_is_still_probed() {
+    // The hard side starts without its STUN mapping (one endpoint: it looks
+    // like nothing); the easy side must look again once it is announced.
+    let mut sim = Sim::new(40);
+    let mut late = hard("10.0.0.2:41641", 1, "192.0.2.1");
+    late.stun_late = true;
+    let h = sim.add_host(late);
+    let e = sim.add_host(easy("10.1.0.2:41641", 2, "198.51.100.1"));
+    sim.introduce(h, e);
+    sim.start_traffic(e, h);
+    sim.run_for(secs(1));
+    assert_relay(&sim, e, h);
+    sim.stun_answers(h);
+    sim.run_for(secs(3));
+    assert_direct(&sim, e, h);
+    let hk = sim.hosts[h].key();
+    assert_eq!(sim.hosts[e].sel.direct_mechanism(&hk), Some(DirectMechanism::Birthday));
+}
