@@ -21,6 +21,7 @@
 //!   address becomes an endpoint ([`MeshConfig::port_mapping`]);
 //! - [`netstack`]: a userspace TCP/IP stack (smoltcp) on a node's mesh addresses.
 
+mod birthday;
 pub mod disco;
 mod endpoint;
 pub mod key;
@@ -52,7 +53,8 @@ pub use node::{
 #[cfg(feature = "sim")]
 pub use path::{simulated_time_to_direct, SimScenario};
 pub use path::{
-    Destination, DirectMechanism, DiscoError, PathConfig, PathEvent, PathSelector, Source, Transmit,
+    Destination, DirectMechanism, DiscoError, PathConfig, PathEvent, PathSelector, SocketCommand,
+    Source, Transmit,
 };
 pub use peermap::{KeyInUse, KeyKind};
 pub use portmap::{PortMapConfig, PortMapStatus};

@@ -81,6 +81,8 @@ pub(crate) struct Inner {
     /// mapped address goes. A leaf lock: taken under the state lock (on
     /// receive), never the other way round.
     stun: Mutex<HashMap<TransactionId, (SocketAddr, oneshot::Sender<SocketAddr>)>>,
+    /// Birthday probing's extra sockets ([`crate::birthday`]).
+    extra: crate::birthday::ExtraSockets,
 }
 
 impl fmt::Debug for Inner {
@@ -120,6 +122,7 @@ impl Inner {
             wireguard: OnceLock::new(),
             openings: OnceLock::new(),
             stun: Mutex::new(HashMap::new()),
+            extra: Default::default(),
         }))
     }
 
@@ -190,11 +193,15 @@ impl Inner {
 
     /// Sends what the path selector queued and publishes its events.
     pub(crate) fn flush(&self, state: &mut State) {
+        while let Some(cmd) = state.peers.paths_mut().poll_socket_command() {
+            self.extra.command(cmd);
+        }
         while let Some(t) = state.peers.paths_mut().poll_transmit() {
-            match t.dst {
+            match (t.dst, t.via) {
+                (Destination::Direct(addr), Some(via)) => self.extra.send(via, addr, t.payload),
                 // A lost probe is retried by the next probe.
-                Destination::Direct(addr) => drop(self.send_udp(&t.payload, addr)),
-                Destination::Relay(key) => {
+                (Destination::Direct(addr), None) => drop(self.send_udp(&t.payload, addr)),
+                (Destination::Relay(key), _) => {
                     let region = state.peers.region(&key);
                     self.send_relay((key, region, Bytes::from(t.payload)));
                 }
@@ -230,14 +237,16 @@ impl Inner {
 
     /// Where data for `key` goes now (its session counts as active), and
     /// the peer's home region for the relay.
-    fn route(&self, key: &NodeKey, now: Instant) -> Option<(Destination, Option<RegionId>)> {
+    /// and the birthday socket a direct path leaves from.
+    fn route(&self, key: &NodeKey, now: Instant) -> Option<Route> {
         let mut state = self.state();
         let paths = state.peers.paths_mut();
         paths.handle_activity(key, now);
         let dst = paths.destination(key, now);
+        let via = paths.direct_socket(key, now);
         let region = relay_region(&state.peers, dst);
         self.flush(&mut state);
-        dst.map(|dst| (dst, region))
+        dst.map(|dst| (dst, region, via))
     }
 
     /// A datagram the relay delivered from `src`.
@@ -297,7 +306,10 @@ impl Inner {
     pub(crate) fn send_wireguard_batch(&self, key: &NodeKey, contents: &[u8], segment: usize) {
         let segment = segment.max(1);
         match self.route(key, Instant::now()) {
-            Some((Destination::Direct(addr), _)) if contents.len() > segment => {
+            Some((Destination::Direct(addr), _, Some(via))) => {
+                self.extra.send_data(via, addr, contents, segment)
+            }
+            Some((Destination::Direct(addr), _, None)) if contents.len() > segment => {
                 let transmit = Transmit {
                     destination: socket::send_addr(self.udp_addr, addr),
                     ecn: None,
@@ -310,8 +322,8 @@ impl Inner {
                     self.udp_state.send((&self.udp).into(), &transmit)
                 });
             }
-            Some((Destination::Direct(addr), _)) => drop(self.send_udp(contents, addr)),
-            Some((Destination::Relay(key), region)) => {
+            Some((Destination::Direct(addr), _, None)) => drop(self.send_udp(contents, addr)),
+            Some((Destination::Relay(key), region, _)) => {
                 for datagram in contents.chunks(segment) {
                     self.send_relay((key, region, Bytes::copy_from_slice(datagram)));
                 }
@@ -430,6 +442,10 @@ impl Inner {
     }
 }
 
+/// Where data to a peer goes: the destination, the peer's home region (for
+/// the relay), and the birthday socket a direct path leaves from.
+type Route = (Destination, Option<RegionId>, Option<u32>);
+
 /// The home region of the peer `dst` relays to; looked up only for the
 /// relay, so the direct path pays nothing for it.
 fn relay_region(peers: &PeerMap, dst: Option<Destination>) -> Option<RegionId> {
@@ -461,8 +477,46 @@ impl Inner {
         let _ = self.openings.set(tx);
         // Made here, in the caller's network namespace (see `opening`).
         let sockets = crate::opening::Sockets::spawn();
-        let task = tokio::spawn(crate::opening::run(self.clone(), rx, sockets, wait));
+        let extra = crate::birthday::run(self.clone(), sockets.clone(), self.udp_addr);
+        let openings = crate::opening::run(self.clone(), rx, sockets, wait);
+        let task = tokio::spawn(async move {
+            tokio::join!(openings, extra);
+        });
         tokio_util::task::AbortOnDropHandle::new(task)
+    }
+
+    /// Birthday probing's extra sockets.
+    pub(crate) fn extra(&self) -> &crate::birthday::ExtraSockets {
+        &self.extra
+    }
+
+    /// A datagram that arrived on birthday socket `via` from `src`: disco
+    /// goes to the path selector with the socket, QUIC and WireGuard from
+    /// the peer that proved `src` go where the relay's do.
+    pub(crate) fn handle_extra(&self, via: u32, src: SocketAddr, data: Bytes) {
+        let src = canonical(src);
+        let now = Instant::now();
+        let mut state = self.state();
+        let paths = state.peers.paths_mut();
+        let from = match classify(&data) {
+            PacketKind::Disco => {
+                if let Err(e) = paths.handle_disco_via(Source::Direct(src), Some(via), &data, now) {
+                    tracing::debug!(%e, %src, via, "dropped disco on a birthday socket");
+                }
+                self.flush(&mut state);
+                return;
+            }
+            PacketKind::Quic | PacketKind::WireGuard => paths.peer_at(src),
+            PacketKind::Stun | PacketKind::Unknown => None,
+        };
+        let Some(key) = from else { return };
+        paths.handle_activity(&key, now);
+        self.flush(&mut state);
+        drop(state);
+        match classify(&data) {
+            PacketKind::Quic => drop(self.relayed_quic_tx.try_send((key, data))),
+            _ => self.to_wireguard(Some(key), data),
+        }
     }
 
     /// An opening probe to `addr` was refused.
@@ -560,12 +614,18 @@ impl AsyncUdpSocket for MagicSock {
             let paths = state.peers.paths_mut();
             paths.handle_activity(&key, now);
             let dst = paths.destination(&key, now);
+            let via = paths.direct_socket(&key, now);
             let region = relay_region(&state.peers, dst);
             inner.flush(&mut state);
-            dst.map(|dst| (dst, region))
+            dst.map(|dst| (dst, region, via))
         };
         match route {
-            Some(route) => inner.send_routed(transmit, route),
+            Some((Destination::Direct(addr), _, Some(via))) => {
+                let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
+                inner.extra.send_data(via, addr, transmit.contents, segment);
+                Ok(())
+            }
+            Some((dst, region, _)) => inner.send_routed(transmit, (dst, region)),
             None => Ok(()),
         }
     }

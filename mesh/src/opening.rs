@@ -84,7 +84,10 @@ async fn probe(sockets: &Sockets, dst: SocketAddr, wait: Duration) -> (SocketAdd
 type Request = (SocketAddr, oneshot::Sender<io::Result<std::net::UdpSocket>>);
 
 /// Binds throwaway sockets in the network namespace of the thread that
-/// made it (see the module docs); its thread ends when this is dropped.
+/// made it (see the module docs); its thread ends when this (and every
+/// clone) is dropped. Birthday probing's sockets are bound here too
+/// ([`crate::birthday`]).
+#[derive(Clone)]
 pub(crate) struct Sockets {
     /// `None` when the thread could not start: sockets are then bound by
     /// the caller, in whatever namespace it runs in.
@@ -112,7 +115,7 @@ impl Sockets {
     }
 
     /// A non-blocking UDP socket bound to `addr`.
-    async fn bind(&self, addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    pub(crate) async fn bind(&self, addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
         let gone = || io::Error::other("the opening probes' thread ended");
         let Some(tx) = &self.tx else {
             let socket = std::net::UdpSocket::bind(addr)?;

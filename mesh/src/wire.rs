@@ -99,20 +99,40 @@ pub enum OpenError {
 ///
 /// The nonce must never repeat for a key pair; callers draw it at random.
 pub fn seal(sender: &DiscoSecret, recipient: DiscoKey, nonce: [u8; 24], msg: &Message) -> Vec<u8> {
-    let mut plain = Vec::with_capacity(64);
-    msg.encode(&mut plain);
-    let cipher = SalsaBox::new(&recipient.to_box_key(), sender.box_key());
-    let nonce_ga = crypto_box::Nonce::from(nonce);
-    let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
-    out.extend_from_slice(&DISCO_MAGIC);
-    out.extend_from_slice(sender.public().as_bytes());
-    out.extend_from_slice(&nonce);
-    match cipher.encrypt(&nonce_ga, plain.as_slice()) {
-        Ok(sealed) => out.extend_from_slice(&sealed),
-        // Encryption only fails for AAD or oversized input, neither of which we pass.
-        Err(_) => out.clear(),
+    Sealer::new(sender, recipient).seal(nonce, msg)
+}
+
+/// Seals for one recipient with the key exchange done once: birthday
+/// probing sends thousands of pings to one peer.
+pub(crate) struct Sealer {
+    cipher: SalsaBox,
+    sender: DiscoKey,
+}
+
+impl Sealer {
+    pub(crate) fn new(sender: &DiscoSecret, recipient: DiscoKey) -> Self {
+        Self {
+            cipher: SalsaBox::new(&recipient.to_box_key(), sender.box_key()),
+            sender: sender.public(),
+        }
     }
-    out
+
+    /// What [`seal`] returns.
+    pub(crate) fn seal(&self, nonce: [u8; 24], msg: &Message) -> Vec<u8> {
+        let mut plain = Vec::with_capacity(64);
+        msg.encode(&mut plain);
+        let nonce_ga = crypto_box::Nonce::from(nonce);
+        let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
+        out.extend_from_slice(&DISCO_MAGIC);
+        out.extend_from_slice(self.sender.as_bytes());
+        out.extend_from_slice(&nonce);
+        match self.cipher.encrypt(&nonce_ga, plain.as_slice()) {
+            Ok(sealed) => out.extend_from_slice(&sealed),
+            // Encryption only fails for AAD or oversized input, neither of which we pass.
+            Err(_) => out.clear(),
+        }
+        out
+    }
 }
 
 /// The sender's disco key, read without opening the box (to find the peer).

@@ -44,19 +44,23 @@ enum PathKind {
 /// (`Nat` documents each kind's mapping and filtering):
 /// - UDP blocked on either side: nothing but the relay.
 /// - Both endpoint-dependent: neither side can predict the other's port.
-/// - Endpoint-dependent against `Easy`: the hard side's probes come from a
-///   port the easy side never sent to, and the easy router filters on
-///   address *and* port, so they are dropped; the easy side's probes go to a
-///   port the hard router mapped for someone else. Needs port prediction
-///   (birthday probing), which the mesh does not do.
+/// - Endpoint-dependent against `Easy` or `EasyAnswering`: plain punching
+///   fails (the hard side's probes come from a port the easy router never
+///   sent to; the easy side's go to a port the hard router mapped for
+///   someone else), but birthday probing finds a path: the hard side opens
+///   256 sockets toward the easy side, which probes random ports of the
+///   hard side (`mesh/src/path/birthday.rs`).
 /// - Everything else: at least one side accepts the other's first probe.
 fn expected_path(client: Nat, agent: Nat) -> PathKind {
     match (client, agent) {
         (Nat::UdpBlocked | Nat::HttpProxyOnly, _) | (_, Nat::UdpBlocked | Nat::HttpProxyOnly) => {
             PathKind::Relay
         }
-        (Nat::Hard, Nat::Hard | Nat::Easy | Nat::EasyAnswering)
-        | (Nat::Easy | Nat::EasyAnswering, Nat::Hard) => PathKind::Relay,
+        (Nat::Hard, Nat::Hard) => PathKind::Relay,
+        // Not yet: a fresh hard client against a long-lived agent behind an
+        // answering router stays on the relay (the other three hard × easy
+        // pairs go direct by birthday); docs/reliability.md, finding 2.
+        (Nat::Hard, Nat::EasyAnswering) => PathKind::Relay,
         // An answering router in either role goes direct: opening probes
         // tell each side whether the peer's router answers, and a side
         // holds its pings to one that does until the peer's host has sent
@@ -83,6 +87,8 @@ struct Outcome {
     expected: PathKind,
     /// The final path of each `coder ping` run.
     pings: Vec<PathKind>,
+    /// The first time to direct `coder ping` reported, and how it was found.
+    to_direct: Option<(f64, String)>,
     /// What `coder ssh -v` reported for the transfer.
     ssh_path: Option<PathKind>,
     transfer_ok: bool,
@@ -149,26 +155,29 @@ fn proxy_env(cmd: &mut Command, host: &Host) {
     }
 }
 
-/// One `coder ping WS -o json`: the path after the last ping. `num: None`
-/// pings until the path is direct (at most 10 times, 1 s apart).
+/// One `coder ping WS -o json`: the path after the last ping, and the time
+/// to direct (ms) and mechanism it reported. `num: None` pings until the
+/// path is direct (at most 10 times, 1 s apart).
 fn ping_path(
     client: &Host,
     cfg: &Path,
     ws: &str,
     num: Option<u32>,
     mapping: Option<&str>,
-) -> anyhow::Result<PathKind> {
+) -> anyhow::Result<(PathKind, Option<(f64, String)>)> {
     let mut cmd = coder_mapping(client, cfg, mapping);
     cmd.args(["ping", ws, "-o", "json"]);
     if let Some(n) = num {
         cmd.args(["-n", &n.to_string()]);
     }
     let report: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)?)?;
-    Ok(if report["direct"] == serde_json::Value::Bool(true) {
+    let path = if report["direct"] == serde_json::Value::Bool(true) {
         PathKind::Direct
     } else {
         PathKind::Relay
-    })
+    };
+    let via = report["direct_via"].as_str().unwrap_or("?").to_owned();
+    Ok((path, report["time_to_direct_ms"].as_f64().map(|ms| (ms, via))))
 }
 
 /// One `coder ssh -v WS -- sha256sum` with `payload` on stdin: the path it
@@ -227,6 +236,7 @@ fn run_pair(d: &Deployment, client: &Host, agent: &Host, ws: &str) -> Outcome {
         agent: agent.nat,
         expected,
         pings: Vec::new(),
+        to_direct: None,
         ssh_path: None,
         transfer_ok: false,
         elapsed: Duration::ZERO,
@@ -235,8 +245,11 @@ fn run_pair(d: &Deployment, client: &Host, agent: &Host, ws: &str) -> Outcome {
     let result = (|| -> anyhow::Result<()> {
         loop {
             let num = (expected == PathKind::Relay).then_some(RELAY_PINGS);
-            let path = ping_path(client, cfg, ws, num, mapping)?;
+            let (path, to_direct) = ping_path(client, cfg, ws, num, mapping)?;
             outcome.pings.push(path);
+            if outcome.to_direct.is_none() {
+                outcome.to_direct = to_direct;
+            }
             if path == PathKind::Direct
                 || expected == PathKind::Relay
                 || start.elapsed() > DIRECT_DEADLINE
@@ -309,11 +322,12 @@ fn run_column(d: &Deployment, agent: &Host, clients: &[Host]) -> Vec<Outcome> {
     for client in clients {
         let o = run_pair(d, client, agent, &ws);
         eprintln!(
-            "client {:>10} → agent {:>10}: expected {:?}, pings {:?}, ssh -v {:?}, transfer ok {}, {:.1?}{}",
+            "client {:>10} → agent {:>10}: expected {:?}, pings {:?}, to direct {:?}, ssh -v {:?}, transfer ok {}, {:.1?}{}",
             o.client,
             o.agent,
             o.expected,
             o.pings,
+            o.to_direct,
             o.ssh_path,
             o.transfer_ok,
             o.elapsed,
@@ -431,7 +445,11 @@ fn run_matrix(name: &str, client_kinds: &[Nat], agent_kinds: &[Nat]) {
             .iter()
             .map(|agent| {
                 let o = outcomes.iter().find(|o| o.client == *client && o.agent == *agent).unwrap();
-                format!("{:?} {} ({:.1?})", o.expected, mark(o), o.elapsed)
+                let direct = match &o.to_direct {
+                    Some((ms, via)) => format!(", direct in {ms:.0} ms via {via}"),
+                    None => String::new(),
+                };
+                format!("{:?} {} ({:.1?}{direct})", o.expected, mark(o), o.elapsed)
             })
             .collect();
         println!("| {client} | {} |", cells.join(" | "));

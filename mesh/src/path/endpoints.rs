@@ -25,6 +25,8 @@ pub(super) enum Origin {
     CallMeMaybe,
     /// A ping that came from that address.
     Ping,
+    /// A random port of a hard NAT that answered a birthday probe.
+    Birthday,
 }
 
 /// Whether the router in front of an endpoint answers unsolicited UDP
@@ -76,7 +78,9 @@ impl Endpoint {
 
     /// How the direct path through this endpoint was found.
     pub(super) fn mechanism(&self, addr: SocketAddr) -> DirectMechanism {
-        if is_lan(addr.ip()) {
+        if self.origin == Origin::Birthday {
+            DirectMechanism::Birthday
+        } else if is_lan(addr.ip()) {
             DirectMechanism::Lan
         } else if self.origin == Origin::Ping {
             DirectMechanism::PeerReflexive
@@ -104,7 +108,7 @@ pub(super) fn score(addr: SocketAddr, rtt: Duration) -> f64 {
 }
 
 /// RFC 1918, link-local, ULA or loopback.
-fn is_lan(ip: IpAddr) -> bool {
+pub(super) fn is_lan(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
         IpAddr::V6(v6) => {
@@ -203,6 +207,12 @@ impl Endpoints {
         changed
     }
 
+    /// The endpoints whose router answered an opening probe.
+    pub(super) fn answering(&self) -> Vec<SocketAddr> {
+        let answers = |e: &&Endpoint| matches!(e.opening, Opening::Answers { .. });
+        self.map.iter().filter(|(_, e)| answers(e)).map(|(a, _)| *a).collect()
+    }
+
     /// The earliest deadline of a pending opening probe.
     pub(super) fn opening_deadline(&self) -> Option<Instant> {
         self.map
@@ -231,7 +241,7 @@ impl Endpoints {
     pub(super) fn expire_learned(&mut self, now: Instant, keep: Option<SocketAddr>) -> bool {
         let before = self.map.len();
         self.map.retain(|a, e| {
-            e.origin != Origin::Ping
+            !matches!(e.origin, Origin::Ping | Origin::Birthday)
                 || Some(*a) == keep
                 || now.saturating_duration_since(e.freshness()) < LEARNED_TTL
         });

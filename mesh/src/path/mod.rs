@@ -26,7 +26,12 @@
 //! Authentic disco messages from unknown senders are kept for
 //! [`EARLY_DISCO_TTL`] and replayed when the coordinator announces the sender,
 //! instead of waiting a whole probe interval for the next ping.
+//!
+//! Between a hard NAT and an easy one, where none of this can work, the two
+//! sides probe for a path by the birthday paradox ([`birthday`]) from
+//! [`PathConfig::birthday_delay`] into the discovery on.
 
+mod birthday;
 mod endpoints;
 mod peer;
 
@@ -42,6 +47,7 @@ use crate::key::{DiscoKey, DiscoSecret, NodeKey};
 use crate::node::Node;
 use crate::wire::{self, OpenError};
 
+pub use self::birthday::SocketCommand;
 use self::peer::Peer;
 
 /// At most this many proven addresses per peer attribute incoming datagrams.
@@ -92,6 +98,21 @@ pub struct PathConfig {
     /// once, as if no router answered. A router farther away than this (in
     /// round trip) is taken for a silent one.
     pub opening_wait: Duration,
+    /// Extra sockets the hard side of a hard × easy pair opens ([`birthday`]);
+    /// zero turns birthday probing off.
+    pub birthday_sockets: usize,
+    /// The easy side pings this many random ports of the hard side...
+    pub birthday_burst: usize,
+    /// ...this often.
+    pub birthday_tick: Duration,
+    /// Birthday probing starts this long into a discovery without a direct
+    /// path (plain punching finds most paths within a few round trips)...
+    pub birthday_delay: Duration,
+    /// ...and gives up this long after it started.
+    pub birthday_deadline: Duration,
+    /// The hard side holds its sockets' pings this long when the easy
+    /// side's router answers unsolicited UDP ([`birthday`]).
+    pub birthday_hold: Duration,
 }
 
 impl Default for PathConfig {
@@ -107,6 +128,12 @@ impl Default for PathConfig {
             rng_seed: None,
             relay_only: false,
             opening_wait: Duration::from_millis(200),
+            birthday_sockets: 256,
+            birthday_burst: 20,
+            birthday_tick: Duration::from_millis(20),
+            birthday_delay: Duration::from_millis(500),
+            birthday_deadline: Duration::from_secs(10),
+            birthday_hold: Duration::from_millis(1500),
         }
     }
 }
@@ -132,6 +159,8 @@ pub enum DirectMechanism {
     PeerReflexive,
     /// A private, link-local or loopback address: the same network.
     Lan,
+    /// Birthday probing between a hard NAT and an easy one ([`birthday`]).
+    Birthday,
 }
 
 impl std::fmt::Display for DirectMechanism {
@@ -140,6 +169,7 @@ impl std::fmt::Display for DirectMechanism {
             DirectMechanism::Stun => "STUN",
             DirectMechanism::PeerReflexive => "peer-reflexive",
             DirectMechanism::Lan => "LAN",
+            DirectMechanism::Birthday => "birthday",
         })
     }
 }
@@ -160,6 +190,9 @@ pub struct Transmit {
     pub dst: Destination,
     /// The sealed datagram.
     pub payload: Vec<u8>,
+    /// The extra socket to send it from ([`SocketCommand::Open`]); `None`
+    /// for the node's own socket.
+    pub via: Option<u32>,
 }
 
 /// A change the I/O shell or the user may care about.
@@ -239,22 +272,40 @@ pub(crate) struct Outbox {
     events: VecDeque<PathEvent>,
     /// Endpoints to send an opening probe to.
     openings: VecDeque<SocketAddr>,
+    /// Extra sockets to open or close ([`birthday`]).
+    sockets: VecDeque<SocketCommand>,
+    /// The id of the next extra socket.
+    next_socket: u32,
+    /// Sealers by recipient, so a burst of probes does one key exchange.
+    sealers: HashMap<DiscoKey, wire::Sealer>,
 }
+
+/// At most this many sealers are kept; then they are all dropped.
+const MAX_SEALERS: usize = 1024;
 
 impl Outbox {
     fn send(&mut self, to: DiscoKey, dst: Destination, msg: &Message) {
-        let mut nonce = [0u8; 24];
-        self.rng.fill_bytes(&mut nonce);
-        let payload = wire::seal(&self.disco, to, nonce, msg);
-        self.transmits.push_back(Transmit { dst, payload });
+        self.send_via(to, dst, None, msg);
     }
 
-    fn ping(&mut self, to: DiscoKey, addr: SocketAddr) -> TxId {
+    fn send_via(&mut self, to: DiscoKey, dst: Destination, via: Option<u32>, msg: &Message) {
+        let mut nonce = [0u8; 24];
+        self.rng.fill_bytes(&mut nonce);
+        if self.sealers.len() >= MAX_SEALERS && !self.sealers.contains_key(&to) {
+            self.sealers.clear();
+        }
+        let disco = &self.disco;
+        let sealer = self.sealers.entry(to).or_insert_with(|| wire::Sealer::new(disco, to));
+        let payload = sealer.seal(nonce, msg);
+        self.transmits.push_back(Transmit { dst, payload, via });
+    }
+
+    fn ping_via(&mut self, to: DiscoKey, addr: SocketAddr, via: Option<u32>) -> TxId {
         let mut tx_id = [0u8; 12];
         self.rng.fill_bytes(&mut tx_id);
         let tx_id = TxId(tx_id);
         let ping = Ping { tx_id, node_key: self.node_key };
-        self.send(to, Destination::Direct(addr), &Message::Ping(ping));
+        self.send_via(to, Destination::Direct(addr), via, &Message::Ping(ping));
         tx_id
     }
 }
@@ -294,6 +345,9 @@ impl PathSelector {
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
                 openings: VecDeque::new(),
+                sockets: VecDeque::new(),
+                next_socket: 0,
+                sealers: HashMap::new(),
             },
             peers: HashMap::new(),
             by_disco: HashMap::new(),
@@ -387,9 +441,10 @@ impl PathSelector {
 
     /// Forgets a peer.
     pub fn remove_peer(&mut self, key: &NodeKey) {
-        if let Some(peer) = self.peers.remove(key) {
+        if let Some(mut peer) = self.peers.remove(key) {
             self.by_disco.remove(&peer.disco);
             unbind(&mut self.by_addr, &peer);
+            peer.close_sockets(&mut self.out);
         }
     }
 
@@ -405,10 +460,22 @@ impl PathSelector {
         self.early.len()
     }
 
-    /// A disco datagram arrived from `src`.
+    /// A disco datagram arrived from `src` on the node's own socket.
     pub fn handle_disco(
         &mut self,
         src: Source,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<(), DiscoError> {
+        self.handle_disco_via(src, None, datagram, now)
+    }
+
+    /// A disco datagram arrived from `src`, on extra socket `via`
+    /// ([`SocketCommand::Open`]) or (`None`) the node's own socket.
+    pub fn handle_disco_via(
+        &mut self,
+        src: Source,
+        via: Option<u32>,
         datagram: &[u8],
         now: Instant,
     ) -> Result<(), DiscoError> {
@@ -435,10 +502,11 @@ impl PathSelector {
                         expected: key,
                     });
                 }
-                peer.on_ping(addr, ping.tx_id, now, &self.config, &mut self.out);
+                peer.on_ping(addr, via, ping.tx_id, now, &self.config, &mut self.out);
             }
             (Message::Pong(pong), Source::Direct(addr)) => {
-                let answered = peer.on_pong(addr, pong.tx_id, now, &self.config, &mut self.out);
+                let answered =
+                    peer.on_pong(addr, via, pong.tx_id, now, &self.config, &mut self.out);
                 if answered {
                     self.bind(addr, key);
                     self.learn_local_endpoint(pong.src);
@@ -515,6 +583,20 @@ impl PathSelector {
         self.out.openings.pop_front()
     }
 
+    /// The next extra socket to open or close (birthday probing, when this
+    /// node is behind a hard NAT). Polled with the transmits: a transmit
+    /// `via` a socket comes after the command that opens it.
+    pub fn poll_socket_command(&mut self) -> Option<SocketCommand> {
+        self.out.sockets.pop_front()
+    }
+
+    /// The extra socket data to `peer` must leave from now (its direct path
+    /// was found by birthday probing from that socket); `None` for the
+    /// node's own socket or the relay.
+    pub fn direct_socket(&self, peer: &NodeKey, now: Instant) -> Option<u32> {
+        self.peers.get(peer).and_then(|p| p.direct_socket(now))
+    }
+
     /// The opening probe to `addr` was refused (port-unreachable): the
     /// router there answers unsolicited UDP, so we ping it only after its
     /// peer has pinged us.
@@ -573,3 +655,5 @@ mod sim;
 pub use sim::{time_to_direct as simulated_time_to_direct, Scenario as SimScenario};
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_birthday;

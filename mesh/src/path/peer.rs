@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 use crate::disco::{CallMeMaybe, Message, Pong, TxId};
 use crate::key::{DiscoKey, NodeKey};
 
+use super::birthday::{Birthday, SocketCommand};
 use super::endpoints::{score, Endpoint, Endpoints, Opening, Origin};
 use super::{Destination, DirectMechanism, Outbox, PathConfig, PathEvent};
 
 #[derive(Debug, Clone, Copy)]
 struct Best {
     addr: SocketAddr,
+    /// The extra socket the path leaves from (birthday probing).
+    via: Option<u32>,
     rtt: Duration,
     trusted_until: Instant,
 }
@@ -23,6 +26,7 @@ struct Best {
 #[derive(Debug, Clone, Copy)]
 struct SentPing {
     addr: SocketAddr,
+    via: Option<u32>,
     at: Instant,
 }
 
@@ -48,6 +52,10 @@ pub(super) struct Peer {
     time_to_direct: Option<Duration>,
     /// How the first direct path was found.
     found_by: Option<DirectMechanism>,
+    /// When to start birthday probing if still not direct (set when a
+    /// discovery starts).
+    birthday_at: Option<Instant>,
+    birthday: Option<Birthday>,
 }
 
 impl Peer {
@@ -65,6 +73,8 @@ impl Peer {
             discovery_started: None,
             time_to_direct: None,
             found_by: None,
+            birthday_at: None,
+            birthday: None,
         }
     }
 
@@ -78,6 +88,64 @@ impl Peer {
 
     pub(super) fn found_by(&self) -> Option<DirectMechanism> {
         self.found_by
+    }
+
+    pub(super) fn direct_socket(&self, now: Instant) -> Option<u32> {
+        self.best.filter(|b| now < b.trusted_until).and_then(|b| b.via)
+    }
+
+    /// Starts a discovery: the clock of time to direct, and birthday
+    /// probing's delay.
+    fn start_discovery(&mut self, now: Instant, config: &PathConfig) {
+        self.discovery_started = Some(now);
+        self.birthday_at = Some(now + config.birthday_delay);
+    }
+
+    /// Closes every extra socket this peer holds (it is being forgotten).
+    pub(super) fn close_sockets(&mut self, out: &mut Outbox) {
+        if let Some(b) = self.birthday.take() {
+            b.finish(None, out);
+        }
+        if let Some(via) = self.best.and_then(|b| b.via) {
+            out.sockets.push_back(SocketCommand::Close(via));
+        }
+    }
+
+    /// Runs birthday probing: starts it when due, sends its probes, ends it
+    /// at its deadline.
+    fn birthday_timeout(&mut self, now: Instant, config: &PathConfig, out: &mut Outbox) {
+        if self.best.is_some() || !self.active(now) {
+            self.birthday_at = None;
+            if let Some(b) = self.birthday.take() {
+                b.finish(None, out);
+            }
+            return;
+        }
+        if self.birthday_at.is_some_and(|t| t <= now) {
+            let answering = self.endpoints.answering();
+            let addrs = self.endpoints.addrs();
+            self.birthday = Birthday::start(&addrs, &answering, now, config, out);
+            // Not (yet) a hard × easy pair as far as we know: a STUN answer
+            // or the peer's record may still come, so look again later in
+            // this discovery.
+            let retry = now + config.birthday_delay;
+            let until = self.discovery_started.map(|t| t + config.birthday_deadline);
+            self.birthday_at = match &self.birthday {
+                None if until.is_some_and(|u| retry < u) => Some(retry),
+                _ => None,
+            };
+        }
+        let Some(b) = self.birthday.as_mut() else { return };
+        if b.expired(now) {
+            if let Some(b) = self.birthday.take() {
+                b.finish(None, out);
+            }
+            return;
+        }
+        let pings = &mut self.pings;
+        b.on_timeout(self.disco, now, config, out, |tx, addr, via| {
+            pings.insert(tx, SentPing { addr, via, at: now });
+        });
     }
 
     pub(super) fn destination(&self, now: Instant) -> Destination {
@@ -120,7 +188,7 @@ impl Peer {
         self.active_until = Some(now + config.session_active_timeout);
         if !was_active {
             if self.best.is_none() {
-                self.discovery_started = Some(now);
+                self.start_discovery(now, config);
             }
             self.next_probe = Some(now);
             self.next_heartbeat = Some(now + config.heartbeat_interval);
@@ -129,8 +197,12 @@ impl Peer {
     }
 
     fn ping(&mut self, addr: SocketAddr, now: Instant, out: &mut Outbox) {
-        let tx_id = out.ping(self.disco, addr);
-        self.pings.insert(tx_id, SentPing { addr, at: now });
+        self.ping_via(addr, None, now, out);
+    }
+
+    fn ping_via(&mut self, addr: SocketAddr, via: Option<u32>, now: Instant, out: &mut Outbox) {
+        let tx_id = out.ping_via(self.disco, addr, via);
+        self.pings.insert(tx_id, SentPing { addr, via, at: now });
         if let Some(ep) = self.endpoints.get_mut(addr) {
             ep.last_ping = Some(now);
         }
@@ -233,6 +305,7 @@ impl Peer {
             }
         }
         self.release_silent(now, out);
+        self.birthday_timeout(now, config, out);
         if !self.active(now) {
             // Idle: no probing until the next activity restarts the timers.
             self.next_probe = None;
@@ -244,7 +317,7 @@ impl Peer {
         }
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             if let Some(best) = self.best {
-                self.ping(best.addr, now, out);
+                self.ping_via(best.addr, best.via, now, out);
             }
             self.next_heartbeat = Some(now + config.heartbeat_interval);
         }
@@ -252,6 +325,10 @@ impl Peer {
 
     /// The chosen path expired: take another trusted one, else the relay.
     fn fall_back(&mut self, from: SocketAddr, now: Instant, config: &PathConfig, out: &mut Outbox) {
+        if let Some(via) = self.best.and_then(|b| b.via) {
+            // The birthday socket's path died: a new attempt opens new ones.
+            out.sockets.push_back(SocketCommand::Close(via));
+        }
         let next = self
             .endpoints
             .iter()
@@ -260,13 +337,13 @@ impl Peer {
             .min_by(|a, b| score(a.0, a.1).total_cmp(&score(b.0, b.1)));
         match next {
             Some((to, rtt, Some(pong))) => {
-                self.best =
-                    Some(Best { addr: to, rtt, trusted_until: pong + config.trust_timeout });
+                let trusted_until = pong + config.trust_timeout;
+                self.best = Some(Best { addr: to, via: None, rtt, trusted_until });
                 out.events.push_back(PathEvent::DirectChanged { peer: self.key, from, to, rtt });
             }
             _ => {
                 self.best = None;
-                self.discovery_started = Some(now);
+                self.start_discovery(now, config);
                 self.next_probe = Some(now);
                 out.events.push_back(PathEvent::DirectToRelay { peer: self.key });
             }
@@ -276,14 +353,30 @@ impl Peer {
     pub(super) fn on_ping(
         &mut self,
         addr: SocketAddr,
+        via: Option<u32>,
         tx_id: TxId,
         now: Instant,
         config: &PathConfig,
         out: &mut Outbox,
     ) {
+        if via.is_some_and(|v| !self.owns_socket(v)) {
+            // A socket of another peer's attempt (or a closed one).
+            return;
+        }
         let pong = Message::Pong(Pong { tx_id, src: addr });
-        out.send(self.disco, Destination::Direct(addr), &pong);
-        if self.endpoints.add(addr, Origin::Ping, now, config, self.best_addr()) {
+        out.send_via(self.disco, Destination::Direct(addr), via, &pong);
+        if via.is_some() {
+            // A birthday hit on one of our sockets: ping back through it,
+            // which proves the path here too.
+            if self.best.is_none_or(|b| b.via != via) {
+                self.ping_via(addr, via, now, out);
+            }
+            return;
+        }
+        // During birthday probing, a ping from a new port of the hard side
+        // is a hit of the hard side's sockets on a port we probed.
+        let origin = if self.birthday.is_some() { Origin::Birthday } else { Origin::Ping };
+        if self.endpoints.add(addr, origin, now, config, self.best_addr()) {
             self.endpoints_changed(out);
         }
         // A ping from an unproven address means the peer's NAT is open toward
@@ -301,20 +394,29 @@ impl Peer {
     pub(super) fn on_pong(
         &mut self,
         addr: SocketAddr,
+        via: Option<u32>,
         tx_id: TxId,
         now: Instant,
         config: &PathConfig,
         out: &mut Outbox,
     ) -> bool {
-        // Only a pong from the address we pinged proves that address.
+        // Only a pong from the address we pinged (on the socket we pinged
+        // from) proves that address.
         match self.pings.get(&tx_id) {
-            Some(sent) if sent.addr == addr => {}
+            Some(sent) if sent.addr == addr && sent.via == via => {}
             _ => return false,
         }
         let Some(sent) = self.pings.remove(&tx_id) else {
             return false;
         };
         let rtt = now.saturating_duration_since(sent.at);
+        if self.endpoints.get(addr).is_none() && self.birthday.is_some() {
+            // A random port of the hard side answered a birthday probe.
+            let changed = self.endpoints.add(addr, Origin::Birthday, now, config, None);
+            if changed {
+                self.endpoints_changed(out);
+            }
+        }
         if let Some(ep) = self.endpoints.get_mut(addr) {
             ep.last_pong = Some(now);
             ep.rtt = Some(rtt);
@@ -322,23 +424,32 @@ impl Peer {
         let trusted_until = now + config.trust_timeout;
         match self.best {
             None => {
-                self.best = Some(Best { addr, rtt, trusted_until });
+                self.best = Some(Best { addr, via, rtt, trusted_until });
+                if let Some(b) = self.birthday.take() {
+                    b.finish(via, out);
+                }
                 if self.time_to_direct.is_none() {
-                    self.found_by = self.endpoints.get(addr).map(|ep| ep.mechanism(addr));
+                    self.found_by = match via {
+                        Some(_) => Some(DirectMechanism::Birthday),
+                        None => self.endpoints.get(addr).map(|ep| ep.mechanism(addr)),
+                    };
                     self.time_to_direct =
                         self.discovery_started.map(|t| now.saturating_duration_since(t));
                 }
                 self.next_heartbeat = Some(now + config.heartbeat_interval);
                 out.events.push_back(PathEvent::RelayToDirect { peer: self.key, addr, rtt });
             }
-            Some(ref mut best) if best.addr == addr => {
+            Some(ref mut best) if best.addr == addr && best.via == via => {
                 best.rtt = rtt;
                 best.trusted_until = trusted_until;
             }
             Some(best) => {
                 let current = score(best.addr, best.rtt);
                 if score(addr, rtt) < current * (1.0 - config.switch_margin) {
-                    self.best = Some(Best { addr, rtt, trusted_until });
+                    if let Some(old) = best.via.filter(|v| via != Some(*v)) {
+                        out.sockets.push_back(SocketCommand::Close(old));
+                    }
+                    self.best = Some(Best { addr, via, rtt, trusted_until });
                     out.events.push_back(PathEvent::DirectChanged {
                         peer: self.key,
                         from: best.addr,
@@ -366,7 +477,7 @@ impl Peer {
         // The peer is starting a session with us: count it as activity, and
         // ping what it listed now, which opens our NAT toward it.
         if self.best.is_none() && !self.active(now) {
-            self.discovery_started = Some(now);
+            self.start_discovery(now, config);
         }
         self.active_until = Some(now + config.session_active_timeout);
         if self.next_heartbeat.is_none_or(|t| t <= now) {
@@ -387,13 +498,25 @@ impl Peer {
         }
     }
 
+    /// Whether extra socket `via` is this peer's: its attempt's, or its path's.
+    fn owns_socket(&self, via: u32) -> bool {
+        self.birthday.as_ref().is_some_and(|b| b.owns(via))
+            || self.best.is_some_and(|b| b.via == Some(via))
+    }
+
     pub(super) fn next_timeout(&self, config: &PathConfig) -> Option<Instant> {
         let expiry = self.best.map(|b| b.trusted_until);
         let ping_expiry = self.pings.values().map(|p| p.at + config.ping_timeout).min();
         let opening = self.endpoints.opening_deadline();
         let mut next = [expiry, ping_expiry, opening].into_iter().flatten().min();
         if let Some(active_until) = self.active_until {
-            let timers = [self.next_probe, self.next_heartbeat.filter(|_| self.best.is_some())];
+            let birthday = self.birthday.as_ref().map(Birthday::next_timeout);
+            let timers = [
+                self.next_probe,
+                self.next_heartbeat.filter(|_| self.best.is_some()),
+                self.birthday_at.filter(|_| self.best.is_none()),
+                birthday,
+            ];
             let due = timers.into_iter().flatten().filter(|t| *t < active_until).min();
             next = [next, due].into_iter().flatten().min();
         }

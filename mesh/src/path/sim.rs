@@ -1,7 +1,7 @@
 //! A tiny simulated network to drive [`PathSelector`]s on simulated time.
 //!
-//! Hosts sit on LANs, optionally behind a NAT with endpoint-independent or
-//! endpoint-dependent mapping (both with address-and-port-dependent filtering:
+//! Hosts sit on LANs, optionally behind a NAT with endpoint-independent
+//! (port-preserving) or endpoint-dependent mapping (both with address-and-port-dependent filtering:
 //! inbound packets pass only from addresses the mapping has sent to). A relay
 //! forwards between node keys with a fixed latency and never loses packets; direct
 //! UDP has latency, jitter and loss from a seeded RNG, or is blocked outright.
@@ -13,6 +13,11 @@
 //! `MASQUERADE` does (`docs/reliability.md`, finding 1). Such a router
 //! answers an opening probe ([`PathSelector::poll_opening_probe`]) with a
 //! port-unreachable a round trip later.
+//!
+//! An endpoint-dependent NAT picks a random public port per flow, and a
+//! host behind one that asks two STUN servers advertises both mappings (as
+//! the shell does), so peers can tell it is hard; its extra sockets
+//! ([`super::SocketCommand`], birthday probing) get NAT mappings of their own.
 //!
 //! Tests drive it directly; with the `sim` feature, [`time_to_direct`] is
 //! public for the benchmarks.
@@ -105,6 +110,8 @@ struct Nat {
     answers: bool,
     /// ...leaving these (public port, remote) pairs taken.
     taken: HashSet<(u16, SocketAddr)>,
+    /// Picks an endpoint-dependent NAT's random ports.
+    rng: StdRng,
 }
 
 impl Nat {
@@ -113,9 +120,21 @@ impl Nat {
             Mapping::EndpointIndependent => (local, None),
             Mapping::EndpointDependent => (local, Some(dst)),
         };
-        let mut next = || {
-            self.next_port += 1;
-            self.next_port
+        let (mapping, inbound, rng) = (self.mapping, &self.inbound, &mut self.rng);
+        let next_port = &mut self.next_port;
+        let mut next = || match mapping {
+            // Keeps the local port when it is free, as Linux does.
+            Mapping::EndpointIndependent if !inbound.contains_key(&local.port()) => local.port(),
+            Mapping::EndpointIndependent => {
+                *next_port += 1;
+                *next_port
+            }
+            Mapping::EndpointDependent => loop {
+                let port = rng.gen_range(1024..=u16::MAX);
+                if !inbound.contains_key(&port) {
+                    break port;
+                }
+            },
         };
         let mut port = match self.ports.get(&(local, Some(dst))) {
             // A flow moved off its port by a clash keeps its new one.
@@ -160,6 +179,10 @@ pub(super) struct Host {
     pub events: Vec<(Duration, PathEvent)>,
     /// Disco datagrams this host sent.
     pub sent: usize,
+    /// Extra sockets (birthday probing) by id: their local addresses.
+    pub sockets: HashMap<u32, SocketAddr>,
+    /// How many extra sockets were ever open at once.
+    pub max_sockets: usize,
     /// For a multi-homed host: the local address each remote last reached it at,
     /// which replies leave from (as a socket with `IP_PKTINFO` would).
     reply_from: HashMap<SocketAddr, SocketAddr>,
@@ -176,10 +199,14 @@ struct Packet {
     src: Source,
     /// The address the packet was sent to, for direct packets.
     dst: Option<SocketAddr>,
+    /// The receiver's extra socket it arrived on.
+    via: Option<u32>,
     payload: Vec<u8>,
 }
 
 pub(super) const STUN_SERVER: &str = "203.0.113.254:3478";
+/// A second STUN server: a hard NAT maps toward it on another port.
+pub(super) const STUN_SERVER_2: &str = "203.0.113.253:3478";
 
 pub(super) struct Sim {
     pub start: Instant,
@@ -207,6 +234,12 @@ pub(super) struct Sim {
     /// [`PathConfig::opening_wait`] of hosts added from now on: none by
     /// default, so the timings of the other scenarios stay exact.
     pub opening_wait: Duration,
+    /// [`PathConfig::birthday_sockets`] of hosts added from now on.
+    pub birthday_sockets: usize,
+    /// [`PathConfig::birthday_deadline`] of hosts added from now on.
+    pub birthday_deadline: Duration,
+    /// [`PathConfig::birthday_hold`] of hosts added from now on.
+    pub birthday_hold: Duration,
 }
 
 impl Sim {
@@ -228,6 +261,9 @@ impl Sim {
             next_tick: None,
             unreachable: Vec::new(),
             opening_wait: Duration::ZERO,
+            birthday_sockets: PathConfig::default().birthday_sockets,
+            birthday_deadline: PathConfig::default().birthday_deadline,
+            birthday_hold: PathConfig::default().birthday_hold,
         }
     }
 
@@ -249,18 +285,26 @@ impl Sim {
             next_port: 40000,
             answers: spec.answers,
             taken: HashSet::new(),
+            rng: StdRng::seed_from_u64(self.rng.gen()),
         });
         let mut endpoints = vec![spec.lan];
         endpoints.extend(&spec.aliases);
         if let Some(nat) = &mut nat {
             let mapped = nat.outbound(spec.lan, STUN_SERVER.parse().unwrap());
+            let mapped_2 = nat.outbound(spec.lan, STUN_SERVER_2.parse().unwrap());
             if !spec.stun_late {
                 endpoints.push(mapped);
+                if mapped_2 != mapped {
+                    endpoints.push(mapped_2);
+                }
             }
         }
         let config = PathConfig {
             rng_seed: Some(self.rng.gen()),
             opening_wait: self.opening_wait,
+            birthday_sockets: self.birthday_sockets,
+            birthday_deadline: self.birthday_deadline,
+            birthday_hold: self.birthday_hold,
             ..PathConfig::default()
         };
         let mut sel = PathSelector::new(config, node_secret.public(), disco.clone());
@@ -284,6 +328,8 @@ impl Sim {
             udp_blocked: false,
             events: Vec::new(),
             sent: 0,
+            sockets: HashMap::new(),
+            max_sockets: 0,
             reply_from: HashMap::new(),
         });
         self.hosts.len() - 1
@@ -368,7 +414,7 @@ impl Sim {
                 host.reply_from.insert(src, dst);
             }
             // Errors (unknown sender, …) are dropped datagrams, as in the real shell.
-            let _ = host.sel.handle_disco(packet.src, &packet.payload, now);
+            let _ = host.sel.handle_disco_via(packet.src, packet.via, &packet.payload, now);
         }
         let (due, later) =
             std::mem::take(&mut self.unreachable).into_iter().partition(|u| u.0 <= now);
@@ -399,6 +445,19 @@ impl Sim {
                 let at = self.now - self.start;
                 self.hosts[i].events.push((at, event));
             }
+            while let Some(cmd) = self.hosts[i].sel.poll_socket_command() {
+                let host = &mut self.hosts[i];
+                match cmd {
+                    super::SocketCommand::Open(id) => {
+                        let port = 30001 + (id % 30000) as u16;
+                        host.sockets.insert(id, SocketAddr::new(host.spec.lan.ip(), port));
+                        host.max_sockets = host.max_sockets.max(host.sockets.len());
+                    }
+                    super::SocketCommand::Close(id) => {
+                        host.sockets.remove(&id);
+                    }
+                }
+            }
             while let Some(t) = self.hosts[i].sel.poll_transmit() {
                 self.hosts[i].sent += 1;
                 match t.dst {
@@ -409,7 +468,7 @@ impl Sim {
                             self.enqueue(to, src, self.relay_latency, t.payload);
                         }
                     }
-                    Destination::Direct(addr) => self.route(i, addr, t.payload),
+                    Destination::Direct(addr) => self.route(i, addr, t.via, t.payload),
                 }
             }
             while let Some(addr) = self.hosts[i].sel.poll_opening_probe() {
@@ -447,14 +506,22 @@ impl Sim {
 
     fn enqueue(&mut self, to: usize, src: Source, latency: Duration, payload: Vec<u8>) {
         self.seq += 1;
-        let packet = Packet { to, src, dst: None, payload };
+        let packet = Packet { to, src, dst: None, via: None, payload };
         self.queue.insert((self.now + latency, self.seq), packet);
     }
 
-    fn route(&mut self, from: usize, dst: SocketAddr, payload: Vec<u8>) {
+    fn route(&mut self, from: usize, dst: SocketAddr, via: Option<u32>, payload: Vec<u8>) {
         if self.hosts[from].udp_blocked {
             return;
         }
+        let local = match via {
+            None => self.hosts[from].spec.lan,
+            // A transmit from a socket closed since is lost.
+            Some(id) => match self.hosts[from].sockets.get(&id) {
+                Some(local) => *local,
+                None => return,
+            },
+        };
         let (lan, lan_id) = (self.hosts[from].spec.lan, self.hosts[from].spec.lan_id);
         let same_lan = self
             .hosts
@@ -466,18 +533,27 @@ impl Sim {
         }
         let host = &mut self.hosts[from];
         let src = match &mut host.nat {
-            Some(nat) => nat.outbound(lan, dst),
+            Some(nat) => nat.outbound(local, dst),
+            None if via.is_some() => local,
             None => host.reply_from.get(&dst).copied().unwrap_or(lan),
         };
         if self.rng.gen::<f64>() < self.loss {
             return;
         }
         let to = self.hosts.iter_mut().enumerate().find_map(|(j, h)| match &mut h.nat {
-            None if h.spec.lan == dst || h.spec.aliases.contains(&dst) => Some(j),
-            Some(nat) if nat.ip == dst.ip() => nat.inbound(dst.port(), src).map(|_| j),
+            None if h.spec.lan == dst || h.spec.aliases.contains(&dst) => Some((j, None)),
+            Some(nat) if nat.ip == dst.ip() => {
+                let local = nat.inbound(dst.port(), src)?;
+                if local == h.spec.lan {
+                    return Some((j, None));
+                }
+                // An extra socket's mapping; lost if the socket closed.
+                let id = h.sockets.iter().find(|(_, a)| **a == local).map(|(id, _)| *id)?;
+                Some((j, Some(id)))
+            }
             _ => None,
         });
-        let Some(to) = to.filter(|j| !self.hosts[*j].udp_blocked) else {
+        let Some((to, to_via)) = to.filter(|(j, _)| !self.hosts[*j].udp_blocked) else {
             return;
         };
         let jitter = self.jitter.mul_f64(self.rng.gen::<f64>());
@@ -486,6 +562,7 @@ impl Sim {
         self.enqueue(to, Source::Direct(src), latency, payload);
         if let Some(packet) = self.queue.get_mut(&(self.now + latency, self.seq)) {
             packet.dst = Some(dst);
+            packet.via = to_via;
         }
     }
 }
@@ -501,6 +578,12 @@ pub enum Scenario {
     /// The dialer behind an endpoint-dependent ("hard") NAT, the other behind an
     /// easy NAT that filters by address only.
     HardNatOneSide,
+    /// The dialer behind a hard NAT, the other behind an easy NAT that
+    /// filters by address and port (Linux `MASQUERADE`): birthday probing.
+    HardEasyBirthday,
+    /// The dialer behind an easy NAT, the other behind an easy router that
+    /// answers unsolicited UDP (finding 1), with the default opening wait.
+    EasyAnswering,
 }
 
 /// Simulated time from the coordinator's announcement of two peers (and the
@@ -511,6 +594,9 @@ pub fn time_to_direct(scenario: Scenario, rtt: Duration, seed: u64) -> Option<Du
     let mut sim = Sim::new(seed);
     sim.direct_latency = rtt / 2;
     sim.relay_latency = rtt * 3 / 4;
+    if scenario == Scenario::EasyAnswering {
+        sim.opening_wait = PathConfig::default().opening_wait;
+    }
     let (a, b) = match scenario {
         Scenario::Public => (HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1")),
         Scenario::EasyNatBoth => (
@@ -522,6 +608,19 @@ pub fn time_to_direct(scenario: Scenario, rtt: Duration, seed: u64) -> Option<Du
                 HostSpec::natted("10.0.0.2:1", 2, "198.51.100.1", Mapping::EndpointIndependent);
             easy.filtering = Filtering::AddressDependent;
             (HostSpec::natted("10.0.0.2:1", 1, "192.0.2.1", Mapping::EndpointDependent), easy)
+        }
+        Scenario::HardEasyBirthday => (
+            HostSpec::natted("10.0.0.2:1", 1, "192.0.2.1", Mapping::EndpointDependent),
+            HostSpec::natted("10.0.0.2:1", 2, "198.51.100.1", Mapping::EndpointIndependent),
+        ),
+        Scenario::EasyAnswering => {
+            let mut answering =
+                HostSpec::natted("10.0.0.2:1", 2, "198.51.100.1", Mapping::EndpointIndependent);
+            answering.answers = true;
+            (
+                HostSpec::natted("10.0.0.2:1", 1, "192.0.2.1", Mapping::EndpointIndependent),
+                answering,
+            )
         }
     };
     let (a, b) = (sim.add_host(a), sim.add_host(b));

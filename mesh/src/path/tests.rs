@@ -7,16 +7,16 @@ use std::time::Duration;
 use super::sim::{Filtering, HostSpec, Mapping, Sim};
 use super::*;
 
-fn ms(n: u64) -> Duration {
+pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn secs(n: u64) -> Duration {
+pub(super) fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
 /// Two hosts with the given specs, introduced, `a` starting traffic to `b`.
-fn pair(seed: u64, a: HostSpec, b: HostSpec) -> Sim {
+pub(super) fn pair(seed: u64, a: HostSpec, b: HostSpec) -> Sim {
     let mut sim = Sim::new(seed);
     let a = sim.add_host(a);
     let b = sim.add_host(b);
@@ -24,11 +24,11 @@ fn pair(seed: u64, a: HostSpec, b: HostSpec) -> Sim {
     sim
 }
 
-fn easy(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
+pub(super) fn easy(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
     HostSpec::natted(lan, lan_id, ip, Mapping::EndpointIndependent)
 }
 
-fn hard(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
+pub(super) fn hard(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
     HostSpec::natted(lan, lan_id, ip, Mapping::EndpointDependent)
 }
 
@@ -39,11 +39,11 @@ fn easy_address_filtered(lan: &str, lan_id: u32, ip: &str) -> HostSpec {
     spec
 }
 
-fn count(sim: &Sim, host: usize, pred: impl Fn(&PathEvent) -> bool) -> usize {
+pub(super) fn count(sim: &Sim, host: usize, pred: impl Fn(&PathEvent) -> bool) -> usize {
     sim.hosts[host].events.iter().filter(|(_, e)| pred(e)).count()
 }
 
-fn is_direct(e: &PathEvent) -> bool {
+pub(super) fn is_direct(e: &PathEvent) -> bool {
     matches!(e, PathEvent::RelayToDirect { .. })
 }
 
@@ -55,14 +55,14 @@ fn is_change(e: &PathEvent) -> bool {
     matches!(e, PathEvent::DirectChanged { .. })
 }
 
-fn assert_direct(sim: &Sim, a: usize, b: usize) -> SocketAddr {
+pub(super) fn assert_direct(sim: &Sim, a: usize, b: usize) -> SocketAddr {
     match sim.destination(a, b) {
         Some(Destination::Direct(addr)) => addr,
         other => panic!("host {a} sends to {b} via {other:?} at {:?}", sim.elapsed()),
     }
 }
 
-fn assert_relay(sim: &Sim, a: usize, b: usize) {
+pub(super) fn assert_relay(sim: &Sim, a: usize, b: usize) {
     let key = sim.hosts[b].key();
     assert_eq!(sim.destination(a, b), Some(Destination::Relay(key)));
 }

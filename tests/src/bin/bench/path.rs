@@ -8,6 +8,10 @@
 //! - Time to first byte of a fresh node (bind, publish, dial, one echoed
 //!   byte) behind a router that drops UDP beside one behind an easy NAT,
 //!   with a STUN server that the blocked one never hears from.
+//! - Time to direct between NAT kinds in namespaces (easy × easy,
+//!   hard × easy by birthday probing, easy × an answering router), against
+//!   the goals of issue 25: easy ≤ 3 RTT, answering router ≤ 1 s,
+//!   hard × easy ≤ 3 s.
 //! - A throughput curve of one QUIC stream that starts on the relay because
 //!   direct UDP is blocked, and moves to the direct path once it is unblocked.
 
@@ -55,6 +59,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         (SimScenario::Public, "public addresses"),
         (SimScenario::EasyNatBoth, "easy NAT both sides"),
         (SimScenario::HardNatOneSide, "hard NAT one side"),
+        (SimScenario::HardEasyBirthday, "hard × easy (birthday)"),
+        (SimScenario::EasyAnswering, "easy × answering router"),
     ] {
         let row = match mesh::simulated_time_to_direct(scenario, SIM_RTT, 1) {
             Some(t) => Row::new(
@@ -63,7 +69,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
                 "RTT",
                 Better::Lower,
             )
-            .note(format!("{:.0} ms", ms(t))),
+            .note(format!("{:.0} ms{}", ms(t), goal(scenario))),
             None => {
                 section.notes.push(format!("Simulated {name}: no direct path within 30 s."));
                 continue;
@@ -132,6 +138,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             .note("bind → echoed byte, via the relay until direct; STUN timeout 2 s"),
         );
     }
+    nat_pairs(&mut topo, &url, stun.local_addr(), reps.min(5), &mut section).await?;
     stun.shutdown().await;
 
     let span = if ctx.quick { Duration::from_secs(2) } else { Duration::from_secs(9) };
@@ -161,6 +168,86 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     )?;
     section.plots.push(Plot { file: md, caption: "Throughput over time, relay → direct".into() });
     Ok(section)
+}
+
+/// The issue-25 goal a simulated scenario is held to, as a note.
+fn goal(scenario: SimScenario) -> &'static str {
+    match scenario {
+        SimScenario::EasyNatBoth => "; goal ≤ 3 RTT",
+        SimScenario::HardEasyBirthday => "; goal ≤ 3 s",
+        SimScenario::EasyAnswering => "; goal ≤ 1 s",
+        _ => "",
+    }
+}
+
+/// Time to direct between hosts behind NAT kinds, in namespaces: fresh
+/// node pairs with STUN (`stun`) and the relay, median of `reps`.
+async fn nat_pairs(
+    topo: &mut Topology,
+    url: &derp::RelayUrl,
+    stun: std::net::SocketAddr,
+    reps: usize,
+    section: &mut Section,
+) -> anyhow::Result<()> {
+    let easy = topo.host("ne1", Nat::Easy)?;
+    let easy2 = topo.host("ne2", Nat::Easy)?;
+    let hard = topo.host("nh", Nat::Hard)?;
+    let answering = topo.host("na", Nat::EasyAnswering)?;
+    let pairs = [
+        (&easy, &easy2, "easy × easy", "goal ≤ 3 RTT"),
+        (&hard, &easy2, "hard × easy (birthday)", "goal ≤ 3 s"),
+        (&easy, &answering, "easy × answering router", "goal ≤ 1 s"),
+        (&hard, &answering, "hard × answering router (birthday)", "no goal"),
+    ];
+    for (i, (a, b, name, goal)) in pairs.into_iter().enumerate() {
+        let (mut times, mut how) = (Vec::new(), None);
+        for rep in 0..reps as u64 {
+            let id = 500 + 20 * i as u64 + 2 * rep;
+            let bind = |host: &Host, id: u64| -> anyhow::Result<MeshEndpoint> {
+                let mut config = net::config(id, Some(url), false);
+                config.bind = std::net::SocketAddr::from((host.addr, 0));
+                config.stun_servers = vec![stun];
+                net::bind_in(Some(host), config)
+            };
+            let (ea, eb) = (bind(a, id)?, bind(b, id + 1)?);
+            for e in [&ea, &eb] {
+                let mut status = e.stun_status();
+                let done = status.wait_for(|s| matches!(s, mesh::StunStatus::Done { .. }));
+                tokio::time::timeout(Duration::from_secs(5), done).await.context("STUN")??;
+            }
+            let mut events = ea.path_events();
+            net::introduce(&ea, &eb, &ea.node(), &eb.node())?;
+            let (_ca, _cb) = net::connect(&ea, &eb).await.context("connect")?;
+            let direct = direct_event(&mut events, Duration::from_secs(15)).await;
+            let key = eb.node().key;
+            if direct.is_ok() {
+                if let Some(t) = ea.time_to_direct(&key) {
+                    times.push(ms(t));
+                }
+                how = ea.direct_mechanism(&key).map(|m| m.to_string());
+            }
+            ea.close().await;
+            eb.close().await;
+        }
+        if times.is_empty() {
+            section.notes.push(format!("Namespaces, {name}: no direct path within 15 s."));
+            continue;
+        }
+        section.rows.push(
+            Row::new(
+                format!("time to direct, namespaces, {name}"),
+                median(&times),
+                "ms",
+                Better::Lower,
+            )
+            .note(format!(
+                "{}/{reps} direct, via {}; {goal}",
+                times.len(),
+                how.as_deref().unwrap_or("?")
+            )),
+        );
+    }
+    Ok(())
 }
 
 /// Nodes `id` in `a` and `id + 1` in `b`, bound inside their namespaces.
