@@ -39,6 +39,9 @@ pub struct UpdateTemplateMeta {
     pub display_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// An icon's URL: `/`-relative or https; empty removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
 }
 
 impl Client {

@@ -208,6 +208,9 @@ pub struct Template {
     /// however busy it is (0: no maximum).
     #[serde(default)]
     pub max_ttl_ms: i64,
+    /// An icon's URL (`/`-relative or https; empty: none).
+    #[serde(default)]
+    pub icon: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

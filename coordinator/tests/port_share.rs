@@ -183,3 +183,39 @@ async fn the_deployment_maximum_caps_new_and_existing_shares() {
     assert_eq!(open(&srv, &ws, None).await, StatusCode::UNAUTHORIZED);
     assert_eq!(open(&srv, &ws, Some(&member)).await, StatusCode::BAD_GATEWAY);
 }
+
+/// Template icons ride on the same migration: `PATCH /templates/{t}` takes
+/// only `/`-relative or https URLs, and the templates page shows them.
+#[tokio::test]
+async fn template_icons_are_relative_or_https_and_shown_escaped() {
+    let srv = TestServer::start().await.unwrap();
+    let ((owner, owner_id), (member, _)) = users(&srv).await;
+    let ws = owners_workspace(&srv, owner_id).await;
+    let template: Uuid = sqlx::query_scalar("SELECT template_id FROM workspaces WHERE id = $1")
+        .bind(ws.id)
+        .fetch_one(&srv.db.pool)
+        .await
+        .unwrap();
+    let client = srv.client().with_token(&owner);
+    let icon =
+        |i: &str| codersdk::UpdateTemplateMeta { icon: Some(i.into()), ..Default::default() };
+    for bad in ["javascript:alert(1)", "http://example.com/a.png", "//evil.example/a.png"] {
+        let e = client.update_template_meta(template, &icon(bad)).await.unwrap_err();
+        assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST), "{bad}");
+    }
+    let other = srv.client().with_token(&member);
+    let e = other.update_template_meta(template, &icon("/x.svg")).await.unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::FORBIDDEN));
+    let t = client.update_template_meta(template, &icon("/icon/go.svg?a=1&b=2")).await.unwrap();
+    assert_eq!(t.icon, "/icon/go.svg?a=1&b=2");
+    let page = reqwest::Client::new()
+        .get(srv.url.join("/templates").unwrap())
+        .header(codersdk::SESSION_TOKEN_HEADER, &owner)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<img class="icon" src="/icon/go.svg?a=1&amp;b=2""#), "{page}");
+}

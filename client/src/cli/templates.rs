@@ -90,6 +90,9 @@ pub enum TemplatesCommand {
         /// run however busy (`24h`; `0s`: no maximum).
         #[arg(long)]
         max_ttl: Option<String>,
+        /// An icon's URL: `/`-relative or https (empty: none).
+        #[arg(long)]
+        icon: Option<String>,
     },
     /// List templates.
     #[command(alias = "ls")]
@@ -108,13 +111,14 @@ pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
         TemplatesCommand::Push { name, directory, version_name, message, yes: _ } => {
             push(ctx, &name, &directory, version_name, message).await
         }
-        TemplatesCommand::Edit { name, default_ttl, max_ttl } => {
+        TemplatesCommand::Edit { name, default_ttl, max_ttl, icon } => {
             use super::schedule::{format_ms, parse_duration_ms};
             let client = ctx.client()?;
             let t = client.template(&name).await?;
             let req = codersdk::UpdateTemplateMeta {
                 default_ttl_ms: default_ttl.as_deref().map(parse_duration_ms).transpose()?,
                 max_ttl_ms: max_ttl.as_deref().map(parse_duration_ms).transpose()?,
+                icon,
                 ..Default::default()
             };
             let t = client.update_template_meta(t.id, &req).await?;

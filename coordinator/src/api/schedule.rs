@@ -174,14 +174,21 @@ pub async fn update_template(
             "A display name has at most 64 characters, a description at most 128.",
         ));
     }
+    let icon = req.icon.unwrap_or_else(|| t.icon.clone());
+    if !crate::database::templates::icon_allowed(&icon) {
+        return Err(ApiError::bad_request("An icon must be a /-relative or https:// URL.")
+            .detail("For example /icon/go.svg or https://example.com/logo.png."));
+    }
     let mut tx = state.db.begin().await?;
     schedules::set_template_ttls(&mut *tx, t.id, default, max).await?;
+    crate::database::templates::set_icon(&mut *tx, t.id, &icon).await?;
     crate::database::templates::set_names(&mut *tx, t.id, &display_name, &description).await?;
     let diff = changes(&[
         ("default_ttl_ms", json!(t.default_ttl_ms), json!(default)),
         ("max_ttl_ms", json!(t.max_ttl_ms), json!(max)),
         ("display_name", json!(t.display_name), json!(display_name)),
         ("description", json!(t.description), json!(description)),
+        ("icon", json!(t.icon), json!(icon)),
     ]);
     let entry = Entry::new(AuditAction::Write, ResourceType::Template, t.id, &t.name).diff(diff);
     origin.record(&mut *tx, (&session).into(), entry).await?;

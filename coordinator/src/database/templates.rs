@@ -18,6 +18,7 @@ pub struct TemplateRow {
     pub updated_at: DateTime<Utc>,
     pub default_ttl_ms: i64,
     pub max_ttl_ms: i64,
+    pub icon: String,
 }
 
 impl TemplateRow {
@@ -33,12 +34,13 @@ impl TemplateRow {
             created_by: self.created_by,
             default_ttl_ms: self.default_ttl_ms,
             max_ttl_ms: self.max_ttl_ms,
+            icon: self.icon.clone(),
         }
     }
 }
 
 const COLUMNS: &str = "id, name, display_name, description, active_version_id, created_by,
-    created_at, updated_at, default_ttl_ms, max_ttl_ms";
+    created_at, updated_at, default_ttl_ms, max_ttl_ms, icon";
 
 pub async fn by_id(db: &PgPool, id: Uuid) -> Result<Option<TemplateRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM templates WHERE id = $1 AND NOT deleted"))
@@ -104,6 +106,30 @@ pub async fn set_active_version(
         .map(drop)
 }
 
+/// Sets a template's icon URL (validated by the caller).
+pub async fn set_icon(db: impl PgExecutor<'_>, id: Uuid, icon: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE templates SET icon = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(icon)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Whether `url` may be a template's icon: empty, `/`-relative (not
+/// `//host`), or https, without characters that could leave an attribute.
+pub fn icon_allowed(url: &str) -> bool {
+    let plain = url.len() <= 2048
+        && !url
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'));
+    let shape = url.is_empty()
+        || (url.starts_with('/') && !url.starts_with("//"))
+        || (url.strip_prefix("https://").is_some_and(|rest| !rest.starts_with('/'))
+            && url::Url::parse(url).is_ok_and(|u| u.host().is_some()));
+    plain && shape
+}
+
 /// Sets a template's display name and description.
 pub async fn set_names(
     db: impl PgExecutor<'_>,
@@ -120,4 +146,28 @@ pub async fn set_names(
     .execute(db)
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::icon_allowed;
+
+    #[test]
+    fn icons_are_relative_or_https_urls() {
+        for ok in ["", "/icon/go.svg", "https://example.com/logo.png"] {
+            assert!(icon_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "http://example.com/a.png",
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "//evil.example/a.png",
+            "icon.png",
+            "/a b.png",
+            "https:///x",
+            "/a\"onerror=\"x",
+        ] {
+            assert!(!icon_allowed(bad), "{bad}");
+        }
+    }
 }

@@ -377,6 +377,7 @@ function setupTemplateEdit() {
       await api("PATCH", "/api/v2/templates/" + form.dataset.templateId, {
         display_name: document.getElementById("tpl-display-name").value,
         description: document.getElementById("tpl-description").value,
+        icon: document.getElementById("tpl-icon").value,
         default_ttl_ms: def,
         max_ttl_ms: max,
       });
