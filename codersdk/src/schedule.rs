@@ -41,6 +41,9 @@ pub struct UpdateTemplateMeta {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_active_version: Option<bool>,
+    /// An icon's URL: `/`-relative or https; empty removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
 }
 
 impl Client {

@@ -212,6 +212,9 @@ pub struct Template {
     /// the active version (`coder templates edit --require-active-version`).
     #[serde(default)]
     pub require_active_version: bool,
+    /// An icon's URL (`/`-relative or https; empty: none).
+    #[serde(default)]
+    pub icon: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -31,6 +31,9 @@ pub enum Subject {
     Coderd,
     /// An external provisioner daemon, by the deployment's pre-shared key.
     Provisioner,
+    /// A request without credentials: it may open only `public` apps and
+    /// ports (when the deployment allows that level).
+    Anonymous,
 }
 
 impl Subject {
@@ -66,21 +69,44 @@ pub enum Action {
     ApplicationConnect,
 }
 
-/// Who may open an app (`coder_app.share`). `public` is not offered: every
-/// app request needs a session, so it is treated as `authenticated`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who may open an app (`coder_app.share`) or a dev-URL port (its port
+/// share), ordered from narrowest to widest. What is stored is capped by the
+/// deployment's `--max-port-share-level` ([`Share::capped`]) when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Share {
     Owner,
     Authenticated,
+    /// Anyone, without logging in.
+    Public,
 }
 
 impl Share {
+    /// A stored level; unknown levels fail closed.
     pub fn parse(s: &str) -> Share {
+        Share::from_name(s).unwrap_or(Share::Owner)
+    }
+
+    /// A level a user asked for: `None` when it is not one.
+    pub fn from_name(s: &str) -> Option<Share> {
         match s {
-            "authenticated" | "public" => Share::Authenticated,
-            // Unknown levels fail closed.
-            _ => Share::Owner,
+            "owner" => Some(Share::Owner),
+            "authenticated" => Some(Share::Authenticated),
+            "public" => Some(Share::Public),
+            _ => None,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Share::Owner => "owner",
+            Share::Authenticated => "authenticated",
+            Share::Public => "public",
+        }
+    }
+
+    /// This level, at most `max` (the deployment's maximum).
+    pub fn capped(self, max: Share) -> Share {
+        self.min(max)
     }
 }
 
@@ -158,6 +184,12 @@ pub enum Object {
         owner: Uuid,
     },
     WorkspaceBuild {
+        owner: Uuid,
+    },
+    /// The port shares of a workspace of `owner`: reading them is reading
+    /// the workspace; changing them is the owner's (and owners'), not a
+    /// template-admin's, who may not open other users' apps either.
+    PortShares {
         owner: Uuid,
     },
     /// An agent of a live workspace of `owner`.
@@ -253,6 +285,10 @@ fn allowed(subject: &Subject, action: Action, object: &Object) -> bool {
         (Subject::User { .. }, object) => {
             user_allowed(subject, Grants::of(subject), action, *object)
         }
+        (Subject::Anonymous, Object::App { owner, share, method, path_apps }) => {
+            action == Action::ApplicationConnect
+                && app_allowed(subject, false, *owner, *share, *method, *path_apps)
+        }
         _ => false,
     }
 }
@@ -301,7 +337,7 @@ fn user_allowed(subject: &Subject, g: Grants, action: Action, object: Object) ->
         Object::WorkspaceBuild { owner } => {
             subject.is_user(owner) || g.template_admin || (read && g.reads_all)
         }
-        Object::Agent { owner } => {
+        Object::Agent { owner } | Object::PortShares { owner } => {
             subject.is_user(owner) || g.owner || (read && (g.reads_all || g.template_admin))
         }
         Object::App { owner, share, method, path_apps } => {
@@ -316,6 +352,7 @@ fn share_allows(subject: &Subject, share: Share, owner: Uuid) -> bool {
     match share {
         Share::Owner => subject.is_user(owner) || subject.has_role(Role::Owner),
         Share::Authenticated => matches!(subject, Subject::User { .. }),
+        Share::Public => matches!(subject, Subject::User { .. } | Subject::Anonymous),
     }
 }
 
@@ -338,7 +375,7 @@ fn app_allowed(
     }
     let effective = if path.allow_sharing { share } else { Share::Owner };
     match effective {
-        Share::Authenticated => true,
+        Share::Authenticated | Share::Public => true,
         Share::Owner => owner_role && path.allow_site_owner_access,
     }
 }
@@ -596,7 +633,19 @@ mod tests {
         };
         assert_eq!(authorize(&alice, Read, &app), Err(Denied));
         assert_eq!(authorize(&agent(), ApplicationConnect, &app), Err(Denied));
+        // Anonymous visitors open public apps only, and over a path only
+        // when the operator allows shared path apps.
+        let anon = Subject::Anonymous;
+        assert_eq!(a(Share::Public, Subdomain, strict, &anon), Ok(()));
+        assert_eq!(a(Share::Authenticated, Subdomain, strict, &anon), Err(Denied));
+        assert_eq!(a(Share::Owner, Subdomain, strict, &anon), Err(Denied));
+        assert_eq!(a(Share::Public, Path, strict, &anon), Err(PathAppOwnerOnly));
+        assert_eq!(a(Share::Public, Path, sharing, &anon), Ok(()));
+        assert_eq!(authorize(&anon, Read, &Object::Workspace { owner: ALICE }), Err(Denied));
         assert_eq!(Share::parse("bogus"), Share::Owner);
-        assert_eq!(Share::parse("public"), Share::Authenticated);
+        assert_eq!(Share::parse("public"), Share::Public);
+        assert_eq!(Share::Public.capped(Share::Authenticated), Share::Authenticated);
+        assert_eq!(Share::Owner.capped(Share::Public), Share::Owner);
+        assert_eq!(Share::from_name("everyone"), None);
     }
 }

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub wildcard: Option<crate::Wildcard>,
     /// Who may open path apps, and their sandbox (`--dangerous-*path-app*`).
     pub path_apps: crate::PathAppConfig,
+    /// The widest share level of ports and apps (`--max-port-share-level`).
+    pub max_port_share: crate::authz::Share,
     /// Serve HTTPS too; the access URL must then be `https` (default:
     /// `https://<tls address>`).
     pub tls: Option<TlsConfig>,
@@ -96,6 +98,7 @@ impl Default for ServerConfig {
             derp_config_path: None,
             wildcard: None,
             path_apps: crate::PathAppConfig::default(),
+            max_port_share: crate::authz::Share::Authenticated,
             tls: None,
             prometheus_address: None,
             derp_verify_key: None,
@@ -229,6 +232,7 @@ async fn serve(
     api_config.internal_url = Some(internal_url(internal_local)?);
     api_config.wildcard = config.wildcard.clone();
     api_config.path_apps = config.path_apps;
+    api_config.max_port_share = config.max_port_share;
     api_config.disable_password_auth = config.disable_password_auth;
     let mut state = AppState::new(pool.clone(), api_config);
     if let Some(oidc) = &config.oidc {

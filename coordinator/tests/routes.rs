@@ -80,6 +80,9 @@ GET /api/v2/workspaces/watch User
 GET /api/v2/workspaces/{id}/watch User
 GET /api/v2/workspaces/{id}/builds User
 POST /api/v2/workspaces/{id}/builds User
+GET /api/v2/workspaces/{id}/port-share User
+POST /api/v2/workspaces/{id}/port-share User
+DELETE /api/v2/workspaces/{id}/port-share User
 PUT /api/v2/workspaces/{id}/ttl User
 PUT /api/v2/workspaces/{id}/autostart User
 PUT /api/v2/workspaces/{id}/extend User
@@ -305,6 +308,9 @@ GET /api/v2/workspaces/watch o,t,a
 GET /api/v2/workspaces/{id}/watch o,t,a
 GET /api/v2/workspaces/{id}/builds o,t,a
 POST /api/v2/workspaces/{id}/builds o,t
+GET /api/v2/workspaces/{id}/port-share o,t,a
+POST /api/v2/workspaces/{id}/port-share o
+DELETE /api/v2/workspaces/{id}/port-share o
 PUT /api/v2/workspaces/{id}/ttl o,t
 PUT /api/v2/workspaces/{id}/autostart o,t
 PUT /api/v2/workspaces/{id}/extend o,t
@@ -373,6 +379,12 @@ impl Victim {
             ("PATCH", "/api/v2/templates/{template}/versions") => json!({"id": self.version}),
             ("POST", "/api/v2/workspaces/{id}/builds") => json!({"transition": "stop"}),
             ("PUT", "/api/v2/workspaces/{id}/ttl") => json!({"ttl_ms": 3_600_000}),
+            ("POST", "/api/v2/workspaces/{id}/port-share") => {
+                json!({"agent_name": "main", "port": 8080, "share_level": "authenticated"})
+            }
+            ("DELETE", "/api/v2/workspaces/{id}/port-share") => {
+                json!({"agent_name": "main", "port": 8080})
+            }
             ("PUT", "/api/v2/workspaces/{id}/autostart") => json!({"schedule": "9:30 Mon-Fri UTC"}),
             ("PUT", "/api/v2/workspaces/{id}/extend") => {
                 json!({"deadline": chrono::Utc::now() + chrono::Duration::hours(1)})

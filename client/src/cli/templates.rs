@@ -95,6 +95,9 @@ pub enum TemplatesCommand {
         /// turn it off).
         #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
         require_active_version: Option<bool>,
+        /// An icon's URL: `/`-relative or https (empty: none).
+        #[arg(long)]
+        icon: Option<String>,
     },
     /// List templates.
     #[command(alias = "ls")]
@@ -113,7 +116,7 @@ pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
         TemplatesCommand::Push { name, directory, version_name, message, yes: _ } => {
             push(ctx, &name, &directory, version_name, message).await
         }
-        TemplatesCommand::Edit { name, default_ttl, max_ttl, require_active_version } => {
+        TemplatesCommand::Edit { name, default_ttl, max_ttl, require_active_version, icon } => {
             use super::schedule::{format_ms, parse_duration_ms};
             let client = ctx.client()?;
             let t = client.template(&name).await?;
@@ -121,6 +124,7 @@ pub async fn run(ctx: &Context_, cmd: TemplatesCommand) -> anyhow::Result<()> {
                 default_ttl_ms: default_ttl.as_deref().map(parse_duration_ms).transpose()?,
                 max_ttl_ms: max_ttl.as_deref().map(parse_duration_ms).transpose()?,
                 require_active_version,
+                icon,
                 ..Default::default()
             };
             let t = client.update_template_meta(t.id, &req).await?;

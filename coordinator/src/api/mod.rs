@@ -13,6 +13,7 @@ mod jobs;
 mod lifecycle;
 pub mod oidc;
 mod passwords;
+mod port_share;
 mod provisionerd;
 mod relay_verify;
 mod replicas;
@@ -70,6 +71,9 @@ pub struct ApiConfig {
     pub coordination: crate::coordination::Config,
     /// Who may open path apps, and their sandbox (`--dangerous-*path-app*`).
     pub path_apps: apps::resolve::PathAppConfig,
+    /// The widest share level a dev-URL port (and a `coder_app`) opens at
+    /// (`--max-port-share-level`); stored levels above it act as it.
+    pub max_port_share: apps::resolve::Share,
     /// The agent binary `GET /bin/coder-agent-<os>-<arch>` serves
     /// (`None`: `coder-agent` beside this executable).
     pub agent_binary: Option<std::path::PathBuf>,
@@ -96,6 +100,7 @@ impl Default for ApiConfig {
             max_file_bytes: 10 << 20,
             coordination: crate::coordination::Config::default(),
             path_apps: apps::resolve::PathAppConfig::default(),
+            max_port_share: apps::resolve::Share::Authenticated,
             agent_binary: None,
             disable_password_auth: false,
         }
@@ -233,6 +238,9 @@ fn tree() -> Tree {
         .get("/workspaces/{id}/watch", User, web::live::watch_one)
         .get("/workspaces/{id}/builds", User, workspaces::list_builds)
         .post("/workspaces/{id}/builds", User, workspaces::create_build)
+        .get("/workspaces/{id}/port-share", User, port_share::list)
+        .post("/workspaces/{id}/port-share", User, port_share::upsert)
+        .delete("/workspaces/{id}/port-share", User, port_share::delete)
         .put("/workspaces/{id}/ttl", User, schedule::update_ttl)
         .put("/workspaces/{id}/autostart", User, schedule::update_autostart)
         .put("/workspaces/{id}/extend", User, schedule::extend)

@@ -175,8 +175,14 @@ pub async fn update_template(
             "A display name has at most 64 characters, a description at most 128.",
         ));
     }
+    let icon = req.icon.unwrap_or_else(|| t.icon.clone());
+    if !templates::icon_allowed(&icon) {
+        return Err(ApiError::bad_request("An icon must be a /-relative or https:// URL.")
+            .detail("For example /icon/go.svg or https://example.com/logo.png."));
+    }
     let mut tx = state.db.begin().await?;
     schedules::set_template_ttls(&mut *tx, t.id, default, max).await?;
+    templates::set_icon(&mut *tx, t.id, &icon).await?;
     templates::set_names(&mut *tx, t.id, &display_name, &description).await?;
     let require = req.require_active_version.unwrap_or(t.require_active_version);
     templates::set_require_active_version(&mut *tx, t.id, require).await?;
@@ -186,6 +192,7 @@ pub async fn update_template(
         ("display_name", json!(t.display_name), json!(display_name)),
         ("description", json!(t.description), json!(description)),
         ("require_active_version", json!(t.require_active_version), json!(require)),
+        ("icon", json!(t.icon), json!(icon)),
     ]);
     let entry = Entry::new(AuditAction::Write, ResourceType::Template, t.id, &t.name).diff(diff);
     origin.record(&mut *tx, (&session).into(), entry).await?;

@@ -127,6 +127,9 @@ struct ServerArgs {
     /// Let shared (authenticated, public) path apps open for other users: their scripts then run on the dashboard's origin as the visitor. Prefer --wildcard-access-url.
     #[arg(long, env = "CODER_DANGEROUS_ALLOW_PATH_APP_SHARING")]
     dangerous_allow_path_app_sharing: bool,
+    /// The widest sharing level of a workspace's ports and apps: owner, authenticated (any logged-in user) or public (anyone, without logging in). Lowering it applies at once to existing shares.
+    #[arg(long, env = "CODER_MAX_PORT_SHARE_LEVEL", default_value = "authenticated", value_parser = parse_share_level)]
+    max_port_share_level: coordinator::authz::Share,
     /// Let site owners open other users' path apps (the app's scripts then run on the dashboard's origin as the site owner).
     #[arg(long, env = "CODER_DANGEROUS_ALLOW_PATH_APP_SITE_OWNER_ACCESS")]
     dangerous_allow_path_app_site_owner_access: bool,
@@ -337,6 +340,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         config.provisioner_key = Some(coordinator::provisionerd::ProvisionerKey::from_file(path)?);
     }
     config.path_apps.allow_sharing = args.dangerous_allow_path_app_sharing;
+    config.max_port_share = args.max_port_share_level;
     config.path_apps.allow_site_owner_access = args.dangerous_allow_path_app_site_owner_access;
     config.path_apps.disable_csp_sandbox = args.dangerous_disable_path_app_csp_sandbox;
     if let Some(dir) = args.data_dir {
@@ -407,6 +411,11 @@ async fn shutdown_signal() {
         _ = int.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+fn parse_share_level(s: &str) -> Result<coordinator::authz::Share, String> {
+    coordinator::authz::Share::from_name(s)
+        .ok_or_else(|| format!("{s:?} is not a share level: owner, authenticated or public"))
 }
 
 #[cfg(test)]

@@ -355,6 +355,7 @@ pub async fn metadata(db: &PgPool, agent: Uuid) -> Result<Vec<AgentMetadataResul
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentTarget {
     pub owner_id: Uuid,
+    pub workspace_id: Uuid,
     pub agent_id: Uuid,
     pub agent_name: String,
 }
@@ -367,7 +368,7 @@ pub async fn of_workspace_named(
     workspace: &str,
 ) -> Result<Vec<AgentTarget>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT w.owner_id, a.id AS agent_id, a.name AS agent_name
+        "SELECT w.owner_id, w.id AS workspace_id, a.id AS agent_id, a.name AS agent_name
          FROM workspaces w
          JOIN users u ON u.id = w.owner_id
          JOIN workspace_builds b ON b.workspace_id = w.id

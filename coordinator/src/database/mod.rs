@@ -15,6 +15,7 @@ pub mod audit;
 pub mod builds;
 pub mod files;
 pub mod jobs;
+pub mod port_shares;
 pub mod replicas;
 pub mod resources;
 pub mod schedules;

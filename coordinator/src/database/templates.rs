@@ -19,6 +19,7 @@ pub struct TemplateRow {
     pub default_ttl_ms: i64,
     pub max_ttl_ms: i64,
     pub require_active_version: bool,
+    pub icon: String,
 }
 
 impl TemplateRow {
@@ -35,12 +36,13 @@ impl TemplateRow {
             default_ttl_ms: self.default_ttl_ms,
             max_ttl_ms: self.max_ttl_ms,
             require_active_version: self.require_active_version,
+            icon: self.icon.clone(),
         }
     }
 }
 
 const COLUMNS: &str = "id, name, display_name, description, active_version_id, created_by,
-    created_at, updated_at, default_ttl_ms, max_ttl_ms, require_active_version";
+    created_at, updated_at, default_ttl_ms, max_ttl_ms, require_active_version, icon";
 
 pub async fn by_id(db: &PgPool, id: Uuid) -> Result<Option<TemplateRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM templates WHERE id = $1 AND NOT deleted"))
@@ -106,6 +108,30 @@ pub async fn set_active_version(
         .map(drop)
 }
 
+/// Sets a template's icon URL (validated by the caller).
+pub async fn set_icon(db: impl PgExecutor<'_>, id: Uuid, icon: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE templates SET icon = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(icon)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Whether `url` may be a template's icon: empty, `/`-relative (not
+/// `//host`), or https, without characters that could leave an attribute.
+pub fn icon_allowed(url: &str) -> bool {
+    let plain = url.len() <= 2048
+        && !url
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'));
+    let shape = url.is_empty()
+        || (url.starts_with('/') && !url.starts_with("//"))
+        || (url.strip_prefix("https://").is_some_and(|rest| !rest.starts_with('/'))
+            && url::Url::parse(url).is_ok_and(|u| u.host().is_some()));
+    plain && shape
+}
+
 /// Sets a template's display name and description.
 pub async fn set_names(
     db: impl PgExecutor<'_>,
@@ -138,4 +164,28 @@ pub async fn set_require_active_version(
     .execute(db)
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::icon_allowed;
+
+    #[test]
+    fn icons_are_relative_or_https_urls() {
+        for ok in ["", "/icon/go.svg", "https://example.com/logo.png"] {
+            assert!(icon_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "http://example.com/a.png",
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "//evil.example/a.png",
+            "icon.png",
+            "/a b.png",
+            "https:///x",
+            "/a\"onerror=\"x",
+        ] {
+            assert!(!icon_allowed(bad), "{bad}");
+        }
+    }
 }

@@ -29,7 +29,7 @@ use mesh::Service;
 use super::auth::{self, Session};
 use super::error::ApiError;
 use super::AppState;
-use crate::authz::{self, Action, Forbidden, Object};
+use crate::authz::{self, Action, Forbidden, Object, Subject};
 use resolve::{AccessMethod, ResolveError};
 use target::{AppRef, WorkspaceRef};
 
@@ -82,12 +82,6 @@ pub async fn serve(
     rest: String,
 ) -> Response {
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-    let Some(session) = session else {
-        if wants_html(&req) {
-            return login_redirect(&path_and_query);
-        }
-        return ApiError::unauthorized().into_response();
-    };
     // The app's own WebSockets: the browser sends the dashboard cookie along
     // from any site, so the origin must be ours.
     if let Some((_, source)) =
@@ -97,6 +91,18 @@ pub async fn serve(
             return e.into_response();
         }
     }
+    // Without a session only a public app opens; anything else asks to log in.
+    let subject = session.as_ref().map(Session::subject).unwrap_or(Subject::Anonymous);
+    let (agent, app) = match authorize_app(state, &subject, AccessMethod::Path, &ws, &app).await {
+        Ok(found) => found,
+        Err(e) if session.is_none() && e.status == StatusCode::NOT_FOUND => {
+            if wants_html(&req) {
+                return login_redirect(&path_and_query);
+            }
+            return ApiError::unauthorized().into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
     if rest.is_empty() {
         // Relative links in the app resolve below its prefix only with the slash.
         let mut to = format!("{}/", req.uri().path());
@@ -106,7 +112,7 @@ pub async fn serve(
         }
         return Redirect::permanent(&to).into_response();
     }
-    match serve_inner(state, &session, AccessMethod::Path, req, &ws, &app, &rest).await {
+    match forward(state, &agent, &app, req, &rest).await {
         Ok(mut r) => {
             if !state.config.path_apps.disable_csp_sandbox {
                 // Appended: an app's own policy may narrow it, never widen it.
@@ -121,15 +127,15 @@ pub async fn serve(
     }
 }
 
-pub(crate) async fn serve_inner(
+/// The agent and app `ws`/`app_ref` name, if `subject` may open them by
+/// `method`: a 404 otherwise, the same as for apps that do not exist.
+pub(crate) async fn authorize_app(
     state: &AppState,
-    session: &Session,
+    subject: &Subject,
     method: AccessMethod,
-    req: Request<Body>,
     ws: &WorkspaceRef,
     app_ref: &AppRef,
-    rest: &str,
-) -> Result<Response, ApiError> {
+) -> Result<(resolve::AgentTarget, resolve::App), ApiError> {
     let agent = match resolve::agent(&state.db, ws).await {
         Ok(a) => a,
         Err(ResolveError::NotFound) => return Err(app_not_found()),
@@ -139,11 +145,12 @@ pub(crate) async fn serve_inner(
         }
         Err(ResolveError::Database(e)) => return Err(e.into()),
     };
-    let app = resolve::app(&state.db, agent.agent_id, app_ref).await?.ok_or_else(app_not_found)?;
+    let max = state.config.max_port_share;
+    let app = resolve::app(&state.db, &agent, app_ref, max).await?.ok_or_else(app_not_found)?;
     let share = app.as_ref().map(|a| a.share).unwrap_or(resolve::Share::Owner);
     let object =
         Object::App { owner: agent.owner_id, share, method, path_apps: state.config.path_apps };
-    match authz::authorize(&session.subject(), Action::ApplicationConnect, &object) {
+    match authz::authorize(subject, Action::ApplicationConnect, &object) {
         Ok(()) => {}
         Err(Forbidden::PathAppOwnerOnly) => return Err(path_app_owner_only(state)),
         Err(_) => return Err(app_not_found()),
@@ -151,9 +158,20 @@ pub(crate) async fn serve_inner(
     let app = app.map_err(|e| {
         ApiError::new(StatusCode::BAD_GATEWAY, "This app cannot be proxied.").detail(e.to_string())
     })?;
+    Ok((agent, app))
+}
+
+/// Proxies `req` to `app` of `agent`, which [`authorize_app`] allowed.
+pub(crate) async fn forward(
+    state: &AppState,
+    agent: &resolve::AgentTarget,
+    app: &resolve::App,
+    req: Request<Body>,
+    rest: &str,
+) -> Result<Response, ApiError> {
     let host = state.config.access_url.host_str().unwrap_or_default().to_owned();
     let proto = state.config.access_url.scheme().to_owned();
-    let upstream = proxy::upstream_request(req, &app, rest, &host, &proto).map_err(|e| {
+    let upstream = proxy::upstream_request(req, app, rest, &host, &proto).map_err(|e| {
         ApiError::bad_request("This request cannot be forwarded.").detail(e.to_string())
     })?;
     let (send, recv) = state

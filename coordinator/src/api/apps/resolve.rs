@@ -2,12 +2,10 @@
 //! describes it for [`crate::authz`], which decides whether the requesting
 //! user may use it.
 
-use sqlx::PgPool;
-use uuid::Uuid;
-
 use super::target::{AppRef, WorkspaceRef};
 pub use crate::authz::{AccessMethod, PathAppConfig, Share};
-use crate::database::{agents, apps};
+use crate::database::{agents, apps, port_shares};
+use sqlx::PgPool;
 
 /// One agent of a live workspace's latest build.
 pub use crate::database::agents::AgentTarget;
@@ -67,9 +65,9 @@ pub enum AppUrlError {
 }
 
 impl App {
-    /// A dev URL: a port on the agent's host, for the workspace owner only.
-    pub fn port(port: u16) -> App {
-        App { share: Share::Owner, port, base_path: "/".into(), host: format!("localhost:{port}") }
+    /// A dev URL: a port on the agent's host, opening at `share`.
+    pub fn port(port: u16, share: Share) -> App {
+        App { share, port, base_path: "/".into(), host: format!("localhost:{port}") }
     }
 
     /// From a `coder_app` row's `url` and `share`.
@@ -114,19 +112,26 @@ impl App {
     }
 }
 
-/// The app `app` of `agent`, or `None`.
+/// The app `app` of `agent`, or `None`. A port opens at its stored share
+/// level (the owner's only without one); ports and apps alike at most at the
+/// deployment's `max` share level.
 pub async fn app(
     db: &PgPool,
-    agent: Uuid,
+    agent: &AgentTarget,
     app: &AppRef,
+    max: Share,
 ) -> Result<Option<Result<App, AppUrlError>>, sqlx::Error> {
-    match app {
-        AppRef::Port(p) => Ok(Some(Ok(App::port(*p)))),
-        AppRef::Slug(slug) => {
-            let row = apps::url_and_share(db, agent, slug).await?;
-            Ok(row.map(|(url, share)| App::from_url(&url, &share)))
+    let found = match app {
+        AppRef::Port(p) => {
+            let level = port_shares::level(db, agent.workspace_id, &agent.agent_name, *p).await?;
+            Some(Ok(App::port(*p, level.as_deref().map(Share::parse).unwrap_or(Share::Owner))))
         }
-    }
+        AppRef::Slug(slug) => {
+            let row = apps::url_and_share(db, agent.agent_id, slug).await?;
+            row.map(|(url, share)| App::from_url(&url, &share))
+        }
+    };
+    Ok(found.map(|r| r.map(|a| App { share: a.share.capped(max), ..a })))
 }
 
 #[cfg(test)]

@@ -20,9 +20,10 @@ use serde::Deserialize;
 use url::Url;
 
 use super::target::{AppRef, WorkspaceRef};
-use crate::api::auth::{self, KeyScope};
+use crate::api::auth::{self, KeyScope, Session};
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::authz::Subject;
 
 /// The app origin's cookie.
 pub const APP_COOKIE: &str = "coder_app_session";
@@ -149,16 +150,23 @@ async fn serve(
         },
         None => None,
     };
-    let Some(session) = session else {
-        if matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
-            let back =
-                app_url(state, host, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-            let mut to = state.config.access_url.clone();
-            to.set_path("/api/v2/applications/auth-redirect");
-            to.query_pairs_mut().clear().append_pair("redirect_uri", &back);
-            return Redirect::to(to.as_str()).into_response();
+    // Without a session only a public app opens; anything else logs in first.
+    let subject = session.as_ref().map(Session::subject).unwrap_or(Subject::Anonymous);
+    let method = super::resolve::AccessMethod::Subdomain;
+    let (agent, target) = match super::authorize_app(state, &subject, method, &ws, &app).await {
+        Ok(found) => found,
+        Err(e) if session.is_none() && e.status == axum::http::StatusCode::NOT_FOUND => {
+            if matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
+                let back =
+                    app_url(state, host, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+                let mut to = state.config.access_url.clone();
+                to.set_path("/api/v2/applications/auth-redirect");
+                to.query_pairs_mut().clear().append_pair("redirect_uri", &back);
+                return Redirect::to(to.as_str()).into_response();
+            }
+            return ApiError::unauthorized().into_response();
         }
-        return ApiError::unauthorized().into_response();
+        Err(e) => return e.into_response(),
     };
     // The app's own WebSockets come from its own origin. Another app host is
     // the same site, so this origin's Lax cookie rides along on its requests:
@@ -176,8 +184,7 @@ async fn serve(
     // The app never sees its origin's key either.
     super::proxy::strip_cookie(&mut parts.headers, APP_COOKIE);
     let req = Request::from_parts(parts, body);
-    let method = super::resolve::AccessMethod::Subdomain;
-    match super::serve_inner(state, &session, method, req, &ws, &app, &rest).await {
+    match super::forward(state, &agent, &target, req, &rest).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }

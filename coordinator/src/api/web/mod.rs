@@ -116,7 +116,7 @@ fn cached_asset(content_type: &'static str, body: &'static str, headers: &Header
 fn page(html: String) -> Response {
     page_with_csp(
         html,
-        "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        "default-src 'self'; img-src 'self' https:; script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     )
 }
 
@@ -125,7 +125,7 @@ fn page(html: String) -> Response {
 fn terminal_page(html: String) -> Response {
     page_with_csp(
         html,
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        "default-src 'self'; img-src 'self' https:; script-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     )
 }
 

@@ -350,8 +350,14 @@ pub fn workspace(
         if a.status == codersdk::WorkspaceAgentStatus::Connected {
             let _ = write!(
                 body,
-                r#"<div class="ports" data-agent-id="{id}" data-base="{base}"><h4>Listening ports <button type="button" class="ports-refresh">Refresh</button></h4><table><thead><tr><th>Port</th><th>Process</th><th>Address</th><th></th></tr></thead><tbody></tbody></table><p class="ports-empty" hidden>Nothing is listening on a TCP port yet.</p><p class="error" hidden></p></div>"#,
+                r#"<div class="ports" data-agent-id="{id}" data-base="{base}" data-workspace-id="{ws}" data-agent-name="{name}" data-may-share="{may_share}"><h4>Listening ports <button type="button" class="ports-refresh">Refresh</button></h4><table><thead><tr><th>Port</th><th>Process</th><th>Address</th><th></th><th>Shared with</th></tr></thead><tbody></tbody></table><p class="ports-empty" hidden>Nothing is listening on a TCP port yet.</p><p class="error" hidden></p></div>"#,
                 id = a.id,
+                ws = w.id,
+                name = esc(&a.name),
+                may_share = viewer.session.may(
+                    crate::authz::Action::Update,
+                    crate::authz::Object::PortShares { owner: w.owner_id }
+                ),
             );
         }
         body.push_str(&agent_detail::logs_html(a.id, &detail.sources, &detail.logs));

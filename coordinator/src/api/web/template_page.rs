@@ -67,6 +67,14 @@ fn title(t: &Template) -> &str {
     }
 }
 
+/// A template's icon (escaped; the API accepts only `/`-relative and https URLs).
+fn icon(t: &Template) -> String {
+    if t.icon.is_empty() {
+        return String::new();
+    }
+    format!(r#"<img class="icon" src="{}" alt="" width="24" height="24"> "#, esc(&t.icon))
+}
+
 fn list_page(v: &Viewer, rows: &[(Template, Option<TemplateVersion>)]) -> String {
     let mut body = String::from("<h1>Templates</h1>");
     if rows.is_empty() {
@@ -90,10 +98,11 @@ fn list_page(v: &Viewer, rows: &[(Template, Option<TemplateVersion>)]) -> String
         };
         let _ = write!(
             body,
-            r#"<tr data-template="{name}"><td><a href="/templates/{name}">{title}</a><br><small>{name}</small></td><td>{desc}</td><td>{version}</td><td><a class="button create-ws" href="/templates/{name}/workspace">Create workspace</a></td></tr>"#,
+            r#"<tr data-template="{name}"><td>{icon}<a href="/templates/{name}">{title}</a><br><small>{name}</small></td><td>{desc}</td><td>{version}</td><td><a class="button create-ws" href="/templates/{name}/workspace">Create workspace</a></td></tr>"#,
             name = esc(&t.name),
             title = esc(title(t)),
             desc = esc(&t.description),
+            icon = icon(t),
         );
     }
     body.push_str("</tbody></table>");
@@ -125,12 +134,14 @@ fn settings_form(t: &Template) -> String {
         r#"<details class="settings" id="template-settings"><summary>Settings</summary><form id="template-edit" data-template-id="{id}">
 <label>Display name <input id="tpl-display-name" value="{dn}" maxlength="64" autocomplete="off"></label>
 <label>Description <textarea id="tpl-description" rows="2" maxlength="128">{desc}</textarea></label>
+<label>Icon URL <input id="tpl-icon" value="{icon}" placeholder="/icon/go.svg or https://…" autocomplete="off"></label>
 <label>Default autostop <input id="tpl-default-ttl" value="{def}" pattern="0|([0-9]+h)?([0-9]+m)?([0-9]+s)?" title="A duration such as 8h, 1h30m or 45m; 0 for none"></label>
 <label>Maximum autostop <input id="tpl-max-ttl" value="{max}" pattern="0|([0-9]+h)?([0-9]+m)?([0-9]+s)?" title="A duration such as 24h; 0 for no maximum"></label>
 <button type="submit" id="tpl-save">Save</button><span class="saved" id="tpl-saved" hidden>Saved.</span></form></details>"#,
         id = t.id,
         dn = esc(&t.display_name),
         desc = esc(&t.description),
+        icon = esc(&t.icon),
         def = duration_text(t.default_ttl_ms),
         max = duration_text(t.max_ttl_ms),
     )
@@ -138,12 +149,13 @@ fn settings_form(t: &Template) -> String {
 
 fn detail_page(v: &Viewer, t: &Template, versions: &[TemplateVersion]) -> String {
     let mut body = format!(
-        r#"<p class="crumbs"><a href="/templates">Templates</a></p><h1 data-template="{name}">{title}</h1><p>{desc}</p>
+        r#"<p class="crumbs"><a href="/templates">Templates</a></p><h1 data-template="{name}">{icon}{title}</h1><p>{desc}</p>
 <p class="open-in"><a class="button create-ws" href="/templates/{name}/workspace">Create workspace</a></p>
 <p class="error" id="templates-error" hidden></p>"#,
         name = esc(&t.name),
         title = esc(title(t)),
         desc = esc(&t.description),
+        icon = icon(t),
     );
     // Only template admins and owners may change it; others see none.
     if v.session.may(Action::Update, Object::Template) {

@@ -377,6 +377,7 @@ function setupTemplateEdit() {
       await api("PATCH", "/api/v2/templates/" + form.dataset.templateId, {
         display_name: document.getElementById("tpl-display-name").value,
         description: document.getElementById("tpl-description").value,
+        icon: document.getElementById("tpl-icon").value,
         default_ttl_ms: def,
         max_ttl_ms: max,
       });
@@ -440,6 +441,44 @@ function setupUsers() {
   }
 }
 
+// A port's sharing level: a select for whoever may change it (the
+// workspace's owner, owners), up to the deployment's maximum; text otherwise.
+function portShareCell(panel, port, shares, err) {
+  const td = document.createElement("td");
+  const current = (shares.shares.find((s) => s.agent_name === panel.dataset.agentName && s.port === port) || {}).share_level || "owner";
+  if (panel.dataset.mayShare !== "true") {
+    td.textContent = current;
+    return td;
+  }
+  const levels = ["owner", "authenticated", "public"];
+  const sel = document.createElement("select");
+  sel.className = "port-share";
+  sel.dataset.port = String(port);
+  sel.setAttribute("aria-label", "Share port " + port + " with");
+  for (const l of levels.slice(0, levels.indexOf(shares.max_share_level) + 1)) {
+    const o = document.createElement("option");
+    o.value = l;
+    o.textContent = l;
+    o.selected = l === current;
+    sel.append(o);
+  }
+  sel.addEventListener("change", async () => {
+    const path = "/api/v2/workspaces/" + panel.dataset.workspaceId + "/port-share";
+    sel.disabled = true;
+    try {
+      if (sel.value === "owner") await api("DELETE", path, { agent_name: panel.dataset.agentName, port });
+      else await api("POST", path, { agent_name: panel.dataset.agentName, port, share_level: sel.value });
+      err.hidden = true;
+    } catch (e) {
+      err.textContent = e.message;
+      err.hidden = false;
+    }
+    sel.disabled = false;
+  });
+  td.append(sel);
+  return td;
+}
+
 // The ports panel: the agent's listening ports, each one click from its dev URL.
 function setupPorts() {
   for (const panel of document.querySelectorAll(".ports[data-agent-id]")) {
@@ -447,6 +486,8 @@ function setupPorts() {
       const err = panel.querySelector(".error");
       try {
         const r = await api("GET", "/api/v2/workspaceagents/" + panel.dataset.agentId + "/listening-ports");
+        const shares = await api("GET", "/api/v2/workspaces/" + panel.dataset.workspaceId + "/port-share")
+          .catch(() => ({ shares: [], max_share_level: "owner" }));
         const body = panel.querySelector("tbody");
         body.textContent = "";
         for (const p of r.ports) {
@@ -465,7 +506,7 @@ function setupPorts() {
           }
           const td = document.createElement("td");
           td.append(a);
-          tr.append(td);
+          tr.append(td, portShareCell(panel, p.port, shares, err));
           body.append(tr);
         }
         panel.querySelector(".ports-empty").hidden = r.ports.length > 0;
