@@ -2,13 +2,15 @@
 //! ticking every 500 ms), the `local` template, a real agent reporting its
 //! stats every 10 s. A workspace with a 20 s TTL and an open `coder ssh`
 //! session keeps running past 40 s; once the session ends, the scheduler
-//! stops it within 30 s, as an `autostop` build.
+//! stops it within 30 s, as an `autostop` build. Then an autostart schedule
+//! for the next minute starts it again at that minute, once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use chrono::DurationRound;
 use codersdk::Workspace;
 use tests::{local_workspace, require_programs, run_ok, stop_embedded_postgres, tempdir, Coderd};
 
@@ -88,6 +90,38 @@ fn an_open_ssh_session_holds_off_autostop_until_it_ends() {
     let show = run_ok(&mut coder(&["schedule", "show", "ws1"])).unwrap();
     assert!(show.contains("20s") && show.contains("manual"), "{show}");
     eprintln!("autostop fired {waited:?} after the session ended");
+
+    // Autostart: a schedule for the next whole minute (UTC) starts the
+    // stopped workspace at that minute, once, as an `autostart` build.
+    let now = chrono::Utc::now();
+    let mut at =
+        now.duration_trunc(chrono::TimeDelta::minutes(1)).unwrap() + chrono::TimeDelta::minutes(1);
+    if at - now < chrono::TimeDelta::seconds(5) {
+        at += chrono::TimeDelta::minutes(1);
+    }
+    let schedule = format!("{} UTC", at.format("%-H:%M"));
+    // No autostop racing the checks below.
+    run_ok(&mut coder(&["schedule", "stop", "ws1", "manual"])).unwrap();
+    run_ok(&mut coder(&["schedule", "start", "ws1", &schedule])).unwrap();
+    assert_eq!(workspace().next_start_at, Some(at), "next start of {schedule:?}");
+    let started = loop {
+        let w = workspace();
+        if w.latest_build.transition == codersdk::Transition::Start {
+            break w;
+        }
+        let late = chrono::Utc::now() - at;
+        assert!(late < chrono::TimeDelta::seconds(30), "no autostart 30 s after {at}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(started.latest_build.reason, "autostart");
+    let fired = started.latest_build.created_at;
+    assert!(fired >= at, "autostart fired at {fired}, before its minute {at}");
+    eprintln!("autostart fired {:?} after its minute", (fired - at).to_std().unwrap());
+    run_ok(&mut coder(&["logs", "ws1", "--follow"])).unwrap();
+    let w = workspace();
+    assert_eq!(w.latest_build.status, codersdk::WorkspaceStatus::Running);
+    assert_eq!(w.latest_build.build_number, started.latest_build.build_number, "fired twice");
+    assert!(w.next_start_at.is_some_and(|n| n > at), "the next start moved on: {w:?}");
 
     run_ok(&mut coder(&["delete", "ws1", "--yes"])).unwrap();
     let status = srv.terminate().unwrap();
