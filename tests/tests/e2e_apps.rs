@@ -549,7 +549,11 @@ resource "coder_app" "checked" {
             .await
             .unwrap();
         assert!(templates.contains(r#"data-template="local""#), "{templates}");
-        assert!(templates.contains("<b>(active)</b>") && templates.contains(">succeeded<"), "{templates}");
+        assert!(templates.contains(r#"href="/templates/local""#), "{templates}");
+        assert!(templates.contains(r#"<span class="badge ok">succeeded</span>"#), "{templates}");
+        let template = page_as_dev("templates/local").await.unwrap().text().await.unwrap();
+        assert!(template.contains(r#"data-active="true""#), "{template}");
+        assert!(template.contains(r#"<span class="badge ok">active</span>"#), "{template}");
 
         subdomain_apps(&base, &dev, &bob, app_port, &app_seen).await;
 
