@@ -261,6 +261,7 @@ async fn stdio(
     // off the workspace's autostop meanwhile).
     let withdrawn = conn.withdrawn_reason();
     if withdrawn.is_none() {
+        release_stdio();
         let closed = session.endpoint().close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
     }
@@ -268,6 +269,21 @@ async fn stdio(
     match withdrawn {
         Some(reason) => bail!("The connection to the workspace was closed: {reason}."),
         None => Ok(()),
+    }
+}
+
+/// Lets go of the caller's stdin, stdout and stderr (each becomes
+/// `/dev/null`) once the session is over: whoever reads our output through a
+/// pipe (a shell pipeline, `$(coder ssh ws -- cmd)`, OpenSSH's own stderr)
+/// sees it end now, not after the QUIC close below, which waits out the
+/// draining period (three probe timeouts, ~90 ms on a local network).
+fn release_stdio() {
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") else {
+        return;
+    };
+    for fd in 0..=2 {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
     }
 }
 
