@@ -230,6 +230,45 @@ pub async fn seed_agents(
     Ok(agents)
 }
 
+/// An empty template archive created by `owner`, for jobs that never unpack it.
+pub async fn empty_file(db: &PgPool, owner: uuid::Uuid) -> anyhow::Result<uuid::Uuid> {
+    let id = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO files (id, hash, mimetype, data, created_by) VALUES ($1, $2, 'application/x-tar', '', $3)")
+        .bind(id)
+        .bind(id.to_string())
+        .bind(owner)
+        .execute(db)
+        .await?;
+    Ok(id)
+}
+
+/// Enqueues a template import of `file` together with its version row, as
+/// pushing a template does (one transaction); returns the job's id.
+pub async fn enqueue_import(
+    db: &PgPool,
+    file: uuid::Uuid,
+    owner: uuid::Uuid,
+    tags: crate::provisionerd::Tags,
+) -> anyhow::Result<uuid::Uuid> {
+    use crate::provisionerd::{queue, JobInput, NewJob};
+    let mut tx = db.begin().await?;
+    let version = uuid::Uuid::new_v4();
+    let input = JobInput::TemplateVersionImport { template_version_id: version };
+    let job = queue::enqueue(&mut tx, &NewJob { input, file_id: file, initiator_id: owner, tags })
+        .await?;
+    sqlx::query(
+        "INSERT INTO template_versions (id, name, job_id, created_by) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(version)
+    .bind(version.to_string())
+    .bind(job)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
 /// A coordinator API served in process on `127.0.0.1:0`.
 pub struct TestServer {
     pub url: Url,

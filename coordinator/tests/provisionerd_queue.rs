@@ -11,11 +11,11 @@ use codersdk::ProvisionerJobStatus;
 use coordinator::provisioner::LogLevel;
 use coordinator::provisionerd::queue::{self, CHANNEL_JOB_LOGS};
 use coordinator::provisionerd::{
-    AcquiredJob, Executor, JobBackend, JobContext, JobFailure, JobInput, JobOutput, Lease, NewJob,
-    PgBackend, Queue, StaleJobDetector, Tags, Worker, WorkerConfig,
+    AcquiredJob, Executor, JobBackend, JobContext, JobFailure, JobOutput, Lease, PgBackend, Queue,
+    StaleJobDetector, Tags, Worker, WorkerConfig,
 };
 use coordinator::pubsub::Pubsub;
-use coordinator::testutil::TestServer;
+use coordinator::testutil::{self, TestServer};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -31,14 +31,7 @@ async fn fixture() -> Fixture {
     let srv = TestServer::start().await.unwrap();
     let owner = srv.owner().await.unwrap();
     let user_id = owner.me().await.unwrap().id;
-    let file_id = Uuid::new_v4();
-    sqlx::query("INSERT INTO files (id, hash, mimetype, data, created_by) VALUES ($1, $2, 'application/x-tar', '', $3)")
-        .bind(file_id)
-        .bind(file_id.to_string())
-        .bind(user_id)
-        .execute(&srv.db.pool)
-        .await
-        .unwrap();
+    let file_id = testutil::empty_file(&srv.db.pool, user_id).await.unwrap();
     let queue = Queue::new(srv.db.pool.clone(), Pubsub::new(srv.db.pool.clone()));
     let backend = Arc::new(PgBackend::new(queue.clone(), srv.url.to_string()));
     Fixture { _srv: srv, queue, backend, file_id, user_id }
@@ -47,31 +40,7 @@ async fn fixture() -> Fixture {
 impl Fixture {
     /// Enqueues a template import (of an empty archive) with its version row.
     async fn enqueue(&self, tags: Tags) -> Uuid {
-        let mut tx = self.queue.db.begin().await.unwrap();
-        let version = Uuid::new_v4();
-        let job = queue::enqueue(
-            &mut tx,
-            &NewJob {
-                input: JobInput::TemplateVersionImport { template_version_id: version },
-                file_id: self.file_id,
-                initiator_id: self.user_id,
-                tags,
-            },
-        )
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO template_versions (id, name, job_id, created_by) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(version)
-        .bind(version.to_string())
-        .bind(job)
-        .bind(self.user_id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-        job
+        testutil::enqueue_import(&self.queue.db, self.file_id, self.user_id, tags).await.unwrap()
     }
 
     /// Waits (on notifications, with a deadline) until the job is done.

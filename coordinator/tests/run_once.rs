@@ -20,10 +20,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use codersdk::coordination::{PeerKind, PeerUpdate};
-use coordinator::provisionerd::queue::{self, CHANNEL_JOB_LOGS};
-use coordinator::provisionerd::{JobInput, NewJob, Queue, Tags};
+use coordinator::provisionerd::queue::CHANNEL_JOB_LOGS;
+use coordinator::provisionerd::{Queue, Tags};
 use coordinator::pubsub::{Message, Pubsub};
-use coordinator::testutil::TestServer;
+use coordinator::testutil::{self, TestServer};
 use uuid::Uuid;
 
 use common::{expect, is_node, join, member_login, replica, seed_agent, users, DEADLINE};
@@ -34,41 +34,12 @@ const ROUNDS: usize = 4;
 /// Enqueues `n` template imports and makes each look taken by a worker that
 /// stopped heartbeating an hour ago.
 async fn stale_jobs(srv: &TestServer, owner: Uuid, n: usize) -> HashSet<Uuid> {
-    let file_id = Uuid::new_v4();
-    sqlx::query("INSERT INTO files (id, hash, mimetype, data, created_by) VALUES ($1, $2, 'application/x-tar', '', $3)")
-        .bind(file_id)
-        .bind(file_id.to_string())
-        .bind(owner)
-        .execute(&srv.db.pool)
-        .await
-        .unwrap();
+    let file_id = testutil::empty_file(&srv.db.pool, owner).await.unwrap();
     let mut jobs = HashSet::new();
     for _ in 0..n {
-        let mut tx = srv.db.pool.begin().await.unwrap();
-        let version = Uuid::new_v4();
-        let job = queue::enqueue(
-            &mut tx,
-            &NewJob {
-                input: JobInput::TemplateVersionImport { template_version_id: version },
-                file_id,
-                initiator_id: owner,
-                tags: Tags::new(),
-            },
-        )
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO template_versions (id, name, job_id, created_by) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(version)
-        .bind(version.to_string())
-        .bind(job)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-        jobs.insert(job);
+        jobs.insert(
+            testutil::enqueue_import(&srv.db.pool, file_id, owner, Tags::new()).await.unwrap(),
+        );
     }
     sqlx::query(
         "UPDATE provisioner_jobs SET worker_id = 'gone', started_at = now() - interval '1 hour',
