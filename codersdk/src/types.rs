@@ -302,6 +302,9 @@ pub struct Workspace {
     /// `coder update` moves it there.
     #[serde(default)]
     pub outdated: bool,
+    /// The template's active version (what `coder update` builds).
+    #[serde(default)]
+    pub template_active_version_id: Uuid,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,6 +320,9 @@ pub struct WorkspaceApp {
     /// `disabled` when the app has no healthcheck.
     #[serde(default)]
     pub health: AppHealth,
+    /// `coder_app.icon`: a `/`-relative or https URL (empty: none).
+    #[serde(default)]
+    pub icon: String,
 }
 
 /// An app's `healthcheck` block: the agent GETs `url` every `interval`

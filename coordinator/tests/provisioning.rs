@@ -54,6 +54,13 @@ resource "coder_app" "web" {
   agent_id = coder_agent.main.id
   slug     = "web"
   url      = "http://localhost:8080"
+  icon     = "/icon/code.svg"
+}
+resource "coder_app" "x" {
+  agent_id = coder_agent.main.id
+  slug     = "x"
+  url      = "http://localhost:8081"
+  icon     = "javascript:alert(1)"
 }
 resource "terraform_data" "home" {
   input = data.coder_workspace_owner.me.name
@@ -228,6 +235,19 @@ async fn push_create_stop_start_delete_round_trip() {
     assert_eq!(manifest.workspace_name, "ws1");
     assert_eq!(manifest.startup_script, "echo hello");
     assert_eq!(manifest.apps[0].slug, "web");
+    // App icons: a `/`-relative one is kept; another scheme is dropped when
+    // the build records the apps, so no page can ever show it.
+    assert_eq!(manifest.apps[0].icon, "/icon/code.svg");
+    assert_eq!((manifest.apps[1].slug.as_str(), manifest.apps[1].icon.as_str()), ("x", ""));
+    let http = reqwest::Client::new();
+    let svg = http.get(srv.url.join("/icon/code.svg").unwrap()).send().await.unwrap();
+    assert_eq!(svg.status(), 200);
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    assert!(svg.text().await.unwrap().starts_with("<svg"));
+    for missing in ["/icon/nope.svg", "/icon/..%2Fdashboard.js", "/icon/"] {
+        let r = http.get(srv.url.join(missing).unwrap()).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{missing}");
+    }
     assert!(manifest.relay_map.regions.contains_key(&coordinator::relay::EMBEDDED_REGION_ID));
     agent
         .post_lifecycle(&codersdk::PostLifecycleRequest {

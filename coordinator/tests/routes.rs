@@ -116,6 +116,7 @@ GET /audit Dashboard
 GET /assets/dashboard.js Public
 GET /assets/dashboard.css Public
 GET /assets/xterm/{file} Public
+GET /icon/{file} Public
 ";
 
 fn table() -> Vec<(Method, String, Access)> {

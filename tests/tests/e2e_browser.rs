@@ -53,7 +53,7 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
             "  metadata {\n    key          = \"tick\"\n    display_name = \"Clock\"\n    script       = \"date +%s\"\n    interval     = 1\n    timeout      = 1\n  }\n  metadata {\n",
             1,
         )
-        + "\nresource \"coder_app\" \"hello\" {\n  agent_id     = coder_agent.main.id\n  slug         = \"hello\"\n  display_name = \"Hello\"\n  command      = \"echo hello-from-the-app-$((3*4))\"\n}\n";
+        + "\nresource \"coder_app\" \"hello\" {\n  agent_id     = coder_agent.main.id\n  slug         = \"hello\"\n  display_name = \"Hello\"\n  icon         = \"/icon/terminal.svg\"\n  command      = \"echo hello-from-the-app-$((3*4))\"\n}\n";
     assert!(main_tf.contains(r#"key          = "tick""#), "the template's metadata block moved");
     std::fs::write(tpl.join("main.tf"), main_tf).unwrap();
     coder(&[
@@ -303,8 +303,16 @@ fn dashboard_login_create_logs_terminal_and_app_in_chromium() {
             b.wait_for("the same shell after a reload", "terminalText().includes('still-42-here')", "terminalText()", SHORT)
                 .await?;
 
-            // A terminal app runs its command in the web terminal.
+            // A terminal app runs its command in the web terminal; its
+            // icon (one coderd ships) is drawn beside it.
             b.goto(&workspace_url).await?;
+            b.wait_for(
+                "the terminal app's icon",
+                "(() => { const i = document.querySelector('a.terminal-app[data-slug=\"hello\"]').previousElementSibling; return i && i.tagName === 'IMG' && i.complete && i.naturalWidth > 0; })()",
+                "document.querySelector('ul.apps').innerHTML",
+                SHORT,
+            )
+            .await?;
             b.click("a.terminal-app[data-slug=\"hello\"]").await?;
             b.wait_for(
                 "the terminal app's command",

@@ -18,6 +18,7 @@ pub struct AppRow {
     pub healthcheck: Option<sqlx::types::Json<codersdk::Healthcheck>>,
     #[sqlx(try_from = "String")]
     pub health: AppHealth,
+    pub icon: String,
 }
 
 impl AppRow {
@@ -32,12 +33,13 @@ impl AppRow {
             share: self.share.clone(),
             healthcheck: self.healthcheck.as_ref().map(|h| h.0.clone()),
             health: self.health,
+            icon: self.icon.clone(),
         }
     }
 }
 
 const COLUMNS: &str =
-    "id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck, health";
+    "id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck, health, icon";
 
 /// The apps of these agents, by slug.
 pub async fn of_agents(db: &PgPool, agents: &[Uuid]) -> Result<Vec<AppRow>, sqlx::Error> {

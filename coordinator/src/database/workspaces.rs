@@ -47,6 +47,7 @@ impl WorkspaceRow {
             next_start_at: self.next_start_at,
             last_used_at: self.last_used_at,
             outdated: latest_build.template_version_id != self.template_active_version_id,
+            template_active_version_id: self.template_active_version_id,
             latest_build,
         }
     }

@@ -444,6 +444,18 @@ fn token_hash(agent: &Agent) -> Vec<u8> {
     Sha256::digest(agent.token.as_bytes()).to_vec()
 }
 
+/// The app's icon if the dashboard may show it (`/`-relative or https);
+/// anything else is dropped with a warning, so no stored icon is ever
+/// another scheme or able to leave its attribute.
+fn app_icon(app: &crate::provisioner::App) -> &str {
+    if crate::database::templates::icon_allowed(&app.icon) {
+        &app.icon
+    } else {
+        tracing::warn!(slug = %app.slug, "coder_app icon dropped: not a /-relative or https URL");
+        ""
+    }
+}
+
 async fn insert_resource(
     conn: &mut PgConnection,
     job_id: Uuid,
@@ -513,9 +525,9 @@ async fn insert_resource(
                 sqlx::types::Json(serde_json::json!({"url": h.url, "interval": h.interval, "threshold": h.threshold}))
             });
             sqlx::query(
-                "INSERT INTO workspace_apps (id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck, health)
+                "INSERT INTO workspace_apps (id, agent_id, slug, display_name, url, command, subdomain, share, healthcheck, health, icon)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                         CASE WHEN $9::jsonb IS NULL THEN 'disabled' ELSE 'initializing' END)",
+                         CASE WHEN $9::jsonb IS NULL THEN 'disabled' ELSE 'initializing' END, $10)",
             )
             .bind(Uuid::new_v4())
             .bind(agent_id)
@@ -526,6 +538,7 @@ async fn insert_resource(
             .bind(app.subdomain)
             .bind(&app.share)
             .bind(healthcheck)
+            .bind(app_icon(app))
             .execute(&mut *conn)
             .await?;
         }

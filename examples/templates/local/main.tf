@@ -152,6 +152,7 @@ resource "coder_app" "files" {
   agent_id     = coder_agent.main.id
   slug         = "files"
   display_name = "Files"
+  icon         = "/icon/files.svg"
   url          = "http://localhost:${local.http_port}"
   share        = "owner"
   subdomain    = false

@@ -187,6 +187,7 @@ resource "coder_app" "shell" {
   agent_id     = coder_agent.main.id
   slug         = "top"
   display_name = "top"
+  icon         = "/icon/terminal.svg"
   command      = "top"
 }
 

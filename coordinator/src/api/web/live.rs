@@ -95,12 +95,6 @@ async fn snapshot(
             vec![w]
         }
     };
-    // Outdated: the latest build is not on the template's active version.
-    let active: HashMap<Uuid, Uuid> = database::templates::list(&state.db)
-        .await?
-        .into_iter()
-        .map(|t| (t.id, t.active_version_id))
-        .collect();
     let jobs: Vec<Uuid> = list.iter().map(|w| w.latest_build.job.id).collect();
     let mut agents: HashMap<Uuid, Vec<WorkspaceAgent>> = HashMap::new();
     for r in database::resources::of_jobs(&state.db, &jobs).await? {
@@ -110,9 +104,7 @@ async fn snapshot(
     for w in &list {
         let a = agents.remove(&w.latest_build.job.id).unwrap_or_default();
         let mut v = workspace_state(w, &a);
-        v["outdated"] = json!(active
-            .get(&w.template_id)
-            .is_some_and(|a| *a != w.latest_build.template_version_id));
+        v["outdated"] = json!(w.outdated);
         // The workspace page also shows each agent's metadata, path and logs.
         if let (Scope::One(_), Some(shown)) = (scope, v["agents"].as_array_mut()) {
             for (json, agent) in shown.iter_mut().zip(&a) {

@@ -57,6 +57,29 @@ pub fn routes() -> Routes {
         .get("/assets/dashboard.js", Public, || async { asset(JS, SCRIPT) })
         .get("/assets/dashboard.css", Public, || async { asset("text/css", STYLE) })
         .get("/assets/xterm/{file}", Public, xterm_asset)
+        .get("/icon/{file}", Public, icon_asset)
+}
+
+/// The icons coderd ships, for templates and apps to name as `/icon/NAME.svg`
+/// (as Coder's `/icon/` set; our own drawings, no scripts in them).
+const ICONS: &[(&str, &str)] = &[
+    ("code.svg", include_str!("assets/icons/code.svg")),
+    ("database.svg", include_str!("assets/icons/database.svg")),
+    ("files.svg", include_str!("assets/icons/files.svg")),
+    ("git.svg", include_str!("assets/icons/git.svg")),
+    ("globe.svg", include_str!("assets/icons/globe.svg")),
+    ("terminal.svg", include_str!("assets/icons/terminal.svg")),
+];
+
+/// `/icon/{name}.svg` for the names in [`ICONS`]; any other name is a 404.
+async fn icon_asset(
+    axum::extract::Path(file): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match ICONS.iter().find(|(name, _)| *name == file) {
+        Some((_, body)) => cached_asset("image/svg+xml", body, &headers),
+        None => ApiError::not_found("Icon").into_response(),
+    }
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
@@ -286,22 +309,13 @@ async fn workspace_page(
         super::error::Path((owner.to_owned(), name.to_owned())),
     )
     .await?;
-    // Whether it is outdated; a template the viewer may not read shows none.
-    let template = super::templates::template(
-        State(state.clone()),
-        v.session.clone(),
-        super::error::Path(w.template_id.to_string()),
-    )
-    .await
-    .ok()
-    .map(|super::error::Json(t)| t);
     let resources = super::jobs::resources(&state.db, w.latest_build.job.id).await?;
     let agents: Vec<_> = resources.into_iter().flat_map(|r| r.agents).collect();
     let mut details = Vec::with_capacity(agents.len());
     for a in &agents {
         details.push(agent_detail::load(state, a.id).await?);
     }
-    Ok(page(pages::workspace(&v, &w, template.as_ref(), &agents, &details)))
+    Ok(page(pages::workspace(&v, &w, &agents, &details)))
 }
 
 #[cfg(test)]

@@ -154,6 +154,15 @@ impl Badge for ProvisionerJobStatus {
 }
 
 /// The badge beside an app link; none for apps without a healthcheck.
+/// An icon before a name (escaped; templates and apps store only
+/// `/`-relative and https URLs), or nothing when there is none.
+pub fn icon_img(url: &str, size: u32) -> String {
+    if url.is_empty() {
+        return String::new();
+    }
+    format!(r#"<img class="icon" src="{}" alt="" width="{size}" height="{size}"> "#, esc(url))
+}
+
 fn health_badge(h: AppHealth) -> String {
     if h == AppHealth::Disabled {
         return String::new();
@@ -192,20 +201,14 @@ fn create_form(templates: &[Template]) -> String {
     )
 }
 
-/// The template's active version when the workspace's latest build is on
-/// another one (the workspace is outdated), else `None`.
-pub fn active_version(w: &Workspace, templates: &[Template]) -> Option<uuid::Uuid> {
-    templates
-        .iter()
-        .find(|t| t.id == w.template_id)
-        .map(|t| t.active_version_id)
-        .filter(|v| *v != w.latest_build.template_version_id)
-}
-
 /// The "outdated" badge and its Update button (a start build on the
-/// template's active version; the API carries the parameter values over).
-fn outdated_badge(w: &Workspace, active: Option<uuid::Uuid>) -> String {
-    let Some(version) = active else { return String::new() };
+/// template's active version; the API carries the parameter values over),
+/// from the API's own `outdated` (one rule, in `database::workspaces`).
+fn outdated_badge(w: &Workspace) -> String {
+    if !w.outdated {
+        return String::new();
+    }
+    let version = w.template_active_version_id;
     let update = if w.latest_build.status.is_transitioning() {
         String::new()
     } else {
@@ -235,12 +238,11 @@ pub fn workspaces(
             r#"<table id="workspaces" data-live="list"><thead><tr><th>Name</th><th>Template</th><th>Status</th><th>Agents</th></tr></thead><tbody>"#,
         );
         for (w, agents) in rows {
-            let active = active_version(w, templates);
             let _ = write!(
                 body,
                 r#"<tr data-workspace="{name}" data-workspace-id="{id}" data-outdated="{outdated}"><td><a href="/@{owner}/{name}">{owner}/{name}</a></td><td>{tpl}{badge}</td><td><span class="badge {cls}" data-status="{st}">{st}</span></td><td>{agents}</td></tr>"#,
-                outdated = active.is_some(),
-                badge = outdated_badge(w, active),
+                outdated = w.outdated,
+                badge = outdated_badge(w),
                 owner = esc(&w.owner_name),
                 name = esc(&w.name),
                 tpl = esc(&w.template_name),
@@ -267,7 +269,6 @@ fn vscode_uri(workspace: &str, directory: &str) -> String {
 pub fn workspace(
     viewer: &Viewer,
     w: &Workspace,
-    template: Option<&Template>,
     agents: &[WorkspaceAgent],
     details: &[AgentDetail],
 ) -> String {
@@ -277,8 +278,7 @@ pub fn workspace(
         r#"<h1>{owner}/{name}</h1>
 <p>Template <b>{tpl}</b> · build #{num} ({transition}) · <span class="badge {cls}" id="ws-status" data-status="{st}">{st}</span>{outdated}</p>
 <div class="actions" id="ws-actions" data-workspace-id="{id}" data-build-id="{build}">"#,
-        outdated =
-            outdated_badge(w, template.and_then(|t| active_version(w, std::slice::from_ref(t)))),
+        outdated = outdated_badge(w),
         owner = esc(&w.owner_name),
         name = esc(&w.name),
         tpl = esc(&w.template_name),
@@ -329,7 +329,8 @@ pub fn workspace(
                 // A terminal app: its command in the web terminal.
                 let _ = write!(
                     body,
-                    r#"<li><a class="app terminal-app" data-slug="{slug}" href="{base}/terminal?app={slug}" title="{cmd}">{label}</a> <small>terminal</small></li>"#,
+                    r#"<li>{icon}<a class="app terminal-app" data-slug="{slug}" href="{base}/terminal?app={slug}" title="{cmd}">{label}</a> <small>terminal</small></li>"#,
+                    icon = icon_img(&app.icon, 16),
                     slug = esc(&app.slug),
                     label = esc(label),
                     cmd = esc(&app.command),
@@ -338,7 +339,8 @@ pub fn workspace(
             }
             let _ = write!(
                 body,
-                r#"<li><a class="app" data-slug="{slug}" href="{base}/apps/{slug}/" target="_blank" rel="noopener">{label}</a>{health} <small>share: {share}</small></li>"#,
+                r#"<li>{icon}<a class="app" data-slug="{slug}" href="{base}/apps/{slug}/" target="_blank" rel="noopener">{label}</a>{health} <small>share: {share}</small></li>"#,
+                icon = icon_img(&app.icon, 16),
                 slug = esc(&app.slug),
                 label = esc(label),
                 share = esc(&app.share),

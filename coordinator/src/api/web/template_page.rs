@@ -17,7 +17,7 @@ use codersdk::{ProvisionerJobStatus, Template, TemplateVersion};
 use super::super::error::{ApiError, Json, Path};
 use super::super::templates;
 use super::super::AppState;
-use super::pages::{esc, layout, Badge};
+use super::pages::{esc, icon_img, layout, Badge};
 use super::{page, viewer, Viewer};
 use crate::authz::{Action, Object};
 
@@ -67,12 +67,9 @@ fn title(t: &Template) -> &str {
     }
 }
 
-/// A template's icon (escaped; the API accepts only `/`-relative and https URLs).
+/// A template's icon (the API accepts only `/`-relative and https URLs).
 fn icon(t: &Template) -> String {
-    if t.icon.is_empty() {
-        return String::new();
-    }
-    format!(r#"<img class="icon" src="{}" alt="" width="24" height="24"> "#, esc(&t.icon))
+    icon_img(&t.icon, 24)
 }
 
 fn list_page(v: &Viewer, rows: &[(Template, Option<TemplateVersion>)]) -> String {
