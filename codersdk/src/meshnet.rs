@@ -90,7 +90,8 @@ impl std::fmt::Debug for MeshSession {
     }
 }
 
-/// The relay regions (the first node of each) and STUN servers of a relay map.
+/// The relay regions (every node of each, in the map's order of
+/// preference) and STUN servers of a relay map.
 fn relay_regions(map: &RelayMap) -> (Vec<mesh::RelayRegion>, Vec<SocketAddr>) {
     let mut stun = Vec::new();
     for region in map.regions.values() {
@@ -102,15 +103,35 @@ fn relay_regions(map: &RelayMap) -> (Vec<mesh::RelayRegion>, Vec<SocketAddr>) {
             }
         }
     }
-    let regions = map
-        .regions
+    (region_nodes(map), stun)
+}
+
+/// The relay regions of a relay map, every node of each in the map's order
+/// (no STUN lookups: for a map that replaces the nodes of a bound endpoint).
+fn region_nodes(map: &RelayMap) -> Vec<mesh::RelayRegion> {
+    map.regions
         .values()
         .filter_map(|r| {
-            let url = r.nodes.first().and_then(|n| n.url.parse::<derp::RelayUrl>().ok())?;
-            Some(mesh::RelayRegion::new(r.region_id, url))
+            let nodes = r.nodes.iter().filter_map(|n| n.url.parse::<derp::RelayUrl>().ok());
+            mesh::RelayRegion::with_nodes(r.region_id, nodes.collect())
         })
-        .collect();
-    (regions, stun)
+        .collect()
+}
+
+/// The relay map a coordinator's `hello` carries; `None` when it sent none
+/// (older coordinators, `null`) or one without any region.
+fn parse_relay_map(value: serde_json::Value) -> Option<RelayMap> {
+    if value.is_null() {
+        return None;
+    }
+    match serde_json::from_value::<RelayMap>(value) {
+        Ok(map) if !map.regions.is_empty() => Some(map),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the coordinator's relay map");
+            None
+        }
+    }
 }
 
 /// Our node before the endpoint is bound: keys and addresses, no endpoints
@@ -179,13 +200,19 @@ impl MeshSession {
         config: SessionConfig,
     ) -> Result<MeshSession, SessionError> {
         let (coordinator, mut updates) = Coordinator::connect(access_url, token, kind).await?;
-        let node_id = loop {
+        let (node_id, hello_map) = loop {
             match updates.recv().await {
-                Some(PeerUpdate::Connected { node_id, .. }) => break node_id,
+                Some(PeerUpdate::Connected { node_id, relay_map, .. }) => {
+                    break (node_id, relay_map)
+                }
                 Some(_) => continue,
                 None => return Err(SessionError::NoHello),
             }
         };
+        // The map of the replica we coordinate through lists its own relay
+        // first; the one fetched beforehand may come from another replica.
+        let hello_map = parse_relay_map(hello_map);
+        let relay_map = hello_map.as_ref().unwrap_or(relay_map);
         let mut rng = rand::rngs::OsRng;
         let mut cfg = MeshConfig::new(
             node_id,
@@ -348,10 +375,54 @@ async fn run(
                     PeerUpdate::Refused { message, .. } => {
                         refusals.send_replace(Some(message));
                     }
-                    PeerUpdate::Connected { .. } => coordinator.update_node(endpoint.node()),
+                    PeerUpdate::Connected { relay_map, .. } => {
+                        // A reconnect, perhaps to another replica: its relay
+                        // map (its relay first) replaces the nodes we dial.
+                        if let Some(map) = parse_relay_map(relay_map) {
+                            endpoint.update_relay_nodes(&region_nodes(&map));
+                        }
+                        coordinator.update_node(endpoint.node());
+                    }
                     PeerUpdate::Lost { .. } | PeerUpdate::CoordinatorUnreachable { .. } => {}
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_node_of_a_region_is_dialable_in_the_maps_order() {
+        let map = serde_json::json!({"regions": {"999": {"region_id": 999, "region_code": "coder",
+            "region_name": "Embedded relay", "nodes": [
+                {"name": "replica-b", "url": "http://10.0.0.2:3000/derp"},
+                {"name": "bad", "url": "not a url"},
+                {"name": "replica-a", "url": "http://10.0.0.1:3000/derp"},
+                {"name": "embedded", "url": "https://coder.example.com/derp", "stun": "127.0.0.1:3478"}]},
+            "7": {"region_id": 7, "region_code": "x", "region_name": "x", "nodes": []}}});
+        let map = parse_relay_map(map).unwrap();
+        let (regions, stun) = relay_regions(&map);
+        assert_eq!(regions.len(), 1, "a region without a node is left out");
+        let urls: Vec<String> = regions[0].nodes().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://10.0.0.2:3000/derp",
+                "http://10.0.0.1:3000/derp",
+                "https://coder.example.com/derp"
+            ]
+        );
+        assert_eq!(stun, ["127.0.0.1:3478".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn a_hello_without_a_usable_map_keeps_the_fetched_one() {
+        assert!(parse_relay_map(serde_json::Value::Null).is_none());
+        assert!(parse_relay_map(serde_json::json!({"regions": {}})).is_none());
+        assert!(parse_relay_map(serde_json::json!({"regions": 3})).is_none());
     }
 }

@@ -2,6 +2,14 @@
 //! and the relay map the coordinator hands to peers: the embedded region
 //! plus any regions of self-hosted `derper`s from `--derp-config-path`.
 //!
+//! With several replicas the embedded region lists one node per live
+//! replica's relay (`--derp-server-relay-url`, from the registry), the
+//! answering replica's own first, then the access URL as a last resort
+//! ([`RelayMaps`], [`embedded_nodes`]). The relays mesh, so any node reaches
+//! every peer; a peer dials the nodes in order and moves on when one fails.
+//! Peers get the map in the coordination `hello` of every (re)connection, so
+//! the replica they coordinate through is the relay they prefer.
+//!
 //! The embedded relay admits only node keys of connected coordination peers
 //! ([`PeerKeys`]); `derper --verify-clients` asks the same question over
 //! `POST /api/v2/derp/verify-client`, authenticated with a
@@ -18,10 +26,12 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use url::Url;
+use uuid::Uuid;
 
 use crate::pubsub::Pubsub;
+use crate::replicas::ReplicaRow;
 
 /// The embedded relay's region.
 pub const EMBEDDED_REGION_ID: u16 = 999;
@@ -142,6 +152,103 @@ pub fn relay_map(
         }
     }
     Ok(map)
+}
+
+/// The relay map this replica hands out (`GET /api/v2/derp-map`, the agent
+/// manifest, the coordination `hello`): fixed, or following the replica
+/// registry's live set ([`RelayMaps::per_replica`]).
+#[derive(Debug, Clone, Default)]
+pub struct RelayMaps {
+    base: Arc<RelayMap>,
+    replicas: Option<ReplicaNodes>,
+}
+
+#[derive(Debug, Clone)]
+struct ReplicaNodes {
+    this: Uuid,
+    live: watch::Receiver<Vec<ReplicaRow>>,
+    /// Whether loopback relay URLs may be listed: only when the access
+    /// URL is one too (a remote peer would dial itself).
+    loopback: bool,
+}
+
+impl From<RelayMap> for RelayMaps {
+    fn from(map: RelayMap) -> Self {
+        RelayMaps { base: Arc::new(map), replicas: None }
+    }
+}
+
+impl RelayMaps {
+    /// `base` (from [`relay_map`]) with the embedded region's nodes taken
+    /// from the live replicas as replica `this` sees them ([`embedded_nodes`]).
+    pub fn per_replica(
+        base: RelayMap,
+        this: Uuid,
+        live: watch::Receiver<Vec<ReplicaRow>>,
+        access_url: &Url,
+    ) -> Self {
+        let loopback = is_loopback(access_url);
+        RelayMaps { base: Arc::new(base), replicas: Some(ReplicaNodes { this, live, loopback }) }
+    }
+
+    /// The map now.
+    pub fn current(&self) -> RelayMap {
+        let mut map = self.base.as_ref().clone();
+        let (Some(r), Some(region)) = (&self.replicas, map.regions.get_mut(&EMBEDDED_REGION_ID))
+        else {
+            return map;
+        };
+        if let Some(last_resort) = region.nodes.last().cloned() {
+            region.nodes = embedded_nodes(&r.live.borrow(), r.this, last_resort, r.loopback);
+        }
+        map
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+/// The embedded region's nodes as replica `this` lists them: its own relay
+/// first (the replica a peer coordinates through is the one it prefers),
+/// the other live replicas' relays (by URL), and `last_resort` (the access
+/// URL, which every peer reaches) last. With fewer than two replica relays
+/// to list, only `last_resort`: a lone replica gains nothing from a second
+/// address, which may be one only the replicas reach.
+pub fn embedded_nodes(
+    live: &[ReplicaRow],
+    this: Uuid,
+    last_resort: RelayNode,
+    loopback: bool,
+) -> Vec<RelayNode> {
+    let mut replicas: Vec<&ReplicaRow> = live
+        .iter()
+        .filter(|r| r.region_id == i32::from(EMBEDDED_REGION_ID))
+        .filter(|r| match Url::parse(&r.relay_url) {
+            Ok(url) => loopback || !is_loopback(&url),
+            Err(_) => false,
+        })
+        .collect();
+    replicas.sort_by(|a, b| (a.id != this, &a.relay_url).cmp(&(b.id != this, &b.relay_url)));
+    let mut nodes: Vec<RelayNode> = Vec::new();
+    for r in replicas {
+        if nodes.iter().all(|n| n.url != r.relay_url) {
+            let id = r.id.simple().to_string();
+            let name = format!("replica-{}", id.get(..8).unwrap_or(&id));
+            nodes.push(RelayNode { name, url: r.relay_url.clone(), stun: None });
+        }
+    }
+    if nodes.len() < 2 {
+        return vec![last_resort];
+    }
+    nodes.retain(|n| n.url != last_resort.url);
+    nodes.push(last_resort);
+    nodes
 }
 
 /// How long a relay client's key may take to show up in the coordination
@@ -272,6 +379,110 @@ impl RelayVerifyKey {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn replica(id: u128, url: &str) -> ReplicaRow {
+        let now = chrono::Utc::now();
+        ReplicaRow {
+            id: Uuid::from_u128(id),
+            hostname: "h".into(),
+            relay_url: url.into(),
+            region_id: i32::from(EMBEDDED_REGION_ID),
+            version: "0".into(),
+            started_at: now,
+            heartbeat_at: now,
+        }
+    }
+
+    fn access() -> RelayNode {
+        RelayNode {
+            name: "embedded".into(),
+            url: "https://coder.example.com/derp".into(),
+            stun: Some("coder.example.com:3478".into()),
+        }
+    }
+
+    fn urls(nodes: &[RelayNode]) -> Vec<&str> {
+        nodes.iter().map(|n| n.url.as_str()).collect()
+    }
+
+    #[test]
+    fn the_answering_replica_comes_first_and_the_access_url_last() {
+        let live = [
+            replica(3, "http://10.0.0.3:3000/derp"),
+            replica(1, "http://10.0.0.9:3000/derp"),
+            replica(2, "http://10.0.0.2:3000/derp"),
+            replica(4, ""),
+        ];
+        let nodes = embedded_nodes(&live, Uuid::from_u128(1), access(), false);
+        assert_eq!(
+            urls(&nodes),
+            [
+                "http://10.0.0.9:3000/derp",
+                "http://10.0.0.2:3000/derp",
+                "http://10.0.0.3:3000/derp",
+                "https://coder.example.com/derp"
+            ]
+        );
+        assert_eq!(nodes[0].name, "replica-00000000");
+        assert_eq!(nodes[3], access(), "the last resort keeps its STUN server");
+        let nodes = embedded_nodes(&live, Uuid::from_u128(3), access(), false);
+        assert_eq!(nodes[0].url, "http://10.0.0.3:3000/derp");
+        // A replica the registry does not list (yet) still lists the others.
+        let nodes = embedded_nodes(&live, Uuid::from_u128(7), access(), false);
+        assert_eq!(nodes.len(), 4);
+    }
+
+    #[test]
+    fn a_lone_replica_and_loopback_relays_are_not_listed() {
+        let one = [replica(1, "http://10.0.0.1:3000/derp")];
+        assert_eq!(embedded_nodes(&one, Uuid::from_u128(1), access(), false), [access()]);
+        // Loopback relay URLs reach a remote peer's own machine: not listed
+        // unless the access URL is loopback too.
+        let local =
+            [replica(1, "http://127.0.0.1:3000/derp"), replica(2, "http://127.0.0.1:3001/derp")];
+        assert_eq!(embedded_nodes(&local, Uuid::from_u128(2), access(), false), [access()]);
+        let nodes = embedded_nodes(&local, Uuid::from_u128(2), access(), true);
+        assert_eq!(urls(&nodes)[..2], ["http://127.0.0.1:3001/derp", "http://127.0.0.1:3000/derp"]);
+        // A replica whose relay is the access URL is listed once, last.
+        let same =
+            [replica(1, "https://coder.example.com/derp"), replica(2, "http://10.0.0.2/derp")];
+        let nodes = embedded_nodes(&same, Uuid::from_u128(1), access(), false);
+        assert_eq!(urls(&nodes), ["http://10.0.0.2/derp", "https://coder.example.com/derp"]);
+    }
+
+    #[test]
+    fn the_map_follows_the_registry() {
+        let url = Url::parse("https://coder.example.com").unwrap();
+        let mut base = RelayMap::default();
+        base.regions.insert(
+            EMBEDDED_REGION_ID,
+            RelayRegion {
+                region_id: EMBEDDED_REGION_ID,
+                region_code: "coder".into(),
+                region_name: "Embedded relay".into(),
+                nodes: vec![access()],
+            },
+        );
+        let (tx, rx) = watch::channel(vec![replica(1, "http://10.0.0.1:3000/derp")]);
+        let maps = RelayMaps::per_replica(base.clone(), Uuid::from_u128(1), rx, &url);
+        assert_eq!(maps.current(), base, "one replica: the map as before");
+        tx.send_replace(vec![
+            replica(2, "http://10.0.0.2:3000/derp"),
+            replica(1, "http://10.0.0.1:3000/derp"),
+        ]);
+        let nodes = &maps.current().regions[&EMBEDDED_REGION_ID].nodes;
+        assert_eq!(
+            urls(nodes),
+            [
+                "http://10.0.0.1:3000/derp",
+                "http://10.0.0.2:3000/derp",
+                "https://coder.example.com/derp"
+            ]
+        );
+        tx.send_replace(vec![replica(2, "http://10.0.0.2:3000/derp")]);
+        assert_eq!(maps.current(), base, "the other replica left");
+        assert_eq!(RelayMaps::from(base.clone()).current(), base);
+    }
 
     #[test]
     fn extra_regions_join_the_map() {

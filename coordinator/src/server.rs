@@ -20,7 +20,7 @@ use crate::provisionerd::{
     find_provider, find_terraform, ExecutorConfig, PgBackend, ProvisionerKey, Provisioners,
     StaleJobDetector,
 };
-use crate::relay::{relay_map, EmbeddedRelay, PeerKeys};
+use crate::relay::{relay_map, EmbeddedRelay, PeerKeys, RelayMaps};
 use crate::replicas;
 
 /// What `coderd server` needs to run.
@@ -261,6 +261,7 @@ async fn serve(
         .as_ref()
         .map(|r| replicas::RelayMesh::spawn(r.server.clone(), registry.id(), registry.live()));
     let map = relay_map(&access_url, embedded.as_ref(), config.derp_config_path.as_deref())?;
+    let map = RelayMaps::per_replica(map, registry.id(), registry.live(), &access_url);
     if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
         tracing::info!(%stun, "STUN listening");
     }

@@ -98,7 +98,7 @@ async fn coordination_recovers_from_a_postgres_restart() {
     let b = replica(&b_pool).await;
 
     // The mesh: an agent on A, a client on B, one stream of bulk data.
-    let map = a.state.relay_map.as_ref().clone();
+    let map = a.state.relay_map.current();
     let agent_session = MeshSession::join(
         &a.url,
         &mesh_agent.token,

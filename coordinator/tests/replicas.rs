@@ -3,13 +3,15 @@
 //! between peers homed on different replicas; a replica that stops
 //! heartbeating (its task dies, as with `kill -9`) is forgotten by the
 //! other, whose relay drops the mesh link to it, and `GET /api/v2/replicas`
-//! follows.
+//! and each replica's relay map (one node per replica, its own first)
+//! follow.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use coordinator::relay::RelayMaps;
 use coordinator::replicas::{
     relay_mesh_key, RelayMesh, ReplicaConfig, ReplicaRegistry, ReplicaRow,
 };
@@ -77,6 +79,23 @@ async fn wait_location(relay: &derp::Server, key: derp::PublicKey, want: Option<
     .unwrap_or_else(|_| panic!("timed out waiting for the relay to see {want:?}"));
 }
 
+fn embedded_region(access: &Url) -> codersdk::RelayRegion {
+    codersdk::RelayRegion {
+        region_id: 999,
+        region_code: "coder".into(),
+        region_name: "Embedded relay".into(),
+        nodes: vec![codersdk::RelayNode {
+            name: "embedded".into(),
+            url: access.join("/derp").unwrap().to_string(),
+            stun: None,
+        }],
+    }
+}
+
+fn node_urls(maps: &RelayMaps) -> Vec<String> {
+    maps.current().regions[&999].nodes.iter().map(|n| n.url.clone()).collect()
+}
+
 async fn replicas_api(srv: &TestServer, token: &str) -> Vec<codersdk::Replica> {
     reqwest::Client::new()
         .get(srv.url.join("/api/v2/replicas").unwrap())
@@ -125,6 +144,19 @@ async fn replicas_see_each_other_mesh_their_relays_and_forget_the_silent_one() {
     let got = tokio::time::timeout(DEADLINE, pb.recv()).await.unwrap().unwrap();
     assert_eq!(got.data, Bytes::from_static(b"across replicas"));
 
+    // Each replica's relay map lists both relays, its own first, and the
+    // access URL last.
+    let access = Url::parse("http://127.0.0.1:9/").unwrap();
+    let maps = |r: &ReplicaRegistry| {
+        let mut map = codersdk::RelayMap::default();
+        map.regions.insert(999, embedded_region(&access));
+        RelayMaps::per_replica(map, r.id(), r.live(), &access)
+    };
+    let (maps_a, maps_b) = (maps(&a), maps(&b));
+    let (ua, ub) = (relay_a.url.as_str(), relay_b.url.as_str());
+    assert_eq!(node_urls(&maps_a), [ua, ub, "http://127.0.0.1:9/derp"]);
+    assert_eq!(node_urls(&maps_b), [ub, ua, "http://127.0.0.1:9/derp"]);
+
     let listed = replicas_api(&srv, &token).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.iter().all(|r| r.healthy && r.region_id == 999), "{listed:?}");
@@ -137,6 +169,7 @@ async fn replicas_see_each_other_mesh_their_relays_and_forget_the_silent_one() {
     wait_live(&mut live_a, "A to forget B", |rows| rows.iter().all(|r| r.id != b_id)).await;
     wait_location(&relay_a.server, pb.public_key(), None).await;
     assert!(relay_a.server.mesh_links().iter().all(|l| l.url != relay_b.url.as_str()));
+    assert_eq!(node_urls(&maps_a), ["http://127.0.0.1:9/derp"], "alone: the access URL only");
     let listed = replicas_api(&srv, &token).await;
     assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), [a.id()], "{listed:?}");
 

@@ -451,6 +451,15 @@ impl MeshEndpoint {
         self.portmap.release().await;
     }
 
+    /// Takes the node lists of a newer relay map (the regions stay those
+    /// of [`MeshConfig::relays`]): a link whose relay node left the map
+    /// moves to the region's next node; see [`crate::RegionNodes`].
+    pub fn update_relay_nodes(&self, regions: &[RelayRegion]) {
+        if let Some(relays) = &self.relays {
+            relays.update_nodes(regions);
+        }
+    }
+
     /// The port mapping's state ([`MeshConfig::port_mapping`]).
     pub fn port_mapping(&self) -> tokio::sync::watch::Receiver<PortMapStatus> {
         self.portmap.status()

@@ -15,8 +15,9 @@
 //!   (home region, a peer's region, the [`PeerPath`] to it);
 //! - [`wg`]: WireGuard (boringtun) over the same magic socket, for IP packets
 //!   between peers' mesh addresses ([`MeshEndpoint::wireguard`]);
-//! - [`RelayRegion`], [`HomeSelector`]: the relay regions a node uses, and the
-//!   sans-IO choice of its home region (failover, hysteresis);
+//! - [`RelayRegion`], [`HomeSelector`], [`RegionNodes`]: the relay regions a
+//!   node uses, the sans-IO choice of its home region (failover,
+//!   hysteresis), and the order it dials a region's meshed relays in;
 //! - [`portmap`]: NAT-PMP, PCP and UPnP IGD port mapping, whose public
 //!   address becomes an endpoint ([`MeshConfig::port_mapping`]);
 //! - [`netstack`]: a userspace TCP/IP stack (smoltcp) on a node's mesh addresses.
@@ -60,7 +61,7 @@ pub use peermap::{KeyInUse, KeyKind};
 pub use portmap::{PortMapConfig, PortMapStatus};
 /// The stream halves a [`MeshConnection`] opens and accepts.
 pub use quinn::{RecvStream, SendStream};
-pub use relay::{HomeConfig, HomeSelector, NoRegion, RelayRegion};
+pub use relay::{HomeConfig, HomeSelector, NoRegion, RegionNodes, RelayRegion};
 pub use service::{close, pty_frame, reset, Service, ServiceParseError, COPY_BUFFER};
 pub use splice::{copy_from_stream, copy_to_stream, fit_loopback_buffer, splice, Spliced};
 pub use wire::{classify, PacketKind};

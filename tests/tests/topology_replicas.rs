@@ -2,16 +2,18 @@
 //! balancer that sends each new connection to the next replica; client and
 //! agent behind `UdpBlocked` routers, so every byte goes through a relay.
 //!
-//! The replicas register (`GET /api/v2/replicas` lists two) and their
-//! embedded relays mesh with the deployment's one mesh key. The client's
-//! connections are steered to the replica whose relay the agent is *not* on
-//! (the balancer's pin), so `coder ping` and a SHA-256-checked `coder ssh`
-//! transfer cross the mesh. Then the balancer rotates again and the client's
-//! replica is killed with `kill -9`: the session must move to the survivor
-//! within 10 s and finish intact, and `GET /api/v2/replicas` must show one.
-//! The killed replica is started again and meshes; then the agent's replica
-//! (by then the client's too) is killed: the session moves within 10 s
-//! again and ends SHA-256 equal. Root only; `topology` group.
+//! The replicas register (`GET /api/v2/replicas` lists two), their embedded
+//! relays mesh with the deployment's one mesh key, and each hands out a
+//! relay map with one node per replica, its own first. The client's
+//! connections are steered to the replica the agent is *not* on (the
+//! balancer's pin), so `coder ping` and a SHA-256-checked `coder ssh`
+//! transfer cross the mesh. Then the agent's replica is killed with
+//! `kill -9` while the client stays on the other: the session must move
+//! within 10 s and finish intact, `coder ping` still reports the relay
+//! path, and `GET /api/v2/replicas` shows one. The killed replica is started
+//! again and meshes; a second session's client is steered to it (across the
+//! mesh from the agent), and the client's replica is killed: that session
+//! moves within 10 s too and ends SHA-256 equal. Root only; `topology` group.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -198,37 +200,61 @@ fn run() -> anyhow::Result<()> {
     assert_eq!(replicas[agent_on].relay_clients(&inet)?, 1, "the agent stayed on its replica");
     eprintln!("set up and crossing the mesh after {:?}", start.elapsed());
 
-    // Rotation again; the client's replica dies.
+    // The agent's replica dies while the client stays on the other: the
+    // agent's relay link moves to the client's replica (the next node of
+    // its map) and the session goes on there.
     lb.pin(None);
-    let killed = Instant::now();
-    replicas[client_on].coderd.take().context("replica already gone")?.kill9()?;
-    session.wait_progress("after the client's replica was killed")?;
-    let moved = killed.elapsed();
-    eprintln!("the session moved on after {moved:?}");
-    assert!(moved < Duration::from_secs(10), "the session took {moved:?} to move");
-    let survivor = replicas[agent_on].http;
-    let one = wait_replicas(&inet, survivor, &token, "one replica", |r| r.len() == 1)?;
-    assert_eq!(one[0].relay_url, format!("http://{survivor}/derp"), "{one:?}");
-    session.wait_progress("on the surviving replica")?;
-
-    // The killed replica comes back and meshes again; then the agent's
-    // replica (by now the client's too) dies: both move to the other.
-    let port = replicas[client_on].http.port();
-    let dir = tmp.path().join(["a", "b"][client_on]);
-    replicas[client_on] = Replica::spawn(&inet, &dir, port, &pg_url, &lb_url)?;
-    wait_replicas(&inet, survivor, &token, "the replica back and meshed", |r| {
-        r.len() == 2 && r.iter().all(|r| r.healthy)
-    })?;
     let killed = Instant::now();
     replicas[agent_on].coderd.take().context("replica already gone")?.kill9()?;
     session.wait_progress("after the agent's replica was killed")?;
     let moved = killed.elapsed();
     eprintln!("the session moved on after {moved:?} (agent's replica killed)");
     assert!(moved < Duration::from_secs(10), "the session took {moved:?} to move");
-    let back = replicas[client_on].http;
-    wait_replicas(&inet, back, &token, "one replica", |r| r.len() == 1)?;
-    session.wait_progress("on the restarted replica")?;
-    let bytes = session.finish().context("the relayed stream")?;
+    let survivor = replicas[client_on].http;
+    let one = wait_replicas(&inet, survivor, &token, "one replica", |r| r.len() == 1)?;
+    assert_eq!(one[0].relay_url, format!("http://{survivor}/derp"), "{one:?}");
+    assert_eq!(replicas[client_on].relay_clients(&inet)?, 2, "the agent joined the client");
+    let out =
+        run_ok(coder(&client, &cfg).args(["ping", "ws", "-n", "3", "-i", "200ms", "-o", "json"]))?;
+    let report: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(report["path"]["kind"], "relay", "ping after the agent's replica died: {out}");
+    session.wait_progress("on the surviving replica")?;
+    let bytes = session.finish().context("the relayed stream (agent's replica killed)")?;
+    eprintln!("SHA-256 equal over {bytes} bytes");
+
+    // The killed replica comes back and meshes again; a second session's
+    // client is steered to it, across the mesh from the agent; then the
+    // client's replica dies while the agent stays on the other.
+    let port = replicas[agent_on].http.port();
+    let dir = tmp.path().join(["a", "b"][agent_on]);
+    replicas[agent_on] = Replica::spawn(&inet, &dir, port, &pg_url, &lb_url)?;
+    wait_replicas(&inet, survivor, &token, "the replica back and meshed", |r| {
+        r.len() == 2 && r.iter().all(|r| r.healthy)
+    })?;
+    let (client_on, agent_on) = (agent_on, client_on);
+    lb.pin(Some(replicas[client_on].http));
+    let session = HashedSession::start(coder(&client, &cfg), &["-v", "ws"])?;
+    let path = session.stderr_line(Duration::from_secs(30)).unwrap_or_default();
+    assert!(path.contains("relay"), "the second session reported {path:?}");
+    session.wait_progress("across the mesh to the restarted replica")?;
+    assert_eq!(
+        replicas[client_on].relay_clients(&inet)?,
+        1,
+        "the client is on the restarted replica"
+    );
+    assert_eq!(replicas[agent_on].relay_clients(&inet)?, 1, "the agent stayed where it moved");
+    lb.pin(None);
+    let killed = Instant::now();
+    replicas[client_on].coderd.take().context("replica already gone")?.kill9()?;
+    session.wait_progress("after the client's replica was killed")?;
+    let moved = killed.elapsed();
+    eprintln!("the session moved on after {moved:?} (client's replica killed)");
+    assert!(moved < Duration::from_secs(10), "the session took {moved:?} to move");
+    let survivor = replicas[agent_on].http;
+    let one = wait_replicas(&inet, survivor, &token, "one replica", |r| r.len() == 1)?;
+    assert_eq!(one[0].relay_url, format!("http://{survivor}/derp"), "{one:?}");
+    session.wait_progress("on the surviving replica")?;
+    let bytes = session.finish().context("the relayed stream (client's replica killed)")?;
     eprintln!("SHA-256 equal over {bytes} bytes; test took {:?}", start.elapsed());
     drop(replicas);
     drop(lb);

@@ -46,7 +46,7 @@ pub async fn manifest(
         startup_script: row.startup_script,
         metadata: row.metadata.0,
         apps: apps.iter().map(AppRow::to_api).collect(),
-        relay_map: state.relay_map.as_ref().clone(),
+        relay_map: state.relay_map.current(),
         scripts,
     }))
 }

@@ -53,7 +53,7 @@ pub fn routes() -> Routes {
 
 /// The relay map sent in `hello`; opaque to coordination.
 fn relay_map(state: &AppState) -> serde_json::Value {
-    serde_json::to_value(state.relay_map.as_ref()).unwrap_or(serde_json::Value::Null)
+    serde_json::to_value(state.relay_map.current()).unwrap_or(serde_json::Value::Null)
 }
 
 #[derive(Debug, Deserialize)]

@@ -117,7 +117,8 @@ pub struct AppState {
     pub queue: Queue,
     /// The embedded relay, when this coderd runs one.
     pub relay: Option<derp::Server>,
-    pub relay_map: Arc<RelayMap>,
+    /// The relay map as this replica hands it out (`RelayMaps::current`).
+    pub relay_map: crate::relay::RelayMaps,
     /// This process as a mesh peer: the app proxy and web terminal dial agents with it.
     pub mesh: MeshPeer,
     /// Login throttling and the bound on concurrent password hashing; in
@@ -139,7 +140,7 @@ impl AppState {
             pubsub,
             queue,
             relay: None,
-            relay_map: Arc::default(),
+            relay_map: Default::default(),
             mesh: MeshPeer::new(),
             passwords: Arc::default(),
             oidc: None,
@@ -158,9 +159,13 @@ impl AppState {
     }
 
     /// Serves `relay` at `/derp` and hands out `map`.
-    pub fn with_relay(mut self, relay: Option<derp::Server>, map: RelayMap) -> Self {
+    pub fn with_relay(
+        mut self,
+        relay: Option<derp::Server>,
+        map: impl Into<crate::relay::RelayMaps>,
+    ) -> Self {
         self.relay = relay;
-        self.relay_map = Arc::new(map);
+        self.relay_map = map.into();
         self
     }
 }
@@ -296,7 +301,7 @@ async fn build_info(State(state): State<AppState>) -> Json<codersdk::BuildInfo> 
 }
 
 async fn relay_map(State(state): State<AppState>) -> Json<RelayMap> {
-    Json(state.relay_map.as_ref().clone())
+    Json(state.relay_map.current())
 }
 
 /// The embedded relay: DERP-style upgrade or WebSocket on `/derp`.

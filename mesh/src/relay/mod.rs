@@ -9,6 +9,12 @@
 //! every link delivers what it receives to the magic socket,
 //! whichever region it came through.
 //!
+//! A region may have several relay servers (nodes) that mesh, such as one
+//! per `coderd` replica: its link dials them in the map's order and moves
+//! to the next when one fails (`link.rs`, with the sans-IO choice in
+//! `nodes.rs`), without changing the home region, so peers need no new node.
+//! [`Relays::update_nodes`] takes a new relay map's node lists.
+//!
 //! Which region is home is [`HomeSelector`]'s decision (sans-IO, `home.rs`);
 //! [`run_home`] is its I/O shell: it measures every region's latency with
 //! relay pings over that region's link (netcheck-style, and it works where
@@ -23,6 +29,8 @@
 //! retransmits.
 
 mod home;
+mod link;
+mod nodes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,26 +41,43 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::task::AbortOnDropHandle;
 
 pub use home::{HomeConfig, HomeSelector};
+pub use nodes::RegionNodes;
 
 use crate::key::NodeKey;
 use crate::magicsock::{Inner, RelayDatagram, RELAY_QUEUE};
 use crate::node::RegionId;
 
-/// A relay region the node may use: its id in the relay map and the URL of
-/// its (first) relay server.
+/// A relay region the node may use: its id in the relay map and the URLs
+/// of its relay servers, in order of preference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RelayRegion {
     /// The region's id.
     pub id: RegionId,
-    /// Its relay, e.g. `https://relay.example.com/derp`.
-    pub url: derp::RelayUrl,
+    /// Its relays, e.g. `https://relay.example.com/derp`; never empty.
+    nodes: Vec<derp::RelayUrl>,
 }
 
 impl RelayRegion {
     /// Region `id` served at `url`.
     pub fn new(id: RegionId, url: derp::RelayUrl) -> Self {
-        Self { id, url }
+        Self { id, nodes: vec![url] }
+    }
+
+    /// Region `id` served by meshed relays at `nodes`, the preferred first;
+    /// `None` without any.
+    pub fn with_nodes(id: RegionId, nodes: Vec<derp::RelayUrl>) -> Option<Self> {
+        (!nodes.is_empty()).then_some(Self { id, nodes })
+    }
+
+    /// Its relays in order of preference.
+    pub fn nodes(&self) -> &[derp::RelayUrl] {
+        &self.nodes
+    }
+
+    fn region_nodes(&self) -> Option<RegionNodes> {
+        let (first, rest) = self.nodes.split_first()?;
+        Some(RegionNodes::new(first.clone(), rest.iter().cloned()))
     }
 }
 
@@ -67,15 +92,18 @@ const RETRY_PROBE: Duration = Duration::from_secs(1);
 /// One region's connection; dropping it closes the connection.
 struct Link {
     tx: mpsc::Sender<(NodeKey, Bytes)>,
-    /// The connected client, once there is one.
-    slot: Arc<watch::Sender<Option<Arc<derp::Client>>>>,
+    /// The connected client, while there is one.
+    slot: link::Slot,
+    /// Whether the link is connected (to whichever of the region's nodes).
+    connected: Arc<watch::Sender<bool>>,
     _task: AbortOnDropHandle<()>,
 }
 
 /// The relay side of a mesh node (see the module docs).
 pub(crate) struct Relays {
     secret: derp::SecretKey,
-    regions: BTreeMap<RegionId, derp::RelayUrl>,
+    /// The set of regions is fixed at bind time; their nodes follow the map.
+    regions: BTreeMap<RegionId, Arc<watch::Sender<RegionNodes>>>,
     config: HomeConfig,
     sock: Arc<Inner>,
     /// Never held with the magic socket's state lock ([`crate::peermap`]).
@@ -103,7 +131,10 @@ impl Relays {
     ) -> Result<(Arc<Relays>, Vec<AbortOnDropHandle<()>>), NoRegion> {
         let relays = Arc::new(Relays {
             secret,
-            regions: regions.iter().map(|r| (r.id, r.url.clone())).collect(),
+            regions: regions
+                .iter()
+                .filter_map(|r| Some((r.id, Arc::new(watch::Sender::new(r.region_nodes()?)))))
+                .collect(),
             selector: Mutex::new(HomeSelector::new(config.clone())),
             config,
             sock,
@@ -155,6 +186,23 @@ impl Relays {
         self.selector().latencies().map(|(r, l)| (r, l.as_secs_f64() * 1000.0)).collect()
     }
 
+    /// Takes the node lists of a new relay map for the regions known at
+    /// bind time (others are ignored). A link whose node is no longer
+    /// listed moves to the region's first node that answers; the others
+    /// stay where they are.
+    pub(crate) fn update_nodes(&self, regions: &[RelayRegion]) {
+        for region in regions {
+            let Some(nodes) = self.regions.get(&region.id) else { continue };
+            nodes.send_if_modified(|n| {
+                let changed = n.nodes() != region.nodes();
+                if n.handle_nodes(region.nodes.clone()) {
+                    tracing::info!(region = region.id, "the relay node in use left the relay map");
+                }
+                changed
+            });
+        }
+    }
+
     /// Whether `region` is in the relay map.
     pub(crate) fn knows(&self, region: RegionId) -> bool {
         self.regions.contains_key(&region)
@@ -193,13 +241,24 @@ impl Relays {
         if let Some(link) = links.get(&region) {
             return Some((link.tx.clone(), false));
         }
-        let url = self.regions.get(&region)?.clone();
+        let nodes = self.regions.get(&region)?.clone();
         let (tx, rx) = mpsc::channel(RELAY_QUEUE);
         let slot = Arc::new(watch::Sender::new(None));
-        let config = derp::ClientConfig::new(url, self.secret.clone());
-        let task = run_link(config, background, slot.clone(), rx, self.sock.clone());
+        let connected = Arc::new(watch::Sender::new(false));
+        let task = link::run(link::LinkTask {
+            region,
+            nodes,
+            secret: self.secret.clone(),
+            dial_timeout: self.config.probe_timeout,
+            background,
+            slot: slot.clone(),
+            connected: connected.clone(),
+            home: self.home.subscribe(),
+            rx,
+            sock: self.sock.clone(),
+        });
         let task = AbortOnDropHandle::new(tokio::spawn(task));
-        links.insert(region, Link { tx: tx.clone(), slot, _task: task });
+        links.insert(region, Link { tx: tx.clone(), slot, connected, _task: task });
         Some((tx, true))
     }
 
@@ -269,11 +328,8 @@ impl Relays {
         let wait = self.config.probe_timeout;
         let created = self.open_link(region, false).is_some_and(|(_, created)| created);
         if created {
-            let url = self.regions.get(&region).cloned();
-            let Some(url) = url else { return (region, Ok(None)) };
-            let mut config = derp::ClientConfig::new(url, self.secret.clone());
-            config.connect_timeout = wait;
-            match derp::Client::connect(config).await {
+            let Some(nodes) = self.regions.get(&region) else { return (region, Ok(None)) };
+            match link::dial(nodes, &self.secret, wait).await {
                 Ok(client) => {
                     let client = Arc::new(client);
                     if let Some(link) = self.links().get(&region) {
@@ -284,7 +340,7 @@ impl Relays {
                     tracing::debug!(region, error = %e, "relay region probe failed");
                     // The next user opens it again, connecting in the background.
                     self.links().remove(&region);
-                    return (region, Err(e.to_string()));
+                    return (region, Err(e));
                 }
             }
         }
@@ -342,36 +398,6 @@ async fn dispatch(relays: Arc<Relays>, mut out: mpsc::Receiver<RelayDatagram>) {
     }
 }
 
-/// A region's link: connects (retrying) unless handed a client, then sends
-/// and receives until dropped.
-async fn run_link(
-    config: derp::ClientConfig,
-    background: bool,
-    slot: Arc<watch::Sender<Option<Arc<derp::Client>>>>,
-    rx: mpsc::Receiver<(NodeKey, Bytes)>,
-    sock: Arc<Inner>,
-) {
-    let client = if background {
-        let mut wait = Duration::from_millis(100);
-        let client = loop {
-            match derp::Client::connect(config.clone()).await {
-                Ok(client) => break Arc::new(client),
-                Err(e) => tracing::debug!(url = %config.url, error = %e, "relay link failed"),
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(config.max_backoff);
-        };
-        slot.send_replace(Some(client.clone()));
-        client
-    } else {
-        let mut ready = slot.subscribe();
-        let Ok(client) = ready.wait_for(Option::is_some).await.map(|c| c.clone()) else { return };
-        let Some(client) = client else { return };
-        client
-    };
-    tokio::join!(relay_send(client.clone(), rx), relay_recv(client, sock));
-}
-
 /// Keeps the home region chosen: measures regions every
 /// [`HomeConfig::probe_interval`], watches the home link, and moves home
 /// when the selector says so.
@@ -425,35 +451,14 @@ async fn run_home(relays: Arc<Relays>) {
     }
 }
 
-/// Watches the home link's connection, telling the selector at once if it
-/// is down already; `None` when the home has no connected link yet.
+/// Watches the home link's connection (to whichever of the region's
+/// nodes), telling the selector at once if it is down already; `None`
+/// without a home link.
 fn home_connection(relays: &Relays) -> Option<watch::Receiver<bool>> {
-    let client = relays.home().and_then(|h| relays.link_client(h)).flatten()?;
-    let mut rx = client.connection_changes();
+    let home = relays.home()?;
+    let mut rx = relays.links().get(&home)?.connected.subscribe();
     if !*rx.borrow_and_update() {
         relays.selector().handle_home_connected(false, Instant::now());
     }
     Some(rx)
-}
-
-/// Writes a link's queued datagrams to its relay, all that are waiting
-/// (up to [`SEND_BATCH`]) in one write.
-async fn relay_send(client: Arc<derp::Client>, mut rx: mpsc::Receiver<(NodeKey, Bytes)>) {
-    let mut batch = Vec::with_capacity(SEND_BATCH);
-    while rx.recv_many(&mut batch, SEND_BATCH).await > 0 {
-        let packets = batch.drain(..).map(|(key, data)| (key.into(), data));
-        if let Err(e) = client.send_many(packets).await {
-            tracing::trace!(%e, "relay send failed");
-        }
-    }
-}
-
-/// Datagrams written to a relay per write at most.
-const SEND_BATCH: usize = 64;
-
-/// Delivers what a link receives until it closes for good.
-async fn relay_recv(client: Arc<derp::Client>, sock: Arc<Inner>) {
-    while let Ok(packet) = client.recv().await {
-        sock.handle_relayed(packet.src.into(), packet.data);
-    }
 }

@@ -176,7 +176,12 @@ pub(crate) async fn forward(
     })?;
     let (send, recv) = state
         .mesh
-        .open(state.internal_url(), &state.relay_map, agent.agent_id, Service::Tcp(app.port))
+        .open(
+            state.internal_url(),
+            &state.relay_map.current(),
+            agent.agent_id,
+            Service::Tcp(app.port),
+        )
         .await
         .map_err(|e| {
             tracing::debug!(agent = %agent.agent_id, error = %e, "app proxy: agent unreachable");

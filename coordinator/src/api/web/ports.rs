@@ -41,7 +41,7 @@ pub async fn listening_ports(
     };
     let (_send, recv) = state
         .mesh
-        .open(state.internal_url(), &state.relay_map, agent, Service::ListeningPorts)
+        .open(state.internal_url(), &state.relay_map.current(), agent, Service::ListeningPorts)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let mut answer = Vec::new();

@@ -134,17 +134,18 @@ pub async fn pty(
         return Err(ApiError::not_found("Agent"));
     }
     let service = Service::Pty { id: q.reconnect.as_u128(), rows: q.height, cols: q.width };
-    let (send, recv) =
-        state.mesh.open(state.internal_url(), &state.relay_map, agent, service).await.map_err(
-            |e| {
-                tracing::debug!(%agent, error = %e, "terminal: agent unreachable");
-                ApiError::new(
-                    axum::http::StatusCode::BAD_GATEWAY,
-                    "The workspace agent is not reachable.",
-                )
-                .detail("Is the workspace running?")
-            },
-        )?;
+    let (send, recv) = state
+        .mesh
+        .open(state.internal_url(), &state.relay_map.current(), agent, service)
+        .await
+        .map_err(|e| {
+            tracing::debug!(%agent, error = %e, "terminal: agent unreachable");
+            ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "The workspace agent is not reachable.",
+            )
+            .detail("Is the workspace running?")
+        })?;
     // Keystrokes and resizes are small; a huge message is an attack.
     let ws = ws.max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES);
     Ok(ws.on_upgrade(move |socket| bridge(socket, send, recv)))
