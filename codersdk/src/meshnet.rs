@@ -91,14 +91,18 @@ impl std::fmt::Debug for MeshSession {
 }
 
 /// The relay regions (every node of each, in the map's order of
-/// preference) and STUN servers of a relay map.
+/// preference) and STUN servers of a relay map: each node's STUN host once
+/// per address family it resolves to (the mesh skips IPv6 ones where the
+/// host has no IPv6).
 fn relay_regions(map: &RelayMap) -> (Vec<mesh::RelayRegion>, Vec<SocketAddr>) {
     let mut stun = Vec::new();
     for region in map.regions.values() {
         for node in &region.nodes {
             if let Some(s) = &node.stun {
                 if let Ok(addrs) = s.to_socket_addrs() {
-                    stun.extend(addrs.filter(|a| a.is_ipv4()).take(1));
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    stun.extend(addrs.iter().find(|a| a.is_ipv4()));
+                    stun.extend(addrs.iter().find(|a| a.is_ipv6()));
                 }
             }
         }
@@ -424,5 +428,20 @@ mod tests {
         assert!(parse_relay_map(serde_json::Value::Null).is_none());
         assert!(parse_relay_map(serde_json::json!({"regions": {}})).is_none());
         assert!(parse_relay_map(serde_json::json!({"regions": 3})).is_none());
+    }
+
+    #[test]
+    fn stun_servers_of_both_families_are_kept() {
+        let map: RelayMap = serde_json::from_value(serde_json::json!({"regions": {
+            "1": {"region_id": 1, "region_code": "a", "region_name": "A", "nodes": [
+                {"name": "v4", "url": "http://127.0.0.1:1/derp", "stun": "127.0.0.1:3478"},
+                {"name": "v6", "url": "http://127.0.0.1:1/derp", "stun": "[::1]:3479"}
+            ]}
+        }}))
+        .unwrap();
+        let (_, stun) = relay_regions(&map);
+        let want: Vec<SocketAddr> =
+            vec!["127.0.0.1:3478".parse().unwrap(), "[::1]:3479".parse().unwrap()];
+        assert_eq!(stun, want);
     }
 }

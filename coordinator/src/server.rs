@@ -262,8 +262,8 @@ async fn serve(
         .map(|r| replicas::RelayMesh::spawn(r.server.clone(), registry.id(), registry.live()));
     let map = relay_map(&access_url, embedded.as_ref(), config.derp_config_path.as_deref())?;
     let map = RelayMaps::per_replica(map, registry.id(), registry.live(), &access_url);
-    if let Some(stun) = embedded.as_ref().and_then(EmbeddedRelay::stun_addr) {
-        tracing::info!(%stun, "STUN listening");
+    if let Some(stun) = embedded.as_ref().and_then(|r| r.stun.as_ref()) {
+        tracing::info!(addrs = ?stun.local_addrs(), "STUN listening");
     }
     let state = state.with_relay(embedded.as_ref().map(|r| r.server.clone()), map);
     let _prometheus = match config.prometheus_address {

@@ -34,7 +34,7 @@ use crate::key::NodeKey;
 use crate::node::{mesh_addresses, Node, RegionId};
 use crate::path::{Destination, PathEvent, PathSelector, Source};
 use crate::peermap::PeerMap;
-use crate::socket;
+use crate::socket::{self, canonical};
 use crate::wire::{classify, PacketKind};
 
 /// Datagrams queued toward or from the relay before new ones are dropped.
@@ -452,17 +452,6 @@ fn relay_region(peers: &PeerMap, dst: Option<Destination>) -> Option<RegionId> {
     match dst {
         Some(Destination::Relay(key)) => peers.region(&key),
         _ => None,
-    }
-}
-
-/// IPv4-mapped IPv6 source addresses as plain IPv4, as peers announce them.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
     }
 }
 

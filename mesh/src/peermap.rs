@@ -254,6 +254,15 @@ impl PeerMap {
     /// every index and in the path selector, and takes the relayed QUIC it
     /// sent before it was announced.
     pub(crate) fn upsert(&mut self, node: &Node, now: Instant) -> Result<Upserted, KeyInUse> {
+        // Datagrams are matched to endpoints in plain IPv4: a record that
+        // announces one IPv4-mapped is stored the same way.
+        let mut canonical = None;
+        if node.endpoints.iter().any(|ep| crate::socket::canonical(*ep) != *ep) {
+            let mut copy = node.clone();
+            copy.endpoints = copy.endpoints.into_iter().map(crate::socket::canonical).collect();
+            canonical = Some(copy);
+        }
+        let node = canonical.as_ref().unwrap_or(node);
         let replaced_key = match self.check(node)? {
             Some(current) if current.key != node.key => Some(current.key),
             _ => None,
@@ -444,6 +453,19 @@ mod tests {
         map.remove(&other.key);
         assert_forgotten(&map, &other);
         assert_eq!(map.key_at(&virtual_addr(&after)), Some(after.key));
+    }
+
+    #[test]
+    fn ipv4_mapped_endpoints_are_stored_as_ipv4() {
+        let mut map = map();
+        let mut peer = node(1, 1);
+        peer.endpoints =
+            vec!["[::ffff:192.0.2.1]:1".parse().unwrap(), "[2001:db8::1]:2".parse().unwrap()];
+        map.upsert(&peer, Instant::now()).unwrap();
+        let stored = &map.get(&peer.key).unwrap().endpoints;
+        let want: Vec<SocketAddr> =
+            vec!["192.0.2.1:1".parse().unwrap(), "[2001:db8::1]:2".parse().unwrap()];
+        assert_eq!(stored, &want);
     }
 
     #[test]

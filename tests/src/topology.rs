@@ -26,7 +26,8 @@
 //! run), killing whatever still runs in them; dropping the `Topology` kills
 //! every process left in its namespaces and deletes them, which takes the
 //! veths and iptables rules with them. [`mesh`] puts in-process relays, STUN
-//! servers and mesh nodes into a topology's namespaces.
+//! servers and mesh nodes into a topology's namespaces;
+//! [`Topology::host_v6`] adds hosts with IPv6 as well.
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
@@ -43,10 +44,12 @@ use anyhow::{bail, Context};
 
 use crate::Coderd;
 
+mod ipv6;
 pub mod mesh;
 mod miniupnpd;
 mod procs;
 
+pub use ipv6::INTERNET_ADDR6;
 pub use miniupnpd::{Miniupnpd, PortMapping};
 pub use procs::{coder, start_agent, AgentProcess};
 
@@ -167,6 +170,8 @@ pub struct Host {
     pub addr: Ipv4Addr,
     /// The address the internet sees (the router's, behind a NAT).
     pub public_addr: Ipv4Addr,
+    /// Its routable IPv6 address, for hosts made by [`Topology::host_v6`].
+    pub addr6: Option<std::net::Ipv6Addr>,
     /// The router in front of it.
     pub nat: Nat,
     /// The router's namespace, if it has one.
@@ -279,6 +284,7 @@ impl Topology {
                 netns: netns.clone(),
                 addr: INTERNET_ADDR,
                 public_addr: INTERNET_ADDR,
+                addr6: None,
                 nat: Nat::None,
                 router_netns: None,
                 http_proxy: None,
@@ -331,6 +337,7 @@ impl Topology {
                 netns,
                 addr: public,
                 public_addr: public,
+                addr6: None,
                 nat,
                 router_netns: None,
                 http_proxy: None,
@@ -366,7 +373,15 @@ impl Topology {
         } else {
             None
         };
-        Ok(Host { netns, addr, public_addr: public, nat, router_netns: Some(router), http_proxy })
+        Ok(Host {
+            netns,
+            addr,
+            public_addr: public,
+            addr6: None,
+            nat,
+            router_netns: Some(router),
+            http_proxy,
+        })
     }
 
     /// The UDP entries of a host's router's conntrack table (`conntrack -L

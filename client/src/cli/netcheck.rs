@@ -3,6 +3,10 @@
 //! - UDP and the mapped address: one UDP socket asks every STUN server in
 //!   the deployment's relay map which address it sees; any answer proves
 //!   outbound UDP works.
+//! - IPv6: a second socket asks the STUN servers whose names resolve to
+//!   IPv6 addresses; an answer gives the mapped IPv6 address and the
+//!   latency over IPv6. No IPv6 socket or route means no; no STUN server
+//!   with an IPv6 address in the map means unknown.
 //! - NAT: the mapped address equal to the socket's own (source IP toward
 //!   the server, bound port) means no NAT. The mapping *varies by
 //!   destination* (a "hard" NAT that defeats direct paths) when two STUN
@@ -17,7 +21,7 @@
 //!   answers ([`mesh::portmap::probe`]), asked only with `--port-mapping`
 //!   or `CODER_PORT_MAPPING` set (the mesh maps ports only then too).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -43,7 +47,7 @@ pub struct NetcheckArgs {
     pub out: output::OutputArgs,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct StunResult {
     region_id: u16,
     /// As the relay map names it (`host:port`).
@@ -74,6 +78,16 @@ struct Report {
     local_port: u16,
     /// The first mapped IPv4 address a STUN server reported.
     mapped_v4: Option<SocketAddr>,
+    /// Whether UDP over IPv6 works; `null` when it cannot be told (the
+    /// machine has IPv6 but the relay map lists no STUN server with an
+    /// IPv6 address).
+    ipv6: Option<bool>,
+    /// Why `ipv6` is what it is.
+    ipv6_note: String,
+    /// The first mapped IPv6 address a STUN server reported.
+    mapped_v6: Option<SocketAddr>,
+    /// The best STUN round trip over IPv6.
+    ipv6_latency_ms: Option<f64>,
     /// `null` when it cannot be told (no answer from STUN).
     behind_nat: Option<bool>,
     /// `null` when fewer than two STUN servers answered.
@@ -102,27 +116,30 @@ fn stun_servers(map: &RelayMap) -> Vec<(u16, String)> {
     out
 }
 
+/// The addresses `server` (`host:port`) resolves to.
+async fn resolve(server: &str) -> Result<Vec<SocketAddr>, String> {
+    match tokio::net::lookup_host(server).await {
+        Ok(addrs) => Ok(addrs.collect()),
+        Err(e) => Err(format!("cannot resolve: {e}")),
+    }
+}
+
+/// Asks `server` at `addr` (of `socket`'s family) which address it sees.
 async fn probe_stun(
     socket: &UdpSocket,
     region_id: u16,
     server: String,
+    addr: SocketAddr,
     timeout: Duration,
 ) -> StunResult {
-    let mut result =
-        StunResult { region_id, server, addr: None, mapped: None, latency_ms: None, error: None };
-    let resolved = tokio::net::lookup_host(result.server.clone()).await;
-    let addr = match resolved {
-        Ok(mut addrs) => addrs.find(SocketAddr::is_ipv4),
-        Err(e) => {
-            result.error = Some(format!("cannot resolve: {e}"));
-            return result;
-        }
+    let mut result = StunResult {
+        region_id,
+        server,
+        addr: Some(addr),
+        mapped: None,
+        latency_ms: None,
+        error: None,
     };
-    let Some(addr) = addr else {
-        result.error = Some("no IPv4 address".to_owned());
-        return result;
-    };
-    result.addr = Some(addr);
     let start = Instant::now();
     match derp::stun::probe(socket, addr, timeout).await {
         Ok(mapped) => {
@@ -134,10 +151,89 @@ async fn probe_stun(
     result
 }
 
+/// A result for `server` that was never asked, saying why.
+fn not_asked(region_id: u16, server: String, error: String) -> StunResult {
+    StunResult { region_id, server, addr: None, mapped: None, latency_ms: None, error: Some(error) }
+}
+
+/// Probes every server in `servers`: over IPv4 with `v4`, and over IPv6 with
+/// `v6` where the name has an IPv6 address (and the machine an IPv6 socket).
+/// One socket, one server at a time: `probe` owns the socket while it waits.
+async fn probe_all(
+    v4: &UdpSocket,
+    v6: Option<&UdpSocket>,
+    servers: Vec<(u16, String)>,
+    timeout: Duration,
+) -> Vec<StunResult> {
+    let mut out = Vec::new();
+    for (region_id, server) in servers {
+        let addrs = match resolve(&server).await {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                out.push(not_asked(region_id, server, e));
+                continue;
+            }
+        };
+        let (ipv4, ipv6) = (addrs.iter().find(|a| a.is_ipv4()), addrs.iter().find(|a| a.is_ipv6()));
+        if let Some(&addr) = ipv4 {
+            out.push(probe_stun(v4, region_id, server.clone(), addr, timeout).await);
+        }
+        match (ipv6, v6) {
+            (Some(&addr), Some(v6)) => {
+                out.push(probe_stun(v6, region_id, server, addr, timeout).await)
+            }
+            (Some(_), None) => {
+                out.push(not_asked(region_id, server, "no IPv6 on this machine".to_owned()))
+            }
+            (None, _) if ipv4.is_none() => {
+                out.push(not_asked(region_id, server, "no address".to_owned()))
+            }
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+/// Whether UDP over IPv6 works, and why: `socket` says whether an IPv6
+/// socket could be bound and routed, `stun` are all the STUN results.
+fn ipv6_verdict(socket: Result<(), &str>, stun: &[StunResult]) -> (Option<bool>, String) {
+    if let Err(why) = socket {
+        return (Some(false), why.to_owned());
+    }
+    let asked: Vec<&StunResult> =
+        stun.iter().filter(|s| s.addr.is_some_and(|a| a.is_ipv6())).collect();
+    let answered = asked.iter().find_map(|s| Some((s.addr?, s.mapped?)));
+    match (asked.is_empty(), answered) {
+        (true, _) => (None, "the relay map lists no STUN server with an IPv6 address".to_owned()),
+        (false, Some((server, _))) => (Some(true), format!("{server} answered over IPv6")),
+        (false, None) => (Some(false), "no STUN server answered over IPv6".to_owned()),
+    }
+}
+
+/// A UDP socket for IPv6, if this machine has IPv6 and a route for it.
+async fn ipv6_socket() -> Result<UdpSocket, String> {
+    let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))
+        .await
+        .map_err(|e| format!("no IPv6 socket: {e}"))?;
+    // Connecting looks the route up and sends nothing; a fresh socket, as
+    // a connected one would only hear that one address.
+    let probe = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))
+        .await
+        .map_err(|e| format!("no IPv6 socket: {e}"))?;
+    let documentation = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9));
+    probe.connect(documentation).await.map_err(|e| format!("no IPv6 route: {e}"))?;
+    Ok(socket)
+}
+
 /// Whether the mapping differs between servers, with a note saying why.
 fn mapping_verdict(stun: &[StunResult]) -> (Option<bool>, String) {
-    let answers: Vec<(SocketAddr, SocketAddr)> =
-        stun.iter().filter_map(|s| Some((s.addr?, s.mapped?))).collect();
+    // IPv6 has no NAT to tell apart, and a server's IPv4 and IPv6 answers
+    // always differ: only IPv4 counts.
+    let answers: Vec<(SocketAddr, SocketAddr)> = stun
+        .iter()
+        .filter_map(|s| Some((s.addr?, s.mapped?)))
+        .filter(|(server, _)| server.is_ipv4())
+        .collect();
     match answers.as_slice() {
         [] => (None, "no STUN server answered".to_owned()),
         [_] => (None, "only one STUN server answered; telling needs two".to_owned()),
@@ -213,14 +309,17 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
 
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.context("bind a UDP socket")?;
     let local_port = socket.local_addr().context("UDP socket address")?.port();
+    let socket6 = ipv6_socket().await;
     let servers = stun_servers(&map);
-    let mut stun = Vec::new();
-    // One socket, one server at a time: `probe` owns the socket while it waits.
-    for (region_id, server) in servers {
-        stun.push(probe_stun(&socket, region_id, server, args.timeout).await);
-    }
-    let first = stun.iter().find_map(|s| Some((s.addr?, s.mapped?)));
-    let udp = (!stun.is_empty()).then(|| first.is_some());
+    let stun = probe_all(&socket, socket6.as_ref().ok(), servers, args.timeout).await;
+    let first = stun.iter().filter_map(|s| Some((s.addr?, s.mapped?))).find(|(a, _)| a.is_ipv4());
+    let answered = stun.iter().any(|s| s.mapped.is_some());
+    let udp = (!stun.is_empty()).then_some(answered);
+    let (ipv6, ipv6_note) =
+        ipv6_verdict(socket6.as_ref().map(|_| ()).map_err(String::as_str), &stun);
+    let over_v6 = || stun.iter().filter(|s| s.addr.is_some_and(|a| a.is_ipv6()));
+    let mapped_v6 = over_v6().find_map(|s| s.mapped);
+    let ipv6_latency_ms = over_v6().filter_map(|s| s.latency_ms).reduce(f64::min);
     let behind_nat = match first {
         Some((server, mapped)) => own_address(server, local_port).await.map(|own| own != mapped),
         None => None,
@@ -263,6 +362,10 @@ pub async fn run(ctx: &Context_, args: NetcheckArgs) -> anyhow::Result<()> {
         udp,
         local_port,
         mapped_v4: first.map(|(_, m)| m),
+        ipv6,
+        ipv6_note,
+        mapped_v6,
+        ipv6_latency_ms,
         behind_nat,
         mapping_varies_by_dest,
         mapping_note,
@@ -301,6 +404,7 @@ fn render(r: &Report) -> String {
         s += &format!("Mapped IPv4 address:           {m}\n");
     }
     s += &format!("Behind NAT:                    {}\n", yes_no(r.behind_nat));
+    s += &format!("IPv6:                          {}\n", ipv6_line(r));
     s += &format!(
         "Mapping varies by destination: {} ({})\n",
         yes_no(r.mapping_varies_by_dest),
@@ -322,8 +426,13 @@ fn render(r: &Report) -> String {
         .iter()
         .map(|x| {
             let mapped = x.mapped.map(|m| m.to_string()).unwrap_or_else(|| "-".to_owned());
+            // A name asked over both families shows which address answered.
+            let server = match x.addr {
+                Some(addr) if addr.to_string() != x.server => format!("{} ({addr})", x.server),
+                _ => x.server.clone(),
+            };
             vec![
-                x.server.clone(),
+                server,
                 x.region_id.to_string(),
                 mapped,
                 ms(x.latency_ms),
@@ -350,6 +459,17 @@ fn render(r: &Report) -> String {
         .collect();
     s += &output::table(&["region", "code", "name", "relay latency", "error"], &rows);
     s
+}
+
+/// `yes ([2001:db8::5]:41641, 1.20 ms)`, or `no`/`unknown` and why.
+fn ipv6_line(r: &Report) -> String {
+    match (r.ipv6, r.mapped_v6) {
+        (Some(true), Some(mapped)) => match r.ipv6_latency_ms {
+            Some(ms) => format!("yes ({mapped}, {ms:.2} ms)"),
+            None => format!("yes ({mapped})"),
+        },
+        (v, _) => format!("{}: {}", yes_no(v), r.ipv6_note),
+    }
 }
 
 /// The gateway's protocols, e.g. `PCP, NAT-PMP (gateway 10.0.0.1)`.
@@ -396,6 +516,20 @@ mod tests {
         probe.pcp = true;
         probe.upnp = true;
         assert_eq!(port_mapping_line(Some(&probe)), "PCP, UPnP (gateway 10.0.0.1)");
+    }
+
+    #[test]
+    fn ipv6_is_yes_when_a_server_answers_over_it() {
+        let v4 = answer("1.1.1.1:3478", "9.9.9.9:1000");
+        let v6 = answer("[2001:db8::1]:3478", "[2001:db8::5]:1000");
+        let mut silent6 = answer("[2001:db8::2]:3478", "[::1]:1");
+        silent6.mapped = None;
+        assert_eq!(ipv6_verdict(Err("no IPv6 route: x"), std::slice::from_ref(&v4)).0, Some(false));
+        assert_eq!(ipv6_verdict(Ok(()), std::slice::from_ref(&v4)).0, None);
+        assert_eq!(ipv6_verdict(Ok(()), &[v4.clone(), silent6.clone()]).0, Some(false));
+        assert_eq!(ipv6_verdict(Ok(()), &[v4.clone(), silent6, v6.clone()]).0, Some(true));
+        // An IPv6 answer never makes the IPv4 mapping look hard.
+        assert_eq!(mapping_verdict(&[v4, v6]).0, None);
     }
 
     #[test]

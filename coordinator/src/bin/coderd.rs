@@ -104,7 +104,9 @@ struct ServerArgs {
     #[arg(long, env = "CODER_DERP_SERVER_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
     derp_server_enable: bool,
     /// UDP address of the embedded STUN server (default: port 3478 on the
-    /// --http-address host); empty disables it.
+    /// --http-address host); empty disables it. `0.0.0.0` answers over IPv6
+    /// too; the relay map names it by the access URL's host, so peers ask
+    /// over IPv6 where that name has an AAAA record.
     #[arg(long, env = "CODER_DERP_SERVER_STUN_ADDRESSES")]
     stun_address: Option<String>,
     /// An HTTP URL of this replica that the other replicas reach, for their

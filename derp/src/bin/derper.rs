@@ -24,7 +24,8 @@ struct Args {
     /// Address for HTTP(S): relay connections on /derp, /healthz, /metrics.
     #[arg(long, env = "DERPER_HTTP_ADDRESS", default_value = "0.0.0.0:3340")]
     http_address: SocketAddr,
-    /// UDP address for STUN.
+    /// UDP address for STUN; the default `0.0.0.0` wildcard answers over
+    /// IPv6 too (on `[::]`, where the host has IPv6).
     #[arg(long, env = "DERPER_STUN_ADDRESS", default_value = "0.0.0.0:3478")]
     stun_address: SocketAddr,
     /// Do not run the STUN server.
@@ -110,7 +111,7 @@ async fn main() -> Result<()> {
         let stun = StunServer::spawn(args.stun_address)
             .await
             .with_context(|| format!("binding STUN on {}", args.stun_address))?;
-        tracing::info!(addr = %stun.local_addr(), "STUN listening");
+        tracing::info!(addrs = ?stun.local_addrs(), "STUN listening");
         Some(stun)
     };
     let listener = tokio::net::TcpListener::bind(args.http_address)

@@ -74,4 +74,27 @@ mod tests {
         let mapped = probe(&socket, server.local_addr(), Duration::from_secs(5)).await.unwrap();
         assert_eq!(mapped, socket.local_addr().unwrap());
     }
+
+    /// The IPv4 wildcard listens on IPv6 too, and answers an IPv4 client
+    /// (IPv4-mapped on a dual-stack socket) with its plain IPv4 address.
+    #[tokio::test]
+    async fn the_ipv4_wildcard_serves_both_families() {
+        let server = StunServer::spawn("0.0.0.0:0".parse().unwrap()).await.unwrap();
+        let port = server.local_addr().port();
+        assert_eq!(server.local_addr(), SocketAddr::from(([0, 0, 0, 0], port)));
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], port));
+        let mapped = probe(&socket, to, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(mapped, socket.local_addr().unwrap());
+        let Ok(socket6) = UdpSocket::bind("[::1]:0").await else {
+            assert!(std::env::var_os("CI").is_none(), "no IPv6 loopback in CI");
+            eprintln!("skipping the IPv6 half: no IPv6 loopback here");
+            return;
+        };
+        assert!(server.serves_ipv6(), "bound only {:?}", server.local_addrs());
+        let to6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        let mapped = probe(&socket6, to6, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(mapped, socket6.local_addr().unwrap());
+        assert_eq!(server.requests(), 2);
+    }
 }

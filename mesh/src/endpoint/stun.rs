@@ -21,6 +21,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::MeshEndpoint;
 use crate::magicsock::Inner;
+use crate::socket;
 
 /// A binding request is sent again this often until its answer or the timeout.
 const RETRY: Duration = Duration::from_millis(500);
@@ -40,17 +41,33 @@ pub enum StunStatus {
 }
 
 /// Starts probing `servers` (each for up to `timeout`) in the background.
+/// Servers the socket cannot reach (IPv6 ones from an IPv4-only socket, or
+/// with no route to them) are left out at once, with one debug line, so a
+/// host without IPv6 pays nothing for the relay map's IPv6 STUN servers.
+/// Called from [`MeshEndpoint::bind`], in the namespace the node binds in.
 pub(super) fn start(
     sock: Arc<Inner>,
     servers: Vec<SocketAddr>,
     timeout: Duration,
 ) -> (watch::Sender<StunStatus>, Option<AbortOnDropHandle<()>>) {
+    let servers = reachable(sock.udp_local_addr().ok(), servers);
     if servers.is_empty() {
         return (watch::Sender::new(StunStatus::Done { mapped: Vec::new() }), None);
     }
     let status = watch::Sender::new(StunStatus::Pending);
     let task = tokio::spawn(run(sock, servers, timeout, status.clone()));
     (status, Some(AbortOnDropHandle::new(task)))
+}
+
+/// The servers a socket bound to `bound` can send to.
+fn reachable(bound: Option<SocketAddr>, servers: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(bound) = bound else { return servers };
+    let (reachable, skipped): (Vec<_>, Vec<_>) =
+        servers.into_iter().partition(|&server| socket::can_reach(bound, server));
+    if !skipped.is_empty() {
+        tracing::debug!(?skipped, %bound, "STUN servers unreachable from this socket (no IPv6?)");
+    }
+    reachable
 }
 
 async fn run(
@@ -93,5 +110,19 @@ impl MeshEndpoint {
     /// are over (tests, `coder netcheck`-like reports).
     pub fn stun_status(&self) -> watch::Receiver<StunStatus> {
         self.stun.subscribe()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_socket_skips_ipv6_servers() {
+        let v4: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let servers = vec![loopback, "[::1]:3478".parse().unwrap()];
+        assert_eq!(reachable(Some(v4), servers), vec![loopback]);
     }
 }
