@@ -148,6 +148,7 @@ fn keys_only_node(cfg: &MeshConfig) -> Node {
         quic_key: cfg.quic_secret.public(),
         preferred_relay: None,
         relay_latency_ms: Default::default(),
+        port_mapped: Vec::new(),
         endpoints: Vec::new(),
         addresses: mesh::mesh_addresses(cfg.node_id),
         version: mesh::PROTOCOL_VERSION,

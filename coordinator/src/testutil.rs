@@ -170,6 +170,7 @@ pub fn node(id: mesh::NodeId, endpoint: u16) -> mesh::Node {
         quic_key: mesh::QuicSecret::generate(&mut rng).public(),
         preferred_relay: Some(1),
         relay_latency_ms: Default::default(),
+        port_mapped: Vec::new(),
         endpoints: vec![SocketAddr::from(([192, 0, 2, 1], endpoint))],
         addresses: mesh::mesh_addresses(id),
         version: mesh::PROTOCOL_VERSION,

@@ -334,6 +334,7 @@ impl MeshEndpoint {
             quic_key: config.quic_secret.public(),
             preferred_relay: None,
             relay_latency_ms: Default::default(),
+            port_mapped: Vec::new(),
             endpoints,
             addresses,
             version: PROTOCOL_VERSION,

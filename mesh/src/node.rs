@@ -96,6 +96,12 @@ pub struct Node {
     /// UDP endpoint candidates: local interfaces and STUN-observed addresses.
     #[serde(default)]
     pub endpoints: Vec<SocketAddr>,
+    /// Those of [`Self::endpoints`] that are port mappings its gateway
+    /// granted (PCP, NAT-PMP, UPnP), so a peer that goes direct through one
+    /// can say so (`coder ping`: "via port mapping"). Left out when empty;
+    /// a record without it (an older node) maps nothing as far as peers know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mapped: Vec<SocketAddr>,
     /// The mesh addresses the node claims.
     pub addresses: MeshAddresses,
     /// [`PROTOCOL_VERSION`] of the node's software.
@@ -181,6 +187,7 @@ mod tests {
             quic_key: QuicSecret::generate(&mut rng).public(),
             preferred_relay: Some(1),
             relay_latency_ms: BTreeMap::from([(1, 12.5), (2, 80.0)]),
+            port_mapped: Vec::new(),
             endpoints: vec!["192.0.2.1:41641".parse().unwrap()],
             addresses: mesh_addresses(NodeId(id)),
             version: PROTOCOL_VERSION,

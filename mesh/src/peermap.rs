@@ -377,6 +377,7 @@ mod tests {
             quic_key: QuicSecret::generate(&mut rng).public(),
             preferred_relay: None,
             relay_latency_ms: Default::default(),
+            port_mapped: Vec::new(),
             endpoints: vec![],
             addresses: mesh_addresses(NodeId(id)),
             version: PROTOCOL_VERSION,

@@ -26,6 +26,7 @@ fn fake(id: u64, endpoints: Vec<std::net::SocketAddr>) -> Node {
         quic_key: QuicSecret::generate(&mut rng).public(),
         preferred_relay: Some(1),
         relay_latency_ms: Default::default(),
+        port_mapped: Vec::new(),
         endpoints,
         addresses: mesh_addresses(NodeId(id)),
         version: PROTOCOL_VERSION,

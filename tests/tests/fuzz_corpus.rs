@@ -229,6 +229,7 @@ fn node() -> Node {
         quic_key: QuicSecret::from_bytes([5; 32]).public(),
         preferred_relay: Some(1),
         relay_latency_ms: BTreeMap::from([(1, 12.5), (2, 80.0)]),
+        port_mapped: Vec::new(),
         endpoints: vec![
             SocketAddr::from(([192, 0, 2, 1], 41000)),
             "[2001:db8::1]:41001".parse().unwrap_or(SocketAddr::from(([0; 4], 0))),

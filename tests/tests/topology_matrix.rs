@@ -367,7 +367,8 @@ fn topology_http_proxy_only_client_reaches_agent() {
 /// any of the three protocols: the agent's gateway speaks NAT-PMP/PCP and
 /// the agent asks in PCP (column 1) or NAT-PMP (column 2); the client's
 /// gateway speaks UPnP only (column 3). Only these pairs run: hard × hard
-/// without port mapping is the main matrix's.
+/// without port mapping is the main matrix's. `coder ping` must say the
+/// port mapping found the path.
 #[test]
 fn topology_port_mapping_hard_pairs_go_direct() {
     if let Some(reason) = Miniupnpd::unavailable() {
@@ -400,10 +401,26 @@ fn topology_port_mapping_hard_pairs_go_direct() {
             daemons.push(Miniupnpd::start(host, protocols, stun).unwrap());
         }
     });
-    for (o, protocol) in outcomes.iter().zip(["PCP (agent)", "NAT-PMP (agent)", "UPnP (client)"]) {
-        println!("| hard × hard, {protocol} | {:?} {} ({:.1?}) |", o.expected, mark(o), o.elapsed);
+    let protocols = ["PCP (agent)", "NAT-PMP (agent)", "UPnP (client)"];
+    for (o, protocol) in outcomes.iter().zip(protocols) {
+        println!(
+            "| {} × {}, {protocol} | {:?} {} ({:.1?}, direct {:?}) |",
+            o.client,
+            o.agent,
+            o.expected,
+            mark(o),
+            o.elapsed,
+            o.to_direct
+        );
     }
     drop(daemons);
+    // `coder ping` names the mechanism: the agent's mapping, which the
+    // client pinged (its record marks it), and the client's own, at which
+    // the agent's pong saw it.
+    for o in &outcomes {
+        let via = o.to_direct.as_ref().map(|(_, via)| via.as_str());
+        assert_eq!(via, Some("port mapping"), "{} → {}: {:?}", o.client, o.agent, o.to_direct);
+    }
 }
 
 /// A topology named `name`, or `None` (the test skips) without root or tools.

@@ -220,7 +220,8 @@ struct PingReport {
     path: PathInfo,
     direct: bool,
     time_to_direct_ms: Option<f64>,
-    /// How the direct path was found: `STUN`, `peer-reflexive` or `LAN`.
+    /// How the direct path was found: `STUN`, `peer-reflexive`, `LAN`,
+    /// `birthday` or `port mapping`.
     direct_via: Option<String>,
     /// Path changes seen while pinging, in order.
     path_changes: Vec<String>,

@@ -56,6 +56,8 @@ pub struct Record {
 }
 
 /// A write for the shell to persist, then announce to other replicas.
+// Node records dominate these; boxing them would cost an allocation per update.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
     /// Insert or take over the peer's row (status ok, owned by this replica).
@@ -101,6 +103,8 @@ pub enum Output {
 }
 
 /// What a local peer was last told about a neighbour.
+// Node records dominate these; boxing them would cost an allocation per update.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 enum Told {
     Node(Node),
@@ -529,6 +533,7 @@ mod tests {
             quic_key: QuicSecret::generate(&mut rng).public(),
             preferred_relay: Some(1),
             relay_latency_ms: BTreeMap::new(),
+            port_mapped: Vec::new(),
             endpoints: vec![],
             addresses: mesh_addresses(id),
             version: PROTOCOL_VERSION,

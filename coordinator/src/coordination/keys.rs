@@ -147,6 +147,7 @@ mod tests {
             quic_key: QuicSecret::generate(&mut rng).public(),
             preferred_relay: Some(1),
             relay_latency_ms: BTreeMap::new(),
+            port_mapped: Vec::new(),
             endpoints: vec![],
             addresses: mesh_addresses(id),
             version: PROTOCOL_VERSION,

@@ -39,6 +39,8 @@ pub(crate) struct Conflict {
 pub(crate) const CONFLICTS: usize = 1024;
 
 /// One queued write.
+// Node records dominate these; boxing them would cost an allocation per update.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Write {
     Op(StoreOp),

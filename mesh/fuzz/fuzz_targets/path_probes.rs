@@ -51,6 +51,7 @@ fn peer_node(key: mesh::NodeKey, disco: &DiscoSecret, endpoints: Vec<SocketAddr>
         quic_key: QuicSecret::from_bytes([5; 32]).public(),
         preferred_relay: Some(1),
         relay_latency_ms: BTreeMap::new(),
+        port_mapped: Vec::new(),
         endpoints,
         addresses: mesh_addresses(NodeId(2)),
         version: PROTOCOL_VERSION,

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         quic_key: QuicSecret::from_bytes([2; 32]).public(),
         preferred_relay: None,
         relay_latency_ms: Default::default(),
+        port_mapped: Vec::new(),
         endpoints: Vec::new(),
         addresses: mesh_addresses(NodeId(2)),
         version: PROTOCOL_VERSION,

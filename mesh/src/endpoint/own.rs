@@ -35,7 +35,9 @@ impl Parts {
     fn current(&self) -> Node {
         let mut node = self.base.clone();
         if !self.relay_only {
-            node.endpoints = self.sock.state().peers.paths().local_endpoints().to_vec();
+            let state = self.sock.state();
+            node.endpoints = state.peers.paths().local_endpoints().to_vec();
+            node.port_mapped = state.peers.paths().port_mapped_endpoints();
         }
         if let Some(relays) = &self.relays {
             node.preferred_relay = relays.home();
@@ -97,6 +99,7 @@ async fn follow(
         let node = parts.current();
         tx.send_if_modified(|published| {
             let changed = published.endpoints != node.endpoints
+                || published.port_mapped != node.port_mapped
                 || published.preferred_relay != node.preferred_relay;
             if changed {
                 *published = node;

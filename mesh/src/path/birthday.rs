@@ -44,11 +44,19 @@
 //! `docs/reliability.md`) in front of the easy side turns every hard-side ping that arrives
 //! first into a conntrack entry that later clashes with the easy host's
 //! probe to that port. So when its opening probe said the easy side's
-//! router answers, the hard side holds its sockets' pings for
-//! [`PathConfig::birthday_hold`]: by then the easy side has probed ~1,500
-//! random ports, and a hard-side ping from one of them arrives as the reply
-//! to the easy host's own probe (256 sockets hit one of 1,500 ports with
-//! 99.7 %).
+//! router answers, the hard side holds its sockets' pings until the easy
+//! side has probed for [`PathConfig::birthday_hold`]: by then it has probed
+//! ~1,500 random ports, and a hard-side ping from one of them arrives as the
+//! reply to the easy host's own probe (256 sockets hit one of 1,500 ports
+//! with 99.7 %). The hold counts from when the easy side started, as far as
+//! the hard side can tell: the easy side probes at most
+//! [`PathConfig::birthday_delay`] after its discovery began, which was
+//! before its first call-me-maybe of the discovery reached us. Counting from
+//! our own start instead lost the race whenever the easy side heard of us
+//! late (a long-running agent that the coordinator tells about a fresh
+//! client a second after the client started): its probing had barely begun
+//! when our pings claimed our 256 ports at its router (finding 2). Without
+//! any call-me-maybe from the peer the pings wait, until the deadline.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -123,6 +131,9 @@ pub(super) struct Birthday {
     /// The next burst (easy) or re-ping of the easy side (hard).
     next: Instant,
     deadline: Instant,
+    /// Hard side held for an answering router: when the hold began, and
+    /// whether it still waits for the peer's first call-me-maybe.
+    hold: Option<(Instant, bool)>,
 }
 
 /// The hard side re-pings the easy side from every socket this often, so
@@ -133,10 +144,12 @@ impl Birthday {
     /// Starts an attempt if one side is hard and the other easy (and both
     /// have public endpoints), else `None`.
     /// `answering` are the peer's endpoints whose router answers
-    /// unsolicited UDP (opening probes).
+    /// unsolicited UDP (opening probes); `heard` is when the peer's first
+    /// call-me-maybe of this discovery came, if it did.
     pub(super) fn start(
         peer_endpoints: &[SocketAddr],
         answering: &[SocketAddr],
+        heard: Option<Instant>,
         now: Instant,
         config: &PathConfig,
         out: &mut Outbox,
@@ -153,6 +166,7 @@ impl Birthday {
         let peer_hard = is_hard(peer_endpoints);
         let deadline = now + config.birthday_deadline;
         let mut next = now;
+        let mut hold = None;
         let role = match (local_hard, peer_hard) {
             (true, false) => {
                 let targets = targets(peer_endpoints);
@@ -160,7 +174,8 @@ impl Birthday {
                     return None;
                 }
                 if targets.iter().any(|t| answering.contains(t)) {
-                    next = now + config.birthday_hold;
+                    hold = Some((now, true));
+                    next = deadline;
                 }
                 let sockets: Vec<u32> = (0..config.birthday_sockets)
                     .map(|_| {
@@ -181,7 +196,21 @@ impl Birthday {
             }
             _ => return None,
         };
-        Some(Self { role, next, deadline })
+        let mut attempt = Self { role, next, deadline, hold };
+        if let Some(at) = heard {
+            attempt.peer_heard(at, config);
+        }
+        Some(attempt)
+    }
+
+    /// The peer's first call-me-maybe of this discovery came at `at`: a
+    /// held hard side pings once the easy side has probed for the hold.
+    pub(super) fn peer_heard(&mut self, at: Instant, config: &PathConfig) {
+        if let Some((since, waiting @ true)) = &mut self.hold {
+            *waiting = false;
+            let probed_enough = at + config.birthday_delay + config.birthday_hold;
+            self.next = (*since + config.birthday_hold).max(probed_enough);
+        }
     }
 
     /// When [`Self::on_timeout`] should run next.

@@ -161,6 +161,10 @@ pub enum DirectMechanism {
     Lan,
     /// Birthday probing between a hard NAT and an easy one ([`birthday`]).
     Birthday,
+    /// A port mapping a gateway granted (PCP, NAT-PMP, UPnP): the peer's
+    /// ([`Node::port_mapped`]) that we pinged, or ours that the peer pinged
+    /// (its pong saw us at our mapped address).
+    PortMapping,
 }
 
 impl std::fmt::Display for DirectMechanism {
@@ -170,6 +174,7 @@ impl std::fmt::Display for DirectMechanism {
             DirectMechanism::PeerReflexive => "peer-reflexive",
             DirectMechanism::Lan => "LAN",
             DirectMechanism::Birthday => "birthday",
+            DirectMechanism::PortMapping => "port mapping",
         })
     }
 }
@@ -268,6 +273,8 @@ pub(crate) struct Outbox {
     local_endpoints: Vec<SocketAddr>,
     configured_local: Vec<SocketAddr>,
     learned_local: VecDeque<SocketAddr>,
+    /// Those of our endpoints that are port mappings ([`PathSelector::add_port_mapped_endpoint`]).
+    mapped_local: Vec<SocketAddr>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<PathEvent>,
     /// Endpoints to send an opening probe to.
@@ -342,6 +349,7 @@ impl PathSelector {
                 local_endpoints: Vec::new(),
                 configured_local: Vec::new(),
                 learned_local: VecDeque::new(),
+                mapped_local: Vec::new(),
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
                 openings: VecDeque::new(),
@@ -391,6 +399,34 @@ impl PathSelector {
         !known
     }
 
+    /// Adds our endpoint `addr`, a port mapping the gateway granted: as
+    /// [`Self::add_local_endpoint`], and marked as such in our record
+    /// ([`Self::port_mapped_endpoints`]), so the peer that goes direct
+    /// through it, and we, report [`DirectMechanism::PortMapping`]. Returns
+    /// whether the record changed (a STUN answer may have listed the same
+    /// address already; it is marked then, and republished).
+    pub fn add_port_mapped_endpoint(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        let marked = !self.out.mapped_local.contains(&addr);
+        if marked {
+            self.out.mapped_local.push(addr);
+        }
+        if self.add_local_endpoint(addr, now) {
+            return true;
+        }
+        if marked {
+            let endpoints = self.out.local_endpoints.clone();
+            self.out.events.push_back(PathEvent::LocalEndpointsChanged { endpoints });
+        }
+        marked
+    }
+
+    /// Those of our endpoints that are port mappings, for our record's
+    /// [`Node::port_mapped`].
+    pub fn port_mapped_endpoints(&self) -> Vec<SocketAddr> {
+        let listed = |a: &&SocketAddr| self.out.local_endpoints.contains(a);
+        self.out.mapped_local.iter().filter(listed).copied().collect()
+    }
+
     fn refresh_local_endpoints(&mut self) {
         let out = &mut self.out;
         out.local_endpoints = out.configured_local.clone();
@@ -421,6 +457,7 @@ impl PathSelector {
         self.by_disco.insert(node.disco_key, node.key);
         let Some(peer) = self.peers.get_mut(&node.key) else { return };
         let endpoints = if self.config.relay_only { &[][..] } else { &node.endpoints[..] };
+        peer.set_port_mapped(&node.port_mapped, endpoints, self.config.max_endpoints);
         peer.set_coordinator_endpoints(endpoints, now, &self.config, &mut self.out);
         self.replay_early(node.disco_key, now);
     }
@@ -505,8 +542,7 @@ impl PathSelector {
                 peer.on_ping(addr, via, ping.tx_id, now, &self.config, &mut self.out);
             }
             (Message::Pong(pong), Source::Direct(addr)) => {
-                let answered =
-                    peer.on_pong(addr, via, pong.tx_id, now, &self.config, &mut self.out);
+                let answered = peer.on_pong(addr, via, &pong, now, &self.config, &mut self.out);
                 if answered {
                     self.bind(addr, key);
                     self.learn_local_endpoint(pong.src);
@@ -657,3 +693,5 @@ pub use sim::{time_to_direct as simulated_time_to_direct, Scenario as SimScenari
 mod tests;
 #[cfg(test)]
 mod tests_birthday;
+#[cfg(test)]
+mod tests_portmap;

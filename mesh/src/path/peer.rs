@@ -50,12 +50,19 @@ pub(super) struct Peer {
     next_heartbeat: Option<Instant>,
     discovery_started: Option<Instant>,
     time_to_direct: Option<Duration>,
-    /// How the first direct path was found.
+    /// How the first direct path was found, and its address.
     found_by: Option<DirectMechanism>,
+    found_at: Option<SocketAddr>,
+    /// Those of the peer's endpoints that are port mappings (its record's
+    /// [`crate::Node::port_mapped`]).
+    port_mapped: Vec<SocketAddr>,
     /// When to start birthday probing if still not direct (set when a
     /// discovery starts).
     birthday_at: Option<Instant>,
     birthday: Option<Birthday>,
+    /// When the peer's first call-me-maybe of this discovery came (birthday
+    /// probing's hold counts from it).
+    heard: Option<Instant>,
 }
 
 impl Peer {
@@ -73,8 +80,11 @@ impl Peer {
             discovery_started: None,
             time_to_direct: None,
             found_by: None,
+            found_at: None,
+            port_mapped: Vec::new(),
             birthday_at: None,
             birthday: None,
+            heard: None,
         }
     }
 
@@ -99,6 +109,7 @@ impl Peer {
     fn start_discovery(&mut self, now: Instant, config: &PathConfig) {
         self.discovery_started = Some(now);
         self.birthday_at = Some(now + config.birthday_delay);
+        self.heard = None;
     }
 
     /// Closes every extra socket this peer holds (it is being forgotten).
@@ -124,7 +135,7 @@ impl Peer {
         if self.birthday_at.is_some_and(|t| t <= now) {
             let answering = self.endpoints.answering();
             let addrs = self.endpoints.addrs();
-            self.birthday = Birthday::start(&addrs, &answering, now, config, out);
+            self.birthday = Birthday::start(&addrs, &answering, self.heard, now, config, out);
             // Not (yet) a hard × easy pair as far as we know: a STUN answer
             // or the peer's record may still come, so look again later in
             // this discovery.
@@ -164,6 +175,45 @@ impl Peer {
 
     fn best_addr(&self) -> Option<SocketAddr> {
         self.best.map(|b| b.addr)
+    }
+
+    /// The peer's record says these of its `endpoints` are port mappings
+    /// (at most `max` of them; others it lists are ignored).
+    pub(super) fn set_port_mapped(
+        &mut self,
+        mapped: &[SocketAddr],
+        endpoints: &[SocketAddr],
+        max: usize,
+    ) {
+        self.port_mapped =
+            mapped.iter().filter(|a| endpoints.contains(a)).take(max).copied().collect();
+        // The peer's call-me-maybe (which cannot mark a mapping) can beat its
+        // republished record: the first path went to a mapping after all.
+        if self.found_at.is_some_and(|a| self.port_mapped.contains(&a))
+            && matches!(self.found_by, Some(DirectMechanism::Stun | DirectMechanism::PeerReflexive))
+        {
+            self.found_by = Some(DirectMechanism::PortMapping);
+        }
+    }
+
+    /// How the direct path to `addr` was found: birthday probing if it
+    /// leaves from an extra socket; a port mapping if `addr` is the peer's
+    /// or the peer saw our ping come from ours (`seen_at`); else what the
+    /// endpoint's origin and address say.
+    fn mechanism(
+        &self,
+        addr: SocketAddr,
+        via: Option<u32>,
+        seen_at: SocketAddr,
+        out: &Outbox,
+    ) -> Option<DirectMechanism> {
+        if via.is_some() {
+            Some(DirectMechanism::Birthday)
+        } else if self.port_mapped.contains(&addr) || out.mapped_local.contains(&seen_at) {
+            Some(DirectMechanism::PortMapping)
+        } else {
+            self.endpoints.get(addr).map(|ep| ep.mechanism(addr))
+        }
     }
 
     pub(super) fn set_coordinator_endpoints(
@@ -395,11 +445,12 @@ impl Peer {
         &mut self,
         addr: SocketAddr,
         via: Option<u32>,
-        tx_id: TxId,
+        pong: &Pong,
         now: Instant,
         config: &PathConfig,
         out: &mut Outbox,
     ) -> bool {
+        let tx_id = pong.tx_id;
         // Only a pong from the address we pinged (on the socket we pinged
         // from) proves that address.
         match self.pings.get(&tx_id) {
@@ -429,10 +480,8 @@ impl Peer {
                     b.finish(via, out);
                 }
                 if self.time_to_direct.is_none() {
-                    self.found_by = match via {
-                        Some(_) => Some(DirectMechanism::Birthday),
-                        None => self.endpoints.get(addr).map(|ep| ep.mechanism(addr)),
-                    };
+                    self.found_by = self.mechanism(addr, via, pong.src, out);
+                    self.found_at = Some(addr);
                     self.time_to_direct =
                         self.discovery_started.map(|t| now.saturating_duration_since(t));
                 }
@@ -478,6 +527,12 @@ impl Peer {
         // ping what it listed now, which opens our NAT toward it.
         if self.best.is_none() && !self.active(now) {
             self.start_discovery(now, config);
+        }
+        if self.heard.is_none() {
+            self.heard = Some(now);
+            if let Some(b) = &mut self.birthday {
+                b.peer_heard(now, config);
+            }
         }
         self.active_until = Some(now + config.session_active_timeout);
         if self.next_heartbeat.is_none_or(|t| t <= now) {

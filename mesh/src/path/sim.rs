@@ -110,6 +110,9 @@ struct Nat {
     answers: bool,
     /// ...leaving these (public port, remote) pairs taken.
     taken: HashSet<(u16, SocketAddr)>,
+    /// Port mappings its host asked for ([`Sim::map_port`]): public port
+    /// to local address, open to anyone.
+    forwards: HashMap<u16, SocketAddr>,
     /// Picks an endpoint-dependent NAT's random ports.
     rng: StdRng,
 }
@@ -159,6 +162,13 @@ impl Nat {
             };
             pass.then_some(*local)
         });
+        if let (None, Some(&local)) = (pass, self.forwards.get(&port)) {
+            // A port mapping lets anyone in, and the host's answers leave
+            // through the same (conntrack) flow, from the mapped port.
+            self.ports.insert((local, Some(from)), port);
+            self.inbound.entry(port).or_insert_with(|| (local, HashSet::new())).1.insert(from);
+            return Some(local);
+        }
         if pass.is_none() && self.answers {
             // Accepted by the router itself (answered port-unreachable):
             // its conntrack entry now holds this pair.
@@ -285,6 +295,7 @@ impl Sim {
             next_port: 40000,
             answers: spec.answers,
             taken: HashSet::new(),
+            forwards: HashMap::new(),
             rng: StdRng::seed_from_u64(self.rng.gen()),
         });
         let mut endpoints = vec![spec.lan];
@@ -316,6 +327,7 @@ impl Sim {
             quic_key: QuicSecret::generate(&mut self.rng).public(),
             preferred_relay: Some(1),
             relay_latency_ms: BTreeMap::new(),
+            port_mapped: Vec::new(),
             endpoints,
             addresses: mesh_addresses(NodeId(id)),
             version: PROTOCOL_VERSION,
@@ -347,6 +359,25 @@ impl Sim {
         host.sel.add_local_endpoint(mapped, self.now);
         self.flush();
         mapped
+    }
+
+    /// Host `i`'s gateway maps a public port to its socket (PCP, NAT-PMP,
+    /// UPnP): anyone may send to it, and the host's answers leave from it.
+    /// The host adds it as a port-mapped endpoint; its record (what the
+    /// coordinator tells peers from now on) lists it too.
+    pub fn map_port(&mut self, i: usize) -> SocketAddr {
+        let host = &mut self.hosts[i];
+        let lan = host.spec.lan;
+        let nat = host.nat.as_mut().unwrap();
+        let port = (50000..=u16::MAX).find(|p| !nat.inbound.contains_key(p)).unwrap();
+        nat.forwards.insert(port, lan);
+        nat.inbound.insert(port, (lan, HashSet::new()));
+        let external = SocketAddr::new(nat.ip, port);
+        assert!(host.sel.add_port_mapped_endpoint(external, self.now));
+        host.node.endpoints.push(external);
+        host.node.port_mapped.push(external);
+        self.flush();
+        external
     }
 
     /// The coordinator tells `a` and `b` about each other.
@@ -589,14 +620,13 @@ pub enum Scenario {
 /// Simulated time from the coordinator's announcement of two peers (and the
 /// first data) until the dialer sends directly, with `rtt` between them and
 /// 1.5 × `rtt` through the relay; `None` if no direct path appears in 30 s.
-/// Deterministic for a `seed`.
+/// Deterministic for a `seed`. The hosts run the default [`PathConfig`],
+/// opening probes included, as shipped nodes do.
 pub fn time_to_direct(scenario: Scenario, rtt: Duration, seed: u64) -> Option<Duration> {
     let mut sim = Sim::new(seed);
     sim.direct_latency = rtt / 2;
     sim.relay_latency = rtt * 3 / 4;
-    if scenario == Scenario::EasyAnswering {
-        sim.opening_wait = PathConfig::default().opening_wait;
-    }
+    sim.opening_wait = PathConfig::default().opening_wait;
     let (a, b) = match scenario {
         Scenario::Public => (HostSpec::public("192.0.2.1:1"), HostSpec::public("198.51.100.1:1")),
         Scenario::EasyNatBoth => (

@@ -131,16 +131,19 @@ fn early_disco_is_bounded_and_expires() {
     assert_eq!(transmits, vec![], "no pong for an expired ping");
 }
 
-/// The benchmark's scenarios at 20 ms RTT: one round trip with public
-/// addresses, at most three through easy NATs, and a direct path even with a
-/// hard NAT on one side.
+/// The benchmark's scenarios at 20 ms RTT, with the default config: one
+/// round trip with public addresses, at most three through easy NATs, and a
+/// direct path even with a hard NAT on one side, each after the opening
+/// probes' wait (finding 1: the price of not clashing with an answering
+/// router, which issue 25's "easy ≤ 3 RTT" predates; `docs/benchmarks.md`).
 #[test]
 fn benchmark_scenarios_go_direct_in_few_round_trips() {
     use super::sim::{time_to_direct, Scenario};
     let rtt = ms(20);
-    assert_eq!(time_to_direct(Scenario::Public, rtt, 1), Some(rtt));
+    let wait = PathConfig::default().opening_wait;
+    assert_eq!(time_to_direct(Scenario::Public, rtt, 1), Some(wait + rtt));
     let easy = time_to_direct(Scenario::EasyNatBoth, rtt, 1).unwrap();
-    assert!(easy <= rtt * 3, "{easy:?}");
+    assert!(easy <= wait + rtt * 3, "{easy:?}");
     assert!(time_to_direct(Scenario::HardNatOneSide, rtt, 1).is_some());
 }
 

@@ -201,3 +201,35 @@ fn a_hard_side_whose_stun_answer_comes_late_is_still_probed() {
     let hk = sim.hosts[h].key();
     assert_eq!(sim.hosts[e].sel.direct_mechanism(&hk), Some(DirectMechanism::Birthday));
 }
+
+#[test]
+fn an_answering_easy_side_that_hears_of_the_hard_side_late_still_goes_direct() {
+    // The matrix's hard client → agent behind an answering router (finding
+    // 2): the fresh hard client knows the agent at once, but the
+    // coordinator tells the long-running agent about the client a second
+    // later. Counting the hold from its own start, the hard side pinged
+    // when the agent had probed a few hundred ports, its 256 ports were
+    // claimed at the agent's router, and it stayed on the relay in most
+    // runs; counting from the agent's first call-me-maybe, it goes direct.
+    for seed in 70..74 {
+        let mut sim = Sim::new(seed);
+        sim.opening_wait = PathConfig::default().opening_wait;
+        let h = sim.add_host(hard("10.0.0.2:41641", 1, "192.0.2.1"));
+        let mut answering = easy("10.1.0.2:41641", 2, "198.51.100.1");
+        answering.answers = true;
+        let e = sim.add_host(answering);
+        sim.tell(h, e);
+        sim.start_traffic(h, e);
+        sim.run_for(Duration::from_millis(1400));
+        sim.tell(e, h);
+        sim.run_for(secs(6));
+        assert_direct(&sim, h, e);
+        assert_direct(&sim, e, h);
+        let ek = sim.hosts[e].key();
+        assert_eq!(
+            sim.hosts[h].sel.direct_mechanism(&ek),
+            Some(DirectMechanism::Birthday),
+            "seed {seed}"
+        );
+    }
+}

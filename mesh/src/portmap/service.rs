@@ -211,12 +211,12 @@ async fn hold(
     }
 }
 
-/// Adds `external` to the node's endpoints: republished, and sent to peers
-/// still on the relay.
+/// Adds `external` to the node's endpoints, marked as a port mapping:
+/// republished, and sent to peers still on the relay.
 fn announce(sock: &Inner, external: SocketAddrV4) {
     let mut state = sock.state();
     let now = std::time::Instant::now();
-    if state.peers.paths_mut().add_local_endpoint(external.into(), now) {
+    if state.peers.paths_mut().add_port_mapped_endpoint(external.into(), now) {
         sock.flush(&mut state);
     }
 }

@@ -252,6 +252,7 @@ impl<'a> Checks<'a> {
             quic_key: mesh::QuicSecret::generate(&mut rng).public(),
             preferred_relay: None,
             relay_latency_ms: Default::default(),
+            port_mapped: Vec::new(),
             endpoints: Vec::new(),
             addresses: mesh::mesh_addresses(node_id),
             version: mesh::PROTOCOL_VERSION,

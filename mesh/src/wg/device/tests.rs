@@ -15,6 +15,7 @@ fn node(id: u64, secret: &NodeSecret) -> Node {
         quic_key: QuicSecret::from_bytes([id as u8; 32]).public(),
         preferred_relay: None,
         relay_latency_ms: Default::default(),
+        port_mapped: Vec::new(),
         endpoints: Vec::new(),
         addresses: mesh_addresses(NodeId(id)),
         version: PROTOCOL_VERSION,
