@@ -170,6 +170,7 @@ impl ConnectError {
 pub struct Coordinator {
     node: Arc<watch::Sender<Option<Node>>>,
     tunnels: Arc<watch::Sender<BTreeSet<Uuid>>>,
+    node_sent: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     _task: Arc<AbortOnDropHandle<()>>,
 }
 
@@ -229,12 +230,15 @@ impl Coordinator {
             node: node.subscribe(),
             tunnels: tunnels.subscribe(),
             updates: updates_tx,
+            node_sent: Arc::default(),
         };
+        let node_sent = actor.node_sent.clone();
         let ws = actor.dial().await?;
         let task = tokio::spawn(actor.run(ws));
         let handle = Coordinator {
             node: Arc::new(node),
             tunnels: Arc::new(tunnels),
+            node_sent,
             _task: Arc::new(AbortOnDropHandle::new(task)),
         };
         Ok((handle, PeerUpdates { rx }))
@@ -243,6 +247,12 @@ impl Coordinator {
     /// Publishes this peer's node (now, and again after every reconnect).
     pub fn update_node(&self, node: Node) {
         self.node.send_replace(Some(node));
+    }
+
+    /// When the latest node was last written to the coordinator's socket
+    /// (benchmarks measure from it).
+    pub fn node_sent_at(&self) -> Option<std::time::Instant> {
+        *self.node_sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Opens a tunnel to an agent; kept across reconnects until removed.
@@ -271,6 +281,8 @@ struct Actor {
     node: watch::Receiver<Option<Node>>,
     tunnels: watch::Receiver<BTreeSet<Uuid>>,
     updates: mpsc::UnboundedSender<PeerUpdate>,
+    /// [`Coordinator::node_sent_at`].
+    node_sent: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// Why a session ended.
@@ -407,6 +419,8 @@ impl Actor {
                         if let Err(e) = send(&mut ws, &ClientMessage::Node { node }).await {
                             return End::Dropped(e.to_string());
                         }
+                        let now = std::time::Instant::now();
+                        *self.node_sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
                     }
                 }
                 changed = self.tunnels.changed() => {
@@ -566,6 +580,7 @@ mod tests {
             node: node.subscribe(),
             tunnels: tunnels.subscribe(),
             updates: mpsc::unbounded_channel().0,
+            node_sent: Arc::default(),
         };
         assert_eq!(
             actor.endpoint().unwrap().as_str(),

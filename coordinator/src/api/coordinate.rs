@@ -103,6 +103,9 @@ struct Coordinate {
 /// Bytes read from a coordination socket at a time.
 const WS_READ_BUFFER: usize = 4 * 1024;
 
+/// Bytes of queued frames kept before a write without waiting for the flush.
+const WS_WRITE_BUFFER: usize = 8 * 1024;
+
 impl FromRequestParts<AppState> for Coordinate {
     type Rejection = ApiError;
 
@@ -127,7 +130,9 @@ impl FromRequestParts<AppState> for Coordinate {
                 .max_message_size(MAX_MESSAGE_BYTES)
                 .max_frame_size(MAX_MESSAGE_BYTES)
                 .read_buffer_size(WS_READ_BUFFER)
-                .write_buffer_size(0),
+                // Frames queued together go out in one write (`conn.rs`
+                // flushes after each batch); a lone frame still goes at once.
+                .write_buffer_size(WS_WRITE_BUFFER),
             resume: query.resume,
             replica: replica(state, &cell).await?,
             relay_map: relay_map(state),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use codersdk::coordination::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
+use futures::SinkExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -133,7 +134,7 @@ impl Connection {
                 biased;
                 out = self.outbound.recv() => match out {
                     Some(Outbound::Message(m)) => {
-                        if let Err(close) = self.write(&m).await {
+                        if let Err(close) = self.write_queued(&m).await {
                             return close;
                         }
                     }
@@ -209,6 +210,39 @@ impl Connection {
             .map_err(|_| Close { code: 1012, reason: "coordinator restarting; reconnect".into() })
     }
 
+    /// Writes `first` and whatever else is queued behind it (up to
+    /// [`WRITE_BATCH`]) with one flush, so a peer told about many nodes at
+    /// once costs one write, not one per message. A queued close is sent
+    /// after the messages before it.
+    async fn write_queued(&mut self, first: &ServerMessage) -> Result<(), Close> {
+        self.feed(first).await?;
+        let mut close = None;
+        for _ in 1..WRITE_BATCH {
+            match self.outbound.try_recv() {
+                Ok(Outbound::Message(m)) => self.feed(&m).await?,
+                Ok(Outbound::Close(c)) => {
+                    close = Some(*c);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.socket
+            .flush()
+            .await
+            .map_err(|_| Close { code: 1001, reason: "write failed".into() })?;
+        close.map_or(Ok(()), Err)
+    }
+
+    async fn feed(&mut self, msg: &ServerMessage) -> Result<(), Close> {
+        let text = serde_json::to_string(msg)
+            .map_err(|e| Close { code: 1011, reason: truncate(format!("cannot encode: {e}")) })?;
+        self.socket
+            .feed(Message::Text(text.into()))
+            .await
+            .map_err(|_| Close { code: 1001, reason: "write failed".into() })
+    }
+
     async fn write(&mut self, msg: &ServerMessage) -> Result<(), Close> {
         let text = serde_json::to_string(msg)
             .map_err(|e| Close { code: 1011, reason: truncate(format!("cannot encode: {e}")) })?;
@@ -224,6 +258,9 @@ impl Connection {
 }
 
 const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Most queued messages written with one flush.
+const WRITE_BATCH: usize = 64;
 
 pub(crate) fn revoked() -> Close {
     Close { code: 1008, reason: "credentials revoked or workspace gone".into() }

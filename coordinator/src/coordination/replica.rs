@@ -40,6 +40,13 @@ pub enum SpawnError {
     Database(#[from] sqlx::Error),
 }
 
+/// Peers re-read in one query when a whole replica's changed.
+const REREAD_CHUNK: usize = 1024;
+
+/// Inbound messages the run loop takes before it carries out the core's
+/// outputs: one wake-up serves a burst of updates.
+const INBOUND_BATCH: usize = 256;
+
 /// A peer to attach, authenticated by the API.
 struct Accept {
     socket: WebSocket,
@@ -200,7 +207,13 @@ impl RunLoop {
                     // Every handle is gone; the task is being dropped anyway.
                     None => return,
                 },
-                Some((conn, msg)) = inbound.recv() => self.inbound(conn, msg),
+                Some((conn, msg)) = inbound.recv() => {
+                    self.inbound(conn, msg);
+                    for _ in 1..INBOUND_BATCH {
+                        let Ok((conn, msg)) = inbound.try_recv() else { break };
+                        self.inbound(conn, msg);
+                    }
+                }
                 Some(c) = conflicts.recv() => self.core.handle_key_conflict(c.peer, c.keys, c.kind),
                 Some(beat) = beats.recv() => self.beat(beat).await,
                 notice = notices.recv() => match notice {
@@ -388,16 +401,21 @@ impl RunLoop {
         if let Some(coordinator) = notice.coordinator {
             self.reread_coordinator(coordinator).await;
         }
-        if let Some(peer) = notice.peer {
-            self.reread_peer(peer).await;
+        let changed = notice.changed();
+        if !changed.is_empty() {
+            self.reread_peers(&changed).await;
         }
     }
 
-    async fn reread_peer(&mut self, peer: Uuid) {
-        match self.store.peer(peer).await {
-            Ok((record, tunnels)) => self.core.handle_remote_peer(peer, record, tunnels),
+    async fn reread_peers(&mut self, peers: &[Uuid]) {
+        match self.store.peers(peers).await {
+            Ok(read) => {
+                for (peer, record, tunnels) in read {
+                    self.core.handle_remote_peer(peer, record, tunnels);
+                }
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "coordination: cannot read a peer");
+                tracing::warn!(error = %e, "coordination: cannot read peers");
                 self.writer.mark_dirty();
             }
         }
@@ -406,8 +424,8 @@ impl RunLoop {
     async fn reread_coordinator(&mut self, coordinator: Uuid) {
         match self.store.peers_of(coordinator).await {
             Ok(peers) => {
-                for peer in peers {
-                    self.reread_peer(peer).await;
+                for chunk in peers.chunks(REREAD_CHUNK) {
+                    self.reread_peers(chunk).await;
                 }
             }
             Err(e) => {

@@ -2,10 +2,11 @@
 //! `tunnels` tables (migration 0003; 0008 makes each node key unique across
 //! peers) and the `coordination` pub/sub channel.
 //!
-//! Every write is followed by a notification naming what changed (a peer, or
-//! all peers of a dead replica); receivers re-read the rows rather than trust
-//! the payload, so a late or duplicated notification is harmless and the
-//! payload stays far below `NOTIFY`'s 8000-byte limit.
+//! Every write is followed by a notification naming what changed (a peer, up
+//! to [`NOTICE_PEERS`] peers written in one transaction, or all peers of a
+//! dead replica); receivers re-read the rows, all of a notice's in one query,
+//! rather than trust the payload, so a late or duplicated notification is
+//! harmless and the payload stays below `NOTIFY`'s 8000-byte limit.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,9 @@ use crate::pubsub::Pubsub;
 /// The pub/sub channel coordination notifications travel on.
 pub(crate) const CHANNEL: &str = "coordination";
 
+/// Most peers one notice names: 39 bytes each in JSON, ~5.9 KB in all.
+pub(crate) const NOTICE_PEERS: usize = 150;
+
 /// A notification on [`CHANNEL`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Notice {
@@ -26,9 +30,34 @@ pub(crate) struct Notice {
     /// A peer whose row or outgoing tunnels changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<Uuid>,
+    /// More such peers, written in one transaction ([`NOTICE_PEERS`] at
+    /// most, so the payload stays under `NOTIFY`'s 8000 bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Uuid>,
     /// A replica whose peers were all marked lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<Uuid>,
+}
+
+impl Notice {
+    /// Every peer of replica `coordinator` changed.
+    pub fn replica(from: Uuid, coordinator: Uuid) -> Self {
+        Notice { from, peer: None, peers: Vec::new(), coordinator: Some(coordinator) }
+    }
+
+    /// These peers (at most [`NOTICE_PEERS`]) changed; one is named in
+    /// `peer`, as replicas before batching expect.
+    pub fn peers(from: Uuid, peers: &[Uuid]) -> Self {
+        match peers {
+            [one] => Notice { from, peer: Some(*one), peers: Vec::new(), coordinator: None },
+            many => Notice { from, peer: None, peers: many.to_vec(), coordinator: None },
+        }
+    }
+
+    /// Every peer it names.
+    pub fn changed(&self) -> Vec<Uuid> {
+        self.peer.iter().chain(&self.peers).copied().collect()
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -37,6 +66,13 @@ struct PeerRow {
     coordinator_id: Uuid,
     node: Option<serde_json::Value>,
     status: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct PeerTunnelsRow {
+    #[sqlx(flatten)]
+    peer: PeerRow,
+    tunnels: Vec<Uuid>,
 }
 
 impl PeerRow {
@@ -120,8 +156,7 @@ impl Store {
         .fetch_all(&self.db)
         .await?;
         for coordinator in &dead {
-            self.announce(Notice { from: self.me, peer: None, coordinator: Some(*coordinator) })
-                .await;
+            self.announce(Notice::replica(self.me, *coordinator)).await;
         }
         Ok(dead)
     }
@@ -147,7 +182,7 @@ impl Store {
             .bind(self.me)
             .execute(&self.db)
             .await?;
-        self.announce(Notice { from: self.me, peer: None, coordinator: Some(self.me) }).await;
+        self.announce(Notice::replica(self.me, self.me)).await;
         Ok(())
     }
 
@@ -163,40 +198,119 @@ impl Store {
         .await?;
         for peer in gone {
             tracing::info!(%peer, "coordination: pruned the row of a peer that left while the database was away");
-            self.announce(Notice { from: self.me, peer: Some(peer), coordinator: None }).await;
+            self.announce(Notice::peers(self.me, &[peer])).await;
         }
         Ok(())
     }
 
     /// Persists one core write and announces the peer it touched.
     pub async fn apply(&self, op: &StoreOp) -> Result<(), sqlx::Error> {
-        let peer = match op {
-            StoreOp::UpsertPeer { id, kind, node } => {
-                let owner = match kind {
-                    Kind::Client { owner } => Some(*owner),
-                    Kind::Agent => None,
-                };
-                let node = node.as_ref().and_then(|n| serde_json::to_value(n).ok());
-                let mut tx = self.db.begin().await?;
-                sqlx::query(
-                    "INSERT INTO peers (id, coordinator_id, kind, owner_id, node, status, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, 'ok', now())
-                     ON CONFLICT (id) DO UPDATE SET coordinator_id = $2, kind = $3, owner_id = $4,
-                         node = $5, status = 'ok', updated_at = now()",
-                )
-                .bind(id)
-                .bind(self.me)
-                .bind(kind.as_str())
-                .bind(owner)
-                .bind(node)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE tunnels SET coordinator_id = $2 WHERE src = $1 AND coordinator_id <> $2")
-                    .bind(id)
-                    .bind(self.me)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+        let mut conn = self.db.acquire().await?;
+        let peer = self.write(&mut conn, std::slice::from_ref(op)).await?;
+        drop(conn);
+        self.announce(Notice::peers(self.me, &[peer])).await;
+        Ok(())
+    }
+
+    /// Persists core writes in order in one transaction, which also
+    /// announces every peer they touched (delivered on commit). A run of
+    /// upserts is one statement.
+    pub async fn apply_batch(&self, ops: &[StoreOp]) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let mut touched = Vec::with_capacity(ops.len());
+        let mut rest = ops;
+        while !rest.is_empty() {
+            let upserts = rest.iter().take_while(|op| matches!(op, StoreOp::UpsertPeer { .. }));
+            let n = upserts.count().max(1);
+            let (now, later) = rest.split_at(n);
+            if n > 1 {
+                touched.extend(self.upsert_peers(&mut tx, now).await?);
+            } else {
+                touched.push(self.write(&mut tx, now).await?);
+            }
+            rest = later;
+        }
+        let mut seen = std::collections::HashSet::with_capacity(touched.len());
+        touched.retain(|p| seen.insert(*p));
+        let payloads: Vec<String> = touched
+            .chunks(NOTICE_PEERS)
+            .filter_map(|chunk| serde_json::to_string(&Notice::peers(self.me, chunk)).ok())
+            .collect();
+        sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload")
+            .bind(CHANNEL)
+            .bind(payloads)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Upserts each peer's row (the last op of a peer wins) and moves its
+    /// tunnels to this replica, in one statement; returns the peers.
+    async fn upsert_peers(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        ops: &[StoreOp],
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        let mut last = std::collections::HashMap::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            if let StoreOp::UpsertPeer { id, .. } = op {
+                last.insert(*id, i);
+            }
+        }
+        let n = last.len();
+        let (mut ids, mut kinds, mut owners, mut nodes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (i, op) in ops.iter().enumerate() {
+            let StoreOp::UpsertPeer { id, kind, node } = op else { continue };
+            if last.get(id) != Some(&i) {
+                continue;
+            }
+            ids.push(*id);
+            kinds.push(kind.as_str());
+            owners.push(match kind {
+                Kind::Client { owner } => Some(*owner),
+                Kind::Agent => None,
+            });
+            nodes.push(node.as_ref().and_then(|n| serde_json::to_string(n).ok()));
+        }
+        sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[])
+                     AS t(id, kind, owner_id, node)),
+             up AS (
+                 INSERT INTO peers (id, coordinator_id, kind, owner_id, node, status, updated_at)
+                 SELECT id, $5, kind, owner_id, node::jsonb, 'ok', now() FROM input
+                 ON CONFLICT (id) DO UPDATE SET coordinator_id = $5, kind = EXCLUDED.kind,
+                     owner_id = EXCLUDED.owner_id, node = EXCLUDED.node, status = 'ok',
+                     updated_at = now()
+                 RETURNING id)
+             UPDATE tunnels SET coordinator_id = $5
+             WHERE src IN (SELECT id FROM up) AND coordinator_id <> $5",
+        )
+        .bind(&ids)
+        .bind(kinds)
+        .bind(owners)
+        .bind(nodes)
+        .bind(self.me)
+        .execute(&mut *conn)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Persists one op (`ops` holds exactly one); returns the peer it touched.
+    async fn write(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        ops: &[StoreOp],
+    ) -> Result<Uuid, sqlx::Error> {
+        let Some(op) = ops.first() else { return Ok(Uuid::nil()) };
+        Ok(match op {
+            StoreOp::UpsertPeer { id, .. } => {
+                self.upsert_peers(conn, ops).await?;
                 *id
             }
             StoreOp::DeletePeer { id } => {
@@ -204,7 +318,7 @@ impl Store {
                 sqlx::query("DELETE FROM peers WHERE id = $1 AND coordinator_id = $2")
                     .bind(id)
                     .bind(self.me)
-                    .execute(&self.db)
+                    .execute(&mut *conn)
                     .await?;
                 *id
             }
@@ -217,7 +331,7 @@ impl Store {
                 .bind(src)
                 .bind(dst)
                 .bind(self.me)
-                .execute(&self.db)
+                .execute(&mut *conn)
                 .await?;
                 *src
             }
@@ -225,13 +339,11 @@ impl Store {
                 sqlx::query("DELETE FROM tunnels WHERE src = $1 AND dst = $2")
                     .bind(src)
                     .bind(dst)
-                    .execute(&self.db)
+                    .execute(&mut *conn)
                     .await?;
                 *src
             }
-        };
-        self.announce(Notice { from: self.me, peer: Some(peer), coordinator: None }).await;
-        Ok(())
+        })
     }
 
     async fn announce(&self, notice: Notice) {
@@ -242,22 +354,38 @@ impl Store {
         }
     }
 
-    /// A peer's row and the tunnels it opened.
-    pub async fn peer(&self, id: Uuid) -> Result<(Option<Record>, Vec<Uuid>), sqlx::Error> {
-        bounded(self.peer_inner(id)).await
-    }
-
-    async fn peer_inner(&self, id: Uuid) -> Result<(Option<Record>, Vec<Uuid>), sqlx::Error> {
-        let row: Option<PeerRow> =
-            sqlx::query_as("SELECT id, coordinator_id, node, status FROM peers WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.db)
-                .await?;
-        let tunnels = sqlx::query_scalar("SELECT dst FROM tunnels WHERE src = $1")
-            .bind(id)
-            .fetch_all(&self.db)
-            .await?;
-        Ok((row.map(|r| r.record().1), tunnels))
+    /// Each peer's row (`None`: it has none) and the tunnels it opened, in
+    /// one query.
+    #[allow(clippy::type_complexity)]
+    pub async fn peers(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, Option<Record>, Vec<Uuid>)>, sqlx::Error> {
+        let rows: Vec<PeerTunnelsRow> = bounded(
+            sqlx::query_as(
+                "SELECT p.id, p.coordinator_id, p.node, p.status,
+                        ARRAY(SELECT t.dst FROM tunnels t WHERE t.src = p.id) AS tunnels
+                 FROM peers p WHERE p.id = ANY($1)",
+            )
+            .bind(ids)
+            .fetch_all(&self.db),
+        )
+        .await?;
+        let mut found: std::collections::HashMap<Uuid, (Record, Vec<Uuid>)> = rows
+            .into_iter()
+            .map(|r| {
+                let tunnels = r.tunnels;
+                let (id, record) = r.peer.record();
+                (id, (record, tunnels))
+            })
+            .collect();
+        Ok(ids
+            .iter()
+            .map(|id| match found.remove(id) {
+                Some((record, tunnels)) => (*id, Some(record), tunnels),
+                None => (*id, None, Vec::new()),
+            })
+            .collect())
     }
 
     /// The ids of a replica's peers.
@@ -372,4 +500,23 @@ pub async fn peer_changes(
     pubsub: &Pubsub,
 ) -> tokio::sync::broadcast::Receiver<crate::pubsub::Message> {
     pubsub.subscribe(CHANNEL).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_names_one_peer_as_before_and_many_in_a_list_under_notifys_limit() {
+        let (from, a, b) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let one = serde_json::to_string(&Notice::peers(from, &[a])).unwrap();
+        assert_eq!(one, format!(r#"{{"from":"{from}","peer":"{a}"}}"#));
+        let many = serde_json::to_string(&Notice::peers(from, &[a, b])).unwrap();
+        let back: Notice = serde_json::from_str(&many).unwrap();
+        assert_eq!(back.changed(), vec![a, b]);
+        let most = vec![Uuid::max(); NOTICE_PEERS];
+        let payload = serde_json::to_string(&Notice::peers(Uuid::max(), &most)).unwrap();
+        assert!(payload.len() < 8000, "{} bytes", payload.len());
+    }
 }

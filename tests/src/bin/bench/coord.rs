@@ -25,11 +25,30 @@ use crate::report::{Better, Goal, Row, Section};
 use crate::stats::percentile;
 use crate::Ctx;
 
+mod cross;
+
 /// How many connections are opened at once.
 const CONNECT_CONCURRENCY: usize = 32;
 
+/// Bursts per deployment; the figures are the medians of their p50s and p99s.
+const BURSTS: usize = 5;
+
+/// Peers of the cross-replica measurement (half agents on one replica, half
+/// clients on the other).
+const CROSS_PEERS: usize = 1_000;
+
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
-    let sizes: &[usize] = if ctx.quick { &[20] } else { &[1_000, 10_000] };
+    // `BENCH_COORD_PEERS=10000` (a comma list) measures only those sizes,
+    // with only the `MIMALLOC_PURGE_DELAY=0` deployment and no cross-replica
+    // figures: a quicker loop while working on the coordinator.
+    let only: Option<Vec<usize>> = std::env::var("BENCH_COORD_PEERS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let sizes: Vec<usize> = match &only {
+        _ if ctx.quick => vec![20],
+        Some(sizes) => sizes.clone(),
+        None => vec![1_000, 10_000],
+    };
     let samples = if ctx.quick { 5 } else { 200 };
     let mut section = Section::new(
         "Coordinator fan-out (`bench coord`)",
@@ -42,20 +61,34 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              publish a changed node; latency is from `update_node` until the paired client's \
              update stream yields it (two WebSocket hops with the coordinator's core and \
              fan-out in between). *All at once*: every agent publishes a changed \
-             node in the same instant; latency per client from that instant. *Memory*: \
+             node in the same instant; latency per client from that instant, and from the \
+             moment its agent's client library wrote the node to the socket (the bench \
+             itself encodes and writes N/2 frames and reads N/2 on the cores `coderd` \
+             uses, so the first figure includes the bench's own sending, the second does \
+             not); {BURSTS} bursts, each figure the median of their p50s or p99s. *Memory*: \
              `coderd`'s VmRSS once all N peers are connected and told each other's nodes, \
              minus its VmRSS with one pair connected, ÷ (N − 2), twice: with \
              `MIMALLOC_PURGE_DELAY=0` (freed memory leaves VmRSS at once, so the figure \
              counts live memory; the latency figures come from this run) and with \
              mimalloc's default purge delay, as `coderd` runs in production (freed pages \
              stay resident a while, so what startup and connecting freed still counts). \
-             Each N and each setting gets a fresh `coderd`. One replica; cross-replica fan-out adds a Postgres NOTIFY round trip."
+             Each N and each setting gets a fresh `coderd`, one replica. *Across replicas*: \
+             two `coderd` replicas on one Postgres (the first one's embedded cluster), \
+             {CROSS_PEERS} peers, every agent on the first and every client on the second; \
+             {samples} agents one after the other publish a changed node, latency as above \
+             (the update crosses Postgres: row write and `NOTIFY` on one replica, a re-read \
+             on the other)."
         ),
     );
-    for &n in sizes {
-        let default = measure(n, samples, PurgeDelay::Default)
-            .await
-            .with_context(|| format!("{n} peers, mimalloc's default purge delay"))?;
+    for &n in &sizes {
+        let default = if only.is_none() || ctx.quick {
+            let r = measure(n, samples, PurgeDelay::Default)
+                .await
+                .with_context(|| format!("{n} peers, mimalloc's default purge delay"))?;
+            Some(r)
+        } else {
+            None
+        };
         let r = measure(n, samples, PurgeDelay::Zero)
             .await
             .with_context(|| format!("{n} peers, MIMALLOC_PURGE_DELAY=0"))?;
@@ -75,19 +108,33 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         section.rows.push(if n >= 10_000 { p99.goal(Goal::AtMost(50.0)) } else { p99 });
         section.rows.push(Row::new(
             format!("update → peer, all {} agents at once (p50)", n / 2),
-            lat.burst.0,
+            lat.burst.p50,
             "ms",
             Better::Lower,
         ));
-        section.rows.push(Row::new(
+        let p99 = Row::new(
             format!("update → peer, all {} agents at once (p99)", n / 2),
-            lat.burst.1,
+            lat.burst.p99,
             "ms",
             Better::Lower,
-        ));
-        for (figures, setting) in
-            [(&r, "`MIMALLOC_PURGE_DELAY=0`"), (&default, "mimalloc's default purge delay")]
-        {
+        );
+        section.rows.push(if n >= 10_000 { p99.goal(Goal::AtMost(100.0)) } else { p99 });
+        for (q, value) in [("p50", lat.burst_own.p50), ("p99", lat.burst_own.p99)] {
+            section.rows.push(Row::new(
+                format!(
+                    "update → peer, all {} agents at once, from each agent's send ({q})",
+                    n / 2
+                ),
+                value,
+                "ms",
+                Better::Lower,
+            ));
+        }
+        let mut memory = vec![(&r, "`MIMALLOC_PURGE_DELAY=0`")];
+        if let Some(default) = &default {
+            memory.push((default, "mimalloc's default purge delay"));
+        }
+        for &(figures, setting) in &memory {
             let row = Row::new(
                 format!("coderd RSS per connected peer, {n} peers, {setting}"),
                 figures.rss_per_peer_kib,
@@ -96,9 +143,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             );
             section.rows.push(if n >= 10_000 { row.goal(Goal::AtMost(16.0)) } else { row });
         }
-        for (figures, setting) in
-            [(&r, "`MIMALLOC_PURGE_DELAY=0`"), (&default, "mimalloc's default purge delay")]
-        {
+        for &(figures, setting) in &memory {
             section.notes.push(format!(
                 "{n} peers, {setting}: connecting them all took {:.1} s ({:.0} connections/s, \
                  {CONNECT_CONCURRENCY} at a time); coderd's VmRSS went from {:.1} MiB to {:.1} MiB.",
@@ -109,9 +154,18 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             ));
         }
         section.notes.push(format!(
-            "{n} peers, CPU while measuring one at a time: {}; during the burst: {}.",
+            "{n} peers, CPU while measuring one at a time: {}; during the bursts: {}.",
             lat.one_cpu, lat.burst_cpu
         ));
+        section.notes.push(format!(
+            "{n} peers, the {BURSTS} bursts from the instant: {}; from each agent's send: {}.",
+            lat.burst.each(),
+            lat.burst_own.each()
+        ));
+    }
+    if only.is_none() {
+        let peers = if ctx.quick { 20 } else { CROSS_PEERS };
+        cross::measure(&mut section, peers, samples).await.context("cross-replica fan-out")?;
     }
     section.notes.push(
         "Bench side: the N client sockets live in the bench process, on the same two cores \
@@ -151,10 +205,47 @@ enum PurgeDelay {
 struct Latency {
     /// p50, p99 in ms.
     one: (f64, f64),
-    burst: (f64, f64),
-    /// Where the CPU went while measuring one at a time, and the burst.
+    burst: BurstFigures,
+    /// The same bursts, each client from its agent's own send.
+    burst_own: BurstFigures,
+    /// Where the CPU went while measuring one at a time, and the bursts.
     one_cpu: CpuShare,
     burst_cpu: CpuShare,
+}
+
+/// The p50 and p99 of each burst, in ms.
+struct Bursts(Vec<(f64, f64)>);
+
+impl Bursts {
+    fn median(&self, pick: impl Fn(&(f64, f64)) -> f64) -> f64 {
+        let values: Vec<f64> = self.0.iter().map(pick).collect();
+        percentile(&values, 50.0)
+    }
+
+    fn each(&self) -> String {
+        let each: Vec<String> =
+            self.0.iter().map(|(p50, p99)| format!("p50 {p50:.1} ms, p99 {p99:.1} ms")).collect();
+        each.join("; ")
+    }
+}
+
+struct BurstFigures {
+    /// Medians over the bursts.
+    p50: f64,
+    p99: f64,
+    all: Bursts,
+}
+
+impl BurstFigures {
+    fn each(&self) -> String {
+        self.all.each()
+    }
+}
+
+impl From<Bursts> for BurstFigures {
+    fn from(all: Bursts) -> Self {
+        BurstFigures { p50: all.median(|b| b.0), p99: all.median(|b| b.1), all }
+    }
 }
 
 struct Figures {
@@ -237,44 +328,15 @@ async fn measure_on(
     db.close().await;
 
     let pid = srv.child.id();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Received>();
-    let mut tasks = JoinSet::new();
-    let mut handles = Vec::with_capacity(pairs);
     // The first pair is the baseline of the memory figure.
-    let mut connected = 0;
     let mut rss_before = 0.0;
-    let start = Instant::now();
-    let mut batch = futures::stream::iter(agents.iter().enumerate())
-        .map(|(i, agent)| {
-            let (url, token) = (url.clone(), session_token.clone());
-            async move { pair(&url, &token, i, agent).await }
-        })
-        .buffered(CONNECT_CONCURRENCY);
-    let mut connect_started = start;
-    while let Some(p) = batch.next().await {
-        let (agent, mut agent_updates, client, mut client_updates, agent_node_id) = p?;
-        let i = handles.len();
-        tasks.spawn(async move { while agent_updates.recv().await.is_some() {} });
-        let tx = tx.clone();
-        tasks.spawn(async move {
-            while let Some(u) = client_updates.recv().await {
-                if let PeerUpdate::Node { node, .. } = u {
-                    let port = node.endpoints.first().map_or(0, |e| e.port());
-                    let _ = tx.send(Received { client: i, port, at: Instant::now() });
-                }
-            }
-        });
-        handles.push((agent, client, agent_node_id));
-        if handles.len() == 1 {
-            wait_for(&mut rx, 1, 1, Duration::from_secs(30)).await?;
-            connected = 1;
-            rss_before = vm_rss_kib(pid)?;
-            connect_started = Instant::now();
-        }
-    }
-    drop(batch);
-    // Every client hears its agent's first node (port 1).
-    wait_for(&mut rx, pairs - connected, 1, Duration::from_secs(600)).await?;
+    let mut connect_started = Instant::now();
+    let mut first = || -> anyhow::Result<()> {
+        rss_before = vm_rss_kib(pid)?;
+        connect_started = Instant::now();
+        Ok(())
+    };
+    let mut fleet = Fleet::connect(&url, &url, &session_token, &agents, &mut first).await?;
     let connect = connect_started.elapsed();
     let rss_after = vm_rss_kib(pid)?;
     let peers = (2 * pairs).saturating_sub(2).max(1);
@@ -286,51 +348,146 @@ async fn measure_on(
         connect,
     };
     let Some(samples) = samples else {
-        drop(handles);
-        tasks.shutdown().await;
+        fleet.close().await;
         return Ok(figures);
     };
 
-    let mut one = Vec::with_capacity(samples);
-    let step = (pairs / samples).max(1);
+    eprintln!("bench: coord: {} peers connected; measuring", 2 * pairs);
     let cpu = Cpu::now(pid, data)?;
-    for s in 0..samples.min(pairs) {
-        let i = s * step;
-        let port = 10_000 + u16::try_from(s)?;
-        let (agent, _, id) = &handles[i];
-        let sent = Instant::now();
-        agent.update_node(node(*id, port));
-        let got = wait_for(&mut rx, 1, port, Duration::from_secs(30)).await?;
-        one.push(got[0].at.duration_since(sent).as_secs_f64() * 1e3);
-    }
+    let one = fleet.one_at_a_time(samples).await?;
     let one_cpu = Cpu::now(pid, data)?.since(&cpu);
 
-    let port = 60_000;
     let cpu = Cpu::now(pid, data)?;
-    let sent = Instant::now();
-    for (agent, _, id) in &handles {
-        agent.update_node(node(*id, port));
+    let (mut bursts, mut own) = (Vec::with_capacity(BURSTS), Vec::with_capacity(BURSTS));
+    for b in 0..BURSTS {
+        let port = 60_000 + u16::try_from(b)?;
+        let (burst, from_own_send) = fleet.burst(port).await?;
+        bursts.push((percentile(&burst, 50.0), percentile(&burst, 99.0)));
+        own.push((percentile(&from_own_send, 50.0), percentile(&from_own_send, 99.0)));
     }
-    let got = wait_for(&mut rx, pairs, port, Duration::from_secs(600)).await?;
     let burst_cpu = Cpu::now(pid, data)?.since(&cpu);
-    let burst: Vec<f64> =
-        got.iter().map(|r| r.at.duration_since(sent).as_secs_f64() * 1e3).collect();
-    let mut clients: Vec<usize> = got.iter().map(|r| r.client).collect();
-    clients.sort_unstable();
-    clients.dedup();
-    if clients.len() != pairs {
-        bail!("{} clients heard the burst, not {pairs}", clients.len());
-    }
-    drop(handles);
-    tasks.shutdown().await;
+    fleet.close().await;
 
     figures.latency = Some(Latency {
         one: (percentile(&one, 50.0), percentile(&one, 99.0)),
-        burst: (percentile(&burst, 50.0), percentile(&burst, 99.0)),
+        burst: Bursts(bursts).into(),
+        burst_own: Bursts(own).into(),
         one_cpu,
         burst_cpu,
     });
     Ok(figures)
+}
+
+/// N/2 agents and their N/2 clients, connected from this process, each
+/// client holding a tunnel to its agent.
+struct Fleet {
+    /// Agent, client, the agent's node id.
+    handles: Vec<(Coordinator, Coordinator, mesh::NodeId)>,
+    received: mpsc::UnboundedReceiver<Received>,
+    tasks: JoinSet<()>,
+}
+
+impl Fleet {
+    /// Connects an agent (to `agent_url`) and a client (to `client_url`) for
+    /// each of `agents`, `CONNECT_CONCURRENCY` pairs at a time; calls `first`
+    /// once the first client heard its agent, and returns once every client
+    /// did.
+    async fn connect(
+        agent_url: &Url,
+        client_url: &Url,
+        session_token: &str,
+        agents: &[coordinator::testutil::SeededAgent],
+        first: &mut dyn FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Fleet> {
+        let pairs = agents.len();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Received>();
+        let mut tasks = JoinSet::new();
+        let mut handles = Vec::with_capacity(pairs);
+        let mut connected = 0;
+        let mut batch = futures::stream::iter(agents.iter().enumerate())
+            .map(|(i, agent)| {
+                let (agent_url, client_url) = (agent_url.clone(), client_url.clone());
+                let token = session_token.to_owned();
+                async move { pair(&agent_url, &client_url, &token, i, agent).await }
+            })
+            .buffered(CONNECT_CONCURRENCY);
+        while let Some(p) = batch.next().await {
+            let (agent, mut agent_updates, client, mut client_updates, agent_node_id) = p?;
+            let i = handles.len();
+            tasks.spawn(async move { while agent_updates.recv().await.is_some() {} });
+            let tx = tx.clone();
+            tasks.spawn(async move {
+                while let Some(u) = client_updates.recv().await {
+                    if let PeerUpdate::Node { node, .. } = u {
+                        let port = node.endpoints.first().map_or(0, |e| e.port());
+                        let _ = tx.send(Received { client: i, port, at: Instant::now() });
+                    }
+                }
+            });
+            handles.push((agent, client, agent_node_id));
+            if handles.len() == 1 {
+                wait_for(&mut rx, 1, 1, Duration::from_secs(30)).await?;
+                connected = 1;
+                first()?;
+            }
+        }
+        drop(batch);
+        // Every client hears its agent's first node (port 1).
+        wait_for(&mut rx, pairs - connected, 1, Duration::from_secs(600)).await?;
+        Ok(Fleet { handles, received: rx, tasks })
+    }
+
+    /// `samples` agents spread over the fleet, one after the other, publish
+    /// a changed node: the latency of each until its client heard it, in ms.
+    async fn one_at_a_time(&mut self, samples: usize) -> anyhow::Result<Vec<f64>> {
+        let pairs = self.handles.len();
+        let mut one = Vec::with_capacity(samples);
+        let step = (pairs / samples).max(1);
+        for s in 0..samples.min(pairs) {
+            let i = s * step;
+            let port = 10_000 + u16::try_from(s)?;
+            let (agent, _, id) = &self.handles[i];
+            let sent = Instant::now();
+            agent.update_node(node(*id, port));
+            let got = wait_for(&mut self.received, 1, port, Duration::from_secs(30)).await?;
+            one.push(got[0].at.duration_since(sent).as_secs_f64() * 1e3);
+        }
+        Ok(one)
+    }
+
+    /// Every agent publishes a node with endpoint `port` in the same instant:
+    /// each client's latency from that instant, and from the moment its
+    /// agent's client library wrote the node to its socket, in ms.
+    async fn burst(&mut self, port: u16) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+        let pairs = self.handles.len();
+        let sent = Instant::now();
+        for (agent, _, id) in &self.handles {
+            agent.update_node(node(*id, port));
+        }
+        let got = wait_for(&mut self.received, pairs, port, Duration::from_secs(600)).await?;
+        let mut clients: Vec<usize> = got.iter().map(|r| r.client).collect();
+        clients.sort_unstable();
+        clients.dedup();
+        if clients.len() != pairs {
+            bail!("{} clients heard the burst, not {pairs}", clients.len());
+        }
+        let mut from_instant = Vec::with_capacity(pairs);
+        let mut from_own_send = Vec::with_capacity(pairs);
+        for r in &got {
+            from_instant.push(r.at.duration_since(sent).as_secs_f64() * 1e3);
+            let own = self.handles.get(r.client).and_then(|(agent, _, _)| agent.node_sent_at());
+            let Some(own) = own.filter(|at| *at >= sent) else {
+                bail!("agent {} did not record sending its node", r.client);
+            };
+            from_own_send.push(r.at.saturating_duration_since(own).as_secs_f64() * 1e3);
+        }
+        Ok((from_instant, from_own_send))
+    }
+
+    async fn close(mut self) {
+        self.handles.clear();
+        self.tasks.shutdown().await;
+    }
 }
 
 type Pair = (
@@ -344,19 +501,20 @@ type Pair = (
 /// Connects agent `i` and its client, publishes both nodes (endpoint port 1),
 /// and opens the client's tunnel.
 async fn pair(
-    url: &Url,
+    agent_url: &Url,
+    client_url: &Url,
     user_token: &str,
     i: usize,
     agent: &coordinator::testutil::SeededAgent,
 ) -> anyhow::Result<Pair> {
-    let (a, mut a_updates) = Coordinator::connect(url, &agent.token, PeerKind::Agent)
+    let (a, mut a_updates) = Coordinator::connect(agent_url, &agent.token, PeerKind::Agent)
         .await
         .with_context(|| format!("agent {i}"))?;
     let Some(PeerUpdate::Connected { node_id: agent_id, .. }) = a_updates.recv().await else {
         bail!("agent {i}: no hello");
     };
     a.update_node(node(agent_id, 1));
-    let (c, mut c_updates) = Coordinator::connect(url, user_token, PeerKind::Client)
+    let (c, mut c_updates) = Coordinator::connect(client_url, user_token, PeerKind::Client)
         .await
         .with_context(|| format!("client {i}"))?;
     let Some(PeerUpdate::Connected { node_id: client_id, .. }) = c_updates.recv().await else {
