@@ -147,6 +147,8 @@ async fn bind_fails_naming_each_region_when_none_answers() -> anyhow::Result<()>
     c.relays = vec![RelayRegion::new(4, format!("http://{closed}/derp").parse()?)];
     let err = MeshEndpoint::bind(c).await.err().context("bind without a relay succeeded")?;
     let msg = err.to_string();
-    assert!(msg.contains("no relay region answered: region 4: cannot reach relay"), "{msg}");
+    // Each region, and each node of it that was tried, by URL.
+    assert!(msg.contains("no relay region answered: region 4: "), "{msg}");
+    assert!(msg.contains(&format!("http://{closed}/derp: cannot reach relay")), "{msg}");
     Ok(())
 }
