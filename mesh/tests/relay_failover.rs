@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::{config, connect};
-use mesh::{MeshEndpoint, PeerPath, RelayRegion, Service};
-use sha2::{Digest, Sha256};
+use mesh::{MeshEndpoint, PeerPath, RelayRegion};
 use tokio::task::JoinHandle;
 
 struct Relay {
@@ -81,31 +80,7 @@ async fn relayed_stream_survives_its_relay_and_moves_to_the_second_region() -> a
     const TOTAL: usize = 32 << 20;
     const KILL_AT: usize = 6 << 20;
     let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let sender = async {
-        let (mut send, _recv) = ca.open(Service::Speedtest).await?;
-        let mut hasher = Sha256::new();
-        let mut kill = Some(kill_tx);
-        let mut chunk = vec![0u8; 64 * 1024];
-        let mut sent = 0usize;
-        let mut counter = 0u64;
-        while sent < TOTAL {
-            counter += 1;
-            for (i, b) in chunk.iter_mut().enumerate() {
-                *b = (counter as usize).wrapping_mul(31).wrapping_add(i) as u8;
-            }
-            hasher.update(&chunk);
-            send.write_all(&chunk).await?;
-            sent += chunk.len();
-            if sent >= KILL_AT {
-                if let Some(k) = kill.take() {
-                    let _ = k.send(());
-                }
-            }
-        }
-        send.finish()?;
-        send.stopped().await?;
-        anyhow::Ok((sent, hasher.finalize().to_vec()))
-    };
+    let sender = common::send_marked(&ca, TOTAL, KILL_AT, kill_tx);
     let killer = async {
         kill_rx.await?;
         // No restart: refuse new connections and end the open ones.

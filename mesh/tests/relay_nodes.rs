@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use common::{config, connect};
 use derp::server::PeerLocation;
-use mesh::{MeshEndpoint, PeerPath, RelayRegion, Service};
-use sha2::{Digest, Sha256};
+use mesh::{MeshEndpoint, PeerPath, RelayRegion};
 use tokio::task::JoinHandle;
 
 struct Relay {
@@ -76,30 +75,7 @@ async fn a_relayed_stream_moves_to_the_regions_next_node_when_its_relay_dies() -
     const TOTAL: usize = 24 << 20;
     const KILL_AT: usize = 4 << 20;
     let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let sender = async {
-        let (mut send, _recv) = ca.open(Service::Speedtest).await?;
-        let mut hasher = Sha256::new();
-        let mut kill = Some(kill_tx);
-        let mut chunk = vec![0u8; 64 * 1024];
-        let (mut sent, mut counter) = (0usize, 0u64);
-        while sent < TOTAL {
-            counter += 1;
-            for (i, b) in chunk.iter_mut().enumerate() {
-                *b = (counter as usize).wrapping_mul(31).wrapping_add(i) as u8;
-            }
-            hasher.update(&chunk);
-            send.write_all(&chunk).await?;
-            sent += chunk.len();
-            if sent >= KILL_AT {
-                if let Some(k) = kill.take() {
-                    let _ = k.send(());
-                }
-            }
-        }
-        send.finish()?;
-        send.stopped().await?;
-        anyhow::Ok((sent, hasher.finalize().to_vec()))
-    };
+    let sender = common::send_marked(&ca, TOTAL, KILL_AT, kill_tx);
     let killer = async {
         kill_rx.await?;
         // No restart: refuse new connections and end the open ones.

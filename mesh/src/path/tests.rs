@@ -145,6 +145,11 @@ fn benchmark_scenarios_go_direct_in_few_round_trips() {
     let easy = time_to_direct(Scenario::EasyNatBoth, rtt, 1).unwrap();
     assert!(easy <= wait + rtt * 3, "{easy:?}");
     assert!(time_to_direct(Scenario::HardNatOneSide, rtt, 1).is_some());
+    // The goals for the cases `bench path` reports beside these.
+    let birthday = time_to_direct(Scenario::HardEasyBirthday, rtt, 1).unwrap();
+    assert!(birthday <= secs(3), "hard × easy: {birthday:?}");
+    let answering = time_to_direct(Scenario::EasyAnswering, rtt, 1).unwrap();
+    assert!(answering <= secs(1), "easy × answering router: {answering:?}");
 }
 
 #[test]

@@ -58,6 +58,40 @@ pub async fn send(conn: &MeshConnection, len: usize) -> anyhow::Result<Vec<u8>> 
     Ok(hasher.finalize().to_vec())
 }
 
+/// Sends `total` bytes of a counter pattern on a new stream of `conn`
+/// (64 KiB a write), fires `mark` once `mark_at` bytes are out, finishes
+/// the stream and waits until the peer has all of it; returns the byte
+/// count and SHA-256, as [`receive`] does on the other side.
+pub async fn send_marked(
+    conn: &MeshConnection,
+    total: usize,
+    mark_at: usize,
+    mark: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<(usize, Vec<u8>)> {
+    let (mut send, _recv) = conn.open(Service::Speedtest).await?;
+    let mut hasher = Sha256::new();
+    let mut mark = Some(mark);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let (mut sent, mut counter) = (0usize, 0u64);
+    while sent < total {
+        counter += 1;
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = (counter as usize).wrapping_mul(31).wrapping_add(i) as u8;
+        }
+        hasher.update(&chunk);
+        send.write_all(&chunk).await?;
+        sent += chunk.len();
+        if sent >= mark_at {
+            if let Some(m) = mark.take() {
+                let _ = m.send(());
+            }
+        }
+    }
+    send.finish()?;
+    send.stopped().await?;
+    Ok((sent, hasher.finalize().to_vec()))
+}
+
 /// Reads the next speedtest stream on `conn` to its end; returns length and SHA-256.
 pub async fn receive(conn: &MeshConnection) -> anyhow::Result<(usize, Vec<u8>)> {
     let (service, _send, mut recv) = conn.accept().await.context("accept stream")?;
