@@ -49,9 +49,11 @@ fn bench_all_quick_writes_a_report() {
     }
     assert!(report.contains("Quick (smoke) run"), "{report}");
     like_with_like(&report);
-    for plot in ["quic.png", "relay.png", "relay_pairs.png", "relay_to_direct.png"] {
-        let png = std::fs::read(out.path().join("benchmarks").join(plot)).unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "{plot} is not a PNG");
+    for plot in ["quic.svg", "relay.svg", "relay_pairs.svg", "relay_to_direct.svg"] {
+        let svg = std::fs::read_to_string(out.path().join("benchmarks").join(plot)).unwrap();
+        assert!(svg.trim_start().starts_with("<svg") && svg.contains("</svg>"), "{plot}: {svg}");
+        assert!(svg.contains("<text"), "{plot} has no text: {svg}");
+        assert!(report.contains(&format!("(benchmarks/{plot})")), "{plot} is not in the report");
     }
 }
 

@@ -73,7 +73,7 @@ pub async fn run(ctx: &Ctx, dep: Option<&Deployment>) -> anyhow::Result<Section>
         }
     }
     if !bars.is_empty() {
-        let (file, md) = ctx.plot_file("binary_sizes.png");
+        let (file, md) = ctx.plot_file("binary_sizes");
         let bars: Vec<Bar<'_>> =
             bars.iter().map(|(n, v)| Bar { label: n, value: *v, ours: true }).collect();
         plot::bars(&file, &format!("Binary sizes ({profile})"), "MiB", &bars)?;

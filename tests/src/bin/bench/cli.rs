@@ -180,7 +180,7 @@ pub async fn run(ctx: &Ctx, dep: &Deployment) -> anyhow::Result<Section> {
         Bar { label: "speedtest relay", value: median(&relay), ours: true },
         Bar { label: "tunnel --tcp", value: median(&through), ours: true },
     ];
-    let (file, md) = ctx.plot_file("cli.png");
+    let (file, md) = ctx.plot_file("cli");
     plot::bars(&file, "Throughput through the CLI (higher is better)", "MiB/s", &bars)?;
     section.plots.push(Plot { file: md, caption: "CLI throughput".into() });
     Ok(section)

@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx, dep: &Deployment) -> anyhow::Result<Section> {
     let mut sorted = pickup.clone();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len().max(1) as f64;
-    let (file, md) = ctx.plot_file("jobs_pickup.png");
+    let (file, md) = ctx.plot_file("jobs_pickup");
     plot::lines(
         &file,
         "Job pickup latency, CDF",
@@ -104,7 +104,7 @@ pub async fn run(ctx: &Ctx, dep: &Deployment) -> anyhow::Result<Section> {
         "ms",
         Better::Lower,
     ));
-    let (file, md) = ctx.plot_file("jobs_build.png");
+    let (file, md) = ctx.plot_file("jobs_build");
     plot::bars(
         &file,
         "Workspace build (lower is better)",

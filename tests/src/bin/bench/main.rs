@@ -1,5 +1,5 @@
 //! `bench`: runs the benchmark groups, each beside its baseline in the same
-//! invocation, and writes `docs/benchmarks.md` with PNG plots in
+//! invocation, and writes `docs/benchmarks.md` with SVG plots in
 //! `docs/benchmarks/`.
 //!
 //! ```text
@@ -73,7 +73,7 @@ struct Args {
     /// Smoke mode: each group runs for a fraction of a second; figures are meaningless.
     #[arg(long)]
     quick: bool,
-    /// Directory for `benchmarks.md` and `benchmarks/*.png` (default: the repository's `docs/`).
+    /// Directory for `benchmarks.md` and `benchmarks/*.svg` (default: the repository's `docs/`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Do not build the binaries the deployment groups need; skip those groups if missing.
@@ -88,9 +88,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Where to write plot `name`, and how the report links to it.
-    pub fn plot_file(&self, name: &str) -> (PathBuf, String) {
-        (self.plots_dir.join(name), format!("benchmarks/{name}"))
+    /// Where plot `stem` goes (`benchmarks/STEM.svg`) and its path in the
+    /// report. A PNG of the same name, from before plots were SVG, is
+    /// removed, so no stale picture stays beside the new one.
+    pub fn plot_file(&self, stem: &str) -> (PathBuf, String) {
+        let _ = std::fs::remove_file(self.plots_dir.join(format!("{stem}.png")));
+        let name = format!("{stem}.svg");
+        (self.plots_dir.join(&name), format!("benchmarks/{name}"))
     }
 }
 
@@ -283,11 +287,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|g| **g != Group::All)
         .map(|g| group_name(*g))
         .collect();
-    let mut md = report.render(&order, previous.as_deref());
-    let no_font = "_No TrueType font was found, so the plots carry no text._";
-    if !plot::have_font() && !md.contains(no_font) {
-        md.push_str(&format!("\n{no_font}\n"));
-    }
+    let md = report.render(&order, previous.as_deref());
     std::fs::write(&path, md).with_context(|| format!("write {}", path.display()))?;
     eprintln!("bench: wrote {} in {:.0} s", path.display(), started.elapsed().as_secs_f64());
     if !failed.is_empty() {

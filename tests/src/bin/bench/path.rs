@@ -160,7 +160,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             .note("includes waiting for the next probe round"),
         );
     }
-    let (file, md) = ctx.plot_file("relay_to_direct.png");
+    let (file, md) = ctx.plot_file("relay_to_direct");
     let mut markers = vec![(1.5, "UDP unblocked".to_owned())];
     if let Some(at) = switched {
         markers.push((at.as_secs_f64(), "direct".to_owned()));

@@ -177,7 +177,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             .baseline("TCP, same path", tcp)
             .note("what QUIC in user space costs before the mesh adds anything"),
     );
-    let (file, md) = ctx.plot_file("quic.png");
+    let (file, md) = ctx.plot_file("quic");
     plot::bars(
         &file,
         "Bulk throughput, one stream",

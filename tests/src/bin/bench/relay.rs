@@ -163,7 +163,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         ));
     }
 
-    let (file, md) = ctx.plot_file("relay.png");
+    let (file, md) = ctx.plot_file("relay");
     plot::bars(
         &file,
         "Mesh QUIC, one stream: relayed vs direct",
@@ -176,7 +176,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     section.plots.push(Plot { file: md, caption: "Relayed vs direct throughput, one pair".into() });
     let mut sorted = many.per_pair.clone();
     sorted.sort_by(f64::total_cmp);
-    let (file, md) = ctx.plot_file("relay_pairs.png");
+    let (file, md) = ctx.plot_file("relay_pairs");
     plot::lines(
         &file,
         &format!("{} relayed pairs at once: per-pair throughput, sorted", s.pairs),
@@ -205,7 +205,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     });
 
     let sw = switch(s.switch_at, s.switch_total).await.context("relay → direct transfer")?;
-    let (file, md) = ctx.plot_file("relay_to_direct.png");
+    let (file, md) = ctx.plot_file("relay_to_direct");
     let mut markers = vec![(s.switch_at.as_secs_f64(), "endpoints announced".to_owned())];
     if let Some(at) = sw.direct_at {
         markers.push((at.as_secs_f64(), "direct".to_owned()));

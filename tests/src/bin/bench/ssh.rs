@@ -386,7 +386,7 @@ pub async fn run(ctx: &Ctx, dep: &Deployment) -> anyhow::Result<Section> {
     if sshd.is_some() {
         bars.push(Bar { label: "ssh 127.0.0.1 true (OpenSSH)", value: median(&base), ours: false });
     }
-    let (file, md) = ctx.plot_file("ssh.png");
+    let (file, md) = ctx.plot_file("ssh");
     plot::bars(&file, "Non-interactive SSH session, wall time (lower is better)", "ms", &bars)?;
     section.plots.push(Plot { file: md, caption: "SSH session wall time".into() });
     Ok(section)
