@@ -32,6 +32,12 @@ const CONTROL_QUEUE_LEN: usize = 1024;
 /// Packets written per flush at most: a batch is one write (or a few
 /// WebSocket messages), so syscalls per packet fall as load rises.
 const MAX_BATCH: usize = 128;
+/// Bytes of packets a connection routes before it lets the others have a
+/// turn. Without it a sender whose socket is always full would route up to
+/// tokio's whole budget of reads (128 × 64 KiB) per turn, and every other
+/// connection, paced sender or waiting receiver, would wait that long: each
+/// connection gets about one read's worth per round instead.
+const READ_QUANTUM: usize = 64 * 1024;
 
 /// Why a connection ended; logged, never sent except `Refused`.
 #[derive(Debug, thiserror::Error)]
@@ -209,9 +215,15 @@ impl Conn {
         let mut bucket = config
             .rate_limit
             .map(|l| TokenBucket::new(l.bytes_per_second, l.burst, Instant::now()));
+        let mut routed = 0usize;
         loop {
+            if routed >= READ_QUANTUM {
+                routed = 0;
+                tokio::task::yield_now().await;
+            }
             let frame =
                 timeout(config.idle_timeout, reader.recv()).await.map_err(|_| End::Idle)??;
+            routed += frame.encoded_len();
             match frame {
                 Frame::SendPacket { dst, data } if !self.is_mesh => {
                     let wait = bucket.as_mut().and_then(|b| b.take(data.len(), Instant::now()));

@@ -3,10 +3,14 @@
 //! Every sender into a receiver gets its own FIFO; the writer takes one
 //! packet from each sender in turn (round robin), so a sender that floods a
 //! receiver delays the others by at most one packet per turn. The bound is
-//! on the whole queue, and a sender already holding its fair part of it
-//! (the bound ÷ the senders queued, at least [`MIN_SHARE`]) is refused
-//! first: a flood fills only its own share, and the others still get in.
-//! Refused packets are dropped by the caller, as a congested link would.
+//! on the whole queue. A new packet is always taken, and when there is no
+//! room an *older* packet makes way: the sender's own oldest when it
+//! already holds its fair part of the queue (the bound ÷ the senders
+//! queued, at least [`MIN_SHARE`]), else the oldest packet of whichever
+//! sender holds the most ("longest queue drop"). So a flood can fill an
+//! empty queue but never keep another sender out, and the loss lands at
+//! the head of the flood's own FIFO, where its congestion control notices
+//! it a queue's worth of time sooner than a tail drop.
 //!
 //! The queue is plain data under a short mutex (never held across an
 //! `.await`); [`PacketQueue::wait`] parks the one consumer on a `Notify`.
@@ -22,16 +26,30 @@ use crate::proto::Frame;
 /// A sender may always queue this many packets, however many others do.
 pub(crate) const MIN_SHARE: usize = 8;
 
-/// The queue was full for this sender; the packet was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Full;
-
 #[derive(Debug, Default)]
 struct Inner {
     by_sender: HashMap<PublicKey, VecDeque<Frame>>,
     /// Senders with packets queued, in turn order (each at most once).
     turns: VecDeque<PublicKey>,
     len: usize,
+}
+
+impl Inner {
+    /// Drops the oldest packet of `victim`, which must hold at least one
+    /// beside the one about to be queued, or of the sender holding the most.
+    fn drop_oldest(&mut self, victim: Option<PublicKey>) -> Option<Frame> {
+        let victim = victim.or_else(|| {
+            self.by_sender.iter().max_by_key(|(_, frames)| frames.len()).map(|(key, _)| *key)
+        })?;
+        let own = self.by_sender.get_mut(&victim)?;
+        let dropped = own.pop_front()?;
+        if own.is_empty() {
+            self.by_sender.remove(&victim);
+            self.turns.retain(|key| *key != victim);
+        }
+        self.len -= 1;
+        Some(dropped)
+    }
 }
 
 /// A bounded multi-sender queue drained round robin by one writer.
@@ -51,28 +69,31 @@ impl PacketQueue {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `frame` from `sender`, unless the queue or the sender's share
-    /// of it is full.
-    pub(crate) fn push(&self, sender: PublicKey, frame: Frame) -> Result<(), Full> {
+    /// Queues `frame` from `sender`; returns the older packet dropped to
+    /// make room, if any (see the module docs for whose).
+    #[must_use = "a dropped packet is counted by the caller"]
+    pub(crate) fn push(&self, sender: PublicKey, frame: Frame) -> Option<Frame> {
         let mut inner = self.lock();
-        if inner.len >= self.capacity {
-            return Err(Full);
-        }
-        let queued_senders = inner.turns.len();
-        let share = (self.capacity / queued_senders.max(1)).max(MIN_SHARE);
+        let own = inner.by_sender.get(&sender).map_or(0, VecDeque::len);
+        let senders = inner.turns.len() + usize::from(own == 0);
+        let share = (self.capacity / senders).max(MIN_SHARE).min(self.capacity);
+        let dropped = if own >= share {
+            inner.drop_oldest(Some(sender))
+        } else if inner.len >= self.capacity {
+            inner.drop_oldest(None)
+        } else {
+            None
+        };
         let own = inner.by_sender.entry(sender).or_default();
-        if own.len() >= share {
-            return Err(Full);
-        }
-        if own.is_empty() {
+        let first = own.is_empty();
+        own.push_back(frame);
+        if first {
             inner.turns.push_back(sender);
         }
-        // Looked up again: `turns` and `by_sender` are borrowed apart.
-        inner.by_sender.entry(sender).or_default().push_back(frame);
         inner.len += 1;
         drop(inner);
         self.notify.notify_one();
-        Ok(())
+        dropped
     }
 
     /// Moves up to `max` packets into `out`, one per sender per turn.
@@ -137,35 +158,78 @@ mod tests {
             .collect()
     }
 
+    fn numbers(frames: &[Frame], of: PublicKey) -> Vec<u8> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::RecvPacket { src, data } if *src == of => Some(data[0]),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn number(frame: Option<Frame>) -> Option<u8> {
+        match frame? {
+            Frame::RecvPacket { data, .. } => Some(data[0]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_flood_keeps_to_its_share_and_turns_alternate() {
+    fn a_flood_gives_way_to_a_newcomer_and_turns_alternate() {
         let q = PacketQueue::new(32);
         let (flood, quiet) = (SecretKey::generate().public(), SecretKey::generate().public());
-        let accepted = (0..100).filter(|i| q.push(flood, packet(flood, *i)).is_ok()).count();
-        // Alone, the flood may fill the queue...
-        assert_eq!(accepted, 32);
-        // ...so a full queue refuses everyone, until the writer drains some.
-        assert_eq!(q.push(quiet, packet(quiet, 0)), Err(Full));
-        let mut out = Vec::new();
-        assert_eq!(q.pop_batch(16, &mut out), 16);
+        let dropped: Vec<u8> =
+            (0..100).filter_map(|i| number(q.push(flood, packet(flood, i)))).collect();
+        // Alone, the flood may fill the queue; past that its oldest go first.
+        assert_eq!(dropped, (0..68).collect::<Vec<u8>>());
+        assert_eq!(q.len(), 32);
+        // A full queue still takes the quiet sender's packets: the flood,
+        // holding the most, loses its oldest for each.
         for i in 0..4 {
-            q.push(quiet, packet(quiet, i)).unwrap();
+            assert_eq!(number(q.push(quiet, packet(quiet, i))), Some(68 + i));
         }
-        // With two senders queued the flood's share is 16: it has 16 already.
-        assert_eq!(q.push(flood, packet(flood, 200)), Err(Full));
-        out.clear();
+        // Over its share (32 / 2 senders), the flood displaces only itself.
+        assert_eq!(number(q.push(flood, packet(flood, 200))), Some(72));
+        assert_eq!(q.len(), 32);
+        let mut out = Vec::new();
         q.pop_batch(8, &mut out);
         assert_eq!(sources(&out), [flood, quiet, flood, quiet, flood, quiet, flood, quiet]);
         // Per sender, order is kept.
-        let quiet_bytes: Vec<u8> = out
-            .iter()
-            .filter_map(|f| match f {
-                Frame::RecvPacket { src, data } if *src == quiet => Some(data[0]),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(quiet_bytes, [0, 1, 2, 3]);
-        assert_eq!(q.len(), 12);
+        assert_eq!(numbers(&out, quiet), [0, 1, 2, 3]);
+        assert_eq!(numbers(&out, flood), [73, 74, 75, 76]);
+        assert_eq!(q.len(), 24);
+    }
+
+    /// A sender under its share loses nothing to a flood into the same
+    /// receiver, however long the flood lasts, and the queue stays bounded.
+    #[test]
+    fn a_paced_sender_loses_nothing_to_a_flood() {
+        let q = PacketQueue::new(64);
+        let (flood, paced) = (SecretKey::generate().public(), SecretKey::generate().public());
+        let (mut sent, mut got, mut out) = (0u32, Vec::new(), Vec::new());
+        for round in 0..2000u32 {
+            // The flood offers 10 packets a round, the paced sender one
+            // every other round; the writer takes 4.
+            for i in 0..10 {
+                let dropped = q.push(flood, packet(flood, i));
+                assert!(!matches!(&dropped, Some(Frame::RecvPacket { src, .. }) if *src == paced));
+            }
+            if round % 2 == 0 {
+                let dropped = q.push(paced, packet(paced, (sent % 256) as u8));
+                assert!(!matches!(&dropped, Some(Frame::RecvPacket { src, .. }) if *src == paced));
+                sent += 1;
+            }
+            assert!(q.len() <= 64);
+            out.clear();
+            q.pop_batch(4, &mut out);
+            got.extend(numbers(&out, paced));
+        }
+        out.clear();
+        while q.pop_batch(64, &mut out) > 0 {}
+        got.extend(numbers(&out, paced));
+        let want: Vec<u8> = (0..sent).map(|i| (i % 256) as u8).collect();
+        assert_eq!(got, want, "every paced packet, in order");
     }
 
     #[test]
@@ -174,14 +238,16 @@ mod tests {
         let keys: Vec<PublicKey> = (0..20).map(|_| SecretKey::generate().public()).collect();
         for key in &keys {
             for i in 0..3 {
-                q.push(*key, packet(*key, i)).unwrap();
+                assert!(q.push(*key, packet(*key, i)).is_none());
             }
         }
-        // 60 queued: 4 more fit, the 65th does not.
+        // 60 queued: 4 more fit...
         for i in 0..4 {
-            q.push(keys[0], packet(keys[0], 10 + i)).unwrap();
+            assert!(q.push(keys[0], packet(keys[0], 10 + i)).is_none());
         }
-        assert_eq!(q.push(keys[1], packet(keys[1], 9)), Err(Full));
+        // ...and the 65th displaces the oldest of the sender holding most.
+        assert_eq!(number(q.push(keys[1], packet(keys[1], 9))), Some(0));
+        assert_eq!(q.len(), 64);
         let mut out = Vec::new();
         q.pop_batch(20, &mut out);
         let mut seen = sources(&out);
@@ -200,7 +266,7 @@ mod tests {
             async move { q.wait().await }
         });
         tokio::task::yield_now().await;
-        q.push(key, packet(key, 1)).unwrap();
+        assert!(q.push(key, packet(key, 1)).is_none());
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
         // Already non-empty: returns at once.
         tokio::time::timeout(std::time::Duration::from_secs(5), q.wait()).await.unwrap();

@@ -1,8 +1,8 @@
 //! Who is connected where: local clients, mesh watchers, and peers homed on
 //! mesh neighbours. Connection tasks look destinations up here and hand
 //! frames to the receiver's queue without waiting ([`PacketQueue::push`],
-//! fair between senders), so a full queue drops the packet (and counts it)
-//! instead of slowing the sender.
+//! fair between senders), so a full queue drops a packet (an older one, and
+//! counts it) instead of slowing the sender.
 //!
 //! Everything here is synchronous and short; the lock is never held across
 //! an `.await`.
@@ -147,12 +147,18 @@ impl Registry {
             if !from_mesh && !entry.senders.contains(&src) {
                 entry.senders.insert(src);
             }
+            self.stats.bytes_forwarded.fetch_add(len, Ordering::Relaxed);
             match entry.outbox.packets.push(src, Frame::RecvPacket { src, data }) {
-                Ok(()) => {
-                    bump(&self.stats.packets_forwarded);
-                    self.stats.bytes_forwarded.fetch_add(len, Ordering::Relaxed);
+                None => bump(&self.stats.packets_forwarded),
+                // An older packet made room: it is the one not forwarded.
+                Some(dropped) => {
+                    bump(&self.stats.packets_dropped_queue_full);
+                    let dropped_len = match dropped {
+                        Frame::RecvPacket { data, .. } => data.len() as u64,
+                        _ => 0,
+                    };
+                    self.stats.bytes_forwarded.fetch_sub(dropped_len, Ordering::Relaxed);
                 }
-                Err(_) => bump(&self.stats.packets_dropped_queue_full),
             }
             return;
         }
@@ -293,12 +299,15 @@ mod tests {
         let b = peer(2);
         let a = peer(2);
         reg.register(b.key, 1, b.outbox.clone());
-        for _ in 0..5 {
-            reg.send_packet(a.key, b.key, data(), false);
+        for i in 0..5u8 {
+            reg.send_packet(a.key, b.key, Bytes::from(vec![i; 10]), false);
         }
         let snap = reg.snapshot();
         assert_eq!((snap.packets_forwarded, snap.packets_dropped_queue_full), (2, 3));
-        assert_eq!(pop(&b.packets).unwrap(), Frame::RecvPacket { src: a.key, data: data() });
+        assert_eq!(snap.bytes_forwarded, 20, "the bytes of the two packets still queued");
+        // The oldest made way: the newest two are what the writer sends.
+        let newest = Frame::RecvPacket { src: a.key, data: Bytes::from(vec![3; 10]) };
+        assert_eq!(pop(&b.packets).unwrap(), newest);
     }
 
     #[test]

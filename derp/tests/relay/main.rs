@@ -3,6 +3,7 @@
 
 mod abuse;
 mod basic;
+mod fair;
 mod harness;
 mod mesh;
 mod tls;
