@@ -407,7 +407,7 @@ struct Fleet {
     received: mpsc::UnboundedReceiver<Received>,
     tasks: JoinSet<()>,
     /// Declared last: dropped after the agents' handles.
-    agents: AgentRuntime,
+    _agents: AgentRuntime,
 }
 
 /// The runtime the agents' connections (their client library's tasks and
@@ -494,7 +494,7 @@ impl Fleet {
         drop(batch);
         // Every client hears its agent's first node (port 1).
         wait_for(&mut rx, pairs - connected, 1, Duration::from_secs(600)).await?;
-        Ok(Fleet { handles, received: rx, tasks, agents: runtime })
+        Ok(Fleet { handles, received: rx, tasks, _agents: runtime })
     }
 
     /// `samples` agents spread over the fleet, one after the other, publish
