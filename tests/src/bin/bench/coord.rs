@@ -537,6 +537,15 @@ impl Fleet {
         if clients.len() != pairs {
             bail!("{} clients heard the burst, not {pairs}", clients.len());
         }
+        // An agent's library records its write once the write returned; on
+        // the agents' threads that may come after its client already heard.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.handles.iter().any(|(a, _, _)| a.node_sent_at().is_none_or(|at| at < sent)) {
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let mut from_instant = Vec::with_capacity(pairs);
         let mut from_own_send = Vec::with_capacity(pairs);
         let mut last_write = 0.0f64;
