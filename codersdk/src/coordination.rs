@@ -96,6 +96,50 @@ pub enum ClientMessage {
     RemoveTunnel { peer: Uuid },
 }
 
+impl ServerMessage {
+    /// Parses one message: `serde_json::from_str`, but a `node` message (a
+    /// burst of updates is thousands of them) is read straight into its
+    /// fields, where the internally tagged enum would first buffer the whole
+    /// message into a tree of values. Anything else takes the general path.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct NodeMessage {
+            #[serde(rename = "type")]
+            _type: NodeTag,
+            peer: Uuid,
+            node: Node,
+        }
+        if let Ok(m) = serde_json::from_str::<NodeMessage>(text) {
+            return Ok(ServerMessage::Node { peer: m.peer, node: m.node });
+        }
+        serde_json::from_str(text)
+    }
+}
+
+impl ClientMessage {
+    /// Parses one message, `node` messages straight into their fields (as
+    /// [`ServerMessage::parse`]).
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct NodeMessage {
+            #[serde(rename = "type")]
+            _type: NodeTag,
+            node: Node,
+        }
+        if let Ok(m) = serde_json::from_str::<NodeMessage>(text) {
+            return Ok(ClientMessage::Node { node: m.node });
+        }
+        serde_json::from_str(text)
+    }
+}
+
+/// The `type` of a `node` message.
+#[derive(Deserialize)]
+enum NodeTag {
+    #[serde(rename = "node")]
+    Node,
+}
+
 /// Which endpoint to coordinate through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -485,7 +529,7 @@ async fn next_message(ws: &mut WsStream) -> Result<ServerMessage, ConnectError> 
             None => return Err(ConnectError::Protocol("connection closed".into())),
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(text.as_str())
+                return ServerMessage::parse(text.as_str())
                     .map_err(|e| ConnectError::Protocol(format!("bad message: {e}")));
             }
             Some(Ok(Message::Close(frame))) => {
@@ -565,6 +609,44 @@ mod tests {
         assert_eq!(lost, r#"{"type":"lost","peer":"00000000-0000-0000-0000-000000000007"}"#);
         let err = ServerMessage::Error { peer: None, message: "no".into() };
         assert_eq!(serde_json::to_string(&err).unwrap(), r#"{"type":"error","message":"no"}"#);
+    }
+
+    #[test]
+    fn node_messages_parse_as_the_general_path_does() {
+        let peer = Uuid::from_u128(7);
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "id": 5,
+            "key": format!("nodekey:{}", "11".repeat(32)),
+            "disco_key": format!("discokey:{}", "22".repeat(32)),
+            "quic_key": format!("quickey:{}", "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"),
+            "preferred_relay": 1,
+            "endpoints": ["192.0.2.1:41641"],
+            "addresses": mesh::mesh_addresses(NodeId(5)),
+            "version": 1,
+        }))
+        .unwrap();
+        let server = ServerMessage::Node { peer, node: node.clone() };
+        let client = ClientMessage::Node { node: node.clone() };
+        let server_json = serde_json::to_string(&server).unwrap();
+        let client_json = serde_json::to_string(&client).unwrap();
+        assert_eq!(ServerMessage::parse(&server_json).unwrap(), server);
+        assert_eq!(ClientMessage::parse(&client_json).unwrap(), client);
+        // Fields in another order, and unknown ones, as serde's own path takes them.
+        let node_json = serde_json::to_string(&node).unwrap();
+        let reordered =
+            format!(r#"{{"node":{node_json},"extra":1,"peer":"{peer}","type":"node"}}"#);
+        assert_eq!(ServerMessage::parse(&reordered).unwrap(), server);
+        let reordered = format!(r#"{{"node":{node_json},"type":"node"}}"#);
+        assert_eq!(ClientMessage::parse(&reordered).unwrap(), client);
+        // Other messages, and broken ones, take the general path.
+        let lost = r#"{"type":"lost","peer":"00000000-0000-0000-0000-000000000007"}"#;
+        assert_eq!(ServerMessage::parse(lost).unwrap(), ServerMessage::Lost { peer });
+        let add = r#"{"type":"add_tunnel","peer":"00000000-0000-0000-0000-000000000007"}"#;
+        assert_eq!(ClientMessage::parse(add).unwrap(), ClientMessage::AddTunnel { peer });
+        let bad_key = client_json.replace("quickey:d75a", "quickey:zz5a");
+        assert!(ClientMessage::parse(&bad_key).is_err());
+        assert!(ClientMessage::parse(&client_json.replace("\"node\",", "\"nod\",")).is_err());
+        assert!(ClientMessage::parse(r#"{"type":"node"}"#).is_err());
     }
 
     #[test]

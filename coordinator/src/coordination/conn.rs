@@ -163,7 +163,7 @@ impl Connection {
                         Some(Ok(_)) => continue,
                     };
                     bucket.take(Instant::now());
-                    let msg = match serde_json::from_str::<ClientMessage>(text.as_str()) {
+                    let msg = match ClientMessage::parse(text.as_str()) {
                         Ok(m) => m,
                         Err(e) => return Close { code: 1007, reason: truncate(format!("malformed message: {e}")) },
                     };

@@ -94,7 +94,13 @@ async fn agent_process(dep: &Deployment) -> anyhow::Result<u32> {
 
 /// User plus system CPU time `pid` has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds (user + system) in a `stat` file of `/proc` (a process's or
+/// one thread's, `/proc/<pid>/task/<tid>/stat`).
+pub fn stat_cpu_seconds(path: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(path)?;
     // After `pid (comm)`: state is field 3, utime 14 and stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("odd /proc/<pid>/stat")?;
     let field = |n: usize| -> anyhow::Result<f64> {
